@@ -1,0 +1,189 @@
+"""The compiler's intermediate representation: frozen dataclasses and enums.
+
+A :class:`Model` is exactly what a SPEC model file says (../shared/SPEC.md sections 2 and 3),
+validated; arrays are read-only int64 numpy arrays holding mathematical values (bipolar as -1/+1).
+"""
+
+import enum
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..hw.common import reference as ref
+
+__all__ = ["DType", "DTypeKind", "Op", "OutputKind", "OutputStage", "Layer", "Model",
+           "IDENTIFIER", "readonly"]
+
+IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+def readonly(arr, dtype=np.int64):
+    """An immutable copy of ``arr`` (int64 unless told)."""
+    out = np.array(arr, dtype=dtype, copy=True)
+    out.setflags(write=False)
+    return out
+
+
+class DTypeKind(enum.Enum):
+    INT = "int"
+    UINT = "uint"
+    BIPOLAR = "bipolar"
+
+
+@dataclass(frozen=True)
+class DType:
+    """A SPEC section 1 data type: ``intN``, ``uintN`` or ``bipolar``."""
+
+    kind: DTypeKind
+    bits: int
+
+    _PATTERN = re.compile(r"(int|uint)([0-9]+)\Z")
+
+    @classmethod
+    def parse(cls, text):
+        """Parse ``"int8"``, ``"uint4"``, ``"bipolar"``; raise ValueError with the reason."""
+        if not isinstance(text, str):
+            raise ValueError(f"a dtype is a string such as 'int8', not {text!r}")
+        if text == "bipolar":
+            return cls(DTypeKind.BIPOLAR, 1)
+        m = cls._PATTERN.match(text)
+        if not m:
+            raise ValueError(f"unknown dtype {text!r} (intN, uintN or bipolar)")
+        kind, bits = DTypeKind(m.group(1)), int(m.group(2))
+        lo = 2 if kind is DTypeKind.INT else 1
+        if not lo <= bits <= 32:
+            raise ValueError(f"{text!r}: {kind.value}N needs N in {lo}..32")
+        return cls(kind, bits)
+
+    def __str__(self):
+        return "bipolar" if self.kind is DTypeKind.BIPOLAR else f"{self.kind.value}{self.bits}"
+
+    @property
+    def signed(self):
+        """True when the hardware encoding is two's complement."""
+        return self.kind is DTypeKind.INT
+
+    @property
+    def lo(self):
+        return ref.dtype_limits(self.kind.value, self.bits)[0]
+
+    @property
+    def hi(self):
+        return ref.dtype_limits(self.kind.value, self.bits)[1]
+
+    def contains(self, values):
+        """True when every value of the array is a legal value of this dtype."""
+        v = np.asarray(values)
+        if v.size == 0:
+            return True
+        if self.kind is DTypeKind.BIPOLAR:
+            return bool(np.all((v == 1) | (v == -1)))
+        return int(v.min()) >= self.lo and int(v.max()) <= self.hi
+
+    def encode(self, values):
+        """Mathematical values to hardware bit patterns (uint64)."""
+        return ref.encode(values, self.kind.value, self.bits)
+
+    def decode(self, bits):
+        """Hardware bit patterns to mathematical values (int64)."""
+        return ref.decode(bits, self.kind.value, self.bits)
+
+
+class Op(enum.Enum):
+    LINEAR = "linear"
+
+
+class OutputKind(enum.Enum):
+    IDENTITY = "identity"
+    REQUANT = "requant"
+    THRESHOLD = "threshold"
+
+
+@dataclass(frozen=True, eq=False)
+class OutputStage:
+    """SPEC 2.2. ``mult``/``shift`` are (M,) arrays (scalars broadcast at read time);
+    ``thresholds`` is (M, L) (a shared (1, L) row is broadcast at read time)."""
+
+    kind: OutputKind
+    dtype: DType
+    mult: np.ndarray | None = None
+    shift: np.ndarray | None = None
+    relu: bool = False
+    thresholds: np.ndarray | None = None
+
+    def apply(self, acc):
+        """Exact SPEC arithmetic on accumulators (mathematical values in and out)."""
+        return ref.output_stage(acc, self.kind.value, self.dtype.kind.value, self.dtype.bits,
+                                mult=self.mult, shift=self.shift, relu=self.relu,
+                                thresholds=self.thresholds)
+
+
+@dataclass(frozen=True, eq=False)
+class Layer:
+    """One SPEC layer. ``weight`` is always present (derived from codebook[indices] when the
+    file gives only those); ``in_dtype`` is the dtype of the vector that feeds it."""
+
+    name: str
+    op: Op
+    in_dtype: DType
+    weight: np.ndarray
+    weight_dtype: DType
+    output: OutputStage
+    bias: np.ndarray | None = None
+    codebook: np.ndarray | None = None
+    indices: np.ndarray | None = None
+
+    @property
+    def out_features(self):
+        return self.weight.shape[0]
+
+    @property
+    def in_features(self):
+        return self.weight.shape[1]
+
+    @property
+    def density(self):
+        """Fraction of non-zero weights."""
+        return float(np.count_nonzero(self.weight)) / max(self.weight.size, 1)
+
+    def acc_bounds(self):
+        """Per-row worst-case (lo, hi) of the accumulator over every legal input."""
+        return ref.acc_bounds(self.weight, self.in_dtype.lo, self.in_dtype.hi, self.bias)
+
+    def forward(self, x):
+        """SPEC 2.1 + 2.2 on a batch ``(B, K)`` of mathematical values."""
+        acc = ref.linear_acc(self.weight, x, self.bias, self.in_dtype.lo, self.in_dtype.hi)
+        return self.output.apply(acc)
+
+
+@dataclass(frozen=True, eq=False)
+class Model:
+    """A validated model: a chain of layers."""
+
+    name: str
+    input_shape: tuple
+    input_dtype: DType
+    layers: tuple = field(default_factory=tuple)
+
+    @property
+    def in_features(self):
+        return int(np.prod(self.input_shape))
+
+    @property
+    def output_dtype(self):
+        return self.layers[-1].output.dtype
+
+    def forward(self, x, upto=None):
+        """Run the numpy reference on a batch ``(B, *input_shape)``; returns ``(B, M_last)``
+        exact integers (mathematical values). ``upto`` stops after that many layers."""
+        x = np.asarray(x).reshape(len(x), -1)
+        for layer in self.layers[:upto]:
+            x = layer.forward(x)
+        return x
+
+    def layer(self, name):
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise KeyError(name)

@@ -1,0 +1,1 @@
+"""nnaccel: compressed neural networks to verified accelerators with open tools."""
