@@ -9,6 +9,7 @@ until the transfer; ready is independent of valid).
 import random
 from dataclasses import dataclass
 
+from amaranth import Module, Signal
 from amaranth.sim import Simulator
 
 __all__ = ["StallPattern", "STALL_PATTERNS", "send", "receive", "run_stream_test"]
@@ -54,7 +55,7 @@ async def receive(ctx, stream, count, *, stall=0.0, rng=None, timeout=None):
     while len(out) < count:
         ready = not (stall and rng.random() < stall)
         ctx.set(stream.ready, ready)
-        valid, payload = await ctx.tick().sample(stream.valid, stream.payload)
+        _clk, _rst, valid, payload = await ctx.tick().sample(stream.valid, stream.payload)
         if ready and valid:
             out.append(payload)
         cycles += 1
@@ -71,7 +72,11 @@ def run_stream_test(dut, sources, sinks, *, pattern=StallPattern(), seed=0, time
     Returns the list of received payload lists, one per sink. Each source and sink has its own
     random generator derived from ``seed``.
     """
-    sim = Simulator(dut)
+    top = Module()
+    top.submodules.dut = dut
+    heartbeat = Signal()  # a sync domain exists even for a purely combinational DUT
+    top.d.sync += heartbeat.eq(~heartbeat)
+    sim = Simulator(top)
     sim.add_clock(1e-6)
     results = [None] * len(sinks)
 

@@ -1,0 +1,147 @@
+"""Stream building blocks: a skid buffer, a FIFO and a width converter (gearbox).
+
+All three are ``wiring.Component`` with ``i_data``/``o_data`` ports of ``amaranth.lib.stream``
+and obey the stream rules: ``o_data.valid`` never depends combinationally on ``o_data.ready``
+and never drops before the transfer.
+"""
+
+from amaranth import Cat, Module, Mux, Shape, Signal, Value
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.wiring import In, Out
+
+__all__ = ["SkidBuffer", "StreamFifo", "Gearbox", "check_positive"]
+
+
+def check_positive(name, value, *, zero=False):
+    """Raise TypeError/ValueError unless ``value`` is a (positive, or non-negative) integer."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{name} must be an integer, not {value!r}")
+    if value < (0 if zero else 1):
+        kind = "a non-negative" if zero else "a positive"
+        raise ValueError(f"{name} must be {kind} integer, not {value!r}")
+    return value
+
+
+class SkidBuffer(wiring.Component):
+    """A registered stream stage that registers ``ready`` too (two entries).
+
+    Latency 1 cycle; throughput one beat per cycle under any backpressure. Breaks every
+    combinational path between its two sides.
+    """
+
+    def __init__(self, shape):
+        self._shape = shape
+        super().__init__({"i_data": In(stream.Signature(shape)),
+                          "o_data": Out(stream.Signature(shape))})
+
+    def elaborate(self, platform):
+        m = Module()
+        i, o = self.i_data, self.o_data
+        skid = Signal(self._shape)
+        skid_valid = Signal()
+        m.d.comb += i.ready.eq(~skid_valid)
+        with m.If(o.ready | ~o.valid):
+            with m.If(skid_valid):
+                m.d.sync += [o.payload.eq(skid), o.valid.eq(1), skid_valid.eq(0)]
+            with m.Else():
+                m.d.sync += [o.payload.eq(i.payload), o.valid.eq(i.valid)]
+        with m.Elif(i.valid & ~skid_valid):
+            m.d.sync += [skid.eq(i.payload), skid_valid.eq(1)]
+        return m
+
+
+class StreamFifo(wiring.Component):
+    """A synchronous FIFO of ``depth`` beats on streams (block RAM when large).
+
+    Full throughput; latency 1 cycle (2 when the FIFO was empty and its memory is read).
+    """
+
+    def __init__(self, shape, depth):
+        self._shape = shape
+        self.depth = check_positive("depth", depth)
+        super().__init__({"i_data": In(stream.Signature(shape)),
+                          "o_data": Out(stream.Signature(shape))})
+
+    def elaborate(self, platform):
+        m = Module()
+        width = Shape.cast(self._shape).width
+        m.submodules.fifo = fifo = SyncFIFOBuffered(width=width, depth=self.depth)
+        m.d.comb += [
+            fifo.w_data.eq(Value.cast(self.i_data.payload)),
+            fifo.w_en.eq(self.i_data.valid),
+            self.i_data.ready.eq(fifo.w_rdy),
+            self.o_data.payload.eq(fifo.r_data),
+            self.o_data.valid.eq(fifo.r_rdy),
+            fifo.r_en.eq(self.o_data.ready),
+        ]
+        return m
+
+
+class Gearbox(wiring.Component):
+    """Converts vectors of ``count`` elements from ``n_in`` to ``n_out`` elements per beat.
+
+    One of ``n_in``, ``n_out`` must divide the other. A vector takes ``ceil(count/n_in)`` input
+    beats and ``ceil(count/n_out)`` output beats; padding elements past ``count`` are undefined on
+    both sides (consumers ignore them). No added latency (combinational on the data path, with
+    registers only for the collected chunks); one input or output beat per cycle.
+    """
+
+    def __init__(self, elem_shape, *, n_in, n_out, count):
+        check_positive("n_in", n_in)
+        check_positive("n_out", n_out)
+        check_positive("count", count)
+        if n_in % n_out and n_out % n_in:
+            raise ValueError(f"n_in ({n_in}) and n_out ({n_out}) must divide one another")
+        self._elem = elem_shape
+        self.n_in, self.n_out, self.count = n_in, n_out, count
+        super().__init__({
+            "i_data": In(stream.Signature(data.ArrayLayout(elem_shape, n_in))),
+            "o_data": Out(stream.Signature(data.ArrayLayout(elem_shape, n_out))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        i, o = self.i_data, self.o_data
+        w = Shape.cast(self._elem).width
+        ibits, obits = Value.cast(i.payload), Value.cast(o.payload)
+        if self.n_in == self.n_out:
+            m.d.comb += [obits.eq(ibits), o.valid.eq(i.valid), i.ready.eq(o.ready)]
+            return m
+        if self.n_in > self.n_out:
+            k = self.n_in // self.n_out
+            beats = -(-self.count // self.n_out)
+            sub = Signal(range(k))
+            beat = Signal(range(beats))
+            last_sub = (sub == k - 1) | (beat == beats - 1)
+            chunk = obits.shape().width
+            m.d.comb += [
+                obits.eq(ibits.word_select(sub, chunk)),
+                o.valid.eq(i.valid),
+                i.ready.eq(o.ready & last_sub),
+            ]
+            with m.If(o.valid & o.ready):
+                m.d.sync += [sub.eq(Mux(last_sub, 0, sub + 1)),
+                             beat.eq(Mux(beat == beats - 1, 0, beat + 1))]
+            return m
+        k = self.n_out // self.n_in
+        beats = -(-self.count // self.n_in)
+        chunk = self.n_in * w
+        sub = Signal(range(k))
+        beat = Signal(range(beats))
+        held = [Signal(chunk, name=f"held{j}") for j in range(k - 1)]
+        final = (sub == k - 1) | (beat == beats - 1)
+        m.d.comb += [
+            obits.eq(Cat(*(Mux(sub == j, ibits, held[j]) for j in range(k - 1)), ibits)),
+            o.valid.eq(i.valid & final),
+            i.ready.eq(Mux(final, o.ready, 1)),
+        ]
+        with m.If(i.valid & i.ready):
+            m.d.sync += [sub.eq(Mux(final, 0, sub + 1)),
+                         beat.eq(Mux(beat == beats - 1, 0, beat + 1))]
+            for j in range(k - 1):
+                with m.If(~final & (sub == j)):
+                    m.d.sync += held[j].eq(ibits)
+        return m
+
+
