@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from amaranth import Module, Signal
 from amaranth.sim import Simulator
 
-__all__ = ["StallPattern", "STALL_PATTERNS", "send", "receive", "run_stream_test"]
+__all__ = ["StallPattern", "STALL_PATTERNS", "send", "receive", "run_stream_test", "to_beats",
+           "from_beats"]
 
 
 @dataclass(frozen=True)
@@ -97,3 +98,25 @@ def run_stream_test(dut, sources, sinks, *, pattern=StallPattern(), seed=0, time
     else:
         sim.run()
     return results
+
+
+def to_beats(vectors, n, pad=0):
+    """Split each vector of ``vectors`` into beats of ``n`` elements (lists of ints); the tail
+    of each vector's last beat is ``pad``."""
+    beats = []
+    for v in vectors:
+        v = [int(x) for x in v]
+        for b in range(0, len(v), n):
+            chunk = v[b:b + n]
+            beats.append(chunk + [pad] * (n - len(chunk)))
+    return beats
+
+
+def from_beats(beats, count, n):
+    """Inverse of :func:`to_beats`: join beats (iterables of ints) into vectors of ``count``
+    elements, dropping the padding."""
+    per = -(-count // n)
+    if len(beats) % per:
+        raise ValueError(f"{len(beats)} beats is not a whole number of {per}-beat vectors")
+    flat = [[int(x) for x in beat] for beat in beats]
+    return [sum(flat[v * per:(v + 1) * per], [])[:count] for v in range(len(beats) // per)]

@@ -1,0 +1,61 @@
+"""Read-only tables for weights and per-channel parameters, with a synchronous read port."""
+
+import enum
+
+from amaranth import Array, Const, Module, Signal, unsigned
+from amaranth.lib import memory, wiring
+from amaranth.lib.wiring import In, Out
+
+from .stream import check_positive
+
+__all__ = ["Storage", "Rom"]
+
+
+class Storage(enum.Enum):
+    """Where a table lives. ``AUTO``: constants when it has one word, block RAM otherwise."""
+
+    AUTO = "auto"
+    BRAM = "bram"
+    LOGIC = "logic"
+
+
+class Rom(wiring.Component):
+    """A table of ``len(words)`` unsigned words of ``width`` bits.
+
+    ``data`` shows ``words[addr]`` one cycle after a cycle with ``en`` high and holds while ``en``
+    is low (the behaviour of a block RAM read port), whatever the storage. ``Storage.LOGIC`` keeps
+    the table as constants (a single word is a constant wire that yosys folds into the logic that
+    uses it); ``Storage.BRAM`` infers a memory.
+    """
+
+    def __init__(self, words, width, *, storage=Storage.AUTO):
+        self.words = [int(w) for w in words]
+        check_positive("number of words", len(self.words))
+        self.width = check_positive("width", width)
+        self.storage = Storage(storage)
+        if any(w < 0 or w >> width for w in self.words):
+            raise ValueError(f"every word must fit in {width} unsigned bits")
+        super().__init__({"addr": In(range(max(len(self.words), 2))), "en": In(1),
+                          "data": Out(width)})
+
+    def elaborate(self, platform):
+        m = Module()
+        depth = len(self.words)
+        storage = self.storage
+        if storage is Storage.AUTO:
+            storage = Storage.LOGIC if depth == 1 else Storage.BRAM
+        if storage is Storage.LOGIC:
+            if depth == 1:
+                m.d.comb += self.data.eq(Const(self.words[0], self.width))
+            else:
+                addr = Signal.like(self.addr)
+                with m.If(self.en):
+                    m.d.sync += addr.eq(self.addr)
+                table = Array(Const(w, self.width) for w in self.words)
+                m.d.comb += self.data.eq(table[addr])
+            return m
+        m.submodules.mem = mem = memory.Memory(shape=unsigned(self.width), depth=depth,
+                                               init=self.words)
+        port = mem.read_port(domain="sync")
+        m.d.comb += [port.addr.eq(self.addr), port.en.eq(self.en), self.data.eq(port.data)]
+        return m
