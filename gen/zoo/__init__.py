@@ -1,0 +1,12 @@
+"""Small trained example models, returned as SPEC models (:class:`nnaccel.gen.ir.Model`).
+
+Everything here trains on data bundled with scikit-learn: nothing is downloaded, every model is
+seeded and deterministic on a given machine, and each one trains in seconds on a laptop CPU.
+
+* :mod:`.digits`: scikit-learn's 8x8 digits, an int8 MLP (``digits_int8``) and a binarized MLP
+  (``digits_bnn``).
+"""
+
+from .digits import DigitsResult, binarized_mlp, int8_mlp, load_split, train_all
+
+__all__ = ["DigitsResult", "binarized_mlp", "int8_mlp", "load_split", "train_all"]
