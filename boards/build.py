@@ -1,0 +1,450 @@
+"""Synthesis, place and route and bitstream for a board, and the report of what it cost.
+
+:func:`build` wraps a network in :class:`~nnaccel.boards.top.BoardTop`, lets the board's
+amaranth-boards platform write its build plan (the yosys script, constraints and tool command
+lines), then runs the plan's commands one by one with the YoWASP tools, showing on ``log`` which
+step runs and for how long. The report is read from the tools' own outputs:
+
+* yosys ``stat -json`` after synthesis (cell counts: LUT4s and flip-flops on iCE40),
+* nextpnr's ``--report`` JSON (per-cell-type utilisation with the device's available counts, and
+  the achieved maximum frequency of every clock against its constraint),
+* nextpnr's log (ECP5 LUT4 and flip-flop totals, which count carry LUTs too).
+
+nextpnr runs with ``--timing-allow-fail``: a design that misses the board clock still gets a
+bitstream and a report, with ``timing_met`` false.
+"""
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from ..gen.errors import ToolError, UsageError
+from .platforms import Board, get_board
+from .top import BoardTop, baud_divisor
+
+__all__ = ["REPORT_FORMAT", "build", "format_report"]
+
+#: Value of the report's ``format`` field.
+REPORT_FORMAT = "nnaccel-build-report/1"
+
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+#: What each tool of a build plan does, for progress lines.
+_STEP_NAMES = {
+    "yosys": "synthesis",
+    "nextpnr-ecp5": "place and route",
+    "nextpnr-ice40": "place and route",
+    "ecppack": "bitstream",
+    "icepack": "bitstream",
+    "dfu-suffix": "DFU suffix",
+}
+
+#: Steps skipped (with a note) when their tool is missing: they do not change the bitstream.
+_OPTIONAL_TOOLS = {"dfu-suffix": "dfu-util needs it to load the .bit; add it with "
+                                 "`dfu-suffix -v 1209 -p 5af0 -a <name>.bit`"}
+
+#: Resource rows of the report: key -> (label, nextpnr cell type per family).
+_BEL_TYPES = {
+    "logic_cells": ("logic cells", {"ecp5": "TRELLIS_COMB", "ice40": "ICESTORM_LC"}),
+    "bram": ("block RAMs", {"ecp5": "DP16KD", "ice40": "ICESTORM_RAM"}),
+    "spram": ("single-port RAMs", {"ice40": "ICESTORM_SPRAM"}),
+    "mult": ("multipliers", {"ecp5": "MULT18X18D", "ice40": "ICESTORM_DSP"}),
+}
+_PRIMITIVES = {"DP16KD": "DP16KD", "ICESTORM_RAM": "SB_RAM40_4K", "ICESTORM_SPRAM": "SPRAM",
+               "MULT18X18D": "MULT18X18D", "ICESTORM_DSP": "SB_MAC16",
+               "TRELLIS_COMB": "TRELLIS_COMB", "ICESTORM_LC": "ICESTORM_LC"}
+
+_TAIL_LINES = 25
+
+
+def _tool_env_var(tool):
+    """The environment variable amaranth's build scripts read for ``tool`` (``NEXTPNR_ECP5``)."""
+    return tool.upper().replace("-", "_").replace("+", "X")
+
+
+def build(network, board, outdir, *, name, baud=115200, log=None, keep_failed=False):
+    """Build ``network`` for ``board`` into ``outdir``; return the report.
+
+    Parameters
+    ----------
+    network : wiring.Component or Design
+        The stream-level network (``i_data``/``o_data`` members, see
+        :class:`~nnaccel.boards.top.BoardTop`), or an object with a ``network`` attribute
+        holding one (``nnaccel.gen.generate.Design``).
+    board : str or Board
+        A board name (see :mod:`nnaccel.boards.platforms`).
+    outdir : path-like
+        Build directory. Written only when the build succeeds (built in a sibling temporary
+        directory and renamed); an existing directory is replaced only if it is empty or holds
+        a previous build (a ``report.json``).
+    name : str
+        Design name: an identifier; the files are ``<name>.bit`` (ECP5) or ``<name>.bin``
+        (iCE40), ``<name>.rpt`` (yosys log), ``<name>.tim`` (nextpnr log), ...
+    baud : int
+        Bit rate of the UART host link.
+    log : text stream or None
+        Where progress goes (``sys.stderr`` when None). A terminal gets a live line per step.
+    keep_failed : bool
+        Keep the temporary directory of a failed build (its path is in the error) instead of
+        deleting it.
+
+    Returns
+    -------
+    dict
+        The report, also written to ``outdir/report.json``: ``resources`` (``lut4``, ``ff``,
+        ``logic_cells``, ``bram``, ``mult`` and, on iCE40 UP5K, ``spram``; each with ``used``,
+        ``available``, ``utilisation`` as a fraction and the ``cell`` type counted),
+        ``fmax_mhz``, ``constraint_mhz``, ``timing_met``, ``clock``, ``bitstream`` (absolute
+        path), ``steps`` (tool and seconds each), board facts and the raw tool figures
+        (``synthesis_cells``, ``nextpnr_utilisation``).
+
+    Raises
+    ------
+    UsageError
+        Unknown board, bad name or baud rate, or ``outdir`` is a non-empty directory that does
+        not hold a previous build.
+    ToolError
+        A tool is missing or failed; the message ends with the tail of its log.
+    """
+    log = sys.stderr if log is None else log
+    spec = board if isinstance(board, Board) else get_board(board)
+    if not isinstance(name, str) or not _IDENTIFIER.match(name):
+        raise UsageError(f"design name must be an identifier [A-Za-z_][A-Za-z0-9_]*, "
+                         f"not {name!r}")
+    divisor = baud_divisor(spec.clock_hz, baud)
+    network = getattr(network, "network", network)
+    outdir = Path(outdir).absolute()
+    _check_outdir(outdir)
+    env = _build_env()
+
+    outdir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.", dir=outdir.parent))
+    progress = _Progress(log, f"{name} for {spec.name}")
+    try:
+        steps = []
+        with progress.step("elaboration", "amaranth"):
+            platform = spec.platform()
+            plan = platform.build(
+                BoardTop(network, baud=baud), name=name, build_dir=str(staging),
+                do_build=False, do_program=False,
+                nextpnr_opts=["--report", f"{name}.report.json", "--timing-allow-fail"],
+                script_after_synth=f"tee -q -o {name}.stat.json stat -json")
+            plan.extract(str(staging))
+        steps.append(progress.last)
+        commands = json.loads((staging / f"build_{name}.json").read_text())["commands"]
+        for argv in commands:
+            ran = _run_step(argv, staging, env, progress, name)
+            if ran:
+                steps.append(progress.last)
+        report = _report(spec, name, staging, outdir, baud, divisor, steps)
+        (staging / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+        _move_into_place(staging, outdir)
+    except BaseException as exc:
+        if keep_failed and isinstance(exc, ToolError):
+            exc.args = (f"{exc.args[0]}\n(build directory kept: {staging})",)
+        else:
+            shutil.rmtree(staging, ignore_errors=True)
+        raise
+    progress.done(report["seconds_total"])
+    return report
+
+
+def format_report(report):
+    """The report as a few lines of text for a terminal.
+
+    Parameters
+    ----------
+    report : dict
+        As returned by :func:`build` (or read back from ``report.json``).
+
+    Returns
+    -------
+    str
+        Without a trailing newline.
+    """
+    family = {"ecp5": "ECP5", "ice40": "iCE40"}.get(report["family"], report["family"])
+    lines = [f"{report['name']} on {report['board']} ({family} "
+             f"{report['device']}, {report['package']})"]
+    labels = {"lut4": "LUT4s", "ff": "flip-flops",
+              **{key: label for key, (label, _) in _BEL_TYPES.items()}}
+    for key, row in report["resources"].items():
+        label = labels.get(key, key)
+        if row.get("cell") and key not in ("lut4", "ff"):
+            label = f"{label} ({row['cell']})"
+        lines.append(f"  {label:<32} {row['used']:>7} / {row['available']:<7} "
+                     f"{100 * row['utilisation']:6.2f} %")
+    clock = report["clock"]
+    verdict = "met" if report["timing_met"] else "NOT MET"
+    lines.append(f"  {'Fmax':<32} {report['fmax_mhz']:.2f} MHz (constraint "
+                 f"{report['constraint_mhz']:.2f} MHz on {clock['resource']}: {verdict})")
+    lines.append(f"  {'bitstream':<32} {report['bitstream']}")
+    times = ", ".join(f"{s['step']} {s['seconds']:.1f} s" for s in report["steps"])
+    lines.append(f"  {'time':<32} {report['seconds_total']:.1f} s ({times})")
+    return "\n".join(lines)
+
+
+# -- running the plan ----------------------------------------------------------------------------
+
+
+def _build_env():
+    """os.environ plus the tool variables amaranth's build plans read."""
+    try:
+        from ..tools import amaranth_build_env
+    except ImportError:  # pragma: no cover - nnaccel.tools is part of the package
+        amaranth_build_env = _fallback_build_env
+    env = dict(os.environ)
+    env.update(amaranth_build_env())
+    bindir = str(Path(sys.executable).parent)
+    env["PATH"] = os.pathsep.join([bindir, env.get("PATH", "")]).rstrip(os.pathsep)
+    return env
+
+
+def _fallback_build_env():
+    bindir = Path(sys.executable).parent
+    tools = {"YOSYS": "yosys", "NEXTPNR_ECP5": "nextpnr-ecp5", "ECPPACK": "ecppack",
+             "NEXTPNR_ICE40": "nextpnr-ice40", "ICEPACK": "icepack"}
+    env = {var: str(bindir / f"yowasp-{tool}") for var, tool in tools.items()}
+    env["OPENFPGALOADER"] = shutil.which("true") or "true"
+    return env
+
+
+def _resolve(tool, env):
+    exe = env.get(_tool_env_var(tool), tool)
+    return shutil.which(exe, path=env.get("PATH"))
+
+
+def _run_step(argv, cwd, env, progress, name):
+    """Run one command of the plan; False if it was an optional step that was skipped."""
+    tool, args = argv[0], argv[1:]
+    step = _STEP_NAMES.get(tool, tool)
+    exe = _resolve(tool, env)
+    if exe is None:
+        if tool in _OPTIONAL_TOOLS:
+            why = _OPTIONAL_TOOLS[tool].replace("<name>", name)
+            progress.note(f"skipped {step}: {tool} not found ({why})")
+            return False
+        raise ToolError(f"{tool} not found (looked for {env.get(_tool_env_var(tool), tool)!r}; "
+                        f"set {_tool_env_var(tool)} or install it)")
+    output = cwd / f"{name}.{tool}.out"
+    with progress.step(step, tool):
+        with open(output, "wb") as out:
+            try:
+                proc = subprocess.Popen([exe, *args], cwd=cwd, env=env, stdout=out,
+                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            except OSError as exc:
+                raise ToolError(f"{tool} could not be started ({exe}): {exc}") from exc
+            try:
+                while proc.poll() is None:
+                    progress.tick()
+                    try:
+                        proc.wait(timeout=0.25)
+                    except subprocess.TimeoutExpired:
+                        pass
+            except BaseException:
+                proc.kill()
+                proc.wait()
+                raise
+        if proc.returncode != 0:
+            raise ToolError(f"{tool} ({step}) failed with exit status {proc.returncode}"
+                            f"{_log_tail(tool, cwd, name, output)}")
+    return True
+
+
+def _log_tail(tool, cwd, name, output):
+    """': last lines of <log>:' and the tail of the tool's own log (else of its output)."""
+    own = {"yosys": f"{name}.rpt", "nextpnr-ecp5": f"{name}.tim",
+           "nextpnr-ice40": f"{name}.tim"}.get(tool)
+    for path in ([cwd / own] if own else []) + [output]:
+        if path.is_file() and path.stat().st_size:
+            return f"; last lines of {path.name}:\n{_tail(path)}"
+    return " (no output)"
+
+
+def _tail(path, lines=_TAIL_LINES):
+    text = path.read_text(errors="replace") if path.is_file() else ""
+    return "\n".join(text.rstrip().splitlines()[-lines:])
+
+
+class _Progress:
+    """Progress lines on a text stream: a live-updated line on a terminal, else start/end."""
+
+    def __init__(self, stream, what):
+        self.stream = stream
+        self.prefix = f"nnaccel build {what}: "
+        self.live = bool(getattr(stream, "isatty", lambda: False)())
+        self.current = None
+        self.last = None
+
+    def _write(self, text, *, live=False):
+        if self.live:
+            text = "\r" + text + "\033[K"
+        self.stream.write(text if live else text + "\n")
+        self.stream.flush()
+
+    @contextlib.contextmanager
+    def step(self, step, tool):
+        """Context of one step; afterwards ``last`` holds its name, tool and seconds."""
+        start = time.monotonic()
+        self.current = (f"{step} ({tool})", start)
+        if not self.live:
+            self._write(f"{self.prefix}{step} ({tool}) ...")
+        self.tick()
+        status = "FAILED"
+        try:
+            yield
+            status = "done"
+        finally:
+            elapsed = time.monotonic() - start
+            self.current = None
+            self.last = {"step": step, "tool": tool, "seconds": round(elapsed, 2)}
+            self._write(f"{self.prefix}{step} ({tool}) {status} in {elapsed:.1f} s")
+
+    def tick(self):
+        """Refresh the live line (terminals only)."""
+        if self.live and self.current is not None:
+            what, start = self.current
+            self._write(f"{self.prefix}{what} {time.monotonic() - start:.0f} s", live=True)
+
+    def note(self, text):
+        self._write(f"{self.prefix}{text}")
+
+    def done(self, seconds):
+        self._write(f"{self.prefix}finished in {seconds:.1f} s")
+
+
+# -- output directory ----------------------------------------------------------------------------
+
+
+def _check_outdir(outdir):
+    if outdir.exists() and not outdir.is_dir():
+        raise UsageError(f"output directory {str(outdir)!r} exists and is not a directory")
+    if outdir.is_dir() and any(outdir.iterdir()) and not (outdir / "report.json").is_file():
+        raise UsageError(f"output directory {str(outdir)!r} is not empty and holds no previous "
+                         f"build (no report.json); refusing to replace it")
+
+
+def _move_into_place(staging, outdir):
+    _check_outdir(outdir)
+    old = None
+    if outdir.is_dir():
+        old = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.old.", dir=outdir.parent))
+        os.replace(outdir, old / outdir.name)
+    os.replace(staging, outdir)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+# -- the report ----------------------------------------------------------------------------------
+
+
+def _read_json(path, tool):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ToolError(f"{tool} did not write a readable {path.name}: {exc}") from exc
+
+
+def _synthesis_cells(stat):
+    design = stat.get("design")
+    if design and "num_cells_by_type" in design:
+        cells = dict(design["num_cells_by_type"])
+    else:
+        cells = {}
+        for module in stat.get("modules", {}).values():
+            for cell, count in module.get("num_cells_by_type", {}).items():
+                cells[cell] = cells.get(cell, 0) + count
+    return {cell: count for cell, count in sorted(cells.items()) if not cell.startswith("$")}
+
+
+def _row(used, available, cell):
+    used, available = int(used), int(available)
+    return {"used": used, "available": available, "cell": cell,
+            "utilisation": round(used / available, 6) if available else 0.0}
+
+
+def _nextpnr_totals(log_text):
+    """ECP5 'Total LUT4s' and 'Total DFFs' lines of the nextpnr log, as (used, available)."""
+    found = {}
+    for key, pattern in (("lut4", r"Total LUT4s:\s*(\d+)\s*/\s*(\d+)"),
+                         ("ff", r"Total DFFs:\s*(\d+)\s*/\s*(\d+)")):
+        m = re.search(pattern, log_text)
+        if m:
+            found[key] = (int(m.group(1)), int(m.group(2)))
+    return found
+
+
+def _report(spec, name, staging, outdir, baud, divisor, steps):
+    family = spec.family
+    stat = _read_json(staging / f"{name}.stat.json", "yosys")
+    pnr = _read_json(staging / f"{name}.report.json", "nextpnr")
+    cells = _synthesis_cells(stat)
+    util = {bel: {"used": int(v["used"]), "available": int(v["available"])}
+            for bel, v in sorted(pnr.get("utilization", {}).items())}
+    lc_bel = _BEL_TYPES["logic_cells"][1][family]
+    if lc_bel not in util:
+        raise ToolError(f"nextpnr's report has no {lc_bel} utilisation")
+    lc_available = util[lc_bel]["available"]
+
+    resources = {}
+    if family == "ecp5":
+        totals = _nextpnr_totals((staging / f"{name}.tim").read_text(errors="replace"))
+        lut4 = totals.get("lut4", (cells.get("LUT4", 0) + 2 * cells.get("CCU2C", 0),
+                                   lc_available))
+        ff = totals.get("ff", (util.get("TRELLIS_FF", {}).get("used", 0),
+                               util.get("TRELLIS_FF", {}).get("available", lc_available)))
+        resources["lut4"] = _row(*lut4, "LUT4")
+        resources["ff"] = _row(*ff, "TRELLIS_FF")
+    else:
+        ffs = sum(count for cell, count in cells.items() if cell.startswith("SB_DFF"))
+        resources["lut4"] = _row(cells.get("SB_LUT4", 0), lc_available, "SB_LUT4")
+        resources["ff"] = _row(ffs, lc_available, "SB_DFF*")
+    for key, (_label, bels) in _BEL_TYPES.items():
+        bel = bels.get(family)
+        if bel is not None and bel in util:
+            resources[key] = _row(util[bel]["used"], util[bel]["available"], _PRIMITIVES[bel])
+
+    fmax = pnr.get("fmax", {})
+    if not fmax:
+        raise ToolError("nextpnr's report has no clock (fmax is empty)")
+    net, worst = min(fmax.items(), key=lambda item: item[1]["achieved"])
+    fmax_mhz = round(float(worst["achieved"]), 2)
+    constraint_mhz = round(float(worst["constraint"]), 2)
+    met = all(c["achieved"] >= c["constraint"] for c in fmax.values())
+
+    bitstream = staging / f"{name}.{'bit' if family == 'ecp5' else 'bin'}"
+    if not bitstream.is_file():
+        raise ToolError(f"the bitstream {bitstream.name} was not written")
+
+    return {
+        "format": REPORT_FORMAT,
+        "name": name,
+        "board": spec.name,
+        "family": family,
+        "device": spec.device,
+        "package": spec.package,
+        "clock": {"resource": spec.clock, "net": net, "constraint_mhz": constraint_mhz,
+                  "fmax_mhz": fmax_mhz},
+        "fmax_mhz": fmax_mhz,
+        "constraint_mhz": constraint_mhz,
+        "timing_met": met,
+        "clocks": {n: {"fmax_mhz": round(float(c["achieved"]), 2),
+                       "constraint_mhz": round(float(c["constraint"]), 2)}
+                   for n, c in fmax.items()},
+        "resources": resources,
+        "baud": baud,
+        "uart_divisor": divisor,
+        "bitstream": str(outdir / bitstream.name),
+        "outdir": str(outdir),
+        "steps": steps,
+        "seconds_total": round(sum(s["seconds"] for s in steps), 2),
+        "synthesis_cells": cells,
+        "nextpnr_utilisation": util,
+        "yosys": stat.get("creator", ""),
+    }
