@@ -1,0 +1,252 @@
+"""Build Verilog with Verilator and run cocotb test modules on it, with a build cache.
+
+The only module that imports :mod:`cocotb_tools.runner` (STYLE.md point 11).
+
+Builds are cached: one directory per configuration, ``<cache>/verilator/<key>``, where
+``<cache>`` is ``$NNACCEL_CACHE`` (default ``~/.cache/nnaccel``) and ``<key>`` is the SHA-256
+of the Verilog text, the top module name, the Verilator arguments, the Verilator version and
+the cocotb installation. A second build of the same design returns at once. Concurrent builds
+of the same configuration (pytest-xdist workers, parallel CLI runs) are serialised by a file
+lock, and a build happens in a temporary directory renamed into place only when complete, so a
+cache directory is always either complete or absent.
+
+Progress goes to stderr; the output of Verilator, the C++ compiler and the simulator goes to log
+files (``build.log`` in the build directory, ``sim.log`` in the test directory), never to
+stdout, whose use is the caller's (``nnaccel run --json``).
+"""
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from xml.etree import ElementTree
+
+import cocotb
+import cocotb_tools.config
+from cocotb_tools.runner import get_runner
+
+from ..gen.errors import ToolError
+from ..tools import check_simulation_tools
+
+__all__ = ["SimulationError", "DEFAULT_BUILD_ARGS", "cache_dir", "progress", "build", "test"]
+
+#: Verilator arguments for amaranth's output, which has width warnings by design.
+DEFAULT_BUILD_ARGS = ("-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC")
+
+_LOG_TAIL = 40
+
+
+class SimulationError(ToolError):
+    """A simulation ran but a cocotb test failed (framing error, timeout) or the simulator
+    crashed. The message holds the test's failure and the path of the full log."""
+
+
+def progress(message):
+    """Print one progress line on stderr."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def cache_dir():
+    """Directory holding the cached Verilator builds: ``$NNACCEL_CACHE/verilator``."""
+    root = os.environ.get("NNACCEL_CACHE") or os.path.join("~", ".cache", "nnaccel")
+    return Path(root).expanduser() / "verilator"
+
+
+def _tail(path, lines=_LOG_TAIL):
+    try:
+        text = Path(path).read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    return "\n".join(text[-lines:])
+
+
+@contextlib.contextmanager
+def _environ(env):
+    """Temporarily replace ``os.environ`` by ``env`` (cocotb's runner reads it directly).
+
+    Not thread-safe: builds run one at a time per process."""
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+@contextlib.contextmanager
+def _locked(path):
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _build_key(verilog, top, args, verilator):
+    config = {
+        "verilog": hashlib.sha256(verilog).hexdigest(),
+        "top": top,
+        "args": list(args),
+        "verilator": [verilator.version_text, verilator.executable],
+        "cocotb": [cocotb.__version__, str(cocotb_tools.config.libs_dir)],
+    }
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
+
+
+def build(verilog_path, top, *, build_args=()):
+    """Build ``verilog_path`` (top module ``top``) into a cocotb-ready Verilator simulator.
+
+    Parameters
+    ----------
+    verilog_path : path-like
+        One self-contained Verilog file.
+    top : str
+        Name of the top module.
+    build_args : sequence of str
+        Extra Verilator arguments, after :data:`DEFAULT_BUILD_ARGS`.
+
+    Returns
+    -------
+    pathlib.Path
+        The build directory (cached; shared between callers: do not write into it).
+
+    Raises
+    ------
+    ToolError
+        A tool is missing, or Verilator or the C++ build failed (the message ends with the tail
+        of the build log).
+    """
+    verilator = check_simulation_tools()
+    verilog = Path(verilog_path).read_bytes()
+    args = [*DEFAULT_BUILD_ARGS, *build_args]
+    key = _build_key(verilog, top, args, verilator)
+    root = cache_dir()
+    final = root / key
+    if (final / top).is_file():
+        progress(f"using cached Verilator build of {top} ({final})")
+        return final
+    root.mkdir(parents=True, exist_ok=True)
+    with _locked(root / f"{key}.lock"):
+        if (final / top).is_file():  # another process built it while we waited
+            progress(f"using cached Verilator build of {top} ({final})")
+            return final
+        if final.exists():  # incomplete leftover of an older layout: start again
+            shutil.rmtree(final)
+        progress(f"building {top} with Verilator {verilator.version_text} ...")
+        start = time.monotonic()
+        tmp = Path(tempfile.mkdtemp(prefix=f"{key[:12]}.tmp-", dir=root))
+        try:
+            source = tmp / f"{top}.v"
+            source.write_bytes(verilog)
+            log = tmp / "build.log"
+            try:
+                with _environ(verilator.env()):
+                    get_runner("verilator").build(
+                        sources=[source], hdl_toplevel=top, build_args=args, build_dir=tmp,
+                        always=True, log_file=log)
+            except (RuntimeError, SystemExit) as exc:
+                raise ToolError(f"Verilator build of {top} failed ({exc}); last lines of the "
+                                f"log {_keep(log)}:\n{_tail(log)}") from None
+            if not (tmp / top).is_file():
+                raise ToolError(f"Verilator build of {top} produced no simulator; see the log "
+                                f"{_keep(log)}")
+            tmp.chmod(0o755)  # mkdtemp makes it private; the cache is not
+            os.rename(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    progress(f"built {top} in {time.monotonic() - start:.1f} s ({final})")
+    return final
+
+
+def _keep(log):
+    """Copy ``log`` out of a test directory that is about to be removed; return the copy."""
+    fd, path = tempfile.mkstemp(prefix="nnaccel-sim-", suffix=".log")
+    with os.fdopen(fd, "wb") as out, contextlib.suppress(OSError), open(log, "rb") as src:
+        shutil.copyfileobj(src, out)
+    return path
+
+
+def _failures(results_xml):
+    messages = []
+    with contextlib.suppress(OSError, ElementTree.ParseError):
+        for case in ElementTree.parse(results_xml).getroot().iter("testcase"):
+            for tag in ("failure", "error"):
+                for node in case.iter(tag):
+                    text = (node.get("message") or node.text or "").strip()
+                    messages.append(f"{case.get('name')}: {text.splitlines()[0] if text else tag}")
+    return messages
+
+
+def _counts(results_xml):
+    tests = failed = 0
+    for suite in ElementTree.parse(results_xml).getroot().iter("testsuite"):
+        tests += int(suite.get("tests", 0))
+        failed += int(suite.get("failures", 0)) + int(suite.get("errors", 0))
+    return tests, failed
+
+
+def test(build_dir, top, test_module, *, extra_env=None, test_dir=None, seed=0):
+    """Run the cocotb test module ``test_module`` on the simulator built in ``build_dir``.
+
+    Parameters
+    ----------
+    build_dir : path-like
+        A directory returned by :func:`build`.
+    top : str
+        The top module name given to :func:`build`.
+    test_module : str
+        Importable name of the cocotb module, e.g. ``"nnaccel.sim.tb_network"``.
+    extra_env : mapping, optional
+        Environment variables for the simulation (the test module's inputs).
+    test_dir : path-like, optional
+        Where the simulator runs and writes ``results.xml`` and ``sim.log``; a fresh temporary
+        directory (removed afterwards) when None. Never the shared build directory.
+    seed : int
+        cocotb's random seed.
+
+    Returns
+    -------
+    int
+        Number of cocotb tests that ran (all passed).
+
+    Raises
+    ------
+    SimulationError
+        A test failed or the simulator did not finish; the message names the failure and ends
+        with the tail of the simulation log.
+    """
+    if test_dir is None:
+        with tempfile.TemporaryDirectory(prefix="nnaccel-sim-") as tmp:
+            return test(build_dir, top, test_module, extra_env=extra_env, test_dir=tmp,
+                        seed=seed)
+    test_dir = Path(test_dir)
+    test_dir.mkdir(parents=True, exist_ok=True)
+    results = test_dir / "results.xml"
+    log = test_dir / "sim.log"
+    crash = None
+    try:
+        get_runner("verilator").test(
+            test_module=test_module, hdl_toplevel=top, hdl_toplevel_lang="verilog",
+            build_dir=Path(build_dir), test_dir=test_dir, extra_env=dict(extra_env or {}),
+            results_xml=str(results.resolve()), log_file=log, seed=seed)
+    except (RuntimeError, SystemExit) as exc:  # under pytest, cocotb exits when a test fails
+        crash = exc
+    try:
+        tests, failed = _counts(results)
+    except (OSError, ElementTree.ParseError):
+        raise SimulationError(f"simulation of {top} stopped abnormally ({crash or 'no results'})"
+                              f"; last lines of the log {_keep(log)}:\n{_tail(log)}") from None
+    if failed or not tests:
+        why = "; ".join(_failures(results)) or "no test ran"
+        raise SimulationError(f"simulation of {top} failed: {why} (log: {_keep(log)})")
+    return tests
