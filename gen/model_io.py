@@ -201,7 +201,8 @@ def _layer(index, spec, in_dtype, in_features, arrays, names):
     if "codebook" in spec:
         codebook = arrays.get(name, "codebook", spec["codebook"])
         if codebook.ndim != 1 or not 1 <= codebook.size <= 256:
-            raise ModelError(name, "codebook", f"needs 1..256 values in a vector, not {codebook.shape}")
+            raise ModelError(name, "codebook",
+                             f"needs 1..256 values in a vector, not {codebook.shape}")
         _in_dtype(name, "codebook", codebook, wdtype)
         indices = arrays.get(name, "indices", spec["indices"])
         if indices.ndim != 2:
@@ -259,7 +260,8 @@ def model_from_json(doc, arrays):
     shape = _require(None, inp, "shape", "input.")
     if (not isinstance(shape, list) or not shape
             or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in shape)):
-        raise ModelError(None, "input.shape", f"expected a list of positive integers, not {shape!r}")
+        raise ModelError(None, "input.shape",
+                         f"expected a list of positive integers, not {shape!r}")
     dtype = _dtype(None, "input.dtype", _require(None, inp, "dtype", "input."))
     layers_spec = _require(None, doc, "layers")
     if not isinstance(layers_spec, list) or not layers_spec:

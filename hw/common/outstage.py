@@ -15,6 +15,7 @@ from amaranth.hdl import Cat, Const, Module, Mux, Shape, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
+
 from nnaccel.hw.common.reference import bits_for_range
 
 __all__ = ["StageKind", "OutputStageParams", "OutputStage", "MULT_MAX", "SHIFT_MAX"]

@@ -11,7 +11,7 @@ from ..common.reference import bits_for_range
 from .params import LaneKind, MVUParams
 from .reference import fold_matrix, raw_bounds
 
-__all__ = ["MVUCore"]
+__all__ = ["MVUCore", "MatrixVectorUnit"]
 
 
 def _field(word, index, width, signed_):
@@ -132,3 +132,60 @@ class MVUCore(wiring.Component):
         if kind is LaneKind.ADDSUB_X:
             return Mux(x, w, -w)  # padded weights are zero
         return w * x  # padded weights are zero
+
+
+class MatrixVectorUnit(wiring.Component):
+    """One SPEC ``linear`` layer on the folded matrix-vector unit, output stage included.
+
+    ``i_data``: ``ceil(K/simd)`` beats of ``simd`` input elements per vector (hardware encoding
+    of ``params.in_dtype``); ``o_data``: ``ceil(M/pe)`` beats of ``pe`` output elements (encoding
+    of ``out_dtype``). Steady state: ``params.expected_cycles`` cycles per vector. Bit-exact with
+    SPEC sections 2.1 and 2.2; nothing can overflow (widths from worst-case bounds).
+    """
+
+    def __init__(self, params, *, weight, bias=None, output_kind, out_dtype, mult=None,
+                 shift=None, relu=False, thresholds=None):
+        from ..common.outstage import OutputStage, StageKind
+        from .reference import affine
+
+        self.params = params
+        self.core = MVUCore(params, weight)
+        scale, offset = affine(params.out_features, params.in_features, bias, self.core.xnor)
+        kind = StageKind(output_kind)
+        extra = {}
+        if kind is StageKind.REQUANT:
+            lo = max(out_dtype.lo, 0) if relu else out_dtype.lo
+            extra = dict(mult=list(mult), shift=list(shift), lo=lo, hi=out_dtype.hi)
+        elif kind is StageKind.THRESHOLD:
+            extra = dict(thresholds=np.asarray(thresholds))
+        self.stage = OutputStage(kind=kind, pe=params.pe, channels=params.out_features,
+                                 raw_shape=self.core.raw_shape, scale=scale,
+                                 offset=[int(v) for v in offset], out_shape=out_dtype.shape,
+                                 **extra)
+        self.acc_width = _acc_width(self.core, scale, offset)
+        super().__init__({
+            "i_data": In(stream.Signature(data.ArrayLayout(params.in_dtype.shape, params.simd))),
+            "o_data": Out(stream.Signature(data.ArrayLayout(out_dtype.shape, params.pe))),
+        })
+
+    def elaborate(self, platform):
+        from ..common.stream import SkidBuffer
+
+        m = Module()
+        m.submodules.core = self.core
+        m.submodules.skid = skid = SkidBuffer(self.core.o_raw.payload.shape())
+        m.submodules.stage = self.stage
+        wiring.connect(m, wiring.flipped(self.i_data), self.core.i_data)
+        wiring.connect(m, self.core.o_raw, skid.i_data)
+        wiring.connect(m, skid.o_data, self.stage.i_data)
+        wiring.connect(m, self.stage.o_data, wiring.flipped(self.o_data))
+        return m
+
+
+def _acc_width(core, scale, offset):
+    """Width of the SPEC accumulator (raw sums through the affine hand-over)."""
+    shape = core.raw_shape
+    raw_lo = -(1 << (shape.width - 1)) if shape.signed else 0
+    raw_hi = (1 << (shape.width - 1)) - 1 if shape.signed else (1 << shape.width) - 1
+    offsets = [int(v) for v in offset] or [0]
+    return bits_for_range(scale * raw_lo + min(offsets), scale * raw_hi + max(offsets))[0]

@@ -9,6 +9,7 @@ from amaranth import Module, signed
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
+
 from nnaccel.boards.link import pack_beat, unpack_beat
 from nnaccel.boards.platforms import board_names, get_board
 from nnaccel.boards.top import BoardTop, baud_divisor

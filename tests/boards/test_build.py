@@ -7,6 +7,7 @@ import os
 import stat
 
 import pytest
+
 from nnaccel.boards import build as build_module
 from nnaccel.boards.build import build, format_report
 from nnaccel.boards.platforms import BOARDS, board_names, get_board

@@ -7,6 +7,7 @@ import pytest
 from amaranth import Module, Shape, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.sim import Simulator
+
 from nnaccel.boards.link import (
     BeatsToBytes,
     BytesToBeats,

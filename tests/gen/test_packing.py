@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+
 from nnaccel.gen.packing import beats_per_vector, pack, unpack
 
 

@@ -5,11 +5,12 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
+
 from nnaccel.gen.ir import DType, OutputKind
 from nnaccel.gen.model_io import read_model
 from nnaccel.gen.zoo import digits
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 
 #: Measured with seed 0: 96.7 % (seeds 0..3 gave 96.2..96.9 %); the floor leaves 3.7 points.
 BNN_FLOOR = 0.93

@@ -9,6 +9,7 @@ import pytest
 from amaranth.back import rtlil
 from amaranth.hdl import signed, unsigned
 from amaranth.sim import Simulator
+
 from nnaccel.hw.common import reference as ref
 from nnaccel.hw.common.outstage import OutputStage, OutputStageParams, StageKind
 from nnaccel.sim.amsim import STALL_PATTERNS, receive, run_stream_test, send

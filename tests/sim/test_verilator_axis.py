@@ -16,6 +16,7 @@ from amaranth.hdl import Cat, Module, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
+
 from nnaccel.gen.packing import beats_per_vector
 from nnaccel.sim import runner
 from nnaccel.sim.axis import random_pauses

@@ -1,0 +1,115 @@
+"""Choosing PE x SIMD folds so the layers of a pipeline are balanced.
+
+Every layer of a streaming pipeline works on its own vector at the same time, so the pipeline's
+cycles per inference are the *largest* layer's ``ceil(M/pe) * ceil(K/simd)``. For a target
+number of cycles T, each layer should use the fewest lanes that meet T, with one constraint
+between neighbours: the producer's ``pe`` and the consumer's ``simd`` must divide one another (the
+gearbox between them only converts between such widths). A small dynamic programme over the
+layers finds the fewest total lanes for T; a lane budget is met by bisection over T.
+"""
+
+from dataclasses import dataclass
+
+from .errors import UsageError
+
+__all__ = ["Fold", "fold_cycles", "choose_folds", "folds_for_budget"]
+
+
+@dataclass(frozen=True)
+class Fold:
+    pe: int
+    simd: int
+
+    @property
+    def lanes(self):
+        return self.pe * self.simd
+
+
+def fold_cycles(m, k, fold):
+    return -(-m // fold.pe) * -(-k // fold.simd)
+
+
+def _compatible(a, b):
+    return a % b == 0 or b % a == 0
+
+
+def _smallest_pe(m, folds_allowed):
+    """Fewest PEs that need at most ``folds_allowed`` neuron folds (0 if impossible)."""
+    if folds_allowed < 1:
+        return 0
+    pe = -(-m // folds_allowed)
+    return -(-m // -(-m // pe))  # same number of folds, least padding
+
+
+def _candidates(m, k, target):
+    """Folds meeting ``target`` cycles: for each simd, the least pe and a few rounder ones."""
+    out = set()
+    for simd in range(1, k + 1):
+        sf = -(-k // simd)
+        pe_min = _smallest_pe(m, target // sf)
+        if not pe_min:
+            continue
+        # skip a simd whose synapse folds equal the next smaller simd's (pure padding)
+        if simd > 1 and -(-k // (simd - 1)) == sf and (k % simd):
+            continue
+        pes = {pe_min}
+        for pe in range(pe_min, m + 1):
+            if m % pe == 0 or (pe & (pe - 1)) == 0:
+                pes.add(pe)
+                if len(pes) > 6:
+                    break
+        out.update(Fold(pe, simd) for pe in pes)
+    return sorted(out, key=lambda f: (f.lanes, f.pe))
+
+
+def choose_folds(shapes, target, fixed=None):
+    """Fewest-lane folds meeting ``target`` cycles for a chain of ``(M, K)`` layer shapes.
+
+    ``fixed`` maps a layer index to a :class:`Fold` the user forced. Returns a list of folds, or
+    None when ``target`` cannot be met under the constraints.
+    """
+    fixed = fixed or {}
+    # states: pe of the previous layer -> (total lanes, folds so far)
+    states = {None: (0, [])}
+    for n, (m, k) in enumerate(shapes):
+        cands = [fixed[n]] if n in fixed else _candidates(m, k, target)
+        new = {}
+        for fold in cands:
+            if n not in fixed and fold_cycles(m, k, fold) > target:
+                continue
+            best = None
+            for prev_pe, (lanes, folds) in states.items():
+                if prev_pe is not None and not _compatible(prev_pe, fold.simd):
+                    continue
+                if best is None or lanes < best[0]:
+                    best = (lanes, folds)
+            if best is None:
+                continue
+            total = best[0] + fold.lanes
+            if fold.pe not in new or total < new[fold.pe][0]:
+                new[fold.pe] = (total, best[1] + [fold])
+        if not new:
+            return None
+        states = new
+    return min(states.values(), key=lambda s: s[0])[1]
+
+
+def folds_for_budget(shapes, max_lanes, fixed=None):
+    """The fastest folds whose total lanes stay within ``max_lanes``."""
+    fixed = fixed or {}
+    slowest = max(m * k for m, k in shapes)
+    for n, fold in fixed.items():
+        slowest = max(slowest, fold_cycles(*shapes[n], fold))
+    lo, hi = 1, slowest
+    best = choose_folds(shapes, hi, fixed)
+    if best is None or sum(f.lanes for f in best) > max_lanes:
+        raise UsageError(f"no folding fits {max_lanes} lanes (the smallest needs "
+                         f"{sum(f.lanes for f in best) if best else 'more'})")
+    while lo < hi:
+        mid = (lo + hi) // 2
+        folds = choose_folds(shapes, mid, fixed)
+        if folds is not None and sum(f.lanes for f in folds) <= max_lanes:
+            hi, best = mid, folds
+        else:
+            lo = mid + 1
+    return best

@@ -1,0 +1,1 @@
+"""Compiler passes: small pure functions ``Plan -> Plan``, run in order by gen.pipeline."""
