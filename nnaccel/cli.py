@@ -1,3 +1,335 @@
-def main():
-    import nnaccel.hw, nnaccel.gen
-    print("ok", nnaccel.hw.__file__)
+"""The ``nnaccel`` command line (../shared/SPEC.md section 4)."""
+
+import argparse
+import json
+import os
+import re
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .gen.errors import NnaccelError, UsageError
+
+__all__ = ["main", "build_parser"]
+
+_FOLD = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=([0-9]+)x([0-9]+)\Z")
+_ASSIGN = re.compile(r"(?:([A-Za-z_][A-Za-z0-9_]*)=)?([a-z]+)\Z")
+
+
+def log(message):
+    """Progress and notes go to stderr, so stdout stays for results (``--json``)."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def _positive(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, not {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, not {text!r}")
+    return value
+
+
+def _probability(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), not {text!r}") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), not {text!r}")
+    return value
+
+
+def _add_generate_options(p):
+    g = p.add_argument_group("generation (shared by generate, run and build)")
+    budget = g.add_mutually_exclusive_group()
+    budget.add_argument("--target-cycles", type=_positive, metavar="N",
+                        help="fold every layer to at most N cycles per inference, with the "
+                             "fewest lanes")
+    budget.add_argument("--max-lanes", type=_positive, metavar="N",
+                        help="fastest folding using at most N lanes (multipliers or XNOR "
+                             "lanes) in all; the default is 64")
+    g.add_argument("--fold", action="append", default=[], metavar="LAYER=PExSIMD",
+                   help="force a layer's folding, e.g. fc1=4x8 (repeatable)")
+    g.add_argument("--engine", action="append", default=[], metavar="LAYER=ENGINE",
+                   help="force a layer's engine: mvu, sparse or systolic (repeatable)")
+    g.add_argument("--weight-storage", action="append", default=[], metavar="[LAYER=]WHERE",
+                   help="auto (default: constants when a layer is fully unfolded, else block "
+                        "RAM), bram or logic; for all layers or one (repeatable)")
+    g.add_argument("--batch", type=_positive, default=1, metavar="B",
+                   help="generate for batches of B vectors (dense layers prefer the systolic "
+                        "engine)")
+
+
+def _options(args, model):
+    from .gen.folding import Fold
+    from .gen.plan import Engine, Options
+    from .hw.common.memory import Storage
+
+    names = {layer.name for layer in model.layers}
+
+    def known(layer, flag):
+        if layer not in names:
+            raise UsageError(f"{flag} names layer {layer!r}, which the model does not have "
+                             f"(layers: {', '.join(layer.name for layer in model.layers)})")
+        return layer
+
+    folds = []
+    for text in args.fold:
+        m = _FOLD.match(text)
+        if not m or int(m.group(2)) < 1 or int(m.group(3)) < 1:
+            raise UsageError(f"--fold {text!r}: expected LAYER=PExSIMD, e.g. fc1=4x8")
+        folds.append((known(m.group(1), "--fold"), Fold(int(m.group(2)), int(m.group(3)))))
+    engines = []
+    for text in args.engine:
+        m = _ASSIGN.match(text)
+        if not m or not m.group(1):
+            raise UsageError(f"--engine {text!r}: expected LAYER=ENGINE, e.g. fc1=mvu")
+        try:
+            engines.append((known(m.group(1), "--engine"), Engine(m.group(2))))
+        except ValueError:
+            raise UsageError(f"--engine {text!r}: unknown engine {m.group(2)!r} "
+                             "(mvu, sparse, systolic)") from None
+    storage = []
+    for text in args.weight_storage:
+        m = _ASSIGN.match(text)
+        try:
+            where = Storage(m.group(2)) if m else None
+        except ValueError:
+            where = None
+        if where is None:
+            raise UsageError(f"--weight-storage {text!r}: expected [LAYER=]auto|bram|logic")
+        storage.append((known(m.group(1), "--weight-storage") if m.group(1) else "*", where))
+    return Options(target_cycles=args.target_cycles, max_lanes=args.max_lanes,
+                   batch=args.batch, folds=tuple(folds), engines=tuple(engines),
+                   storage=tuple(storage))
+
+
+def _read(path):
+    from .gen.model_io import read_model
+
+    return read_model(path)
+
+
+def _design(args, model):
+    from .gen.generate import generate
+
+    return generate(model, _options(args, model))
+
+
+def cmd_generate(args):
+    from .gen.generate import generate
+
+    model = _read(args.model)
+    if args.board:
+        from .boards.platforms import get_board
+
+        get_board(args.board)
+    options = _options(args, model)
+    if args.stop_after and args.stop_after != "check":
+        plan = generate(model, options, stop_after=args.stop_after)
+        print(json.dumps(plan.dump(), indent=2))
+        return 0
+    design = generate(model, options)
+    if args.board:
+        design.manifest["board"] = args.board
+    extra = {"ir.json": json.dumps(design.plan.dump(), indent=2) + "\n"} if args.dump_ir else {}
+    log(f"generating {design.name}: {len(model.layers)} layers, "
+        f"{design.manifest['lanes']} lanes, "
+        f"{design.manifest['expected_cycles_per_inference']} cycles per inference")
+    out = design.write(args.output, extra=extra)
+    log(f"wrote {out / (design.name + '.v')} and {out / 'manifest.json'}")
+    return 0
+
+
+def _load_input(path, model):
+    path = Path(path)
+    try:
+        X = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise UsageError(f"field 'input': no such file: {path}") from None
+    except (OSError, ValueError) as e:
+        raise UsageError(f"field 'input': {path} is not a numpy .npy array: {e}") from None
+    shape = tuple(model.input_shape)
+    if X.ndim != len(shape) + 1 or tuple(X.shape[1:]) != shape or len(X) == 0:
+        raise UsageError(f"field 'input': {path} has shape {X.shape}; expected (B, "
+                         f"{', '.join(map(str, shape))}) with B >= 1")
+    if np.issubdtype(X.dtype, np.floating):
+        if not np.all(np.isfinite(X)) or not np.all(X == np.round(X)):
+            raise UsageError(f"field 'input': {path} holds non-integer values")
+    elif not (np.issubdtype(X.dtype, np.integer) or X.dtype == bool):
+        raise UsageError(f"field 'input': {path} holds {X.dtype}, not integers")
+    X = X.astype(np.int64)
+    if not model.input_dtype.contains(X):
+        bad = X[(X < model.input_dtype.lo) | (X > model.input_dtype.hi)
+                | ((X == 0) & (model.input_dtype.kind.value == "bipolar"))]
+        raise UsageError(f"field 'input': value {int(bad.flat[0])} is outside the model's "
+                         f"input dtype {model.input_dtype}")
+    return X
+
+
+def _save_atomic(path, array):
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".npy", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, array, allow_pickle=False)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def cmd_run(args):
+    model = _read(args.model)
+    X = _load_input(args.input, model)
+    result = {"backend": args.backend, "model": model.name, "vectors": len(X)}
+    if args.backend == "numpy":
+        outputs = model.forward(X)
+    else:
+        from .sim.design import simulate
+
+        design = _design(args, model)
+        log(f"generated {design.name}: {design.manifest['lanes']} lanes, "
+            f"{design.manifest['expected_cycles_per_inference']} cycles per inference "
+            "expected")
+        outputs, sim = simulate(design, X, idle=args.idle, stall=args.stall, seed=args.seed)
+        result.update(cycles_total=sim.cycles_total,
+                      cycles_per_inference=sim.cycles_per_inference,
+                      latency_cycles=sim.latency_cycles,
+                      expected_cycles_per_inference=design.manifest[
+                          "expected_cycles_per_inference"],
+                      matches_reference=True)
+    outputs = np.asarray(outputs).astype(np.int64)
+    if args.output:
+        _save_atomic(args.output, outputs)
+    if args.json:
+        result["outputs"] = outputs.tolist()
+        print(json.dumps(result))
+    else:
+        for key, value in result.items():
+            print(f"{key}: {value}")
+        print(f"outputs: array of shape {outputs.shape}"
+              + (f", written to {args.output}" if args.output else ""))
+        for row in outputs[:8]:
+            print("  " + " ".join(str(v) for v in row))
+        if len(outputs) > 8:
+            print(f"  ... ({len(outputs) - 8} more)")
+    return 0
+
+
+def cmd_build(args):
+    from .boards.build import build, format_report
+    from .boards.platforms import get_board
+
+    get_board(args.board)
+    model = _read(args.model)
+    design = _design(args, model)
+    outdir = Path(args.output or Path("build") / f"{model.name}-{args.board}")
+    log(f"building {design.name} for {args.board} in {outdir}")
+    report = build(design.network, args.board, outdir, name=design.name, log=log)
+    report["manifest"] = design.manifest
+    cycles = design.manifest["expected_cycles_per_inference"]
+    report["inferences_per_second_at_fmax"] = report["fmax_mhz"] * 1e6 / cycles
+    (outdir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    (outdir / "manifest.json").write_text(json.dumps(design.manifest, indent=2) + "\n")
+    print(format_report(report))
+    print(f"throughput at Fmax: {report['inferences_per_second_at_fmax']:,.0f} inferences/s "
+          f"({cycles} cycles per inference)")
+    return 0
+
+
+def cmd_demo(args):
+    from .demo import run_demo
+
+    return run_demo(args.output, vectors=args.vectors, board=args.board,
+                    synthesis=not args.no_synthesis, log=log)
+
+
+def cmd_bench(args):
+    from .bench import run_bench
+
+    return run_bench(args.output, quick=args.quick, synthesis=not args.no_synthesis, log=log)
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="nnaccel",
+        description="Compressed neural networks to verified Verilog accelerators, with open "
+                    "tools.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("generate", help="write the Verilog and manifest of a model")
+    p.add_argument("model", help="model directory (model.json + weights.npz)")
+    p.add_argument("-o", "--output", required=True, help="output directory")
+    p.add_argument("--board", help="board the design is meant for (checked, recorded)")
+    p.add_argument("--stop-after", choices=["engines", "folding", "check"],
+                   help="stop the compiler after this pass and print its IR as JSON")
+    p.add_argument("--dump-ir", action="store_true", help="also write ir.json")
+    _add_generate_options(p)
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("run", help="run inference with numpy or on simulated hardware")
+    p.add_argument("model", help="model directory")
+    p.add_argument("--input", required=True, help="X.npy of shape (B, *input.shape)")
+    p.add_argument("--output", help="write the outputs to this .npy")
+    p.add_argument("--backend", choices=["numpy", "verilator"], default="numpy")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.add_argument("--idle", type=_probability, default=0.0,
+                   help="verilator: probability of an idle input cycle (default 0)")
+    p.add_argument("--stall", type=_probability, default=0.0,
+                   help="verilator: probability of output backpressure (default 0)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the idle/stall patterns")
+    _add_generate_options(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("build", help="synthesis, place and route and bitstream for a board")
+    p.add_argument("model", help="model directory")
+    p.add_argument("--board", required=True, help="e.g. ulx3s-85f, icebreaker")
+    p.add_argument("-o", "--output", help="build directory (default build/<name>-<board>)")
+    _add_generate_options(p)
+    p.set_defaults(func=cmd_build)
+
+    p = sub.add_parser("demo", help="train, compress, generate, simulate and synthesise the "
+                                    "digits models end to end")
+    p.add_argument("-o", "--output", default="out/demo", help="artefact directory")
+    p.add_argument("--vectors", type=_positive, help="simulate only this many test vectors")
+    p.add_argument("--board", default="ulx3s-85f", help="board of the synthesis report")
+    p.add_argument("--no-synthesis", action="store_true", help="skip yosys/nextpnr")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("bench", help="measure cycles and resources of benchmark networks")
+    p.add_argument("-o", "--output", default="out/bench", help="results directory")
+    p.add_argument("--quick", action="store_true", help="fewer vectors and shapes")
+    p.add_argument("--no-synthesis", action="store_true", help="skip yosys/nextpnr")
+    p.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except NnaccelError as e:
+        print(f"nnaccel: error: {e}", file=sys.stderr)
+        return e.exit_status
+    except KeyboardInterrupt:
+        print("nnaccel: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # e.g. `nnaccel run ... | head`
+        sys.stderr.close()
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+def _entry():
+    """Console-script entry point: exit with main()'s status."""
+    sys.exit(main())

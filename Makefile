@@ -1,0 +1,30 @@
+# Every target installs into .venv first if needed, then calls the nnaccel CLI (or pytest).
+VENV   ?= .venv
+PYTHON ?= python3
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install demo test test-fast bench lint clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV) && $(BIN)/python -m pip install -q --upgrade pip && $(BIN)/python -m pip install -q -e '.[dev]' && touch $@
+
+demo: $(STAMP)
+	$(BIN)/nnaccel demo -o out/demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -n 2 --dist loadgroup
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -n 2 --dist loadgroup -m "not slow and not verilator"
+
+bench: $(STAMP)
+	$(BIN)/nnaccel bench -o out/bench
+
+lint: $(STAMP)
+	$(BIN)/ruff check nnaccel hw gen sim boards tests
+
+clean:
+	rm -rf out build .pytest_cache
