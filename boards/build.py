@@ -89,7 +89,7 @@ def build(network, board, outdir, *, name, baud=115200, log=None, keep_failed=Fa
         (iCE40), ``<name>.rpt`` (yosys log), ``<name>.tim`` (nextpnr log), ...
     baud : int
         Bit rate of the UART host link.
-    log : text stream or None
+    log : text stream, callable taking one line, or None
         Where progress goes (``sys.stderr`` when None). A terminal gets a live line per step.
     keep_failed : bool
         Keep the temporary directory of a failed build (its path is in the error) instead of
@@ -278,11 +278,17 @@ class _Progress:
     def __init__(self, stream, what):
         self.stream = stream
         self.prefix = f"nnaccel build {what}: "
+        # A callable (such as print, or a prefixing logger) gets whole lines, never live ones.
+        self.lines = None if hasattr(stream, "write") else stream
         self.live = bool(getattr(stream, "isatty", lambda: False)())
         self.current = None
         self.last = None
 
     def _write(self, text, *, live=False):
+        if self.lines is not None:
+            if not live:
+                self.lines(text)
+            return
         if self.live:
             text = "\r" + text + "\033[K"
         self.stream.write(text if live else text + "\n")

