@@ -1,0 +1,480 @@
+"""The EIE-like sparse matrix-vector engine (SPEC engine ``sparse``).
+
+Block diagram (see :mod:`.reference` for the cycle-level contract)::
+
+    i_data -> LeadingNonZero --(value, column) broadcast--> N x ProcessingElement -> Collector
+                                                                 -> SkidBuffer -> OutputStage
+
+* :class:`LeadingNonZero` scans each input beat and broadcasts its non-zero activations, one per
+  cycle, with their column index; zeros cost nothing (a beat without any costs one cycle). The
+  broadcast stalls only when some PE cannot take the activation.
+* Each :class:`ProcessingElement` owns the rows ``i = p mod N`` of the weight matrix in EIE's
+  format (:mod:`nnaccel.gen.sparse_format`): a column pointer lookup, an activation queue, an
+  entry iterator issuing one entry per cycle, codebook lookup, a multiplier and an accumulator
+  bank (two banks: one vector is drained while the next is computed).
+* :class:`Collector` reads the finished banks out row by row, PEs side by side, which is the
+  output order (beat ``r`` carries rows ``r*N .. r*N + N - 1``).
+"""
+
+import numpy as np
+from amaranth import Cat, Const, Module, Mux, Shape, Signal, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFO
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from ...gen.sparse_format import SparseMatrix, decode, encode
+from ..common.dtype import DTypeKind
+from ..common.reference import bits_for_range
+from ..common.stream import SkidBuffer
+from .params import SparseParams
+from .reference import raw_bounds
+
+__all__ = ["check_matrix", "encode_weight", "token_layout", "LeadingNonZero",
+           "ProcessingElement", "Collector", "SparseCore", "SparseEngine"]
+
+
+def _shape(lo, hi):
+    width, is_signed = bits_for_range(lo, hi)
+    return Shape(width, is_signed)
+
+
+def _bits(count):
+    """Unsigned width that holds 0 .. count - 1 (at least 1)."""
+    return max((count - 1).bit_length(), 1)
+
+
+def token_layout(params):
+    """One broadcast activation: its value, its column, whether it is one (``work``; a token
+    without work only ends a vector) and whether it ends the vector (``last``)."""
+    return data.StructLayout({"value": params.in_dtype.shape,
+                              "col": unsigned(_bits(params.in_features)),
+                              "work": 1, "last": 1})
+
+
+def check_matrix(params, matrix):
+    """Raise TypeError/ValueError unless ``matrix`` is an encoding that fits ``params``."""
+    if not isinstance(params, SparseParams):
+        raise TypeError(f"params must be SparseParams, not {params!r}")
+    if not isinstance(matrix, SparseMatrix):
+        raise TypeError(f"matrix must be a SparseMatrix, not {matrix!r}")
+    want = (params.out_features, params.in_features)
+    if matrix.shape != want or matrix.pe != params.pe:
+        raise ValueError(f"matrix is {matrix.shape} on {matrix.pe} PEs, expected {want} on "
+                         f"{params.pe}")
+    if matrix.index_bits != params.index_bits:
+        raise ValueError(f"matrix has {matrix.index_bits}-bit indices, params say "
+                         f"{params.index_bits}")
+
+
+def encode_weight(params, weight, codebook=None):
+    """Check ``weight`` against ``params``; encode it with the params' PEs and index width."""
+    if not isinstance(params, SparseParams):
+        raise TypeError(f"params must be SparseParams, not {params!r}")
+    weight = np.asarray(weight, dtype=np.int64)
+    want = (params.out_features, params.in_features)
+    if weight.shape != want:
+        raise ValueError(f"weight has shape {weight.shape}, expected {want}")
+    if not params.weight_dtype.contains(weight):
+        raise ValueError(f"weight values lie outside {params.weight_dtype}")
+    return encode(weight, params.pe, index_bits=params.index_bits, codebook=codebook)
+
+
+class LeadingNonZero(wiring.Component):
+    """Turns input beats into a stream of non-zero activations (tokens), lowest column first.
+
+    One token per cycle. A beat with ``n`` non-zero elements takes ``max(n, 1)`` cycles: the next
+    beat is taken in the cycle the beat's last token leaves (a beat without non-zeros is dropped
+    one cycle after it was taken). The last token of a vector has ``last`` set; when the
+    vector's last beat holds no non-zero, a token without work carries it. Bipolar elements are
+    never zero. Padding lanes of the last beat are ignored.
+    """
+
+    def __init__(self, params):
+        self.params = params
+        self._layout = token_layout(params)
+        super().__init__({
+            "i_data": In(stream.Signature(data.ArrayLayout(params.in_dtype.shape,
+                                                           params.in_beat))),
+            "o_token": Out(stream.Signature(self._layout)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        p = self.params
+        n, beats = p.in_beat, p.in_beats
+        i, o = self.i_data, self.o_token
+        bipolar = p.in_dtype.kind is DTypeKind.BIPOLAR
+
+        held = Signal(data.ArrayLayout(p.in_dtype.shape, n))
+        mask = Signal(n)
+        valid = Signal()
+        base = Signal(range(beats * n))  # column of lane 0 of the held beat
+        final = Signal()  # the held beat is the vector's last
+        load_idx = Signal(range(beats))
+
+        sel = Signal(range(max(n, 2)))
+        for j in reversed(range(n)):
+            with m.If(mask[j]):
+                m.d.comb += sel.eq(j)
+        rest = mask & (mask - 1)
+        fire = o.valid & o.ready
+        m.d.comb += [
+            o.valid.eq(valid & ((mask != 0) | final)),
+            o.payload.value.eq(held[sel]),
+            o.payload.col.eq(base + sel),
+            o.payload.work.eq(mask != 0),
+            o.payload.last.eq(final & (rest == 0)),
+            i.ready.eq(~valid | ((mask == 0) & ~final) | (fire & (rest == 0))),
+        ]
+
+        tail = p.in_features - (beats - 1) * n
+        last_in = load_idx == beats - 1
+        nonzero = Cat((Const(1) if bipolar else (i.payload[j] != 0)) & ((j < tail) | ~last_in)
+                      for j in range(n))
+        with m.If(i.valid & i.ready):
+            m.d.sync += [held.eq(i.payload), mask.eq(nonzero), valid.eq(1), final.eq(last_in),
+                         base.eq(load_idx * n),
+                         load_idx.eq(Mux(last_in, 0, load_idx + 1))]
+        with m.Elif(fire):
+            m.d.sync += mask.eq(rest)
+            with m.If(rest == 0):
+                m.d.sync += valid.eq(0)
+        with m.Elif(i.ready):
+            m.d.sync += valid.eq(0)
+        return m
+
+
+class ProcessingElement(wiring.Component):
+    """One PE: the rows ``p, p + N, p + 2N, ...`` of the matrix.
+
+    Ports
+    -----
+    tok, tok_take, tok_ready
+        The broadcast: ``tok_take`` is high in a cycle the broadcast transfers ``tok`` to every
+        PE; ``tok_ready`` (independent of ``tok_take``) says this PE can take one.
+    lock, done : Out(2)
+        Per accumulator bank: ``lock`` once the last entry of a vector has been issued into it,
+        ``done`` once that entry has been accumulated (the bank may then be read out).
+    release : In(2)
+        Pulse: the bank has been read out; clears its ``lock``, ``done`` and contents.
+    rd_bank, rd_addr, rd_en, rd_data
+        Read-out port: ``rd_data`` shows the accumulator (0 if the row got no entry) of local
+        row ``rd_addr`` one cycle after a cycle with ``rd_en``, and holds while ``rd_en`` is low.
+
+    Pipeline: the pointer lookup register, the queue (``queue_depth`` activations whose column
+    holds entries for this PE, or that end a vector), then one entry per cycle through the entry
+    read (E1: row and codebook lookup), the multiply (E2: accumulator read) and the accumulate
+    (E3: accumulator write). A column with ``n`` entries takes ``max(n, 1)`` iterator cycles
+    and columns follow each other without a bubble; a column without entries for this PE is
+    dropped at the pointer lookup.
+    """
+
+    def __init__(self, params, matrix, index, raw_shape):
+        self.params, self.index, self.raw_shape = params, index, raw_shape
+        self._values = [int(v) for v in matrix.values[index]]
+        self._z = [int(v) for v in matrix.z[index]]
+        self._pointers = [int(v) for v in matrix.pointers[index]]
+        self._codebook = matrix.codebook
+        self._value_bits = matrix.value_bits
+        self._value_signed = matrix.value_signed
+        self.entries = len(self._z)
+        rows = params.rows_per_pe
+        super().__init__({
+            "tok": In(token_layout(params)), "tok_take": In(1), "tok_ready": Out(1),
+            "lock": Out(2), "done": Out(2), "release": In(2),
+            "rd_bank": In(1), "rd_addr": In(range(max(rows, 2))), "rd_en": In(1),
+            "rd_data": Out(raw_shape),
+        })
+
+    def _entry_words(self):
+        vmask = (1 << self._value_bits) - 1
+        words = [(v & vmask) | (z << self._value_bits) for v, z in zip(self._values, self._z,
+                                                                       strict=True)]
+        return words or [0]
+
+    def elaborate(self, platform):
+        m = Module()
+        p = self.params
+        rows = p.rows_per_pe
+        abits = max(self.entries.bit_length(), 1)  # addresses 0 .. entries
+        entry = data.StructLayout({"value": unsigned(self._value_bits),
+                                   "z": unsigned(p.index_bits)})
+        queued = data.StructLayout({"value": p.in_dtype.shape, "start": unsigned(abits),
+                                    "end": unsigned(abits), "last": 1})
+
+        # Pointer lookup (T): both pointers of the broadcast column, registered with the token.
+        m.submodules.pointers = ptr = Memory(shape=unsigned(abits), depth=p.in_features + 1,
+                                             init=self._pointers)
+        lo_port, hi_port = ptr.read_port(), ptr.read_port()
+        m.submodules.queue = queue = SyncFIFO(width=Shape.cast(queued).width,
+                                              depth=p.queue_depth)
+        t_valid, t_work, t_last = Signal(), Signal(), Signal()
+        t_value = Signal(p.in_dtype.shape)
+        t_useful = t_valid & ((t_work & (lo_port.data != hi_port.data)) | t_last)
+        t_advance = ~t_useful | queue.w_rdy
+        m.d.comb += [
+            self.tok_ready.eq(t_advance),
+            lo_port.addr.eq(self.tok.col), hi_port.addr.eq(self.tok.col + 1),
+            lo_port.en.eq(t_advance), hi_port.en.eq(t_advance),
+            queue.w_en.eq(t_useful),
+            queue.w_data.eq(Cat(t_value, lo_port.data, Mux(t_work, hi_port.data, lo_port.data),
+                                t_last)),
+        ]
+        with m.If(t_advance):
+            m.d.sync += [t_valid.eq(self.tok_take), t_value.eq(self.tok.value),
+                         t_work.eq(self.tok.work), t_last.eq(self.tok.last)]
+
+        # Entry iterator: one slot per cycle, the next column right after the last entry.
+        head = data.View(queued, queue.r_data)
+        busy, last, bank = Signal(), Signal(), Signal()
+        addr, end = Signal(abits), Signal(abits)
+        value = Signal(p.in_dtype.shape)
+        pop = ~busy & queue.r_rdy & ~self.lock.bit_select(bank, 1)
+        s_valid = busy | pop
+        s_addr = Mux(busy, addr, head.start)
+        s_end = Mux(busy, end, head.end)
+        s_last = Mux(busy, last, head.last)
+        s_final = s_addr + 1 >= s_end
+        m.d.comb += queue.r_en.eq(pop)
+        with m.If(s_valid):
+            m.d.sync += [busy.eq(~s_final), addr.eq(s_addr + 1), end.eq(s_end),
+                         last.eq(s_last), value.eq(Mux(busy, value, head.value))]
+            with m.If(s_final & s_last):
+                m.d.sync += [bank.eq(~bank), self.lock.bit_select(bank, 1).eq(1)]
+
+        m.submodules.entries = emem = Memory(shape=unsigned(Shape.cast(entry).width),
+                                             depth=max(self.entries, 1),
+                                             init=self._entry_words())
+        e_port = emem.read_port()
+        m.d.comb += [e_port.addr.eq(s_addr), e_port.en.eq(1)]
+
+        # E1: the entry; its local row; the codebook lookup.
+        e1 = self._stage(m, "e1", valid=s_valid, write=s_valid & (s_addr != s_end),
+                         first=~busy, bank=bank, vend=s_valid & s_final & s_last,
+                         act=Mux(busy, value, head.value))
+        word = data.View(entry, e_port.data)
+        prev_row = Signal(range(max(rows, 2)))
+        row = Signal(range(max(rows, 2)))
+        m.d.comb += row.eq(Mux(e1.first, word.z, prev_row + word.z + 1))
+        with m.If(e1.write):
+            m.d.sync += prev_row.eq(row)
+        if self._codebook is not None:
+            m.submodules.codebook = cb = Memory(
+                shape=_shape(min(self._codebook), max(self._codebook)),
+                depth=len(self._codebook), init=list(self._codebook))
+            cb_port = cb.read_port()
+            m.d.comb += [cb_port.addr.eq(word.value), cb_port.en.eq(1)]
+            weight1 = None
+        else:
+            raw_w = word.value.as_signed() if self._value_signed else word.value
+            weight1 = raw_w
+
+        # E2: the product; the accumulator read (transparent to the E3 write).
+        e2 = self._stage(m, "e2", **{k: getattr(e1, k) for k in ("write", "bank", "vend", "act")},
+                         row=row, **({} if weight1 is None else {"weight": weight1}))
+        weight = cb_port.data if weight1 is None else e2.weight
+        act = Mux(e2.act, 1, -1) if p.in_dtype.kind is DTypeKind.BIPOLAR else e2.act
+        m.submodules.acc = acc = Memory(shape=self.raw_shape, depth=2 * rows, init=[])
+        w_port = acc.write_port()
+        a_port = acc.read_port(transparent_for=(w_port,))
+        d_port = acc.read_port()
+        flags = [Signal(rows, name=f"written{b}") for b in range(2)]
+        e3_row, e3_bank = Signal.like(row), Signal()
+        e3_we = Signal()
+        touched = (Mux(e2.bank, flags[1], flags[0]).bit_select(e2.row, 1)
+                   | (e3_we & (e3_row == e2.row) & (e3_bank == e2.bank)))
+        m.d.comb += [a_port.addr.eq(e2.row + Mux(e2.bank, rows, 0)), a_port.en.eq(1)]
+
+        # E3: accumulate and write back.
+        e3 = self._stage(m, "e3", vend=e2.vend, product=weight * act, touched=touched)
+        m.d.sync += [e3_we.eq(e2.write), e3_row.eq(e2.row), e3_bank.eq(e2.bank)]
+        m.d.comb += [
+            w_port.addr.eq(e3_row + Mux(e3_bank, rows, 0)),
+            w_port.en.eq(e3_we),
+            w_port.data.eq(Mux(e3.touched, a_port.data, 0) + e3.product),
+        ]
+        with m.If(e3_we):
+            for b in range(2):
+                with m.If(e3_bank == b):
+                    m.d.sync += flags[b].bit_select(e3_row, 1).eq(1)
+        with m.If(e3.vend):
+            m.d.sync += self.done.bit_select(e3_bank, 1).eq(1)
+
+        # Read-out and release.
+        rd_touched = Signal()
+        with m.If(self.rd_en):
+            m.d.sync += rd_touched.eq(Mux(self.rd_bank, flags[1], flags[0])
+                                      .bit_select(self.rd_addr, 1))
+        m.d.comb += [d_port.addr.eq(self.rd_addr + Mux(self.rd_bank, rows, 0)),
+                     d_port.en.eq(self.rd_en),
+                     self.rd_data.eq(Mux(rd_touched, d_port.data, 0))]
+        for b in range(2):
+            with m.If(self.release[b]):
+                m.d.sync += [flags[b].eq(0), self.lock[b].eq(0), self.done[b].eq(0)]
+        return m
+
+    @staticmethod
+    def _stage(m, name, **values):
+        """Registers ``values`` (every cycle) into a namespace of signals."""
+        regs = {}
+        for key, value in values.items():
+            shape = value.shape() if hasattr(value, "shape") else unsigned(1)
+            regs[key] = Signal(shape, name=f"{name}_{key}")
+            m.d.sync += regs[key].eq(value)
+        return type(name, (), regs)
+
+
+class Collector(wiring.Component):
+    """Reads finished accumulator banks out, one row of every PE per beat, in bank order.
+
+    Starts a bank when every PE has it ``done``; beat ``r`` carries local row ``r`` of PE
+    ``0 .. N-1`` (rows ``r*N .. r*N + N - 1``). One beat per cycle; after the last beat the bank
+    is released. ``o_raw`` is registered (valid does not depend on ready).
+    """
+
+    def __init__(self, params, raw_shape):
+        self.params = params
+        n, rows = params.pe, params.rows_per_pe
+        super().__init__({
+            "done": In(2).array(n), "release": Out(2),
+            "rd_bank": Out(1), "rd_addr": Out(range(max(rows, 2))), "rd_en": Out(1),
+            "rd_data": In(raw_shape).array(n),
+            "o_raw": Out(stream.Signature(data.ArrayLayout(raw_shape, n))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        rows = self.params.rows_per_pe
+        o = self.o_raw
+        bank = Signal()
+        row = Signal(range(max(rows, 2)))
+        ready = Signal()
+        m.d.comb += ready.eq(Cat(d.bit_select(bank, 1) for d in self.done).all())
+        advance = ~o.valid | o.ready
+        issue = ready & advance
+        m.d.comb += [self.rd_bank.eq(bank), self.rd_addr.eq(row), self.rd_en.eq(advance)]
+        m.d.comb += [o.payload[q].eq(d) for q, d in enumerate(self.rd_data)]
+        with m.If(advance):
+            m.d.sync += o.valid.eq(issue)
+        with m.If(issue):
+            m.d.sync += row.eq(Mux(row == rows - 1, 0, row + 1))
+            with m.If(row == rows - 1):
+                m.d.sync += bank.eq(~bank)
+                m.d.comb += self.release.bit_select(bank, 1).eq(1)
+        return m
+
+
+class SparseCore(wiring.Component):
+    """Raw sums ``W @ x`` of a sparse matrix, computed by skipping zero weights and activations.
+
+    ``i_data``: ``params.in_beats`` beats of ``in_beat`` input elements per vector (padding of
+    the last beat ignored). ``o_raw``: ``params.rows_per_pe`` beats of ``pe`` raw sums per vector
+    (rows past M are zero padding). Raw sums are exact: their width is the worst case over the
+    actual weights and every legal input. Cycles: see :func:`.reference.cycle_model`, which this
+    core meets exactly when its output is never stalled.
+    """
+
+    def __init__(self, params, matrix):
+        check_matrix(params, matrix)
+        self.params, self.matrix = params, matrix
+        self.weight = decode(matrix)
+        lo, hi = raw_bounds(self.weight, params.in_dtype.lo, params.in_dtype.hi)
+        self.raw_shape = _shape(lo, hi)
+        super().__init__({
+            "i_data": In(stream.Signature(data.ArrayLayout(params.in_dtype.shape,
+                                                           params.in_beat))),
+            "o_raw": Out(stream.Signature(data.ArrayLayout(self.raw_shape, params.pe))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        p = self.params
+        m.submodules.lnzd = lnzd = LeadingNonZero(p)
+        m.submodules.collector = col = Collector(p, self.raw_shape)
+        wiring.connect(m, wiring.flipped(self.i_data), lnzd.i_data)
+        wiring.connect(m, col.o_raw, wiring.flipped(self.o_raw))
+        pes = [ProcessingElement(p, self.matrix, q, self.raw_shape) for q in range(p.pe)]
+        ready = Cat(pe.tok_ready for pe in pes).all()
+        m.d.comb += lnzd.o_token.ready.eq(ready)
+        for q, pe in enumerate(pes):
+            m.submodules[f"pe{q}"] = pe
+            m.d.comb += [
+                pe.tok.eq(lnzd.o_token.payload), pe.tok_take.eq(lnzd.o_token.valid & ready),
+                pe.release.eq(col.release), col.done[q].eq(pe.done),
+                pe.rd_bank.eq(col.rd_bank), pe.rd_addr.eq(col.rd_addr), pe.rd_en.eq(col.rd_en),
+                col.rd_data[q].eq(pe.rd_data),
+            ]
+        return m
+
+
+class SparseEngine(wiring.Component):
+    """One SPEC ``linear`` layer on the EIE-like sparse engine, output stage included.
+
+    ``i_data``: ``ceil(K/in_beat)`` beats of ``in_beat`` input elements per vector (hardware
+    encoding of ``params.in_dtype``); ``o_data``: ``ceil(M/pe)`` beats of ``pe`` output elements
+    (encoding of ``out_dtype``; element ``j`` of beat ``r`` is output ``r*pe + j``, the tail of the
+    last beat is padding). Bit-exact with SPEC sections 2.1 and 2.2; nothing can overflow.
+
+    Parameters
+    ----------
+    params : SparseParams
+    weight : (M, K) integer array
+        The layer's weight (zeros are skipped).
+    codebook : 1-D integer array, optional
+        Store codes into this codebook instead of the weights (every non-zero weight must be one
+        of its values).
+    bias, output_kind, out_dtype, mult, shift, relu, thresholds
+        As for :class:`nnaccel.hw.mvu.engine.MatrixVectorUnit`.
+    """
+
+    def __init__(self, params, *, weight, codebook=None, bias=None, output_kind, out_dtype,
+                 mult=None, shift=None, relu=False, thresholds=None):
+        from ..common.outstage import OutputStage, StageKind
+
+        matrix = encode_weight(params, weight, codebook)
+        self.params = params
+        self.core = SparseCore(params, matrix)
+        bias = np.zeros(params.out_features, dtype=np.int64) if bias is None else bias
+        kind = StageKind(output_kind)
+        extra = {}
+        if kind is StageKind.REQUANT:
+            lo = max(out_dtype.lo, 0) if relu else out_dtype.lo
+            extra = dict(mult=mult, shift=shift, lo=lo, hi=out_dtype.hi)
+        elif kind is StageKind.THRESHOLD:
+            extra = dict(thresholds=np.asarray(thresholds))
+        self.stage = OutputStage(kind=kind, pe=params.pe, channels=params.out_features,
+                                 raw_shape=self.core.raw_shape, scale=1,
+                                 offset=[int(v) for v in bias], out_shape=out_dtype.shape,
+                                 **extra)
+        offsets = [int(v) for v in bias]
+        lo, hi = raw_bounds(self.core.weight, params.in_dtype.lo, params.in_dtype.hi)
+        self.acc_width = bits_for_range(lo + min(offsets), hi + max(offsets))[0]
+        super().__init__({
+            "i_data": In(stream.Signature(data.ArrayLayout(params.in_dtype.shape,
+                                                           params.in_beat))),
+            "o_data": Out(stream.Signature(data.ArrayLayout(out_dtype.shape, params.pe))),
+        })
+
+    @property
+    def matrix(self):
+        """The encoded weights (:class:`~nnaccel.gen.sparse_format.SparseMatrix`)."""
+        return self.core.matrix
+
+    @property
+    def out_latency(self):
+        """Cycles from the collector's read of a row to its output beat being valid."""
+        return 2 + self.stage.latency
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.core = self.core
+        m.submodules.skid = skid = SkidBuffer(self.core.o_raw.payload.shape())
+        m.submodules.stage = self.stage
+        wiring.connect(m, wiring.flipped(self.i_data), self.core.i_data)
+        wiring.connect(m, self.core.o_raw, skid.i_data)
+        wiring.connect(m, skid.o_data, self.stage.i_data)
+        wiring.connect(m, self.stage.o_data, wiring.flipped(self.o_data))
+        return m
+
+

@@ -1,0 +1,198 @@
+"""numpy model of the sparse engine: its arithmetic and its cycle-level timing.
+
+Imports only numpy. The arithmetic is SPEC 2.1 on the weight the format encodes
+(``acc = X @ W.T + bias``, then the output stage of :mod:`nnaccel.hw.common.reference`); the
+engine's raw sums are ``X @ W.T``.
+
+Timing (:func:`cycle_model`) is a token-level statement of the hardware of :mod:`.engine`, exact
+when the input is presented back to back and the output is never stalled. Every cycle number
+counts from the cycle the first input beat is accepted (cycle 0):
+
+* **Leading non-zero detector.** Input beat ``b`` is taken at cycle ``a[b]`` and its non-zero
+  activations (tokens) leave at cycles ``>= a[b] + 1``, at most one per cycle. The next beat is
+  taken in the cycle the beat's last token leaves; a beat without any non-zero is dropped, so
+  the next is taken one cycle after it. The vector's last token ends it; if its last beat holds
+  no non-zero, a token without work does.
+* **Broadcast.** A token goes to every PE at once (cycle ``t``), only when every PE's pointer
+  lookup register is free: holding nothing, or a token it does not need, or a token it writes
+  into its queue in that cycle.
+* **PE p** needs a token when its column holds entries for it (``n = counts[p, col]``) or when
+  the token ends a vector (``n = 0``). Such a token, broadcast at ``t``, is written into the
+  queue at ``w = max(t + 1, c' + 1)`` where ``c'`` is the pop cycle of the token ``queue_depth``
+  places earlier; it is popped at ``c = max(w + 1, c_prev + n_prev, bank free)`` and occupies
+  the iterator ``max(n, 1)`` cycles. The last token of vector ``v`` leaves the iterator at ``f``;
+  the bank is done at ``f + ISSUE_TO_DONE``.
+* **Banks and read-out.** Two accumulator banks alternate between vectors. Vector ``v`` is read
+  out, one row (of every PE) per cycle, from ``s = max(all PEs done, previous read-out end + 1)``
+  to ``s + rows_per_pe - 1``; its bank is free again one cycle after. Its output beats are valid
+  ``out_latency`` cycles after their rows are read.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["ISSUE_TO_DONE", "raw_bounds", "raw_sums", "broadcast_tokens", "CycleReport",
+           "cycle_model"]
+
+#: From the cycle the last entry of a vector is issued to the cycle its bank shows ``done``.
+ISSUE_TO_DONE = 4
+
+
+def raw_bounds(weight, in_lo, in_hi):
+    """Worst-case ``(lo, hi)`` of every partial sum of ``W @ x`` (0 included), any legal x.
+
+    Each term ``W[m, k] * x[k]`` ranges over an interval holding 0 (every input dtype holds 0 or
+    is symmetric), so partial sums stay within the bounds of the full sums.
+    """
+    w = np.asarray(weight).astype(object)
+    a, b = w * int(in_lo), w * int(in_hi)
+    lo = np.minimum(a, b).sum(axis=1) if w.size else np.zeros(1, dtype=object)
+    hi = np.maximum(a, b).sum(axis=1) if w.size else np.zeros(1, dtype=object)
+    return min(int(np.min(lo)), 0), max(int(np.max(hi)), 0)
+
+
+def raw_sums(weight, x):
+    """The engine's raw sums ``X @ W.T`` for a batch ``x`` (B, K), as exact integers."""
+    w = np.asarray(weight).astype(object)
+    return (np.asarray(x).astype(object) @ w.T).astype(object)
+
+
+def broadcast_tokens(active, in_beat):
+    """The broadcast of one vector: per input beat, the columns of its tokens.
+
+    ``active`` is the (K,) boolean mask of non-zero activations. Returns a list with one list of
+    ``(column, work, last)`` per beat; a beat without non-zeros has no token, except the
+    vector's last beat, which then has one ``(-1, False, True)`` token.
+    """
+    active = np.asarray(active, dtype=bool)
+    k = len(active)
+    beats = []
+    starts = range(0, k, in_beat)
+    for b, start in enumerate(starts):
+        cols = [start + j for j in np.flatnonzero(active[start:start + in_beat])]
+        final = b == len(starts) - 1
+        toks = [(c, True, final and n == len(cols) - 1) for n, c in enumerate(cols)]
+        if final and not toks:
+            toks = [(-1, False, True)]
+        beats.append(toks)
+    return beats
+
+
+@dataclass(frozen=True)
+class CycleReport:
+    """What :func:`cycle_model` predicts for a batch.
+
+    Attributes
+    ----------
+    vector_end : (B,) array
+        Cycle of the last output beat of each vector (counted from the first input beat).
+    cycles_total : int
+        ``vector_end[-1]``: from the first input beat to the last output beat.
+    cycles_per_inference : float
+        ``(vector_end[-1] - vector_end[0]) / (B - 1)`` (the latency when B == 1).
+    compute_cycles : int
+        From the first broadcast to the last entry issued, inclusive.
+    busy, entries : (N,) arrays
+        Iterator cycles each PE was busy, and the entries (non-zeros and padding) it issued.
+    idle : (N,) array
+        ``compute_cycles - busy``.
+    efficiency : float
+        Load-balance efficiency, ``1 - idle.sum() / (N * compute_cycles)``.
+    broadcast_stalls : int
+        Cycles a token waited because some PE's queue was full.
+    """
+
+    vector_end: np.ndarray
+    cycles_total: int
+    cycles_per_inference: float
+    compute_cycles: int
+    busy: np.ndarray
+    entries: np.ndarray
+    idle: np.ndarray
+    efficiency: float
+    broadcast_stalls: int
+
+    @property
+    def entries_per_pe_cycle(self):
+        """Entries issued per PE per compute cycle."""
+        return float(self.entries.sum()) / (len(self.entries) * max(self.compute_cycles, 1))
+
+
+def cycle_model(counts, active, *, in_beat, queue_depth, rows_per_pe, out_latency):
+    """Cycle-level model of the sparse engine on a batch (see the module docstring).
+
+    Parameters
+    ----------
+    counts : (N, K) integer array
+        Entries (non-zeros and padding) of each PE in each column
+        (``SparseMatrix.column_counts()``).
+    active : (B, K) boolean array
+        Non-zero activations of each input vector (all True for bipolar inputs).
+    in_beat, queue_depth, rows_per_pe : int
+        As in :class:`~nnaccel.hw.sparse.params.SparseParams`.
+    out_latency : int
+        Cycles from a row's read-out to its output beat (``SparseEngine.out_latency``).
+
+    Returns
+    -------
+    CycleReport
+    """
+    counts = np.asarray(counts, dtype=np.int64)
+    active = np.atleast_2d(np.asarray(active, dtype=bool))
+    n_pe, k = counts.shape
+    if active.shape[1] != k:
+        raise ValueError(f"active has {active.shape[1]} columns, counts {k}")
+    depth = int(queue_depth)
+    pes = np.arange(n_pe)
+    popped = np.full((n_pe, depth), -(1 << 40), dtype=np.int64)  # pop cycles, ring per PE
+    queued = np.zeros(n_pe, dtype=np.int64)  # tokens queued so far per PE
+    next_pop = np.zeros(n_pe, dtype=np.int64)  # earliest pop: iterator free
+    t_free = np.zeros(n_pe, dtype=np.int64)  # earliest broadcast: pointer register free
+    busy = np.zeros(n_pe, dtype=np.int64)
+    entries = np.zeros(n_pe, dtype=np.int64)
+    released, vector_end = [], []
+    load, last_bcast, first_bcast, stalls = 0, -1, None, 0
+    last_issue = np.zeros(n_pe, dtype=np.int64)
+
+    for v, row in enumerate(active):
+        bank_free = released[v - 2] + 1 if v >= 2 else 0
+        for toks in broadcast_tokens(row, in_beat):
+            if not toks:
+                load += 1
+                continue
+            for col, work, last in toks:
+                earliest = max(last_bcast + 1, load + 1)
+                t = max(earliest, int(t_free.max()))
+                stalls += t - earliest
+                first_bcast = t if first_bcast is None else first_bcast
+                n = counts[:, col] if work else np.zeros(n_pe, dtype=np.int64)
+                need = (n > 0) | last
+                slot = queued % depth
+                w = np.maximum(t + 1, popped[pes, slot] + 1)
+                c = np.maximum.reduce([w + 1, next_pop, np.full(n_pe, bank_free)])
+                cost = np.maximum(n, 1)
+                popped[pes[need], slot[need]] = c[need]
+                queued += need
+                next_pop = np.where(need, c + cost, next_pop)
+                last_issue = np.where(need, c + cost - 1, last_issue)
+                busy += np.where(need, cost, 0)
+                entries += np.where(need, n, 0)
+                t_free = np.where(need, w, t + 1)
+                last_bcast = t
+            load = last_bcast
+        done = int(last_issue.max()) + ISSUE_TO_DONE
+        start = max(done, released[-1] + 1) if released else done
+        released.append(start + rows_per_pe - 1)
+        vector_end.append(released[-1] + out_latency)
+
+    vector_end = np.array(vector_end, dtype=np.int64)
+    batch = len(vector_end)
+    span = int(last_issue.max()) - first_bcast + 1
+    per = (vector_end[-1] - vector_end[0]) / (batch - 1) if batch > 1 else float(vector_end[0])
+    idle = span - busy
+    return CycleReport(vector_end=vector_end, cycles_total=int(vector_end[-1]),
+                       cycles_per_inference=float(per), compute_cycles=span, busy=busy,
+                       entries=entries, idle=idle,
+                       efficiency=1.0 - float(idle.sum()) / (n_pe * span),
+                       broadcast_stalls=int(stalls))
