@@ -1,0 +1,368 @@
+"""Parameters of the systolic-array engine, shared by the hardware, its reference and the
+generator, with the engine's cycle model.
+
+Vocabulary (one ``linear`` layer, SPEC 2.1, run on a batch):
+
+* ``out_features`` M (the layer's outputs), ``in_features`` K, ``batch`` B;
+* an array of ``rows`` R x ``cols`` C multiply-accumulate cells. Columns always hold C
+  consecutive outputs (an *output tile* ``mt`` of ``ceil(M/C)``); rows hold R consecutive
+  inputs ``k`` (weight-stationary: a *k tile* ``kt`` of ``ceil(K/R)``) or R vectors of the
+  batch (output-stationary);
+* the batch is processed in *chunks* of vectors (:attr:`SystolicParams.chunk_sizes`): a chunk
+  is loaded into one half of the double-buffered activation buffer, computed tile by tile into
+  one half of the double-buffered collector, and drained through the output stage while the
+  next chunk computes.
+
+Cycle model
+-----------
+Per chunk of ``nb`` vectors the engine spends
+
+* ``fill = nb * ceil(K / in_beat)`` cycles taking input beats (one per cycle);
+* ``compute = tiles * period(nb)`` cycles issuing steps into the array, where
+
+  - weight-stationary: ``tiles = ceil(M/C) * ceil(K/R)`` and ``period(nb) = max(nb, R)`` -- the
+    ``nb`` vectors of the chunk stream through the array once per weight tile while the next
+    tile's R weight rows are written into the cells' shadow registers, one row per cycle;
+  - output-stationary: ``tiles = ceil(M/C)`` and ``period(nb) = max(K, nb)`` -- K steps
+    per output tile; the R x C results of a tile leave the array one row per cycle in every
+    column while the next tile accumulates;
+
+* ``drain = nb * ceil(M/C)`` cycles sending output beats of C lanes (one per cycle).
+
+Fill-and-drain of the array itself is overlapped: steps of consecutive tiles follow each other
+without a gap (one idle cycle between chunks). The three activities form a pipeline with two
+buffers between neighbours; with ``F[i], S[i], D[i]`` the cycles at which chunk ``i`` starts
+filling, computing and draining (chunk 0 starts filling at cycle 0, terms with a negative index
+are dropped)::
+
+    F[i] = max(F[i-1] + fill[i-1], S[i-2] + compute[i-2])               (input half free)
+    S[i] = max(F[i] + fill[i] + 1, S[i-1] + compute[i-1] + 1, D[i-2] + drain[i-2] + 1)
+    D[i] = max(S[i] + compute[i] + L(nb[i]), D[i-1] + drain[i-1] + 1)
+    cycles = D[n-1] + drain[n-1] + Z - 1
+
+``L`` is the latency from the end of a chunk's last slot to its first drain read (the array's
+``R + C`` plus the collector, see :meth:`SystolicParams.latencies`), ``Z - 1`` that from the last
+drain read to the last output beat (skid buffer and output stage). ``cycles`` counts from the
+cycle the first input beat is accepted to the cycle the last output beat is accepted, for one
+batch into an idle engine with no stalls; the hardware matches it exactly. When the compute
+dominates this is ``fill[0] + sum(compute + 1) + L + drain[-1] + Z - 1``: the only exposed
+overheads are loading the first chunk and draining the last, so a large GEMM approaches
+``B*M*K/(R*C)`` cycles.
+"""
+
+import enum
+from dataclasses import dataclass
+
+import numpy as np
+from amaranth.hdl import Shape
+
+from ..common.dtype import DType, DTypeKind
+from ..common.outstage import OutputStageParams, StageKind
+from ..common.reference import bits_for_range
+from ..common.stream import check_positive
+
+__all__ = ["Dataflow", "SystolicParams"]
+
+
+class Dataflow(enum.Enum):
+    """How the GEMM is mapped onto the array."""
+
+    #: weight-stationary: each cell holds one weight; inputs flow right, partial sums flow down.
+    WS = "ws"
+    #: output-stationary: each cell accumulates one output; inputs flow right, weights down.
+    OS = "os"
+
+
+def _cdiv(a, b):
+    return -(-a // b)
+
+
+def _ints(name, value, count):
+    arr = np.asarray(value)
+    if arr.shape != (count,) or (arr.size and arr.dtype.kind not in "iuO"):
+        raise ValueError(f"{name} must hold {count} integers, not {value!r}")
+    return tuple(int(v) for v in arr)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SystolicParams:
+    """Shape, mapping and arithmetic widths of one systolic-array engine.
+
+    Build it with :meth:`for_layer` from a layer's weights (which fixes the accumulator bounds);
+    the constructor validates everything and raises :exc:`TypeError` or :exc:`ValueError` with
+    the offending field.
+
+    Parameters
+    ----------
+    rows, cols : int
+        Array size R x C.
+    dataflow : Dataflow or str
+        ``"ws"`` or ``"os"``.
+    out_features, in_features, batch : int
+        M, K and the number B of vectors per batch.
+    in_dtype, weight_dtype : DType
+        ``intN`` or ``uintN`` (bipolar layers belong to the ``mvu`` engine).
+    acc_lo, acc_hi : sequences of M ints
+        Worst-case range of ``sum_k W[m, k] * x[k]`` (no bias) per output, over every input the
+        input dtype allows (:func:`nnaccel.hw.common.reference.acc_bounds`).
+    output : OutputStageParams
+        The SPEC 2.2 output stage: ``pe == cols``, ``channels == out_features``, ``raw_shape ==``
+        :attr:`acc_shape`, ``scale == 1``, ``offset`` the bias.
+    in_beat : int, optional
+        Input elements per beat (default R). Weight-stationary: R and ``in_beat`` must divide
+        one another. Output beats always carry C elements.
+    batch_tile : int, optional
+        Weight-stationary only: vectors per chunk (default: the batch split into
+        ``max(1, B // R)`` chunks of nearly equal size, so each chunk holds at least R vectors
+        when B >= R). Output-stationary chunks are R vectors.
+    """
+
+    rows: int
+    cols: int
+    dataflow: Dataflow
+    out_features: int
+    in_features: int
+    batch: int
+    in_dtype: DType
+    weight_dtype: DType
+    acc_lo: tuple
+    acc_hi: tuple
+    output: OutputStageParams
+    in_beat: int = None
+    batch_tile: int = None
+
+    def __post_init__(self):
+        def put(name, value):
+            object.__setattr__(self, name, value)
+
+        for name in ("rows", "cols", "out_features", "in_features", "batch"):
+            check_positive(name, getattr(self, name))
+        try:
+            put("dataflow", Dataflow(self.dataflow))
+        except ValueError:
+            raise ValueError(f"dataflow must be 'ws' or 'os', not {self.dataflow!r}") from None
+        for name in ("in_dtype", "weight_dtype"):
+            dtype = getattr(self, name)
+            if not isinstance(dtype, DType):
+                raise TypeError(f"{name} must be a DType, not {dtype!r}")
+            if dtype.kind is DTypeKind.BIPOLAR:
+                raise ValueError(f"{name} must be intN or uintN, not {dtype}: the systolic "
+                                 f"engine multiplies integers (bipolar layers use 'mvu')")
+        put("in_beat", self.rows if self.in_beat is None else self.in_beat)
+        check_positive("in_beat", self.in_beat)
+        if self.dataflow is Dataflow.WS:
+            if self.rows % self.in_beat and self.in_beat % self.rows:
+                raise ValueError(f"in_beat ({self.in_beat}) and rows ({self.rows}) must divide "
+                                 f"one another in a weight-stationary engine")
+            if self.batch_tile is None:
+                put("batch_tile", _cdiv(self.batch, max(1, self.batch // self.rows)))
+            check_positive("batch_tile", self.batch_tile)
+            if self.batch_tile > self.batch:
+                raise ValueError(f"batch_tile ({self.batch_tile}) must not exceed batch "
+                                 f"({self.batch})")
+        elif self.batch_tile is not None:
+            raise ValueError("batch_tile applies only to a weight-stationary engine; "
+                             "an output-stationary chunk is one vector per row")
+        else:
+            put("batch_tile", min(self.rows, self.batch))
+        m = self.out_features
+        put("acc_lo", _ints("acc_lo", self.acc_lo, m))
+        put("acc_hi", _ints("acc_hi", self.acc_hi, m))
+        for n, (lo, hi) in enumerate(zip(self.acc_lo, self.acc_hi, strict=True)):
+            if not lo <= 0 <= hi:
+                raise ValueError(f"acc_lo[{n}]..acc_hi[{n}] must contain 0, not {lo}..{hi}")
+        self._check_output()
+
+    def _check_output(self):
+        out = self.output
+        if not isinstance(out, OutputStageParams):
+            raise TypeError(f"output must be an OutputStageParams, not {out!r}")
+        if out.pe != self.cols or out.channels != self.out_features:
+            raise ValueError(f"output must have pe == cols ({self.cols}) and channels == "
+                             f"out_features ({self.out_features}), not pe={out.pe}, "
+                             f"channels={out.channels}")
+        if out.raw_shape != self.acc_shape or out.scale != 1:
+            raise ValueError(f"output must have raw_shape {self.acc_shape!r} and scale 1, not "
+                             f"{out.raw_shape!r} and {out.scale}")
+        if out.kind is StageKind.IDENTITY:
+            width, signed = out.out_shape.width, out.out_shape.signed
+            lo, hi = (-(1 << (width - 1)), (1 << (width - 1)) - 1) if signed else (0, (1 << width)
+                                                                                    - 1)
+            for n, (a, b, off) in enumerate(zip(self.acc_lo, self.acc_hi, out.offset,
+                                                strict=True)):
+                if a + off < lo or b + off > hi:
+                    raise ValueError(f"an identity output of shape {out.out_shape!r} cannot "
+                                     f"hold output {n}, whose range is {a + off}..{b + off}")
+
+    @classmethod
+    def for_layer(cls, *, weight, rows, cols, dataflow, batch, in_dtype, weight_dtype, bias=None,
+                  output_kind="identity", out_dtype=None, mult=None, shift=None, relu=False,
+                  thresholds=None, in_beat=None, batch_tile=None):
+        """Parameters for the layer with integer weights ``weight`` (M, K) and ``bias`` (M,).
+
+        The accumulator bounds are the worst case over these weights and every input of
+        ``in_dtype``; ``out_dtype`` (a DType, default ``int32``) and ``mult``, ``shift``,
+        ``relu``, ``thresholds`` define the SPEC 2.2 output stage of kind ``output_kind``.
+        """
+        from ..common.reference import acc_bounds
+
+        for name, value in (("rows", rows), ("cols", cols), ("batch", batch)):
+            check_positive(name, value)
+        for name, dtype in (("in_dtype", in_dtype), ("weight_dtype", weight_dtype)):
+            if not isinstance(dtype, DType):
+                raise TypeError(f"{name} must be a DType, not {dtype!r}")
+        w = np.asarray(weight)
+        if w.ndim != 2 or 0 in w.shape or (w.dtype.kind not in "iuO"):
+            raise ValueError(f"weight must be a non-empty 2-D integer array, not shape "
+                             f"{w.shape} of {w.dtype}")
+        if weight_dtype.kind is not DTypeKind.BIPOLAR and not weight_dtype.contains(w):
+            raise ValueError(f"weight values lie outside {weight_dtype}")
+        lo, hi = acc_bounds(w, in_dtype.lo, in_dtype.hi)
+        lo, hi = [min(int(v), 0) for v in lo], [max(int(v), 0) for v in hi]
+        m = w.shape[0]
+        raw = Shape(*bits_for_range(min(lo), max(hi)))
+        out_dtype = DType.parse("int32") if out_dtype is None else out_dtype
+        if not isinstance(out_dtype, DType):
+            raise TypeError(f"out_dtype must be a DType, not {out_dtype!r}")
+        kind = StageKind(output_kind)
+        extra = {}
+        if kind is StageKind.REQUANT:
+            extra = dict(mult=mult, shift=shift, hi=out_dtype.hi,
+                         lo=max(out_dtype.lo, 0) if relu else out_dtype.lo)
+        elif kind is StageKind.THRESHOLD:
+            extra = dict(thresholds=thresholds)
+        offset = None if bias is None else _ints("bias", bias, m)
+        output = OutputStageParams(kind=kind, pe=cols, channels=m, raw_shape=raw,
+                                   out_shape=out_dtype.shape, offset=offset, **extra)
+        return cls(rows=rows, cols=cols, dataflow=dataflow, out_features=m,
+                   in_features=w.shape[1], batch=batch, in_dtype=in_dtype,
+                   weight_dtype=weight_dtype, acc_lo=lo, acc_hi=hi, output=output,
+                   in_beat=in_beat, batch_tile=batch_tile)
+
+    # -- shapes ----------------------------------------------------------------------------------
+
+    @property
+    def acc_shape(self):
+        """Shape of the accumulators in the array and the collector (no bias)."""
+        return Shape(*bits_for_range(min(self.acc_lo), max(self.acc_hi)))
+
+    @property
+    def acc_width(self):
+        """Width of the SPEC accumulator ``W @ x + bias`` (worst case over the weights)."""
+        off = self.output.offset
+        lo = min(a + b for a, b in zip(self.acc_lo, off, strict=True))
+        hi = max(a + b for a, b in zip(self.acc_hi, off, strict=True))
+        return bits_for_range(lo, hi)[0]
+
+    @property
+    def out_beat(self):
+        """Output elements per beat: C."""
+        return self.cols
+
+    @property
+    def lanes(self):
+        """Multipliers instantiated: R x C."""
+        return self.rows * self.cols
+
+    # -- tiling ----------------------------------------------------------------------------------
+
+    @property
+    def m_tiles(self):
+        """Output tiles: ``ceil(M/C)`` (also the output beats per vector)."""
+        return _cdiv(self.out_features, self.cols)
+
+    @property
+    def k_tiles(self):
+        """Weight-stationary k tiles: ``ceil(K/R)`` (1 for output-stationary)."""
+        return _cdiv(self.in_features, self.rows) if self.dataflow is Dataflow.WS else 1
+
+    @property
+    def in_beats(self):
+        """Input beats per vector: ``ceil(K/in_beat)``."""
+        return _cdiv(self.in_features, self.in_beat)
+
+    @property
+    def chunk_sizes(self):
+        """Vectors in each chunk of a batch."""
+        full, rest = divmod(self.batch, self.batch_tile)
+        return (self.batch_tile,) * full + ((rest,) if rest else ())
+
+    @property
+    def tiles_per_chunk(self):
+        return self.m_tiles * self.k_tiles
+
+    def period(self, nb):
+        """Cycles per tile for a chunk of ``nb`` vectors (see the module's cycle model)."""
+        if self.dataflow is Dataflow.WS:
+            return max(nb, self.rows)
+        return max(self.in_features, nb)
+
+    # -- cycle model -----------------------------------------------------------------------------
+
+    @property
+    def readout_levels(self):
+        """Register levels of the output-stationary column read-out tree."""
+        n, levels = _cdiv(self.rows, 2), 1
+        while n > 1:
+            n, levels = _cdiv(n, 4), levels + 1
+        return levels
+
+    def latencies(self, nb):
+        """``(A, L, Z)`` of the cycle model for a chunk of ``nb`` vectors: last input beat of
+        the chunk to its first step, end of its last slot to its first drain read, and a drain
+        read to its output beat (plus one)."""
+        r, c = self.rows, self.cols
+        if self.dataflow is Dataflow.WS:
+            # step register, skew and array (R + 2 + c), collector add, done flag, drain start;
+            # the last step is nb-1 of a slot of period(nb) cycles
+            lat = r + c + 4 - (self.period(nb) - nb)
+        else:
+            # the last row (nb - 1) leaves the read-out of the last column
+            lat = self.readout_levels + c + nb + 4 - (self.period(nb) - self.in_features)
+        return 1, lat, 3 + _STAGE_LATENCY[self.output.kind]
+
+    def _schedule(self, batches=1):
+        """Cycle of the last output beat of each batch, batches sent back to back from cycle 0
+        into an idle engine (the module's cycle model)."""
+        sizes = list(self.chunk_sizes) * batches
+        fill = [nb * self.in_beats for nb in sizes]
+        comp = [self.tiles_per_chunk * self.period(nb) for nb in sizes]
+        drain = [nb * self.m_tiles for nb in sizes]
+        f, s, d = [], [], []
+        for i, nb in enumerate(sizes):
+            a, lat, z = self.latencies(nb)
+            fi = 0 if i == 0 else f[i - 1] + fill[i - 1]
+            si = fi + fill[i] + a
+            di = 0
+            if i >= 1:
+                si = max(si, s[i - 1] + comp[i - 1] + 1)
+                di = d[i - 1] + drain[i - 1] + 1
+            if i >= 2:
+                fi = max(fi, s[i - 2] + comp[i - 2])
+                si = max(si, fi + fill[i] + a, d[i - 2] + drain[i - 2] + 1)
+            di = max(di, si + comp[i] + lat)
+            f.append(fi)
+            s.append(si)
+            d.append(di)
+        n = len(self.chunk_sizes)
+        return [d[(b + 1) * n - 1] + drain[(b + 1) * n - 1] + z - 1 for b in range(batches)]
+
+    @property
+    def expected_cycles(self):
+        """Cycles for one batch into an idle engine, from the first input beat accepted to the
+        last output beat accepted, with no stalls (the module's cycle model)."""
+        return self._schedule(1)[0]
+
+    @property
+    def steady_cycles(self):
+        """Cycles between the last output beats of consecutive batches sent back to back."""
+        ends = self._schedule(3)
+        return ends[2] - ends[1]
+
+    @property
+    def ideal_cycles(self):
+        """``B*M*K / (R*C)``: every multiplier busy every cycle."""
+        return self.batch * self.out_features * self.in_features / (self.rows * self.cols)
+
+
+_STAGE_LATENCY = {StageKind.IDENTITY: 2, StageKind.REQUANT: 5, StageKind.THRESHOLD: 3}
