@@ -9,6 +9,7 @@ import os
 import shutil
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,8 @@ _OUTPUT_KEYS = {
     "threshold": {"kind", "dtype", "thresholds"},
 }
 _UINT31 = (1 << 31) - 1
+#: What reading a damaged weights.npz can raise (zip, zlib, numpy header, end of data).
+_READ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error)
 
 
 class _Arrays:
@@ -37,16 +40,23 @@ class _Arrays:
 
     def __init__(self, path):
         self.path = path
-        self._npz = None
+        self._npz = self._file = None
 
-    def _open(self):
+    def _open(self, layer, fieldname):
         if self._npz is None:
             if not self.path.is_file():
-                raise ModelError(None, "weights.npz", f"no such file: {self.path}")
+                raise ModelError(layer, fieldname, f"weights.npz: no such file: {self.path}")
             try:
-                self._npz = np.load(self.path, allow_pickle=False)
-            except (OSError, ValueError, zipfile.BadZipFile) as e:
-                raise ModelError(None, "weights.npz", f"not a numpy .npz file: {e}") from None
+                # our own file object (closed by close()): np.load leaks the one it opens when
+                # a damaged zip fails to open
+                self._file = open(self.path, "rb")
+                npz = np.load(self._file, allow_pickle=False)
+            except _READ_ERRORS as e:
+                raise ModelError(layer, fieldname,
+                                 f"weights.npz is not a numpy .npz file: {e}") from None
+            if not isinstance(npz, np.lib.npyio.NpzFile):
+                raise ModelError(layer, fieldname, "weights.npz is not a numpy .npz file")
+            self._npz = npz
         return self._npz
 
     def get(self, layer, fieldname, ref):
@@ -54,13 +64,15 @@ class _Arrays:
         if isinstance(ref, bool):
             raise ModelError(layer, fieldname, f"expected an array name or integers, not {ref!r}")
         if isinstance(ref, str):
-            npz = self._open()
+            npz = self._open(layer, fieldname)
             if ref not in npz.files:
                 raise ModelError(layer, fieldname, f"array {ref!r} is not in weights.npz")
             try:
                 arr = npz[ref]
-            except ValueError as e:
+            except _READ_ERRORS as e:
                 raise ModelError(layer, fieldname, f"array {ref!r} cannot be read: {e}") from None
+            if not isinstance(arr, np.ndarray):
+                raise ModelError(layer, fieldname, f"array {ref!r} is not a numpy array")
         elif isinstance(ref, (int, list)):
             try:
                 arr = np.array(ref)
@@ -73,6 +85,8 @@ class _Arrays:
     def close(self):
         if self._npz is not None:
             self._npz.close()
+        if self._file is not None:
+            self._file.close()
 
 
 def _integers(layer, fieldname, arr):
@@ -101,9 +115,12 @@ def _unknown_keys(layer, where, obj, allowed):
 
 def _dtype(layer, fieldname, text):
     try:
-        return DType.parse(text)
+        dtype = DType.parse(text)
     except ValueError as e:
         raise ModelError(layer, fieldname, str(e)) from None
+    if str(dtype) != text:
+        raise ModelError(layer, fieldname, f"write {text!r} as {str(dtype)!r}")
+    return dtype
 
 
 def _require(layer, obj, key, prefix=""):
@@ -164,8 +181,9 @@ def _output(layer, spec, m, acc_lo, acc_hi, arrays):
     if t.ndim != 2 or t.shape[0] not in (1, m) or t.shape[1] < 1:
         raise ModelError(layer, "output.thresholds",
                          f"shape {t.shape} is neither ({m}, L) nor (1, L) with L >= 1")
-    if np.any(np.diff(t, axis=1) < 0):
-        row = int(np.nonzero(np.any(np.diff(t, axis=1) < 0, axis=1))[0][0])
+    descending = t[:, 1:] < t[:, :-1]  # not np.diff, which can wrap around in int64
+    if np.any(descending):
+        row = int(np.nonzero(np.any(descending, axis=1))[0][0])
         raise ModelError(layer, "output.thresholds", f"row {row} is not ascending")
     levels = t.shape[1]
     if dtype.kind is DTypeKind.BIPOLAR and levels != 1:
@@ -188,7 +206,7 @@ def _layer(index, spec, in_dtype, in_features, arrays, names):
     if name in names:
         raise ModelError(name, "name", "another layer has this name")
     op = _require(name, spec, "op")
-    if op in _RESERVED_OPS:
+    if isinstance(op, str) and op in _RESERVED_OPS:
         raise ModelError(name, "op", f"{op!r} is reserved for a later version; only 'linear'")
     if op != Op.LINEAR.value:
         raise ModelError(name, "op", f"unknown op {op!r} (only 'linear')")
@@ -342,13 +360,24 @@ def write_model(model, path):
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; honour the umask like mkdir
         (tmp / "model.json").write_text(json.dumps(doc, indent=2) + "\n")
         with open(tmp / "weights.npz", "wb") as f:
             np.savez_compressed(f, **arrays)
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
+        if path.exists():  # move the old directory aside, so the path is never absent
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
+            os.replace(path, old / "x")
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return path
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

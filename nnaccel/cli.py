@@ -124,7 +124,7 @@ def cmd_generate(args):
     from .gen.generate import generate
 
     model = _read(args.model)
-    if args.board:
+    if args.board is not None:
         from .boards.platforms import get_board
 
         get_board(args.board)
@@ -134,7 +134,7 @@ def cmd_generate(args):
         print(json.dumps(plan.dump(), indent=2))
         return 0
     design = generate(model, options)
-    if args.board:
+    if args.board is not None:
         design.manifest["board"] = args.board
     extra = {"ir.json": json.dumps(design.plan.dump(), indent=2) + "\n"} if args.dump_ir else {}
     log(f"generating {design.name}: {len(model.layers)} layers, "
@@ -151,8 +151,11 @@ def _load_input(path, model):
         X = np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise UsageError(f"field 'input': no such file: {path}") from None
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, EOFError) as e:
         raise UsageError(f"field 'input': {path} is not a numpy .npy array: {e}") from None
+    if not isinstance(X, np.ndarray):  # an .npz archive
+        X.close()
+        raise UsageError(f"field 'input': {path} is a .npz archive, not a .npy array")
     shape = tuple(model.input_shape)
     if X.ndim != len(shape) + 1 or tuple(X.shape[1:]) != shape or len(X) == 0:
         raise UsageError(f"field 'input': {path} has shape {X.shape}; expected (B, "
@@ -162,13 +165,13 @@ def _load_input(path, model):
             raise UsageError(f"field 'input': {path} holds non-integer values")
     elif not (np.issubdtype(X.dtype, np.integer) or X.dtype == bool):
         raise UsageError(f"field 'input': {path} holds {X.dtype}, not integers")
-    X = X.astype(np.int64)
-    if not model.input_dtype.contains(X):
-        bad = X[(X < model.input_dtype.lo) | (X > model.input_dtype.hi)
-                | ((X == 0) & (model.input_dtype.kind.value == "bipolar"))]
+    # compare before converting: a uint64 or a large float must not wrap into range
+    dtype = model.input_dtype
+    bad = X[(X < dtype.lo) | (X > dtype.hi) | ((X == 0) & (dtype.kind.value == "bipolar"))]
+    if bad.size:
         raise UsageError(f"field 'input': value {int(bad.flat[0])} is outside the model's "
-                         f"input dtype {model.input_dtype}")
-    return X
+                         f"input dtype {dtype}")
+    return X.astype(np.int64)
 
 
 def _save_atomic(path, array):
@@ -324,6 +327,10 @@ def main(argv=None):
     except BrokenPipeError:  # e.g. `nnaccel run ... | head`
         sys.stderr.close()
         return 0
+    except OSError as e:  # e.g. an output path below a file, or without permission
+        where = f": {e.filename}" if e.filename is not None else ""
+        print(f"nnaccel: error: {e.strerror or e}{where}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -77,7 +77,7 @@ def bits_for_range(lo, hi):
         raise ValueError(f"empty range {lo}..{hi}")
     if lo >= 0:
         return max(hi.bit_length(), 1), False
-    width = max((-lo - 1).bit_length(), hi.bit_length()) + 1
+    width = max((-lo - 1).bit_length(), max(hi, 0).bit_length()) + 1
     return width, True
 
 

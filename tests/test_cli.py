@@ -1,0 +1,486 @@
+"""SPEC sections 4 and 5 through the command line: good paths, and bad input that stops with
+exit status 2, one message naming the layer and the field, no traceback, nothing half-written.
+
+A few cases run ``python -m nnaccel`` as a real subprocess; the many others call
+``nnaccel.cli.main`` in-process (each Python start costs about a second).
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nnaccel import cli
+from nnaccel.gen.model_io import read_model
+
+W1 = np.array([[1, -2, 3, -4], [5, 6, -7, 8], [-9, 10, 11, -12]])
+B1 = np.array([1, -2, 3])
+W2 = np.array([[1, -2, 3], [0, 1, 1]])
+
+
+def model_doc():
+    """A small valid model: fc1 requant (uint4, relu) -> fc2 identity (int32 logits)."""
+    return {
+        "format": "nnaccel-model/1", "name": "tiny",
+        "input": {"shape": [4], "dtype": "int4"},
+        "layers": [
+            {"name": "fc1", "op": "linear", "weight": "fc1.w", "weight_dtype": "int8",
+             "bias": "fc1.b",
+             "output": {"kind": "requant", "mult": 3, "shift": 4, "dtype": "uint4",
+                        "relu": True}},
+            {"name": "fc2", "op": "linear", "weight": "fc2.w", "weight_dtype": "int4",
+             "output": {"kind": "identity"}},
+        ],
+    }
+
+
+def model_arrays():
+    return {"fc1.w": W1, "fc1.b": B1, "fc2.w": W2}
+
+
+def write_model_dir(path, doc=None, arrays=None):
+    path = Path(path)
+    path.mkdir(parents=True)
+    (path / "model.json").write_text(json.dumps(doc or model_doc()))
+    np.savez(path / "weights.npz", **(model_arrays() if arrays is None else arrays))
+    return path
+
+
+def spec_forward(x):
+    """The tiny model by hand: SPEC 2.1 and 2.2 in Python integers."""
+    out = []
+    for row in x.tolist():
+        acc = [sum(w * v for w, v in zip(wr, row, strict=True)) + b
+               for wr, b in zip(W1.tolist(), B1.tolist(), strict=True)]
+        h = [min(max((a * 3 + 8) >> 4, 0), 15) for a in acc]
+        out.append([sum(w * v for w, v in zip(wr, h, strict=True)) for wr in W2.tolist()])
+    return out
+
+
+@pytest.fixture
+def good(tmp_path):
+    return write_model_dir(tmp_path / "good")
+
+
+def nnaccel(*args, cwd=None):
+    """Run ``python -m nnaccel`` as a subprocess."""
+    return subprocess.run([sys.executable, "-m", "nnaccel", *map(str, args)],
+                          capture_output=True, text=True, timeout=300, cwd=cwd,
+                          env={**os.environ, "PYTHONWARNINGS": "error"})
+
+
+def assert_one_error(stderr, *needles):
+    """Exactly one line, the error, naming what it must name; no traceback."""
+    assert "Traceback" not in stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("nnaccel: error: "), stderr
+    for needle in needles:
+        assert needle in lines[0], (needle, stderr)
+
+
+def siblings(path):
+    """Everything in the directory that would hold ``path`` (temporary leftovers included)."""
+    return sorted(p.name for p in Path(path).parent.iterdir())
+
+
+# --- good paths, as real subprocesses -----------------------------------------------------------
+
+def test_generate_subprocess(good, tmp_path):
+    out = tmp_path / "out" / "design"
+    result = nnaccel("generate", good, "-o", out)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "tiny.v"]
+    verilog = (out / "tiny.v").read_text()
+    assert "module tiny(" in verilog.replace(" (", "(")
+    assert "endmodule" in verilog
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["name"] == "tiny"
+    assert isinstance(manifest["expected_cycles_per_inference"], int)
+    assert manifest["expected_cycles_per_inference"] >= 1
+    assert [entry["name"] for entry in manifest["layers"]] == ["fc1", "fc2"]
+    for entry in manifest["layers"]:
+        assert entry["engine"] in ("mvu", "sparse", "systolic")
+        for key in ("lanes", "acc_width", "expected_cycles"):
+            assert isinstance(entry[key], int) and entry[key] >= 1, key
+    assert siblings(out) == ["design"]                     # no temporary directory left
+    assert out.stat().st_mode & 0o777 == 0o777 & ~_umask()
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_run_numpy_json_subprocess(good, tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.integers(-8, 8, size=(9, 4))
+    x[0], x[1] = -8, 7
+    np.save(tmp_path / "x.npy", x)
+    result = nnaccel("run", good, "--backend", "numpy", "--input", tmp_path / "x.npy", "--json",
+                     "--output", tmp_path / "y" / "y.npy")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 1                                  # one JSON object on stdout
+    doc = json.loads(lines[0])
+    assert doc["backend"] == "numpy"
+    model = read_model(good)
+    assert doc["outputs"] == model.forward(x).tolist() == spec_forward(x)
+    assert len({tuple(r) for r in doc["outputs"]}) > 3      # the outputs vary
+    assert np.load(tmp_path / "y" / "y.npy").tolist() == doc["outputs"]
+
+
+# --- bad input, as real subprocesses ------------------------------------------------------------
+
+def test_bad_model_subprocess(tmp_path):
+    arrays = {**model_arrays(), "fc2.w": np.array([[1, -2, 3], [0, 8, 1]])}   # 8 > int4
+    model = write_model_dir(tmp_path / "bad", arrays=arrays)
+    out = tmp_path / "out"
+    result = nnaccel("generate", model, "-o", out)
+    assert result.returncode == 2
+    assert_one_error(result.stderr, "'fc2'", "'weight'", "8")
+    assert result.stdout == ""
+    assert not out.exists()
+    assert siblings(out) == ["bad"]
+
+
+def test_chain_mismatch_subprocess(tmp_path):
+    arrays = {**model_arrays(), "fc2.w": np.ones((2, 4), dtype=np.int64)}
+    model = write_model_dir(tmp_path / "bad", arrays=arrays)
+    x = tmp_path / "x.npy"
+    np.save(x, np.zeros((1, 4), dtype=np.int64))
+    result = nnaccel("run", model, "--input", x, "--json", "--output", tmp_path / "y.npy")
+    assert result.returncode == 2
+    assert_one_error(result.stderr, "'fc2'", "'weight'")
+    assert result.stdout == ""
+    assert not (tmp_path / "y.npy").exists()
+
+
+def test_unknown_board_subprocess(good, tmp_path):
+    out = tmp_path / "out"
+    result = nnaccel("generate", good, "-o", out, "--board", "no_such_board")
+    assert result.returncode == 2
+    assert_one_error(result.stderr, "no_such_board")
+    assert not out.exists()
+
+
+def test_bad_fold_subprocess(good, tmp_path):
+    out = tmp_path / "out"
+    result = nnaccel("generate", good, "-o", out, "--fold", "fc1=4by8")
+    assert result.returncode == 2
+    assert_one_error(result.stderr, "--fold", "fc1=4by8")
+    assert not out.exists()
+
+
+def test_run_bad_input_subprocess(good, tmp_path):
+    np.save(tmp_path / "x.npy", np.zeros((3, 5), dtype=np.int64))
+    result = nnaccel("run", good, "--input", tmp_path / "x.npy", "--output", tmp_path / "y.npy")
+    assert result.returncode == 2
+    assert_one_error(result.stderr, "'input'", "(3, 5)")
+    assert not (tmp_path / "y.npy").exists()
+
+
+def test_usage_error_subprocess(good, tmp_path):
+    result = nnaccel("generate", good)                      # no -o
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.count("error:") == 1 and "-o" in result.stderr
+
+
+# --- bad models, in-process ---------------------------------------------------------------------
+
+def _mutated(mutate):
+    doc, arrays = model_doc(), model_arrays()
+    mutate(doc, arrays)
+    return doc, arrays
+
+
+def _fc(doc, i):
+    return doc["layers"][i]
+
+
+BAD_MODELS = [
+    ("format", lambda d, a: d.update(format="nnaccel-model/9"), None, "format"),
+    ("model-name", lambda d, a: d.update(name="tiny-net"), None, "name"),
+    ("input-dtype", lambda d, a: d["input"].update(dtype="int64"), None, "input.dtype"),
+    ("input-shape", lambda d, a: d["input"].update(shape=[0]), None, "input.shape"),
+    ("layers-empty", lambda d, a: d.update(layers=[]), None, "layers"),
+    ("layer-name", lambda d, a: _fc(d, 1).update(name="fc 2"), "#1", "name"),
+    ("duplicate", lambda d, a: _fc(d, 1).update(name="fc1"), "fc1", "name"),
+    ("conv2d", lambda d, a: _fc(d, 0).update(op="conv2d"), "fc1", "op"),
+    ("maxpool2d", lambda d, a: _fc(d, 1).update(op="maxpool2d"), "fc2", "op"),
+    ("unknown-op", lambda d, a: _fc(d, 1).update(op="softmax"), "fc2", "op"),
+    ("unknown-field", lambda d, a: _fc(d, 0).update(weigth="fc1.w"), "fc1", "weigth"),
+    ("missing-array", lambda d, a: a.pop("fc1.b"), "fc1", "bias"),
+    ("weight-range", lambda d, a: a.update({"fc1.w": W1 * 20}), "fc1", "weight"),
+    ("weight-float", lambda d, a: a.update({"fc1.w": W1 + 0.25}), "fc1", "weight"),
+    ("bias-range", lambda d, a: a.update({"fc1.b": B1 * 2 ** 30}), "fc1", "bias"),
+    ("chain", lambda d, a: a.update({"fc2.w": np.ones((2, 2), dtype=np.int64)}), "fc2",
+     "weight"),
+    ("mult", lambda d, a: _fc(d, 0)["output"].update(mult=2 ** 31), "fc1", "output.mult"),
+    ("shift", lambda d, a: _fc(d, 0)["output"].update(shift=32), "fc1", "output.shift"),
+    ("identity-narrow", lambda d, a: _fc(d, 1)["output"].update(dtype="int4"), "fc2",
+     "output.dtype"),
+    ("thresholds", lambda d, a: _fc(d, 1).update(output={"kind": "threshold", "dtype": "uint1",
+                                                          "thresholds": [[2, 1]]}),
+     "fc2", "output.thresholds"),
+    ("codebook", lambda d, a: _fc(d, 1).update(codebook=[1, 2]), "fc2", "indices"),
+]
+
+
+@pytest.mark.parametrize("command", ["generate", "run"])
+@pytest.mark.parametrize(("mutate", "layer", "field"),
+                         [pytest.param(m, la, f, id=i) for i, m, la, f in BAD_MODELS])
+def test_bad_model_in_process(tmp_path, capsys, command, mutate, layer, field):
+    model = write_model_dir(tmp_path / "model", *_mutated(mutate))
+    out = tmp_path / "out"
+    if command == "generate":
+        argv = ["generate", str(model), "-o", str(out)]
+    else:
+        np.save(tmp_path / "x.npy", np.zeros((2, 4), dtype=np.int64))
+        argv = ["run", str(model), "--input", str(tmp_path / "x.npy"), "--json",
+                "--output", str(out)]
+    assert cli.main(argv) == 2
+    captured = capsys.readouterr()
+    needles = [f"field {field!r}"] + ([f"layer {layer!r}"] if layer else [])
+    assert_one_error(captured.err, *needles)
+    assert captured.out == ""
+    assert not out.exists()
+    assert siblings(out) == ["model"] + (["x.npy"] if command == "run" else [])
+
+
+def test_missing_weights_npz(tmp_path, capsys):
+    model = write_model_dir(tmp_path / "model")
+    (model / "weights.npz").unlink()
+    assert cli.main(["generate", str(model), "-o", str(tmp_path / "out")]) == 2
+    assert_one_error(capsys.readouterr().err, "'fc1'", "'weight'", "weights.npz")
+    assert not (tmp_path / "out").exists()
+
+
+def test_corrupt_weights_npz(tmp_path, capsys):
+    model = write_model_dir(tmp_path / "model")
+    (model / "weights.npz").write_bytes(b"PK\x03\x04 this is not really a zip")
+    assert cli.main(["generate", str(model), "-o", str(tmp_path / "out")]) == 2
+    assert_one_error(capsys.readouterr().err, "'fc1'", "'weight'")
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_model(tmp_path, capsys):
+    assert cli.main(["generate", str(tmp_path / "absent"), "-o", str(tmp_path / "out")]) == 2
+    assert_one_error(capsys.readouterr().err, "absent")
+    assert not (tmp_path / "out").exists()
+
+
+def test_verilog_keyword_name_is_caught_at_generate(tmp_path, capsys):
+    doc = model_doc()
+    doc["name"] = "module"
+    model = write_model_dir(tmp_path / "model", doc)
+    out = tmp_path / "out"
+    assert cli.main(["generate", str(model), "-o", str(out)]) == 2
+    assert_one_error(capsys.readouterr().err, "field 'name'", "'module'", "Verilog")
+    assert not out.exists()
+    assert siblings(out) == ["model"]
+
+
+def test_failed_generate_keeps_the_previous_output(good, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert cli.main(["generate", str(good), "-o", str(out)]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    capsys.readouterr()
+    bad = write_model_dir(tmp_path / "bad", arrays={**model_arrays(), "fc1.b": B1[:2]})
+    assert cli.main(["generate", str(bad), "-o", str(out)]) == 2
+    assert_one_error(capsys.readouterr().err, "'fc1'", "'bias'")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert cli.main(["generate", str(good), "-o", str(out), "--fold", "fc1=9x9"]) == 2
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert siblings(out) == ["bad", "good", "out"]
+
+
+# --- bad command lines, in-process --------------------------------------------------------------
+
+@pytest.mark.parametrize("fold", ["fc1", "fc1=", "fc1=4", "fc1=4x", "fc1=x4", "fc1=0x1",
+                                  "fc1=1x0", "fc1=2x2x2", "=1x1", "1fc=1x1", "fc1=-1x1",
+                                  "fc1=ax1", "fc1=1X1", "fc1=1.5x1", "fc1 = 1x1", ""])
+def test_bad_fold_syntax(good, tmp_path, capsys, fold):
+    out = tmp_path / "out"
+    assert cli.main(["generate", str(good), "-o", str(out), "--fold", fold]) == 2
+    assert_one_error(capsys.readouterr().err, "--fold", repr(fold), "LAYER=PExSIMD")
+    assert not out.exists()
+
+
+def test_fold_for_a_missing_layer(good, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert cli.main(["generate", str(good), "-o", str(out), "--fold", "fc9=1x1"]) == 2
+    assert_one_error(capsys.readouterr().err, "--fold", "'fc9'", "fc1, fc2")
+    assert not out.exists()
+
+
+def test_fold_larger_than_the_layer(good, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert cli.main(["generate", str(good), "-o", str(out), "--fold", "fc1=4x4"]) == 2
+    assert_one_error(capsys.readouterr().err, "'fc1'", "4x4")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(("option", "value", "needle"), [
+    ("--engine", "fc1=gpu", "'gpu'"),
+    ("--engine", "fc9=mvu", "'fc9'"),
+    ("--engine", "mvu", "LAYER=ENGINE"),
+    ("--weight-storage", "fc1=flash", "--weight-storage"),
+    ("--weight-storage", "fc9=bram", "'fc9'"),
+    ("--board", "no_such_board", "no_such_board"),
+    ("--board", "", "known boards"),
+])
+def test_bad_generate_option(good, tmp_path, capsys, option, value, needle):
+    out = tmp_path / "out"
+    assert cli.main(["generate", str(good), "-o", str(out), option, value]) == 2
+    assert_one_error(capsys.readouterr().err, needle)
+    assert not out.exists()
+
+
+def test_output_below_a_file(good, tmp_path, capsys):
+    (tmp_path / "file").write_text("")
+    assert cli.main(["generate", str(good), "-o", str(tmp_path / "file" / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.count("nnaccel: error:") == 1 and "file" in err
+    x = tmp_path / "x.npy"
+    np.save(x, np.zeros((1, 4), dtype=np.int64))
+    assert cli.main(["run", str(good), "--input", str(x),
+                     "--output", str(tmp_path / "file" / "y.npy")]) == 2
+    assert_one_error(capsys.readouterr().err, "file")
+
+
+@pytest.mark.parametrize("argv", [
+    ["generate", "MODEL"],                                  # no -o
+    ["generate", "MODEL", "-o", "OUT", "--batch", "0"],
+    ["generate", "MODEL", "-o", "OUT", "--max-lanes", "-3"],
+    ["generate", "MODEL", "-o", "OUT", "--target-cycles", "x"],
+    ["generate", "MODEL", "-o", "OUT", "--target-cycles", "4", "--max-lanes", "4"],
+    ["generate", "MODEL", "-o", "OUT", "--stop-after", "emit"],
+    ["run", "MODEL"],                                       # no --input
+    ["run", "MODEL", "--input", "X", "--backend", "gpu"],
+    ["run", "MODEL", "--input", "X", "--idle", "1.5"],
+    ["frobnicate"],
+    [],
+])
+def test_bad_command_line(good, tmp_path, capsys, argv):
+    argv = [str(good) if a == "MODEL" else str(tmp_path / "out") if a == "OUT" else a
+            for a in argv]
+    with pytest.raises(SystemExit) as info:
+        cli.main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.count("error:") == 1
+    assert not (tmp_path / "out").exists()
+
+
+# --- bad input files for run, in-process --------------------------------------------------------
+
+BAD_INPUTS = [
+    ("wrong-width", np.zeros((2, 5), dtype=np.int64), "(2, 5)"),
+    ("no-batch-axis", np.zeros(4, dtype=np.int64), "(4,)"),
+    ("extra-axis", np.zeros((2, 4, 1), dtype=np.int64), "(2, 4, 1)"),
+    ("empty-batch", np.zeros((0, 4), dtype=np.int64), "(0, 4)"),
+    ("above-int4", np.array([[0, 8, 0, 0]]), "8"),
+    ("below-int4", np.array([[0, 0, -9, 0]]), "-9"),
+    ("uint64-would-wrap", np.array([[0, 2 ** 64 - 1, 0, 0]], dtype=np.uint64),
+     str(2 ** 64 - 1)),
+    ("float-fraction", np.array([[0.5, 0, 0, 0]]), "non-integer"),
+    ("float-nan", np.array([[np.nan, 0, 0, 0]]), "non-integer"),
+    ("float-huge", np.array([[1e20, 0, 0, 0]]), "outside"),
+    ("strings", np.array([["1", "2", "3", "4"]]), "<U1"),
+    ("complex", np.zeros((1, 4), dtype=complex), "complex"),
+]
+
+
+@pytest.mark.parametrize(("x", "needle"), [pytest.param(x, n, id=i) for i, x, n in BAD_INPUTS])
+def test_run_bad_input(good, tmp_path, capsys, x, needle):
+    np.save(tmp_path / "x.npy", x)
+    y = tmp_path / "y.npy"
+    assert cli.main(["run", str(good), "--input", str(tmp_path / "x.npy"), "--json",
+                     "--output", str(y)]) == 2
+    captured = capsys.readouterr()
+    assert_one_error(captured.err, "field 'input'", needle)
+    assert captured.out == ""
+    assert not y.exists()
+    assert siblings(y) == ["good", "x.npy"]
+
+
+@pytest.mark.parametrize("content", [b"", b"garbage", None], ids=["empty", "garbage", "absent"])
+def test_run_unreadable_input(good, tmp_path, capsys, content):
+    x = tmp_path / "x.npy"
+    if content is not None:
+        x.write_bytes(content)
+    assert cli.main(["run", str(good), "--input", str(x), "--output",
+                     str(tmp_path / "y.npy")]) == 2
+    assert_one_error(capsys.readouterr().err, "field 'input'")
+    assert not (tmp_path / "y.npy").exists()
+
+
+def test_run_npz_input(good, tmp_path, capsys):
+    np.savez(tmp_path / "x.npz", x=np.zeros((1, 4), dtype=np.int64))
+    assert cli.main(["run", str(good), "--input", str(tmp_path / "x.npz")]) == 2
+    assert_one_error(capsys.readouterr().err, "field 'input'", ".npz")
+
+
+def test_run_pickled_input(good, tmp_path, capsys):
+    np.save(tmp_path / "x.npy", np.array([[1, 2, 3, 4]], dtype=object), allow_pickle=True)
+    assert cli.main(["run", str(good), "--input", str(tmp_path / "x.npy")]) == 2
+    assert_one_error(capsys.readouterr().err, "field 'input'")
+
+
+def test_run_bipolar_input_zero(tmp_path, capsys):
+    doc = model_doc()
+    doc["input"]["dtype"] = "bipolar"
+    model = write_model_dir(tmp_path / "model", doc)
+    np.save(tmp_path / "x.npy", np.array([[1, -1, 0, 1]]))
+    assert cli.main(["run", str(model), "--input", str(tmp_path / "x.npy")]) == 2
+    assert_one_error(capsys.readouterr().err, "field 'input'", "bipolar")
+    np.save(tmp_path / "x.npy", np.array([[1, -1, -1, 1]]))
+    assert cli.main(["run", str(model), "--input", str(tmp_path / "x.npy"), "--json"]) == 0
+
+
+# --- good paths, in-process ---------------------------------------------------------------------
+
+def test_run_in_process_matches_spec(good, tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    x = rng.integers(-8, 8, size=(20, 4))
+    np.save(tmp_path / "x.npy", x.astype(np.int8))          # any integer dtype is fine
+    assert cli.main(["run", str(good), "--input", str(tmp_path / "x.npy"), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["outputs"] == spec_forward(x)
+    assert doc["backend"] == "numpy"
+
+
+def test_run_integral_float_input(good, tmp_path, capsys):
+    x = np.array([[7.0, -8.0, 0.0, 3.0]])
+    np.save(tmp_path / "x.npy", x)
+    assert cli.main(["run", str(good), "--input", str(tmp_path / "x.npy"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["outputs"] == spec_forward(x.astype(np.int64))
+
+
+def test_run_plain_text(good, tmp_path, capsys):
+    x = np.array([[7, -8, 0, 3], [1, 1, 1, 1]])
+    np.save(tmp_path / "x.npy", x)
+    assert cli.main(["run", str(good), "--input", str(tmp_path / "x.npy")]) == 0
+    out = capsys.readouterr().out
+    for row in spec_forward(x):
+        assert " ".join(map(str, row)) in out
+
+
+def test_keyword_model_runs_on_numpy(tmp_path, capsys):
+    """The Verilog keyword check belongs to generation; the numpy reference does not care."""
+    doc = model_doc()
+    doc["name"] = "module"
+    model = write_model_dir(tmp_path / "model", doc)
+    np.save(tmp_path / "x.npy", np.zeros((1, 4), dtype=np.int64))
+    assert cli.main(["run", str(model), "--input", str(tmp_path / "x.npy"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["outputs"] == spec_forward(np.zeros((1, 4),
+                                                                                   dtype=int))
