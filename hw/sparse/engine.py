@@ -16,6 +16,8 @@ Block diagram (see :mod:`.reference` for the cycle-level contract)::
   output order (beat ``r`` carries rows ``r*N .. r*N + N - 1``).
 """
 
+from types import SimpleNamespace
+
 import numpy as np
 from amaranth import Cat, Const, Module, Mux, Shape, Signal, unsigned
 from amaranth.lib import data, stream, wiring
@@ -193,17 +195,24 @@ class ProcessingElement(wiring.Component):
                                                                        strict=True)]
         return words or [0]
 
+    @property
+    def _abits(self):
+        return max(self.entries.bit_length(), 1)  # entry addresses 0 .. entries
+
     def elaborate(self, platform):
         m = Module()
+        queue, queued = self._lookup(m)
+        e1, word = self._iterate(m, queue, queued)
+        e2, weight = self._fetch(m, e1, word)
+        self._accumulate(m, e2, weight)
+        return m
+
+    def _lookup(self, m):
+        """Pointer lookup (T): both pointers of the broadcast column, then into the queue."""
         p = self.params
-        rows = p.rows_per_pe
-        abits = max(self.entries.bit_length(), 1)  # addresses 0 .. entries
-        entry = data.StructLayout({"value": unsigned(self._value_bits),
-                                   "z": unsigned(p.index_bits)})
+        abits = self._abits
         queued = data.StructLayout({"value": p.in_dtype.shape, "start": unsigned(abits),
                                     "end": unsigned(abits), "last": 1})
-
-        # Pointer lookup (T): both pointers of the broadcast column, registered with the token.
         m.submodules.pointers = ptr = Memory(shape=unsigned(abits), depth=p.in_features + 1,
                                              init=self._pointers)
         lo_port, hi_port = ptr.read_port(), ptr.read_port()
@@ -224,11 +233,15 @@ class ProcessingElement(wiring.Component):
         with m.If(t_advance):
             m.d.sync += [t_valid.eq(self.tok_take), t_value.eq(self.tok.value),
                          t_work.eq(self.tok.work), t_last.eq(self.tok.last)]
+        return queue, queued
 
-        # Entry iterator: one slot per cycle, the next column right after the last entry.
+    def _iterate(self, m, queue, queued):
+        """Entry iterator: one slot per cycle, the next column right after the last entry;
+        the entry read. Returns the E1 registers and the entry word (valid in E1)."""
+        p = self.params
         head = data.View(queued, queue.r_data)
         busy, last, bank = Signal(), Signal(), Signal()
-        addr, end = Signal(abits), Signal(abits)
+        addr, end = Signal(self._abits), Signal(self._abits)
         value = Signal(p.in_dtype.shape)
         pop = ~busy & queue.r_rdy & ~self.lock.bit_select(bank, 1)
         s_valid = busy | pop
@@ -243,50 +256,58 @@ class ProcessingElement(wiring.Component):
             with m.If(s_final & s_last):
                 m.d.sync += [bank.eq(~bank), self.lock.bit_select(bank, 1).eq(1)]
 
+        entry = data.StructLayout({"value": unsigned(self._value_bits),
+                                   "z": unsigned(p.index_bits)})
         m.submodules.entries = emem = Memory(shape=unsigned(Shape.cast(entry).width),
                                              depth=max(self.entries, 1),
                                              init=self._entry_words())
         e_port = emem.read_port()
         m.d.comb += [e_port.addr.eq(s_addr), e_port.en.eq(1)]
-
-        # E1: the entry; its local row; the codebook lookup.
         e1 = self._stage(m, "e1", valid=s_valid, write=s_valid & (s_addr != s_end),
                          first=~busy, bank=bank, vend=s_valid & s_final & s_last,
                          act=Mux(busy, value, head.value))
-        word = data.View(entry, e_port.data)
+        return e1, data.View(entry, e_port.data)
+
+    def _fetch(self, m, e1, word):
+        """E1: the entry's local row; the codebook lookup. Returns the E2 registers and the
+        weight (valid in E2)."""
+        rows = self.params.rows_per_pe
         prev_row = Signal(range(max(rows, 2)))
         row = Signal(range(max(rows, 2)))
         m.d.comb += row.eq(Mux(e1.first, word.z, prev_row + word.z + 1))
         with m.If(e1.write):
             m.d.sync += prev_row.eq(row)
-        if self._codebook is not None:
-            m.submodules.codebook = cb = Memory(
-                shape=_shape(min(self._codebook), max(self._codebook)),
-                depth=len(self._codebook), init=list(self._codebook))
-            cb_port = cb.read_port()
-            m.d.comb += [cb_port.addr.eq(word.value), cb_port.en.eq(1)]
-            weight1 = None
-        else:
-            raw_w = word.value.as_signed() if self._value_signed else word.value
-            weight1 = raw_w
-
-        # E2: the product; the accumulator read (transparent to the E3 write).
+        weight = {}
+        if self._codebook is None:
+            weight["weight"] = word.value.as_signed() if self._value_signed else word.value
         e2 = self._stage(m, "e2", **{k: getattr(e1, k) for k in ("write", "bank", "vend", "act")},
-                         row=row, **({} if weight1 is None else {"weight": weight1}))
-        weight = cb_port.data if weight1 is None else e2.weight
+                         row=row, **weight)
+        if self._codebook is None:
+            return e2, e2.weight
+        m.submodules.codebook = cb = Memory(
+            shape=_shape(min(self._codebook), max(self._codebook)),
+            depth=len(self._codebook), init=list(self._codebook))
+        cb_port = cb.read_port()
+        m.d.comb += [cb_port.addr.eq(word.value), cb_port.en.eq(1)]
+        return e2, cb_port.data
+
+    def _accumulate(self, m, e2, weight):
+        """E2: the product and the accumulator read (transparent to the E3 write); E3: the
+        accumulate and write back; the read-out port and the bank release."""
+        p = self.params
+        rows = p.rows_per_pe
         act = Mux(e2.act, 1, -1) if p.in_dtype.kind is DTypeKind.BIPOLAR else e2.act
         m.submodules.acc = acc = Memory(shape=self.raw_shape, depth=2 * rows, init=[])
         w_port = acc.write_port()
         a_port = acc.read_port(transparent_for=(w_port,))
         d_port = acc.read_port()
-        flags = [Signal(rows, name=f"written{b}") for b in range(2)]
-        e3_row, e3_bank = Signal.like(row), Signal()
+        flags = [Signal(rows, name=f"written{b}") for b in range(2)]  # rows written, per bank
+        e3_row, e3_bank = Signal.like(e2.row), Signal()
         e3_we = Signal()
         touched = (Mux(e2.bank, flags[1], flags[0]).bit_select(e2.row, 1)
                    | (e3_we & (e3_row == e2.row) & (e3_bank == e2.bank)))
         m.d.comb += [a_port.addr.eq(e2.row + Mux(e2.bank, rows, 0)), a_port.en.eq(1)]
 
-        # E3: accumulate and write back.
         e3 = self._stage(m, "e3", vend=e2.vend, product=weight * act, touched=touched)
         m.d.sync += [e3_we.eq(e2.write), e3_row.eq(e2.row), e3_bank.eq(e2.bank)]
         m.d.comb += [
@@ -301,7 +322,6 @@ class ProcessingElement(wiring.Component):
         with m.If(e3.vend):
             m.d.sync += self.done.bit_select(e3_bank, 1).eq(1)
 
-        # Read-out and release.
         rd_touched = Signal()
         with m.If(self.rd_en):
             m.d.sync += rd_touched.eq(Mux(self.rd_bank, flags[1], flags[0])
@@ -312,7 +332,6 @@ class ProcessingElement(wiring.Component):
         for b in range(2):
             with m.If(self.release[b]):
                 m.d.sync += [flags[b].eq(0), self.lock[b].eq(0), self.done[b].eq(0)]
-        return m
 
     @staticmethod
     def _stage(m, name, **values):
@@ -322,7 +341,7 @@ class ProcessingElement(wiring.Component):
             shape = value.shape() if hasattr(value, "shape") else unsigned(1)
             regs[key] = Signal(shape, name=f"{name}_{key}")
             m.d.sync += regs[key].eq(value)
-        return type(name, (), regs)
+        return SimpleNamespace(**regs)
 
 
 class Collector(wiring.Component):
