@@ -230,3 +230,50 @@ def test_engine_checks_its_weights():
         SystolicEngine(p, np.full((3, 4), -3))
     with pytest.raises(TypeError, match="params must be SystolicParams"):
         SystolicEngine({}, np.ones((3, 4), dtype=np.int64))
+
+
+VERILATOR_PATTERNS = [(0.0, 0.0), (0.3, 0.3)]
+
+
+@pytest.fixture(scope="module", params=["ws", "os"])
+def verilated(request, tmp_path_factory):
+    """A 3x2 engine (M=5, K=7, B=4, uint8 x int6 -> requant uint8) in the AXI top level,
+    as Verilog; the Verilator build is cached by :mod:`nnaccel.sim.runner`."""
+    from amaranth.back import verilog
+
+    from nnaccel.hw.common.pipeline import AxisTop
+
+    rng = np.random.default_rng(5)
+    xdt, wdt, out = DType.parse("uint8"), DType.parse("int6"), DType.parse("uint8")
+    w, bias, stage = layer(rng, 5, 7, wdt, xdt, "requant", out)
+    params = SystolicParams.for_layer(weight=w, bias=bias, rows=3, cols=2,
+                                      dataflow=request.param, batch=4, in_dtype=xdt,
+                                      weight_dtype=wdt, **stage)
+    engine = SystolicEngine(params, w)
+    name = f"systolic_{request.param}"
+    path = tmp_path_factory.mktemp(name) / f"{name}.v"
+    path.write_text(verilog.convert(AxisTop(engine, out_vector_beats=params.m_tiles),
+                                    name=name, emit_src=False))
+    io = {"input": {"elements": 7, "elements_per_beat": params.in_beat, "bits_per_element": 8},
+          "output": {"elements": 5, "elements_per_beat": 2, "bits_per_element": 8}}
+    return path, name, io, params, w, bias, stage
+
+
+@pytest.mark.verilator
+@pytest.mark.parametrize(("idle", "stall"), VERILATOR_PATTERNS,
+                         ids=[f"idle{i:g}-stall{s:g}" for i, s in VERILATOR_PATTERNS])
+def test_verilator_bit_exact(verilated, idle, stall):
+    from nnaccel.sim.scoreboard import compare
+    from nnaccel.sim.verilator import run
+
+    path, name, io, params, w, bias, stage = verilated
+    xdt = params.in_dtype
+    x = np.random.default_rng(6).integers(xdt.lo, xdt.hi + 1, size=(3 * params.batch, 7))
+    result = run(path, name, io, xdt.encode(x), idle=idle, stall=stall, seed=3)
+    want = reference_outputs(w, bias, x, xdt, stage)
+    assert compare(want, stage["out_dtype"].decode(result.outputs_bits), name) == x.shape[0] * 5
+    if idle == stall == 0:
+        per_batch = params.batch * params.m_tiles
+        ends = result.output_cycles[per_batch - 1::per_batch]
+        assert ends[0] - result.input_cycles[0] + 1 == params.expected_cycles
+        assert ends[2] - ends[1] == params.steady_cycles

@@ -1,0 +1,389 @@
+"""Benchmark of the systolic-array engine (issue 3).
+
+For R x C = 8x8 and 16x16 arrays, weight-stationary (WS) and output-stationary (OS), on the
+GEMMs ``(M, K, N)`` = (64, 64, 64), (128, 256, 64), (1, 784, 256), (256, 784, 256) -- ``M`` is
+the batch B of input vectors, ``K`` their length and ``N`` the layer's outputs -- the bench
+reports:
+
+* cycles for the whole GEMM, **measured** by simulating the Verilog of the engine (inside
+  :class:`~nnaccel.hw.common.pipeline.AxisTop`) under Verilator on random int8 weights and
+  inputs, from the cycle the first input beat is accepted to the cycle the last output beat is
+  accepted (both counted), inputs back to back, no backpressure; every output is compared with
+  the numpy reference (``X @ W.T + bias``, then a requantising output stage);
+* the engine's cycle model (:attr:`~nnaccel.hw.systolic.params.SystolicParams.expected_cycles`);
+* the ideal ``M*K*N / (R*C)`` and the utilisation ``ideal / measured``;
+* SCALE-Sim 3.0's cycle count for the same array and GEMM, from its closed forms
+  (:func:`scalesim_cycles`; they are SCALE-Sim's analytical numbers, not a SCALE-Sim run);
+* optionally, synthesis for the ULX3S (ECP5-85F) of 4x4, 8x8 and 16x16 int8 arrays and, for the
+  iCEBreaker (iCE40UP5K), of the largest array that fits (the engine with its UART link, a
+  64x64 layer with a batch of 64 on ECP5, a smaller layer on the iCE40).
+
+Results go to ``systolic.json``, ``systolic.md`` and ``systolic.png`` in the output directory.
+"""
+
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["ARRAYS", "GEMMS", "SCALESIM_TABLE", "scalesim_cycles", "make_gemm",
+           "SystolicBenchConfig", "run_systolic_bench"]
+
+#: Array sizes (rows, cols) of the cycle benchmark.
+ARRAYS = ((8, 8), (16, 16))
+#: GEMMs (M, K, N): M input vectors (the batch) of K elements, N outputs.
+GEMMS = ((64, 64, 64), (128, 256, 64), (1, 784, 256), (256, 784, 256))
+DATAFLOWS = ("ws", "os")
+#: Issue 3's table of SCALE-Sim 3.0 cycles: (rows, cols, dataflow, M, K, N) -> cycles.
+SCALESIM_TABLE = {(8, 8, "ws", 64, 64, 64): 5503, (8, 8, "os", 64, 64, 64): 4991,
+                  (16, 16, "ws", 256, 784, 256): 236767, (16, 16, "os", 256, 784, 256): 208383}
+#: Utilisation target on the largest GEMM.
+TARGET_UTILISATION = 0.95
+BOARD = "ulx3s-85f"
+SMALL_BOARD = "icebreaker"
+SYNTH_ARRAYS = (4, 8, 16)
+SYNTH_GEMM = (64, 64, 64)
+SMALL_GEMM = (8, 32, 16)
+
+
+def _cdiv(a, b):
+    return -(-a // b)
+
+
+def scalesim_cycles(dataflow, rows, cols, m, k, n):
+    """SCALE-Sim 3.0's compute cycles for the GEMM ``(M, K, N)`` on an R x C array (its
+    closed forms: WS ``ceil(K/R) * ceil(N/C) * (2R + C + M - 2) - 1``, OS ``ceil(M/R) *
+    ceil(N/C) * (R + C + K - 2) - 1``)."""
+    if dataflow == "ws":
+        return _cdiv(k, rows) * _cdiv(n, cols) * (2 * rows + cols + m - 2) - 1
+    if dataflow == "os":
+        return _cdiv(m, rows) * _cdiv(n, cols) * (rows + cols + k - 2) - 1
+    raise ValueError(f"dataflow must be 'ws' or 'os', not {dataflow!r}")
+
+
+def make_gemm(m, k, n, seed=0):
+    """Random int8 ``X`` (M, K), weights ``W`` (N, K), bias, and a requantising stage to int8
+    (``mult``, ``shift``) that keeps the outputs spread over the int8 range."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-128, 128, size=(m, k))
+    w = rng.integers(-128, 128, size=(n, k))
+    bias = rng.integers(-4096, 4096, size=n)
+    spread = 128 * 128 * np.sqrt(k) / 3  # about 3 standard deviations of an accumulator
+    shift = max(int(np.ceil(np.log2(spread / 127))) + 4, 0)
+    mult = rng.integers(8, 17, size=n)
+    return x, w, bias, mult, shift
+
+
+class SystolicBenchConfig:
+    """One engine (array, dataflow, GEMM): its data, parameters and Verilog."""
+
+    def __init__(self, rows, cols, dataflow, m, k, n, *, seed=0):
+        from .hw.common.dtype import DType
+        from .hw.systolic.params import SystolicParams
+
+        self.shape = (rows, cols, dataflow, m, k, n)
+        self.x, self.w, self.bias, self.mult, self.shift = make_gemm(m, k, n, seed)
+        self.i8 = DType.parse("int8")
+        self.params = SystolicParams.for_layer(
+            weight=self.w, bias=self.bias, rows=rows, cols=cols, dataflow=dataflow, batch=m,
+            in_dtype=self.i8, weight_dtype=self.i8, output_kind="requant", out_dtype=self.i8,
+            mult=self.mult, shift=self.shift)
+        self.name = f"systolic_{rows}x{cols}_{dataflow}_{m}_{k}_{n}"
+
+    def reference(self):
+        """The SPEC outputs (mathematical int8 values), (M, N)."""
+        from .hw.common import reference as ref
+
+        acc = ref.linear_acc(self.w, self.x, self.bias, -128, 127)
+        return ref.requant(acc, self.mult, self.shift, -128, 127)
+
+    @property
+    def io(self):
+        """The ``io`` description of the AXI top level (as in a manifest)."""
+        p = self.params
+        return {"input": {"dtype": "int8", "elements": p.in_features,
+                          "elements_per_beat": p.in_beat, "bits_per_element": 8},
+                "output": {"dtype": "int8", "elements": p.out_features,
+                           "elements_per_beat": p.out_beat, "bits_per_element": 8}}
+
+    def verilog(self):
+        """Verilog text of the engine inside an AXI4-Stream top level named :attr:`name`."""
+        from amaranth.back import verilog
+
+        from .hw.common.pipeline import AxisTop
+        from .hw.systolic.engine import SystolicEngine
+
+        engine = SystolicEngine(self.params, self.w)
+        top = AxisTop(engine, out_vector_beats=self.params.m_tiles)
+        return verilog.convert(top, name=self.name, emit_src=False)
+
+    def simulate(self, workdir, *, idle=0.0, stall=0.0, seed=0):
+        """Simulate the GEMM under Verilator and check every output; returns the SimResult."""
+        from .sim.scoreboard import compare
+        from .sim.verilator import run
+
+        path = Path(workdir) / f"{self.name}.v"
+        if not path.exists():
+            path.write_text(self.verilog())
+        timeout = max(100_000, 2 * self.params.expected_cycles)
+        result = run(path, self.name, self.io, self.i8.encode(self.x), idle=idle, stall=stall,
+                     seed=seed, timeout_cycles=timeout)
+        compare(self.reference(), self.i8.decode(result.outputs_bits), f"{self.name} outputs")
+        return result
+
+
+def measured_cycles(result):
+    """Cycles spanned by a simulated batch: first input beat to last output beat, inclusive."""
+    return int(result.output_cycles[-1] - result.input_cycles[0] + 1)
+
+
+def cycle_row(cfg, result):
+    """One result row of the cycle benchmark (``result`` None: cycle model only)."""
+    rows, cols, dataflow, m, k, n = cfg.shape
+    p = cfg.params
+    model = p.expected_cycles
+    cycles = model if result is None else measured_cycles(result)
+    scalesim = {df: scalesim_cycles(df, rows, cols, m, k, n) for df in DATAFLOWS}
+    best = min(scalesim.values())
+    return {
+        "array": f"{rows}x{cols}", "rows": rows, "cols": cols, "dataflow": dataflow,
+        "M": m, "K": k, "N": n,
+        "cycles_source": "model" if result is None else "verilator",
+        "cycles": cycles, "model_cycles": model,
+        "model_error": abs(cycles - model) / model,
+        "ideal_cycles": p.ideal_cycles, "utilisation": p.ideal_cycles / cycles,
+        "scalesim_cycles": scalesim[dataflow], "scalesim_ws": scalesim["ws"],
+        "scalesim_os": scalesim["os"], "scalesim_best": best,
+        "vs_scalesim_best": cycles / best, "beats_scalesim_best": cycles < best,
+        "outputs_checked": 0 if result is None else int(result.outputs_bits.size),
+        "batch_tile": p.batch_tile, "in_beat": p.in_beat, "acc_width": p.acc_width,
+    }
+
+
+def _synth_layer(size, m, k, n, dataflow="ws"):
+    from .hw.common.dtype import DType
+    from .hw.systolic.engine import SystolicEngine
+    from .hw.systolic.params import SystolicParams
+
+    x, w, bias, mult, shift = make_gemm(m, k, n)
+    i8 = DType.parse("int8")
+    rows, cols = size if isinstance(size, tuple) else (size, size)
+    params = SystolicParams.for_layer(weight=w, bias=bias, rows=rows, cols=cols,
+                                      dataflow=dataflow, batch=m, in_dtype=i8, weight_dtype=i8,
+                                      output_kind="requant", out_dtype=i8, mult=mult,
+                                      shift=shift)
+    return SystolicEngine(params, w)
+
+
+def synthesis_row(report, *, board, rows, cols, dataflow, gemm):
+    res = report["resources"]
+
+    def used(key):
+        return res[key]["used"] if key in res else None
+
+    return {"board": board, "array": f"{rows}x{cols}", "rows": rows, "cols": cols,
+            "dataflow": dataflow, "layer": list(gemm), "lut4": used("lut4"), "ff": used("ff"),
+            "bram": used("bram"), "mult": used("mult"), "fmax_mhz": report["fmax_mhz"],
+            "constraint_mhz": report["constraint_mhz"], "timing_met": report["timing_met"],
+            "resources": res}
+
+
+def _fmt(value):
+    if isinstance(value, float):
+        return f"{value:,.1f}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def _markdown(summary):
+    lines = ["# Systolic-array engine benchmark", "",
+             "Cycles for the whole GEMM `(M, K, N)` (M vectors of K int8 elements, N outputs, "
+             "requantised to int8): first input beat to last output beat, both counted, inputs "
+             "back to back, no backpressure. `source`: measured under Verilator (every output "
+             "checked against numpy) or from the cycle model. Ideal: `M*K*N/(R*C)`. SCALE-Sim: "
+             "SCALE-Sim 3.0's closed-form cycle counts (WS `ceil(K/R)*ceil(N/C)*(2R+C+M-2)-1`, "
+             "OS `ceil(M/R)*ceil(N/C)*(R+C+K-2)-1`), not a SCALE-Sim run; `vs best` is our "
+             "cycles over the better of its two dataflows.", "",
+             "| array | dataflow | M, K, N | cycles | source | model | ideal | utilisation | "
+             "SCALE-Sim (same dataflow) | SCALE-Sim best | vs best |",
+             "| --- | --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in summary["rows"]:
+        lines.append(f"| {r['array']} | {r['dataflow'].upper()} | {r['M']}, {r['K']}, {r['N']} "
+                     f"| {r['cycles']:,} | {r['cycles_source']} | {r['model_cycles']:,} | "
+                     f"{r['ideal_cycles']:,.0f} | {100 * r['utilisation']:.1f} % | "
+                     f"{r['scalesim_cycles']:,} | {r['scalesim_best']:,} | "
+                     f"{r['vs_scalesim_best']:.3f} |")
+    lines += ["", "Targets: " + "; ".join(
+        f"{name}: {'met' if c['met'] else 'NOT met'} ({c['detail']})"
+        for name, c in summary["targets"].items()), ""]
+    if summary["synthesis"]:
+        lines += ["## Synthesis", "",
+                  "The engine with the board's UART link (BoardTop), yosys + nextpnr. Layer: "
+                  "M (batch), K, N.", "",
+                  "| board | array | dataflow | layer | LUT4 | FF | BRAM | DSP | Fmax MHz |",
+                  "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+        for s in summary["synthesis"]:
+            if "error" in s:
+                lines.append(f"| {s['board']} | {s['array']} | {s['dataflow'].upper()} | | "
+                             f"failed: {s['error']} | | | | |")
+                continue
+            lines.append(f"| {s['board']} | {s['array']} | {s['dataflow'].upper()} | "
+                         f"{', '.join(map(str, s['layer']))} | {_fmt(s['lut4'])} | "
+                         f"{_fmt(s['ff'])} | {_fmt(s['bram'])} | {_fmt(s['mult'])} | "
+                         f"{s['fmax_mhz']:.1f} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _targets(rows):
+    checks = {}
+    if rows:
+        losing = [r for r in rows if not r["beats_scalesim_best"]]
+        checks["fewer cycles than SCALE-Sim's better dataflow on every row"] = {
+            "met": not losing,
+            "detail": "all rows" if not losing else ", ".join(
+                f"{r['array']} {r['dataflow']} {r['M']},{r['K']},{r['N']}" for r in losing)}
+    big = [r for r in rows if (r["M"], r["K"], r["N"]) == (256, 784, 256)]
+    if big:
+        worst = min(r["utilisation"] for r in big)
+        checks[f">= {100 * TARGET_UTILISATION:.0f} % of ideal on (256, 784, 256)"] = {
+            "met": worst >= TARGET_UTILISATION, "detail": f"worst {100 * worst:.2f} %"}
+    return checks
+
+
+def _plot(rows, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    gemms = sorted({(r["M"], r["K"], r["N"]) for r in rows}, key=lambda g: g[0] * g[1] * g[2])
+    arrays = sorted({(r["rows"], r["cols"]) for r in rows})
+    fig, axes = plt.subplots(1, len(arrays), figsize=(6 * len(arrays), 4), squeeze=False)
+    width = 0.2
+    for ax, (r_, c_) in zip(axes[0], arrays, strict=True):
+        xs = np.arange(len(gemms))
+        series = [("ours WS", "ws", "cycles", "#4c72b0"), ("ours OS", "os", "cycles", "#55a868"),
+                  ("SCALE-Sim WS", "ws", "scalesim_cycles", "#c8c8c8"),
+                  ("SCALE-Sim OS", "os", "scalesim_cycles", "#8c8c8c")]
+        for n, (label, df, key, color) in enumerate(series):
+            values = []
+            for g in gemms:
+                hit = [r for r in rows if (r["rows"], r["cols"], r["dataflow"]) == (r_, c_, df)
+                       and (r["M"], r["K"], r["N"]) == g]
+                values.append(hit[0][key] / hit[0]["ideal_cycles"] if hit else np.nan)
+            ax.bar(xs + (n - 1.5) * width, values, width, label=label, color=color)
+        ax.axhline(1.0, color="black", linewidth=0.8)
+        ax.axhline(1 / TARGET_UTILISATION, color="grey", linestyle=":", linewidth=0.8)
+        ax.set_xticks(xs, [f"{m},{k},{n}" for m, k, n in gemms], fontsize=8)
+        ax.set_yscale("log")
+        ax.set_xlabel("GEMM (M, K, N)")
+        ax.set_ylabel("cycles / ideal (M*K*N / (R*C))")
+        ax.set_title(f"{r_}x{c_} array")
+        ax.legend(fontsize=7)
+    fig.suptitle("systolic engine: measured cycles vs SCALE-Sim 3.0 closed forms", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _synthesise(outdir, log, board, size, dataflow, gemm):
+    from .boards.build import build
+
+    rows, cols = size if isinstance(size, tuple) else (size, size)
+    name = f"systolic_{rows}x{cols}_{dataflow}"
+    engine = _synth_layer((rows, cols), *gemm, dataflow=dataflow)
+    log(f"  synthesis of {name} ({gemm}) for {board} ...")
+    try:
+        report = build(engine, board, Path(outdir) / f"{name}-{board}", name=name, log=log)
+    except Exception as exc:  # a failed build is a result too
+        return {"board": board, "array": f"{rows}x{cols}", "rows": rows, "cols": cols,
+                "dataflow": dataflow, "layer": list(gemm), "error": str(exc).splitlines()[0]}
+    row = synthesis_row(report, board=board, rows=rows, cols=cols, dataflow=dataflow,
+                        gemm=gemm)
+    log(f"    LUT4 {row['lut4']}, FF {row['ff']}, BRAM {row['bram']}, DSP {row['mult']}, "
+        f"Fmax {row['fmax_mhz']:.1f} MHz")
+    return row
+
+
+def _fits(row):
+    return "error" not in row and all(
+        v["used"] <= v["available"] for v in row["resources"].values())
+
+
+def run_systolic_bench(outdir, *, quick=False, synthesis=True, log=print, arrays=ARRAYS,
+                       gemms=GEMMS, dataflows=DATAFLOWS, verilator=True,
+                       synth_arrays=SYNTH_ARRAYS, small_arrays=((4, 8), (4, 4), (2, 4), (2, 2))):
+    """Run the benchmark; write ``systolic.json``, ``systolic.md``, ``systolic.png``.
+
+    Parameters
+    ----------
+    outdir : path-like
+    quick : bool
+        Simulate only the smallest GEMM of each configuration under Verilator; the others come
+        from the cycle model (each row says which).
+    synthesis : bool
+        Synthesise for the ULX3S (``synth_arrays``, weight-stationary) and the iCEBreaker (the
+        first of ``small_arrays`` that fits, largest first). Slow.
+    log : callable
+        Progress lines.
+    arrays, gemms, dataflows : sequences
+        The configurations of the cycle benchmark.
+    verilator : bool
+        Simulate at all (False: cycle model only).
+
+    Returns
+    -------
+    list of dict
+        The cycle rows, then the synthesis rows (``"board"`` key).
+    """
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    rows, synth = [], []
+    started = time.monotonic()
+    smallest = min(gemms, key=lambda g: g[0] * g[1] * g[2])
+
+    def save():
+        summary = {"format": "nnaccel-systolic-bench/1", "rows": rows, "synthesis": synth,
+                   "targets": _targets(rows), "seconds": round(time.monotonic() - started, 1)}
+        (outdir / "systolic.json").write_text(json.dumps(summary, indent=2) + "\n")
+        (outdir / "systolic.md").write_text(_markdown(summary))
+        return summary
+
+    log(f"systolic bench: arrays {list(arrays)}, dataflows {list(dataflows)}, GEMMs "
+        f"{list(gemms)}")
+    with tempfile.TemporaryDirectory(prefix="nnaccel-systolic-") as work:
+        for r_, c_ in arrays:
+            for gemm in gemms:
+                for df in dataflows:
+                    cfg = SystolicBenchConfig(r_, c_, df, *gemm)
+                    simulate = verilator and (not quick or gemm == smallest)
+                    t0 = time.monotonic()
+                    result = cfg.simulate(work) if simulate else None
+                    row = cycle_row(cfg, result)
+                    rows.append(row)
+                    log(f"  {row['array']} {df.upper()} {gemm}: {row['cycles']:,} cycles "
+                        f"({row['cycles_source']}; model {row['model_cycles']:,}), "
+                        f"utilisation {100 * row['utilisation']:.1f} %, SCALE-Sim "
+                        f"{row['scalesim_cycles']:,} (best {row['scalesim_best']:,}) "
+                        f"[{time.monotonic() - t0:.0f} s]")
+                    save()
+    if rows:
+        _plot(rows, outdir / "systolic.png")
+
+    if synthesis:
+        for size in synth_arrays:
+            synth.append(_synthesise(outdir, log, BOARD, size, "ws", SYNTH_GEMM))
+            save()
+        for size in small_arrays:
+            row = _synthesise(outdir, log, SMALL_BOARD, size, "ws", SMALL_GEMM)
+            synth.append(row)
+            save()
+            if _fits(row):
+                row["largest_fitting"] = True
+                break
+    summary = save()
+    for name, check in summary["targets"].items():
+        log(f"  {name}: {'met' if check['met'] else 'NOT met'} ({check['detail']})")
+    return rows + synth
