@@ -30,7 +30,7 @@ from ..common.dtype import DTypeKind
 from ..common.reference import bits_for_range
 from ..common.stream import SkidBuffer
 from .params import SparseParams
-from .reference import raw_bounds
+from .reference import cycle_model, raw_bounds
 
 __all__ = ["check_matrix", "encode_weight", "token_layout", "LeadingNonZero",
            "ProcessingElement", "Collector", "SparseCore", "SparseEngine"]
@@ -484,6 +484,22 @@ class SparseEngine(wiring.Component):
     def out_latency(self):
         """Cycles from the collector's read of a row to its output beat being valid."""
         return 2 + self.stage.latency
+
+    def cycle_report(self, active):
+        """The cycle model's prediction (:func:`.reference.cycle_model`) for a batch whose
+        non-zero activations are ``active`` ((B, K) booleans), back to back, output never
+        stalled."""
+        p = self.params
+        return cycle_model(self.matrix.column_counts(), active, in_beat=p.in_beat,
+                           queue_depth=p.queue_depth, rows_per_pe=p.rows_per_pe,
+                           out_latency=self.out_latency)
+
+    @property
+    def expected_cycles(self):
+        """Steady-state cycles per inference when every activation is non-zero (the worst
+        case: zero activations only save cycles)."""
+        return self.cycle_report(np.ones((2, self.params.in_features), dtype=bool)) \
+            .cycles_per_inference
 
     def elaborate(self, platform):
         m = Module()

@@ -170,6 +170,17 @@ def test_cycles_match_model(m, k, pe, depth, in_beat, density, adensity):
     assert model.cycles_total == ends[-1]
 
 
+def test_heavy_backpressure_fills_both_banks():
+    # The sink takes one beat in ten: the PEs run ahead until both accumulator banks wait.
+    rng = np.random.default_rng(12)
+    p = make_params(8, 12, 4, 2, 4)
+    w = sparse_weight(rng, p.weight_dtype, (8, 12), 0.5)
+    x = activations(rng, p.in_dtype, 5, 12, 0.7)
+    dut, ends, model = run_engine(p, w, x, pattern=StallPattern(0, 0.9), seed=1)
+    assert ends[-1] > model.cycles_total + 10
+    assert dut.expected_cycles >= model.cycles_per_inference
+
+
 def test_full_throughput_on_busy_columns():
     # Every column holds 8 entries per PE: one entry per PE per cycle, no bubble between columns.
     p = make_params(32, 12, 4, 2, 4)
