@@ -41,16 +41,21 @@ def _smallest_pe(m, folds_allowed):
     return -(-m // -(-m // pe))  # same number of folds, least padding
 
 
-def _candidates(m, k, target):
-    """Folds meeting ``target`` cycles: for each simd, the least pe and a few rounder ones."""
+def _candidates(m, k, target, prev_pe=None, next_simd=None):
+    """Folds meeting ``target`` cycles: for each simd, the least pe and a few rounder ones.
+
+    ``prev_pe`` / ``next_simd`` are those of forced neighbours: every simd that fits ``prev_pe``
+    is kept, and each simd also gets the least pe that fits ``next_simd``."""
     out = set()
+    divisors = [d for d in range(1, (next_simd or 0) + 1) if next_simd % d == 0]
     for simd in range(1, k + 1):
         sf = -(-k // simd)
         pe_min = _smallest_pe(m, target // sf)
         if not pe_min:
             continue
         # skip a simd whose synapse folds equal the next smaller simd's (pure padding)
-        if simd > 1 and -(-k // (simd - 1)) == sf and (k % simd):
+        if (simd > 1 and -(-k // (simd - 1)) == sf and (k % simd)
+                and not (prev_pe and _compatible(prev_pe, simd))):
             continue
         pes = {pe_min}
         for pe in range(pe_min, m + 1):
@@ -58,6 +63,11 @@ def _candidates(m, k, target):
                 pes.add(pe)
                 if len(pes) > 6:
                     break
+        if next_simd is not None:
+            fits = [d for d in divisors if pe_min <= d <= m]
+            multiple = -(-pe_min // next_simd) * next_simd
+            fits += [multiple] if multiple <= m else []
+            pes.update(sorted(fits)[:1])
         out.update(Fold(pe, simd) for pe in pes)
     return sorted(out, key=lambda f: (f.lanes, f.pe))
 
@@ -65,17 +75,19 @@ def _candidates(m, k, target):
 def choose_folds(shapes, target, fixed=None):
     """Fewest-lane folds meeting ``target`` cycles for a chain of ``(M, K)`` layer shapes.
 
-    ``fixed`` maps a layer index to a :class:`Fold` the user forced. Returns a list of folds, or
-    None when ``target`` cannot be met under the constraints.
+    ``fixed`` maps a layer index to a :class:`Fold` the user forced (which must meet ``target``
+    too). Returns a list of folds, or None when ``target`` cannot be met under the constraints.
     """
     fixed = fixed or {}
     # states: pe of the previous layer -> (total lanes, folds so far)
     states = {None: (0, [])}
     for n, (m, k) in enumerate(shapes):
-        cands = [fixed[n]] if n in fixed else _candidates(m, k, target)
+        prev = fixed[n - 1].pe if n - 1 in fixed else None
+        after = fixed[n + 1].simd if n + 1 in fixed else None
+        cands = [fixed[n]] if n in fixed else _candidates(m, k, target, prev, after)
         new = {}
         for fold in cands:
-            if n not in fixed and fold_cycles(m, k, fold) > target:
+            if fold_cycles(m, k, fold) > target:
                 continue
             best = None
             for prev_pe, (lanes, folds) in states.items():

@@ -20,6 +20,11 @@ def choose_folding(plan):
                 raise UsageError(f"layer {lp.layer.name!r}: --fold {fold.pe}x{fold.simd} "
                                  f"exceeds the layer's {m} outputs x {k} inputs")
             fixed[n] = fold
+            before = fixed.get(n - 1)
+            if before is not None and before.pe % fold.simd and fold.simd % before.pe:
+                raise UsageError(f"layer {lp.layer.name!r}: --fold {fold.pe}x{fold.simd}: simd "
+                                 f"{fold.simd} and the pe {before.pe} of layer "
+                                 f"{plan.layers[n - 1].layer.name!r} must divide one another")
     if opts.target_cycles is not None:
         folds = choose_folds(shapes, opts.target_cycles, fixed)
         if folds is None:
