@@ -1,6 +1,8 @@
 """Lowering a plan to hardware, and emission of the Verilog and the manifest."""
 
 import json
+import logging
+import math
 import os
 import shutil
 import tempfile
@@ -10,10 +12,14 @@ from amaranth.back import verilog
 
 from ..hw.common.pipeline import AxisTop, Pipeline, Stage
 from ..hw.mvu.engine import MatrixVectorUnit
+from ..hw.sparse.engine import SparseEngine
+from ..hw.sparse.params import SparseParams
+from ..hw.systolic.engine import SystolicEngine
 from .errors import ModelError
-from .ir import OutputKind
 from .passes.check import mvu_params
+from .passes.configure import output_kwargs, systolic_params
 from .pipeline import compile_plan
+from .plan import Engine
 
 __all__ = ["Design", "generate", "VERILOG_KEYWORDS", "MANIFEST_FORMAT"]
 
@@ -37,17 +43,76 @@ struct union enum typedef class interface package program property sequence stri
 #: Cycles a layer adds to the latency besides its folds (FIFO, skid, core and output stage).
 _LAYER_OVERHEAD = 12
 
+log = logging.getLogger("nnaccel")
 
-def _layer_engine(lp):
+
+def _layer_engine(lp, batch):
     layer = lp.layer
-    out = layer.output
-    kw = {}
-    if out.kind is OutputKind.REQUANT:
-        kw = dict(mult=out.mult, shift=out.shift, relu=out.relu)
-    elif out.kind is OutputKind.THRESHOLD:
-        kw = dict(thresholds=out.thresholds)
+    if lp.engine is Engine.SYSTOLIC:
+        params = systolic_params(layer, lp.array, batch, in_beat=lp.fold.simd)
+        return SystolicEngine(params, layer.weight)
+    if lp.engine is Engine.SPARSE:
+        m, k = layer.weight.shape
+        params = SparseParams(in_features=k, out_features=m, pe=lp.sparse.pe,
+                              queue_depth=lp.sparse.queue_depth, in_beat=lp.fold.simd,
+                              in_dtype=layer.in_dtype, weight_dtype=layer.weight_dtype,
+                              index_bits=lp.sparse.index_bits)
+        return SparseEngine(params, weight=layer.weight, codebook=layer.codebook,
+                            bias=layer.bias, **output_kwargs(layer))
     return MatrixVectorUnit(mvu_params(lp), weight=layer.weight, bias=layer.bias,
-                            output_kind=out.kind.value, out_dtype=out.dtype, **kw)
+                            **output_kwargs(layer))
+
+
+def _number(x):
+    """An int when ``x`` is integral, else ``x`` rounded to 3 decimals (JSON-friendly)."""
+    return int(x) if float(x).is_integer() else round(float(x), 3)
+
+
+def _mvu_entry(lp, engine):
+    p = engine.params
+    return {
+        "lanes": p.lanes, "lane_kind": p.lane_kind.value, "pe": p.pe, "simd": p.simd,
+        "neuron_folds": p.neuron_folds, "synapse_folds": p.synapse_folds,
+        "acc_width": engine.acc_width, "raw_width": engine.core.raw_shape.width,
+        "weight_storage": lp.storage.value,
+        "weight_bits": p.lanes * lp.layer.weight_dtype.bits * p.expected_cycles,
+        "expected_cycles": p.expected_cycles,
+    }
+
+
+def _systolic_entry(lp, engine):
+    p = engine.params
+    return {
+        "lanes": p.lanes, "rows": p.rows, "cols": p.cols, "dataflow": p.dataflow.value,
+        "batch": p.batch, "in_beat": p.in_beat, "out_beat": p.cols,
+        "tiles": f"{p.m_tiles}x{p.k_tiles}", "m_tiles": p.m_tiles, "k_tiles": p.k_tiles,
+        "acc_width": p.acc_width,
+        "expected_cycles": _number(p.steady_cycles / p.batch),
+        "expected_cycles_per_batch": p.steady_cycles,
+        "expected_cycles_first_batch": p.expected_cycles,
+        "ideal": _number(p.ideal_cycles / p.batch),
+    }
+
+
+def _sparse_entry(lp, engine):
+    p, matrix = engine.params, engine.matrix
+    nonzeros = int(matrix.nonzeros)
+    return {
+        "lanes": p.lanes, "pe": p.pe, "queue_depth": p.queue_depth,
+        "index_bits": p.index_bits, "in_beat": p.in_beat, "out_beat": p.pe,
+        "acc_width": engine.acc_width, "nonzeros": nonzeros,
+        "nonzeros_per_pe_per_column": round(nonzeros / (p.pe * p.in_features), 4),
+        "bits_per_nonzero": round(float(matrix.bits_per_nonzero), 3),
+        "stored_bits": int(matrix.storage_bits),
+        "codebook": lp.layer.codebook is not None,
+        "expected_cycles": _number(engine.expected_cycles),
+        "expected_cycles_assumes": "dense activations (every activation non-zero); zero "
+                                   "activations are skipped, so real inputs only run faster",
+        "dense_cycles": p.dense_cycles,
+    }
+
+
+_ENTRY = {Engine.MVU: _mvu_entry, Engine.SYSTOLIC: _systolic_entry, Engine.SPARSE: _sparse_entry}
 
 
 class Design:
@@ -60,9 +125,10 @@ class Design:
             raise ModelError(None, "name", f"{model.name!r} is a Verilog keyword and cannot "
                                            "name the generated module")
         self.name = model.name
+        self.batch = plan.options.batch
         stages, self.engines = [], []
         for lp in plan.layers:
-            engine = _layer_engine(lp)
+            engine = _layer_engine(lp, self.batch)
             self.engines.append(engine)
             stages.append(Stage(name=lp.layer.name, engine=engine,
                                 in_count=lp.layer.in_features, in_beat=lp.fold.simd,
@@ -73,6 +139,14 @@ class Design:
         out_beats = -(-last.layer.out_features // last.fold.pe)
         self.top = AxisTop(self.network, out_vector_beats=out_beats)
         self.manifest = self._manifest()
+        for entry in self.manifest["layers"]:
+            for text in entry["warnings"]:
+                log.warning("layer %s: %s", entry["name"], text)
+
+    @property
+    def vectors_multiple(self):
+        """Inputs must come in multiples of this many vectors (the batch of systolic layers)."""
+        return self.batch if any(lp.engine is Engine.SYSTOLIC for lp in self.plan.layers) else 1
 
     def _io(self, dtype, elements, per_beat):
         return {"dtype": str(dtype), "elements": elements, "elements_per_beat": per_beat,
@@ -81,26 +155,23 @@ class Design:
     def _manifest(self):
         model, plan = self.plan.model, self.plan
         layers = []
+        latency = 0
         for lp, engine in zip(plan.layers, self.engines, strict=True):
-            p = engine.params
-            layers.append({
+            entry = {
                 "name": lp.layer.name, "engine": lp.engine.value,
                 "requested_engine": lp.requested_engine.value,
                 "engine_reason": lp.engine_reason,
-                "in_features": p.in_features, "out_features": p.out_features,
+                "in_features": lp.layer.in_features, "out_features": lp.layer.out_features,
                 "weight_dtype": str(lp.layer.weight_dtype), "in_dtype": str(lp.layer.in_dtype),
                 "out_dtype": str(lp.layer.output.dtype), "output": lp.layer.output.kind.value,
                 "density": round(lp.layer.density, 4),
-                "lanes": p.lanes, "lane_kind": p.lane_kind.value,
-                "pe": p.pe, "simd": p.simd,
-                "neuron_folds": p.neuron_folds, "synapse_folds": p.synapse_folds,
-                "acc_width": engine.acc_width,
-                "raw_width": engine.core.raw_shape.width,
-                "weight_storage": lp.storage.value,
-                "weight_bits": p.lanes * lp.layer.weight_dtype.bits * p.expected_cycles,
-                "macs": p.in_features * p.out_features,
-                "expected_cycles": p.expected_cycles,
-            })
+                "macs": lp.layer.in_features * lp.layer.out_features,
+            }
+            entry.update(_ENTRY[lp.engine](lp, engine))
+            entry["warnings"] = list(lp.warnings)
+            layers.append(entry)
+            latency += math.ceil(entry.get("expected_cycles_first_batch",
+                                           entry["expected_cycles"])) + _LAYER_OVERHEAD
         cycles = max(entry["expected_cycles"] for entry in layers)
         macs = sum(entry["macs"] for entry in layers)
         lanes = sum(entry["lanes"] for entry in layers)
@@ -110,13 +181,14 @@ class Design:
             "io": {"input": self._io(model.input_dtype, model.in_features, first.fold.simd),
                    "output": self._io(model.output_dtype, last.layer.out_features,
                                       last.fold.pe)},
+            "batch": self.batch, "vectors_multiple": self.vectors_multiple,
             "expected_cycles_per_inference": cycles,
-            "expected_latency_cycles": sum(entry["expected_cycles"] + _LAYER_OVERHEAD
-                                           for entry in layers),
+            "expected_latency_cycles": latency,
             "lanes": lanes, "macs": macs,
             "ideal_cycles_per_inference": -(-macs // lanes),
             "options": {"target_cycles": plan.options.target_cycles,
                         "max_lanes": plan.options.max_lanes, "batch": plan.options.batch},
+            "warnings": [f"layer {e['name']}: {w}" for e in layers for w in e["warnings"]],
             "layers": layers,
         }
 

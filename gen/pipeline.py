@@ -1,13 +1,15 @@
-"""The compiler's ordered pass pipeline: read -> engines -> folding -> check."""
+"""The compiler's ordered pass pipeline: read -> engines -> configure -> folding -> check."""
 
 from .passes.check import check_plan
+from .passes.configure import configure_engines
 from .passes.engines import assign_engines
 from .passes.folding import choose_folding
 from .plan import Plan
 
 __all__ = ["PASSES", "compile_plan"]
 
-PASSES = (("engines", assign_engines), ("folding", choose_folding), ("check", check_plan))
+PASSES = (("engines", assign_engines), ("configure", configure_engines),
+          ("folding", choose_folding), ("check", check_plan))
 
 
 def compile_plan(model, options, stop_after=None):

@@ -4,10 +4,11 @@ import enum
 from dataclasses import dataclass, field, replace
 
 from ..hw.common.memory import Storage
+from ..hw.systolic.params import Dataflow
 from .folding import Fold
 from .ir import Layer, Model
 
-__all__ = ["Engine", "Options", "LayerPlan", "Plan"]
+__all__ = ["Engine", "Options", "ArrayChoice", "SparseChoice", "LayerPlan", "Plan"]
 
 
 class Engine(enum.Enum):
@@ -17,7 +18,27 @@ class Engine(enum.Enum):
 
 
 #: Engines that exist in this version; the others map to the MVU (and the manifest says so).
-AVAILABLE_ENGINES = frozenset({Engine.MVU})
+AVAILABLE_ENGINES = frozenset({Engine.MVU, Engine.SPARSE, Engine.SYSTOLIC})
+
+
+@dataclass(frozen=True)
+class ArrayChoice:
+    """A systolic layer's array: ``rows`` x ``cols`` cells and the dataflow (None: chosen by
+    the cycle model), as forced by ``--array`` or chosen by the configure pass."""
+
+    rows: int
+    cols: int
+    dataflow: Dataflow | None = None
+
+
+@dataclass(frozen=True)
+class SparseChoice:
+    """A sparse layer's PEs and activation queue depth (``--sparse`` or the configure pass),
+    and the relative index width (None: chosen by the configure pass)."""
+
+    pe: int
+    queue_depth: int = 8
+    index_bits: int | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -25,7 +46,8 @@ class Options:
     """What the user asked of ``generate`` (and ``run``/``build``, which generate too).
 
     At most one of ``target_cycles`` / ``max_lanes``; with neither, ``max_lanes`` is 64.
-    ``folds``, ``engines`` and ``storage`` map layer names to a forced choice.
+    ``folds``, ``engines``, ``storage``, ``arrays`` (systolic layers) and ``sparse`` (sparse
+    layers) map layer names to a forced choice.
     """
 
     target_cycles: int | None = None
@@ -34,6 +56,14 @@ class Options:
     folds: tuple = ()          # ((layer, Fold), ...)
     engines: tuple = ()        # ((layer, Engine), ...)
     storage: tuple = ()        # ((layer or "*", Storage), ...)
+    arrays: tuple = ()         # ((layer, ArrayChoice), ...)
+    sparse: tuple = ()         # ((layer, SparseChoice), ...)
+
+    def array_for(self, name):
+        return dict(self.arrays).get(name)
+
+    def sparse_for(self, name):
+        return dict(self.sparse).get(name)
 
     def fold_for(self, name):
         return dict(self.folds).get(name)
@@ -52,8 +82,12 @@ class LayerPlan:
     requested_engine: Engine | None = None
     engine: Engine | None = None
     engine_reason: str = ""
+    #: MVU: PE x SIMD. Every engine: ``pe`` is the output beat and ``simd`` the input beat.
     fold: Fold | None = None
     storage: Storage = Storage.AUTO
+    array: ArrayChoice | None = None     # systolic layers, after the configure pass
+    sparse: SparseChoice | None = None   # sparse layers, after the configure pass
+    warnings: tuple = ()
 
     def but(self, **changes):
         return replace(self, **changes)
@@ -90,5 +124,11 @@ class Plan:
                 "pe": lp.fold.pe if lp.fold else None,
                 "simd": lp.fold.simd if lp.fold else None,
                 "storage": lp.storage.value,
+                **({"rows": lp.array.rows, "cols": lp.array.cols,
+                    "dataflow": lp.array.dataflow.value if lp.array.dataflow else None}
+                   if lp.array else {}),
+                **({"sparse_pe": lp.sparse.pe, "queue_depth": lp.sparse.queue_depth}
+                   if lp.sparse else {}),
+                "warnings": list(lp.warnings),
             } for lp in self.layers],
         }

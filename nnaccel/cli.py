@@ -16,6 +16,8 @@ __all__ = ["main", "build_parser"]
 
 _FOLD = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=([0-9]+)x([0-9]+)\Z")
 _ASSIGN = re.compile(r"(?:([A-Za-z_][A-Za-z0-9_]*)=)?([a-z]+)\Z")
+_ARRAY = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=([0-9]+)x([0-9]+)(?:,([a-z]+))?\Z")
+_SPARSE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=([0-9]+)(?:,([0-9]+))?\Z")
 
 
 def log(message):
@@ -61,13 +63,20 @@ def _add_generate_options(p):
                         "RAM), bram or logic; for all layers or one (repeatable)")
     g.add_argument("--batch", type=_positive, default=1, metavar="B",
                    help="generate for batches of B vectors (dense layers prefer the systolic "
-                        "engine)")
+                        "engine); run pads its input to a multiple of B")
+    g.add_argument("--array", action="append", default=[], metavar="LAYER=RxC[,ws|os]",
+                   help="force a systolic layer's array (rows x cols) and dataflow, e.g. "
+                        "fc2=8x8,ws (repeatable)")
+    g.add_argument("--sparse", action="append", default=[], metavar="LAYER=N[,D]",
+                   help="force a sparse layer's PEs N and queue depth D (default 8), e.g. "
+                        "fc1=16 (repeatable)")
 
 
 def _options(args, model):
     from .gen.folding import Fold
-    from .gen.plan import Engine, Options
+    from .gen.plan import ArrayChoice, Engine, Options, SparseChoice
     from .hw.common.memory import Storage
+    from .hw.systolic.params import Dataflow
 
     names = {layer.name for layer in model.layers}
 
@@ -103,9 +112,29 @@ def _options(args, model):
         if where is None:
             raise UsageError(f"--weight-storage {text!r}: expected [LAYER=]auto|bram|logic")
         storage.append((known(m.group(1), "--weight-storage") if m.group(1) else "*", where))
+    arrays = []
+    for text in args.array:
+        m = _ARRAY.match(text)
+        if not m or int(m.group(2)) < 1 or int(m.group(3)) < 1:
+            raise UsageError(f"--array {text!r}: expected LAYER=RxC[,ws|os], e.g. fc2=8x8,ws")
+        try:
+            flow = Dataflow(m.group(4)) if m.group(4) else None
+        except ValueError:
+            raise UsageError(f"--array {text!r}: unknown dataflow {m.group(4)!r} (ws, os)"
+                             ) from None
+        arrays.append((known(m.group(1), "--array"),
+                       ArrayChoice(int(m.group(2)), int(m.group(3)), flow)))
+    sparse = []
+    for text in args.sparse:
+        m = _SPARSE.match(text)
+        if not m or int(m.group(2)) < 1 or (m.group(3) and int(m.group(3)) < 1):
+            raise UsageError(f"--sparse {text!r}: expected LAYER=N[,D] with positive N and D, "
+                             "e.g. fc1=16,8")
+        depth = int(m.group(3)) if m.group(3) else 8
+        sparse.append((known(m.group(1), "--sparse"), SparseChoice(int(m.group(2)), depth)))
     return Options(target_cycles=args.target_cycles, max_lanes=args.max_lanes,
                    batch=args.batch, folds=tuple(folds), engines=tuple(engines),
-                   storage=tuple(storage))
+                   storage=tuple(storage), arrays=tuple(arrays), sparse=tuple(sparse))
 
 
 def _read(path):
@@ -270,7 +299,7 @@ def build_parser():
     p.add_argument("model", help="model directory (model.json + weights.npz)")
     p.add_argument("-o", "--output", required=True, help="output directory")
     p.add_argument("--board", help="board the design is meant for (checked, recorded)")
-    p.add_argument("--stop-after", choices=["engines", "folding", "check"],
+    p.add_argument("--stop-after", choices=["engines", "configure", "folding", "check"],
                    help="stop the compiler after this pass and print its IR as JSON")
     p.add_argument("--dump-ir", action="store_true", help="also write ir.json")
     _add_generate_options(p)

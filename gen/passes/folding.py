@@ -1,18 +1,38 @@
-"""Pass: choose PE x SIMD of every MVU layer, balanced for the user's target."""
+"""Pass: choose PE x SIMD of every MVU layer, balanced for the user's target.
+
+Sparse and systolic layers (sized by the configure pass) enter the fold chooser as fixed folds
+``Fold(pe=out_beat, simd=in_beat)`` that cost nothing and always meet the target, so the MVU
+neighbours get beats their gearboxes can convert; the lanes they use come off the budget.
+"""
 
 from ..errors import UsageError
 from ..folding import choose_folds, fold_cycles, folds_for_budget
+from ..plan import Engine
 
 __all__ = ["choose_folding", "DEFAULT_MAX_LANES"]
 
 DEFAULT_MAX_LANES = 64
 
 
+def _engine_lanes(lp):
+    if lp.engine is Engine.SYSTOLIC:
+        return lp.array.rows * lp.array.cols
+    if lp.engine is Engine.SPARSE:
+        return lp.sparse.pe
+    return 0
+
+
 def choose_folding(plan):
     opts = plan.options
     shapes = [lp.layer.weight.shape for lp in plan.layers]
-    fixed = {}
+    fixed, others = {}, {}
     for n, lp in enumerate(plan.layers):
+        if lp.engine is not Engine.MVU:
+            # a fold of 1 cycle on a shape of its own size: fixed beats, no cycle constraint
+            others[n] = lp.fold
+            fixed[n] = lp.fold
+            shapes[n] = (lp.fold.pe, lp.fold.simd)
+            continue
         fold = opts.fold_for(lp.layer.name)
         if fold is not None:
             m, k = lp.layer.weight.shape
@@ -25,13 +45,28 @@ def choose_folding(plan):
                 raise UsageError(f"layer {lp.layer.name!r}: --fold {fold.pe}x{fold.simd}: simd "
                                  f"{fold.simd} and the pe {before.pe} of layer "
                                  f"{plan.layers[n - 1].layer.name!r} must divide one another")
-    if opts.target_cycles is not None:
+    if len(others) == len(shapes):
+        folds = [plan.layers[n].fold for n in range(len(shapes))]
+    elif opts.target_cycles is not None:
         folds = choose_folds(shapes, opts.target_cycles, fixed)
         if folds is None:
-            worst = max(fold_cycles(*shapes[n], f) for n, f in fixed.items()) if fixed else 1
+            mvu_fixed = {n: f for n, f in fixed.items() if n not in others}
+            worst = max((fold_cycles(*shapes[n], f) for n, f in mvu_fixed.items()), default=1)
             raise UsageError(f"--target-cycles {opts.target_cycles} cannot be met "
                              f"(forced folds need {worst} cycles)")
     else:
-        folds = folds_for_budget(shapes, opts.max_lanes or DEFAULT_MAX_LANES, fixed)
-    layers = tuple(lp.but(fold=f) for lp, f in zip(plan.layers, folds, strict=True))
+        budget = opts.max_lanes or DEFAULT_MAX_LANES
+        engine_lanes = sum(_engine_lanes(lp) for lp in plan.layers)
+        fold_lanes = sum(f.lanes for f in others.values())
+        left = budget - engine_lanes
+        try:
+            folds = folds_for_budget(shapes, max(left, 0) + fold_lanes, fixed)
+        except UsageError:
+            if not others:
+                raise
+            raise UsageError(f"no folding of the mvu layers fits the {left} of {budget} lanes "
+                             f"the sparse and systolic layers leave ({engine_lanes} lanes)"
+                             ) from None
+    layers = tuple(lp.but(fold=f if lp.engine is Engine.MVU else lp.fold)
+                   for lp, f in zip(plan.layers, folds, strict=True))
     return plan.but(layers=layers)
