@@ -288,6 +288,102 @@ def cmd_bench(args):
     return run_bench(args.output, quick=args.quick, synthesis=not args.no_synthesis, log=log)
 
 
+_LAYER_VALUE = re.compile(r"(?:([A-Za-z_][A-Za-z0-9_]*)=)?([^=]+)\Z")
+
+
+def _per_layer(flag, texts, convert, what):
+    """Repeatable ``[LAYER=]VALUE`` options as ``((layer or "*", value), ...)``."""
+    out = []
+    for text in texts:
+        m = _LAYER_VALUE.match(text)
+        try:
+            value = convert(m.group(2)) if m else None
+        except ValueError:
+            value = None
+        if value is None:
+            raise UsageError(f"{flag} {text!r}: expected [LAYER=]{what}")
+        out.append((m.group(1) or "*", value))
+    return tuple(out)
+
+
+def cmd_compress(args):
+    from .gen.compress import (
+        CompressConfig,
+        compress,
+        format_report,
+        read_float_model,
+        write_compressed,
+    )
+    from .gen.compress.report import report_json
+
+    prune = _per_layer("--prune", args.prune, float, "FRACTION")
+    quality = _per_layer("--quality", args.quality, float, "Q")
+    share = _per_layer("--share", args.share, int, "BITS")
+    if args.name is not None and not re.match(r"[A-Za-z_][A-Za-z0-9_]*\Z", args.name):
+        raise UsageError(f"--name {args.name!r} is not an identifier [A-Za-z_][A-Za-z0-9_]*")
+    float_model, data = read_float_model(args.float_model)
+    if args.name is not None:
+        float_model = float_model.but(name=args.name)
+    try:
+        config = CompressConfig(
+            prune=prune, quality=quality, prune_steps=args.prune_steps, pe=args.pe,
+            share=share, weight_bits=args.bits, per_channel=not args.per_tensor,
+            act_bits=args.act_bits, act_percentile=args.act_percentile,
+            retrain_epochs=args.retrain_epochs, binarize=args.binarize,
+            binarize_epochs=args.binarize_epochs, seed=args.seed, log=log)
+    except (TypeError, ValueError) as e:
+        raise UsageError(f"compress: {e}") from None
+    result = compress(float_model, data, config)
+    path = write_compressed(result, args.output)
+    if args.json:
+        print(report_json(result.report), end="")
+    else:
+        print(format_report(result.report))
+    log(f"wrote {path / 'model.json'}, {path / 'weights.npz'} and {path / 'report.json'}")
+    return 0
+
+
+def _add_compress_parser(sub):
+    p = sub.add_parser("compress", help="prune, share, quantize or binarize a float model "
+                                        "into a model directory")
+    p.add_argument("float_model", help="float model .npz (layout: nnaccel.gen.compress."
+                                       "floatmodel)")
+    p.add_argument("-o", "--output", required=True,
+                   help="model directory to write (model.json, weights.npz, report.json)")
+    p.add_argument("--prune", action="append", default=[], metavar="[LAYER=]FRACTION",
+                   help="remove this fraction of the weights, smallest first, e.g. 0.9 "
+                        "(repeatable: a default and per-layer values)")
+    p.add_argument("--quality", action="append", default=[], metavar="[LAYER=]Q",
+                   help="instead remove weights with |w| <= Q * std(W) (Deep Compression)")
+    p.add_argument("--prune-steps", type=_positive, default=1, metavar="N",
+                   help="prune in N rounds, each followed by retraining (default 1)")
+    p.add_argument("--pe", type=_positive, default=1, metavar="N",
+                   help="balance pruning over N PEs with interleaved rows; also the PE count "
+                        "of the sparse storage in the report (default 1)")
+    p.add_argument("--share", action="append", default=[], metavar="[LAYER=]BITS",
+                   help="share weights among 2**BITS values by k-means, code 0 = zero")
+    p.add_argument("--bits", type=int, default=8, help="integer weight bits (default 8)")
+    p.add_argument("--per-tensor", action="store_true",
+                   help="one weight scale per layer instead of one per output channel")
+    p.add_argument("--act-bits", type=int, default=8,
+                   help="hidden activation bits, uintN (default 8)")
+    p.add_argument("--act-percentile", type=float, default=99.9, metavar="P",
+                   help="calibration percentile mapped to the largest activation (default "
+                        "99.9)")
+    p.add_argument("--retrain-epochs", type=int, default=30, metavar="N",
+                   help="retraining epochs after pruning and after sharing (default 30; 0: "
+                        "none)")
+    p.add_argument("--binarize", action="store_true",
+                   help="binarize instead: bipolar weights and activations, batch-norm "
+                        "folded into thresholds")
+    p.add_argument("--binarize-epochs", type=_positive, default=40, metavar="N")
+    p.add_argument("--seed", type=int, default=0, help="seed of retraining (default 0)")
+    p.add_argument("--name", help="model name (default: the float model's)")
+    p.add_argument("--json", action="store_true",
+                   help="print the report as JSON instead of tables")
+    p.set_defaults(func=cmd_compress)
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="nnaccel",
@@ -325,6 +421,8 @@ def build_parser():
     p.add_argument("-o", "--output", help="build directory (default build/<name>-<board>)")
     _add_generate_options(p)
     p.set_defaults(func=cmd_build)
+
+    _add_compress_parser(sub)
 
     p = sub.add_parser("demo", help="train, compress, generate, simulate and synthesise the "
                                     "digits models end to end")

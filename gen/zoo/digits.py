@@ -61,8 +61,22 @@ import numpy as np
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
-from ...hw.common import reference as ref
-from ..ir import DType, Layer, Model, Op, OutputKind, OutputStage, readonly
+from ..compress.binarize import (
+    BN_EPS,
+    binarize,
+    bn_float,
+    bn_sign,
+    bnn_float_forward,
+    bnn_model,
+    bnn_statistics,
+    fold_bn_sign,
+    init_bnn,
+    train_bnn,
+)
+from ..compress.floatmodel import FloatLayer, FloatModel
+from ..compress.quantize import ACT_PERCENTILE, REQUANT_MULT_BITS, fixed_point, quantize_mlp
+from ..compress.train import accuracy, init_mlp, train_mlp
+from ..ir import DType, Model, readonly
 from ..model_io import write_model
 
 __all__ = [
@@ -78,12 +92,12 @@ SPLIT_SEED = 0
 #: Hidden widths of the two models.
 MLP_HIDDEN = 32
 BNN_HIDDEN = 128
-#: ``mult`` of the int8 model's requant is below ``2**REQUANT_MULT_BITS``.
-REQUANT_MULT_BITS = 16
-#: Percentile of the training-set hidden activations that maps to 255 in the int8 model.
-ACT_PERCENTILE = 99.9
-#: Batch-norm epsilon of the binarized model.
-BN_EPS = 1e-5
+# The training, quantization and binarization helpers live in nnaccel.gen.compress; these names
+# stay here for existing users: ``REQUANT_MULT_BITS`` (``mult`` of the int8 model's requant is
+# below ``2**REQUANT_MULT_BITS``), ``ACT_PERCENTILE`` (percentile of the training-set hidden
+# activations that maps to 255 in the int8 model), ``BN_EPS`` (batch-norm epsilon of the
+# binarized model), :func:`fixed_point`, :func:`binarize`, :func:`bn_float`, :func:`bn_sign` and
+# :func:`fold_bn_sign`.
 
 _UINT4 = DType.parse("uint4")
 _UINT8 = DType.parse("uint8")
@@ -164,128 +178,17 @@ def load_split():
 
 # --- training helpers ---------------------------------------------------------------------------
 
-class _Adam:
-    """Adam on a dict of float arrays (updated in place)."""
-
-    def __init__(self, params, beta1=0.9, beta2=0.999, eps=1e-8):
-        self.params = params
-        self.beta1, self.beta2, self.eps = beta1, beta2, eps
-        self.m = {k: np.zeros_like(v) for k, v in params.items()}
-        self.v = {k: np.zeros_like(v) for k, v in params.items()}
-        self.t = 0
-
-    def step(self, grads, lr):
-        self.t += 1
-        c1 = 1.0 - self.beta1 ** self.t
-        c2 = 1.0 - self.beta2 ** self.t
-        for k, g in grads.items():
-            self.m[k] = self.beta1 * self.m[k] + (1.0 - self.beta1) * g
-            self.v[k] = self.beta2 * self.v[k] + (1.0 - self.beta2) * g * g
-            self.params[k] -= lr * (self.m[k] / c1) / (np.sqrt(self.v[k] / c2) + self.eps)
-
-
-def _softmax_xent(logits, y):
-    """Mean cross-entropy and its gradient with respect to ``logits``."""
-    z = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    p = e / e.sum(axis=1, keepdims=True)
-    n = len(y)
-    loss = float(-np.mean(np.log(p[np.arange(n), y] + 1e-300)))
-    grad = p
-    grad[np.arange(n), y] -= 1.0
-    return loss, grad / n
-
-
-def _lr(lr0, lr1, epoch, epochs):
-    """Learning rate decaying geometrically from ``lr0`` (first epoch) to ``lr1`` (last)."""
-    return lr0 * (lr1 / lr0) ** (epoch / max(epochs - 1, 1))
-
-
-def _accuracy(scores, y):
-    return float(np.mean(np.argmax(scores, axis=1) == y))
-
-
 def _frozen(params):
     return types.MappingProxyType({k: readonly(v, np.float64) for k, v in params.items()})
 
 
-def _log_epoch(log, name, epoch, epochs, loss, every):
-    if log is not None and (epoch % every == every - 1 or epoch == epochs - 1):
-        log(f"{name}: epoch {epoch + 1}/{epochs} loss {loss:.4f}")
-
-
 # --- int8 MLP -----------------------------------------------------------------------------------
-
-def fixed_point(ratio, mult_bits=REQUANT_MULT_BITS):
-    """Fixed-point approximation ``mult / 2**shift`` of positive real scale ratios.
-
-    For each ratio ``shift`` is the largest value in 0..31 such that
-    ``mult = round(ratio * 2**shift)`` (halves up) is below ``2**mult_bits``.
-
-    Parameters
-    ----------
-    ratio : (M,) array of positive floats
-    mult_bits : int
-        1..31.
-
-    Returns
-    -------
-    mult, shift : (M,) int64 arrays
-        ``0 < mult < 2**mult_bits``, ``0 <= shift <= 31``,
-        ``|mult * 2**-shift - ratio| <= 2**-(shift + 1)`` and the relative error
-        ``|mult * 2**-shift / ratio - 1|`` is below ``2**(1 - mult_bits)``.
-
-    Raises
-    ------
-    ValueError
-        When a ratio is not positive, or too large or too small for that precision.
-    """
-    if not 1 <= mult_bits <= 31:
-        raise ValueError(f"mult_bits must lie in 1..31, not {mult_bits!r}")
-    top = (1 << mult_bits) - 1
-    mults, shifts = [], []
-    for r in np.asarray(ratio, dtype=np.float64).reshape(-1):
-        r = float(r)
-        if not (np.isfinite(r) and r > 0):
-            raise ValueError(f"scale ratio {r!r} is not a positive number")
-        mult = shift = None
-        for s in range(31, -1, -1):
-            m = int(np.floor(r * 2.0**s + 0.5))
-            if m <= top:
-                mult, shift = m, s
-                break
-        if mult is None:
-            raise ValueError(f"scale ratio {r!r} needs a mult of {mult_bits}+ bits at shift 0")
-        if mult == 0 or abs(mult * 2.0**-shift / r - 1.0) >= 2.0 ** (1 - mult_bits):
-            raise ValueError(f"scale ratio {r!r} is too small for {mult_bits}-bit precision")
-        mults.append(mult)
-        shifts.append(shift)
-    return np.array(mults, dtype=np.int64), np.array(shifts, dtype=np.int64)
-
 
 def _train_float_mlp(x, y, rng, hidden, epochs, batch, log):
     """Float 64-hidden-10 ReLU MLP: Adam, softmax cross-entropy, small L2."""
-    k = x.shape[1]
-    p = {"w1": rng.normal(0.0, np.sqrt(2.0 / k), (hidden, k)), "b1": np.zeros(hidden),
-         "w2": rng.normal(0.0, np.sqrt(1.0 / hidden), (10, hidden)), "b2": np.zeros(10)}
-    opt = _Adam(p)
-    l2 = 1e-4
-    for epoch in range(epochs):
-        lr = _lr(3e-3, 1e-4, epoch, epochs)
-        order = rng.permutation(len(x))
-        total = 0.0
-        for start in range(0, len(x), batch):
-            idx = order[start:start + batch]
-            xb, yb = x[idx], y[idx]
-            pre = xb @ p["w1"].T + p["b1"]
-            h = np.maximum(pre, 0.0)
-            loss, dz = _softmax_xent(h @ p["w2"].T + p["b2"], yb)
-            total += loss * len(idx)
-            dh = (dz @ p["w2"]) * (pre > 0)
-            opt.step({"w2": dz.T @ h + l2 * p["w2"], "b2": dz.sum(axis=0),
-                      "w1": dh.T @ xb + l2 * p["w1"], "b1": dh.sum(axis=0)}, lr)
-        _log_epoch(log, "digits_int8", epoch, epochs, total / len(x), 20)
-    return p
+    p = init_mlp((x.shape[1], hidden, 10), rng)
+    return train_mlp(p, x, y, rng, epochs=epochs, batch=batch, lr=(3e-3, 1e-4), l2=1e-4,
+                     log=log, name="digits_int8", every=20)
 
 
 def int8_mlp(seed=0, *, epochs=120, log=None):
@@ -315,35 +218,18 @@ def int8_mlp(seed=0, *, epochs=120, log=None):
     in_scale = 1.0 / 15.0
     p = _train_float_mlp(x_train * in_scale, y_train, rng, MLP_HIDDEN, epochs, 32, log)
 
-    h_train = np.maximum(x_train * in_scale @ p["w1"].T + p["b1"], 0.0)
-    act_scale = float(np.percentile(h_train, ACT_PERCENTILE)) / 255.0
-    # A channel whose weights decayed to nothing (a dead ReLU) gets a floor on its scale, so
-    # that its bias and requant ratio stay finite; its weights quantize to 0.
-    w1_scale = np.abs(p["w1"]).max(axis=1) / 127.0
-    w1_scale = np.maximum(w1_scale, 1e-3 * w1_scale.max())
-    w2_scale = float(np.abs(p["w2"]).max()) / 127.0 or 1.0
-    w1_q = np.clip(np.round(p["w1"] / w1_scale[:, None]), -127, 127).astype(np.int64)
-    b1_q = np.round(p["b1"] / (in_scale * w1_scale)).astype(np.int64)
-    w2_q = np.clip(np.round(p["w2"] / w2_scale), -127, 127).astype(np.int64)
-    b2_q = np.round(p["b2"] / (act_scale * w2_scale)).astype(np.int64)
-    for name, b in (("fc1", b1_q), ("fc2", b2_q)):
-        if not _INT32.contains(b):
-            raise ValueError(f"{name}: the quantized bias does not fit int32")
-    ratio = in_scale * w1_scale / act_scale
-    mult, shift = fixed_point(ratio)
+    # quantize_mlp floors the scale of a channel whose weights decayed to nothing (a dead
+    # ReLU), so that its bias and requant ratio stay finite; its weights quantize to 0.
+    fm = FloatModel(name="digits_int8", input_dtype=_UINT4, input_scale=in_scale, layers=(
+        FloatLayer("fc1", readonly(p["w1"], np.float64), readonly(p["b1"], np.float64)),
+        FloatLayer("fc2", readonly(p["w2"], np.float64), readonly(p["b2"], np.float64))))
+    model, scales = quantize_mlp(fm, x_train, weight_bits=8, act_bits=8, per_channel=True,
+                                 percentile=ACT_PERCENTILE)
+    w1_scale, act_scale, ratio = (scales[0][k] for k in ("weight_scale", "out_scale", "ratio"))
+    w2_scale = scales[1]["weight_scale"]
 
-    fc1 = Layer(name="fc1", op=Op.LINEAR, in_dtype=_UINT4, weight=readonly(w1_q),
-                weight_dtype=_INT8, bias=readonly(b1_q),
-                output=OutputStage(OutputKind.REQUANT, _UINT8, mult=readonly(mult),
-                                   shift=readonly(shift), relu=True))
-    fc2 = Layer(name="fc2", op=Op.LINEAR, in_dtype=_UINT8, weight=readonly(w2_q),
-                weight_dtype=_INT8, bias=readonly(b2_q),
-                output=OutputStage(OutputKind.IDENTITY, _INT32))
-    model = Model(name="digits_int8", input_shape=(64,), input_dtype=_UINT4, layers=(fc1, fc2))
-
-    h_test = np.maximum(x_test * in_scale @ p["w1"].T + p["b1"], 0.0)
-    float_acc = _accuracy(h_test @ p["w2"].T + p["b2"], y_test)
-    int_acc = _accuracy(model.forward(x_test), y_test)
+    float_acc = accuracy(fm.forward(x_test), y_test)
+    int_acc = accuracy(model.forward(x_test), y_test)
     params = dict(p, in_scale=in_scale, w1_scale=w1_scale, act_scale=act_scale,
                   w2_scale=w2_scale, requant_ratio=ratio)
     seconds = time.perf_counter() - t0
@@ -356,138 +242,6 @@ def int8_mlp(seed=0, *, epochs=120, log=None):
 
 
 # --- binarized MLP ------------------------------------------------------------------------------
-
-def binarize(w):
-    """Bipolar values of latent weights: +1 where ``w >= 0``, -1 elsewhere (float64)."""
-    return np.where(np.asarray(w) >= 0, 1.0, -1.0)
-
-
-def bn_float(acc, gamma, beta, mean, var, eps=BN_EPS):
-    """Inference batch-norm, ``gamma * (acc - mean) / sqrt(var + eps) + beta``, in float64.
-
-    This exact sequence of float64 operations is the float network's definition; the folded
-    thresholds of :func:`fold_bn_sign` reproduce its sign for every integer accumulator.
-    """
-    return gamma * (np.asarray(acc, dtype=np.float64) - mean) / np.sqrt(var + eps) + beta
-
-
-def bn_sign(acc, gamma, beta, mean, var, eps=BN_EPS):
-    """The float network's activation: +1 where ``bn_float(acc) >= 0``, -1 elsewhere (int64)."""
-    return np.where(bn_float(acc, gamma, beta, mean, var, eps) >= 0, 1, -1).astype(np.int64)
-
-
-def fold_bn_sign(weight, in_lo, in_hi, gamma, beta, mean, var, eps=BN_EPS, bias=None):
-    """Fold batch-norm + sign after an integer linear layer into a bipolar ``threshold`` stage.
-
-    Every operation of :func:`bn_float` is monotone in ``acc`` (non-decreasing when
-    ``gamma >= 0``, non-increasing otherwise), so for each channel the integer accumulators with
-    ``bn_float(acc) >= 0`` form an interval reaching one end of the accumulator range. The
-    threshold is found by bisection on the float expression itself, never from a rounded
-    boundary, so the folded stage matches :func:`bn_sign` for every legal input. Rows with
-    ``gamma < 0`` are negated (weight and bias) so that the comparison becomes ``acc' >= T``.
-
-    Parameters
-    ----------
-    weight : (M, K) integer array
-        The layer's weights. Negating a row keeps bipolar weights bipolar; for intN weights
-        the caller must avoid -2**(N-1), whose negation does not fit.
-    in_lo, in_hi : int
-        Limits of the input dtype, which bound the accumulators.
-    gamma, beta, mean, var : (M,) float arrays
-        Batch-norm parameters and statistics.
-    eps : float
-    bias : (M,) integer array or None
-
-    Returns
-    -------
-    weight, bias, thresholds : int64 arrays, shapes (M, K), (M,) or None, (M, 1)
-        ``thresholds`` lies within ``lo .. hi + 1`` of each (negated) row's accumulator range:
-        ``lo`` means always +1, ``hi + 1`` always -1.
-    """
-    w = np.asarray(weight, dtype=np.int64)
-    gamma = np.asarray(gamma, dtype=np.float64)
-    flip = gamma < 0
-    sgn = np.where(flip, -1, 1).astype(np.int64)
-    w_f = w * sgn[:, None]
-    b_f = None if bias is None else np.asarray(bias, dtype=np.int64) * sgn
-    lo, hi = ref.acc_bounds(w_f, in_lo, in_hi, b_f)
-    lo, hi = np.asarray(lo, dtype=np.int64), np.asarray(hi, dtype=np.int64)
-
-    def fires(acc_f):
-        """``bn_float >= 0`` as a function of the (possibly negated) accumulator."""
-        return bn_float(acc_f * sgn, gamma, beta, mean, var, eps) >= 0
-
-    # Smallest t in lo..hi+1 with fires(t) (hi + 1 when none): fires is non-decreasing in t.
-    left, right = lo.copy(), hi + 1
-    while np.any(left < right):
-        mid = (left + right) // 2
-        ok = fires(mid)
-        right = np.where((left < right) & ok, mid, right)
-        left = np.where((left < right) & ~ok, mid + 1, left)
-    return w_f, b_f, left[:, None]
-
-
-def _bn_forward(a, g, b, eps):
-    mu = a.mean(axis=0)
-    var = a.var(axis=0)
-    inv = 1.0 / np.sqrt(var + eps)
-    xhat = (a - mu) * inv
-    return g * xhat + b, (xhat, inv)
-
-
-def _bn_backward(dy, g, cache):
-    xhat, inv = cache
-    n = len(dy)
-    dxhat = dy * g
-    da = inv / n * (n * dxhat - dxhat.sum(axis=0) - xhat * (dxhat * xhat).sum(axis=0))
-    return da, (dy * xhat).sum(axis=0), dy.sum(axis=0)
-
-
-def _train_bnn(x, y, rng, hidden, epochs, batch, log):
-    """Binarized MLP with STE; returns the latent parameters and the logit scale."""
-    k = x.shape[1]
-    p = {"w1": rng.uniform(-0.1, 0.1, (hidden, k)), "w2": rng.uniform(-0.1, 0.1, (hidden, hidden)),
-         "w3": rng.uniform(-0.1, 0.1, (10, hidden)),
-         "gamma1": np.ones(hidden), "beta1": np.zeros(hidden),
-         "gamma2": np.ones(hidden), "beta2": np.zeros(hidden),
-         "log_scale": np.array([-0.5 * np.log(hidden)])}
-    opt = _Adam(p)
-    for epoch in range(epochs):
-        lr = _lr(1e-2, 1e-4, epoch, epochs)
-        order = rng.permutation(len(x))
-        total = 0.0
-        for start in range(0, len(x), batch):
-            idx = order[start:start + batch]
-            xb, yb = x[idx], y[idx]
-            wb1, wb2, wb3 = binarize(p["w1"]), binarize(p["w2"]), binarize(p["w3"])
-            z1, c1 = _bn_forward(xb @ wb1.T, p["gamma1"], p["beta1"], BN_EPS)
-            h1 = np.where(z1 >= 0, 1.0, -1.0)
-            z2, c2 = _bn_forward(h1 @ wb2.T, p["gamma2"], p["beta2"], BN_EPS)
-            h2 = np.where(z2 >= 0, 1.0, -1.0)
-            a3 = h2 @ wb3.T
-            scale = np.exp(p["log_scale"][0])
-            loss, dlogits = _softmax_xent(a3 * scale, yb)
-            total += loss * len(idx)
-            da3 = dlogits * scale
-            dz2 = (da3 @ wb3) * (np.abs(z2) <= 1.0)
-            da2, dg2, db2 = _bn_backward(dz2, p["gamma2"], c2)
-            dz1 = (da2 @ wb2) * (np.abs(z1) <= 1.0)
-            da1, dg1, db1 = _bn_backward(dz1, p["gamma1"], c1)
-            opt.step({"w3": da3.T @ h2, "w2": da2.T @ h1, "w1": da1.T @ xb,
-                      "gamma2": dg2, "beta2": db2, "gamma1": dg1, "beta1": db1,
-                      "log_scale": np.array([np.sum(dlogits * a3) * scale])}, lr)
-            for name in ("w1", "w2", "w3"):
-                np.clip(p[name], -1.0, 1.0, out=p[name])
-        _log_epoch(log, "digits_bnn", epoch, epochs, total / len(x), 10)
-    return p
-
-
-def _bnn_float_forward(p, x):
-    """Float BN + sign network in inference mode: (h1, h2, logits accumulators)."""
-    h1 = bn_sign(x @ binarize(p["w1"]).T, p["gamma1"], p["beta1"], p["mean1"], p["var1"])
-    h2 = bn_sign(h1 @ binarize(p["w2"]).T, p["gamma2"], p["beta2"], p["mean2"], p["var2"])
-    return h1, h2, h2 @ binarize(p["w3"]).T
-
 
 def binarized_mlp(seed=0, *, hidden=BNN_HIDDEN, epochs=40, log=None):
     """Train the binarized MLP 64-H-H-10 and fold it into the SPEC model ``digits_bnn``.
@@ -517,34 +271,16 @@ def binarized_mlp(seed=0, *, hidden=BNN_HIDDEN, epochs=40, log=None):
     x_train, x_test, y_train, y_test = load_split()
     rng = np.random.default_rng(seed)
     xf = x_train.astype(np.float64)
-    p = _train_bnn(xf, y_train, rng, hidden, epochs, 64, log)
-
+    p = init_bnn((xf.shape[1], hidden, hidden, 10), rng)
+    train_bnn(p, xf, y_train, rng, epochs=epochs, batch=64, lr=(1e-2, 1e-4), log=log,
+              name="digits_bnn", every=10)
     # Exact population statistics of the accumulators over the training set, layer by layer.
-    a1 = xf @ binarize(p["w1"]).T
-    p["mean1"], p["var1"] = a1.mean(axis=0), a1.var(axis=0)
-    h1 = bn_sign(a1, p["gamma1"], p["beta1"], p["mean1"], p["var1"])
-    a2 = h1 @ binarize(p["w2"]).T
-    p["mean2"], p["var2"] = a2.mean(axis=0), a2.var(axis=0)
-    p["logit_scale"] = np.exp(p.pop("log_scale")[0])
-    p["eps"] = np.array(BN_EPS)
+    bnn_statistics(p, xf)
+    model = bnn_model(p, "digits_bnn", _UINT4, (64,))
 
-    layers, in_dtype = [], _UINT4
-    for i in (1, 2):
-        w, _, t = fold_bn_sign(binarize(p[f"w{i}"]).astype(np.int64), in_dtype.lo, in_dtype.hi,
-                               p[f"gamma{i}"], p[f"beta{i}"], p[f"mean{i}"], p[f"var{i}"])
-        layers.append(Layer(name=f"fc{i}", op=Op.LINEAR, in_dtype=in_dtype, weight=readonly(w),
-                            weight_dtype=_BIPOLAR,
-                            output=OutputStage(OutputKind.THRESHOLD, _BIPOLAR,
-                                               thresholds=readonly(t))))
-        in_dtype = _BIPOLAR
-    layers.append(Layer(name="fc3", op=Op.LINEAR, in_dtype=_BIPOLAR,
-                        weight=readonly(binarize(p["w3"]).astype(np.int64)),
-                        weight_dtype=_BIPOLAR, output=OutputStage(OutputKind.IDENTITY, _INT32)))
-    model = Model(name="digits_bnn", input_shape=(64,), input_dtype=_UINT4, layers=tuple(layers))
-
-    _, _, acc3 = _bnn_float_forward(p, x_test.astype(np.float64))
-    float_acc = _accuracy(acc3 * p["logit_scale"], y_test)
-    int_acc = _accuracy(model.forward(x_test), y_test)
+    _, acc3 = bnn_float_forward(p, x_test.astype(np.float64))
+    float_acc = accuracy(acc3 * p["logit_scale"], y_test)
+    int_acc = accuracy(model.forward(x_test), y_test)
     seconds = time.perf_counter() - t0
     if log is not None:
         log(f"digits_bnn: float accuracy {float_acc:.4f}, integer accuracy {int_acc:.4f} "

@@ -1,0 +1,215 @@
+"""Integer quantization of a float MLP into a SPEC model with ``requant`` output stages.
+
+Scheme (symmetric weights, unsigned activations after ReLU; every float value is an integer
+times a scale):
+
+* inputs: the integers ``x`` of the input dtype, float value ``x * input_scale``;
+* weights of layer ``i``: ``int<bits>`` values ``Wq = clip(round(W / s_w), -q, q)`` with
+  ``q = 2**(bits-1) - 1`` and ``s_w = max|W| / q`` per output channel (floored at ``1e-3`` of
+  the largest channel's, so a dead channel keeps a finite scale) or per layer. A shared layer
+  quantizes its codebook with one scale per layer, so ``codebook_q[indices]`` is its weight
+  matrix and code 0 stays 0. The last layer always has one scale: its ``identity`` output
+  cannot rescale channels, and per-channel scales would change the argmax;
+* bias: ``int32`` ``round(b / (s_in * s_w))``, so ``acc = Wq x + bq`` has scale
+  ``s_in * s_w``;
+* hidden activations: ``uint<act_bits>`` with scale ``s_out = P / (2**act_bits - 1)``, where
+  ``P`` is the ``act_percentile`` percentile of the float activations over the calibration
+  inputs; ``requant`` with ``relu`` and ``mult / 2**shift ~= s_in * s_w / s_out``
+  (:func:`fixed_point`);
+* last layer: ``identity`` int32 logits, a positive multiple of the float ones.
+
+So the integer model computes, exactly, the float network with *fake quantization* on this
+integer grid: weights and biases rounded to their grids, and every hidden activation
+``round(acc * mult / 2**shift)`` clipped to ``0 .. 2**act_bits - 1``.
+"""
+
+import numpy as np
+
+from ..errors import ModelError
+from ..ir import DType, DTypeKind, Layer, Model, Op, OutputKind, OutputStage, readonly
+
+__all__ = ["REQUANT_MULT_BITS", "ACT_PERCENTILE", "fixed_point", "weight_scale",
+           "quantize_weight", "quantize_bias", "activation_scale", "quantize_mlp",
+           "quantize_pass"]
+
+#: ``mult`` of a requant stage is below ``2**REQUANT_MULT_BITS``.
+REQUANT_MULT_BITS = 16
+#: Default percentile of the calibration activations that maps to the largest code.
+ACT_PERCENTILE = 99.9
+
+_INT32 = DType.parse("int32")
+
+
+def fixed_point(ratio, mult_bits=REQUANT_MULT_BITS):
+    """Fixed-point approximation ``mult / 2**shift`` of positive real scale ratios.
+
+    For each ratio ``shift`` is the largest value in 0..31 such that
+    ``mult = round(ratio * 2**shift)`` (halves up) is below ``2**mult_bits``.
+
+    Parameters
+    ----------
+    ratio : (M,) array of positive floats
+    mult_bits : int
+        1..31.
+
+    Returns
+    -------
+    mult, shift : (M,) int64 arrays
+        ``0 < mult < 2**mult_bits``, ``0 <= shift <= 31``,
+        ``|mult * 2**-shift - ratio| <= 2**-(shift + 1)`` and the relative error
+        ``|mult * 2**-shift / ratio - 1|`` is below ``2**(1 - mult_bits)``.
+
+    Raises
+    ------
+    ValueError
+        When a ratio is not positive, or too large or too small for that precision.
+    """
+    if not 1 <= mult_bits <= 31:
+        raise ValueError(f"mult_bits must lie in 1..31, not {mult_bits!r}")
+    top = (1 << mult_bits) - 1
+    mults, shifts = [], []
+    for r in np.asarray(ratio, dtype=np.float64).reshape(-1):
+        r = float(r)
+        if not (np.isfinite(r) and r > 0):
+            raise ValueError(f"scale ratio {r!r} is not a positive number")
+        mult = shift = None
+        for s in range(31, -1, -1):
+            m = int(np.floor(r * 2.0**s + 0.5))
+            if m <= top:
+                mult, shift = m, s
+                break
+        if mult is None:
+            raise ValueError(f"scale ratio {r!r} needs a mult of {mult_bits}+ bits at shift 0")
+        if mult == 0 or abs(mult * 2.0**-shift / r - 1.0) >= 2.0 ** (1 - mult_bits):
+            raise ValueError(f"scale ratio {r!r} is too small for {mult_bits}-bit precision")
+        mults.append(mult)
+        shifts.append(shift)
+    return np.array(mults, dtype=np.int64), np.array(shifts, dtype=np.int64)
+
+
+def weight_scale(weight, bits, per_channel):
+    """Symmetric weight scale(s): ``max|W| / (2**(bits-1) - 1)`` per row ((M,) array, each at
+    least ``1e-3`` of the largest) or for the whole matrix (a float). An all-zero matrix gets
+    scale 1."""
+    q = (1 << (bits - 1)) - 1
+    w = np.abs(np.asarray(weight, dtype=np.float64))
+    if per_channel:
+        s = w.max(axis=1) / q
+        top = s.max()
+        return np.maximum(s, 1e-3 * top) if top > 0 else np.ones(len(s))
+    return float(w.max()) / q or 1.0
+
+
+def quantize_weight(weight, scale, bits):
+    """``clip(round(W / scale), -q, q)`` as int64; ``scale`` a float or one per row."""
+    q = (1 << (bits - 1)) - 1
+    w = np.asarray(weight, dtype=np.float64)
+    s = np.asarray(scale, dtype=np.float64)
+    s = s[:, None] if s.ndim == 1 and w.ndim == 2 else s
+    return np.clip(np.round(w / s), -q, q).astype(np.int64)
+
+
+def quantize_bias(bias, in_scale, w_scale):
+    """``round(b / (in_scale * w_scale))`` as int64 (not clipped: the caller checks int32)."""
+    return np.round(np.asarray(bias, dtype=np.float64) / (in_scale * w_scale)).astype(np.int64)
+
+
+def activation_scale(activations, bits, percentile=ACT_PERCENTILE):
+    """Scale of ``uint<bits>`` activations: the ``percentile`` of ``activations`` maps to
+    ``2**bits - 1`` (the maximum if that percentile is 0, and 1 / (2**bits - 1) if every
+    activation is 0)."""
+    hi = (1 << bits) - 1
+    a = np.asarray(activations, dtype=np.float64)
+    s = float(np.percentile(a, percentile)) / hi
+    if s <= 0:
+        s = float(a.max()) / hi if a.size and a.max() > 0 else 1.0 / hi
+    return s
+
+
+def quantize_mlp(fm, x_calib, *, weight_bits=8, act_bits=8, per_channel=True,
+                 percentile=ACT_PERCENTILE, mult_bits=REQUANT_MULT_BITS, name=None):
+    """The integer SPEC model of the float MLP ``fm`` (module docstring).
+
+    Parameters
+    ----------
+    fm : FloatModel
+        Without batch-norm (fold it first).
+    x_calib : (N, K) integer array
+        Calibration inputs of ``fm.input_dtype``.
+
+    Returns
+    -------
+    model : Model
+    scales : tuple of dict
+        Per layer: ``in_scale``, ``weight_scale`` (float or (M,) array), ``out_scale`` (None for
+        the last layer) and ``ratio`` (what ``mult / 2**shift`` approximates; None for the last).
+
+    Raises
+    ------
+    ModelError
+        A bias that does not fit int32, logits that do not fit int32, or a requant ratio out of
+        reach of ``mult_bits`` (naming the layer and the field).
+    """
+    acts = fm.activations(x_calib)
+    wdtype = DType(DTypeKind.INT, weight_bits)
+    adtype = DType(DTypeKind.UINT, act_bits)
+    in_scale, in_dtype = fm.input_scale, fm.input_dtype
+    layers, scales = [], []
+    n = len(fm.layers)
+    for i, fl in enumerate(fm.layers):
+        if fl.bn is not None:
+            raise ModelError(fl.name, "batch-norm", "fold batch-norm before quantizing")
+        last = i == n - 1
+        codebook = indices = None
+        if fl.codebook is not None:
+            w_scale = weight_scale(fl.codebook[None, :], weight_bits, False)
+            codebook = quantize_weight(fl.codebook, w_scale, weight_bits)
+            indices = np.asarray(fl.codes)
+            weight = codebook[indices]
+        else:
+            w_scale = weight_scale(fl.weight, weight_bits, per_channel and not last)
+            weight = quantize_weight(fl.weight, w_scale, weight_bits)
+        bias = None
+        if fl.bias is not None:
+            bias = quantize_bias(fl.bias, in_scale, w_scale)
+            if not _INT32.contains(bias):
+                raise ModelError(fl.name, "bias", "the quantized bias does not fit int32 "
+                                                  "(the input or weight scale is too small)")
+        m = fl.out_features
+        if last:
+            out_scale = ratio = None
+            output = OutputStage(OutputKind.IDENTITY, _INT32)
+        else:
+            out_scale = activation_scale(acts[i], act_bits, percentile)
+            ratio = np.broadcast_to(in_scale * w_scale / out_scale, (m,))
+            try:
+                mult, shift = fixed_point(ratio, mult_bits)
+            except ValueError as e:
+                raise ModelError(fl.name, "output.mult", str(e)) from None
+            output = OutputStage(OutputKind.REQUANT, adtype, mult=readonly(mult),
+                                 shift=readonly(shift), relu=True)
+        layer = Layer(name=fl.name, op=Op.LINEAR, in_dtype=in_dtype, weight=readonly(weight),
+                      weight_dtype=wdtype, output=output,
+                      bias=None if bias is None else readonly(bias),
+                      codebook=None if codebook is None else readonly(codebook),
+                      indices=None if indices is None else readonly(indices))
+        if last:
+            lo, hi = layer.acc_bounds()
+            if int(min(lo)) < _INT32.lo or int(max(hi)) > _INT32.hi:
+                raise ModelError(fl.name, "output.dtype", "int32 cannot hold the logits")
+        layers.append(layer)
+        scales.append({"in_scale": in_scale, "weight_scale": w_scale, "out_scale": out_scale,
+                       "ratio": None if ratio is None else np.array(ratio)})
+        in_scale, in_dtype = out_scale, adtype
+    model = Model(name=name or fm.name, input_shape=(fm.in_features,),
+                  input_dtype=fm.input_dtype, layers=tuple(layers))
+    return model, tuple(scales)
+
+
+def quantize_pass(state, config, samples):
+    """Pipeline pass: the integer model, calibrated on the samples' training inputs."""
+    model, scales = quantize_mlp(state.float_model, samples.x_train,
+                                 weight_bits=config.weight_bits, act_bits=config.act_bits,
+                                 per_channel=config.per_channel,
+                                 percentile=config.act_percentile)
+    return state.but(model=model, scales=scales)
