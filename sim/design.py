@@ -1,5 +1,6 @@
 """Simulate a generated design under Verilator on mathematical values, with a scoreboard."""
 
+import dataclasses
 import tempfile
 from pathlib import Path
 
@@ -8,7 +9,14 @@ import numpy as np
 from .scoreboard import compare
 from .verilator import run
 
-__all__ = ["simulate"]
+__all__ = ["simulate", "pad_to_batches"]
+
+
+def pad_to_batches(X, multiple):
+    """``X`` (B, K) with its last vector repeated until B is a multiple of ``multiple`` (a
+    systolic layer computes whole batches; zeros could be invalid, e.g. for bipolar inputs)."""
+    extra = -len(X) % multiple
+    return np.concatenate([X, np.repeat(X[-1:], extra, axis=0)]) if extra else X
 
 
 def simulate(design, X, *, idle=0.0, stall=0.0, seed=0, check=True):
@@ -18,17 +26,45 @@ def simulate(design, X, *, idle=0.0, stall=0.0, seed=0, check=True):
     :class:`~nnaccel.sim.verilator.SimResult`. With ``check``, every output is compared with the
     numpy reference (``Model.forward``) and a mismatch raises AssertionError naming the first
     differing vector and element.
+
+    A design with systolic layers generated for batches of ``b = design.vectors_multiple`` > 1
+    vectors computes whole batches only: ``X`` is padded to a multiple of ``b`` by repeating its
+    last vector, and the extra outputs are dropped. The result then describes the ``B`` real
+    vectors only: ``outputs_bits`` has B rows, ``cycles_total`` ends at the last output beat of
+    vector B-1, and ``cycles_per_inference`` is ``(c[B-1] - c[b-1]) / (B - b)`` with ``c[i]``
+    the cycle of the last output beat of vector ``i`` -- the steady state after the first batch
+    has drained (batches leave in bursts, so measuring from vector 0 would flatter the design) --
+    or ``cycles_total / B`` when ``B <= b``.
     """
     model = design.plan.model
     X = np.asarray(X).reshape(len(X), -1)
+    count = len(X)
+    multiple = getattr(design, "vectors_multiple", 1)
+    padded = pad_to_batches(X, multiple)
     manifest = design.manifest
     timeout = max(100_000, 4 * manifest["expected_latency_cycles"])
     with tempfile.TemporaryDirectory(prefix="nnaccel-sim-") as tmp:
         path = Path(tmp) / f"{design.name}.v"
         path.write_text(design.verilog())
-        result = run(path, manifest["top"], manifest["io"], model.input_dtype.encode(X),
+        result = run(path, manifest["top"], manifest["io"], model.input_dtype.encode(padded),
                      idle=idle, stall=stall, seed=seed, timeout_cycles=timeout)
+    if multiple > 1:
+        result = _real_vectors(result, count, multiple, manifest["io"]["output"]["beats"])
     outputs = model.output_dtype.decode(result.outputs_bits)
     if check:
         compare(model.forward(X), outputs, f"{design.name} outputs")
     return outputs, result
+
+
+def _real_vectors(result, count, multiple, out_beats):
+    """``result`` restricted to the first ``count`` vectors (see :func:`simulate`)."""
+    ends = [result.output_cycles[(i + 1) * out_beats - 1] for i in range(count)]
+    start = result.input_cycles[0]
+    total = ends[-1] - start
+    if count > multiple:
+        per = (ends[-1] - ends[multiple - 1]) / (count - multiple)
+    else:
+        per = total / count
+    return dataclasses.replace(
+        result, outputs_bits=result.outputs_bits[:count], cycles_total=total,
+        cycles_per_inference=per, output_cycles=tuple(result.output_cycles[:count * out_beats]))
