@@ -1,0 +1,753 @@
+"""Walk a checked ONNX graph and build the nnaccel IR (see :mod:`nnaccel.gen.onnx`)."""
+
+import re
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+import numpy as np
+
+from ...hw.common import reference as ref
+from ..ir import DType, DTypeKind, Layer, Model, Op, OutputKind, OutputStage, readonly
+from . import fold
+from .graph import Graph, OnnxError, node_label
+
+__all__ = ["Imported", "convert"]
+
+_INT32 = (-(1 << 31), (1 << 31) - 1)
+_ONNX_INT_TYPES = {np.dtype(np.int8): DType(DTypeKind.INT, 8),
+                   np.dtype(np.uint8): DType(DTypeKind.UINT, 8),
+                   np.dtype(np.int16): DType(DTypeKind.INT, 16),
+                   np.dtype(np.uint16): DType(DTypeKind.UINT, 16)}
+_DOMAINS = {"", "ai.onnx", "qonnx.custom_op.general", "finn.custom_op.general", "onnx.brevitas",
+            "com.microsoft"}
+
+
+@dataclass
+class Imported:
+    """An imported model and how its integer outputs map to the ONNX graph's values.
+
+    ``real = output_scale * y + output_offset`` per output channel (float64). ``exact`` is True
+    when every output stage is exact; otherwise ``max_error_lsb`` bounds the requant rounding
+    error before rounding, in LSBs, per approximated layer (see :func:`fold.requant_stage`).
+    """
+
+    model: Model
+    output_scale: np.ndarray
+    output_offset: np.ndarray
+    exact: bool = True
+    max_error_lsb: dict = field(default_factory=dict)
+    notes: list = field(default_factory=list)
+
+    def to_real(self, y):
+        return np.asarray(y, dtype=np.float64) * self.output_scale + self.output_offset
+
+
+@dataclass
+class _Const:
+    values: np.ndarray  # float64 real values
+    ints: np.ndarray | None = None  # integer form: values == scale * (ints - zp)
+    scale: np.ndarray | None = None
+    zp: np.ndarray | None = None
+    dtype: DType | None = None  # declared dtype of ``ints - zp``
+
+
+@dataclass
+class _Grid:
+    """Integer activations ``v`` (dtype) with real value ``s[k] * (v[k] - z[k])``."""
+
+    dtype: DType
+    s: list
+    z: list
+
+
+@dataclass
+class _Pending:
+    """A linear layer whose output stage is not known yet: real = chain(acc + base)."""
+
+    weight: np.ndarray
+    wdtype: DType
+    in_dtype: DType
+    base: list
+    chain: fold.Chain
+    node: str
+
+
+class _Float:
+    """The graph input before its first quantizer."""
+
+
+def _identifier(text):
+    name = re.sub(r"[^A-Za-z0-9_]", "_", text) or "model"
+    return name if re.match(r"[A-Za-z_]", name) else f"m_{name}"
+
+
+def _min_int_dtype(values):
+    if values.size == 0:
+        return DType(DTypeKind.INT, 2)
+    lo, hi = int(values.min()), int(values.max())
+    bits = max(2, max((-lo - 1).bit_length(), hi.bit_length()) + 1)
+    return DType(DTypeKind.INT, bits)
+
+
+class _Converter:
+    def __init__(self, graph, name):
+        self.g = graph
+        self.name = name
+        self.layers = []
+        self.errors = {}
+        self.env = {k: _Const(v.astype(np.float64) if v.dtype.kind == "f" else v.copy())
+                    for k, v in graph.consts.items()}
+        for _k, c in self.env.items():
+            if c.values.dtype.kind in "iub":
+                c.ints, c.values = c.values.astype(np.int64), c.values.astype(np.float64)
+        self.input_dtype = None
+        self.exact = True
+
+    # ---------------------------------------------------------------- helpers
+    def fail(self, field_, message):
+        raise OnnxError(self.where, field_, message)
+
+    def const(self, node, j, what):
+        if j >= len(node.input) or node.input[j] == "":
+            return None
+        state = self.env[node.input[j]]
+        if not isinstance(state, _Const):
+            self.fail(f"input {j}", f"{what} must be a constant (initializer)")
+        return state
+
+    def per_channel(self, values, m, field_):
+        arr = np.asarray(values, dtype=np.float64)
+        flat = arr.reshape(-1)
+        if flat.size == 1:
+            flat = np.full(m, flat[0])
+        elif flat.size != m or (arr.ndim >= 1 and max(arr.shape) != m):
+            self.fail(field_, f"shape {arr.shape} is neither a scalar nor per channel ({m})")
+        if not np.all(np.isfinite(flat)):
+            self.fail(field_, "values are not finite")
+        return [fold.fraction(v) for v in flat]
+
+    def attrs(self, node):
+        return self.g.attrs(node)
+
+    # ---------------------------------------------------------------- driver
+    def run(self):
+        in_name, self.in_features = self.g.input_features()
+        out_name = self.g.output_name()
+        self.env[in_name] = _Float()
+        for index, node in self.g.nodes:
+            self.where = node_label(node, index)
+            self.node = node
+            states = [self.env.get(n) if n else None for n in node.input]
+            handler = getattr(self, f"op_{node.op_type}", None)
+            if node.domain not in _DOMAINS or handler is None:
+                raise OnnxError(self.where, "op_type",
+                                f"unsupported op {node.domain + '.' if node.domain else ''}"
+                                f"{node.op_type}")
+            outs = handler(node, states)
+            if not isinstance(outs, tuple):
+                outs = (outs,)
+            for name, state in zip(node.output, outs, strict=False):
+                if name:
+                    self.env[name] = state
+        self.where = None
+        return self.finish(self.env[out_name])
+
+    # ---------------------------------------------------------------- constants
+    def _const_quant(self, c, scale, zp, bits, signed, narrow, mode, bipolar=False):
+        s = np.asarray(scale, dtype=np.float64)
+        if np.any(s <= 0) or not np.all(np.isfinite(s)):
+            self.fail("scale", "quantizer scales must be positive and finite")
+        x = c.values / s
+        if bipolar or (bits == 1 and signed):
+            q = np.where(x >= 0, 1, -1).astype(np.int64)
+            z = np.zeros_like(s)
+            dtype = DType(DTypeKind.BIPOLAR, 1)
+        else:
+            z = np.asarray(zp, dtype=np.float64)
+            if np.any(z != np.round(z)):
+                self.fail("zeropt", "a non-integer zero point has no integer equivalent")
+            lo, hi = _qrange(signed, narrow, bits)
+            rnd = fold.round_mode(mode)
+            if rnd is None:
+                self.fail("rounding_mode", f"unknown rounding mode {mode!r}")
+            q = np.array([rnd(fold.fraction(v)) for v in (x + z).reshape(-1)],
+                         dtype=np.int64).reshape(x.shape)
+            q = np.clip(q, lo, hi)
+            dtype = DType(DTypeKind.INT if signed else DTypeKind.UINT, bits)
+        ints = q - np.broadcast_to(z, q.shape).astype(np.int64)
+        return _Const((q - z) * s, ints=ints, scale=s, zp=np.zeros(1), dtype=dtype)
+
+    # ---------------------------------------------------------------- QONNX quantizers
+    def op_Quant(self, node, states):
+        a = self.attrs(node)
+        signed, narrow = bool(a.get("signed", 1)), bool(a.get("narrow", 0))
+        mode = a.get("rounding_mode", b"ROUND")
+        mode = mode.decode() if isinstance(mode, bytes) else mode
+        scale = self.const(node, 1, "scale").values
+        zp = self.const(node, 2, "zero point").values
+        bits_arr = self.const(node, 3, "bit width").values.reshape(-1)
+        if bits_arr.size != 1 or bits_arr[0] != int(bits_arr[0]) or not 1 <= bits_arr[0] <= 32:
+            self.fail("input 3", f"bit width {bits_arr.tolist()} is not an integer in 1..32")
+        bits = int(bits_arr[0])
+        x = states[0]
+        if isinstance(x, _Const):
+            return self._const_quant(x, scale, zp, bits, signed, narrow, mode)
+        if bits == 1 and signed:
+            return self._bipolar(node, x, scale)
+        if not np.all(np.isfinite(scale)) or np.any(np.asarray(scale) <= 0):
+            self.fail("input 1", "quantizer scales must be positive and finite")
+        zf = np.asarray(zp, dtype=np.float64)
+        if np.any(zf != np.round(zf)):
+            self.fail("input 2", "a non-integer zero point has no integer equivalent")
+        rnd = fold.round_mode(mode)
+        if rnd is None:
+            self.fail("rounding_mode", f"unknown rounding mode {mode!r}")
+        lo, hi = _qrange(signed, narrow, bits)
+        if isinstance(x, _Float):
+            return self._quantized_input(scale, zf, DType(
+                DTypeKind.INT if signed else DTypeKind.UINT, bits), lo, hi)
+        pend = self._pending(x, "the input")
+        m = pend.weight.shape[0]
+        s = self.per_channel(scale, m, "input 1")
+        z = [int(v) for v in self.per_channel(zf, m, "input 2")]
+
+        def level(ch, v):
+            q = rnd(v / s[ch] + z[ch])
+            return min(max(q, lo), hi) - lo
+
+        out = self.finish_thresholds(pend, fold.Quantizer(hi - lo, level),
+                                     DType(DTypeKind.UINT, bits))
+        return _Grid(out, s, [zz - lo for zz in z])
+
+    def _bipolar(self, node, x, scale):
+        if isinstance(x, _Const):
+            return self._const_quant(x, scale, 0, 1, True, False, "ROUND", bipolar=True)
+        if np.any(np.asarray(scale) <= 0):
+            self.fail("input 1", "quantizer scales must be positive")
+        if isinstance(x, _Float):
+            return self._quantized_input(scale, np.zeros(1), DType(DTypeKind.BIPOLAR, 1), -1, 1)
+        pend = self._pending(x, "the input")
+        m = pend.weight.shape[0]
+        s = self.per_channel(scale, m, "input 1")
+        out = self.finish_thresholds(pend, fold.Quantizer(1, lambda ch, v: int(v >= 0)),
+                                     DType(DTypeKind.BIPOLAR, 1))
+        return _Grid(out, s, [0] * m)
+
+    def op_BipolarQuant(self, node, states):
+        return self._bipolar(node, states[0], self.const(node, 1, "scale").values)
+
+    def op_Sign(self, node, states):
+        x = states[0]
+        if isinstance(x, _Float):
+            self.fail("input 0", "Sign on the graph input: Sign(0) = 0 is not bipolar; use "
+                                 "BipolarQuant")
+        pend = self._pending(x, "the input")
+        m = pend.weight.shape[0]
+        probe = self._threshold_matrix(pend, fold.Quantizer(1, lambda ch, v: int(v > 0)))
+        at_zero = self._threshold_matrix(pend, fold.Quantizer(1, lambda ch, v: int(v >= 0)))
+        bad = np.nonzero(probe[:, 0] != at_zero[:, 0])[0]
+        if bad.size:
+            self.fail("input 0", f"channel {int(bad[0])} reaches exactly 0, where Sign gives 0 "
+                                 "(not bipolar); use BipolarQuant")
+        out = self.finish_thresholds(pend, fold.Quantizer(1, lambda ch, v: int(v >= 0)),
+                                     DType(DTypeKind.BIPOLAR, 1))
+        return _Grid(out, [Fraction(1)] * m, [0] * m)
+
+    def op_MultiThreshold(self, node, states):
+        a = self.attrs(node)
+        pend = self._pending(states[0], "the input")
+        m = pend.weight.shape[0]
+        t = self.const(node, 1, "thresholds").values
+        if t.ndim != 2 or t.shape[0] not in (1, m):
+            self.fail("input 1", f"thresholds of shape {t.shape} are neither ({m}, L) nor (1, L)")
+        if not np.all(np.isfinite(t)):
+            self.fail("input 1", "thresholds are not finite")
+        tf = [[fold.fraction(v) for v in row] for row in np.broadcast_to(t, (m, t.shape[1]))]
+        levels = t.shape[1]
+        out_scale = fold.fraction(a.get("out_scale", 1.0))
+        out_bias = fold.fraction(a.get("out_bias", 0.0))
+        if out_scale <= 0:
+            self.fail("out_scale", "must be positive")
+
+        def level(ch, v):
+            return sum(v >= x for x in tf[ch])
+
+        if levels == 1 and out_scale == 2 and out_bias == -1:
+            dtype = DType(DTypeKind.BIPOLAR, 1)
+            self.finish_thresholds(pend, fold.Quantizer(1, level), dtype)
+            return _Grid(dtype, [Fraction(1)] * m, [0] * m)
+        z = -out_bias / out_scale
+        if z.denominator != 1:
+            self.fail("out_bias", "out_bias / out_scale is not an integer: no integer grid")
+        dtype = DType(DTypeKind.UINT, max(1, levels.bit_length()))
+        self.finish_thresholds(pend, fold.Quantizer(levels, level), dtype)
+        return _Grid(dtype, [out_scale] * m, [int(z)] * m)
+
+    def op_Trunc(self, node, states):
+        a = self.attrs(node)
+        x = states[0]
+        if isinstance(x, (_Const, _Float)):
+            self.fail("input 0", "Trunc is supported after a linear layer only")
+        pend = self._pending(x, "the input")
+        m = pend.weight.shape[0]
+        s = self.per_channel(self.const(node, 1, "scale").values, m, "input 1")
+        zp = self.per_channel(self.const(node, 2, "zero point").values, m, "input 2")
+        in_bits = int(self.const(node, 3, "input bit width").values.reshape(-1)[0])
+        if len(node.input) > 4 and node.input[4] and "output_scale" not in a:
+            out_bits = int(self.const(node, 4, "output bit width").values.reshape(-1)[0])
+            shift = Fraction(2) ** (in_bits - out_bits)
+        else:
+            self.fail("input 4", "only Trunc with an output bit width (version 1) is supported")
+        mode = a.get("rounding_mode", b"FLOOR")
+        rnd = fold.round_mode(mode.decode() if isinstance(mode, bytes) else mode)
+        if rnd is None or any(v.denominator != 1 for v in zp) or any(v <= 0 for v in s):
+            self.fail("rounding_mode", "unsupported rounding mode, zero point or scale")
+        signed = bool(a.get("signed", 0))
+        lo, hi = _qrange(signed, bool(a.get("narrow", 0)), out_bits)
+
+        def level(ch, v):
+            q = rnd(Fraction(round(v / s[ch] + zp[ch])) / shift)
+            return min(max(q, lo), hi) - lo
+
+        dtype = DType(DTypeKind.UINT, out_bits)
+        self.finish_thresholds(pend, fold.Quantizer(hi - lo, level), dtype)
+        return _Grid(dtype, [v * shift for v in s], [int(z) - lo for z in zp])
+
+    def _quantized_input(self, scale, zp, dtype, lo, hi):
+        if self.input_dtype is not None:
+            self.fail("input 0", "the graph input is quantized twice")
+        s = self.per_channel(scale, self.in_features, "input 1")
+        if len(set(s)) != 1:
+            self.fail("input 1", "a per-element input scale cannot be folded (use one scale)")
+        self.input_dtype = dtype
+        z = [int(v) for v in self.per_channel(zp, self.in_features, "input 2")]
+        if dtype.kind is DTypeKind.INT and (lo, hi) != (dtype.lo, dtype.hi):
+            self.notes_narrow = True
+        return _Grid(dtype, s, z)
+
+    # ---------------------------------------------------------------- linear layers
+    def _weights(self, c, trans, field_):
+        """Integer (M, K) weights and per-row scale from a constant B of Gemm/MatMul."""
+        if c.ints is None:
+            v = c.values
+            if not np.all(v == np.round(v)):
+                self.fail(field_, "float weights: quantize them (Quant, BipolarQuant or "
+                                  "DequantizeLinear on the initializer)")
+            c = _Const(v, ints=v.astype(np.int64), scale=np.ones(1), zp=np.zeros(1))
+        ints = np.asarray(c.ints)
+        if ints.ndim != 2:
+            self.fail(field_, f"weights of shape {ints.shape} are not a matrix")
+        W = ints if trans else ints.T
+        s = np.broadcast_to(np.asarray(c.scale, dtype=np.float64),
+                            ints.shape if np.asarray(c.scale).ndim == ints.ndim
+                            else ((1,) * (ints.ndim - np.asarray(c.scale).ndim)
+                                  + np.asarray(c.scale).shape))
+        s = np.broadcast_to(s, ints.shape)
+        s = s if trans else s.T
+        if not np.all(s == s[:, :1]):
+            self.fail(field_, "weight scales vary along the input dimension: no integer "
+                              "equivalent")
+        dtype = c.dtype
+        if dtype is None or not dtype.contains(W):
+            dtype = _min_int_dtype(W)
+        return W.astype(np.int64), dtype, [fold.fraction(v) for v in s[:, 0]]
+
+    def _start_linear(self, x, W, wdtype, ws, alpha=Fraction(1)):
+        if isinstance(x, _Float):
+            self.fail("input 0", "the graph input reaches a linear layer without a quantizer "
+                                 "(Quant, BipolarQuant, MultiThreshold or QuantizeLinear)")
+        if isinstance(x, _Pending):
+            self.fail("input 0", "two linear layers without a quantizer between them")
+        if not isinstance(x, _Grid):
+            self.fail("input 0", "the input must be the quantized activation vector")
+        M, K = W.shape
+        if K != len(x.s):
+            self.fail("input 1", f"weights of shape {W.shape} do not chain: the input has "
+                                 f"{len(x.s)} values")
+        if len(set(x.s)) != 1:
+            self.fail("input 0", "per-channel activation scales cannot be folded into the "
+                                 "next layer")
+        base = [-int(v) for v in W @ np.asarray(x.z, dtype=np.int64)]
+        chain = fold.Chain(M)
+        chain.then_affine([alpha * x.s[0] * w for w in ws], [0] * M)
+        return _Pending(W, wdtype, x.dtype, base, chain, self.where)
+
+    def op_Gemm(self, node, states):
+        a = self.attrs(node)
+        if a.get("transA", 0):
+            self.fail("transA", "transposed activations are not supported")
+        alpha = fold.fraction(a.get("alpha", 1.0))
+        beta = fold.fraction(a.get("beta", 1.0))
+        W, wdtype, ws = self._weights(self.const(node, 1, "B (the weights)"),
+                                      bool(a.get("transB", 0)), "input 1")
+        pend = self._start_linear(states[0], W, wdtype, ws, alpha)
+        bias = self.const(node, 2, "C (the bias)")
+        if bias is not None:
+            c = self.per_channel(bias.values, W.shape[0], "input 2")
+            pend.chain.then_affine([1] * W.shape[0], [beta * v for v in c])
+        return pend
+
+    def op_MatMul(self, node, states):
+        W, wdtype, ws = self._weights(self.const(node, 1, "B (the weights)"), False, "input 1")
+        return self._start_linear(states[0], W, wdtype, ws)
+
+    def _pending(self, x, what):
+        if not isinstance(x, _Pending):
+            self.fail("input 0", f"{what} is not the output of a linear layer (supported: "
+                                 "quantizers after Gemm/MatMul and element-wise ops)")
+        return x
+
+    def _elementwise(self, node, states, combine):
+        x, y = states[0], states[1]
+        if isinstance(y, _Pending) and isinstance(x, _Const) and node.op_type in ("Add", "Mul"):
+            x, y = y, x
+        if isinstance(x, _Const) and isinstance(y, _Const):
+            return _Const(combine(x.values, y.values))
+        if not isinstance(y, _Const):
+            self.fail("input 1", f"{node.op_type} needs one constant operand")
+        if isinstance(x, _Grid) and node.op_type in ("Mul", "Div"):
+            k = y.values.reshape(-1)
+            if k.size != 1 or k[0] == 0:
+                self.fail("input 1", "only a non-zero scalar can rescale quantized activations")
+            f = fold.fraction(k[0])
+            return _Grid(x.dtype, [v * f if node.op_type == "Mul" else v / f for v in x.s], x.z)
+        pend = self._pending(x, "the other operand")
+        m = pend.weight.shape[0]
+        k = self.per_channel(y.values, m, "input 1")
+        if node.op_type == "Add":
+            pend.chain.then_affine([1] * m, k)
+        elif node.op_type == "Sub":
+            pend.chain.then_affine([1] * m, [-v for v in k])
+        elif node.op_type == "Mul":
+            pend.chain.then_affine(k, [0] * m)
+        else:
+            if any(v == 0 for v in k):
+                self.fail("input 1", "division by zero")
+            pend.chain.then_affine([1 / v for v in k], [0] * m)
+        return pend
+
+    def op_Add(self, node, states):
+        return self._elementwise(node, states, np.add)
+
+    def op_Sub(self, node, states):
+        return self._elementwise(node, states, np.subtract)
+
+    def op_Mul(self, node, states):
+        return self._elementwise(node, states, np.multiply)
+
+    def op_Div(self, node, states):
+        return self._elementwise(node, states, np.divide)
+
+    def op_BatchNormalization(self, node, states):
+        pend = self._pending(states[0], "the input")
+        m = pend.weight.shape[0]
+        a = self.attrs(node)
+        eps = fold.fraction(a.get("epsilon", 1e-5))
+        gamma, beta, mean, var = (self.per_channel(self.const(node, j, f).values, m, f"input {j}")
+                                  for j, f in ((1, "scale"), (2, "B"), (3, "mean"), (4, "var")))
+        mul = []
+        for g, v in zip(gamma, var, strict=True):
+            if v + eps <= 0:
+                self.fail("input 4", "variance + epsilon is not positive")
+            mul.append(g / fold.sqrt_fraction(v + eps))
+        pend.chain.then_affine(mul, [b - mu * k for b, mu, k in zip(beta, mean, mul, strict=True)])
+        return pend
+
+    def op_Relu(self, node, states):
+        pend = self._pending(states[0], "the input")
+        pend.chain.then_relu()
+        return pend
+
+    def _shape_only(self, node, states):
+        x = states[0]
+        if isinstance(x, _Const) and node.op_type != "Transpose":
+            self.fail("input 0", f"{node.op_type} of a constant is not supported")
+        return x  # vectors stay vectors: the shapes are checked at the graph's ends
+
+    op_Flatten = op_Reshape = op_Squeeze = op_Unsqueeze = _shape_only
+
+    def op_Transpose(self, node, states):
+        x = states[0]
+        if not isinstance(x, _Const):
+            return self._shape_only(node, states)
+        perm = self.attrs(node).get("perm")
+        values = np.asarray(x.values)
+        perm = list(perm) if perm is not None else list(range(values.ndim))[::-1]
+        if x.ints is None:
+            return _Const(values.transpose(perm))
+        ints = np.asarray(x.ints)
+        scale = np.asarray(x.scale, dtype=np.float64)
+        scale = np.broadcast_to(scale.reshape((1,) * (ints.ndim - scale.ndim) + scale.shape),
+                                ints.shape).transpose(perm)
+        return _Const(values.transpose(perm), ints=ints.transpose(perm), scale=scale,
+                      zp=x.zp, dtype=x.dtype)
+
+    def op_Identity(self, node, states):
+        return states[0]
+
+    op_Dropout = op_Identity
+
+    def op_Cast(self, node, states):
+        return states[0]
+
+    # ---------------------------------------------------------------- onnxruntime int8
+    def _qparams(self, node, js, jz, what):
+        s = self.const(node, js, f"{what} scale")
+        z = self.const(node, jz, f"{what} zero point")
+        zdt = np.dtype(np.uint8) if z is None else np.asarray(
+            self.g.consts.get(node.input[jz], z.ints)).dtype
+        return s.values, (np.zeros(1) if z is None else z.ints if z.ints is not None
+                          else z.values), zdt
+
+    def op_QuantizeLinear(self, node, states):
+        scale, zp, zdt = self._qparams(node, 1, 2, "y")
+        if zdt not in _ONNX_INT_TYPES:
+            self.fail("input 2", f"quantization to {zdt} is not supported")
+        dtype = _ONNX_INT_TYPES[zdt]
+        x = states[0]
+        if isinstance(x, _Float):
+            return self._quantized_input(scale, zp, dtype, dtype.lo, dtype.hi)
+        if isinstance(x, _Const):
+            self.fail("input 0", "quantize the weights offline (initializer + "
+                                 "DequantizeLinear)")
+        pend = self._pending(x, "the input")
+        return self.finish_requant(pend, scale, zp, dtype)
+
+    def op_DequantizeLinear(self, node, states):
+        x = states[0]
+        scale, zp, _ = self._qparams(node, 1, 2, "x")
+        if isinstance(x, _Const):
+            if x.ints is None:
+                self.fail("input 0", "DequantizeLinear of a float constant")
+            axis = self.attrs(node).get("axis", 1)
+            s = np.asarray(scale, dtype=np.float64)
+            z = np.asarray(zp, dtype=np.int64)
+            if s.ndim == 1 and s.size > 1:
+                shape = [1] * x.ints.ndim
+                shape[axis] = s.size
+                s, z = s.reshape(shape), z.reshape(shape)
+            ints = x.ints - z
+            return _Const(s * ints, ints=ints, scale=s, zp=np.zeros(1),
+                          dtype=_min_int_dtype(ints))
+        if not isinstance(x, _Grid):
+            self.fail("input 0", "DequantizeLinear of a tensor that QuantizeLinear did not "
+                                 "produce")
+        n = len(x.s)
+        return _Grid(x.dtype, self.per_channel(scale, n, "input 1"),
+                     [int(v) for v in self.per_channel(zp, n, "input 2")])
+
+    def _grid_from(self, node, x, js, jz):
+        if not isinstance(x, _Grid):
+            self.fail("input 0", "the input must come from QuantizeLinear")
+        scale, zp, _ = self._qparams(node, js, jz, "input")
+        n = len(x.s)
+        return _Grid(x.dtype, self.per_channel(scale, n, f"input {js}"),
+                     [int(v) for v in self.per_channel(zp, n, f"input {jz}")])
+
+    def _qweights(self, node, jw, js, jz, trans):
+        w = self.const(node, jw, "the weights")
+        scale, zp, _ = self._qparams(node, js, jz, "weight")
+        if w.ints is None:
+            self.fail(f"input {jw}", "integer weights expected")
+        ints = np.asarray(w.ints)
+        s = np.asarray(scale, dtype=np.float64).reshape(-1)
+        z = np.asarray(zp, dtype=np.int64).reshape(-1)
+        col = (1, -1) if not trans else (-1, 1)
+        ints = ints - (z.reshape(col) if z.size > 1 else z[0])
+        c = _Const(None, ints=ints, scale=s.reshape(col) if s.size > 1 else s, zp=np.zeros(1),
+                   dtype=_ONNX_INT_TYPES.get(np.asarray(w.ints).dtype))
+        return self._weights(c, trans, f"input {jw}")
+
+    def op_QLinearMatMul(self, node, states):
+        x = self._grid_from(node, states[0], 1, 2)
+        W, wdtype, ws = self._qweights(node, 3, 4, 5, False)
+        pend = self._start_linear(x, W, wdtype, ws)
+        scale, zp, zdt = self._qparams(node, 6, 7, "y")
+        return self.finish_requant(pend, scale, zp, _ONNX_INT_TYPES[zdt])
+
+    def op_QGemm(self, node, states):
+        a = self.attrs(node)
+        if a.get("transA", 0):
+            self.fail("transA", "transposed activations are not supported")
+        x = self._grid_from(node, states[0], 1, 2)
+        W, wdtype, ws = self._qweights(node, 3, 4, 5, bool(a.get("transB", 0)))
+        alpha = fold.fraction(a.get("alpha", 1.0))
+        pend = self._start_linear(x, W, wdtype, ws, alpha)
+        bias = self.const(node, 6, "C (the int32 bias)")
+        if bias is not None:
+            b = [int(v) for v in np.asarray(bias.ints if bias.ints is not None
+                                            else bias.values).reshape(-1)]
+            if len(b) != W.shape[0]:
+                self.fail("input 6", f"bias of {len(b)} values for {W.shape[0]} outputs")
+            pend.base = [p + q for p, q in zip(pend.base, b, strict=True)]
+        if len(node.input) > 7 and node.input[7]:
+            scale, zp, zdt = self._qparams(node, 7, 8, "y")
+            return self.finish_requant(pend, scale, zp, _ONNX_INT_TYPES[zdt])
+        return pend
+
+    def op_MatMulInteger(self, node, states):
+        x = states[0]
+        if not isinstance(x, _Grid):
+            self.fail("input 0", "the input must come from a static QuantizeLinear")
+        zp = self.const(node, 2, "A zero point")
+        if zp is not None:
+            x = _Grid(x.dtype, x.s, [int(v) for v in self.per_channel(
+                zp.ints if zp.ints is not None else zp.values, len(x.s), "input 2")])
+        w = self.const(node, 1, "B")
+        zb = self.const(node, 3, "B zero point")
+        ints = np.asarray(w.ints)
+        if zb is not None:
+            ints = ints - np.asarray(zb.ints).reshape(1, -1)
+        W, wdtype, _ = self._weights(_Const(None, ints=ints, scale=np.ones(1), zp=np.zeros(1)),
+                                     False, "input 1")
+        # the output is the exact integer accumulator: real value 1 per unit
+        return self._start_linear(_Grid(x.dtype, [Fraction(1)] * len(x.s), x.z), W, wdtype,
+                                  [Fraction(1)] * W.shape[0])
+
+    def op_DynamicQuantizeLinear(self, node, states):
+        self.fail("op_type", "dynamic quantization (scale computed at run time) has no static "
+                             "integer equivalent; quantize with quantize_static")
+
+    def op_QLinearAdd(self, node, states):
+        self.fail("op_type", "QLinearAdd rounds twice (after the matmul and after the add); "
+                             "export the layer as Gemm (QGemm) or in QDQ form")
+
+    # ---------------------------------------------------------------- output stages
+    def _flip_rows(self, pend, rows):
+        if not any(rows):
+            return
+        W = pend.weight.copy()
+        for m in np.nonzero(rows)[0]:
+            neg = -W[m]
+            if not pend.wdtype.contains(neg):
+                self.fail("input 0", f"channel {int(m)} has a negative scale and its weights "
+                                     f"cannot be negated within {pend.wdtype}")
+            W[m] = neg
+            pend.base[m] = -pend.base[m]
+        pend.weight = W
+
+    def _threshold_matrix(self, pend, quantizer):
+        flip = [pend.chain.direction(m) < 0 for m in range(pend.weight.shape[0])]
+        W = np.where(np.asarray(flip)[:, None], -pend.weight, pend.weight)
+        lo, hi = ref.acc_bounds(W, pend.in_dtype.lo, pend.in_dtype.hi)
+        base = [-b if f else b for b, f in zip(pend.base, flip, strict=True)]
+        chain = _Shifted(pend.chain, base, flip)
+        T = fold.thresholds(chain, quantizer, lo, hi, [False] * len(flip))
+        return T
+
+    def finish_thresholds(self, pend, quantizer, dtype):
+        flip = [pend.chain.direction(m) < 0 for m in range(pend.weight.shape[0])]
+        T = self._threshold_matrix(pend, quantizer)
+        self._flip_rows(pend, flip)
+        if dtype.kind is DTypeKind.UINT:
+            dtype = DType(DTypeKind.UINT, max(1, quantizer.levels.bit_length()))
+        stage = OutputStage(OutputKind.THRESHOLD, dtype, thresholds=readonly(T.astype(object)
+                                                                             .astype(np.int64)))
+        self._add_layer(pend, stage, None)
+        return dtype
+
+    def finish_requant(self, pend, scale, zp, dtype):
+        m = pend.weight.shape[0]
+        affine = pend.chain.affine_only()
+        relu = False
+        if affine is None:
+            steps = pend.chain.steps
+            if (len(steps) == 2 and isinstance(steps[0], fold.Affine)
+                    and isinstance(steps[1], fold.Relu)):
+                affine, relu = (list(steps[0].a), list(steps[0].c)), True
+            else:
+                self.fail("input 0", "only scale, bias and ReLU may come between the matmul "
+                                     "and QuantizeLinear")
+        a, c = affine
+        s = self.per_channel(scale, 1, "input 1")[0]
+        z = [int(v) for v in self.per_channel(zp, 1, "input 2")][0]
+        if relu and z != dtype.lo and z != 0:
+            self.fail("input 2", f"ReLU with zero point {z}: SPEC requant clamps at 0 only")
+        if s <= 0:
+            self.fail("input 1", "the output scale must be positive")
+        flip = [v < 0 for v in a]
+        self._flip_rows(pend, flip)
+        a = [-v if f else v for v, f in zip(a, flip, strict=True)]
+        lo, hi = ref.acc_bounds(pend.weight, pend.in_dtype.lo, pend.in_dtype.hi,
+                                np.asarray(pend.base, dtype=np.int64))
+        absmax = [max(abs(int(x)), abs(int(y))) for x, y in zip(lo, hi, strict=True)]
+        r = fold.requant_stage(a, c, s, z, absmax)
+        if isinstance(r, tuple):
+            self.fail("input 1", f"channel {r[0]}: {r[1]}")
+        bias = [b + extra for b, extra in zip(pend.base, r.bias, strict=True)]
+        stage = OutputStage(OutputKind.REQUANT, dtype, mult=readonly(r.mult),
+                            shift=readonly(r.shift), relu=relu and z == 0)
+        self.exact = False
+        self._add_layer(pend, stage, bias, eps=r.eps)
+        return _Grid(dtype, [s] * m, [z] * m)
+
+    def _add_layer(self, pend, stage, bias, eps=None):
+        name = f"fc{len(self.layers) + 1}"
+        if bias is not None:
+            if any(not _INT32[0] <= b <= _INT32[1] for b in bias):
+                raise OnnxError(pend.node, "bias", "the folded integer bias does not fit int32")
+            bias = readonly(bias) if any(bias) else None
+        self.layers.append(Layer(name=name, op=Op.LINEAR, in_dtype=pend.in_dtype,
+                                 weight=readonly(pend.weight), weight_dtype=pend.wdtype,
+                                 output=stage, bias=bias))
+        if eps is not None:
+            self.errors[name] = eps
+
+    def finish(self, state):
+        if isinstance(state, _Pending):
+            affine = state.chain.affine_only()
+            if affine is None:
+                raise OnnxError(None, "graph.output", "the output is a ReLU of float values: "
+                                "end the graph with a quantizer")
+            a, c = affine
+            base = list(state.base)
+            offset = []
+            for m in range(len(a)):
+                k = c[m] / a[m] if a[m] != 0 else None
+                if k is not None and k.denominator == 1:
+                    base[m] += int(k)
+                    offset.append(0.0)
+                else:
+                    offset.append(float(c[m]))
+            state.base = base
+            self._add_layer(state, OutputStage(OutputKind.IDENTITY, DType(DTypeKind.INT, 32)),
+                            base)
+            scale, offset = np.array([float(v) for v in a]), np.array(offset)
+        elif isinstance(state, _Grid):
+            if not self.layers:
+                raise OnnxError(None, "graph.output", "the graph has no linear layer")
+            scale = np.array([float(v) for v in state.s])
+            offset = -scale * np.array(state.z, dtype=np.float64)
+        else:
+            raise OnnxError(None, "graph.output", "the output does not depend on the input "
+                            "through a linear layer")
+        if self.input_dtype is None:
+            raise OnnxError(None, "graph.input", "the input is not quantized")
+        model = Model(name=self.name, input_shape=(self.in_features,),
+                      input_dtype=self.input_dtype, layers=tuple(self.layers))
+        return Imported(model, scale, offset, exact=self.exact, max_error_lsb=self.errors)
+
+
+class _Shifted:
+    """``chain(m, sign * (acc + base))``: thresholds over the accumulator without its bias."""
+
+    def __init__(self, chain, base, flip):
+        self.chain, self.base, self.flip = chain, base, flip
+        self.channels = chain.channels
+
+    def __call__(self, m, acc):
+        v = acc + self.base[m]
+        return self.chain(m, -v if self.flip[m] else v)
+
+
+def _qrange(signed, narrow, bits):
+    if signed:
+        return -(1 << (bits - 1)) + int(narrow), (1 << (bits - 1)) - 1
+    return 0, (1 << bits) - 1 - int(narrow)
+
+
+def convert(proto, name):
+    """Convert a loaded ``ModelProto`` into :class:`Imported` (raises OnnxError)."""
+    graph = Graph(proto)
+    graph.check_names()
+    return _Converter(graph, _identifier(name)).run()
