@@ -138,9 +138,39 @@ def _options(args, model):
 
 
 def _read(path):
+    """A model directory, or an ONNX/QONNX file imported on the fly (nnaccel.gen.onnx)."""
     from .gen.model_io import read_model
 
+    if str(path).lower().endswith(".onnx"):
+        return _import(path).model
     return read_model(path)
+
+
+def _import(path, name=None):
+    from .gen.onnx import import_onnx
+
+    imported = import_onnx(path, name=name)
+    for layer, eps in imported.max_error_lsb.items():
+        log(f"note: {layer}: int8 requant approximates onnxruntime's float rescale; before "
+            f"rounding it is off by at most {eps:.2g} LSB (outputs within 1 LSB)")
+    return imported
+
+
+def cmd_import(args):
+    from .gen.model_io import write_model
+
+    if args.name is not None and not re.match(r"[A-Za-z_][A-Za-z0-9_]*\Z", args.name):
+        raise UsageError(f"--name {args.name!r} is not an identifier [A-Za-z_][A-Za-z0-9_]*")
+    imported = _import(args.file, name=args.name)
+    model = imported.model
+    path = write_model(model, args.output)
+    print(f"imported {model.name}: input {model.input_dtype} x {model.in_features}, "
+          f"{'exact' if imported.exact else 'int8 requant (within 1 LSB)'}")
+    for layer in model.layers:
+        print(f"  {layer.name}: {layer.in_features} -> {layer.out_features}, weights "
+              f"{layer.weight_dtype}, output {layer.output.kind.value} {layer.output.dtype}")
+    log(f"wrote {path / 'model.json'} and {path / 'weights.npz'}")
+    return 0
 
 
 def _design(args, model):
@@ -392,7 +422,7 @@ def build_parser():
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("generate", help="write the Verilog and manifest of a model")
-    p.add_argument("model", help="model directory (model.json + weights.npz)")
+    p.add_argument("model", help="model directory (model.json + weights.npz) or .onnx file")
     p.add_argument("-o", "--output", required=True, help="output directory")
     p.add_argument("--board", help="board the design is meant for (checked, recorded)")
     p.add_argument("--stop-after", choices=["engines", "configure", "folding", "check"],
@@ -402,7 +432,7 @@ def build_parser():
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("run", help="run inference with numpy or on simulated hardware")
-    p.add_argument("model", help="model directory")
+    p.add_argument("model", help="model directory or .onnx file")
     p.add_argument("--input", required=True, help="X.npy of shape (B, *input.shape)")
     p.add_argument("--output", help="write the outputs to this .npy")
     p.add_argument("--backend", choices=["numpy", "verilator"], default="numpy")
@@ -416,13 +446,20 @@ def build_parser():
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("build", help="synthesis, place and route and bitstream for a board")
-    p.add_argument("model", help="model directory")
+    p.add_argument("model", help="model directory or .onnx file")
     p.add_argument("--board", required=True, help="e.g. ulx3s-85f, icebreaker")
     p.add_argument("-o", "--output", help="build directory (default build/<name>-<board>)")
     _add_generate_options(p)
     p.set_defaults(func=cmd_build)
 
     _add_compress_parser(sub)
+
+    p = sub.add_parser("import", help="translate an ONNX/QONNX file (Brevitas, FINN, "
+                                      "onnxruntime int8) into a model directory")
+    p.add_argument("file", help="the .onnx file")
+    p.add_argument("-o", "--output", required=True, help="model directory to write")
+    p.add_argument("--name", help="model name (default: the file's stem)")
+    p.set_defaults(func=cmd_import)
 
     p = sub.add_parser("demo", help="train, compress, generate, simulate and synthesise the "
                                     "digits models end to end")

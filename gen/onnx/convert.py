@@ -26,7 +26,8 @@ _DOMAINS = {"", "ai.onnx", "qonnx.custom_op.general", "finn.custom_op.general", 
 class Imported:
     """An imported model and how its integer outputs map to the ONNX graph's values.
 
-    ``real = output_scale * y + output_offset`` per output channel (float64). ``exact`` is True
+    ``real = output_scale * y + output_offset`` per output channel (float64); the model's
+    integer input ``q`` stands for ``input_scale * (q - input_zero_point)``. ``exact`` is True
     when every output stage is exact; otherwise ``max_error_lsb`` bounds the requant rounding
     error before rounding, in LSBs, per approximated layer (see :func:`fold.requant_stage`).
     """
@@ -35,6 +36,8 @@ class Imported:
     output_scale: np.ndarray
     output_offset: np.ndarray
     exact: bool = True
+    input_scale: float = 1.0
+    input_zero_point: np.ndarray | None = None
     max_error_lsb: dict = field(default_factory=dict)
     notes: list = field(default_factory=list)
 
@@ -321,8 +324,7 @@ class _Converter:
             self.fail("input 1", "a per-element input scale cannot be folded (use one scale)")
         self.input_dtype = dtype
         z = [int(v) for v in self.per_channel(zp, self.in_features, "input 2")]
-        if dtype.kind is DTypeKind.INT and (lo, hi) != (dtype.lo, dtype.hi):
-            self.notes_narrow = True
+        self.input_grid = (float(s[0]), np.array(z, dtype=np.int64))
         return _Grid(dtype, s, z)
 
     # ---------------------------------------------------------------- linear layers
@@ -725,7 +727,8 @@ class _Converter:
             raise OnnxError(None, "graph.input", "the input is not quantized")
         model = Model(name=self.name, input_shape=(self.in_features,),
                       input_dtype=self.input_dtype, layers=tuple(self.layers))
-        return Imported(model, scale, offset, exact=self.exact, max_error_lsb=self.errors)
+        return Imported(model, scale, offset, exact=self.exact, input_scale=self.input_grid[0],
+                        input_zero_point=self.input_grid[1], max_error_lsb=self.errors)
 
 
 class _Shifted:
