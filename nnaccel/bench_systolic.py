@@ -162,7 +162,7 @@ def cycle_row(cfg, result):
     }
 
 
-def _synth_layer(size, m, k, n, dataflow="ws"):
+def _synth_layer(size, m, k, n, dataflow="ws", output="requant"):
     from .hw.common.dtype import DType
     from .hw.systolic.engine import SystolicEngine
     from .hw.systolic.params import SystolicParams
@@ -170,10 +170,15 @@ def _synth_layer(size, m, k, n, dataflow="ws"):
     x, w, bias, mult, shift = make_gemm(m, k, n)
     i8 = DType.parse("int8")
     rows, cols = size if isinstance(size, tuple) else (size, size)
+    stage = dict(output_kind="requant", out_dtype=i8, mult=mult, shift=shift)
+    if output == "identity":
+        stage = dict(output_kind="identity", out_dtype=DType.parse("int32"))
+    elif output == "threshold":
+        levels = np.sort(np.random.default_rng(1).integers(-20000, 20000, size=(n, 15)), axis=1)
+        stage = dict(output_kind="threshold", out_dtype=DType.parse("uint4"), thresholds=levels)
     params = SystolicParams.for_layer(weight=w, bias=bias, rows=rows, cols=cols,
                                       dataflow=dataflow, batch=m, in_dtype=i8, weight_dtype=i8,
-                                      output_kind="requant", out_dtype=i8, mult=mult,
-                                      shift=shift)
+                                      **stage)
     return SystolicEngine(params, w)
 
 
@@ -288,12 +293,12 @@ def _plot(rows, path):
     plt.close(fig)
 
 
-def _synthesise(outdir, log, board, size, dataflow, gemm):
+def _synthesise(outdir, log, board, size, dataflow, gemm, output="requant"):
     from .boards.build import build
 
     rows, cols = size if isinstance(size, tuple) else (size, size)
-    name = f"systolic_{rows}x{cols}_{dataflow}"
-    engine = _synth_layer((rows, cols), *gemm, dataflow=dataflow)
+    name = f"systolic_{rows}x{cols}_{dataflow}_{output}"
+    engine = _synth_layer((rows, cols), *gemm, dataflow=dataflow, output=output)
     log(f"  synthesis of {name} ({gemm}) for {board} ...")
     try:
         report = build(engine, board, Path(outdir) / f"{name}-{board}", name=name, log=log)

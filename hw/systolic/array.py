@@ -14,9 +14,9 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..common.stream import check_positive
-from .params import Dataflow
+from .params import MUL_LATENCY, Dataflow
 
-__all__ = ["WSCell", "OSCell", "SystolicArray"]
+__all__ = ["MUL_LATENCY", "WSCell", "OSCell", "SystolicArray"]
 
 
 def _delay(m, value, cycles, name):
@@ -35,8 +35,10 @@ class WSCell(wiring.Component):
     passes down through a register. Two weight registers: ``shadow`` is written from ``w_load``
     when ``load_in`` is high (``load`` passes right through a register, so a row load sweeps
     across the row one column per cycle), and ``active`` copies ``shadow`` when a step flagged
-    ``first`` enters the cell. Latency: ``psum_out`` shows the step 2 cycles after its ``x``
-    entered (``x`` register, product register).
+    ``first`` enters the cell. The multiplier has registers of its own on both operands and two
+    on the product (see :data:`MUL_LATENCY`), so that its DSP block is placed between registers
+    and no fabric routing adds to its delay. Latency: ``psum_out`` shows the step
+    ``MUL_LATENCY + 1`` cycles after its ``x`` is in ``x_out``.
     """
 
     def __init__(self, x_shape, w_shape, psum_shape):
@@ -52,15 +54,23 @@ class WSCell(wiring.Component):
         x_shape, w_shape = self._shapes
         shadow = Signal(w_shape)
         active = Signal(w_shape)
-        product = Signal((self.x_out * active).shape())
         m.d.sync += [self.x_out.eq(self.x_in), self.first_out.eq(self.first_in),
                      self.load_out.eq(self.load_in)]
         with m.If(self.load_in):
             m.d.sync += shadow.eq(self.w_load)
         with m.If(self.first_in):
             m.d.sync += active.eq(shadow)
-        m.d.sync += [product.eq(self.x_out * active), self.psum_out.eq(self.psum_in + product)]
+        product = _multiply(m, self.x_out, active)
+        m.d.sync += self.psum_out.eq(self.psum_in + product)
         return m
+
+
+def _multiply(m, a, b):
+    """``a * b`` through operand registers and two product registers (:data:`MUL_LATENCY`)."""
+    a_reg, b_reg = Signal(a.shape(), name="mul_a"), Signal(b.shape(), name="mul_b")
+    product = Signal((a_reg * b_reg).shape(), name="mul_p")
+    m.d.sync += [a_reg.eq(a), b_reg.eq(b), product.eq(a_reg * b_reg)]
+    return _delay(m, product, MUL_LATENCY - 2, "mul_q")
 
 
 class OSCell(wiring.Component):
@@ -68,8 +78,9 @@ class OSCell(wiring.Component):
 
     ``x`` with its control (``valid``, ``first``, ``last``) passes right, ``w`` passes down,
     each through a register. A valid step flagged ``first`` restarts the sum. ``final`` is high
-    for the one cycle in which ``acc`` holds the finished sum of a tile (3 cycles after the
-    step flagged ``last`` entered the cell); the next tile overwrites it in the next cycle.
+    for the one cycle in which ``acc`` holds the finished sum of a tile (``MUL_LATENCY + 1``
+    cycles after the operands of the step flagged ``last`` are in ``x_out``/``w_out``); the next
+    tile overwrites it in the next cycle. The multiplier is registered as in :class:`WSCell`.
     """
 
     Control = data.StructLayout({"valid": 1, "first": 1, "last": 1})
@@ -83,11 +94,11 @@ class OSCell(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        product = Signal((self.x_out * self.w_out).shape())
-        ctl = Signal(self.Control)
         m.d.sync += [self.x_out.eq(self.x_in), self.ctl_out.eq(self.ctl_in),
-                     self.w_out.eq(self.w_in), product.eq(self.x_out * self.w_out),
-                     ctl.eq(self.ctl_out), self.final.eq(ctl.valid & ctl.last)]
+                     self.w_out.eq(self.w_in)]
+        product = _multiply(m, self.x_out, self.w_out)
+        ctl = _delay(m, self.ctl_out, MUL_LATENCY, "ctl")
+        m.d.sync += self.final.eq(ctl.valid & ctl.last)
         with m.If(ctl.valid):
             m.d.sync += self.acc.eq(Mux(ctl.first, 0, self.acc) + product)
         return m
@@ -106,12 +117,14 @@ class SystolicArray(wiring.Component):
     ``i_wl_row`` and ``i_wl_en``: cell ``(r, c)`` of row ``i_wl_row`` takes lane ``c`` ``c``
     cycles later. Loading the next tile's rows in the same cycles as the current tile's steps
     (row ``j`` with step ``j``, from the tile's first step on) is always safe. Column ``c``
-    outputs the column sum of a valid step ``R + 2 + c`` cycles after the step, with its tag.
+    outputs the column sum of a valid step ``R + MUL_LATENCY + 1 + c`` cycles after the step,
+    with its tag.
 
     Output-stationary (cell ``(r, c)`` accumulates output ``c`` of vector ``r``; a step is input
     ``k`` of R vectors and weight ``k`` of C outputs, ``i_w``): the steps of a tile are flagged
     ``first`` ... ``last``; ``i_rows`` masks the rows that hold a vector. Row ``r`` of a tile
-    leaves column ``c`` ``3 + readout_levels + c + r`` cycles after the tile's last step, with
+    leaves column ``c`` ``MUL_LATENCY + 2 + readout_levels + c + r`` cycles after the tile's
+    last step, with
     ``o_row == r`` and the tag of that last step. Tiles must be at least as many steps apart as
     they have rows.
 
@@ -174,7 +187,7 @@ class SystolicArray(wiring.Component):
             wl = _delay(m, self.i_wl[c], c, f"wl{c}")
             m.d.comb += [cells[r][c].w_load.eq(wl) for r in range(rows)]
             m.d.comb += self.o_value[c].eq(cells[rows - 1][c].psum_out)
-        self._tag_path(m, rows + 2, hold=False)
+        self._tag_path(m, rows + MUL_LATENCY + 1, hold=False)
 
     def _elaborate_os(self, m):
         x_shape, w_shape, acc_shape, tag_shape = self._shapes
@@ -199,7 +212,7 @@ class SystolicArray(wiring.Component):
                                               Const(1, 1))) for r in range(rows)]
             out = self._readout(m, column, f"col{c}")
             m.d.comb += Cat(self.o_value[c], self.o_row[c], self.o_valid[c]).eq(out)
-        self._tag_path(m, 3 + self.readout_levels, hold=True)
+        self._tag_path(m, MUL_LATENCY + 2 + self.readout_levels, hold=True)
 
     def _readout(self, m, column, name):
         """Pipelined OR of the masked values of a column (at most one row is final per cycle):

@@ -12,7 +12,7 @@ draining chunk ``i-1`` overlap, and batches follow each other without a pause.
 """
 
 import numpy as np
-from amaranth import Cat, Const, Module, Mux, Signal, Value, unsigned
+from amaranth import Cat, Module, Mux, Signal, Value, unsigned
 from amaranth.hdl import Shape
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
@@ -24,7 +24,7 @@ from ..common.outstage import OutputStage
 from ..common.reference import acc_bounds, bits_for_range
 from ..common.stream import Gearbox, SkidBuffer
 from .array import SystolicArray
-from .params import Dataflow, SystolicParams
+from .params import READ_LATENCY, RMW_LATENCY, Dataflow, SystolicParams
 from .reference import os_weight_words, tile_psum_bounds, ws_weight_words
 
 __all__ = ["ActivationBuffer", "WSSequencer", "OSSequencer", "Collector", "SystolicEngine",
@@ -34,6 +34,15 @@ __all__ = ["ActivationBuffer", "WSSequencer", "OSSequencer", "Collector", "Systo
 def _bits(n):
     """Bits of a counter over ``0 .. n-1`` (at least 1)."""
     return max(1, (n - 1).bit_length())
+
+
+def _delay(m, value, cycles, name):
+    """``value`` delayed by ``cycles`` registers."""
+    for n in range(cycles):
+        reg = Signal(value.shape(), name=f"{name}_d{n}")
+        m.d.sync += reg.eq(value)
+        value = reg
+    return value
 
 
 def _wrap(value, limit):
@@ -69,8 +78,8 @@ class ActivationBuffer(wiring.Component):
     Takes the vectors of every batch from ``i_data`` (beats of ``beat`` elements, vector after
     vector), chunk after chunk, alternating between two halves; ``o_filled[h]`` rises when half
     ``h`` holds a whole chunk (of ``o_count[h]`` vectors) and falls on ``i_release[h]``, after
-    which the half takes the next chunk. Reads are synchronous (``o_x`` one cycle after
-    ``i_addr``): weight-stationary, word ``addr`` = ``(h * batch_tile + b) * KT + kt`` is the
+    which the half takes the next chunk. Reads take :data:`READ_LATENCY` cycles from
+    ``i_addr`` to ``o_x``: weight-stationary, word ``(h * batch_tile + b) * KT + kt`` is the
     R-element k tile ``kt`` of vector ``b``; output-stationary, every row ``r`` reads word
     ``h * ceil(K/in_beat) + k // in_beat`` of vector ``r`` of the chunk and lane ``i_lane``.
     """
@@ -129,17 +138,19 @@ class ActivationBuffer(wiring.Component):
                                             init=[])
             wp, rp = mem.write_port(), mem.read_port(domain="sync")
             m.d.comb += [wp.addr.eq(waddr), wp.data.eq(payload), wp.en.eq(write),
-                         rp.addr.eq(self.i_addr), Value.cast(self.o_x).eq(rp.data)]
+                         rp.addr.eq(self.i_addr)]
+            m.d.sync += Value.cast(self.o_x).eq(rp.data)
             return m
-        lane = Signal.like(self.i_lane)
-        m.d.sync += lane.eq(self.i_lane)
+        lane = _delay(m, self.i_lane, READ_LATENCY, "lane")
         for r in range(p.rows):
             mem = Memory(shape=unsigned(len(payload)), depth=2 * self.words, init=[])
             m.submodules[f"mem{r}"] = mem
             wp, rp = mem.write_port(), mem.read_port(domain="sync")
+            word = Signal.like(rp.data, name=f"word{r}")
             m.d.comb += [wp.addr.eq(waddr), wp.data.eq(payload), wp.en.eq(write & (vec == r)),
                          rp.addr.eq(self.i_addr),
-                         Value.cast(self.o_x[r]).eq(rp.data.word_select(lane, xbits))]
+                         Value.cast(self.o_x[r]).eq(word.word_select(lane, xbits))]
+            m.d.sync += word.eq(rp.data)
         return m
 
 
@@ -150,49 +161,56 @@ def _sequencer_ports(params, buffer_words, tag):
         "o_release": Out(2),
         "i_busy": In(2), "o_claim": Out(2), "o_claim_count": Out(range(p.batch_tile + 1)),
         "o_addr": Out(range(2 * buffer_words)), "o_lane": Out(range(p.in_beat)),
-        "o_rom_addr": Out(range(max(2, p.m_tiles * p.k_tiles * p.rows if p.dataflow is
-                                    Dataflow.WS else p.m_tiles * p.in_features))),
+        "o_rom_addr": Out(range(max(2, p.weight_words))),
         # The step, registered: aligned with the buffer's and the ROM's read data.
         "o_valid": Out(1), "o_first": Out(1), "o_last": Out(1), "o_tag": Out(tag),
     }
     return ports
 
 
+class _Chunk:
+    """Chunk bookkeeping shared by the sequencers: wait for a filled input half (``ib``) and a
+    free collector half (``cb``), claim them (``start``), count slot cycles ``s`` of
+    ``period_of(nb)`` cycles per tile and output tiles ``mt``, and at the chunk's end release
+    the input half and move on to the other halves."""
+
+    def __init__(self, seq, m, *, ready, period_of):
+        p = seq.params
+        self.mt = Signal(range(p.m_tiles))
+        self.running, self.ib, self.cb = Signal(), Signal(), Signal()
+        self.s = Signal(range(max(p.period(n) for n in set(p.chunk_sizes))))
+        self.nb = Signal(range(p.batch_tile + 1))
+        self.base = Signal(range(2 * p.m_tiles))  # collector base: cb * ceil(M/C) + mt
+        period = Signal.like(self.s)  # period - 1
+        count = seq.i_count[self.ib]
+        self.start = (ready & ~self.running & seq.i_filled.bit_select(self.ib, 1)
+                      & ~seq.i_busy.bit_select(self.cb, 1))
+        with m.If(self.start):
+            m.d.sync += [self.running.eq(1), self.s.eq(0), self.mt.eq(0), self.nb.eq(count),
+                         period.eq(period_of(count) - 1),
+                         self.base.eq(Mux(self.cb, p.m_tiles, 0))]
+            m.d.comb += [seq.o_claim.eq(Mux(self.cb, 0b10, 0b01)), seq.o_claim_count.eq(count)]
+        self.slot_end = self.running & (self.s == period)
+        with m.If(self.running):
+            m.d.sync += self.s.eq(Mux(self.slot_end, 0, self.s + 1))
+        self._m, self._seq = m, seq
+
+    def finish(self, chunk_end):
+        with self._m.If(chunk_end):
+            self._m.d.sync += [self.running.eq(0), self.ib.eq(~self.ib), self.cb.eq(~self.cb)]
+            self._m.d.comb += self._seq.o_release.eq(Mux(self.ib, 0b10, 0b01))
+
+
 class _SequencerBase(wiring.Component):
-    """Shared chunk bookkeeping: wait for a filled input half and a free collector half,
-    claim them, run ``tiles`` tiles of ``period`` slot cycles, release the input half."""
 
-    def _chunk(self, m, *, period_of):
-        p = self.params
-        mt = Signal(range(p.m_tiles))
-        running, ib, cb = Signal(), Signal(), Signal()
-        s = Signal(range(max(p.period(n) for n in set(p.chunk_sizes))))
-        nb = Signal(range(p.batch_tile + 1))
-        period = Signal.like(s)
-        base = Signal(range(2 * p.m_tiles))
-        count = self.i_count[ib]
-        start = self._ready & ~running & self.i_filled.bit_select(ib, 1) & \
-            ~self.i_busy.bit_select(cb, 1)
-        with m.If(start):
-            m.d.sync += [running.eq(1), s.eq(0), mt.eq(0), nb.eq(count),
-                         period.eq(period_of(count) - 1), base.eq(Mux(cb, p.m_tiles, 0))]
-            m.d.comb += [self.o_claim.eq(Mux(cb, 0b10, 0b01)), self.o_claim_count.eq(count)]
-        slot_end = running & (s == period)
-        with m.If(running):
-            m.d.sync += s.eq(s + 1)
-        with m.If(slot_end):
-            m.d.sync += s.eq(0)
-        return dict(mt=mt, running=running, ib=ib, cb=cb, s=s, nb=nb, base=base,
-                    slot_end=slot_end, start=start)
-
-    def _finish(self, m, st, chunk_end):
-        with m.If(chunk_end):
-            m.d.sync += [st["running"].eq(0), st["ib"].eq(~st["ib"]), st["cb"].eq(~st["cb"])]
-            m.d.comb += self.o_release.eq(Mux(st["ib"], 0b10, 0b01))
-
-    def _emit(self, m, *, valid, first, last, tag):
-        m.d.sync += [self.o_valid.eq(valid), self.o_first.eq(first), self.o_last.eq(last),
-                     self.o_tag.eq(tag)]
+    def _emit(self, m, **signals):
+        """Drive the outputs ``signals`` ``READ_LATENCY`` cycles late, aligned with the read
+        data of the activation buffer and the weight memory."""
+        for name, value in signals.items():
+            port = getattr(self, f"o_{name}")
+            staged = Signal(port.shape(), name=f"{name}_0")
+            m.d.comb += staged.eq(value)
+            m.d.sync += port.eq(_delay(m, staged, READ_LATENCY - 1, name))
 
 
 class WSSequencer(_SequencerBase):
@@ -214,18 +232,18 @@ class WSSequencer(_SequencerBase):
         p = self.params
         rows, kts, mts = p.rows, p.k_tiles, p.m_tiles
         primed = Signal()
-        self._ready = primed
-        st = self._chunk(m, period_of=lambda n: Mux(n > rows, n, rows))
-        s, mt = st["s"], st["mt"]
+        floor = p.period(1)
+        st = _Chunk(self, m, ready=primed, period_of=lambda n: Mux(n > floor, n, floor))
+        s, mt = st.s, st.mt
         kt = Signal(range(kts))
         xbase, xaddr = Signal.like(self.o_addr), Signal.like(self.o_addr)
-        with m.If(st["start"]):
-            m.d.sync += [kt.eq(0), xbase.eq(Mux(st["ib"], self.buffer_words, 0)),
-                         xaddr.eq(Mux(st["ib"], self.buffer_words, 0))]
+        with m.If(st.start):
+            m.d.sync += [kt.eq(0), xbase.eq(Mux(st.ib, self.buffer_words, 0)),
+                         xaddr.eq(Mux(st.ib, self.buffer_words, 0))]
 
         # Weight rows: a prologue after reset, then R rows in the first R cycles of each slot.
         pro = Signal(range(rows))
-        load = Mux(primed, st["running"] & (s < rows), 1)
+        load = Mux(primed, st.running & (s < rows), 1)
         row = Mux(primed, s, pro)
         with m.If(~primed):
             m.d.sync += pro.eq(pro + 1)
@@ -234,27 +252,26 @@ class WSSequencer(_SequencerBase):
         waddr = Signal.like(self.o_rom_addr)
         m.d.comb += self.o_rom_addr.eq(waddr)
         with m.If(load):
-            m.d.sync += waddr.eq(_wrap(waddr, mts * kts * rows))
-        m.d.sync += [self.o_wl_row.eq(row), self.o_wl_en.eq(load)]
+            m.d.sync += waddr.eq(_wrap(waddr, p.weight_words))
 
         # Steps: vector s of the chunk, k tile kt.
-        step = st["running"] & (s < st["nb"])
+        step = st.running & (s < st.nb)
         m.d.comb += self.o_addr.eq(xaddr)
         with m.If(step):
             m.d.sync += xaddr.eq(xaddr + kts)
         tile_end = (mt == mts - 1) & (kt == kts - 1)
         tag = Signal(self.o_tag.shape())
-        m.d.comb += [tag.base.eq(st["base"]), tag.bank.eq(st["cb"]), tag.b.eq(s),
-                     tag.first.eq(kt == 0), tag.end.eq(tile_end & (s == st["nb"] - 1)),
-                     tag.nbm1.eq(st["nb"] - 1)]
-        self._emit(m, valid=step, first=s == 0, last=0, tag=tag)
-        with m.If(st["slot_end"]):
+        m.d.comb += [tag.base.eq(st.base), tag.bank.eq(st.cb), tag.b.eq(s),
+                     tag.first.eq(kt == 0), tag.end.eq(tile_end & (s == st.nb - 1)),
+                     tag.nbm1.eq(st.nb - 1)]
+        self._emit(m, valid=step, first=s == 0, last=0, tag=tag, wl_row=row, wl_en=load)
+        with m.If(st.slot_end):
             with m.If(kt == kts - 1):
-                m.d.sync += [kt.eq(0), mt.eq(_wrap(mt, mts)), st["base"].eq(st["base"] + 1),
+                m.d.sync += [kt.eq(0), mt.eq(_wrap(mt, mts)), st.base.eq(st.base + 1),
                              xbase.eq(xbase - (kts - 1)), xaddr.eq(xbase - (kts - 1))]
             with m.Else():
                 m.d.sync += [kt.eq(kt + 1), xbase.eq(xbase + 1), xaddr.eq(xbase + 1)]
-        self._finish(m, st, st["slot_end"] & tile_end)
+        st.finish(st.slot_end & tile_end)
         return m
 
 
@@ -274,31 +291,29 @@ class OSSequencer(_SequencerBase):
         m = Module()
         p = self.params
         k_n, mts, beat = p.in_features, p.m_tiles, p.in_beat
-        self._ready = Const(1)
-        st = self._chunk(m, period_of=lambda n: Mux(n > k_n, n, k_n))
-        s, mt = st["s"], st["mt"]
+        st = _Chunk(self, m, ready=1, period_of=lambda n: Mux(n > k_n, n, k_n))
+        s, mt = st.s, st.mt
         lane, xaddr = Signal.like(self.o_lane), Signal.like(self.o_addr)
         rows = Signal(p.rows)
-        with m.If(st["start"]):
-            m.d.sync += [lane.eq(0), xaddr.eq(Mux(st["ib"], self.buffer_words, 0))]
-            count = self.i_count[st["ib"]]
+        with m.If(st.start):
+            m.d.sync += [lane.eq(0), xaddr.eq(Mux(st.ib, self.buffer_words, 0))]
+            count = self.i_count[st.ib]
             m.d.sync += rows.eq(Cat(count > r for r in range(p.rows)))
-        step = st["running"] & (s < k_n)
+        step = st.running & (s < k_n)
         waddr = Signal.like(self.o_rom_addr)
         m.d.comb += [self.o_addr.eq(xaddr), self.o_lane.eq(lane), self.o_rom_addr.eq(waddr)]
         with m.If(step):
-            m.d.sync += [waddr.eq(_wrap(waddr, mts * k_n)), lane.eq(_wrap(lane, beat))]
+            m.d.sync += [waddr.eq(_wrap(waddr, p.weight_words)), lane.eq(_wrap(lane, beat))]
             with m.If(lane == beat - 1):
                 m.d.sync += xaddr.eq(xaddr + 1)
         tag = Signal(self.o_tag.shape())
-        m.d.comb += [tag.base.eq(st["base"]), tag.bank.eq(st["cb"]), tag.first.eq(1),
-                     tag.end.eq(mt == mts - 1), tag.nbm1.eq(st["nb"] - 1)]
-        self._emit(m, valid=step, first=s == 0, last=s == k_n - 1, tag=tag)
-        m.d.sync += self.o_rows.eq(rows)
-        with m.If(st["slot_end"]):
-            m.d.sync += [mt.eq(_wrap(mt, mts)), st["base"].eq(st["base"] + 1), lane.eq(0),
-                         xaddr.eq(Mux(st["ib"], self.buffer_words, 0))]
-        self._finish(m, st, st["slot_end"] & (mt == mts - 1))
+        m.d.comb += [tag.base.eq(st.base), tag.bank.eq(st.cb), tag.first.eq(1),
+                     tag.end.eq(mt == mts - 1), tag.nbm1.eq(st.nb - 1)]
+        self._emit(m, valid=step, first=s == 0, last=s == k_n - 1, tag=tag, rows=rows)
+        with m.If(st.slot_end):
+            m.d.sync += [mt.eq(_wrap(mt, mts)), st.base.eq(st.base + 1), lane.eq(0),
+                         xaddr.eq(Mux(st.ib, self.buffer_words, 0))]
+        st.finish(st.slot_end & (mt == mts - 1))
         return m
 
 
@@ -347,24 +362,23 @@ class Collector(wiring.Component):
             rmw = mem.read_port(domain="sync", transparent_for=(wp,) if ws else ())
             rd = mem.read_port(domain="sync")
             tag = self.i_tag[c]
-            addr = Cat((tag.b if ws else self.i_row[c])[:low], tag.base)
-            valid1, first1 = Signal(name=f"v{c}"), Signal(name=f"first{c}")
-            addr1, value1 = Signal(range(depth), name=f"addr{c}"), Signal(p.acc_shape,
-                                                                         name=f"value{c}")
-            m.d.sync += [valid1.eq(self.i_valid[c]), first1.eq(tag.first), addr1.eq(addr),
-                         value1.eq(self.i_value[c])]
-            m.d.comb += [rmw.addr.eq(addr), wp.addr.eq(addr1), wp.en.eq(valid1),
-                         wp.data.eq(Mux(first1, value1, rmw.data + value1)),
+            addr = Signal(range(depth), name=f"addr{c}")
+            m.d.comb += addr.eq(Cat((tag.b if ws else self.i_row[c])[:low], tag.base))
+            end = self.i_valid[c] & tag.end
+            if not ws:
+                end &= self.i_row[c] == tag.nbm1
+            # read; register the read data; add and write (RMW_LATENCY cycles)
+            late = {name: _delay(m, value, RMW_LATENCY, f"{name}{c}") for name, value in
+                    (("valid", self.i_valid[c]), ("first", tag.first), ("addr", addr),
+                     ("value", self.i_value[c]), ("end", end), ("bank", tag.bank))}
+            old = _delay(m, rmw.data, RMW_LATENCY - 1, f"old{c}")
+            m.d.comb += [rmw.addr.eq(addr), wp.addr.eq(late["addr"]), wp.en.eq(late["valid"]),
+                         wp.data.eq(Mux(late["first"], late["value"], old + late["value"])),
                          rd.addr.eq(drain_addr), rd.en.eq(drain_en),
                          self.o_raw.payload[c].eq(rd.data)]
             if c == p.cols - 1:
-                end = self.i_valid[c] & tag.end
-                if not ws:
-                    end &= self.i_row[c] == tag.nbm1
-                end1, bank1 = Signal(), Signal()
-                m.d.sync += [end1.eq(end), bank1.eq(tag.bank)]
-                with m.If(end1):
-                    m.d.comb += done.set.eq(Mux(bank1, 0b10, 0b01))
+                with m.If(late["end"]):
+                    m.d.comb += done.set.eq(Mux(late["bank"], 0b10, 0b01))
         self._drain(m, busy, done, counts, drain_addr, drain_en)
         return m
 
@@ -482,11 +496,12 @@ class SystolicEngine(wiring.Component):
             col.i_valid.eq(array.o_valid), col.i_tag.eq(array.o_tag), col.i_row.eq(array.o_row),
         ]
         m.d.comb += [col.i_value[c].eq(array.o_value[c]) for c in range(p.cols)]
+        weights = _delay(m, rom.data, READ_LATENCY - 1, "weights")
         if ws:
-            m.d.comb += [Value.cast(array.i_wl).eq(rom.data), array.i_wl_row.eq(seq.o_wl_row),
+            m.d.comb += [Value.cast(array.i_wl).eq(weights), array.i_wl_row.eq(seq.o_wl_row),
                          array.i_wl_en.eq(seq.o_wl_en)]
         else:
-            m.d.comb += [Value.cast(array.i_w).eq(rom.data), array.i_rows.eq(seq.o_rows)]
+            m.d.comb += [Value.cast(array.i_w).eq(weights), array.i_rows.eq(seq.o_rows)]
         m.submodules.skid = skid = SkidBuffer(col.o_raw.payload.shape())
         m.submodules.stage = self.stage
         wiring.connect(m, col.o_raw, skid.i_data)

@@ -20,7 +20,7 @@ Per chunk of ``nb`` vectors the engine spends
 * ``fill = nb * ceil(K / in_beat)`` cycles taking input beats (one per cycle);
 * ``compute = tiles * period(nb)`` cycles issuing steps into the array, where
 
-  - weight-stationary: ``tiles = ceil(M/C) * ceil(K/R)`` and ``period(nb) = max(nb, R)`` -- the
+  - weight-stationary: ``tiles = ceil(M/C) * ceil(K/R)`` and ``period(nb) = max(nb, R, 2)`` -- the
     ``nb`` vectors of the chunk stream through the array once per weight tile while the next
     tile's R weight rows are written into the cells' shadow registers, one row per cycle;
   - output-stationary: ``tiles = ceil(M/C)`` and ``period(nb) = max(K, nb)`` -- K steps
@@ -277,6 +277,15 @@ class SystolicParams:
         return _cdiv(self.in_features, self.rows) if self.dataflow is Dataflow.WS else 1
 
     @property
+    def weight_words(self):
+        """Words of C weights in the weight memory: one per row of each weight tile
+        (``ceil(M/C) * ceil(K/R) * R``, weight-stationary) or per step of each output tile
+        (``ceil(M/C) * K``, output-stationary)."""
+        if self.dataflow is Dataflow.WS:
+            return self.m_tiles * self.k_tiles * self.rows
+        return self.m_tiles * self.in_features
+
+    @property
     def in_beats(self):
         """Input beats per vector: ``ceil(K/in_beat)``."""
         return _cdiv(self.in_features, self.in_beat)
@@ -294,7 +303,7 @@ class SystolicParams:
     def period(self, nb):
         """Cycles per tile for a chunk of ``nb`` vectors (see the module's cycle model)."""
         if self.dataflow is Dataflow.WS:
-            return max(nb, self.rows)
+            return max(nb, self.rows, RMW_LATENCY)
         return max(self.in_features, nb)
 
     # -- cycle model -----------------------------------------------------------------------------
@@ -312,13 +321,14 @@ class SystolicParams:
         the chunk to its first step, end of its last slot to its first drain read, and a drain
         read to its output beat (plus one)."""
         r, c = self.rows, self.cols
+        fixed = MUL_LATENCY + READ_LATENCY + RMW_LATENCY + 1
         if self.dataflow is Dataflow.WS:
-            # step register, skew and array (R + 2 + c), collector add, done flag, drain start;
-            # the last step is nb-1 of a slot of period(nb) cycles
-            lat = r + c + 4 - (self.period(nb) - nb)
+            # memory reads, skew and array (R + MUL_LATENCY + 1 + c), collector, done flag,
+            # drain start; the last step is nb-1 of a slot of period(nb) cycles
+            lat = r + c + fixed - (self.period(nb) - nb)
         else:
             # the last row (nb - 1) leaves the read-out of the last column
-            lat = self.readout_levels + c + nb + 4 - (self.period(nb) - self.in_features)
+            lat = self.readout_levels + c + nb + fixed - (self.period(nb) - self.in_features)
         return 1, lat, 3 + _STAGE_LATENCY[self.output.kind]
 
     def _schedule(self, batches=1):
@@ -366,3 +376,11 @@ class SystolicParams:
 
 
 _STAGE_LATENCY = {StageKind.IDENTITY: 2, StageKind.REQUANT: 5, StageKind.THRESHOLD: 3}
+#: Cycles from a cell's operand registers to its registered product (see ``array.py``).
+MUL_LATENCY = 3
+#: Cycles from an address to the data of the engine's activation buffer and weight memory (the
+#: block RAM's own register, then one more, so no logic follows a RAM's slow clock-to-output).
+READ_LATENCY = 2
+#: Cycles from a column output to its write into the collector (read, register the read data,
+#: add); a collector address is read again at least this many cycles after it was read.
+RMW_LATENCY = 2
