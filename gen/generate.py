@@ -174,6 +174,8 @@ class Design:
                                            entry["expected_cycles"])) + _LAYER_OVERHEAD
         cycles = max(entry["expected_cycles"] for entry in layers)
         macs = sum(entry["macs"] for entry in layers)
+        # The work a sparse layer really does is one MAC per stored non-zero weight.
+        work = sum(entry.get("nonzeros", entry["macs"]) for entry in layers)
         lanes = sum(entry["lanes"] for entry in layers)
         first, last = plan.layers[0], plan.layers[-1]
         return {
@@ -184,8 +186,8 @@ class Design:
             "batch": self.batch, "vectors_multiple": self.vectors_multiple,
             "expected_cycles_per_inference": cycles,
             "expected_latency_cycles": latency,
-            "lanes": lanes, "macs": macs,
-            "ideal_cycles_per_inference": -(-macs // lanes),
+            "lanes": lanes, "macs": macs, "nonzero_macs": work,
+            "ideal_cycles_per_inference": -(-work // lanes),
             "options": {"target_cycles": plan.options.target_cycles,
                         "max_lanes": plan.options.max_lanes, "batch": plan.options.batch},
             "warnings": [f"layer {e['name']}: {w}" for e in layers for w in e["warnings"]],
