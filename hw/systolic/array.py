@@ -13,6 +13,7 @@ from amaranth import Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
+from ..common.arith import tree_sum
 from ..common.stream import check_positive
 from .params import MUL_LATENCY, Dataflow
 
@@ -41,8 +42,9 @@ class WSCell(wiring.Component):
     ``MUL_LATENCY + 1`` cycles after its ``x`` is in ``x_out``.
     """
 
-    def __init__(self, x_shape, w_shape, psum_shape):
+    def __init__(self, x_shape, w_shape, psum_shape, *, dsp=True):
         self._shapes = x_shape, w_shape
+        self.dsp = dsp
         super().__init__({
             "x_in": In(x_shape), "first_in": In(1), "x_out": Out(x_shape), "first_out": Out(1),
             "load_in": In(1), "load_out": Out(1), "w_load": In(w_shape),
@@ -60,17 +62,39 @@ class WSCell(wiring.Component):
             m.d.sync += shadow.eq(self.w_load)
         with m.If(self.first_in):
             m.d.sync += active.eq(shadow)
-        product = _multiply(m, self.x_out, active)
+        product = _multiply(m, self.x_out, active, dsp=self.dsp)
         m.d.sync += self.psum_out.eq(self.psum_in + product)
         return m
 
 
-def _multiply(m, a, b):
-    """``a * b`` through operand registers and two product registers (:data:`MUL_LATENCY`)."""
+def _multiply(m, a, b, *, dsp=True):
+    """``a * b`` through operand registers and two product registers (:data:`MUL_LATENCY`).
+
+    With ``dsp`` the product is an inferred multiplication (a DSP block); otherwise it is a
+    shift-and-add of the partial products of ``b``'s bits (look-up tables and carry chains),
+    summed in pairs in the first product stage and completed in the second.
+    """
     a_reg, b_reg = Signal(a.shape(), name="mul_a"), Signal(b.shape(), name="mul_b")
-    product = Signal((a_reg * b_reg).shape(), name="mul_p")
-    m.d.sync += [a_reg.eq(a), b_reg.eq(b), product.eq(a_reg * b_reg)]
-    return _delay(m, product, MUL_LATENCY - 2, "mul_q")
+    shape = (a_reg * b_reg).shape()
+    m.d.sync += [a_reg.eq(a), b_reg.eq(b)]
+    if dsp:
+        product = Signal(shape, name="mul_p")
+        m.d.sync += product.eq(a_reg * b_reg)
+        return _delay(m, product, MUL_LATENCY - 2, "mul_q")
+    width = len(b_reg)
+    parts = []
+    for i in range(width):
+        part = Mux(b_reg[i], a_reg, 0) << i
+        parts.append(-part if b_reg.shape().signed and i == width - 1 else part)
+    pairs = []
+    for n in range(0, width, 2):
+        pair = parts[n] + parts[n + 1] if n + 1 < width else parts[n]
+        reg = Signal(pair.shape(), name=f"mul_s{n // 2}")
+        m.d.sync += reg.eq(pair)
+        pairs.append(reg)
+    product = Signal(shape, name="mul_q")
+    m.d.sync += product.eq(tree_sum(pairs))
+    return product
 
 
 class OSCell(wiring.Component):
@@ -85,7 +109,8 @@ class OSCell(wiring.Component):
 
     Control = data.StructLayout({"valid": 1, "first": 1, "last": 1})
 
-    def __init__(self, x_shape, w_shape, acc_shape):
+    def __init__(self, x_shape, w_shape, acc_shape, *, dsp=True):
+        self.dsp = dsp
         super().__init__({
             "x_in": In(x_shape), "ctl_in": In(self.Control), "x_out": Out(x_shape),
             "ctl_out": Out(self.Control), "w_in": In(w_shape), "w_out": Out(w_shape),
@@ -96,7 +121,7 @@ class OSCell(wiring.Component):
         m = Module()
         m.d.sync += [self.x_out.eq(self.x_in), self.ctl_out.eq(self.ctl_in),
                      self.w_out.eq(self.w_in)]
-        product = _multiply(m, self.x_out, self.w_out)
+        product = _multiply(m, self.x_out, self.w_out, dsp=self.dsp)
         ctl = _delay(m, self.ctl_out, MUL_LATENCY, "ctl")
         m.d.sync += self.final.eq(ctl.valid & ctl.last)
         with m.If(ctl.valid):
@@ -130,12 +155,18 @@ class SystolicArray(wiring.Component):
 
     Outputs (per column ``c``): ``o_valid[c]``, ``o_value[c]`` (``acc_shape``: the column sum
     of one step or the finished sum of one cell), ``o_tag[c]``, ``o_row[c]``.
+
+    The first ``dsp_cells`` cells (row-major; default all) multiply with an inferred multiplier
+    that synthesis maps onto a DSP block; the others with look-up tables and carry chains, for
+    arrays with more cells than the device has DSP blocks. Both have the same latency.
     """
 
-    def __init__(self, *, dataflow, rows, cols, x_shape, w_shape, acc_shape, tag_shape):
+    def __init__(self, *, dataflow, rows, cols, x_shape, w_shape, acc_shape, tag_shape,
+                 dsp_cells=None):
         self.dataflow = Dataflow(dataflow)
         self.rows = check_positive("rows", rows)
         self.cols = check_positive("cols", cols)
+        self.dsp_cells = rows * cols if dsp_cells is None else dsp_cells
         self._shapes = x_shape, w_shape, acc_shape, tag_shape
         row_bits = max(1, (rows - 1).bit_length())
         ports = {
@@ -151,6 +182,11 @@ class SystolicArray(wiring.Component):
         else:
             ports.update({"i_rows": In(rows), "i_w": In(data.ArrayLayout(w_shape, cols))})
         super().__init__(ports)
+
+    def _dsp(self, row, col):
+        """Whether cell ``(row, col)`` multiplies in a DSP block (the first ``dsp_cells``
+        cells in row-major order do)."""
+        return row * self.cols + col < self.dsp_cells
 
     @property
     def readout_levels(self):
@@ -171,7 +207,8 @@ class SystolicArray(wiring.Component):
     def _elaborate_ws(self, m):
         x_shape, w_shape, acc_shape, tag_shape = self._shapes
         rows, cols = self.rows, self.cols
-        cells = [[WSCell(x_shape, w_shape, acc_shape) for _ in range(cols)] for _ in range(rows)]
+        cells = [[WSCell(x_shape, w_shape, acc_shape, dsp=self._dsp(r, c)) for c in range(cols)]
+                 for r in range(rows)]
         for r in range(rows):
             first = self.i_first & self.i_valid
             west = (_delay(m, self.i_x[r], r, f"x{r}"), _delay(m, first, r, f"first{r}"))
@@ -192,7 +229,8 @@ class SystolicArray(wiring.Component):
     def _elaborate_os(self, m):
         x_shape, w_shape, acc_shape, tag_shape = self._shapes
         rows, cols = self.rows, self.cols
-        cells = [[OSCell(x_shape, w_shape, acc_shape) for _ in range(cols)] for _ in range(rows)]
+        cells = [[OSCell(x_shape, w_shape, acc_shape, dsp=self._dsp(r, c)) for c in range(cols)]
+                 for r in range(rows)]
         for r in range(rows):
             ctl = Signal(OSCell.Control, name=f"ctl{r}")
             m.d.comb += [ctl.valid.eq(self.i_valid & self.i_rows[r]), ctl.first.eq(self.i_first),

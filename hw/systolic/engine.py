@@ -482,7 +482,8 @@ class SystolicEngine(wiring.Component):
         m.submodules.weights = rom = Rom(self._words, p.cols * p.weight_dtype.bits)
         m.submodules.array = array = SystolicArray(
             dataflow=p.dataflow, rows=p.rows, cols=p.cols, x_shape=p.in_dtype.shape,
-            w_shape=p.weight_dtype.shape, acc_shape=self.psum_shape, tag_shape=tag)
+            w_shape=p.weight_dtype.shape, acc_shape=self.psum_shape, tag_shape=tag,
+            dsp_cells=p.dsp_cells)
         m.submodules.collector = col = Collector(p, tag, array.o_row.shape().elem_shape)
         m.d.comb += [
             buf.i_release.eq(seq.o_release), buf.i_addr.eq(seq.o_addr),

@@ -115,6 +115,9 @@ class SystolicParams:
         Weight-stationary only: vectors per chunk (default: the batch split into
         ``max(1, B // R)`` chunks of nearly equal size, so each chunk holds at least R vectors
         when B >= R). Output-stationary chunks are R vectors.
+    dsp_cells : int, optional
+        How many cells (row-major) multiply in a DSP block; the others use logic. Default: all.
+        Set it below ``R * C`` when the device has fewer DSP blocks than the array has cells.
     """
 
     rows: int
@@ -130,6 +133,7 @@ class SystolicParams:
     output: OutputStageParams
     in_beat: int = None
     batch_tile: int = None
+    dsp_cells: int = None
 
     def __post_init__(self):
         def put(name, value):
@@ -165,6 +169,12 @@ class SystolicParams:
                              "an output-stationary chunk is one vector per row")
         else:
             put("batch_tile", min(self.rows, self.batch))
+        if self.dsp_cells is None:
+            put("dsp_cells", self.rows * self.cols)
+        check_positive("dsp_cells", self.dsp_cells, zero=True)
+        if self.dsp_cells > self.rows * self.cols:
+            raise ValueError(f"dsp_cells ({self.dsp_cells}) must not exceed rows * cols "
+                             f"({self.rows * self.cols})")
         m = self.out_features
         put("acc_lo", _ints("acc_lo", self.acc_lo, m))
         put("acc_hi", _ints("acc_hi", self.acc_hi, m))
@@ -197,7 +207,7 @@ class SystolicParams:
     @classmethod
     def for_layer(cls, *, weight, rows, cols, dataflow, batch, in_dtype, weight_dtype, bias=None,
                   output_kind="identity", out_dtype=None, mult=None, shift=None, relu=False,
-                  thresholds=None, in_beat=None, batch_tile=None):
+                  thresholds=None, in_beat=None, batch_tile=None, dsp_cells=None):
         """Parameters for the layer with integer weights ``weight`` (M, K) and ``bias`` (M,).
 
         The accumulator bounds are the worst case over these weights and every input of
@@ -237,7 +247,7 @@ class SystolicParams:
         return cls(rows=rows, cols=cols, dataflow=dataflow, out_features=m,
                    in_features=w.shape[1], batch=batch, in_dtype=in_dtype,
                    weight_dtype=weight_dtype, acc_lo=lo, acc_hi=hi, output=output,
-                   in_beat=in_beat, batch_tile=batch_tile)
+                   in_beat=in_beat, batch_tile=batch_tile, dsp_cells=dsp_cells)
 
     # -- shapes ----------------------------------------------------------------------------------
 
@@ -261,7 +271,7 @@ class SystolicParams:
 
     @property
     def lanes(self):
-        """Multipliers instantiated: R x C."""
+        """Multipliers instantiated: R x C (``dsp_cells`` of them in DSP blocks)."""
         return self.rows * self.cols
 
     # -- tiling ----------------------------------------------------------------------------------

@@ -90,6 +90,16 @@ def test_input_beat_differs_from_rows(dataflow):
     run_engine(2, 2, dataflow, 3, 9, 3, "int3", "int8", in_beat=4, pattern=STALL_PATTERNS[1])
 
 
+@pytest.mark.parametrize("dataflow", ["ws", "os"])
+@pytest.mark.parametrize("wdt,xdt", [("int3", "int4"), ("uint3", "int5"), ("int4", "uint3"),
+                                     ("uint2", "uint4"), ("int16", "int12")])
+def test_logic_multipliers(dataflow, wdt, xdt):
+    # cells past dsp_cells multiply with partial products instead of an inferred multiplier
+    params = run_engine(3, 2, dataflow, 5, 7, 4, wdt, xdt, dsp_cells=2,
+                        pattern=STALL_PATTERNS[3], seed=len(wdt + xdt))
+    assert params.dsp_cells == 2
+
+
 def test_batch_tile_and_uneven_chunks():
     params = run_engine(2, 2, "ws", 3, 5, 9, batch_tile=4, pattern=STALL_PATTERNS[3])
     assert params.chunk_sizes == (4, 4, 1)
@@ -217,6 +227,8 @@ def test_params_are_validated():
                                                  weight=np.full((3, 4), 8)))
     with pytest.raises(ValueError, match="identity output .* cannot hold output 0"):
         SystolicParams.for_layer(**params_kwargs(out_dtype=DType.parse("int8")))
+    with pytest.raises(ValueError, match="dsp_cells .5. must not exceed rows"):
+        SystolicParams.for_layer(**params_kwargs(dsp_cells=5))
     with pytest.raises(ValueError, match="mult is required"):
         SystolicParams.for_layer(**params_kwargs(output_kind="requant",
                                                  out_dtype=DType.parse("int8")))
