@@ -1,8 +1,10 @@
 """``make demo``: the digits models end to end, from training to simulated hardware and a
 synthesis report.
 
-1. Train an MLP on scikit-learn's bundled digits set and derive two SPEC models from it: int8
-   with per-channel requantization, and binarized with batch-norm folded into thresholds.
+1. Train MLPs on scikit-learn's bundled digits set and derive three SPEC models: int8 with
+   per-channel requantization, binarized with batch-norm folded into thresholds, and pruned to
+   10% density with 16 shared weight values (Deep Compression), which runs on the sparse
+   engine.
 2. Generate Verilog for each (folded for a lane budget).
 3. Simulate the whole held-out test split under Verilator through cocotb and compare every
    output with the numpy reference.
@@ -33,11 +35,44 @@ class DemoDesign:
 DEMO_DESIGNS = (
     DemoDesign("digits_int8", 16, "int8 MLP 64-32-10, per-channel requantization"),
     DemoDesign("digits_bnn", 256, "binarized MLP 64-128-128-10, thresholds from batch-norm"),
+    DemoDesign("digits_sparse", 64, "MLP 64-256-128-10 pruned to 10% density, 16 shared "
+                                    "weights (4-bit codes), int8, on the sparse engine"),
 )
+
+
+@dataclass(frozen=True)
+class _Compressed:
+    model: object
+    float_accuracy: float
+    x_test: np.ndarray
+    y_test: np.ndarray
+
+
+def _compressed(modeldir, log):
+    from .gen.compress.digits import compress_digits
+    from .gen.compress.report import format_report
+    from .gen.model_io import write_model
+
+    res = compress_digits(seed=0)
+    path = write_model(res.model, modeldir / res.model.name)
+    for line in format_report(res.report).splitlines():
+        log(f"[demo]     {line}")
+    log(f"[demo]   digits_sparse: float accuracy {res.float_accuracy:.4f}, compressed "
+        f"{res.accuracy:.4f} ({res.seconds:.1f} s); written to {path}")
+    return _Compressed(res.model, res.float_accuracy, res.x_test, res.y_test)
 
 
 def _accuracy(outputs, labels):
     return float(np.mean(np.asarray(outputs).argmax(axis=1) == labels))
+
+
+def _mapping(entry):
+    """How a layer is mapped, in a few characters (for the plot)."""
+    if entry["engine"] == "sparse":
+        return f"sparse N={entry['pe']} D={entry['queue_depth']}"
+    if entry["engine"] == "systolic":
+        return f"{entry['rows']}x{entry['cols']} {entry['dataflow']}"
+    return f"{entry['pe']}x{entry['simd']}"
 
 
 def _plot(rows, path):
@@ -57,10 +92,10 @@ def _plot(rows, path):
         ax.axhline(row["ideal_cycles"], color="#55a868", linestyle=":",
                    label=f"ideal {row['ideal_cycles']} (MACs / lanes)")
         for bar, entry in zip(bars, layers, strict=True):
-            ax.annotate(f"{entry['pe']}x{entry['simd']}", (bar.get_x() + bar.get_width() / 2,
+            ax.annotate(_mapping(entry), (bar.get_x() + bar.get_width() / 2,
                         bar.get_height()), ha="center", va="bottom", fontsize=8)
         ax.set_title(f"{row['model']} ({row['lanes']} lanes)")
-        ax.set_ylabel("cycles per inference (PE x SIMD on top)")
+        ax.set_ylabel("expected cycles per inference")
         ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -68,7 +103,7 @@ def _plot(rows, path):
 
 
 def _table(rows):
-    head = ("| model | float acc. | numpy acc. | hardware acc. | outputs equal | lanes | "
+    head = ("| model | engines | float acc. | numpy acc. | hardware acc. | outputs equal | lanes | "
             "cycles/inf. measured | ideal | utilisation | LUT4 | FF | BRAM | MULT | Fmax MHz | "
             "inferences/s at Fmax |")
     lines = [head, "|" + " --- |" * (head.count("|") - 1)]
@@ -82,7 +117,7 @@ def _table(rows):
         fmax = syn.get("fmax_mhz")
         rate = f"{fmax * 1e6 / r['cycles_per_inference']:,.0f}" if fmax else "-"
         lines.append(
-            f"| {r['model']} | {100 * r['float_accuracy']:.2f}% | "
+            f"| {r['model']} | {', '.join(r['engines'])} | {100 * r['float_accuracy']:.2f}% | "
             f"{100 * r['numpy_accuracy']:.2f}% | {100 * r['hardware_accuracy']:.2f}% | "
             f"{r['outputs_checked']} of {r['outputs_checked']} | {r['lanes']} | "
             f"{r['cycles_per_inference']:.1f} | {r['ideal_cycles']} | "
@@ -113,6 +148,9 @@ def run_demo(outdir, *, vectors=None, board="ulx3s-85f", synthesis=True, designs
     start = time.monotonic()
     log(f"[demo] 1/4 training on scikit-learn digits -> {outdir / 'models'}")
     trained = train_all(outdir / "models", log=lambda m: log(f"[demo]   {m}"))
+    if any(spec.model == "digits_sparse" for spec in designs):
+        log("[demo]   digits_sparse: training, pruning, weight sharing and retraining")
+        trained["digits_sparse"] = _compressed(outdir / "models", log)
     rows = []
     for spec in designs:
         res = trained[spec.model]
@@ -139,7 +177,8 @@ def run_demo(outdir, *, vectors=None, board="ulx3s-85f", synthesis=True, designs
             "cycles_per_inference": sim.cycles_per_inference,
             "expected_cycles": man["expected_cycles_per_inference"],
             "ideal_cycles": man["ideal_cycles_per_inference"],
-            "utilisation": man["macs"] / man["lanes"] / sim.cycles_per_inference,
+            "utilisation": man["nonzero_macs"] / man["lanes"] / sim.cycles_per_inference,
+            "engines": sorted({entry["engine"] for entry in man["layers"]}),
             "latency_cycles": sim.latency_cycles, "cycles_total": sim.cycles_total,
             "manifest": man,
         }
