@@ -14,9 +14,12 @@ reports:
 * the ideal ``M*K*N / (R*C)`` and the utilisation ``ideal / measured``;
 * SCALE-Sim 3.0's cycle count for the same array and GEMM, from its closed forms
   (:func:`scalesim_cycles`; they are SCALE-Sim's analytical numbers, not a SCALE-Sim run);
-* optionally, synthesis for the ULX3S (ECP5-85F) of 4x4, 8x8 and 16x16 int8 arrays and, for the
-  iCEBreaker (iCE40UP5K), of the largest array that fits (the engine with its UART link, a
-  64x64 layer with a batch of 64 on ECP5, a smaller layer on the iCE40).
+* optionally, synthesis (yosys + nextpnr, the engine behind the board's UART link) for the ULX3S
+  (ECP5-85F) of 4x4, 8x8 and 16x16 int8 weight-stationary arrays on the (64, 64, 64) layer with a
+  thresholding output stage (the 16x16 array has more cells than the device's 156 DSP blocks:
+  144 multiply in DSP blocks, the rest in logic), of the 8x8 array with a requantising output
+  stage (whose own multipliers take DSP blocks too), and for the iCEBreaker (iCE40UP5K, whose
+  flow maps no DSP blocks) of the largest array that fits, on a (8, 32, 16) layer.
 
 Results go to ``systolic.json``, ``systolic.md`` and ``systolic.png`` in the output directory.
 """
@@ -162,37 +165,45 @@ def cycle_row(cfg, result):
     }
 
 
-def _synth_layer(size, m, k, n, dataflow="ws", output="requant"):
+#: DSP blocks (MULT18X18D) of the LFE5U-85F; larger arrays put the rest of their multipliers in
+#: logic (``dsp_cells``).
+ECP5_85F_DSPS = 156
+
+
+def _synth_engine(rows, cols, gemm, *, dataflow="ws", output="threshold", dsp_cells=None):
+    """The engine synthesised: the GEMM's layer with int8 weights and inputs and a ``threshold``
+    (15 levels to uint4) or ``requant`` (to int8) output stage."""
     from .hw.common.dtype import DType
     from .hw.systolic.engine import SystolicEngine
     from .hw.systolic.params import SystolicParams
 
+    m, k, n = gemm
     x, w, bias, mult, shift = make_gemm(m, k, n)
     i8 = DType.parse("int8")
-    rows, cols = size if isinstance(size, tuple) else (size, size)
-    stage = dict(output_kind="requant", out_dtype=i8, mult=mult, shift=shift)
-    if output == "identity":
-        stage = dict(output_kind="identity", out_dtype=DType.parse("int32"))
+    if output == "requant":
+        stage = dict(output_kind="requant", out_dtype=i8, mult=mult, shift=shift)
     elif output == "threshold":
         levels = np.sort(np.random.default_rng(1).integers(-20000, 20000, size=(n, 15)), axis=1)
         stage = dict(output_kind="threshold", out_dtype=DType.parse("uint4"), thresholds=levels)
+    else:
+        raise ValueError(f"output must be 'requant' or 'threshold', not {output!r}")
     params = SystolicParams.for_layer(weight=w, bias=bias, rows=rows, cols=cols,
                                       dataflow=dataflow, batch=m, in_dtype=i8, weight_dtype=i8,
-                                      **stage)
+                                      dsp_cells=dsp_cells, **stage)
     return SystolicEngine(params, w)
 
 
-def synthesis_row(report, *, board, rows, cols, dataflow, gemm):
+def synthesis_row(report, **facts):
+    """A synthesis result row: ``facts`` (board, array, ...) and the report's figures."""
     res = report["resources"]
 
     def used(key):
         return res[key]["used"] if key in res else None
 
-    return {"board": board, "array": f"{rows}x{cols}", "rows": rows, "cols": cols,
-            "dataflow": dataflow, "layer": list(gemm), "lut4": used("lut4"), "ff": used("ff"),
-            "bram": used("bram"), "mult": used("mult"), "fmax_mhz": report["fmax_mhz"],
+    return {**facts, "lut4": used("lut4"), "ff": used("ff"), "bram": used("bram"),
+            "mult": used("mult"), "fmax_mhz": report["fmax_mhz"],
             "constraint_mhz": report["constraint_mhz"], "timing_met": report["timing_met"],
-            "resources": res}
+            "critical_path": report.get("critical_path"), "resources": res}
 
 
 def _fmt(value):
@@ -224,19 +235,21 @@ def _markdown(summary):
         for name, c in summary["targets"].items()), ""]
     if summary["synthesis"]:
         lines += ["## Synthesis", "",
-                  "The engine with the board's UART link (BoardTop), yosys + nextpnr. Layer: "
-                  "M (batch), K, N.", "",
-                  "| board | array | dataflow | layer | LUT4 | FF | BRAM | DSP | Fmax MHz |",
-                  "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+                  "Weight-stationary engine with the board's UART link (BoardTop), yosys + "
+                  "nextpnr. Layer: M (batch), K, N, int8 weights and inputs. DSP cells: cells "
+                  "whose multiplier is a DSP block (the others use logic).", "",
+                  "| board | array | output stage | layer | DSP cells | LUT4 | FF | BRAM | DSP | "
+                  "Fmax MHz | critical path |",
+                  "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
         for s in summary["synthesis"]:
+            head = (f"| {s['board']} | {s['array']} | {s['output']} | "
+                    f"{', '.join(map(str, s['layer']))} | {s['dsp_cells']} |")
             if "error" in s:
-                lines.append(f"| {s['board']} | {s['array']} | {s['dataflow'].upper()} | | "
-                             f"failed: {s['error']} | | | | |")
+                lines.append(f"{head} failed: {s['error']} | | | | | |")
                 continue
-            lines.append(f"| {s['board']} | {s['array']} | {s['dataflow'].upper()} | "
-                         f"{', '.join(map(str, s['layer']))} | {_fmt(s['lut4'])} | "
-                         f"{_fmt(s['ff'])} | {_fmt(s['bram'])} | {_fmt(s['mult'])} | "
-                         f"{s['fmax_mhz']:.1f} |")
+            lines.append(f"{head} {_fmt(s['lut4'])} | {_fmt(s['ff'])} | {_fmt(s['bram'])} | "
+                         f"{_fmt(s['mult'])} | {s['fmax_mhz']:.1f} | "
+                         f"{s.get('critical_path') or ''} |")
         lines.append("")
     return "\n".join(lines)
 
@@ -293,22 +306,41 @@ def _plot(rows, path):
     plt.close(fig)
 
 
-def _synthesise(outdir, log, board, size, dataflow, gemm, output="requant"):
+def _critical_path(timing_log):
+    """``"start -> end"`` of the worst path within the clock domain, from a nextpnr log."""
+    lines = Path(timing_log).read_text(errors="replace").splitlines()
+    for n, line in enumerate(lines):
+        if "Critical path report for clock" in line:
+            report = []
+            for entry in lines[n + 1:]:
+                if " ns logic, " in entry:
+                    break
+                report.append(entry)
+            sources = [ln.split("Source ", 1)[1] for ln in report if "Source " in ln]
+            sinks = [ln.split("Sink ", 1)[1] for ln in report if "Sink " in ln]
+            return f"{sources[0]} -> {sinks[-1]}" if sources and sinks else None
+    return None
+
+
+def _synthesise(outdir, log, board, rows, cols, gemm, *, output="threshold", dsp_cells=None):
     from .boards.build import build
 
-    rows, cols = size if isinstance(size, tuple) else (size, size)
-    name = f"systolic_{rows}x{cols}_{dataflow}_{output}"
-    engine = _synth_layer((rows, cols), *gemm, dataflow=dataflow, output=output)
-    log(f"  synthesis of {name} ({gemm}) for {board} ...")
+    name = f"systolic_{rows}x{cols}_{output}"
+    engine = _synth_engine(rows, cols, gemm, output=output, dsp_cells=dsp_cells)
+    facts = {"board": board, "array": f"{rows}x{cols}", "rows": rows, "cols": cols,
+             "dataflow": "ws", "layer": list(gemm), "output": output,
+             "dsp_cells": engine.params.dsp_cells}
+    log(f"  synthesis of {name} (layer M, K, N = {gemm}, {engine.params.dsp_cells} DSP cells) "
+        f"for {board} ...")
     try:
         report = build(engine, board, Path(outdir) / f"{name}-{board}", name=name, log=log)
     except Exception as exc:  # a failed build is a result too
-        return {"board": board, "array": f"{rows}x{cols}", "rows": rows, "cols": cols,
-                "dataflow": dataflow, "layer": list(gemm), "error": str(exc).splitlines()[0]}
-    row = synthesis_row(report, board=board, rows=rows, cols=cols, dataflow=dataflow,
-                        gemm=gemm)
+        return {**facts, "error": str(exc).splitlines()[0]}
+    tim = Path(report["outdir"]) / f"{name}.tim"
+    report["critical_path"] = _critical_path(tim) if tim.is_file() else None
+    row = synthesis_row(report, **facts)
     log(f"    LUT4 {row['lut4']}, FF {row['ff']}, BRAM {row['bram']}, DSP {row['mult']}, "
-        f"Fmax {row['fmax_mhz']:.1f} MHz")
+        f"Fmax {row['fmax_mhz']:.1f} MHz (critical path {row['critical_path']})")
     return row
 
 
@@ -379,10 +411,14 @@ def run_systolic_bench(outdir, *, quick=False, synthesis=True, log=print, arrays
 
     if synthesis:
         for size in synth_arrays:
-            synth.append(_synthesise(outdir, log, BOARD, size, "ws", SYNTH_GEMM))
+            dsps = min(size * size, ECP5_85F_DSPS - 12)
+            synth.append(_synthesise(outdir, log, BOARD, size, size, SYNTH_GEMM, dsp_cells=dsps))
             save()
-        for size in small_arrays:
-            row = _synthesise(outdir, log, SMALL_BOARD, size, "ws", SMALL_GEMM)
+        # the requantising output stage has multipliers of its own (two DSP blocks per lane)
+        synth.append(_synthesise(outdir, log, BOARD, 8, 8, SYNTH_GEMM, output="requant"))
+        save()
+        for rows_, cols_ in small_arrays:  # largest first: keep the first that fits
+            row = _synthesise(outdir, log, SMALL_BOARD, rows_, cols_, SMALL_GEMM, dsp_cells=0)
             synth.append(row)
             save()
             if _fits(row):

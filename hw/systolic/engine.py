@@ -374,8 +374,9 @@ class Collector(wiring.Component):
             old = _delay(m, rmw.data, RMW_LATENCY - 1, f"old{c}")
             m.d.comb += [rmw.addr.eq(addr), wp.addr.eq(late["addr"]), wp.en.eq(late["valid"]),
                          wp.data.eq(Mux(late["first"], late["value"], old + late["value"])),
-                         rd.addr.eq(drain_addr), rd.en.eq(drain_en),
-                         self.o_raw.payload[c].eq(rd.data)]
+                         rd.addr.eq(drain_addr), rd.en.eq(drain_en)]
+            with m.If(drain_en):  # the drain's second stage: a register after the RAM's
+                m.d.sync += self.o_raw.payload[c].eq(rd.data)
             if c == p.cols - 1:
                 with m.If(late["end"]):
                     m.d.comb += done.set.eq(Mux(late["bank"], 0b10, 0b01))
@@ -388,14 +389,15 @@ class Collector(wiring.Component):
         bank, active = Signal(), Signal()
         b, mt = Signal(low), Signal(range(p.m_tiles))
         base, last_b = Signal(range(2 * p.m_tiles)), Signal(low)
-        advance = ~o.valid | o.ready
+        # two stages (the RAM's register, then o_raw's), advancing together
+        advance, read = ~o.valid | o.ready, Signal()
         issue = active & advance
         m.d.comb += [drain_addr.eq(Cat(b, base)), drain_en.eq(advance)]
         with m.If(~active & done[bank]):
             m.d.sync += [active.eq(1), b.eq(0), mt.eq(0), base.eq(Mux(bank, p.m_tiles, 0)),
                          last_b.eq(Mux(bank, counts[1], counts[0]) - 1)]
         with m.If(advance):
-            m.d.sync += o.valid.eq(issue)
+            m.d.sync += [read.eq(issue), o.valid.eq(read)]
         with m.If(issue):
             m.d.sync += [mt.eq(_wrap(mt, p.m_tiles)), base.eq(base + 1)]
             with m.If(mt == p.m_tiles - 1):

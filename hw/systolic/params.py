@@ -339,7 +339,7 @@ class SystolicParams:
         else:
             # the last row (nb - 1) leaves the read-out of the last column
             lat = self.readout_levels + c + nb + fixed - (self.period(nb) - self.in_features)
-        return 1, lat, 3 + _STAGE_LATENCY[self.output.kind]
+        return 1, lat, 4 + _STAGE_LATENCY[self.output.kind]
 
     def _schedule(self, batches=1):
         """Cycle of the last output beat of each batch, batches sent back to back from cycle 0

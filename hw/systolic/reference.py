@@ -1,14 +1,14 @@
-"""numpy statement of what the systolic engine computes and how it lays out its weights.
+"""numpy statement of how the systolic engine lays out its weights and bounds its sums.
 
-Imports only numpy. The arithmetic is SPEC 2.1 (exact ``W @ x``); the engine adds the bias and
-applies the output stage after the array (:mod:`nnaccel.hw.common.outstage`). The layout
-functions give the words of the weight memory, padded with zeros so that padding rows and
-columns of the array contribute nothing.
+Imports only numpy. The arithmetic is SPEC 2.1 (exact ``W @ x``, :mod:`nnaccel.hw.common.
+reference`); the engine adds the bias and applies the output stage after the array
+(:mod:`nnaccel.hw.common.outstage`). The layout functions give the words of the weight memory,
+padded with zeros so that padding rows and columns of the array contribute nothing.
 """
 
 import numpy as np
 
-__all__ = ["ws_weight_words", "os_weight_words", "tile_psum_bounds", "gemm"]
+__all__ = ["ws_weight_words", "os_weight_words", "tile_psum_bounds"]
 
 
 def _cdiv(a, b):
@@ -56,8 +56,3 @@ def tile_psum_bounds(weight, rows, in_lo, in_hi):
     hi = np.maximum(a, b).reshape(w.shape[0], -1, rows).sum(axis=2)
     return min(int(lo.min()), 0), max(int(hi.max()), 0)
 
-
-def gemm(weight, x):
-    """``X @ W.T`` exactly (Python integers when int64 might overflow)."""
-    w = np.asarray(weight).astype(object)
-    return np.asarray(x).astype(object) @ w.T
