@@ -97,7 +97,7 @@ class _Engine:
     def __init__(self, weight, codebook, bias, mult, shift, n_pe, depth):
         from .gen.sparse_format import choose_index_bits
         from .hw.common.dtype import DType
-        from .hw.sparse.engine import SparseEngine
+        from .hw.sparse.engine import SparseEngine, encode_weight
         from .hw.sparse.params import SparseParams
 
         m, k = weight.shape
@@ -109,9 +109,18 @@ class _Engine:
                                    index_bits=self.index.index_bits)
         self.args = dict(weight=weight, codebook=codebook, bias=bias, output_kind="requant",
                          out_dtype=self.out_dtype, mult=mult, shift=shift, relu=True)
-        self.engine = SparseEngine(self.params, **self.args)
+        self.matrix = encode_weight(self.params, weight, codebook)
+        self.out_latency = SparseEngine.output_latency("requant")
         self.weight, self.bias, self.mult, self.shift = weight, bias, mult, shift
         self._path = None
+
+    @property
+    def engine(self):
+        """A new engine (built only when it is simulated or synthesised: amaranth warns
+        about components that are built and never used)."""
+        from .hw.sparse.engine import SparseEngine
+
+        return SparseEngine(self.params, **self.args)
 
     def reference(self, x):
         from .hw.common import reference as ref
@@ -122,10 +131,9 @@ class _Engine:
     def model(self, x):
         from .hw.sparse.reference import cycle_model
 
-        return cycle_model(self.engine.matrix.column_counts(), x != 0,
+        return cycle_model(self.matrix.column_counts(), x != 0,
                            in_beat=self.params.in_beat, queue_depth=self.params.queue_depth,
-                           rows_per_pe=self.params.rows_per_pe,
-                           out_latency=self.engine.out_latency)
+                           rows_per_pe=self.params.rows_per_pe, out_latency=self.out_latency)
 
     def simulate(self, x, workdir):
         from amaranth.back import verilog
@@ -162,7 +170,7 @@ def _row(cfg, x, label, result, dense_cycles):
     return {
         "n_pe": p.pe, "queue_depth": p.queue_depth, "activations": label,
         "index_bits": p.index_bits, "bits_per_nonzero": round(cfg.index.bits_per_nonzero, 3),
-        "padding_entries": cfg.engine.matrix.padding,
+        "padding_entries": cfg.matrix.padding,
         "cycles_source": "verilator" if measured else "model",
         "cycles_per_inference": cpi,
         "model_cycles_per_inference": rep.cycles_per_inference,

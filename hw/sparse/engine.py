@@ -480,10 +480,19 @@ class SparseEngine(wiring.Component):
         """The encoded weights (:class:`~nnaccel.gen.sparse_format.SparseMatrix`)."""
         return self.core.matrix
 
+    @staticmethod
+    def output_latency(output_kind):
+        """Cycles from the collector's read of a row to its output beat being valid, for an
+        output stage of kind ``output_kind`` (the collector's register and the skid buffer,
+        then the stage)."""
+        from ..common.outstage import OutputStage, StageKind
+
+        return 2 + OutputStage.LATENCY[StageKind(output_kind)]
+
     @property
     def out_latency(self):
-        """Cycles from the collector's read of a row to its output beat being valid."""
-        return 2 + self.stage.latency
+        """:meth:`output_latency` of this engine's output stage."""
+        return self.output_latency(self.stage.params.kind)
 
     def cycle_report(self, active):
         """The cycle model's prediction (:func:`.reference.cycle_model`) for a batch whose
