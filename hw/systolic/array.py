@@ -36,9 +36,9 @@ class WSCell(wiring.Component):
     passes down through a register. Two weight registers: ``shadow`` is written from ``w_load``
     when ``load_in`` is high (``load`` passes right through a register, so a row load sweeps
     across the row one column per cycle), and ``active`` copies ``shadow`` when a step flagged
-    ``first`` enters the cell. The multiplier has registers of its own on both operands and two
-    on the product (see :data:`MUL_LATENCY`), so that its DSP block is placed between registers
-    and no fabric routing adds to its delay. Latency: ``psum_out`` shows the step
+    ``first`` enters the cell. The multiplier has registers of its own on both operands and on
+    the product (:data:`MUL_LATENCY` cycles, see ``_multiply``), so that no fabric logic and
+    little routing adds to the delay of its DSP block. Latency: ``psum_out`` shows the step
     ``MUL_LATENCY + 1`` cycles after its ``x`` is in ``x_out``.
     """
 
@@ -68,19 +68,22 @@ class WSCell(wiring.Component):
 
 
 def _multiply(m, a, b, *, dsp=True):
-    """``a * b`` through operand registers and two product registers (:data:`MUL_LATENCY`).
+    """``a * b``, :data:`MUL_LATENCY` cycles late.
 
-    With ``dsp`` the product is an inferred multiplication (a DSP block); otherwise it is a
-    shift-and-add of the partial products of ``b``'s bits (look-up tables and carry chains),
-    summed in pairs in the first product stage and completed in the second.
+    With ``dsp`` the product is an inferred multiplication (a DSP block) between two registers
+    on each operand and two on the product, so that placement can put a register next to the
+    DSP block on either side; otherwise it is a shift-and-add of the partial products of
+    ``b``'s bits (look-up tables and carry chains) after one register on each operand, summed
+    in pairs in one stage and completed in the next.
     """
     a_reg, b_reg = Signal(a.shape(), name="mul_a"), Signal(b.shape(), name="mul_b")
     shape = (a_reg * b_reg).shape()
     m.d.sync += [a_reg.eq(a), b_reg.eq(b)]
     if dsp:
+        a_reg, b_reg = _delay(m, a_reg, 1, "mul_a"), _delay(m, b_reg, 1, "mul_b")
         product = Signal(shape, name="mul_p")
         m.d.sync += product.eq(a_reg * b_reg)
-        return _delay(m, product, MUL_LATENCY - 2, "mul_q")
+        return _delay(m, product, MUL_LATENCY - 3, "mul_q")
     width = len(b_reg)
     parts = []
     for i in range(width):
@@ -92,9 +95,9 @@ def _multiply(m, a, b, *, dsp=True):
         reg = Signal(pair.shape(), name=f"mul_s{n // 2}")
         m.d.sync += reg.eq(pair)
         pairs.append(reg)
-    product = Signal(shape, name="mul_q")
+    product = Signal(shape, name="mul_p")
     m.d.sync += product.eq(tree_sum(pairs))
-    return product
+    return _delay(m, product, MUL_LATENCY - 3, "mul_q")
 
 
 class OSCell(wiring.Component):

@@ -112,9 +112,10 @@ class SystolicParams:
         Input elements per beat (default R). Weight-stationary: R and ``in_beat`` must divide
         one another. Output beats always carry C elements.
     batch_tile : int, optional
-        Weight-stationary only: vectors per chunk (default: the batch split into
-        ``max(1, B // R)`` chunks of nearly equal size, so each chunk holds at least R vectors
-        when B >= R). Output-stationary chunks are R vectors.
+        Weight-stationary only: vectors per chunk, the last chunk of a batch taking the rest
+        (default ``ceil(B / max(1, B // R))``: at least R when B >= R, so that streaming a chunk
+        through the array takes as long as loading the next weight tile). Output-stationary
+        chunks are R vectors.
     dsp_cells : int, optional
         How many cells (row-major) multiply in a DSP block; the others use logic. Default: all.
         Set it below ``R * C`` when the device has fewer DSP blocks than the array has cells.
@@ -387,7 +388,7 @@ class SystolicParams:
 
 _STAGE_LATENCY = {StageKind.IDENTITY: 2, StageKind.REQUANT: 5, StageKind.THRESHOLD: 3}
 #: Cycles from a cell's operand registers to its registered product (see ``array.py``).
-MUL_LATENCY = 3
+MUL_LATENCY = 4
 #: Cycles from an address to the data of the engine's activation buffer and weight memory (the
 #: block RAM's own register, then one more, so no logic follows a RAM's slow clock-to-output).
 READ_LATENCY = 2
