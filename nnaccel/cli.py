@@ -471,7 +471,9 @@ def build_parser():
 
     p = sub.add_parser("bench", help="measure cycles and resources of benchmark networks")
     p.add_argument("-o", "--output", default="out/bench", help="results directory")
-    p.add_argument("--quick", action="store_true", help="fewer vectors and shapes")
+    p.add_argument("--quick", action="store_true",
+                   help="16 vectors per network instead of 128, and no synthesis of the large "
+                        "SFC network (its fold then rests on a 100 MHz Fmax guess)")
     p.add_argument("--no-synthesis", action="store_true", help="skip yosys/nextpnr")
     p.set_defaults(func=cmd_bench)
     return parser
