@@ -313,9 +313,21 @@ def cmd_demo(args):
 
 
 def cmd_bench(args):
-    from .bench import run_bench
+    """The MVU networks in ``OUTPUT``, the systolic and sparse tables in its subdirectories."""
+    from pathlib import Path
 
-    return run_bench(args.output, quick=args.quick, synthesis=not args.no_synthesis, log=log)
+    from .bench import run_bench
+    from .bench_sparse import run_sparse_bench
+    from .bench_systolic import run_systolic_bench
+
+    out, synthesis, status = Path(args.output), not args.no_synthesis, 0
+    if args.suite in ("all", "mvu"):
+        status = run_bench(out, quick=args.quick, synthesis=synthesis, log=log)
+    if args.suite in ("all", "systolic"):
+        run_systolic_bench(out / "systolic", quick=args.quick, synthesis=synthesis, log=log)
+    if args.suite in ("all", "sparse"):
+        run_sparse_bench(out / "sparse", quick=args.quick, synthesis=synthesis, log=log)
+    return status
 
 
 _LAYER_VALUE = re.compile(r"(?:([A-Za-z_][A-Za-z0-9_]*)=)?([^=]+)\Z")
@@ -475,6 +487,9 @@ def build_parser():
                    help="16 vectors per network instead of 128, and no synthesis of the large "
                         "SFC network (its fold then rests on a 100 MHz Fmax guess)")
     p.add_argument("--no-synthesis", action="store_true", help="skip yosys/nextpnr")
+    p.add_argument("--suite", choices=("all", "mvu", "systolic", "sparse"), default="all",
+                   help="which tables: the MVU networks, the systolic GEMMs, the sparse layer "
+                        "(default all; the full run takes hours on two cores)")
     p.set_defaults(func=cmd_bench)
     return parser
 
