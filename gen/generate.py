@@ -3,9 +3,6 @@
 import json
 import logging
 import math
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from amaranth.back import verilog
@@ -15,6 +12,7 @@ from ..hw.mvu.engine import MatrixVectorUnit
 from ..hw.sparse.engine import SparseEngine
 from ..hw.sparse.params import SparseParams
 from ..hw.systolic.engine import SystolicEngine
+from .atomic import atomic_directory
 from .errors import ModelError
 from .passes.check import mvu_params
 from .passes.configure import output_kwargs, systolic_params
@@ -203,35 +201,12 @@ class Design:
         ``outdir``, atomically: the directory is complete or absent."""
         outdir = Path(outdir)
         text = self.verilog()
-        outdir.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.", dir=outdir.parent))
-        try:
-            os.chmod(tmp, 0o777 & ~_umask())
+        with atomic_directory(outdir) as tmp:
             (tmp / f"{self.name}.v").write_text(text)
             (tmp / "manifest.json").write_text(json.dumps(self.manifest, indent=2) + "\n")
             for fname, content in (extra or {}).items():
                 (tmp / fname).write_text(content)
-            _replace_dir(tmp, outdir)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return outdir
-
-
-def _umask():
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _replace_dir(tmp, outdir):
-    if outdir.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.old.", dir=outdir.parent))
-        os.replace(outdir, old / "x")
-        os.replace(tmp, outdir)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, outdir)
 
 
 def generate(model, options, stop_after=None):

@@ -5,9 +5,6 @@ raises :class:`~nnaccel.gen.errors.ModelError` naming the layer and the field.
 """
 
 import json
-import os
-import shutil
-import tempfile
 import zipfile
 import zlib
 from pathlib import Path
@@ -15,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..hw.common import reference as ref
+from .atomic import atomic_directory
 from .errors import ModelError
 from .ir import IDENTIFIER, DType, DTypeKind, Layer, Model, Op, OutputKind, OutputStage, readonly
 
@@ -357,27 +355,10 @@ def write_model(model, path):
     """Write ``model`` as a SPEC model directory, atomically (complete or absent)."""
     path = Path(path)
     doc, arrays = model_to_json(model)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; honour the umask like mkdir
+    with atomic_directory(path) as tmp:
         (tmp / "model.json").write_text(json.dumps(doc, indent=2) + "\n")
         with open(tmp / "weights.npz", "wb") as f:
             np.savez_compressed(f, **arrays)
-        if path.exists():  # move the old directory aside, so the path is never absent
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
-            os.replace(path, old / "x")
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return path
 
 
-def _umask():
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
