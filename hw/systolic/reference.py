@@ -8,7 +8,7 @@ padded with zeros so that padding rows and columns of the array contribute nothi
 
 import numpy as np
 
-__all__ = ["ws_weight_words", "os_weight_words", "tile_psum_bounds"]
+__all__ = ["ws_weight_words", "os_weight_words", "tile_psum_bounds", "gemm"]
 
 
 def _cdiv(a, b):
@@ -56,3 +56,10 @@ def tile_psum_bounds(weight, rows, in_lo, in_hi):
     hi = np.maximum(a, b).reshape(w.shape[0], -1, rows).sum(axis=2)
     return min(int(lo.min()), 0), max(int(hi.max()), 0)
 
+
+
+def gemm(weight, x):
+    """``X @ W.T`` exactly (Python integers, so no width can overflow): what the array
+    accumulates, before bias and output stage."""
+    w = np.asarray(weight).astype(object)
+    return np.asarray(x).astype(object) @ w.T
