@@ -463,7 +463,13 @@ def _plot(rows, path):
         if ref:
             ax1.bar(i + 2 * width, ref["cycles_per_inference"], width, hatch="//",
                     color="white", edgecolor="#888888", label="NNgen (published)")
+            ax1.annotate(f"{ref['cycles_per_inference']}", (i + 2 * width,
+                         ref["cycles_per_inference"]), ha="center", va="bottom", fontsize=7)
+    for i, r in enumerate(rows):
+        ax1.annotate(f"{r['cycles_per_inference']:.0f}", (i - width, r["cycles_per_inference"]),
+                     ha="center", va="bottom", fontsize=7)
     ax1.set_yscale("log")
+    ax1.set_ylim(bottom=min(r["ideal_cycles"] for r in rows) / 4)
     ax1.set_xticks(x, names)
     ax1.set_ylabel("cycles per inference")
     ax1.legend(fontsize=7)

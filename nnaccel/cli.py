@@ -485,7 +485,7 @@ def build_parser():
     p.add_argument("-o", "--output", default="out/bench", help="results directory")
     p.add_argument("--quick", action="store_true",
                    help="16 vectors per network instead of 128, and no synthesis of the large "
-                        "SFC network (its fold then rests on a 100 MHz Fmax guess)")
+                        "SFC network (its fold then rests on a first Fmax guess)")
     p.add_argument("--no-synthesis", action="store_true", help="skip yosys/nextpnr")
     p.add_argument("--suite", choices=("all", "mvu", "systolic", "sparse"), default="all",
                    help="which tables: the MVU networks, the systolic GEMMs, the sparse layer "
