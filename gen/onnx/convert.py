@@ -287,6 +287,10 @@ class _Converter:
         return _Grid(dtype, [out_scale] * m, [int(z)] * m)
 
     def op_Trunc(self, node, states):
+        """QONNX ``Trunc``: version 1 (inputs x, scale, zero point, input bit width, output bit
+        width; no clamp, rescaled by the input scale) and version 2 (x, scale, zero point,
+        input bit width, output scale, output bit width; clamped to the output range), both
+        as qonnx's executor computes them."""
         a = self.attrs(node)
         x = states[0]
         if isinstance(x, (_Const, _Float)):
@@ -295,26 +299,68 @@ class _Converter:
         m = pend.weight.shape[0]
         s = self.per_channel(self.const(node, 1, "scale").values, m, "input 1")
         zp = self.per_channel(self.const(node, 2, "zero point").values, m, "input 2")
-        in_bits = int(self.const(node, 3, "input bit width").values.reshape(-1)[0])
-        if len(node.input) > 4 and node.input[4] and "output_scale" not in a:
-            out_bits = int(self.const(node, 4, "output bit width").values.reshape(-1)[0])
-            shift = Fraction(2) ** (in_bits - out_bits)
-        else:
-            self.fail("input 4", "only Trunc with an output bit width (version 1) is supported")
         mode = a.get("rounding_mode", b"FLOOR")
         rnd = fold.round_mode(mode.decode() if isinstance(mode, bytes) else mode)
-        if rnd is None or any(v.denominator != 1 for v in zp) or any(v <= 0 for v in s):
-            self.fail("rounding_mode", "unsupported rounding mode, zero point or scale")
-        signed = bool(a.get("signed", 0))
-        lo, hi = _qrange(signed, bool(a.get("narrow", 0)), out_bits)
+        if rnd is None:
+            self.fail("rounding_mode", f"unsupported rounding mode {mode!r}")
+        if any(v <= 0 for v in s):
+            self.fail("input 1", "the scale must be positive")
+        if any(v.denominator != 1 for v in zp):
+            self.fail("input 2", "the zero point must be an integer")
+        v2 = len(node.input) > 5 and node.input[5] != ""
+        if v2:
+            out_scale = self.per_channel(self.const(node, 4, "output scale").values, m,
+                                         "input 4")
+            if any(v <= 0 for v in out_scale):
+                self.fail("input 4", "the output scale must be positive")
+            out_bits = self._bit_width(node, 5, "output bit width")
+            # qonnx: the truncation scale is the power of two nearest (in log2) to out/in
+            shift = [Fraction(2) ** int(np.round(np.log2(float(o / i))))
+                     for o, i in zip(out_scale, s, strict=True)]
+            out_zp = [z / t for z, t in zip(zp, shift, strict=True)]
+            if any(z.denominator != 1 for z in out_zp):
+                self.fail("input 2", "zero point / truncation scale is not an integer: no "
+                                     "integer grid")
+            lo, hi = _qrange(bool(a.get("signed", 1)), bool(a.get("narrow", 0)), out_bits)
 
-        def level(ch, v):
-            q = rnd(Fraction(round(v / s[ch] + zp[ch])) / shift)
-            return min(max(q, lo), hi) - lo
+            def q(ch, v):
+                return min(max(rnd(Fraction(round(v / s[ch] + zp[ch])) / shift[ch]), lo), hi)
+        else:
+            if len(node.input) < 5 or node.input[4] == "":
+                self.fail("input 4", "Trunc needs an output bit width")
+            in_bits = self._bit_width(node, 3, "input bit width")
+            out_bits = self._bit_width(node, 4, "output bit width")
+            if out_bits > in_bits:
+                self.fail("input 4", f"output bit width {out_bits} exceeds the input bit width "
+                                     f"{in_bits}")
+            shift = Fraction(2) ** (in_bits - out_bits)
+            out_scale, out_zp = s, zp
 
-        dtype = DType(DTypeKind.UINT, out_bits)
-        self.finish_thresholds(pend, fold.Quantizer(hi - lo, level), dtype)
-        return _Grid(dtype, [v * shift for v in s], [int(z) - lo for z in zp])
+            def q(ch, v):  # version 1 does not clamp
+                return rnd(Fraction(round(v / s[ch] + zp[ch])) / shift)
+
+            bounds = self._value_bounds(pend)
+            lo = min(q(ch, v) for ch, (v, _) in enumerate(bounds))
+            hi = max(q(ch, v) for ch, (_, v) in enumerate(bounds))
+        dtype = DType(DTypeKind.UINT, max(1, (hi - lo).bit_length()))
+        dtype = self.finish_thresholds(pend, fold.Quantizer(hi - lo, lambda ch, v: q(ch, v) - lo),
+                                       dtype)
+        return _Grid(dtype, list(out_scale), [int(z) - lo for z in out_zp])
+
+    def _bit_width(self, node, j, what):
+        c = self.const(node, j, what)
+        if c is None:
+            self.fail(f"input {j}", f"{what} is missing")
+        v = np.asarray(c.values).reshape(-1)
+        if v.size != 1 or v[0] != np.round(v[0]) or not 1 <= v[0] <= 64:
+            self.fail(f"input {j}", f"{what} must be one integer from 1 to 64")
+        return int(v[0])
+
+    def _value_bounds(self, pend):
+        """Per channel (smallest, largest) real value the pending chain reaches over every
+        legal input."""
+        chain, lo, hi, _ = self._shifted(pend)
+        return [(chain(m, int(lo[m])), chain(m, int(hi[m]))) for m in range(chain.channels)]
 
     def _quantized_input(self, scale, zp, dtype, lo, hi):
         if self.input_dtype is not None:
@@ -628,14 +674,18 @@ class _Converter:
             pend.base[m] = -pend.base[m]
         pend.weight = W
 
-    def _threshold_matrix(self, pend, quantizer):
+    def _shifted(self, pend):
+        """The chain over the accumulator without its bias, rows with a falling chain
+        negated: ``(chain, acc_lo, acc_hi, flip)``, ``chain`` non-decreasing per row."""
         flip = [pend.chain.direction(m) < 0 for m in range(pend.weight.shape[0])]
         W = np.where(np.asarray(flip)[:, None], -pend.weight, pend.weight)
         lo, hi = ref.acc_bounds(W, pend.in_dtype.lo, pend.in_dtype.hi)
         base = [-b if f else b for b, f in zip(pend.base, flip, strict=True)]
-        chain = _Shifted(pend.chain, base, flip)
-        T = fold.thresholds(chain, quantizer, lo, hi, [False] * len(flip))
-        return T
+        return _Shifted(pend.chain, base, flip), lo, hi, flip
+
+    def _threshold_matrix(self, pend, quantizer):
+        chain, lo, hi, flip = self._shifted(pend)
+        return fold.thresholds(chain, quantizer, lo, hi, [False] * len(flip))
 
     def finish_thresholds(self, pend, quantizer, dtype):
         flip = [pend.chain.direction(m) < 0 for m in range(pend.weight.shape[0])]
