@@ -11,6 +11,7 @@ from amaranth.lib import io, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..gen.errors import UsageError
+from ..hw.common.stream import SkidBuffer
 from .link import BeatsToBytes, BytesToBeats
 from .uart import MIN_DIVISOR, UARTRx, UARTTx, check_divisor
 
@@ -136,15 +137,22 @@ class BoardTop(wiring.Component):
         m.submodules.network = self.network
         m.submodules.beats_to_bytes = beats_to_bytes = BeatsToBytes(self.out_shape)
         m.submodules.uart_tx = uart_tx = UARTTx(divisor=divisor)
+        # register slices between the link and the network: no combinational path (valid,
+        # ready or data) runs between the serial blocks and a network placed across the chip
+        m.submodules.in_slice = in_slice = SkidBuffer(self.in_shape)
+        m.submodules.out_slice = out_slice = SkidBuffer(self.out_shape)
 
         wiring.connect(m, receiver=bytes_to_beats.i_data, sender=uart_rx.o_data)
-        wiring.connect(m, receiver=self.network.i_data, sender=bytes_to_beats.o_data)
-        wiring.connect(m, receiver=beats_to_bytes.i_data, sender=self.network.o_data)
+        wiring.connect(m, receiver=in_slice.i_data, sender=bytes_to_beats.o_data)
+        wiring.connect(m, receiver=self.network.i_data, sender=in_slice.o_data)
+        wiring.connect(m, receiver=out_slice.i_data, sender=self.network.o_data)
+        wiring.connect(m, receiver=beats_to_bytes.i_data, sender=out_slice.o_data)
         wiring.connect(m, receiver=uart_tx.i_data, sender=beats_to_bytes.o_data)
 
         hold = Signal(range(divisor * ACTIVITY_BITS + 1))
-        moved = ((uart_rx.o_data.valid & uart_rx.o_data.ready)
-                 | (uart_tx.i_data.valid & uart_tx.i_data.ready))
+        moved = Signal()  # registered: the LED counter sits by the pins, far from the link
+        m.d.sync += moved.eq((uart_rx.o_data.valid & uart_rx.o_data.ready)
+                             | (uart_tx.i_data.valid & uart_tx.i_data.ready))
         with m.If(moved):
             m.d.sync += hold.eq(divisor * ACTIVITY_BITS)
         with m.Elif(hold != 0):
