@@ -131,9 +131,11 @@ def build(network, board, outdir, *, name, baud=115200, log=None, keep_failed=Fa
         steps = []
         with progress.step("elaboration", "amaranth"):
             platform = spec.platform()
+            # iCE40 UltraPlus parts have SB_MAC16 blocks, which synth_ice40 uses only when told
+            dsp = ["-dsp"] if spec.family == "ice40" and "UP" in spec.device.upper() else []
             plan = platform.build(
                 BoardTop(network, baud=baud), name=name, build_dir=str(staging),
-                do_build=False, do_program=False,
+                do_build=False, do_program=False, synth_opts=dsp,
                 nextpnr_opts=["--report", f"{name}.report.json", "--timing-allow-fail"],
                 script_after_synth=f"tee -q -o {name}.stat.json stat -json")
             plan.extract(str(staging))

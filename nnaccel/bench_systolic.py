@@ -18,8 +18,9 @@ reports:
   (ECP5-85F) of 4x4, 8x8 and 16x16 int8 weight-stationary arrays on the (64, 64, 64) layer with a
   thresholding output stage (the 16x16 array has more cells than the device's 156 DSP blocks:
   144 multiply in DSP blocks, the rest in logic), of the 8x8 array with a requantising output
-  stage (whose own multipliers take DSP blocks too), and for the iCEBreaker (iCE40UP5K, whose
-  flow maps no DSP blocks) of the largest array that fits, on a (8, 32, 16) layer.
+  stage (whose own multipliers take DSP blocks too), and for the iCEBreaker (iCE40UP5K: eight
+  SB_MAC16 blocks, the other cells multiply in logic) of the largest array that fits, on a
+  (8, 32, 16) layer.
 
 Results go to ``systolic.json``, ``systolic.md`` and ``systolic.png`` in the output directory.
 """
@@ -49,6 +50,10 @@ SMALL_BOARD = "icebreaker"
 SYNTH_ARRAYS = (4, 8, 16)
 SYNTH_GEMM = (64, 64, 64)
 SMALL_GEMM = (8, 32, 16)
+#: Arrays tried on the iCE40UP5K, most cells first (the first that fits is the largest).
+SMALL_ARRAYS = ((8, 8), (6, 6), (4, 8), (4, 4), (2, 4), (2, 2))
+#: SB_MAC16 blocks of the iCE40UP5K.
+UP5K_DSPS = 8
 
 
 def _cdiv(a, b):
@@ -351,7 +356,7 @@ def _fits(row):
 
 def run_systolic_bench(outdir, *, quick=False, synthesis=True, log=print, arrays=ARRAYS,
                        gemms=GEMMS, dataflows=DATAFLOWS, verilator=True,
-                       synth_arrays=SYNTH_ARRAYS, small_arrays=((4, 8), (4, 4), (2, 4), (2, 2))):
+                       synth_arrays=SYNTH_ARRAYS, small_arrays=SMALL_ARRAYS):
     """Run the benchmark; write ``systolic.json``, ``systolic.md``, ``systolic.png``.
 
     Parameters
@@ -418,7 +423,8 @@ def run_systolic_bench(outdir, *, quick=False, synthesis=True, log=print, arrays
         synth.append(_synthesise(outdir, log, BOARD, 8, 8, SYNTH_GEMM, output="requant"))
         save()
         for rows_, cols_ in small_arrays:  # largest first: keep the first that fits
-            row = _synthesise(outdir, log, SMALL_BOARD, rows_, cols_, SMALL_GEMM, dsp_cells=0)
+            row = _synthesise(outdir, log, SMALL_BOARD, rows_, cols_, SMALL_GEMM,
+                              dsp_cells=min(rows_ * cols_, UP5K_DSPS))
             synth.append(row)
             save()
             if _fits(row):

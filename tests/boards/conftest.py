@@ -4,7 +4,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from amaranth import Module, signed
+from amaranth import Module, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -36,6 +36,31 @@ class AddOne(wiring.Component):
                 m.d.sync += o.payload[j].eq(i.payload[j] + 1)
         with m.Elif(o.ready):
             m.d.sync += o.valid.eq(0)
+        return m
+
+
+class Multiply(wiring.Component):
+    """Stand-in with a multiplier: the int16 product of a beat's two int8 elements, with its
+    operands and product registered (a DSP block's input and output registers)."""
+
+    def __init__(self):
+        super().__init__({
+            "i_data": In(stream.Signature(data.ArrayLayout(signed(8), 2))),
+            "o_data": Out(stream.Signature(signed(16))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        i, o = self.i_data, self.o_data
+        a, b = Signal(signed(8)), Signal(signed(8))
+        full = Signal()
+        m.d.comb += i.ready.eq(~full | (~o.valid | o.ready))
+        with m.If(i.valid & i.ready):
+            m.d.sync += [a.eq(i.payload[0]), b.eq(i.payload[1]), full.eq(1)]
+        with m.Elif(~o.valid | o.ready):
+            m.d.sync += full.eq(0)
+        with m.If(~o.valid | o.ready):
+            m.d.sync += [o.payload.eq(a * b), o.valid.eq(full)]
         return m
 
 
@@ -103,5 +128,5 @@ def serial():
 @pytest.fixture
 def standin():
     """The stand-in network, its numpy model and beat packing helpers."""
-    return SimpleNamespace(AddOne=AddOne, reference=add_one_reference, pack=pack_elements,
-                           unpack=unpack_elements, bits=6, lanes=LANES)
+    return SimpleNamespace(AddOne=AddOne, Multiply=Multiply, reference=add_one_reference,
+                           pack=pack_elements, unpack=unpack_elements, bits=6, lanes=LANES)

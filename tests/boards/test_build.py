@@ -132,3 +132,11 @@ def test_build_standin(board, tmp_path, standin):
     again = build(standin.AddOne(), board, outdir, name="standin", log=io.StringIO())
     assert again["resources"]["lut4"] == resources["lut4"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["build"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("board,cell", [("icebreaker", "SB_MAC16"), ("ulx3s-85f", "MULT18X18D")])
+def test_multiplier_maps_to_dsp_block(board, cell, tmp_path, standin):
+    report = build(standin.Multiply(), board, tmp_path / "build", name="mul", log=io.StringIO())
+    mult = report["resources"]["mult"]
+    assert mult["cell"] == cell and mult["used"] >= 1
