@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from .errors import UsageError
 
-__all__ = ["Fold", "fold_cycles", "choose_folds", "folds_for_budget"]
+__all__ = ["Fold", "fold_cycles", "choose_folds", "cheapest_chain", "folds_for_budget"]
 
 
 @dataclass(frozen=True)
@@ -79,22 +79,28 @@ def choose_folds(shapes, target, fixed=None):
     too). Returns a list of folds, or None when ``target`` cannot be met under the constraints.
     """
     fixed = fixed or {}
-    # states: pe of the previous layer -> (total lanes, folds so far)
-    states = {None: (0, [])}
+    layers = []
     for n, (m, k) in enumerate(shapes):
         prev = fixed[n - 1].pe if n - 1 in fixed else None
         after = fixed[n + 1].simd if n + 1 in fixed else None
-        cands = [fixed[n]] if n in fixed else _candidates(m, k, target, prev, after)
+        layers.append([fixed[n]] if n in fixed else _candidates(m, k, target, prev, after))
+    return cheapest_chain(shapes, layers, target)
+
+
+def cheapest_chain(shapes, candidates, target):
+    """Fewest-lane choice of one fold per layer among ``candidates`` (a list per layer), every
+    layer within ``target`` cycles and each producer's ``pe`` compatible with its consumer's
+    ``simd``; None when no choice is legal. A dynamic programme over the previous layer's pe."""
+    # states: pe of the previous layer -> (total lanes, folds so far)
+    states = {None: (0, [])}
+    for (m, k), cands in zip(shapes, candidates, strict=True):
         new = {}
         for fold in cands:
             if fold_cycles(m, k, fold) > target:
                 continue
-            best = None
-            for prev_pe, (lanes, folds) in states.items():
-                if prev_pe is not None and not _compatible(prev_pe, fold.simd):
-                    continue
-                if best is None or lanes < best[0]:
-                    best = (lanes, folds)
+            best = min(((lanes, folds) for pe, (lanes, folds) in states.items()
+                        if pe is None or _compatible(pe, fold.simd)),
+                       key=lambda s: s[0], default=None)
             if best is None:
                 continue
             total = best[0] + fold.lanes

@@ -153,10 +153,6 @@ def search_fold(measure, rate, *, fmax_guess_mhz, margin=SEARCH_MARGIN,
     return tried[-1]["target_cycles"], tried
 
 
-def _compatible(a, b):
-    return a % b == 0 or b % a == 0
-
-
 def capped_folds(shapes, target, max_simd):
     """Fewest-lane folds of a chain of ``(M, K)`` layers meeting ``target`` cycles per
     inference with every ``simd <= max_simd``, or None.
@@ -167,9 +163,9 @@ def capped_folds(shapes, target, max_simd):
     one cycle, so the cap bounds the logic depth, hence Fmax; the cap costs few lanes because
     the PEs take over the parallelism.
     """
-    from .gen.folding import Fold, fold_cycles
+    from .gen.folding import Fold, cheapest_chain
 
-    states = {None: (0, [])}  # pe of the previous layer -> (total lanes, folds so far)
+    candidates = []
     for m, k in shapes:
         cands = set()
         for simd in range(1, min(k, max_simd) + 1):
@@ -179,22 +175,8 @@ def capped_folds(shapes, target, max_simd):
             pe_min = -(-m // neuron_folds)
             # the least pe, and a few more so that a neighbour's width can divide it
             cands.update(Fold(pe, simd) for pe in range(pe_min, min(m, 2 * pe_min + 8) + 1))
-        new = {}
-        for fold in sorted(cands, key=lambda f: (f.lanes, f.pe, f.simd)):
-            if fold_cycles(m, k, fold) > target:
-                continue
-            best = min(((lanes, folds) for pe, (lanes, folds) in states.items()
-                        if pe is None or _compatible(pe, fold.simd)),
-                       key=lambda s: s[0], default=None)
-            if best is None:
-                continue
-            total = best[0] + fold.lanes
-            if fold.pe not in new or total < new[fold.pe][0]:
-                new[fold.pe] = (total, best[1] + [fold])
-        if not new:
-            return None
-        states = new
-    return min(states.values(), key=lambda s: s[0])[1]
+        candidates.append(sorted(cands, key=lambda f: (f.lanes, f.pe, f.simd)))
+    return cheapest_chain(shapes, candidates, target)
 
 
 # -- models --------------------------------------------------------------------------------------

@@ -51,6 +51,19 @@ class SkidBuffer(wiring.Component):
         return m
 
 
+def core_then_stage(m, outer, core, stage):
+    """Wire an engine made of a ``core`` (``i_data``, raw results on ``o_raw``) and its output
+    ``stage`` into ``outer``'s ``i_data``/``o_data``, with a :class:`SkidBuffer` between them
+    (the stage's ready never reaches back into the core combinationally)."""
+    m.submodules.core = core
+    m.submodules.skid = skid = SkidBuffer(core.o_raw.payload.shape())
+    m.submodules.stage = stage
+    wiring.connect(m, wiring.flipped(outer.i_data), core.i_data)
+    wiring.connect(m, core.o_raw, skid.i_data)
+    wiring.connect(m, skid.o_data, stage.i_data)
+    wiring.connect(m, stage.o_data, wiring.flipped(outer.o_data))
+
+
 class StreamFifo(wiring.Component):
     """A synchronous FIFO of ``depth`` beats on streams (block RAM when large).
 

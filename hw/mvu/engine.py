@@ -169,16 +169,10 @@ class MatrixVectorUnit(wiring.Component):
         })
 
     def elaborate(self, platform):
-        from ..common.stream import SkidBuffer
+        from ..common.stream import core_then_stage
 
         m = Module()
-        m.submodules.core = self.core
-        m.submodules.skid = skid = SkidBuffer(self.core.o_raw.payload.shape())
-        m.submodules.stage = self.stage
-        wiring.connect(m, wiring.flipped(self.i_data), self.core.i_data)
-        wiring.connect(m, self.core.o_raw, skid.i_data)
-        wiring.connect(m, skid.o_data, self.stage.i_data)
-        wiring.connect(m, self.stage.o_data, wiring.flipped(self.o_data))
+        core_then_stage(m, self, self.core, self.stage)
         return m
 
 

@@ -28,7 +28,7 @@ from amaranth.lib.wiring import In, Out
 from ...gen.sparse_format import SparseMatrix, decode, encode
 from ..common.dtype import DTypeKind
 from ..common.reference import bits_for_range
-from ..common.stream import SkidBuffer
+from ..common.stream import core_then_stage
 from .params import SparseParams
 from .reference import cycle_model, raw_bounds
 
@@ -512,13 +512,7 @@ class SparseEngine(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.core = self.core
-        m.submodules.skid = skid = SkidBuffer(self.core.o_raw.payload.shape())
-        m.submodules.stage = self.stage
-        wiring.connect(m, wiring.flipped(self.i_data), self.core.i_data)
-        wiring.connect(m, self.core.o_raw, skid.i_data)
-        wiring.connect(m, skid.o_data, self.stage.i_data)
-        wiring.connect(m, self.stage.o_data, wiring.flipped(self.o_data))
+        core_then_stage(m, self, self.core, self.stage)
         return m
 
 
