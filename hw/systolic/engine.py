@@ -23,7 +23,7 @@ from ..common.memory import Rom
 from ..common.outstage import OutputStage
 from ..common.reference import acc_bounds, bits_for_range
 from ..common.stream import Gearbox, SkidBuffer
-from .array import SystolicArray
+from .array import SystolicArray, _delay
 from .params import READ_LATENCY, RMW_LATENCY, Dataflow, SystolicParams
 from .reference import os_weight_words, tile_psum_bounds, ws_weight_words
 
@@ -34,15 +34,6 @@ __all__ = ["ActivationBuffer", "WSSequencer", "OSSequencer", "Collector", "Systo
 def _bits(n):
     """Bits of a counter over ``0 .. n-1`` (at least 1)."""
     return max(1, (n - 1).bit_length())
-
-
-def _delay(m, value, cycles, name):
-    """``value`` delayed by ``cycles`` registers."""
-    for n in range(cycles):
-        reg = Signal(value.shape(), name=f"{name}_d{n}")
-        m.d.sync += reg.eq(value)
-        value = reg
-    return value
 
 
 def _wrap(value, limit):
