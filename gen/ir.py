@@ -14,7 +14,7 @@ from ..hw.common import reference as ref
 from ..hw.common.dtype import DType, DTypeKind
 
 __all__ = ["DType", "DTypeKind", "Op", "OutputKind", "OutputStage", "Layer", "Model",
-           "IDENTIFIER", "readonly"]
+           "WeightMatrix", "IDENTIFIER", "readonly"]
 
 IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
@@ -55,20 +55,8 @@ class OutputStage:
                                 thresholds=self.thresholds)
 
 
-@dataclass(frozen=True, eq=False)
-class Layer:
-    """One SPEC layer. ``weight`` is always present (derived from codebook[indices] when the
-    file gives only those); ``in_dtype`` is the dtype of the vector that feeds it."""
-
-    name: str
-    op: Op
-    in_dtype: DType
-    weight: np.ndarray
-    weight_dtype: DType
-    output: OutputStage
-    bias: np.ndarray | None = None
-    codebook: np.ndarray | None = None
-    indices: np.ndarray | None = None
+class WeightMatrix:
+    """Shape and density of a layer's ``weight`` (M outputs x K inputs)."""
 
     @property
     def out_features(self):
@@ -82,6 +70,23 @@ class Layer:
     def density(self):
         """Fraction of non-zero weights."""
         return float(np.count_nonzero(self.weight)) / max(self.weight.size, 1)
+
+
+@dataclass(frozen=True, eq=False)
+class Layer(WeightMatrix):
+    """One SPEC layer. ``weight`` is always present (derived from codebook[indices] when the
+    file gives only those); ``in_dtype`` is the dtype of the vector that feeds it."""
+
+    name: str
+    op: Op
+    in_dtype: DType
+    weight: np.ndarray
+    weight_dtype: DType
+    output: OutputStage
+    bias: np.ndarray | None = None
+    codebook: np.ndarray | None = None
+    indices: np.ndarray | None = None
+
 
     def acc_bounds(self):
         """Per-row worst-case (lo, hi) of the accumulator over every legal input."""

@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ModelError
-from ..ir import IDENTIFIER, DType, DTypeKind, readonly
+from ..ir import IDENTIFIER, DType, DTypeKind, WeightMatrix, readonly
 
 __all__ = ["BatchNorm", "FloatLayer", "FloatModel", "Data", "read_float_model",
            "write_float_model", "BN_EPS"]
@@ -74,7 +74,7 @@ class BatchNorm:
 
 
 @dataclass(frozen=True, eq=False)
-class FloatLayer:
+class FloatLayer(WeightMatrix):
     """One float layer while it is being compressed.
 
     Attributes
@@ -98,18 +98,6 @@ class FloatLayer:
     mask: np.ndarray | None = None
     codebook: np.ndarray | None = None
     codes: np.ndarray | None = None
-
-    @property
-    def out_features(self):
-        return self.weight.shape[0]
-
-    @property
-    def in_features(self):
-        return self.weight.shape[1]
-
-    @property
-    def density(self):
-        return float(np.count_nonzero(self.weight)) / self.weight.size
 
     def but(self, **changes):
         """A copy with ``changes``; arrays are frozen."""
