@@ -137,16 +137,15 @@ class BoardTop(wiring.Component):
         m.submodules.network = self.network
         m.submodules.beats_to_bytes = beats_to_bytes = BeatsToBytes(self.out_shape)
         m.submodules.uart_tx = uart_tx = UARTTx(divisor=divisor)
-        # register slices between the link and the network: no combinational path (valid,
-        # ready or data) runs between the serial blocks and a network placed across the chip
+        # a register slice between the receiver and the network: no combinational path (valid,
+        # ready or data) runs from the serial side into a network placed across the chip. (One
+        # on the output side too made yosys 0.70's ABC9 pass fail an assertion on the 8x8 systolic design.)
         m.submodules.in_slice = in_slice = SkidBuffer(self.in_shape)
-        m.submodules.out_slice = out_slice = SkidBuffer(self.out_shape)
 
         wiring.connect(m, receiver=bytes_to_beats.i_data, sender=uart_rx.o_data)
         wiring.connect(m, receiver=in_slice.i_data, sender=bytes_to_beats.o_data)
         wiring.connect(m, receiver=self.network.i_data, sender=in_slice.o_data)
-        wiring.connect(m, receiver=out_slice.i_data, sender=self.network.o_data)
-        wiring.connect(m, receiver=beats_to_bytes.i_data, sender=out_slice.o_data)
+        wiring.connect(m, receiver=beats_to_bytes.i_data, sender=self.network.o_data)
         wiring.connect(m, receiver=uart_tx.i_data, sender=beats_to_bytes.o_data)
 
         hold = Signal(range(divisor * ACTIVITY_BITS + 1))
