@@ -139,7 +139,8 @@ class BoardTop(wiring.Component):
         m.submodules.uart_tx = uart_tx = UARTTx(divisor=divisor)
         # a register slice between the receiver and the network: no combinational path (valid,
         # ready or data) runs from the serial side into a network placed across the chip. (One
-        # on the output side too made yosys 0.70's ABC9 pass fail an assertion on the 8x8 systolic design.)
+        # on the output side too made yosys 0.70's ABC9 pass fail an assertion on the 8x8
+        # systolic design.)
         m.submodules.in_slice = in_slice = SkidBuffer(self.in_shape)
 
         wiring.connect(m, receiver=bytes_to_beats.i_data, sender=uart_rx.o_data)
