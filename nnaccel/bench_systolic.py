@@ -51,7 +51,7 @@ SYNTH_ARRAYS = (4, 8, 16)
 SYNTH_GEMM = (64, 64, 64)
 SMALL_GEMM = (8, 32, 16)
 #: Arrays tried on the iCE40UP5K, most cells first (the first that fits is the largest).
-SMALL_ARRAYS = ((8, 8), (6, 6), (4, 8), (4, 4), (2, 4), (2, 2))
+SMALL_ARRAYS = ((8, 8), (6, 6), (4, 8), (4, 4), (3, 4), (2, 6), (2, 4), (2, 2))
 #: SB_MAC16 blocks of the iCE40UP5K.
 UP5K_DSPS = 8
 
