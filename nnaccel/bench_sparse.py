@@ -166,7 +166,9 @@ def _row(cfg, x, label, result, dense_cycles):
     cpi = result.cycles_per_inference if measured else rep.cycles_per_inference
     entries = float(rep.entries.sum()) / len(x)
     busy = float(rep.busy.sum()) / len(x)
-    nonzero_macs = float(((x != 0) @ np.count_nonzero(cfg.weight, axis=0)).mean())
+    from .hw.sparse.reference import performed_macs
+
+    nonzero_macs = performed_macs(cfg.weight, x)
     return {
         "n_pe": p.pe, "queue_depth": p.queue_depth, "activations": label,
         "index_bits": p.index_bits, "bits_per_nonzero": round(cfg.index.bits_per_nonzero, 3),

@@ -313,7 +313,8 @@ def cmd_demo(args):
 
 
 def cmd_bench(args):
-    """The MVU networks in ``OUTPUT``, the systolic and sparse tables in its subdirectories."""
+    """The MVU networks in ``OUTPUT``, the systolic and sparse tables in its subdirectories;
+    exit status 1 when a check or target of any suite failed."""
     from pathlib import Path
 
     from .bench import run_bench
@@ -325,9 +326,19 @@ def cmd_bench(args):
         status = run_bench(out, quick=args.quick, synthesis=synthesis, log=log)
     if args.suite in ("all", "systolic"):
         run_systolic_bench(out / "systolic", quick=args.quick, synthesis=synthesis, log=log)
+        status |= _missed_targets(out / "systolic" / "systolic.json")
     if args.suite in ("all", "sparse"):
         run_sparse_bench(out / "sparse", quick=args.quick, synthesis=synthesis, log=log)
+        status |= _missed_targets(out / "sparse" / "sparse.json")
     return status
+
+
+def _missed_targets(summary_path):
+    """1 when a bench summary lists a target not met (0 otherwise)."""
+    import json
+
+    targets = json.loads(summary_path.read_text()).get("targets", {})
+    return int(any(not check["met"] for check in targets.values()))
 
 
 _LAYER_VALUE = re.compile(r"(?:([A-Za-z_][A-Za-z0-9_]*)=)?([^=]+)\Z")

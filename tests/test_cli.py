@@ -484,3 +484,18 @@ def test_keyword_model_runs_on_numpy(tmp_path, capsys):
     assert cli.main(["run", str(model), "--input", str(tmp_path / "x.npy"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["outputs"] == spec_forward(np.zeros((1, 4),
                                                                                    dtype=int))
+
+
+@pytest.mark.parametrize("met,status", [((True, True), 0), ((True, False), 1)])
+def test_bench_exit_status_follows_the_suites_targets(tmp_path, monkeypatch, met, status):
+    """`nnaccel bench --suite systolic` exits 1 when its summary lists a target not met."""
+    import nnaccel.bench_systolic as bench_systolic
+
+    def fake(outdir, **kwargs):
+        outdir.mkdir(parents=True)
+        targets = {f"t{n}": {"met": m, "detail": ""} for n, m in enumerate(met)}
+        (outdir / "systolic.json").write_text(json.dumps({"targets": targets}))
+        return []
+
+    monkeypatch.setattr(bench_systolic, "run_systolic_bench", fake)
+    assert cli.main(["bench", "--suite", "systolic", "-o", str(tmp_path / "b")]) == status

@@ -32,8 +32,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["ISSUE_TO_DONE", "raw_bounds", "raw_sums", "broadcast_tokens", "CycleReport",
-           "cycle_model"]
+__all__ = ["ISSUE_TO_DONE", "raw_bounds", "raw_sums", "performed_macs", "broadcast_tokens",
+           "CycleReport", "cycle_model"]
 
 #: From the cycle the last entry of a vector is issued to the cycle its bank shows ``done``.
 ISSUE_TO_DONE = 4
@@ -50,6 +50,14 @@ def raw_bounds(weight, in_lo, in_hi):
     lo = np.minimum(a, b).sum(axis=1) if w.size else np.zeros(1, dtype=object)
     hi = np.maximum(a, b).sum(axis=1) if w.size else np.zeros(1, dtype=object)
     return min(int(np.min(lo)), 0), max(int(np.max(hi)), 0)
+
+
+def performed_macs(weight, x):
+    """Mean multiply-accumulates per vector the engine performs on the batch ``x`` (B, K): the
+    non-zero weights of the columns whose activation is non-zero (zero activations are
+    skipped, padding entries are not work)."""
+    per_column = np.count_nonzero(np.asarray(weight), axis=0)
+    return float(((np.asarray(x) != 0) @ per_column).mean())
 
 
 def raw_sums(weight, x):

@@ -57,7 +57,6 @@ def tile_psum_bounds(weight, rows, in_lo, in_hi):
     return min(int(lo.min()), 0), max(int(hi.max()), 0)
 
 
-
 def gemm(weight, x):
     """``X @ W.T`` exactly (Python integers, so no width can overflow): what the array
     accumulates, before bias and output stage."""

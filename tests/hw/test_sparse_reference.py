@@ -7,6 +7,7 @@ from nnaccel.hw.sparse.reference import (
     ISSUE_TO_DONE,
     broadcast_tokens,
     cycle_model,
+    performed_macs,
     raw_bounds,
     raw_sums,
 )
@@ -94,3 +95,12 @@ def test_model_rejects_mismatched_shapes():
     with pytest.raises(ValueError, match="columns"):
         cycle_model(np.ones((2, 3)), np.ones((1, 4), dtype=bool), in_beat=1, queue_depth=1,
                     rows_per_pe=1, out_latency=1)
+
+
+def test_performed_macs_counts_nonzero_weight_times_nonzero_activation():
+    rng = np.random.default_rng(3)
+    w = rng.integers(-2, 3, size=(7, 11)) * (rng.random((7, 11)) < 0.3)
+    x = rng.integers(0, 3, size=(5, 11))
+    by_hand = sum(1 for b in range(5) for m in range(7) for k in range(11)
+                  if w[m, k] != 0 and x[b, k] != 0) / 5
+    assert performed_macs(w, x) == by_hand
