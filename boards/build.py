@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 from ..gen.errors import ToolError, UsageError
+from ..gen.names import name_problem
 from .platforms import Board, get_board
 from .top import BoardTop, baud_divisor
 
@@ -34,7 +35,6 @@ __all__ = ["REPORT_FORMAT", "build", "format_report"]
 #: Value of the report's ``format`` field.
 REPORT_FORMAT = "nnaccel-build-report/1"
 
-_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 #: What each tool of a build plan does, for progress lines.
 _STEP_NAMES = {
@@ -115,9 +115,9 @@ def build(network, board, outdir, *, name, baud=115200, log=None, keep_failed=Fa
     """
     log = sys.stderr if log is None else log
     spec = board if isinstance(board, Board) else get_board(board)
-    if not isinstance(name, str) or not _IDENTIFIER.match(name):
-        raise UsageError(f"design name must be an identifier [A-Za-z_][A-Za-z0-9_]*, "
-                         f"not {name!r}")
+    problem = name_problem(name)
+    if problem is not None:
+        raise UsageError(f"design name: {problem}")
     divisor = baud_divisor(spec.clock_hz, baud)
     network = getattr(network, "network", network)
     outdir = Path(outdir).absolute()

@@ -14,6 +14,7 @@ from ..hw.sparse.params import SparseParams
 from ..hw.systolic.engine import SystolicEngine
 from .atomic import atomic_directory
 from .errors import ModelError
+from .names import VERILOG_KEYWORDS, name_problem
 from .passes.check import mvu_params
 from .passes.configure import output_kwargs, systolic_params
 from .pipeline import compile_plan
@@ -23,20 +24,6 @@ __all__ = ["Design", "generate", "VERILOG_KEYWORDS", "MANIFEST_FORMAT"]
 
 MANIFEST_FORMAT = "nnaccel-manifest/1"
 
-#: Verilog-2005 / SystemVerilog keywords: a model name that is one cannot name a module.
-VERILOG_KEYWORDS = frozenset("""
-always and assign automatic begin buf bufif0 bufif1 case casex casez cell cmos config deassign
-default defparam design disable edge else end endcase endconfig endfunction endgenerate endmodule
-endprimitive endspecify endtable endtask event for force forever fork function generate genvar
-highz0 highz1 if ifnone incdir include initial inout input instance integer join large liblist
-library localparam macromodule medium module nand negedge nmos nor noshowcancelled not notif0
-notif1 or output parameter pmos posedge primitive pull0 pull1 pulldown pullup
-pulsestyle_onevent pulsestyle_ondetect rcmos real realtime reg release repeat rnmos rpmos rtran
-rtranif0 rtranif1 scalared showcancelled signed small specify specparam strong0 strong1 supply0
-supply1 table task time tran tranif0 tranif1 tri tri0 tri1 triand trior trireg unsigned use uwire
-vectored wait wand weak0 weak1 while wire wor xnor xor logic bit byte int shortint longint
-struct union enum typedef class interface package program property sequence string void
-""".split())
 
 #: Cycles a layer adds to the latency besides its folds (FIFO, skid, core and output stage).
 _LAYER_OVERHEAD = 12
@@ -119,9 +106,9 @@ class Design:
     def __init__(self, plan):
         self.plan = plan
         model = plan.model
-        if model.name.lower() in VERILOG_KEYWORDS:
-            raise ModelError(None, "name", f"{model.name!r} is a Verilog keyword and cannot "
-                                           "name the generated module")
+        problem = name_problem(model.name)
+        if problem is not None:
+            raise ModelError(None, "name", f"{problem}: it cannot name the generated module")
         self.name = model.name
         self.batch = plan.options.batch
         stages, self.engines = [], []

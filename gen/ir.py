@@ -5,18 +5,17 @@ validated; arrays are read-only int64 numpy arrays holding mathematical values (
 """
 
 import enum
-import re
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..hw.common import reference as ref
 from ..hw.common.dtype import DType, DTypeKind
+from .names import IDENTIFIER
 
 __all__ = ["DType", "DTypeKind", "Op", "OutputKind", "OutputStage", "Layer", "Model",
            "WeightMatrix", "IDENTIFIER", "readonly"]
 
-IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
 def readonly(arr, dtype=np.int64):

@@ -14,7 +14,8 @@ import numpy as np
 from ..hw.common import reference as ref
 from .atomic import atomic_directory
 from .errors import ModelError
-from .ir import IDENTIFIER, DType, DTypeKind, Layer, Model, Op, OutputKind, OutputStage, readonly
+from .ir import DType, DTypeKind, Layer, Model, Op, OutputKind, OutputStage, readonly
+from .names import name_problem
 
 __all__ = ["FORMAT", "read_model", "write_model", "model_to_json"]
 
@@ -198,9 +199,9 @@ def _layer(index, spec, in_dtype, in_features, arrays, names):
     if not isinstance(spec, dict):
         raise ModelError(f"#{index}", "layers", "each layer is an object")
     name = spec.get("name")
-    if not isinstance(name, str) or not IDENTIFIER.match(name):
-        raise ModelError(f"#{index}", "name",
-                         f"{name!r} is not an identifier [A-Za-z_][A-Za-z0-9_]*")
+    problem = name_problem(name)
+    if problem is not None:
+        raise ModelError(f"#{index}", "name", problem)
     if name in names:
         raise ModelError(name, "name", "another layer has this name")
     op = _require(name, spec, "op")
@@ -267,8 +268,9 @@ def model_from_json(doc, arrays):
         raise ModelError(None, "format", f"expected {FORMAT!r}, not {fmt!r}")
     _unknown_keys(None, "", doc, _MODEL_KEYS)
     name = doc.get("name")
-    if not isinstance(name, str) or not IDENTIFIER.match(name):
-        raise ModelError(None, "name", f"{name!r} is not an identifier [A-Za-z_][A-Za-z0-9_]*")
+    problem = name_problem(name)
+    if problem is not None:
+        raise ModelError(None, "name", problem)
     inp = _require(None, doc, "input")
     if not isinstance(inp, dict):
         raise ModelError(None, "input", "expected an object")

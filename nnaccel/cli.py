@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from .gen.errors import NnaccelError, UsageError
+from .gen.names import name_problem
 
 __all__ = ["main", "build_parser"]
 
@@ -159,8 +160,8 @@ def _import(path, name=None):
 def cmd_import(args):
     from .gen.model_io import write_model
 
-    if args.name is not None and not re.match(r"[A-Za-z_][A-Za-z0-9_]*\Z", args.name):
-        raise UsageError(f"--name {args.name!r} is not an identifier [A-Za-z_][A-Za-z0-9_]*")
+    if args.name is not None and name_problem(args.name) is not None:
+        raise UsageError(f"--name: {name_problem(args.name)}")
     imported = _import(args.file, name=args.name)
     model = imported.model
     path = write_model(model, args.output)
@@ -372,8 +373,8 @@ def cmd_compress(args):
     prune = _per_layer("--prune", args.prune, float, "FRACTION")
     quality = _per_layer("--quality", args.quality, float, "Q")
     share = _per_layer("--share", args.share, int, "BITS")
-    if args.name is not None and not re.match(r"[A-Za-z_][A-Za-z0-9_]*\Z", args.name):
-        raise UsageError(f"--name {args.name!r} is not an identifier [A-Za-z_][A-Za-z0-9_]*")
+    if args.name is not None and name_problem(args.name) is not None:
+        raise UsageError(f"--name: {name_problem(args.name)}")
     float_model, data = read_float_model(args.float_model)
     if args.name is not None:
         float_model = float_model.but(name=args.name)

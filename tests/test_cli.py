@@ -475,12 +475,18 @@ def test_run_plain_text(good, tmp_path, capsys):
         assert " ".join(map(str, row)) in out
 
 
-def test_keyword_model_runs_on_numpy(tmp_path, capsys):
-    """The Verilog keyword check belongs to generation; the numpy reference does not care."""
+def test_keyword_model_refused_by_every_command(tmp_path, capsys):
+    """A model named by a Verilog keyword cannot name a module: the reader refuses it (SPEC 5),
+    so no command half-works on it; a case variant such as ``Module`` is fine."""
     doc = model_doc()
     doc["name"] = "module"
     model = write_model_dir(tmp_path / "model", doc)
     np.save(tmp_path / "x.npy", np.zeros((1, 4), dtype=np.int64))
+    assert cli.main(["run", str(model), "--input", str(tmp_path / "x.npy"), "--json"]) == 2
+    err = capsys.readouterr().err
+    assert "field 'name'" in err and "keyword" in err and "Traceback" not in err
+    doc["name"] = "Module"
+    model = write_model_dir(tmp_path / "model2", doc)
     assert cli.main(["run", str(model), "--input", str(tmp_path / "x.npy"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["outputs"] == spec_forward(np.zeros((1, 4),
                                                                                    dtype=int))

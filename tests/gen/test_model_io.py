@@ -406,11 +406,32 @@ def test_dtype_bits_limits_accepted(tmp_path):
         assert model.layers[0].weight.tolist() == w.tolist()
 
 
-def test_verilog_keyword_is_an_identifier(tmp_path):
-    """``module`` passes the reader (it is an identifier); generate rejects it (test_cli)."""
+@pytest.mark.parametrize("name, problem", [
+    ("module", "Verilog keyword"), ("clk", "port of the generated top level"),
+    ("rst", "port of the generated top level"), ("s_axis_tdata", "port of the generated"),
+    ("m_axis_x", "port of the generated"), ("a" * 65, "at most 64 characters"),
+])
+@pytest.mark.parametrize("where", ["model", "layer"])
+def test_reserved_and_long_names_refused(tmp_path, name, problem, where):
+    """Names that would break the generated Verilog are refused by the reader, naming the
+    field; the keyword check is case-sensitive (Verilog is)."""
     doc, arrays = good_model()
-    doc["name"] = "module"
-    assert read_model(write_raw(tmp_path / "m", doc, arrays)).name == "module"
+    if where == "model":
+        doc["name"] = name
+    else:
+        doc["layers"][0]["name"] = name
+    with pytest.raises(ModelError, match=problem) as info:
+        read_model(write_raw(tmp_path / "m", doc, arrays))
+    assert info.value.field == "name"
+
+
+@pytest.mark.parametrize("name", ["Module", "WIRE", "clk2", "axis", "a" * 64])
+def test_names_near_reserved_ones_accepted(tmp_path, name):
+    doc, arrays = good_model()
+    doc["name"] = name
+    doc["layers"][0]["name"] = name
+    model = read_model(write_raw(tmp_path / "m", doc, arrays))
+    assert model.name == name and model.layers[0].name == name
 
 
 # --- files: model.json and weights.npz ----------------------------------------------------------
