@@ -27,6 +27,7 @@ from pathlib import Path
 
 from ..gen.errors import ToolError, UsageError
 from ..gen.names import name_problem
+from ..gen.tools import amaranth_build_env
 from .platforms import Board, get_board
 from .top import BoardTop, baud_divisor
 
@@ -197,23 +198,10 @@ def format_report(report):
 
 def _build_env():
     """os.environ plus the tool variables amaranth's build plans read."""
-    try:
-        from ..tools import amaranth_build_env
-    except ImportError:  # pragma: no cover - nnaccel.tools is part of the package
-        amaranth_build_env = _fallback_build_env
     env = dict(os.environ)
     env.update(amaranth_build_env())
     bindir = str(Path(sys.executable).parent)
     env["PATH"] = os.pathsep.join([bindir, env.get("PATH", "")]).rstrip(os.pathsep)
-    return env
-
-
-def _fallback_build_env():
-    bindir = Path(sys.executable).parent
-    tools = {"YOSYS": "yosys", "NEXTPNR_ECP5": "nextpnr-ecp5", "ECPPACK": "ecppack",
-             "NEXTPNR_ICE40": "nextpnr-ice40", "ICEPACK": "icepack"}
-    env = {var: str(bindir / f"yowasp-{tool}") for var, tool in tools.items()}
-    env["OPENFPGALOADER"] = shutil.which("true") or "true"
     return env
 
 

@@ -10,6 +10,7 @@ layers finds the fewest total lanes for T; a lane budget is met by bisection ove
 
 from dataclasses import dataclass
 
+from ..hw.common.arith import cdiv
 from .errors import UsageError
 
 __all__ = ["Fold", "fold_cycles", "choose_folds", "cheapest_chain", "folds_for_budget"]
@@ -26,7 +27,7 @@ class Fold:
 
 
 def fold_cycles(m, k, fold):
-    return -(-m // fold.pe) * -(-k // fold.simd)
+    return cdiv(m, fold.pe) * cdiv(k, fold.simd)
 
 
 def _compatible(a, b):
@@ -37,8 +38,8 @@ def _smallest_pe(m, folds_allowed):
     """Fewest PEs that need at most ``folds_allowed`` neuron folds (0 if impossible)."""
     if folds_allowed < 1:
         return 0
-    pe = -(-m // folds_allowed)
-    return -(-m // -(-m // pe))  # same number of folds, least padding
+    pe = cdiv(m, folds_allowed)
+    return cdiv(m, cdiv(m, pe))  # same number of folds, least padding
 
 
 def _candidates(m, k, target, prev_pe=None, next_simd=None):
@@ -49,12 +50,12 @@ def _candidates(m, k, target, prev_pe=None, next_simd=None):
     out = set()
     divisors = [d for d in range(1, (next_simd or 0) + 1) if next_simd % d == 0]
     for simd in range(1, k + 1):
-        sf = -(-k // simd)
+        sf = cdiv(k, simd)
         pe_min = _smallest_pe(m, target // sf)
         if not pe_min:
             continue
         # skip a simd whose synapse folds equal the next smaller simd's (pure padding)
-        if (simd > 1 and -(-k // (simd - 1)) == sf and (k % simd)
+        if (simd > 1 and cdiv(k, simd - 1) == sf and (k % simd)
                 and not (prev_pe and _compatible(prev_pe, simd))):
             continue
         pes = {pe_min}
@@ -65,7 +66,7 @@ def _candidates(m, k, target, prev_pe=None, next_simd=None):
                     break
         if next_simd is not None:
             fits = [d for d in divisors if pe_min <= d <= m]
-            multiple = -(-pe_min // next_simd) * next_simd
+            multiple = cdiv(pe_min, next_simd) * next_simd
             fits += [multiple] if multiple <= m else []
             pes.update(sorted(fits)[:1])
         out.update(Fold(pe, simd) for pe in pes)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from amaranth.back import verilog
 
+from ..hw.common.arith import cdiv
 from ..hw.common.pipeline import AxisTop, Pipeline, Stage
 from ..hw.mvu.engine import MatrixVectorUnit
 from ..hw.sparse.engine import SparseEngine
@@ -121,7 +122,7 @@ class Design:
         first, last = plan.layers[0], plan.layers[-1]
         self.network = Pipeline(stages, in_shape=model.input_dtype.shape,
                                 in_beat=first.fold.simd, out_shape=model.output_dtype.shape)
-        out_beats = -(-last.layer.out_features // last.fold.pe)
+        out_beats = cdiv(last.layer.out_features, last.fold.pe)
         self.top = AxisTop(self.network, out_vector_beats=out_beats)
         self.manifest = self._manifest()
         for entry in self.manifest["layers"]:
@@ -135,7 +136,7 @@ class Design:
 
     def _io(self, dtype, elements, per_beat):
         return {"dtype": str(dtype), "elements": elements, "elements_per_beat": per_beat,
-                "bits_per_element": dtype.bits, "beats": -(-elements // per_beat)}
+                "bits_per_element": dtype.bits, "beats": cdiv(elements, per_beat)}
 
     def _manifest(self):
         model, plan = self.plan.model, self.plan
@@ -172,7 +173,7 @@ class Design:
             "expected_cycles_per_inference": cycles,
             "expected_latency_cycles": latency,
             "lanes": lanes, "macs": macs, "nonzero_macs": work,
-            "ideal_cycles_per_inference": -(-work // lanes),
+            "ideal_cycles_per_inference": cdiv(work, lanes),
             "options": {"target_cycles": plan.options.target_cycles,
                         "max_lanes": plan.options.max_lanes, "batch": plan.options.batch},
             "warnings": [f"layer {e['name']}: {w}" for e in layers for w in e["warnings"]],

@@ -34,6 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .hw.common.arith import cdiv
+
 __all__ = [
     "Benchmark", "BENCHMARKS", "NNGEN_REFERENCE", "RATIO_TOLERANCE", "UTILISATION_TARGET",
     "BOARD", "DEFAULT_VECTORS", "QUICK_VECTORS", "SFC_FMAX_GUESS_MHZ", "SFC_MAX_SIMD",
@@ -85,7 +87,7 @@ def ideal_cycles(macs, lanes):
     """Cycles per inference if every lane did useful work every cycle: ``ceil(macs / lanes)``."""
     if lanes < 1:
         raise ValueError(f"lanes must be a positive integer, not {lanes!r}")
-    return -(-int(macs) // int(lanes))
+    return cdiv(int(macs), int(lanes))
 
 
 def utilisation(macs, lanes, cycles):
@@ -169,10 +171,10 @@ def capped_folds(shapes, target, max_simd):
     for m, k in shapes:
         cands = set()
         for simd in range(1, min(k, max_simd) + 1):
-            neuron_folds = target // -(-k // simd)
+            neuron_folds = target // cdiv(k, simd)
             if neuron_folds < 1:
                 continue
-            pe_min = -(-m // neuron_folds)
+            pe_min = cdiv(m, neuron_folds)
             # the least pe, and a few more so that a neighbour's width can divide it
             cands.update(Fold(pe, simd) for pe in range(pe_min, min(m, 2 * pe_min + 8) + 1))
         candidates.append(sorted(cands, key=lambda f: (f.lanes, f.pe, f.simd)))

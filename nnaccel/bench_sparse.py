@@ -95,9 +95,9 @@ class _Engine:
     """One configuration: the engine, its AXI top level and its Verilog (lazily)."""
 
     def __init__(self, weight, codebook, bias, mult, shift, n_pe, depth):
-        from .gen.sparse_format import choose_index_bits
         from .hw.common.dtype import DType
         from .hw.sparse.engine import SparseEngine, encode_weight
+        from .hw.sparse.format import choose_index_bits
         from .hw.sparse.params import SparseParams
 
         m, k = weight.shape

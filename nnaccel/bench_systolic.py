@@ -32,6 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .hw.common.arith import cdiv
+
 __all__ = ["ARRAYS", "GEMMS", "SCALESIM_TABLE", "scalesim_cycles", "make_gemm",
            "SystolicBenchConfig", "run_systolic_bench"]
 
@@ -56,18 +58,15 @@ SMALL_ARRAYS = ((8, 8), (6, 6), (4, 8), (4, 4), (3, 4), (2, 6), (2, 4), (2, 2))
 UP5K_DSPS = 8
 
 
-def _cdiv(a, b):
-    return -(-a // b)
-
 
 def scalesim_cycles(dataflow, rows, cols, m, k, n):
     """SCALE-Sim 3.0's compute cycles for the GEMM ``(M, K, N)`` on an R x C array (its
     closed forms: WS ``ceil(K/R) * ceil(N/C) * (2R + C + M - 2) - 1``, OS ``ceil(M/R) *
     ceil(N/C) * (R + C + K - 2) - 1``)."""
     if dataflow == "ws":
-        return _cdiv(k, rows) * _cdiv(n, cols) * (2 * rows + cols + m - 2) - 1
+        return cdiv(k, rows) * cdiv(n, cols) * (2 * rows + cols + m - 2) - 1
     if dataflow == "os":
-        return _cdiv(m, rows) * _cdiv(n, cols) * (rows + cols + k - 2) - 1
+        return cdiv(m, rows) * cdiv(n, cols) * (rows + cols + k - 2) - 1
     raise ValueError(f"dataflow must be 'ws' or 'os', not {dataflow!r}")
 
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from amaranth import Module, Signal
 from amaranth.sim import Simulator
 
+from ..hw.common.arith import cdiv
+
 __all__ = ["StallPattern", "STALL_PATTERNS", "send", "receive", "run_stream_test", "to_beats",
            "from_beats"]
 
@@ -115,7 +117,7 @@ def to_beats(vectors, n, pad=0):
 def from_beats(beats, count, n):
     """Inverse of :func:`to_beats`: join beats (iterables of ints) into vectors of ``count``
     elements, dropping the padding."""
-    per = -(-count // n)
+    per = cdiv(count, n)
     if len(beats) % per:
         raise ValueError(f"{len(beats)} beats is not a whole number of {per}-beat vectors")
     flat = [[int(x) for x in beat] for beat in beats]

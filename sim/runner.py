@@ -32,7 +32,7 @@ import cocotb_tools.config
 from cocotb_tools.runner import get_runner
 
 from ..gen.errors import ToolError
-from ..tools import check_simulation_tools
+from ..gen.tools import check_simulation_tools
 
 __all__ = ["SimulationError", "DEFAULT_BUILD_ARGS", "cache_dir", "progress", "build", "test"]
 

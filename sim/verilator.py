@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..gen.packing import beats_per_vector, pack, unpack
 from . import runner
+from .packing import beats_per_vector, pack, unpack
 from .tb_network import JOB_VARIABLE
 
 __all__ = ["SimResult", "TEST_MODULE", "DEFAULT_TIMEOUT_CYCLES", "run"]

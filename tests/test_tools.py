@@ -1,4 +1,4 @@
-"""nnaccel/tools.py: finding Verilator, the C++ toolchain and the YoWASP tools."""
+"""gen/tools.py: finding Verilator, the C++ toolchain and the YoWASP tools."""
 
 import os
 import stat
@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from nnaccel import tools
+from nnaccel.gen import tools
 
 
 @pytest.fixture

@@ -3,9 +3,9 @@
 Storage of a layer is counted the way the generator would store it by default (SPEC 2.3):
 
 * ``sparse`` (density <= 0.35, not bipolar): EIE's interleaved CSC over ``pe`` PEs
-  (:mod:`nnaccel.gen.sparse_format`): every entry (value + relative row index, padding entries
+  (:mod:`nnaccel.hw.sparse.format`): every entry (value + relative row index, padding entries
   included) and every column pointer, with the relative index width that minimises the total
-  (:func:`~nnaccel.gen.sparse_format.choose_index_bits`); values are codes into the stored
+  (:func:`~nnaccel.hw.sparse.format.choose_index_bits`); values are codes into the stored
   codebook (zero first) for a shared layer, else ``weight_dtype`` integers;
 * ``dense``: ``M * K`` values of ``value_bits`` each (codes when shared).
 
@@ -18,9 +18,9 @@ import json
 
 import numpy as np
 
+from ...hw.sparse.format import choose_index_bits, stored_codebook
 from ..ir import DTypeKind
 from ..passes.engines import SPARSE_DENSITY
-from ..sparse_format import choose_index_bits, stored_codebook
 
 __all__ = ["layer_storage", "build_report", "format_report", "report_json"]
 

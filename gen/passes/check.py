@@ -9,12 +9,13 @@ compiler bug and stops generation.
 import numpy as np
 
 from ...hw.common import reference as ref
+from ...hw.common.dtype import DTypeKind
 from ...hw.mvu.params import LaneKind, MVUParams
 from ...hw.mvu.reference import affine, fold_matrix, raw_sums
 from ...hw.sparse import reference as sparse_ref
+from ...hw.sparse.format import decode, encode
 from ...hw.systolic import reference as systolic_ref
 from ..plan import Engine
-from ..sparse_format import decode, encode
 
 __all__ = ["check_plan", "mvu_params"]
 
@@ -32,7 +33,7 @@ def check_plan(plan, vectors=8, seed=0):
     for lp in plan.layers:
         layer = lp.layer
         dt = layer.in_dtype
-        if dt.kind.value == "bipolar":
+        if dt.kind is DTypeKind.BIPOLAR:
             x = rng.choice([-1, 1], size=(vectors, layer.in_features))
         else:
             x = rng.integers(dt.lo, dt.hi, size=(vectors, layer.in_features), endpoint=True)

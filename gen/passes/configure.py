@@ -25,13 +25,14 @@ from dataclasses import replace
 
 import numpy as np
 
+from ...hw.common.arith import cdiv
+from ...hw.sparse.format import choose_index_bits, encode
 from ...hw.sparse.reference import cycle_model
 from ...hw.systolic.params import Dataflow, SystolicParams
 from ..errors import UsageError
 from ..folding import Fold
 from ..ir import OutputKind
 from ..plan import ArrayChoice, Engine, SparseChoice
-from ..sparse_format import choose_index_bits, encode
 from .folding import DEFAULT_MAX_LANES
 
 __all__ = ["configure_engines", "systolic_params", "output_kwargs", "sparse_index_bits",
@@ -78,7 +79,7 @@ def sparse_cycles(layer, pe, in_beat, queue_depth=QUEUE_DEPTH, index_bits=4):
                     codebook=layer.codebook).column_counts()
     active = np.ones((2, layer.in_features), dtype=bool)
     return cycle_model(counts, active, in_beat=in_beat, queue_depth=queue_depth,
-                       rows_per_pe=-(-layer.out_features // pe),
+                       rows_per_pe=cdiv(layer.out_features, pe),
                        out_latency=_OUT_LATENCY).cycles_per_inference
 
 

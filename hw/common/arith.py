@@ -1,8 +1,22 @@
 """Small arithmetic helpers shared by the engines."""
 
-from amaranth import Value
+from amaranth import Signal, Value
 
-__all__ = ["tree_sum", "pack_words"]
+__all__ = ["cdiv", "delay", "tree_sum", "pack_words"]
+
+
+def cdiv(a, b):
+    """``ceil(a / b)`` of integers, exactly (no floating point)."""
+    return -(-a // b)
+
+
+def delay(m, value, cycles, name):
+    """``value`` delayed by ``cycles`` registers of the ``sync`` domain of module ``m``."""
+    for n in range(cycles):
+        reg = Signal(value.shape(), name=f"{name}_d{n}")
+        m.d.sync += reg.eq(value)
+        value = reg
+    return value
 
 
 def tree_sum(values):

@@ -3,10 +3,11 @@
 from dataclasses import dataclass
 
 from amaranth import Module, Mux, Signal
-from amaranth.lib import data, stream, wiring
+from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from .stream import Gearbox, StreamFifo, check_positive
+from .arith import cdiv
+from .stream import Gearbox, StreamFifo, check_positive, vector_stream
 
 __all__ = ["Stage", "Pipeline", "AxisTop"]
 
@@ -42,8 +43,8 @@ class Pipeline(wiring.Component):
         self.fifo_slack = check_positive("fifo_slack", fifo_slack, zero=True)
         self._in_shape = in_shape
         super().__init__({
-            "i_data": In(stream.Signature(data.ArrayLayout(in_shape, in_beat))),
-            "o_data": Out(stream.Signature(data.ArrayLayout(out_shape, self.out_beat))),
+            "i_data": In(vector_stream(in_shape, in_beat)),
+            "o_data": Out(vector_stream(out_shape, self.out_beat)),
         })
 
     def elaborate(self, platform):
@@ -58,7 +59,7 @@ class Pipeline(wiring.Component):
                 m.submodules[f"gear{n}_{st.name}"] = gear
             wide = max(beat, st.in_beat)
             fifo = StreamFifo(data.ArrayLayout(shape, wide),
-                              -(-st.in_count // wide) + self.fifo_slack)
+                              cdiv(st.in_count, wide) + self.fifo_slack)
             m.submodules[f"fifo{n}_{st.name}"] = fifo
             chain = [fifo, gear] if gear is not None and beat > st.in_beat else [gear, fifo]
             for block in chain:

@@ -10,7 +10,13 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["SkidBuffer", "StreamFifo", "Gearbox", "check_positive"]
+__all__ = ["SkidBuffer", "StreamFifo", "Gearbox", "check_positive", "vector_stream"]
+
+
+def vector_stream(elem_shape, n):
+    """Signature of a stream of vector beats: ``n`` elements of ``elem_shape`` per beat
+    (``data.ArrayLayout``; element ``j`` of beat ``b`` is vector element ``b*n + j``)."""
+    return stream.Signature(data.ArrayLayout(elem_shape, n))
 
 
 def check_positive(name, value, *, zero=False):
@@ -109,8 +115,8 @@ class Gearbox(wiring.Component):
         self._elem = elem_shape
         self.n_in, self.n_out, self.count = n_in, n_out, count
         super().__init__({
-            "i_data": In(stream.Signature(data.ArrayLayout(elem_shape, n_in))),
-            "o_data": Out(stream.Signature(data.ArrayLayout(elem_shape, n_out))),
+            "i_data": In(vector_stream(elem_shape, n_in)),
+            "o_data": Out(vector_stream(elem_shape, n_out)),
         })
 
     def elaborate(self, platform):

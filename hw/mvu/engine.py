@@ -2,12 +2,13 @@
 
 import numpy as np
 from amaranth import Module, Mux, Signal, signed, unsigned
-from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..common.arith import pack_words, tree_sum
 from ..common.memory import Rom
 from ..common.reference import bits_for_range
+from ..common.stream import core_then_stage, vector_stream
 from .params import LaneKind, MVUParams
 from .reference import fold_matrix, raw_bounds
 
@@ -50,8 +51,8 @@ class MVUCore(wiring.Component):
         enc = wd.encode(folded).reshape(params.neuron_folds * params.synapse_folds, -1)
         self._words = [pack_words(row, wd.bits) for row in enc]
         super().__init__({
-            "i_data": In(stream.Signature(data.ArrayLayout(params.in_dtype.shape, params.simd))),
-            "o_raw": Out(stream.Signature(data.ArrayLayout(self.raw_shape, params.pe))),
+            "i_data": In(vector_stream(params.in_dtype.shape, params.simd)),
+            "o_raw": Out(vector_stream(self.raw_shape, params.pe)),
         })
 
     def elaborate(self, platform):
@@ -164,12 +165,11 @@ class MatrixVectorUnit(wiring.Component):
                                  **extra)
         self.acc_width = _acc_width(self.core, scale, offset)
         super().__init__({
-            "i_data": In(stream.Signature(data.ArrayLayout(params.in_dtype.shape, params.simd))),
-            "o_data": Out(stream.Signature(data.ArrayLayout(out_dtype.shape, params.pe))),
+            "i_data": In(vector_stream(params.in_dtype.shape, params.simd)),
+            "o_data": Out(vector_stream(out_dtype.shape, params.pe)),
         })
 
     def elaborate(self, platform):
-        from ..common.stream import core_then_stage
 
         m = Module()
         core_then_stage(m, self, self.core, self.stage)

@@ -3,6 +3,7 @@
 import enum
 from dataclasses import dataclass
 
+from ..common.arith import cdiv
 from ..common.dtype import DType, DTypeKind
 from ..common.memory import Storage
 from ..common.stream import check_positive
@@ -58,11 +59,11 @@ class MVUParams:
 
     @property
     def neuron_folds(self):
-        return -(-self.out_features // self.pe)
+        return cdiv(self.out_features, self.pe)
 
     @property
     def synapse_folds(self):
-        return -(-self.in_features // self.simd)
+        return cdiv(self.in_features, self.simd)
 
     @property
     def lanes(self):

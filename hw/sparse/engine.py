@@ -9,7 +9,7 @@ Block diagram (see :mod:`.reference` for the cycle-level contract)::
   cycle, with their column index; zeros cost nothing (a beat without any costs one cycle). The
   broadcast stalls only when some PE cannot take the activation.
 * Each :class:`ProcessingElement` owns the rows ``i = p mod N`` of the weight matrix in EIE's
-  format (:mod:`nnaccel.gen.sparse_format`): a column pointer lookup, an activation queue, an
+  format (:mod:`nnaccel.hw.sparse.format`): a column pointer lookup, an activation queue, an
   entry iterator issuing one entry per cycle, codebook lookup, a multiplier and an accumulator
   bank (two banks: one vector is drained while the next is computed).
 * :class:`Collector` reads the finished banks out row by row, PEs side by side, which is the
@@ -25,10 +25,10 @@ from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from ...gen.sparse_format import SparseMatrix, decode, encode
 from ..common.dtype import DTypeKind
 from ..common.reference import bits_for_range
-from ..common.stream import core_then_stage
+from ..common.stream import core_then_stage, vector_stream
+from .format import SparseMatrix, decode, encode
 from .params import SparseParams
 from .reference import cycle_model, raw_bounds
 
@@ -96,8 +96,7 @@ class LeadingNonZero(wiring.Component):
         self.params = params
         self._layout = token_layout(params)
         super().__init__({
-            "i_data": In(stream.Signature(data.ArrayLayout(params.in_dtype.shape,
-                                                           params.in_beat))),
+            "i_data": In(vector_stream(params.in_dtype.shape, params.in_beat)),
             "o_token": Out(stream.Signature(self._layout)),
         })
 
@@ -359,7 +358,7 @@ class Collector(wiring.Component):
             "done": In(2).array(n), "release": Out(2),
             "rd_bank": Out(1), "rd_addr": Out(range(max(rows, 2))), "rd_en": Out(1),
             "rd_data": In(raw_shape).array(n),
-            "o_raw": Out(stream.Signature(data.ArrayLayout(raw_shape, n))),
+            "o_raw": Out(vector_stream(raw_shape, n)),
         })
 
     def elaborate(self, platform):
@@ -401,9 +400,8 @@ class SparseCore(wiring.Component):
         lo, hi = raw_bounds(self.weight, params.in_dtype.lo, params.in_dtype.hi)
         self.raw_shape = _shape(lo, hi)
         super().__init__({
-            "i_data": In(stream.Signature(data.ArrayLayout(params.in_dtype.shape,
-                                                           params.in_beat))),
-            "o_raw": Out(stream.Signature(data.ArrayLayout(self.raw_shape, params.pe))),
+            "i_data": In(vector_stream(params.in_dtype.shape, params.in_beat)),
+            "o_raw": Out(vector_stream(self.raw_shape, params.pe)),
         })
 
     def elaborate(self, platform):
@@ -470,14 +468,13 @@ class SparseEngine(wiring.Component):
         lo, hi = raw_bounds(self.core.weight, params.in_dtype.lo, params.in_dtype.hi)
         self.acc_width = bits_for_range(lo + min(offsets), hi + max(offsets))[0]
         super().__init__({
-            "i_data": In(stream.Signature(data.ArrayLayout(params.in_dtype.shape,
-                                                           params.in_beat))),
-            "o_data": Out(stream.Signature(data.ArrayLayout(out_dtype.shape, params.pe))),
+            "i_data": In(vector_stream(params.in_dtype.shape, params.in_beat)),
+            "o_data": Out(vector_stream(out_dtype.shape, params.pe)),
         })
 
     @property
     def matrix(self):
-        """The encoded weights (:class:`~nnaccel.gen.sparse_format.SparseMatrix`)."""
+        """The encoded weights (:class:`~nnaccel.hw.sparse.format.SparseMatrix`)."""
         return self.core.matrix
 
     @staticmethod

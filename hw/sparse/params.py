@@ -2,6 +2,7 @@
 
 from dataclasses import dataclass
 
+from ..common.arith import cdiv
 from ..common.dtype import DType, DTypeKind
 from ..common.stream import check_positive
 
@@ -13,7 +14,7 @@ class SparseParams:
     """Shape and sizing of one sparse engine (SPEC engine ``sparse``).
 
     An (M, K) layer runs on ``pe`` processing elements (PEs); row ``i`` belongs to PE
-    ``i mod pe`` (see :mod:`nnaccel.gen.sparse_format`). The input vector arrives in beats of
+    ``i mod pe`` (see :mod:`nnaccel.hw.sparse.format`). The input vector arrives in beats of
     ``in_beat`` elements; zero activations are skipped and each non-zero one is broadcast to every
     PE, which queues up to ``queue_depth`` of them. The output leaves in ``rows_per_pe`` beats of
     ``pe`` elements (beat ``r`` carries rows ``r*pe .. r*pe + pe - 1``).
@@ -64,12 +65,12 @@ class SparseParams:
     @property
     def rows_per_pe(self):
         """Local rows of the busiest PE, ``ceil(M / pe)``; also the output beats per vector."""
-        return -(-self.out_features // self.pe)
+        return cdiv(self.out_features, self.pe)
 
     @property
     def in_beats(self):
         """Input beats per vector, ``ceil(K / in_beat)``."""
-        return -(-self.in_features // self.in_beat)
+        return cdiv(self.in_features, self.in_beat)
 
     @property
     def out_beat(self):
@@ -84,4 +85,4 @@ class SparseParams:
     @property
     def dense_cycles(self):
         """Cycles a dense engine with as many multipliers needs: ``ceil(M * K / pe)``."""
-        return -(-self.out_features * self.in_features // self.pe)
+        return cdiv(self.out_features * self.in_features, self.pe)

@@ -13,20 +13,11 @@ from amaranth import Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..common.arith import tree_sum
+from ..common.arith import cdiv, delay, tree_sum
 from ..common.stream import check_positive
 from .params import MUL_LATENCY, Dataflow
 
 __all__ = ["MUL_LATENCY", "WSCell", "OSCell", "SystolicArray"]
-
-
-def _delay(m, value, cycles, name):
-    """``value`` delayed by ``cycles`` registers."""
-    for n in range(cycles):
-        reg = Signal(value.shape(), name=f"{name}_d{n}")
-        m.d.sync += reg.eq(value)
-        value = reg
-    return value
 
 
 class WSCell(wiring.Component):
@@ -80,10 +71,10 @@ def _multiply(m, a, b, *, dsp=True):
     shape = (a_reg * b_reg).shape()
     m.d.sync += [a_reg.eq(a), b_reg.eq(b)]
     if dsp:
-        a_reg, b_reg = _delay(m, a_reg, 1, "mul_a"), _delay(m, b_reg, 1, "mul_b")
+        a_reg, b_reg = delay(m, a_reg, 1, "mul_a"), delay(m, b_reg, 1, "mul_b")
         product = Signal(shape, name="mul_p")
         m.d.sync += product.eq(a_reg * b_reg)
-        return _delay(m, product, MUL_LATENCY - 3, "mul_q")
+        return delay(m, product, MUL_LATENCY - 3, "mul_q")
     width = len(b_reg)
     parts = []
     for i in range(width):
@@ -97,7 +88,7 @@ def _multiply(m, a, b, *, dsp=True):
         pairs.append(reg)
     product = Signal(shape, name="mul_p")
     m.d.sync += product.eq(tree_sum(pairs))
-    return _delay(m, product, MUL_LATENCY - 3, "mul_q")
+    return delay(m, product, MUL_LATENCY - 3, "mul_q")
 
 
 class OSCell(wiring.Component):
@@ -125,7 +116,7 @@ class OSCell(wiring.Component):
         m.d.sync += [self.x_out.eq(self.x_in), self.ctl_out.eq(self.ctl_in),
                      self.w_out.eq(self.w_in)]
         product = _multiply(m, self.x_out, self.w_out, dsp=self.dsp)
-        ctl = _delay(m, self.ctl_out, MUL_LATENCY, "ctl")
+        ctl = delay(m, self.ctl_out, MUL_LATENCY, "ctl")
         m.d.sync += self.final.eq(ctl.valid & ctl.last)
         with m.If(ctl.valid):
             m.d.sync += self.acc.eq(Mux(ctl.first, 0, self.acc) + product)
@@ -194,9 +185,9 @@ class SystolicArray(wiring.Component):
     @property
     def readout_levels(self):
         """Register levels of the output-stationary read-out of a column."""
-        n, levels = -(-self.rows // 2), 1
+        n, levels = cdiv(self.rows, 2), 1
         while n > 1:
-            n, levels = -(-n // 4), levels + 1
+            n, levels = cdiv(n, 4), levels + 1
         return levels
 
     def elaborate(self, platform):
@@ -214,7 +205,7 @@ class SystolicArray(wiring.Component):
                  for r in range(rows)]
         for r in range(rows):
             first = self.i_first & self.i_valid
-            west = (_delay(m, self.i_x[r], r, f"x{r}"), _delay(m, first, r, f"first{r}"))
+            west = (delay(m, self.i_x[r], r, f"x{r}"), delay(m, first, r, f"first{r}"))
             load = self.i_wl_en & (self.i_wl_row == r)
             for c in range(cols):
                 cell = cells[r][c]
@@ -224,7 +215,7 @@ class SystolicArray(wiring.Component):
                 m.d.comb += cell.psum_in.eq(cells[r - 1][c].psum_out if r else 0)
                 west, load = (cell.x_out, cell.first_out), cell.load_out
         for c in range(cols):
-            wl = _delay(m, self.i_wl[c], c, f"wl{c}")
+            wl = delay(m, self.i_wl[c], c, f"wl{c}")
             m.d.comb += [cells[r][c].w_load.eq(wl) for r in range(rows)]
             m.d.comb += self.o_value[c].eq(cells[rows - 1][c].psum_out)
         self._tag_path(m, rows + MUL_LATENCY + 1, hold=False)
@@ -238,14 +229,14 @@ class SystolicArray(wiring.Component):
             ctl = Signal(OSCell.Control, name=f"ctl{r}")
             m.d.comb += [ctl.valid.eq(self.i_valid & self.i_rows[r]), ctl.first.eq(self.i_first),
                          ctl.last.eq(self.i_last)]
-            west = (_delay(m, self.i_x[r], r, f"x{r}"), _delay(m, ctl, r, f"ctl{r}"))
+            west = (delay(m, self.i_x[r], r, f"x{r}"), delay(m, ctl, r, f"ctl{r}"))
             for c in range(cols):
                 cell = cells[r][c]
                 m.submodules[f"cell_{r}_{c}"] = cell
                 m.d.comb += [cell.x_in.eq(west[0]), cell.ctl_in.eq(west[1])]
                 west = (cell.x_out, cell.ctl_out)
         for c in range(cols):
-            north = _delay(m, self.i_w[c], c, f"w{c}")
+            north = delay(m, self.i_w[c], c, f"w{c}")
             for r in range(rows):
                 m.d.comb += cells[r][c].w_in.eq(north)
                 north = cells[r][c].w_out
@@ -281,7 +272,7 @@ class SystolicArray(wiring.Component):
         flag = Signal()
         m.d.comb += [tag.eq(self.i_tag),
                      flag.eq(self.i_valid & (self.i_last if hold else 1))]
-        tag, flag = _delay(m, tag, lead - 1, "tag"), _delay(m, flag, lead - 1, "tagv")
+        tag, flag = delay(m, tag, lead - 1, "tag"), delay(m, flag, lead - 1, "tagv")
         for c in range(self.cols):
             col_tag = Signal(self.i_tag.shape(), name=f"tag_c{c}")
             col_flag = Signal(name=f"tagv_c{c}")

@@ -14,16 +14,16 @@ draining chunk ``i-1`` overlap, and batches follow each other without a pause.
 import numpy as np
 from amaranth import Cat, Module, Mux, Signal, Value, unsigned
 from amaranth.hdl import Shape
-from amaranth.lib import data, stream, wiring
+from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from ..common.arith import pack_words
+from ..common.arith import delay, pack_words
 from ..common.memory import Rom
 from ..common.outstage import OutputStage
 from ..common.reference import acc_bounds, bits_for_range
-from ..common.stream import Gearbox, SkidBuffer
-from .array import SystolicArray, _delay
+from ..common.stream import Gearbox, SkidBuffer, vector_stream
+from .array import SystolicArray
 from .params import READ_LATENCY, RMW_LATENCY, Dataflow, SystolicParams
 from .reference import os_weight_words, tile_psum_bounds, ws_weight_words
 
@@ -82,7 +82,7 @@ class ActivationBuffer(wiring.Component):
         self.words = p.batch_tile * p.k_tiles if self.ws else p.in_beats
         x = p.in_dtype.shape
         super().__init__({
-            "i_data": In(stream.Signature(data.ArrayLayout(x, self.beat))),
+            "i_data": In(vector_stream(x, self.beat)),
             "o_filled": Out(2),
             "o_count": Out(data.ArrayLayout(range(p.batch_tile + 1), 2)),
             "i_release": In(2),
@@ -132,7 +132,7 @@ class ActivationBuffer(wiring.Component):
                          rp.addr.eq(self.i_addr)]
             m.d.sync += Value.cast(self.o_x).eq(rp.data)
             return m
-        lane = _delay(m, self.i_lane, READ_LATENCY, "lane")
+        lane = delay(m, self.i_lane, READ_LATENCY, "lane")
         for r in range(p.rows):
             mem = Memory(shape=unsigned(len(payload)), depth=2 * self.words, init=[])
             m.submodules[f"mem{r}"] = mem
@@ -201,7 +201,7 @@ class _SequencerBase(wiring.Component):
             port = getattr(self, f"o_{name}")
             staged = Signal(port.shape(), name=f"{name}_0")
             m.d.comb += staged.eq(value)
-            m.d.sync += port.eq(_delay(m, staged, READ_LATENCY - 1, name))
+            m.d.sync += port.eq(delay(m, staged, READ_LATENCY - 1, name))
 
 
 class WSSequencer(_SequencerBase):
@@ -329,7 +329,7 @@ class Collector(wiring.Component):
             "i_tag": In(data.ArrayLayout(tag, c)), "i_row": In(data.ArrayLayout(row_shape, c)),
             "i_claim": In(2), "i_claim_count": In(range(params.batch_tile + 1)),
             "o_busy": Out(2),
-            "o_raw": Out(stream.Signature(data.ArrayLayout(acc, c))),
+            "o_raw": Out(vector_stream(acc, c)),
         })
 
     def elaborate(self, platform):
@@ -359,10 +359,10 @@ class Collector(wiring.Component):
             if not ws:
                 end &= self.i_row[c] == tag.nbm1
             # read; register the read data; add and write (RMW_LATENCY cycles)
-            late = {name: _delay(m, value, RMW_LATENCY, f"{name}{c}") for name, value in
+            late = {name: delay(m, value, RMW_LATENCY, f"{name}{c}") for name, value in
                     (("valid", self.i_valid[c]), ("first", tag.first), ("addr", addr),
                      ("value", self.i_value[c]), ("end", end), ("bank", tag.bank))}
-            old = _delay(m, rmw.data, RMW_LATENCY - 1, f"old{c}")
+            old = delay(m, rmw.data, RMW_LATENCY - 1, f"old{c}")
             m.d.comb += [rmw.addr.eq(addr), wp.addr.eq(late["addr"]), wp.en.eq(late["valid"]),
                          wp.data.eq(Mux(late["first"], late["value"], old + late["value"])),
                          rd.addr.eq(drain_addr), rd.en.eq(drain_en)]
@@ -428,8 +428,8 @@ class SystolicEngine(wiring.Component):
         p = self.params
         self.stage = OutputStage.from_params(p.output)
         super().__init__({
-            "i_data": In(stream.Signature(data.ArrayLayout(p.in_dtype.shape, p.in_beat))),
-            "o_data": Out(stream.Signature(data.ArrayLayout(p.output.out_shape, p.cols))),
+            "i_data": In(vector_stream(p.in_dtype.shape, p.in_beat)),
+            "o_data": Out(vector_stream(p.output.out_shape, p.cols)),
         })
 
     def _prepare(self, params, weight):
@@ -490,7 +490,7 @@ class SystolicEngine(wiring.Component):
             col.i_valid.eq(array.o_valid), col.i_tag.eq(array.o_tag), col.i_row.eq(array.o_row),
         ]
         m.d.comb += [col.i_value[c].eq(array.o_value[c]) for c in range(p.cols)]
-        weights = _delay(m, rom.data, READ_LATENCY - 1, "weights")
+        weights = delay(m, rom.data, READ_LATENCY - 1, "weights")
         if ws:
             m.d.comb += [Value.cast(array.i_wl).eq(weights), array.i_wl_row.eq(seq.o_wl_row),
                          array.i_wl_en.eq(seq.o_wl_en)]

@@ -56,6 +56,7 @@ from dataclasses import dataclass
 import numpy as np
 from amaranth.hdl import Shape
 
+from ..common.arith import cdiv
 from ..common.dtype import DType, DTypeKind
 from ..common.outstage import OutputStageParams, StageKind
 from ..common.reference import bits_for_range
@@ -72,9 +73,6 @@ class Dataflow(enum.Enum):
     #: output-stationary: each cell accumulates one output; inputs flow right, weights down.
     OS = "os"
 
-
-def _cdiv(a, b):
-    return -(-a // b)
 
 
 def _ints(name, value, count):
@@ -160,7 +158,7 @@ class SystolicParams:
                 raise ValueError(f"in_beat ({self.in_beat}) and rows ({self.rows}) must divide "
                                  f"one another in a weight-stationary engine")
             if self.batch_tile is None:
-                put("batch_tile", _cdiv(self.batch, max(1, self.batch // self.rows)))
+                put("batch_tile", cdiv(self.batch, max(1, self.batch // self.rows)))
             check_positive("batch_tile", self.batch_tile)
             if self.batch_tile > self.batch:
                 raise ValueError(f"batch_tile ({self.batch_tile}) must not exceed batch "
@@ -280,12 +278,12 @@ class SystolicParams:
     @property
     def m_tiles(self):
         """Output tiles: ``ceil(M/C)`` (also the output beats per vector)."""
-        return _cdiv(self.out_features, self.cols)
+        return cdiv(self.out_features, self.cols)
 
     @property
     def k_tiles(self):
         """Weight-stationary k tiles: ``ceil(K/R)`` (1 for output-stationary)."""
-        return _cdiv(self.in_features, self.rows) if self.dataflow is Dataflow.WS else 1
+        return cdiv(self.in_features, self.rows) if self.dataflow is Dataflow.WS else 1
 
     @property
     def weight_words(self):
@@ -299,7 +297,7 @@ class SystolicParams:
     @property
     def in_beats(self):
         """Input beats per vector: ``ceil(K/in_beat)``."""
-        return _cdiv(self.in_features, self.in_beat)
+        return cdiv(self.in_features, self.in_beat)
 
     @property
     def chunk_sizes(self):
@@ -322,9 +320,9 @@ class SystolicParams:
     @property
     def readout_levels(self):
         """Register levels of the output-stationary column read-out tree."""
-        n, levels = _cdiv(self.rows, 2), 1
+        n, levels = cdiv(self.rows, 2), 1
         while n > 1:
-            n, levels = _cdiv(n, 4), levels + 1
+            n, levels = cdiv(n, 4), levels + 1
         return levels
 
     def latencies(self, nb):

@@ -11,14 +11,11 @@ import numpy as np
 __all__ = ["ws_weight_words", "os_weight_words", "tile_psum_bounds", "gemm"]
 
 
-def _cdiv(a, b):
-    return -(-a // b)
-
 
 def _padded(weight, rows, cols):
     w = np.asarray(weight, dtype=np.int64)
     m, k = w.shape
-    out = np.zeros((_cdiv(m, cols) * cols, _cdiv(k, rows) * rows), dtype=np.int64)
+    out = np.zeros((-(-m // cols) * cols, -(-k // rows) * rows), dtype=np.int64)
     out[:m, :k] = w
     return out
 

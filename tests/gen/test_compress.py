@@ -27,7 +27,7 @@ from nnaccel.gen.compress.report import layer_storage
 from nnaccel.gen.errors import ModelError, UsageError
 from nnaccel.gen.ir import DType
 from nnaccel.gen.model_io import read_model
-from nnaccel.gen.sparse_format import encode
+from nnaccel.hw.sparse.format import encode
 
 # --- a small teacher problem --------------------------------------------------------------------
 

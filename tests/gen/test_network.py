@@ -23,9 +23,9 @@ from amaranth.sim import Simulator
 
 from nnaccel.gen.folding import Fold, fold_cycles
 from nnaccel.gen.generate import generate
-from nnaccel.gen.packing import beats_per_vector, pack, unpack
 from nnaccel.gen.plan import Engine, Options
 from nnaccel.sim.amsim import StallPattern, run_stream_test, send
+from nnaccel.sim.packing import beats_per_vector, pack, unpack
 
 from .random_models import random_folds, random_inputs, random_model
 

@@ -7,10 +7,10 @@ import pytest
 from amaranth import Module
 from amaranth.sim import Simulator
 
-from nnaccel.gen.sparse_format import encode
 from nnaccel.hw.common import reference as ref
 from nnaccel.hw.common.dtype import DType
 from nnaccel.hw.sparse.engine import SparseCore, SparseEngine, check_matrix, encode_weight
+from nnaccel.hw.sparse.format import encode
 from nnaccel.hw.sparse.params import SparseParams
 from nnaccel.hw.sparse.reference import cycle_model
 from nnaccel.sim.amsim import STALL_PATTERNS, StallPattern, from_beats, receive, send, to_beats

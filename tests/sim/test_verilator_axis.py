@@ -17,9 +17,9 @@ from amaranth.lib import data, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
-from nnaccel.gen.packing import beats_per_vector
 from nnaccel.sim import runner
 from nnaccel.sim.axis import random_pauses
+from nnaccel.sim.packing import beats_per_vector
 from nnaccel.sim.scoreboard import compare
 from nnaccel.sim.verilator import run
 

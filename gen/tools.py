@@ -19,7 +19,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .gen.errors import ToolError
+from .errors import ToolError
 
 __all__ = ["MIN_VERILATOR", "Verilator", "find_verilator", "require", "check_simulation_tools",
            "find_yowasp", "amaranth_build_env"]

@@ -8,6 +8,8 @@ Python integers, so they may be wider than 64 bits.
 
 import numpy as np
 
+from ..hw.common.arith import cdiv
+
 __all__ = ["beats_per_vector", "pack", "unpack"]
 
 
@@ -22,7 +24,7 @@ def _check(elems_per_beat, bits_per_element):
 
 def beats_per_vector(elements, elems_per_beat):
     """Number of beats that carry a vector of ``elements`` elements: ``ceil(K / n)``."""
-    return -(-int(elements) // int(elems_per_beat))
+    return cdiv(int(elements), int(elems_per_beat))
 
 
 def pack(bits, elems_per_beat, bits_per_element):

@@ -1,9 +1,9 @@
-"""gen/packing.py: vectors of element bit patterns <-> AXI4-Stream beats."""
+"""sim/packing.py: vectors of element bit patterns <-> AXI4-Stream beats."""
 
 import numpy as np
 import pytest
 
-from nnaccel.gen.packing import beats_per_vector, pack, unpack
+from nnaccel.sim.packing import beats_per_vector, pack, unpack
 
 
 def random_bits(rng, batch, k, w):

@@ -1,9 +1,9 @@
-"""gen/sparse_format.py: EIE's interleaved CSC format, against the paper's golden vectors."""
+"""hw/sparse/format.py: EIE's interleaved CSC format, against the paper's golden vectors."""
 
 import numpy as np
 import pytest
 
-from nnaccel.gen.sparse_format import (
+from nnaccel.hw.sparse.format import (
     SparseMatrix,
     choose_index_bits,
     decode,
