@@ -259,7 +259,7 @@ def conv2d_acc(weight, x, bias=None, *, groups=1, stride=(1, 1), dilation=(1, 1)
     if in_lo is None:
         in_lo, in_hi = (int(xb.min()), int(xb.max())) if xb.size else (0, 0)
     in_mag = max(abs(int(in_lo)), abs(int(in_hi)), abs(int(pad_value)))
-    bound = _max_abs(w) * in_mag * max(cg * kh * kw, 1) + _max_abs(bias)
+    bound = _max_abs(w) * in_mag * max(cg * kh * kw, 1) + (0 if bias is None else _max_abs(bias))
     _, oh, ow = conv2d_out_shape((c, h, wd), m, (kh, kw), stride, dilation, padding)
     if oh < 1 or ow < 1:
         raise ValueError("the window is larger than the padded input")
@@ -295,7 +295,7 @@ def conv2d_acc_bounds(weight, in_shape, in_lo, in_hi, bias=None, *, stride=(1, 1
     top, left, _, _ = padding
     _, oh, ow = conv2d_out_shape(in_shape, m, (kh, kw), stride, dilation, padding)
     bound = _max_abs(w) * max(abs(in_lo), abs(in_hi), abs(pad_value)) * max(cg * kh * kw, 1)
-    bound += _max_abs(bias)
+    bound += 0 if bias is None else _max_abs(bias)
     we = exact(w, bound)
     lo_t = np.minimum(we * int(in_lo), we * int(in_hi)).sum(axis=1)   # (M, KH, KW)
     hi_t = np.maximum(we * int(in_lo), we * int(in_hi)).sum(axis=1)
