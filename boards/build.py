@@ -25,6 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from ..gen.atomic import check_output, publish, remove_stale_staging
 from ..gen.errors import ToolError, UsageError
 from ..gen.names import name_problem
 from ..gen.tools import amaranth_build_env
@@ -70,7 +71,8 @@ def _tool_env_var(tool):
     return tool.upper().replace("-", "_").replace("+", "X")
 
 
-def build(network, board, outdir, *, name, baud=115200, log=None, keep_failed=False):
+def build(network, board, outdir, *, name, baud=115200, log=None, keep_failed=False,
+          finish=None):
     """Build ``network`` for ``board`` into ``outdir``; return the report.
 
     Parameters
@@ -82,9 +84,10 @@ def build(network, board, outdir, *, name, baud=115200, log=None, keep_failed=Fa
     board : str or Board
         A board name (see :mod:`nnaccel.boards.platforms`).
     outdir : path-like
-        Build directory. Written only when the build succeeds (built in a sibling temporary
-        directory and renamed); an existing directory is replaced only if it is empty or holds
-        a previous build (a ``report.json``).
+        Build directory. Written only when the build succeeds (built in a sibling staging
+        directory and renamed, :mod:`nnaccel.gen.atomic`); an existing directory is replaced
+        only if it is empty or holds a complete earlier build (its marker file lists exactly
+        the files there), never if it holds anything else.
     name : str
         Design name: an identifier; the files are ``<name>.bit`` (ECP5) or ``<name>.bin``
         (iCE40), ``<name>.rpt`` (yosys log), ``<name>.tim`` (nextpnr log), ...
@@ -95,6 +98,9 @@ def build(network, board, outdir, *, name, baud=115200, log=None, keep_failed=Fa
     keep_failed : bool
         Keep the temporary directory of a failed build (its path is in the error) instead of
         deleting it.
+    finish : callable or None
+        Called with the report before it is written; it may add to it, and returns
+        ``{filename: text}`` of further files for the build directory (or None).
 
     Returns
     -------
@@ -109,8 +115,8 @@ def build(network, board, outdir, *, name, baud=115200, log=None, keep_failed=Fa
     Raises
     ------
     UsageError
-        Unknown board, bad name or baud rate, or ``outdir`` is a non-empty directory that does
-        not hold a previous build.
+        Unknown board, bad name or baud rate, or ``outdir`` may not be written (see
+        :func:`nnaccel.gen.atomic.check_output`).
     ToolError
         A tool is missing or failed; the message ends with the tail of its log.
     """
@@ -122,11 +128,13 @@ def build(network, board, outdir, *, name, baud=115200, log=None, keep_failed=Fa
     divisor = baud_divisor(spec.clock_hz, baud)
     network = getattr(network, "network", network)
     outdir = Path(outdir).absolute()
-    _check_outdir(outdir)
+    check_output(outdir, command="build")
     env = _build_env()
 
     outdir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.", dir=outdir.parent))
+    remove_stale_staging(outdir.parent)
+    staging = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.nnaccel-stage-{os.getpid()}-",
+                                    dir=outdir.parent))
     progress = _Progress(log, f"{name} for {spec.name}")
     try:
         steps = []
@@ -147,8 +155,10 @@ def build(network, board, outdir, *, name, baud=115200, log=None, keep_failed=Fa
             if ran:
                 steps.append(progress.last)
         report = _report(spec, name, staging, outdir, baud, divisor, steps)
+        for fname, text in ((finish(report) if finish is not None else None) or {}).items():
+            (staging / fname).write_text(text)
         (staging / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-        _move_into_place(staging, outdir)
+        publish(staging, outdir, command="build")
     except BaseException as exc:
         if keep_failed and isinstance(exc, ToolError):
             exc.args = (f"{exc.args[0]}\n(build directory kept: {staging})",)
@@ -313,28 +323,6 @@ class _Progress:
 
     def done(self, seconds):
         self._write(f"{self.prefix}finished in {seconds:.1f} s")
-
-
-# -- output directory ----------------------------------------------------------------------------
-
-
-def _check_outdir(outdir):
-    if outdir.exists() and not outdir.is_dir():
-        raise UsageError(f"output directory {str(outdir)!r} exists and is not a directory")
-    if outdir.is_dir() and any(outdir.iterdir()) and not (outdir / "report.json").is_file():
-        raise UsageError(f"output directory {str(outdir)!r} is not empty and holds no previous "
-                         f"build (no report.json); refusing to replace it")
-
-
-def _move_into_place(staging, outdir):
-    _check_outdir(outdir)
-    old = None
-    if outdir.is_dir():
-        old = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.old.", dir=outdir.parent))
-        os.replace(outdir, old / outdir.name)
-    os.replace(staging, outdir)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 # -- the report ----------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ from .ir import (
     readonly,
 )
 from .names import name_problem
+from .safeio import check_elements, load_json, npz_member
 
 __all__ = ["FORMAT", "read_model", "write_model", "model_to_json"]
 
@@ -96,10 +97,8 @@ class _Arrays:
             npz = self._open(layer, fieldname)
             if ref not in npz.files:
                 raise ModelError(layer, fieldname, f"array {ref!r} is not in weights.npz")
-            try:
-                arr = npz[ref]
-            except _READ_ERRORS as e:
-                raise ModelError(layer, fieldname, f"array {ref!r} cannot be read: {e}") from None
+            # sizes checked against the limits before anything is allocated (gen/safeio.py)
+            arr = npz_member(npz.zip, ref, lambda m: ModelError(layer, fieldname, m))
             if not isinstance(arr, np.ndarray):
                 raise ModelError(layer, fieldname, f"array {ref!r} is not a numpy array")
         elif isinstance(ref, (int, list)):
@@ -222,7 +221,8 @@ def _output(layer, spec, m, acc_lo, acc_hi, arrays):
     if dtype.kind is DTypeKind.UINT and levels > dtype.hi:
         raise ModelError(layer, "output.thresholds",
                          f"{levels} thresholds do not fit {dtype} (at most {dtype.hi})")
-    return OutputStage(kind, dtype, thresholds=readonly(np.broadcast_to(t, (m, levels))))
+    # a shared (1, L) row stays one row: a read-only broadcast view, never (M, L) in memory
+    return OutputStage(kind, dtype, thresholds=np.broadcast_to(readonly(t), (m, levels)))
 
 
 def _weights(name, spec, arrays, ndim, what):
@@ -513,7 +513,8 @@ def model_from_json(doc, arrays):
     if not isinstance(layers_spec, list) or not layers_spec:
         raise ModelError(None, "layers", "expected a non-empty list of layers")
     # a 3-axis input is a feature map (C, H, W); any other shape is read as a flat vector
-    tensor = tuple(shape) if len(shape) == 3 else (int(np.prod(shape)),)
+    count = check_elements(shape, lambda m: ModelError(None, "input.shape", m), "the input")
+    tensor = tuple(shape) if len(shape) == 3 else (count,)
     tensors = {MODEL_INPUT: (tensor, dtype)}
     all_names = [s.get("name") if isinstance(s, dict) else None for s in layers_spec]
     layers = []
@@ -538,12 +539,7 @@ def read_model(path):
     if not path.is_dir():
         raise ModelError(None, "model", f"{str(path)!r} is not a model directory")
     jpath = path / "model.json"
-    try:
-        doc = json.loads(jpath.read_text())
-    except FileNotFoundError:
-        raise ModelError(None, "model.json", f"no such file: {jpath}") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ModelError(None, "model.json", f"not valid JSON: {e}") from None
+    doc = load_json(jpath, lambda m: ModelError(None, "model.json", m))  # regular, capped
     arrays = _Arrays(path / "weights.npz")
     try:
         return model_from_json(doc, arrays)

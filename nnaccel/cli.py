@@ -1,17 +1,20 @@
 """The ``nnaccel`` command line (../shared/SPEC.md section 4)."""
 
 import argparse
+import contextlib
 import json
 import os
 import re
+import signal
 import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from .gen.atomic import check_output, output_policy
 from .gen.errors import NnaccelError, UsageError
-from .gen.names import name_problem
+from .gen.names import name_problem, safe_name
 
 __all__ = ["main", "build_parser"]
 
@@ -139,12 +142,30 @@ def _options(args, model):
 
 
 def _read(path):
-    """A model directory, or an ONNX/QONNX file imported on the fly (nnaccel.gen.onnx)."""
+    """A model directory, or an ONNX/QONNX file imported on the fly (nnaccel.gen.onnx), named
+    after its file's stem -- made an acceptable name, with a note, if it is not one."""
     from .gen.model_io import read_model
 
     if str(path).lower().endswith(".onnx"):
-        return _import(path).model
+        stem = Path(path).stem
+        name = None
+        if name_problem(stem) is not None:
+            name = safe_name(stem)
+            log(f"note: the design is named {name!r}: the file's stem {stem!r} cannot name it "
+                f"({name_problem(stem)}); nnaccel import --name chooses another")
+        return _import(path, name=name).model
     return read_model(path)
+
+
+@contextlib.contextmanager
+def _writing(args, command, *inputs):
+    """Check ``args.output`` before any work (SPEC section 5: a path that is not absent, empty
+    or this command's earlier output is refused, untouched), and make every output directory
+    written within the block one of ``command``'s."""
+    with output_policy(command=command, force=args.force, inputs=inputs):
+        if args.output is not None:
+            check_output(args.output)
+        yield
 
 
 def _import(path, name=None):
@@ -162,9 +183,10 @@ def cmd_import(args):
 
     if args.name is not None and name_problem(args.name) is not None:
         raise UsageError(f"--name: {name_problem(args.name)}")
-    imported = _import(args.file, name=args.name)
-    model = imported.model
-    path = write_model(model, args.output)
+    with _writing(args, "import", args.file):
+        imported = _import(args.file, name=args.name)
+        model = imported.model
+        path = write_model(model, args.output)
     print(f"imported {model.name}: input {model.input_dtype} x {model.in_features}, "
           f"{'exact' if imported.exact else 'int8 requant (within 1 LSB)'}")
     for layer in model.layers:
@@ -181,6 +203,11 @@ def _design(args, model):
 
 
 def cmd_generate(args):
+    with _writing(args, "generate", args.model):
+        return _generate(args)
+
+
+def _generate(args):
     from .gen.generate import generate
 
     model = _read(args.model)
@@ -206,16 +233,10 @@ def cmd_generate(args):
 
 
 def _load_input(path, model):
+    from .gen.safeio import read_npy
+
     path = Path(path)
-    try:
-        X = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise UsageError(f"field 'input': no such file: {path}") from None
-    except (OSError, ValueError, EOFError) as e:
-        raise UsageError(f"field 'input': {path} is not a numpy .npy array: {e}") from None
-    if not isinstance(X, np.ndarray):  # an .npz archive
-        X.close()
-        raise UsageError(f"field 'input': {path} is a .npz archive, not a .npy array")
+    X = read_npy(path, lambda message: UsageError(f"field 'input': {message}"))
     shape = tuple(model.input_shape)
     if X.ndim != len(shape) + 1 or tuple(X.shape[1:]) != shape or len(X) == 0:
         raise UsageError(f"field 'input': {path} has shape {X.shape}; expected (B, "
@@ -247,28 +268,65 @@ def _save_atomic(path, array):
         raise
 
 
+def _check_run_output(path, inputs):
+    """``run --output``: a new file, or an existing .npy file that is not an input."""
+    path = Path(path)
+    if os.path.islink(path):
+        raise UsageError(f"--output {str(path)!r} is a symbolic link; refusing to replace it")
+    if path.exists():
+        if not path.is_file():
+            raise UsageError(f"--output {str(path)!r} exists and is not a regular file")
+        for given in inputs:
+            if Path(given).resolve() == path.resolve():
+                raise UsageError(f"--output {str(path)!r} is the input {given!r}; refusing to "
+                                 "overwrite it")
+        with open(path, "rb") as f:
+            if f.read(6) != b"\x93NUMPY":
+                raise UsageError(f"--output {str(path)!r} exists and is not a .npy file; "
+                                 "refusing to overwrite it")
+
+
+#: ``run --stress``: the probabilities of an idle input cycle and of output back-pressure.
+STRESS = 0.3
+
+
 def cmd_run(args):
+    if args.output:
+        _check_run_output(args.output, (args.input, args.model))
     model = _read(args.model)
     X = _load_input(args.input, model)
     result = {"backend": args.backend, "model": model.name, "vectors": len(X)}
+    status = 0
     if args.backend == "numpy":
         outputs = model.forward(X)
     else:
-        from .sim.design import simulate
+        from .sim.design import first_mismatch, simulate
 
         design = _design(args, model)
+        idle, stall = (STRESS, STRESS) if args.stress else (args.idle, args.stall)
         log(f"generated {design.name}: {design.manifest['lanes']} lanes, "
             f"{design.manifest['expected_cycles_per_inference']} cycles per inference "
-            "expected")
-        outputs, sim = simulate(design, X, idle=args.idle, stall=args.stall, seed=args.seed)
+            f"expected; simulating with idle {idle}, back-pressure {stall}")
+        outputs, sim = simulate(design, X, idle=idle, stall=stall, seed=args.seed,
+                                check=False)
+        mismatch = first_mismatch(model.forward(X), outputs)
         result.update(cycles_total=sim.cycles_total,
                       cycles_per_inference=sim.cycles_per_inference,
                       latency_cycles=sim.latency_cycles,
                       expected_cycles_per_inference=design.manifest[
                           "expected_cycles_per_inference"],
-                      matches_reference=True)
+                      idle=idle, stall=stall,
+                      matches_reference=mismatch is None)
+        if mismatch is not None:
+            result["first_mismatch"] = mismatch
+            print(f"nnaccel: error: the hardware's outputs differ from the numpy reference: "
+                  f"vector {mismatch['vector']}, element {mismatch['element']}: hardware "
+                  f"{mismatch['hardware']}, reference {mismatch['reference']}",
+                  file=sys.stderr, flush=True)
+            status = 1
     outputs = np.asarray(outputs).astype(np.int64)
     if args.output:
+        _check_run_output(args.output, (args.input, args.model))
         _save_atomic(args.output, outputs)
     if args.json:
         result["outputs"] = outputs.tolist()
@@ -282,24 +340,33 @@ def cmd_run(args):
             print("  " + " ".join(str(v) for v in row))
         if len(outputs) > 8:
             print(f"  ... ({len(outputs) - 8} more)")
-    return 0
+    return status
 
 
 def cmd_build(args):
+    with _writing(args, "build", args.model):
+        return _build(args)
+
+
+def _build(args):
     from .boards.build import build, format_report
     from .boards.platforms import get_board
 
     get_board(args.board)
     model = _read(args.model)
-    design = _design(args, model)
     outdir = Path(args.output or Path("build") / f"{model.name}-{args.board}")
+    check_output(outdir)
+    design = _design(args, model)
     log(f"building {design.name} for {args.board} in {outdir}")
-    report = build(design.network, args.board, outdir, name=design.name, log=log)
-    report["manifest"] = design.manifest
     cycles = design.manifest["expected_cycles_per_inference"]
-    report["inferences_per_second_at_fmax"] = report["fmax_mhz"] * 1e6 / cycles
-    (outdir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    (outdir / "manifest.json").write_text(json.dumps(design.manifest, indent=2) + "\n")
+
+    def finish(report):  # written into the build directory before it is put in place
+        report["manifest"] = design.manifest
+        report["inferences_per_second_at_fmax"] = report["fmax_mhz"] * 1e6 / cycles
+        return {"manifest.json": json.dumps(design.manifest, indent=2) + "\n"}
+
+    report = build(design.network, args.board, outdir, name=design.name, log=log,
+                   finish=finish)
     print(format_report(report))
     print(f"throughput at Fmax: {report['inferences_per_second_at_fmax']:,.0f} inferences/s "
           f"({cycles} cycles per inference)")
@@ -309,8 +376,9 @@ def cmd_build(args):
 def cmd_demo(args):
     from .demo import run_demo
 
-    return run_demo(args.output, vectors=args.vectors, board=args.board,
-                    synthesis=not args.no_synthesis, log=log)
+    with _writing(args, "demo"):
+        return run_demo(args.output, vectors=args.vectors, board=args.board,
+                        synthesis=not args.no_synthesis, log=log)
 
 
 def cmd_bench(args):
@@ -361,6 +429,16 @@ def _per_layer(flag, texts, convert, what):
 
 
 def cmd_compress(args):
+    prune = _per_layer("--prune", args.prune, float, "FRACTION")
+    quality = _per_layer("--quality", args.quality, float, "Q")
+    share = _per_layer("--share", args.share, int, "BITS")
+    if args.name is not None and name_problem(args.name) is not None:
+        raise UsageError(f"--name: {name_problem(args.name)}")
+    with _writing(args, "compress", args.float_model):
+        return _compress(args, prune, quality, share)
+
+
+def _compress(args, prune, quality, share):
     from .gen.compress import (
         CompressConfig,
         compress,
@@ -370,11 +448,6 @@ def cmd_compress(args):
     )
     from .gen.compress.report import report_json
 
-    prune = _per_layer("--prune", args.prune, float, "FRACTION")
-    quality = _per_layer("--quality", args.quality, float, "Q")
-    share = _per_layer("--share", args.share, int, "BITS")
-    if args.name is not None and name_problem(args.name) is not None:
-        raise UsageError(f"--name: {name_problem(args.name)}")
     float_model, data = read_float_model(args.float_model)
     if args.name is not None:
         float_model = float_model.but(name=args.name)
@@ -435,7 +508,15 @@ def _add_compress_parser(sub):
     p.add_argument("--name", help="model name (default: the float model's)")
     p.add_argument("--json", action="store_true",
                    help="print the report as JSON instead of tables")
+    _add_force(p)
     p.set_defaults(func=cmd_compress)
+
+
+def _add_force(p):
+    p.add_argument("--force", action="store_true",
+                   help="replace the output directory if it holds this command's complete "
+                        "earlier output (never anything else: a directory holding other files "
+                        "is refused with or without --force)")
 
 
 def build_parser():
@@ -452,6 +533,7 @@ def build_parser():
     p.add_argument("--stop-after", choices=["engines", "configure", "folding", "check"],
                    help="stop the compiler after this pass and print its IR as JSON")
     p.add_argument("--dump-ir", action="store_true", help="also write ir.json")
+    _add_force(p)
     _add_generate_options(p)
     p.set_defaults(func=cmd_generate)
 
@@ -465,6 +547,9 @@ def build_parser():
                    help="verilator: probability of an idle input cycle (default 0)")
     p.add_argument("--stall", type=_probability, default=0.0,
                    help="verilator: probability of output backpressure (default 0)")
+    p.add_argument("--stress", action="store_true",
+                   help=f"verilator: random idle input cycles and output back-pressure, each "
+                        f"with probability {STRESS} (instead of --idle/--stall)")
     p.add_argument("--seed", type=int, default=0, help="seed of the idle/stall patterns")
     _add_generate_options(p)
     p.set_defaults(func=cmd_run)
@@ -473,6 +558,7 @@ def build_parser():
     p.add_argument("model", help="model directory or .onnx file")
     p.add_argument("--board", required=True, help="e.g. ulx3s-85f, icebreaker")
     p.add_argument("-o", "--output", help="build directory (default build/<name>-<board>)")
+    _add_force(p)
     _add_generate_options(p)
     p.set_defaults(func=cmd_build)
 
@@ -483,6 +569,7 @@ def build_parser():
     p.add_argument("file", help="the .onnx file")
     p.add_argument("-o", "--output", required=True, help="model directory to write")
     p.add_argument("--name", help="model name (default: the file's stem)")
+    _add_force(p)
     p.set_defaults(func=cmd_import)
 
     p = sub.add_parser("demo", help="train, compress, generate, simulate and synthesise the "
@@ -491,6 +578,7 @@ def build_parser():
     p.add_argument("--vectors", type=_positive, help="simulate only this many test vectors")
     p.add_argument("--board", default="ulx3s-85f", help="board of the synthesis report")
     p.add_argument("--no-synthesis", action="store_true", help="skip yosys/nextpnr")
+    _add_force(p)
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("bench", help="measure cycles and resources of benchmark networks")
@@ -506,9 +594,34 @@ def build_parser():
     return parser
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised wherever the program is (like KeyboardInterrupt for Ctrl-C), so that
+    every ``finally`` and staging-directory cleanup runs."""
+
+
+def _on_sigterm(signum, frame):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one is enough; let the cleanup finish
+    raise Terminated
+
+
 def main(argv=None):
+    """Run the command line ``argv``; return the exit status: 0, 1 for a failed check (a
+    hardware mismatch, a missed target) or an internal error (a bug), 2 for bad input, 3 for a
+    failed tool, 130 after Ctrl-C, 143 after SIGTERM."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    try:
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:  # not the main thread: leave signals alone
+        previous = None
+    try:
+        return _dispatch(args)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _dispatch(args):
     try:
         return args.func(args)
     except NnaccelError as e:
@@ -517,6 +630,9 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("nnaccel: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print("nnaccel: terminated", file=sys.stderr)
+        return 143
     except BrokenPipeError:  # e.g. `nnaccel run ... | head`
         sys.stderr.close()
         return 0
@@ -524,6 +640,21 @@ def main(argv=None):
         where = f": {e.filename}" if e.filename is not None else ""
         print(f"nnaccel: error: {e.strerror or e}{where}", file=sys.stderr)
         return 2
+    except MemoryError:
+        print("nnaccel: error: out of memory; the model or input is too large for this "
+              "machine (see NNACCEL_MAX_BYTES in docs/ARCHITECTURE.md)", file=sys.stderr)
+        return 2
+    except RecursionError:
+        print("nnaccel: error: an input is nested too deeply", file=sys.stderr)
+        return 2
+    except Exception as e:
+        if os.environ.get("NNACCEL_DEBUG"):
+            raise
+        text = " ".join(str(e).split())[:300]
+        print(f"nnaccel: internal error (a bug in nnaccel; please report it, with "
+              f"NNACCEL_DEBUG=1 for the traceback): {type(e).__name__}: {text}",
+              file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -155,6 +155,7 @@ def run_demo(outdir, *, vectors=None, board="ulx3s-85f", synthesis=True, designs
     """
     from .boards.build import build, format_report
     from .boards.platforms import get_board
+    from .gen.atomic import atomic_directory
     from .gen.generate import generate
     from .gen.plan import Options
     from .gen.zoo.digits import train_all
@@ -162,60 +163,62 @@ def run_demo(outdir, *, vectors=None, board="ulx3s-85f", synthesis=True, designs
 
     if synthesis:
         get_board(board)
-    outdir = Path(outdir)
-    outdir.mkdir(parents=True, exist_ok=True)
-    start = time.monotonic()
-    log(f"[demo] 1/4 training on scikit-learn digits -> {outdir / 'models'}")
-    trained = train_all(outdir / "models", log=lambda m: log(f"[demo]   {m}"))
-    if any(spec.model == "digits_sparse" for spec in designs):
-        log("[demo]   digits_sparse: training, pruning, weight sharing and retraining")
-        trained["digits_sparse"] = _compressed(outdir / "models", log)
-    rows = []
-    for spec in designs:
-        res = trained[spec.model]
-        model = res.model
-        x, y = res.x_test, res.y_test
-        if vectors:
-            x, y = x[:vectors], y[:vectors]
-        log(f"[demo] 2/4 {spec.model}: generating for at most {spec.max_lanes} lanes")
-        design = generate(model, Options(max_lanes=spec.max_lanes))
-        design.write(outdir / spec.model)
-        man = design.manifest
-        log(f"[demo] 3/4 {spec.model}: simulating {len(x)} test vectors under Verilator")
-        hw_out, sim = simulate(design, x)  # raises on the first output that differs
-        ref_out = model.forward(x)
-        work = _work_per_inference(model, man, x)
-        row = {
-            "model": spec.model, "what": spec.what, "vectors": int(len(x)),
-            "float_accuracy": res.float_accuracy,
-            "numpy_accuracy": _accuracy(ref_out, y),
-            "hardware_accuracy": _accuracy(hw_out, y),
-            "outputs_checked": int(np.asarray(hw_out).size),
-            "outputs_equal": bool(np.array_equal(np.asarray(hw_out, dtype=object),
-                                                 np.asarray(ref_out, dtype=object))),
-            "lanes": man["lanes"], "macs": man["macs"],
-            "cycles_per_inference": sim.cycles_per_inference,
-            "expected_cycles": man["expected_cycles_per_inference"],
-            "ideal_cycles": math.ceil(work / man["lanes"]),
-            "utilisation": work / man["lanes"] / sim.cycles_per_inference,
-            "engines": sorted({entry["engine"] for entry in man["layers"]}),
-            "latency_cycles": sim.latency_cycles, "cycles_total": sim.cycles_total,
-            "manifest": man,
-        }
-        log(f"[demo]   {spec.model}: {row['outputs_checked']} outputs equal to numpy, "
-            f"{row['cycles_per_inference']:.1f} cycles per inference "
-            f"(expected {row['expected_cycles']}, ideal {row['ideal_cycles']})")
-        if synthesis:
-            log(f"[demo] 4/4 {spec.model}: synthesis, place and route for {board}")
-            report = build(design.network, board, outdir / f"{spec.model}-{board}",
-                           name=design.name, log=lambda m: log(f"[demo]   {m}"))
-            row["synthesis"] = report
-            log(format_report(report))
-        rows.append(row)
-    _plot(rows, outdir / "cycles.png")
-    table = _table(rows)
-    (outdir / "summary.md").write_text(table + "\n")
-    (outdir / "summary.json").write_text(json.dumps(rows, indent=2, default=str) + "\n")
+    final = Path(outdir)
+    # written in a staging directory beside ``final`` and put in place when complete; an
+    # existing ``final`` must be empty or an earlier demo's complete output (nnaccel.gen.atomic)
+    with atomic_directory(final, command="demo") as outdir:
+        start = time.monotonic()
+        log(f"[demo] 1/4 training on scikit-learn digits -> {outdir / 'models'}")
+        trained = train_all(outdir / "models", log=lambda m: log(f"[demo]   {m}"))
+        if any(spec.model == "digits_sparse" for spec in designs):
+            log("[demo]   digits_sparse: training, pruning, weight sharing and retraining")
+            trained["digits_sparse"] = _compressed(outdir / "models", log)
+        rows = []
+        for spec in designs:
+            res = trained[spec.model]
+            model = res.model
+            x, y = res.x_test, res.y_test
+            if vectors:
+                x, y = x[:vectors], y[:vectors]
+            log(f"[demo] 2/4 {spec.model}: generating for at most {spec.max_lanes} lanes")
+            design = generate(model, Options(max_lanes=spec.max_lanes))
+            design.write(outdir / spec.model)
+            man = design.manifest
+            log(f"[demo] 3/4 {spec.model}: simulating {len(x)} test vectors under Verilator")
+            hw_out, sim = simulate(design, x)  # raises on the first output that differs
+            ref_out = model.forward(x)
+            work = _work_per_inference(model, man, x)
+            row = {
+                "model": spec.model, "what": spec.what, "vectors": int(len(x)),
+                "float_accuracy": res.float_accuracy,
+                "numpy_accuracy": _accuracy(ref_out, y),
+                "hardware_accuracy": _accuracy(hw_out, y),
+                "outputs_checked": int(np.asarray(hw_out).size),
+                "outputs_equal": bool(np.array_equal(np.asarray(hw_out, dtype=object),
+                                                     np.asarray(ref_out, dtype=object))),
+                "lanes": man["lanes"], "macs": man["macs"],
+                "cycles_per_inference": sim.cycles_per_inference,
+                "expected_cycles": man["expected_cycles_per_inference"],
+                "ideal_cycles": math.ceil(work / man["lanes"]),
+                "utilisation": work / man["lanes"] / sim.cycles_per_inference,
+                "engines": sorted({entry["engine"] for entry in man["layers"]}),
+                "latency_cycles": sim.latency_cycles, "cycles_total": sim.cycles_total,
+                "manifest": man,
+            }
+            log(f"[demo]   {spec.model}: {row['outputs_checked']} outputs equal to numpy, "
+                f"{row['cycles_per_inference']:.1f} cycles per inference "
+                f"(expected {row['expected_cycles']}, ideal {row['ideal_cycles']})")
+            if synthesis:
+                log(f"[demo] 4/4 {spec.model}: synthesis, place and route for {board}")
+                report = build(design.network, board, outdir / f"{spec.model}-{board}",
+                               name=design.name, log=lambda m: log(f"[demo]   {m}"))
+                row["synthesis"] = report
+                log(format_report(report))
+            rows.append(row)
+        _plot(rows, outdir / "cycles.png")
+        table = _table(rows)
+        (outdir / "summary.md").write_text(table + "\n")
+        (outdir / "summary.json").write_text(json.dumps(rows, indent=2, default=str) + "\n")
     print()
     print(table)
     print()
@@ -223,6 +226,6 @@ def run_demo(outdir, *, vectors=None, board="ulx3s-85f", synthesis=True, designs
         print(f"{r['model']}: {r['what']}; float {100 * r['float_accuracy']:.2f}%, numpy "
               f"{100 * r['numpy_accuracy']:.2f}%, hardware {100 * r['hardware_accuracy']:.2f}% "
               f"(hardware outputs equal numpy: {r['outputs_equal']})")
-    print(f"\nartefacts (models, Verilog, manifests, reports, cycles.png) in {outdir.resolve()}"
+    print(f"\nartefacts (models, Verilog, manifests, reports, cycles.png) in {final.resolve()}"
           f"  [{time.monotonic() - start:.0f} s]")
     return 0

@@ -9,7 +9,7 @@ import numpy as np
 from .scoreboard import compare
 from .verilator import run
 
-__all__ = ["simulate", "pad_to_batches"]
+__all__ = ["simulate", "pad_to_batches", "first_mismatch"]
 
 
 def pad_to_batches(X, multiple):
@@ -17,6 +17,35 @@ def pad_to_batches(X, multiple):
     systolic layer computes whole batches; zeros could be invalid, e.g. for bipolar inputs)."""
     extra = -len(X) % multiple
     return np.concatenate([X, np.repeat(X[-1:], extra, axis=0)]) if extra else X
+
+
+def first_mismatch(expected, actual):
+    """Where the outputs ``actual`` (B, M) first differ from ``expected`` (B, M), as a dict
+    ``{"vector", "element", "reference", "hardware", "differing"}`` (Python integers; the
+    element is the index into the flattened output vector), or None when they are equal.
+    Values are compared as Python integers (no wrap-around); shapes that differ are a mismatch
+    at the first vector and element that one side lacks (``None`` for the missing value)."""
+    exp = np.asarray(expected, dtype=object).reshape(len(expected), -1)
+    act = np.asarray(actual, dtype=object).reshape(len(actual), -1)
+    if exp.shape != act.shape:
+        rows, cols = min(len(exp), len(act)), min(exp.shape[1], act.shape[1])
+        same = np.asarray(exp[:rows, :cols] != act[:rows, :cols], dtype=bool)
+        if same.any():
+            v, e = (int(i) for i in np.argwhere(same)[0])
+        else:
+            v, e = (rows, 0) if len(exp) != len(act) else (0, cols)
+        return {"vector": v, "element": e, "reference": _at(exp, v, e),
+                "hardware": _at(act, v, e), "differing": None}
+    differ = np.asarray(exp != act, dtype=bool)
+    if not differ.any():
+        return None
+    v, e = (int(i) for i in np.argwhere(differ)[0])
+    return {"vector": v, "element": e, "reference": int(exp[v, e]), "hardware": int(act[v, e]),
+            "differing": int(differ.sum())}
+
+
+def _at(a, v, e):
+    return int(a[v, e]) if v < a.shape[0] and e < a.shape[1] else None
 
 
 def simulate(design, X, *, idle=0.0, stall=0.0, seed=0, check=True):

@@ -10,15 +10,16 @@ model), and the pipeline can stop after any pass (``stop_after``) with its IR in
 ``State.dump()``.
 """
 
-import os
-import shutil
-import tempfile
+import json
 import time
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from ..model_io import write_model
+import numpy as np
+
+from ..atomic import atomic_directory
+from ..model_io import model_to_json
 from .batchnorm import fold_bn_pass
 from .binarize import binarize_pass
 from .prune import prune_pass
@@ -131,20 +132,17 @@ def compress(float_model, data=None, config=None, *, stop_after=None):
 
 
 def write_compressed(compression, path):
-    """Write the model directory ``path`` (``model.json``, ``weights.npz`` by
-    :func:`~nnaccel.gen.model_io.write_model`, and ``report.json``), atomically: it appears
-    complete or not at all, and replaces an existing directory of that name."""
+    """Write the model directory ``path`` (``model.json`` and ``weights.npz`` as
+    :func:`~nnaccel.gen.model_io.write_model` writes them, and ``report.json``), atomically: it
+    appears complete or not at all. An existing ``path`` is replaced only if it is empty or a
+    complete earlier output of this command (:mod:`nnaccel.gen.atomic`)."""
     if compression.model is None:
         raise ValueError("the pipeline stopped before there was an integer model")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
-        built = write_model(compression.model, stage / "model")
-        (built / "report.json").write_text(report_json(compression.report))
-        if path.exists():  # move the old directory aside, so the path is never absent
-            os.replace(path, stage / "old")
-        os.replace(built, path)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
+    doc, arrays = model_to_json(compression.model)
+    with atomic_directory(path) as tmp:
+        (tmp / "model.json").write_text(json.dumps(doc, indent=2) + "\n")
+        with open(tmp / "weights.npz", "wb") as f:
+            np.savez_compressed(f, **arrays)
+        (tmp / "report.json").write_text(report_json(compression.report))
     return path

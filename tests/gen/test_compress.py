@@ -289,7 +289,8 @@ def test_quantized_model_survives_the_model_files(tmp_path):
                                                retrain_epochs=1, weight_bits=6, act_bits=4,
                                                per_channel=False))
     out = write_compressed(result, tmp_path / "m")
-    assert sorted(p.name for p in out.iterdir()) == ["model.json", "report.json", "weights.npz"]
+    assert sorted(p.name for p in out.iterdir()) == [".nnaccel-output.json", "model.json",
+                                                     "report.json", "weights.npz"]
     back = read_model(out)
     x = data.x_test
     assert np.array_equal(back.forward(x), result.model.forward(x))

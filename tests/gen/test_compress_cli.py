@@ -36,7 +36,8 @@ def test_compress_end_to_end(tmp_path, capsys):
                        "--retrain-epochs", "4"])
     captured = capsys.readouterr()
     assert status == 0
-    assert sorted(p.name for p in out.iterdir()) == ["model.json", "report.json", "weights.npz"]
+    assert sorted(p.name for p in out.iterdir()) == [".nnaccel-output.json", "model.json",
+                                                     "report.json", "weights.npz"]
     model = read_model(out)
     fc1, fc2 = model.layers
     assert model.name == "tiny" and str(model.input_dtype) == "int4"

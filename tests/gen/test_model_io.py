@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from nnaccel.gen import model_io
-from nnaccel.gen.errors import ModelError
+from nnaccel.gen.errors import ModelError, UsageError
 from nnaccel.gen.ir import OutputKind
 from nnaccel.gen.model_io import read_model, write_model
 
@@ -751,7 +751,8 @@ def test_round_trip(tmp_path, seed):
     assert_model_matches_doc(a, doc, arrays)
     out = write_model(a, tmp_path / "out" / "model")
     assert out == tmp_path / "out" / "model"
-    assert sorted(p.name for p in out.iterdir()) == ["model.json", "weights.npz"]
+    assert sorted(p.name for p in out.iterdir()) == [".nnaccel-output.json", "model.json",
+                                                     "weights.npz"]
     b = read_model(out)
     assert_same_model(a, b)
     # and once more, through write_model's own output (a fixed point)
@@ -792,11 +793,16 @@ def test_write_model_overwrites(tmp_path):
               for i, (d, a) in enumerate(docs)]
     target = tmp_path / "target"
     write_model(models[0], target)
-    (target / "stale.txt").write_text("from before")
-    write_model(models[1], target)
+    write_model(models[1], target)  # its own complete earlier output is replaced
     assert_same_model(read_model(target), models[1])
-    assert sorted(p.name for p in target.iterdir()) == ["model.json", "weights.npz"]
+    assert sorted(p.name for p in target.iterdir()) == [".nnaccel-output.json", "model.json",
+                                                        "weights.npz"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["raw0", "raw1", "target"]
+    (target / "notes.txt").write_text("the user's")  # ... but never a file of the user's
+    with pytest.raises(UsageError, match="notes.txt"):
+        write_model(models[0], target)
+    assert (target / "notes.txt").read_text() == "the user's"
+    assert_same_model(read_model(target), models[1])
 
 
 def test_write_model_creates_parents(tmp_path):

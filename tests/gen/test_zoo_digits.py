@@ -88,7 +88,8 @@ def test_train_all_writes_models_that_read_back_identically(trained):
     assert sorted(results) == ["digits_bnn", "digits_int8"]
     x = np.concatenate([results["digits_int8"].x_test, digits.load_split()[0]])
     for name, result in results.items():
-        assert sorted(p.name for p in (outdir / name).iterdir()) == ["model.json", "weights.npz"]
+        assert sorted(p.name for p in (outdir / name).iterdir()) == [
+            ".nnaccel-output.json", "model.json", "weights.npz"]
         back = read_model(outdir / name)
         assert back.name == result.model.name == name
         for a, b in zip(back.layers, result.model.layers, strict=True):
