@@ -1,0 +1,281 @@
+"""Parameters of the sliding-window unit, shared by the hardware, its reference and the generator.
+
+Every derived number (output size, beats, line-buffer size, cycles, latency) is a pure function
+of :class:`WindowParams`.
+"""
+
+import numbers
+from dataclasses import dataclass
+
+from ..common.dtype import DType
+
+__all__ = ["WindowParams", "check_pair", "check_padding", "check_dtype"]
+
+
+def _is_int(value):
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _positive(name, value):
+    if not _is_int(value):
+        raise TypeError(f"{name} must be a positive integer, not {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be a positive integer, not {value!r}")
+    return int(value)
+
+
+def check_pair(name, value):
+    """``value`` as a pair of positive integers (an integer means the same for both axes)."""
+    if _is_int(value):
+        value = (value, value)
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        raise TypeError(f"{name} must be a positive integer or a pair of them, not {value!r}")
+    return tuple(_positive(f"{name}[{n}]", v) for n, v in enumerate(value))
+
+
+def check_padding(value):
+    """``value`` as ``(top, left, bottom, right)`` non-negative integers (an integer: all four)."""
+    if _is_int(value):
+        value = (value,) * 4
+    if not isinstance(value, (tuple, list)) or len(value) != 4:
+        raise TypeError(f"padding must be a non-negative integer or four of them "
+                        f"(top, left, bottom, right), not {value!r}")
+    result = []
+    for n, v in enumerate(value):
+        if not _is_int(v):
+            raise TypeError(f"padding[{n}] must be a non-negative integer, not {v!r}")
+        if v < 0:
+            raise ValueError(f"padding[{n}] must be a non-negative integer, not {v!r}")
+        result.append(int(v))
+    return tuple(result)
+
+
+def check_dtype(name, value):
+    """``value`` as a :class:`DType` (a string such as ``"int8"`` is parsed)."""
+    if isinstance(value, str):
+        return DType.parse(value)
+    if not isinstance(value, DType):
+        raise TypeError(f"{name} must be a DType or a dtype string, not {value!r}")
+    return value
+
+
+@dataclass(frozen=True, kw_only=True)
+class WindowParams:
+    """Geometry and beat widths of one sliding-window unit.
+
+    The unit reads a feature map ``(C, H, W)`` in HWC raster order, ``n_in`` elements per beat,
+    and emits, for every output pixel ``(oh, ow)`` in raster order, its patch of
+    ``K = KH*KW*C`` elements ordered ``(i, j, c)``: element ``xp[c, oh*SH + i*DH, ow*SW + j*DW]``
+    of the input padded with ``pad_value``, ``n_out`` elements per beat.
+
+    Parameters
+    ----------
+    channels, height, width : int
+        ``C``, ``H``, ``W`` of the input map.
+    kernel, stride, dilation : int or (int, int)
+        ``(KH, KW)``, ``(SH, SW)`` (default 1), ``(DH, DW)`` (default 1).
+    padding : int or (top, left, bottom, right)
+        Padding, default 0; padded elements are generated, never stored.
+    pad_value : int
+        A value of ``dtype`` (a bipolar map pads with -1 or +1).
+    dtype : DType or str
+        Element type (SPEC section 1); the hardware element is ``dtype.shape``.
+    n_in, n_out : int
+        Elements per input and output beat. Both divide ``C`` (the required mode) and one
+        divides the other.
+
+    Raises
+    ------
+    TypeError, ValueError
+        A field has the wrong type or value, or the window is larger than the padded input.
+    """
+
+    channels: int
+    height: int
+    width: int
+    kernel: tuple
+    stride: tuple = (1, 1)
+    dilation: tuple = (1, 1)
+    padding: tuple = (0, 0, 0, 0)
+    pad_value: int = 0
+    dtype: DType
+    n_in: int
+    n_out: int
+
+    def __post_init__(self):
+        def put(name, value):
+            object.__setattr__(self, name, value)
+
+        for name in ("channels", "height", "width", "n_in", "n_out"):
+            put(name, _positive(name, getattr(self, name)))
+        for name in ("kernel", "stride", "dilation"):
+            put(name, check_pair(name, getattr(self, name)))
+        put("padding", check_padding(self.padding))
+        put("dtype", check_dtype("dtype", self.dtype))
+        if not _is_int(self.pad_value):
+            raise TypeError(f"pad_value must be an integer, not {self.pad_value!r}")
+        put("pad_value", int(self.pad_value))
+        if not self.dtype.contains([self.pad_value]):
+            raise ValueError(f"pad_value {self.pad_value} is not a value of {self.dtype}")
+        for name in ("n_in", "n_out"):
+            if self.channels % getattr(self, name):
+                raise ValueError(f"{name} ({getattr(self, name)}) must divide channels "
+                                 f"({self.channels})")
+        if self.n_in % self.n_out and self.n_out % self.n_in:
+            raise ValueError(f"n_in ({self.n_in}) and n_out ({self.n_out}) must divide one "
+                             f"another")
+        if self.out_height < 1 or self.out_width < 1:
+            raise ValueError(f"kernel {self.kernel} with dilation {self.dilation} is larger than "
+                             f"the padded input ({self.padded_height}, {self.padded_width})")
+
+    # --- geometry ---------------------------------------------------------------------------
+
+    @property
+    def padded_height(self):
+        return self.height + self.padding[0] + self.padding[2]
+
+    @property
+    def padded_width(self):
+        return self.width + self.padding[1] + self.padding[3]
+
+    @property
+    def out_height(self):
+        """``OH = (H + top + bottom - DH*(KH-1) - 1) // SH + 1`` (SPEC 2.1b)."""
+        return (self.padded_height - self.dilation[0] * (self.kernel[0] - 1) - 1) \
+            // self.stride[0] + 1
+
+    @property
+    def out_width(self):
+        """``OW``, likewise."""
+        return (self.padded_width - self.dilation[1] * (self.kernel[1] - 1) - 1) \
+            // self.stride[1] + 1
+
+    @property
+    def taps(self):
+        """``KH * KW``: window positions per output pixel."""
+        return self.kernel[0] * self.kernel[1]
+
+    @property
+    def patch_elems(self):
+        """``K = KH * KW * C``: elements of one patch."""
+        return self.taps * self.channels
+
+    @property
+    def elem_shape(self):
+        """Amaranth shape of one element."""
+        return self.dtype.shape
+
+    # --- beats --------------------------------------------------------------------------------
+
+    @property
+    def word_elems(self):
+        """Elements per line-buffer word: ``n_out``."""
+        return self.n_out
+
+    @property
+    def pixel_words(self):
+        """``C / n_out``: words (and output beats) per pixel and window position."""
+        return self.channels // self.n_out
+
+    @property
+    def in_beats(self):
+        """Input beats per image: ``H * W * C / n_in``."""
+        return self.height * self.width * self.channels // self.n_in
+
+    @property
+    def out_beats(self):
+        """Output beats per image: ``OH * OW * KH * KW * C / n_out``."""
+        return self.out_height * self.out_width * self.taps * self.pixel_words
+
+    # --- line buffer --------------------------------------------------------------------------
+
+    @property
+    def span_rows(self):
+        """``(KH-1)*DH + 1``: input rows one window spans."""
+        return (self.kernel[0] - 1) * self.dilation[0] + 1
+
+    @property
+    def buffer_rows(self):
+        """Rows held by the line buffer: ``span_rows + SH + 1``.
+
+        The window's rows, plus the ``SH`` rows the next output row needs (written while the
+        current one is emitted, so the input never waits for a whole output row), plus one row of
+        slack so that a producer and a consumer running at the same rate never wait on each
+        other at row boundaries.
+        """
+        return self.span_rows + self.stride[0] + 1
+
+    @property
+    def row_words(self):
+        """Line-buffer words per input row: ``W * C / n_out``."""
+        return self.width * self.pixel_words
+
+    @property
+    def buffer_depth(self):
+        """Line-buffer words: ``buffer_rows * row_words``."""
+        return self.buffer_rows * self.row_words
+
+    @property
+    def buffer_width(self):
+        """Bits per line-buffer word: ``n_out`` elements."""
+        return self.n_out * self.elem_shape.width
+
+    @property
+    def buffer_bits(self):
+        return self.buffer_depth * self.buffer_width
+
+    # --- timing -------------------------------------------------------------------------------
+
+    @property
+    def write_cycles(self):
+        """Cycles to take in one image: ``H * row_cycles`` (one input beat, and one line-buffer
+        word, per cycle)."""
+        return self.height * self.row_cycles
+
+    @property
+    def row_cycles(self):
+        """Cycles to take in one input row: ``W*C / min(n_in, n_out)``."""
+        return self.width * self.channels // min(self.n_in, self.n_out)
+
+    @property
+    def boundary_stall(self):
+        """Cycles the output waits at the start of each image in the steady state.
+
+        While the last output row of an image is emitted, the writer may run only
+        ``buffer_rows`` rows ahead of that row's first row, so the first rows of the next image
+        may not all be in the buffer yet; the first window then waits for them (each takes
+        :attr:`row_cycles`), less the beats it can emit before it reaches them.
+        """
+        top, left = self.padding[0], self.padding[1]
+        (kh, kw), (dh, dw) = self.kernel, self.dilation
+        last_top = (self.out_height - 1) * self.stride[0] - top
+        stored = min(max(last_top, 0), self.height) + self.buffer_rows
+        first_j = next((j for j in range(kw) if 0 <= j * dw - left < self.width), 0)
+        stall = 0
+        for i in range(kh):
+            y = i * dh - top
+            missing = self.height + y - stored
+            if 0 <= y < self.height and missing >= 0:
+                beats_before = (i * kw + first_j) * self.pixel_words
+                stall = max(stall, (missing + 1) * self.row_cycles - beats_before)
+        return stall
+
+    @property
+    def expected_cycles(self):
+        """Steady-state cycles per image, images back to back, no stalls:
+        ``max(write_cycles, out_beats + boundary_stall)`` (input and output overlap)."""
+        return max(self.write_cycles, self.out_beats + self.boundary_stall)
+
+    @property
+    def latency(self):
+        """Cycles from the first input transfer to the first output beat valid, without stalls.
+
+        1 when the first tap of the first window is padding; otherwise the first input row must
+        be complete: :attr:`row_cycles` + 1 (the write, then the synchronous read), less the
+        cycles by which the first input beat's transfer follows its first word when a beat
+        holds several words (``n_in > n_out``).
+        """
+        if self.padding[0] or self.padding[1]:
+            return 1
+        early = self.n_in // self.n_out - 1 if self.n_in > self.n_out else 0
+        return self.row_cycles + 1 - early
