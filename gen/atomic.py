@@ -128,7 +128,9 @@ def _earlier_output(path, command):
     try:
         st = os.lstat(marker)
     except FileNotFoundError:
-        return f"is not empty and holds no {MARKER} of an earlier `nnaccel {command}`"
+        first = min(p.name for p in path.iterdir())
+        return (f"is not empty (it holds {first!r}) and is not an earlier output of `nnaccel "
+                f"{command}` (no {MARKER})")
     if not stat.S_ISREG(st.st_mode) or st.st_size > _MARKER_MAX_BYTES:
         return f"holds a {MARKER} that nnaccel did not write"
     try:
@@ -169,10 +171,15 @@ def output_problem(path, *, command=None, force=None, inputs=None):
         inp = Path(given).resolve()
         if inp == real or real in inp.parents:
             return f"is or contains the input {given!r}; refusing to overwrite it"
+    above = real.parent
+    while not above.exists():
+        above = above.parent
+    if not above.is_dir():
+        return f"lies below {str(above)!r}, which is not a directory"
     try:
         mode = os.lstat(path).st_mode
-    except (FileNotFoundError, NotADirectoryError):
-        return None  # (below a file, creating it fails with a message of its own)
+    except FileNotFoundError:
+        return None
     if not stat.S_ISDIR(mode):
         return "exists and is not a directory; refusing to replace it"
     if not any(path.iterdir()):

@@ -148,12 +148,15 @@ def _read_body(f, shape, fortran, dtype, fail):
     nbytes = math.prod(shape) * dtype.itemsize
     try:
         data = f.read(nbytes) if nbytes else b""
+        if len(data) != nbytes:
+            raise fail(f"its header promises {nbytes} bytes of data, the file holds "
+                       f"{len(data)}")
+        arr = np.frombuffer(data, dtype=dtype)
+        return arr.reshape(shape[::-1]).transpose() if fortran else arr.reshape(shape)
     except (OSError, EOFError, zlib.error, zipfile.BadZipFile, ValueError) as e:
         raise fail(f"cannot be read: {e}") from None
-    if len(data) != nbytes:
-        raise fail(f"its header promises {nbytes} bytes of data, the file holds {len(data)}")
-    arr = np.frombuffer(data, dtype=dtype)
-    return arr.reshape(shape[::-1]).transpose() if fortran else arr.reshape(shape)
+    except MemoryError:
+        raise fail(f"an array of shape {tuple(shape)} does not fit in memory") from None
 
 
 def read_npy(path, fail):

@@ -5,11 +5,13 @@ non-vector shapes) raises :class:`OnnxError`, which names the node (or the graph
 reported by the CLI with exit status 2.
 """
 
+import math
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import NnaccelError
+from ..safeio import check_elements, max_bytes
 
 __all__ = ["OnnxError", "Graph", "load", "inline_for_runtime", "node_label"]
 
@@ -47,6 +49,10 @@ def load(path):
     path = Path(path)
     if not path.is_file():
         raise OnnxError(None, "file", f"no such file: {path}")
+    size, limit = path.stat().st_size, max_bytes()
+    if size > limit:
+        raise OnnxError(None, "file", f"{path} has {size} bytes, over the limit of {limit} "
+                                      "(NNACCEL_MAX_BYTES)")
     try:
         proto = onnx.load(str(path))
     except Exception as e:  # protobuf DecodeError, missing external data, ...
@@ -68,6 +74,11 @@ def inline_for_runtime(src, dst, ir_version=RUNTIME_IR_VERSION):
     return Path(dst)
 
 
+def _check_size(node, field, dims):
+    """A tensor's shape within the limits of nnaccel.gen.safeio, before it is allocated."""
+    check_elements(dims, lambda message: OnnxError(node, field, message), "the tensor")
+
+
 class Graph:
     """Index of one ``GraphProto``: constants, producers, consumers, shapes."""
 
@@ -79,6 +90,7 @@ class Graph:
         g = proto.graph
         self.consts = {}
         for init in g.initializer:
+            _check_size(None, f"initializer {init.name!r}", init.dims)
             try:
                 self.consts[init.name] = np.asarray(numpy_helper.to_array(init))
             except Exception as e:
@@ -90,6 +102,7 @@ class Graph:
                 if "value" not in attr:
                     raise OnnxError(node_label(node, i), "value",
                                     "only tensor-valued Constant nodes are supported")
+                _check_size(node_label(node, i), "value", attr["value"].t.dims)
                 self.consts[node.output[0]] = np.asarray(
                     numpy_helper.to_array(attr["value"].t))
         self.nodes = [(i, n) for i, n in enumerate(g.node)
@@ -145,9 +158,10 @@ class Graph:
                 sym = d.dim_param or "?"
                 raise OnnxError(None, field, f"dimension {k} is dynamic ({sym!r}); only the "
                                              "batch dimension may be")
+        _check_size(None, field, dims)
         if len(dims) == 1:
             return dims[0]
         if len(dims) >= 2 and dims[0] == 1 and sum(d != 1 for d in dims[1:]) <= 1:
-            return int(np.prod(dims[1:]))
+            return math.prod(dims[1:])
         raise OnnxError(None, field, f"shape {dims} is not a vector (batch, K): only "
                                      "vector inputs and outputs are supported")

@@ -139,6 +139,8 @@ def threshold(acc, thresholds):
     t = np.asarray(thresholds)
     if acc.dtype == object or t.dtype == object:
         acc, t = acc.astype(object), t.astype(object)
+    if t.shape[0] == 1 or t.strides[0] == 0:  # one shared ascending row: no (..., M, L) array
+        return np.searchsorted(t[0], acc, side="right").astype(np.int64)
     return (acc[..., :, None] >= t).sum(axis=-1).astype(np.int64)
 
 
