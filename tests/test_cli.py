@@ -95,7 +95,8 @@ def test_generate_subprocess(good, tmp_path):
     result = nnaccel("generate", good, "-o", out)
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
-    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "tiny.v"]
+    assert sorted(p.name for p in out.iterdir()) == [".nnaccel-output.json", "manifest.json",
+                                                     "tiny.v"]
     verilog = (out / "tiny.v").read_text()
     assert "module tiny(" in verilog.replace(" (", "(")
     assert "endmodule" in verilog
@@ -294,11 +295,17 @@ def test_failed_generate_keeps_the_previous_output(good, tmp_path, capsys):
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     capsys.readouterr()
     bad = write_model_dir(tmp_path / "bad", arrays={**model_arrays(), "fc1.b": B1[:2]})
-    assert cli.main(["generate", str(bad), "-o", str(out)]) == 2
+    assert cli.main(["generate", str(bad), "-o", str(out), "--force"]) == 2
     assert_one_error(capsys.readouterr().err, "'fc1'", "'bias'")
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
-    assert cli.main(["generate", str(good), "-o", str(out), "--fold", "fc1=9x9"]) == 2
+    assert cli.main(["generate", str(good), "-o", str(out), "--fold", "fc1=9x9", "--force"]) == 2
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    capsys.readouterr()
+    assert cli.main(["generate", str(good), "-o", str(out)]) == 2   # no --force: refused
+    assert_one_error(capsys.readouterr().err, "--output", "--force")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert cli.main(["generate", str(good), "-o", str(out), "--force", "--dump-ir"]) == 0
+    assert "ir.json" in {p.name for p in out.iterdir()}
     assert siblings(out) == ["bad", "good", "out"]
 
 
