@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV) && $(BIN)/python -m pip install -q --upgrade pip && $(BIN)/python -m pip install -q -e '.[dev,onnx]' && touch $@
 
 demo: $(STAMP)
-	$(BIN)/nnaccel demo -o out/demo
+	$(BIN)/nnaccel demo -o out/demo --force
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadgroup
