@@ -203,6 +203,8 @@ def _design(args, model):
 
 
 def cmd_generate(args):
+    if args.stop_after and args.stop_after != "check":  # prints the IR, writes nothing
+        args.output = None
     with _writing(args, "generate", args.model):
         return _generate(args)
 

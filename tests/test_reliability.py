@@ -232,6 +232,34 @@ def test_a_path_that_changes_while_the_command_runs_is_not_replaced(tmp_path):
     assert [p.name for p in out.iterdir()] == ["notes.txt"]
 
 
+def test_generate_replaces_only_its_own_unchanged_output(good, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert cli.main(["generate", str(good), "-o", str(out)]) == 0
+    assert json.loads((out / MARKER).read_text())["command"] == "generate"
+    capsys.readouterr()
+    before = tree(tmp_path)
+    refused(capsys, ["generate", good, "-o", out], "--output", "--force")
+    refused(capsys, ["import", tmp_path / "x.onnx", "-o", out, "--force"], "--output",
+            "`nnaccel generate`")
+    assert tree(tmp_path) == before
+    assert cli.main(["generate", str(good), "-o", str(out), "--force", "--dump-ir"]) == 0
+    capsys.readouterr()
+    assert (out / "ir.json").is_file()
+    (out / "my_testbench.v").write_text("// mine\n")
+    before = tree(tmp_path)
+    refused(capsys, ["generate", good, "-o", out, "--force"], "my_testbench.v")
+    assert tree(tmp_path) == before
+
+
+def test_output_dot_in_a_real_process_leaves_nothing(good, tmp_path):
+    (tmp_path / "keep.txt").write_text("mine\n")
+    before = tree(tmp_path)
+    result = nnaccel("generate", good, "-o", ".", "--force", cwd=tmp_path)
+    assert result.returncode == 2
+    assert_one_error(result.stderr, "--output '.'", "current directory")
+    assert tree(tmp_path) == before
+
+
 def test_run_output_never_overwrites_a_non_npy_or_the_input(good, tmp_path, capsys):
     x = tmp_path / "x.npy"
     np.save(x, np.zeros((1, 4), dtype=np.int64))
@@ -371,7 +399,8 @@ def test_memory_error_names_the_field(tmp_path, capsys, monkeypatch, good):
 
 def test_shared_thresholds_stay_one_row(tmp_path):
     """(1, L) thresholds over M channels are a broadcast view, and the reference never builds
-    an (M, L) array: 200,000 x 4,000 would be 6.4 GB as int64, 0.8 GB as booleans."""
+    an (M, L) array: 200,000 x 4,000 would be 6.4 GB as int64, 3.2 GB as booleans for four
+    vectors; the run is limited to 1.5 GB of address space."""
     m, levels = 200_000, 4_000
     doc = {"format": "nnaccel-model/1", "name": "wide", "input": {"shape": [1], "dtype": "uint1"},
            "layers": [{"name": "fc", "op": "linear", "weight": "w", "weight_dtype": "int2",
@@ -382,8 +411,8 @@ def test_shared_thresholds_stay_one_row(tmp_path):
         "t": np.arange(levels, dtype=np.int64)[None, :] - 1})
     t = read_model(model).layers[0].output.thresholds
     assert t.shape == (m, levels) and t.strides[0] == 0 and not t.flags.writeable
-    np.save(tmp_path / "x.npy", np.array([[1], [0]]))
-    script = ("import resource, sys; resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30));"
+    np.save(tmp_path / "x.npy", np.array([[1], [0], [1], [1]]))
+    script = ("import resource, sys; resource.setrlimit(resource.RLIMIT_AS, (3 << 29, 3 << 29));"
               "from nnaccel import cli; sys.exit(cli.main(sys.argv[1:]))")
     result = subprocess.run(
         [sys.executable, "-c", script, "run", str(model), "--input", str(tmp_path / "x.npy"),
