@@ -1,44 +1,13 @@
 """The mapped IR: which engine runs each layer, and how it is folded."""
 
-import enum
 from dataclasses import dataclass, field, replace
 
 from ..hw.common.memory import Storage
-from ..hw.systolic.params import Dataflow
+from .engines import ArrayChoice, Engine, SparseChoice, adapter_for
 from .folding import Fold
 from .ir import Layer, Model
 
 __all__ = ["Engine", "Options", "ArrayChoice", "SparseChoice", "LayerPlan", "Plan"]
-
-
-class Engine(enum.Enum):
-    MVU = "mvu"
-    SPARSE = "sparse"
-    SYSTOLIC = "systolic"
-
-
-#: Engines that exist in this version; the others map to the MVU (and the manifest says so).
-AVAILABLE_ENGINES = frozenset({Engine.MVU, Engine.SPARSE, Engine.SYSTOLIC})
-
-
-@dataclass(frozen=True)
-class ArrayChoice:
-    """A systolic layer's array: ``rows`` x ``cols`` cells and the dataflow (None: chosen by
-    the cycle model), as forced by ``--array`` or chosen by the configure pass."""
-
-    rows: int
-    cols: int
-    dataflow: Dataflow | None = None
-
-
-@dataclass(frozen=True)
-class SparseChoice:
-    """A sparse layer's PEs and activation queue depth (``--sparse`` or the configure pass),
-    and the relative index width (None: chosen by the configure pass)."""
-
-    pe: int
-    queue_depth: int = 8
-    index_bits: int | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -59,14 +28,10 @@ class Options:
     arrays: tuple = ()         # ((layer, ArrayChoice), ...)
     sparse: tuple = ()         # ((layer, SparseChoice), ...)
 
-    def array_for(self, name):
-        return dict(self.arrays).get(name)
-
-    def sparse_for(self, name):
-        return dict(self.sparse).get(name)
-
-    def fold_for(self, name):
-        return dict(self.folds).get(name)
+    def forced(self, option, name):
+        """The user's forced choice in the field ``option`` (an adapter's ``option``:
+        ``folds``, ``arrays``, ``sparse``) for layer ``name``, or None."""
+        return dict(getattr(self, option)).get(name)
 
     def engine_for(self, name):
         return dict(self.engines).get(name)
@@ -85,9 +50,15 @@ class LayerPlan:
     #: MVU: PE x SIMD. Every engine: ``pe`` is the output beat and ``simd`` the input beat.
     fold: Fold | None = None
     storage: Storage = Storage.AUTO
-    array: ArrayChoice | None = None     # systolic layers, after the configure pass
-    sparse: SparseChoice | None = None   # sparse layers, after the configure pass
+    #: The engine's hardware Params (output stage included), from the adapter: after the
+    #: configure pass (engines sized there) or the folding pass (the MVU).
+    params: object = None
     warnings: tuple = ()
+
+    @property
+    def adapter(self):
+        """The adapter of this layer's engine (after the engine pass)."""
+        return adapter_for(self.engine)
 
     def but(self, **changes):
         return replace(self, **changes)
@@ -124,11 +95,7 @@ class Plan:
                 "pe": lp.fold.pe if lp.fold else None,
                 "simd": lp.fold.simd if lp.fold else None,
                 "storage": lp.storage.value,
-                **({"rows": lp.array.rows, "cols": lp.array.cols,
-                    "dataflow": lp.array.dataflow.value if lp.array.dataflow else None}
-                   if lp.array else {}),
-                **({"sparse_pe": lp.sparse.pe, "queue_depth": lp.sparse.queue_depth}
-                   if lp.sparse else {}),
+                **(lp.adapter.dump(lp) if lp.params is not None else {}),
                 "warnings": list(lp.warnings),
             } for lp in self.layers],
         }

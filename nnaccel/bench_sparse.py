@@ -96,21 +96,22 @@ class _Engine:
 
     def __init__(self, weight, codebook, bias, mult, shift, n_pe, depth):
         from .hw.common.dtype import DType
-        from .hw.sparse.engine import SparseEngine, encode_weight
+        from .hw.common.outstage import StageKind
+        from .hw.sparse.engine import encode_weight
         from .hw.sparse.format import choose_index_bits
         from .hw.sparse.params import SparseParams
 
         m, k = weight.shape
         self.in_dtype, self.out_dtype = DType.parse("uint8"), DType.parse("uint8")
         self.index = choose_index_bits(weight, n_pe, codebook=codebook)
-        self.params = SparseParams(in_features=k, out_features=m, pe=n_pe, queue_depth=depth,
-                                   in_beat=min(IN_BEAT, k), in_dtype=self.in_dtype,
-                                   weight_dtype=DType.parse("int8"),
-                                   index_bits=self.index.index_bits)
-        self.args = dict(weight=weight, codebook=codebook, bias=bias, output_kind="requant",
-                         out_dtype=self.out_dtype, mult=mult, shift=shift, relu=True)
+        self.params = SparseParams.for_layer(
+            weight=weight, bias=bias, pe=n_pe, queue_depth=depth, in_beat=min(IN_BEAT, k),
+            in_dtype=self.in_dtype, weight_dtype=DType.parse("int8"),
+            index_bits=self.index.index_bits, output_kind=StageKind.REQUANT,
+            out_dtype=self.out_dtype, mult=mult, shift=shift, relu=True)
+        self.args = dict(weight=weight, codebook=codebook)
         self.matrix = encode_weight(self.params, weight, codebook)
-        self.out_latency = SparseEngine.output_latency("requant")
+        self.out_latency = self.params.out_latency
         self.weight, self.bias, self.mult, self.shift = weight, bias, mult, shift
         self._path = None
 

@@ -122,7 +122,7 @@ class SystolicBenchConfig:
         from .hw.common.pipeline import AxisTop
         from .hw.systolic.engine import SystolicEngine
 
-        engine = SystolicEngine(self.params, self.w)
+        engine = SystolicEngine(self.params, weight=self.w)
         top = AxisTop(engine, out_vector_beats=self.params.m_tiles)
         return verilog.convert(top, name=self.name, emit_src=False)
 
@@ -194,7 +194,7 @@ def _synth_engine(rows, cols, gemm, *, dataflow="ws", output="threshold", dsp_ce
     params = SystolicParams.for_layer(weight=w, bias=bias, rows=rows, cols=cols,
                                       dataflow=dataflow, batch=m, in_dtype=i8, weight_dtype=i8,
                                       dsp_cells=dsp_cells, **stage)
-    return SystolicEngine(params, w)
+    return SystolicEngine(params, weight=w)
 
 
 def synthesis_row(report, **facts):

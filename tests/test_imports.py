@@ -2,9 +2,11 @@
 
 Imports run one way (docs/ARCHITECTURE.md, "Packages and their imports"):
 
-* ``hw`` imports only amaranth, numpy, the standard library and ``hw.common``; an engine folder
-  ``hw/<engine>`` may import itself too, ``hw/common`` no engine folder; a ``reference.py``
-  imports only numpy and the standard library;
+* ``hw`` imports only amaranth, numpy, the standard library and the shared blocks: ``hw/common``
+  and the sliding-window block ``hw/window`` (which engines for convolution and pooling share,
+  and which imports only ``hw/common``); an engine folder ``hw/<engine>`` may import itself too,
+  ``hw/common`` no other folder; a ``reference.py`` imports only numpy, the standard library and
+  the reference models of the folders it may import;
 * ``gen`` imports ``hw``; ``sim`` and ``boards`` import ``gen`` and ``hw``;
 * nothing under ``hw``, ``gen``, ``sim`` or ``boards`` imports the command-line package
   (``nnaccel.cli``, ``nnaccel.demo``, ``nnaccel.bench``).
@@ -27,6 +29,8 @@ ALLOWED = {"hw": set(), "gen": {"hw"}, "sim": {"gen", "hw"}, "boards": {"gen", "
            "cli": {"gen", "hw", "sim", "boards", "bench"},
            "bench": {"gen", "hw", "sim", "boards"}}
 HW_THIRD_PARTY = {"amaranth", "numpy"}
+#: Shared hardware blocks under hw/ and the hw folders each may import (besides itself).
+HW_SHARED = {"common": set(), "window": {"common"}}
 
 
 def module_name(path):
@@ -89,13 +93,12 @@ def forbidden(me, name):
         engine, target = me.split(".")[2], name.split(".")[2] if name.count(".") >= 2 else None
         if target is None:
             return None
-        if me.endswith(".reference") and name != "nnaccel.hw.common.reference" \
-                and not name.startswith(f"nnaccel.hw.{engine}.reference"):
+        allowed = {engine} | HW_SHARED.get(engine, set(HW_SHARED))
+        if target not in allowed:
+            what = "a shared block" if engine in HW_SHARED else "an engine"
+            return f"hw/{engine} ({what}) must not import hw/{target}"
+        if me.endswith(".reference") and not name.startswith(f"nnaccel.hw.{target}.reference"):
             return "a reference model imports only numpy (and other reference models)"
-        if engine == "common" and target != "common":
-            return f"hw/common must not import the engine package hw/{target}"
-        if target not in ("common", engine):
-            return f"hw/{engine} must not import another engine, hw/{target}"
         return None
     if dst is None or src in (None, dst):
         return None
@@ -123,6 +126,11 @@ def test_imports_follow_the_boundaries(path):
     ("nnaccel.hw.mvu.engine", "scipy", True),
     ("nnaccel.hw.mvu.reference", "amaranth", True),
     ("nnaccel.hw.mvu.engine", "nnaccel.hw.common.arith", False),
+    ("nnaccel.hw.pool.engine", "nnaccel.hw.window.engine", False),
+    ("nnaccel.hw.window.engine", "nnaccel.hw.pool.engine", True),
+    ("nnaccel.hw.common.stream", "nnaccel.hw.window.engine", True),
+    ("nnaccel.hw.pool.reference", "nnaccel.hw.common.reference.output_stage", False),
+    ("nnaccel.hw.pool.reference", "nnaccel.hw.common.dtype", True),
     ("nnaccel.hw.mvu.engine", "amaranth.lib.stream", False),
     ("nnaccel.sim.runner", "nnaccel.tools", True),
     ("nnaccel.sim.runner", "nnaccel.cli", True),

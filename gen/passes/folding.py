@@ -1,25 +1,18 @@
-"""Pass: choose PE x SIMD of every MVU layer, balanced for the user's target.
+"""Pass: choose PE x SIMD of every layer whose engine folds freely (the MVU), balanced for the
+user's target, then let each such layer's adapter turn its fold into hardware Params.
 
-Sparse and systolic layers (sized by the configure pass) enter the fold chooser as fixed folds
-``Fold(pe=out_beat, simd=in_beat)`` that cost nothing and always meet the target, so the MVU
+Layers of the other engines (sized by the configure pass) enter the fold chooser as fixed folds
+``Fold(pe=out_beat, simd=in_beat)`` that cost nothing and always meet the target, so their free
 neighbours get beats their gearboxes can convert; the lanes they use come off the budget.
 """
 
+from ..engines import adapter_for
 from ..errors import UsageError
 from ..folding import choose_folds, fold_cycles, folds_for_budget
-from ..plan import Engine
 
 __all__ = ["choose_folding", "DEFAULT_MAX_LANES"]
 
 DEFAULT_MAX_LANES = 64
-
-
-def _engine_lanes(lp):
-    if lp.engine is Engine.SYSTOLIC:
-        return lp.array.rows * lp.array.cols
-    if lp.engine is Engine.SPARSE:
-        return lp.sparse.pe
-    return 0
 
 
 def choose_folding(plan):
@@ -27,13 +20,14 @@ def choose_folding(plan):
     shapes = [lp.layer.weight.shape for lp in plan.layers]
     fixed, others = {}, {}
     for n, lp in enumerate(plan.layers):
-        if lp.engine is not Engine.MVU:
+        adapter = adapter_for(lp.engine)
+        if not adapter.free_fold:
             # a fold of 1 cycle on a shape of its own size: fixed beats, no cycle constraint
             others[n] = lp.fold
             fixed[n] = lp.fold
             shapes[n] = (lp.fold.pe, lp.fold.simd)
             continue
-        fold = opts.fold_for(lp.layer.name)
+        fold = opts.forced(adapter.option, lp.layer.name)
         if fold is not None:
             m, k = lp.layer.weight.shape
             if fold.pe > m or fold.simd > k:
@@ -50,13 +44,14 @@ def choose_folding(plan):
     elif opts.target_cycles is not None:
         folds = choose_folds(shapes, opts.target_cycles, fixed)
         if folds is None:
-            mvu_fixed = {n: f for n, f in fixed.items() if n not in others}
-            worst = max((fold_cycles(*shapes[n], f) for n, f in mvu_fixed.items()), default=1)
+            free_fixed = {n: f for n, f in fixed.items() if n not in others}
+            worst = max((fold_cycles(*shapes[n], f) for n, f in free_fixed.items()), default=1)
             raise UsageError(f"--target-cycles {opts.target_cycles} cannot be met "
                              f"(forced folds need {worst} cycles)")
     else:
         budget = opts.max_lanes or DEFAULT_MAX_LANES
-        engine_lanes = sum(_engine_lanes(lp) for lp in plan.layers)
+        engine_lanes = sum(adapter_for(plan.layers[n].engine).lanes(plan.layers[n])
+                           for n in others)
         fold_lanes = sum(f.lanes for f in others.values())
         left = budget - engine_lanes
         try:
@@ -67,6 +62,9 @@ def choose_folding(plan):
             raise UsageError(f"no folding of the mvu layers fits the {left} of {budget} lanes "
                              f"the sparse and systolic layers leave ({engine_lanes} lanes)"
                              ) from None
-    layers = tuple(lp.but(fold=f if lp.engine is Engine.MVU else lp.fold)
-                   for lp, f in zip(plan.layers, folds, strict=True))
-    return plan.but(layers=layers)
+    layers = []
+    for n, (lp, fold) in enumerate(zip(plan.layers, folds, strict=True)):
+        if n not in others:
+            lp = adapter_for(lp.engine).with_fold(lp, fold, opts)
+        layers.append(lp)
+    return plan.but(layers=tuple(layers))

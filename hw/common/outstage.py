@@ -215,6 +215,24 @@ class OutputStageParams:
                              f"0..{levels}")
         put("thresholds", tuple(rows))
 
+    @classmethod
+    def for_dtype(cls, kind, out_dtype, *, pe, channels, raw_shape, scale=1, offset=None,
+                  mult=None, shift=None, relu=False, thresholds=None):
+        """The stage of a layer as a model states it (SPEC 2.2): ``kind``, the output dtype
+        ``out_dtype`` (a :class:`~nnaccel.hw.common.dtype.DType`), ``requant``'s ``mult``,
+        ``shift`` and ``relu`` (the clamp follows from the dtype), ``threshold``'s
+        ``thresholds``; ``pe``, ``channels``, ``raw_shape``, ``scale`` and ``offset`` are the
+        engine's hand-over (see the class)."""
+        kind = StageKind(kind)
+        extra = {}
+        if kind is StageKind.REQUANT:
+            extra = dict(mult=mult, shift=shift, hi=out_dtype.hi,
+                         lo=max(out_dtype.lo, 0) if relu else out_dtype.lo)
+        elif kind is StageKind.THRESHOLD:
+            extra = dict(thresholds=thresholds)
+        return cls(kind=kind, pe=pe, channels=channels, raw_shape=raw_shape,
+                   out_shape=out_dtype.shape, scale=scale, offset=offset, **extra)
+
     @property
     def folds(self):
         """Beats per vector: ``ceil(channels / pe)``."""

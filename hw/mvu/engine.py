@@ -7,12 +7,45 @@ from amaranth.lib.wiring import In, Out
 
 from ..common.arith import pack_words, tree_sum
 from ..common.memory import Rom
+from ..common.outstage import OutputStage
 from ..common.reference import bits_for_range
 from ..common.stream import core_then_stage, vector_stream
 from .params import LaneKind, MVUParams
 from .reference import fold_matrix, raw_bounds
 
-__all__ = ["MVUCore", "MatrixVectorUnit"]
+__all__ = ["check_weight", "MVUCore", "MatrixVectorUnit"]
+
+
+def check_weight(params, weight, *, whole_layer=False):
+    """``weight`` as int64 after checking it against ``params`` (TypeError/ValueError):
+    shape, dtype, and the raw-sum bounds ``params`` states; ``whole_layer``: ``params`` must
+    carry the output stage (:meth:`MVUParams.for_layer`)."""
+    if not isinstance(params, MVUParams):
+        raise TypeError(f"params must be MVUParams, not {params!r}")
+    if whole_layer and params.output is None:
+        raise ValueError("params has no output stage: build it with MVUParams.for_layer")
+    weight = np.asarray(weight, dtype=np.int64)
+    if weight.shape != (params.out_features, params.in_features):
+        raise ValueError(f"weight has shape {weight.shape}, expected "
+                         f"({params.out_features}, {params.in_features})")
+    if not params.weight_dtype.contains(weight):
+        raise ValueError(f"weight values lie outside {params.weight_dtype}")
+    if params.raw_lo is not None:
+        lo, hi = raw_bounds(weight, params.in_dtype.lo, params.in_dtype.hi,
+                            params.lane_kind is LaneKind.XNOR)
+        if lo < params.raw_lo or hi > params.raw_hi:
+            raise ValueError("weight exceeds the raw-sum bounds params was built for; use "
+                             "MVUParams.for_layer with these weights")
+    return weight
+
+
+def _raw_shape(params, weight):
+    if params.raw_shape is not None:
+        return params.raw_shape
+    lo, hi = raw_bounds(weight, params.in_dtype.lo, params.in_dtype.hi,
+                        params.lane_kind is LaneKind.XNOR)
+    width, is_signed = bits_for_range(lo, hi)
+    return signed(width) if is_signed else unsigned(width)
 
 
 def _field(word, index, width, signed_):
@@ -32,20 +65,15 @@ class MVUCore(wiring.Component):
     the actual weights and every legal input.
     """
 
+    def __new__(cls, params, weight):
+        check_weight(params, weight)  # before the component exists (see MatrixVectorUnit)
+        return super().__new__(cls)
+
     def __init__(self, params, weight):
-        if not isinstance(params, MVUParams):
-            raise TypeError(f"params must be MVUParams, not {params!r}")
-        weight = np.asarray(weight, dtype=np.int64)
-        if weight.shape != (params.out_features, params.in_features):
-            raise ValueError(f"weight has shape {weight.shape}, expected "
-                             f"({params.out_features}, {params.in_features})")
-        if not params.weight_dtype.contains(weight):
-            raise ValueError(f"weight values lie outside {params.weight_dtype}")
+        weight = check_weight(params, weight)
         self.params = params
         self.xnor = params.lane_kind is LaneKind.XNOR
-        lo, hi = raw_bounds(weight, params.in_dtype.lo, params.in_dtype.hi, self.xnor)
-        width, is_signed = bits_for_range(lo, hi)
-        self.raw_shape = signed(width) if is_signed else unsigned(width)
+        self.raw_shape = _raw_shape(params, weight)
         wd = params.weight_dtype
         folded = fold_matrix(weight, params.pe, params.simd, fill=0)
         enc = wd.encode(folded).reshape(params.neuron_folds * params.synapse_folds, -1)
@@ -140,46 +168,35 @@ class MatrixVectorUnit(wiring.Component):
 
     ``i_data``: ``ceil(K/simd)`` beats of ``simd`` input elements per vector (hardware encoding
     of ``params.in_dtype``); ``o_data``: ``ceil(M/pe)`` beats of ``pe`` output elements (encoding
-    of ``out_dtype``). Steady state: ``params.expected_cycles`` cycles per vector. Bit-exact with
-    SPEC sections 2.1 and 2.2; nothing can overflow (widths from worst-case bounds).
+    of the output stage's dtype). Steady state: ``params.expected_cycles`` cycles per vector.
+    Bit-exact with SPEC sections 2.1 and 2.2; nothing can overflow (widths from worst-case
+    bounds).
+
+    Parameters
+    ----------
+    params : MVUParams
+        From :meth:`MVUParams.for_layer`: folding, raw-sum bounds and the output stage (whose
+        offset carries the bias).
+    weight : (M, K) integer array
+        The layer's weights, within the bounds ``params`` was built for.
     """
 
-    def __init__(self, params, *, weight, bias=None, output_kind, out_dtype, mult=None,
-                 shift=None, relu=False, thresholds=None):
-        from ..common.outstage import OutputStage, StageKind
-        from .reference import affine
+    def __new__(cls, params, *, weight):
+        # checked before the component exists, so a bad argument leaves no unused component
+        check_weight(params, weight, whole_layer=True)
+        return super().__new__(cls)
 
+    def __init__(self, params, *, weight):
         self.params = params
         self.core = MVUCore(params, weight)
-        scale, offset = affine(params.out_features, params.in_features, bias, self.core.xnor)
-        kind = StageKind(output_kind)
-        extra = {}
-        if kind is StageKind.REQUANT:
-            lo = max(out_dtype.lo, 0) if relu else out_dtype.lo
-            extra = dict(mult=list(mult), shift=list(shift), lo=lo, hi=out_dtype.hi)
-        elif kind is StageKind.THRESHOLD:
-            extra = dict(thresholds=np.asarray(thresholds))
-        self.stage = OutputStage(kind=kind, pe=params.pe, channels=params.out_features,
-                                 raw_shape=self.core.raw_shape, scale=scale,
-                                 offset=[int(v) for v in offset], out_shape=out_dtype.shape,
-                                 **extra)
-        self.acc_width = _acc_width(self.core, scale, offset)
+        self.stage = OutputStage.from_params(params.output)
         super().__init__({
             "i_data": In(vector_stream(params.in_dtype.shape, params.simd)),
-            "o_data": Out(vector_stream(out_dtype.shape, params.pe)),
+            "o_data": Out(vector_stream(params.output.out_shape, params.pe)),
         })
 
     def elaborate(self, platform):
-
         m = Module()
         core_then_stage(m, self, self.core, self.stage)
         return m
 
-
-def _acc_width(core, scale, offset):
-    """Width of the SPEC accumulator (raw sums through the affine hand-over)."""
-    shape = core.raw_shape
-    raw_lo = -(1 << (shape.width - 1)) if shape.signed else 0
-    raw_hi = (1 << (shape.width - 1)) - 1 if shape.signed else (1 << shape.width) - 1
-    offsets = [int(v) for v in offset] or [0]
-    return bits_for_range(scale * raw_lo + min(offsets), scale * raw_hi + max(offsets))[0]

@@ -1,12 +1,18 @@
 """Parameters of the FINN-like matrix-vector unit, shared by hardware, reference and generator."""
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+
+import numpy as np
+from amaranth.hdl import Shape
 
 from ..common.arith import cdiv
 from ..common.dtype import DType, DTypeKind
 from ..common.memory import Storage
+from ..common.outstage import OutputStageParams
+from ..common.reference import bits_for_range
 from ..common.stream import check_positive
+from .reference import affine, raw_bounds
 
 __all__ = ["LaneKind", "MVUParams"]
 
@@ -32,6 +38,25 @@ class MVUParams:
     computed in parallel, each in ``synapse_folds = ceil(K/simd)`` beats of ``simd`` inputs; one
     beat per cycle, so a vector takes ``neuron_folds * synapse_folds`` cycles in steady state.
     Folds that do not divide the layer are padded; the padding contributes nothing.
+
+    Build the parameters of a whole layer with :meth:`for_layer`, which fixes the raw-sum bounds
+    from the actual weights and the SPEC 2.2 output stage; the bare shape and folding (``raw_lo``,
+    ``raw_hi`` and ``output`` None) describe an :class:`~.engine.MVUCore` alone, whose raw width
+    then follows from the weights it is given.
+
+    Parameters
+    ----------
+    in_features, out_features, pe, simd : int
+        K, M and the folding.
+    in_dtype, weight_dtype : DType
+    weight_storage : Storage or str
+    raw_lo, raw_hi : int, optional
+        Worst-case range of a raw sum (:func:`.reference.raw_bounds`) over the layer's weights
+        and every legal input; 0 lies inside.
+    output : OutputStageParams, optional
+        The output stage: ``pe`` lanes, ``out_features`` channels, ``raw_shape ==``
+        :attr:`raw_shape`, ``scale`` 2 for XNOR lanes (else 1), ``offset`` from the bias
+        (:func:`.reference.affine`).
     """
 
     in_features: int
@@ -41,6 +66,9 @@ class MVUParams:
     in_dtype: DType
     weight_dtype: DType
     weight_storage: Storage = Storage.AUTO
+    raw_lo: int = None
+    raw_hi: int = None
+    output: OutputStageParams = None
 
     def __post_init__(self):
         check_positive("in_features", self.in_features)
@@ -56,6 +84,70 @@ class MVUParams:
             if not isinstance(getattr(self, name), DType):
                 raise TypeError(f"{name} must be a DType, not {getattr(self, name)!r}")
         object.__setattr__(self, "weight_storage", Storage(self.weight_storage))
+        if (self.raw_lo is None) != (self.raw_hi is None):
+            raise ValueError("raw_lo and raw_hi go together: give both or neither")
+        if self.raw_lo is not None:
+            for name in ("raw_lo", "raw_hi"):
+                if not isinstance(getattr(self, name), int):
+                    raise TypeError(f"{name} must be an integer, not {getattr(self, name)!r}")
+            if not self.raw_lo <= 0 <= self.raw_hi:
+                raise ValueError(f"raw_lo..raw_hi must contain 0, not "
+                                 f"{self.raw_lo}..{self.raw_hi}")
+        if self.output is not None:
+            self._check_output()
+
+    def _check_output(self):
+        out = self.output
+        if not isinstance(out, OutputStageParams):
+            raise TypeError(f"output must be an OutputStageParams, not {out!r}")
+        if self.raw_lo is None:
+            raise ValueError("output needs raw_lo and raw_hi (use MVUParams.for_layer)")
+        scale = 2 if self.lane_kind is LaneKind.XNOR else 1
+        if (out.pe, out.channels, out.raw_shape, out.scale) != (self.pe, self.out_features,
+                                                                self.raw_shape, scale):
+            raise ValueError(f"output must have pe {self.pe}, channels {self.out_features}, "
+                             f"raw_shape {self.raw_shape!r} and scale {scale}, not {out.pe}, "
+                             f"{out.channels}, {out.raw_shape!r} and {out.scale}")
+
+    @classmethod
+    def for_layer(cls, *, weight, pe, simd, in_dtype, weight_dtype, bias=None,
+                  weight_storage=Storage.AUTO, output_kind="identity", out_dtype=None,
+                  mult=None, shift=None, relu=False, thresholds=None):
+        """Parameters of the layer with weights ``weight`` (M, K) and ``bias`` (M,) folded
+        ``pe`` x ``simd``, its output stage of kind ``output_kind`` to ``out_dtype`` (a DType,
+        default ``int32``) with ``mult``, ``shift``, ``relu`` or ``thresholds`` (SPEC 2.2)."""
+        w = np.asarray(weight)
+        if w.ndim != 2 or 0 in w.shape or w.dtype.kind not in "iuO":
+            raise ValueError(f"weight must be a non-empty 2-D integer array, not shape "
+                             f"{w.shape} of {w.dtype}")
+        m, k = w.shape
+        bare = cls(in_features=k, out_features=m, pe=pe, simd=simd, in_dtype=in_dtype,
+                   weight_dtype=weight_dtype, weight_storage=weight_storage)
+        xnor = bare.lane_kind is LaneKind.XNOR
+        lo, hi = raw_bounds(w, in_dtype.lo, in_dtype.hi, xnor)
+        raw = Shape(*bits_for_range(lo, hi))
+        scale, offset = affine(m, k, bias, xnor)
+        out_dtype = DType.parse("int32") if out_dtype is None else out_dtype
+        if not isinstance(out_dtype, DType):
+            raise TypeError(f"out_dtype must be a DType, not {out_dtype!r}")
+        output = OutputStageParams.for_dtype(
+            output_kind, out_dtype, pe=pe, channels=m, raw_shape=raw, scale=scale,
+            offset=[int(v) for v in offset], mult=mult, shift=shift, relu=relu,
+            thresholds=thresholds)
+        return replace(bare, raw_lo=lo, raw_hi=hi, output=output)
+
+    @property
+    def raw_shape(self):
+        """Shape of a raw sum (None without ``raw_lo``/``raw_hi``)."""
+        if self.raw_lo is None:
+            return None
+        return Shape(*bits_for_range(self.raw_lo, self.raw_hi))
+
+    @property
+    def acc_width(self):
+        """Width of the SPEC accumulator ``scale * raw + offset`` over the whole raw shape
+        (None without an output stage)."""
+        return None if self.output is None else self.output.acc_shape.width
 
     @property
     def neuron_folds(self):

@@ -26,11 +26,12 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..common.dtype import DTypeKind
+from ..common.outstage import OutputStage
 from ..common.reference import bits_for_range
 from ..common.stream import core_then_stage, vector_stream
 from .format import SparseMatrix, decode, encode
 from .params import SparseParams
-from .reference import cycle_model, raw_bounds
+from .reference import raw_bounds
 
 __all__ = ["check_matrix", "encode_weight", "token_layout", "LeadingNonZero",
            "ProcessingElement", "Collector", "SparseCore", "SparseEngine"]
@@ -69,16 +70,24 @@ def check_matrix(params, matrix):
                          f"{params.index_bits}")
 
 
-def encode_weight(params, weight, codebook=None):
-    """Check ``weight`` against ``params``; encode it with the params' PEs and index width."""
+def encode_weight(params, weight, codebook=None, *, whole_layer=False):
+    """Check ``weight`` against ``params``; encode it with the params' PEs and index width.
+    ``whole_layer``: ``params`` must carry the output stage (:meth:`SparseParams.for_layer`)."""
     if not isinstance(params, SparseParams):
         raise TypeError(f"params must be SparseParams, not {params!r}")
+    if whole_layer and params.output is None:
+        raise ValueError("params has no output stage: build it with SparseParams.for_layer")
     weight = np.asarray(weight, dtype=np.int64)
     want = (params.out_features, params.in_features)
     if weight.shape != want:
         raise ValueError(f"weight has shape {weight.shape}, expected {want}")
     if not params.weight_dtype.contains(weight):
         raise ValueError(f"weight values lie outside {params.weight_dtype}")
+    if params.raw_lo is not None:
+        lo, hi = raw_bounds(weight, params.in_dtype.lo, params.in_dtype.hi)
+        if lo < params.raw_lo or hi > params.raw_hi:
+            raise ValueError("weight exceeds the raw-sum bounds params was built for; use "
+                             "SparseParams.for_layer with these weights")
     return encode(weight, params.pe, index_bits=params.index_bits, codebook=codebook)
 
 
@@ -393,12 +402,17 @@ class SparseCore(wiring.Component):
     core meets exactly when its output is never stalled.
     """
 
+    def __new__(cls, params, matrix):
+        check_matrix(params, matrix)  # before the component exists (see SparseEngine)
+        return super().__new__(cls)
+
     def __init__(self, params, matrix):
-        check_matrix(params, matrix)
         self.params, self.matrix = params, matrix
         self.weight = decode(matrix)
-        lo, hi = raw_bounds(self.weight, params.in_dtype.lo, params.in_dtype.hi)
-        self.raw_shape = _shape(lo, hi)
+        self.raw_shape = params.raw_shape
+        if self.raw_shape is None:
+            self.raw_shape = _shape(*raw_bounds(self.weight, params.in_dtype.lo,
+                                                params.in_dtype.hi))
         super().__init__({
             "i_data": In(vector_stream(params.in_dtype.shape, params.in_beat)),
             "o_raw": Out(vector_stream(self.raw_shape, params.pe)),
@@ -430,46 +444,35 @@ class SparseEngine(wiring.Component):
 
     ``i_data``: ``ceil(K/in_beat)`` beats of ``in_beat`` input elements per vector (hardware
     encoding of ``params.in_dtype``); ``o_data``: ``ceil(M/pe)`` beats of ``pe`` output elements
-    (encoding of ``out_dtype``; element ``j`` of beat ``r`` is output ``r*pe + j``, the tail of the
-    last beat is padding). Bit-exact with SPEC sections 2.1 and 2.2; nothing can overflow.
+    (encoding of the output stage's dtype; element ``j`` of beat ``r`` is output ``r*pe + j``,
+    the tail of the last beat is padding). Bit-exact with SPEC sections 2.1 and 2.2; nothing can
+    overflow. Cycles: :meth:`SparseParams.cycle_report` on :attr:`matrix`.
 
     Parameters
     ----------
     params : SparseParams
+        From :meth:`SparseParams.for_layer`: sizing, raw-sum bounds and the output stage (whose
+        offset carries the bias).
     weight : (M, K) integer array
-        The layer's weight (zeros are skipped).
+        The layer's weight (zeros are skipped), within the bounds ``params`` was built for.
     codebook : 1-D integer array, optional
         Store codes into this codebook instead of the weights (every non-zero weight must be one
         of its values).
-    bias, output_kind, out_dtype, mult, shift, relu, thresholds
-        As for :class:`nnaccel.hw.mvu.engine.MatrixVectorUnit`.
     """
 
-    def __init__(self, params, *, weight, codebook=None, bias=None, output_kind, out_dtype,
-                 mult=None, shift=None, relu=False, thresholds=None):
-        from ..common.outstage import OutputStage, StageKind
+    def __new__(cls, params, *, weight, codebook=None):
+        # checked before the component exists, so a bad argument leaves no unused component
+        self = super().__new__(cls)
+        self._matrix = encode_weight(params, weight, codebook, whole_layer=True)
+        return self
 
-        matrix = encode_weight(params, weight, codebook)
+    def __init__(self, params, *, weight, codebook=None):
         self.params = params
-        self.core = SparseCore(params, matrix)
-        bias = np.zeros(params.out_features, dtype=np.int64) if bias is None else bias
-        kind = StageKind(output_kind)
-        extra = {}
-        if kind is StageKind.REQUANT:
-            lo = max(out_dtype.lo, 0) if relu else out_dtype.lo
-            extra = dict(mult=mult, shift=shift, lo=lo, hi=out_dtype.hi)
-        elif kind is StageKind.THRESHOLD:
-            extra = dict(thresholds=np.asarray(thresholds))
-        self.stage = OutputStage(kind=kind, pe=params.pe, channels=params.out_features,
-                                 raw_shape=self.core.raw_shape, scale=1,
-                                 offset=[int(v) for v in bias], out_shape=out_dtype.shape,
-                                 **extra)
-        offsets = [int(v) for v in bias]
-        lo, hi = raw_bounds(self.core.weight, params.in_dtype.lo, params.in_dtype.hi)
-        self.acc_width = bits_for_range(lo + min(offsets), hi + max(offsets))[0]
+        self.core = SparseCore(params, self._matrix)
+        self.stage = OutputStage.from_params(params.output)
         super().__init__({
             "i_data": In(vector_stream(params.in_dtype.shape, params.in_beat)),
-            "o_data": Out(vector_stream(out_dtype.shape, params.pe)),
+            "o_data": Out(vector_stream(params.output.out_shape, params.pe)),
         })
 
     @property
@@ -477,35 +480,9 @@ class SparseEngine(wiring.Component):
         """The encoded weights (:class:`~nnaccel.hw.sparse.format.SparseMatrix`)."""
         return self.core.matrix
 
-    @staticmethod
-    def output_latency(output_kind):
-        """Cycles from the collector's read of a row to its output beat being valid, for an
-        output stage of kind ``output_kind`` (the collector's register and the skid buffer,
-        then the stage)."""
-        from ..common.outstage import OutputStage, StageKind
-
-        return 2 + OutputStage.LATENCY[StageKind(output_kind)]
-
-    @property
-    def out_latency(self):
-        """:meth:`output_latency` of this engine's output stage."""
-        return self.output_latency(self.stage.params.kind)
-
     def cycle_report(self, active):
-        """The cycle model's prediction (:func:`.reference.cycle_model`) for a batch whose
-        non-zero activations are ``active`` ((B, K) booleans), back to back, output never
-        stalled."""
-        p = self.params
-        return cycle_model(self.matrix.column_counts(), active, in_beat=p.in_beat,
-                           queue_depth=p.queue_depth, rows_per_pe=p.rows_per_pe,
-                           out_latency=self.out_latency)
-
-    @property
-    def expected_cycles(self):
-        """Steady-state cycles per inference when every activation is non-zero (the worst
-        case: zero activations only save cycles)."""
-        return self.cycle_report(np.ones((2, self.params.in_features), dtype=bool)) \
-            .cycles_per_inference
+        """:meth:`SparseParams.cycle_report` of this engine's matrix."""
+        return self.params.cycle_report(self.matrix.column_counts(), active)
 
     def elaborate(self, platform):
         m = Module()

@@ -1,10 +1,16 @@
 """Parameters of the EIE-like sparse engine, shared by the hardware, its model and the generator."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+
+import numpy as np
+from amaranth.hdl import Shape
 
 from ..common.arith import cdiv
 from ..common.dtype import DType, DTypeKind
+from ..common.outstage import OutputStage, OutputStageParams
+from ..common.reference import bits_for_range
 from ..common.stream import check_positive
+from .reference import cycle_model, raw_bounds
 
 __all__ = ["SparseParams"]
 
@@ -33,6 +39,13 @@ class SparseParams:
         Input and weight dtypes (SPEC section 1); bipolar weights are not sparse.
     index_bits : int
         Width of the relative row index of the sparse format (1..16).
+    raw_lo, raw_hi : int, optional
+        Worst-case range of a raw sum (:func:`.reference.raw_bounds`) over the layer's weights
+        and every legal input; 0 lies inside. None: a :class:`~.engine.SparseCore` alone, whose
+        raw width follows from its matrix.
+    output : OutputStageParams, optional
+        The output stage (``pe`` lanes, ``out_features`` channels, ``raw_shape ==``
+        :attr:`raw_shape`, scale 1, offset the bias). :meth:`for_layer` builds all of it.
     """
 
     in_features: int
@@ -43,6 +56,9 @@ class SparseParams:
     in_dtype: DType
     weight_dtype: DType
     index_bits: int = 4
+    raw_lo: int = None
+    raw_hi: int = None
+    output: OutputStageParams = None
 
     def __post_init__(self):
         for name in ("in_features", "out_features", "pe", "queue_depth", "in_beat",
@@ -61,6 +77,82 @@ class SparseParams:
                 raise TypeError(f"{name} must be a DType, not {getattr(self, name)!r}")
         if self.weight_dtype.kind is DTypeKind.BIPOLAR:
             raise ValueError("weight_dtype must not be bipolar: bipolar weights have no zeros")
+        if (self.raw_lo is None) != (self.raw_hi is None):
+            raise ValueError("raw_lo and raw_hi go together: give both or neither")
+        if self.raw_lo is not None and not self.raw_lo <= 0 <= self.raw_hi:
+            raise ValueError(f"raw_lo..raw_hi must contain 0, not {self.raw_lo}..{self.raw_hi}")
+        if self.output is not None:
+            out = self.output
+            if not isinstance(out, OutputStageParams):
+                raise TypeError(f"output must be an OutputStageParams, not {out!r}")
+            if self.raw_lo is None:
+                raise ValueError("output needs raw_lo and raw_hi (use SparseParams.for_layer)")
+            if (out.pe, out.channels, out.raw_shape, out.scale) != (
+                    self.pe, self.out_features, self.raw_shape, 1):
+                raise ValueError(f"output must have pe {self.pe}, channels {self.out_features}, "
+                                 f"raw_shape {self.raw_shape!r} and scale 1, not {out.pe}, "
+                                 f"{out.channels}, {out.raw_shape!r} and {out.scale}")
+
+    @classmethod
+    def for_layer(cls, *, weight, pe, queue_depth, in_beat, in_dtype, weight_dtype,
+                  index_bits=4, bias=None, output_kind="identity", out_dtype=None, mult=None,
+                  shift=None, relu=False, thresholds=None):
+        """Parameters of the layer with weights ``weight`` (M, K) and ``bias`` (M,) on ``pe``
+        PEs, its output stage of kind ``output_kind`` to ``out_dtype`` (a DType, default
+        ``int32``) with ``mult``, ``shift``, ``relu`` or ``thresholds`` (SPEC 2.2)."""
+        w = np.asarray(weight)
+        if w.ndim != 2 or 0 in w.shape or w.dtype.kind not in "iuO":
+            raise ValueError(f"weight must be a non-empty 2-D integer array, not shape "
+                             f"{w.shape} of {w.dtype}")
+        m, k = w.shape
+        bare = cls(in_features=k, out_features=m, pe=pe, queue_depth=queue_depth,
+                   in_beat=in_beat, in_dtype=in_dtype, weight_dtype=weight_dtype,
+                   index_bits=index_bits)
+        lo, hi = raw_bounds(w, in_dtype.lo, in_dtype.hi)
+        out_dtype = DType.parse("int32") if out_dtype is None else out_dtype
+        if not isinstance(out_dtype, DType):
+            raise TypeError(f"out_dtype must be a DType, not {out_dtype!r}")
+        offset = None if bias is None else [int(v) for v in bias]
+        output = OutputStageParams.for_dtype(
+            output_kind, out_dtype, pe=pe, channels=m, raw_shape=Shape(*bits_for_range(lo, hi)),
+            offset=offset, mult=mult, shift=shift, relu=relu, thresholds=thresholds)
+        return replace(bare, raw_lo=lo, raw_hi=hi, output=output)
+
+    @property
+    def raw_shape(self):
+        """Shape of a raw sum (None without ``raw_lo``/``raw_hi``)."""
+        if self.raw_lo is None:
+            return None
+        return Shape(*bits_for_range(self.raw_lo, self.raw_hi))
+
+    @property
+    def acc_width(self):
+        """Width of the SPEC accumulator ``raw + bias`` (None without an output stage)."""
+        if self.output is None:
+            return None
+        off = self.output.offset
+        return bits_for_range(self.raw_lo + min(off), self.raw_hi + max(off))[0]
+
+    @property
+    def out_latency(self):
+        """Cycles from the collector's read of a row to its output beat being valid: the
+        collector's register and the skid buffer, then the output stage."""
+        return 2 + OutputStage.LATENCY[self.output.kind]
+
+    def cycle_report(self, column_counts, active):
+        """The cycle model (:func:`.reference.cycle_model`) of these params on a matrix with
+        ``column_counts`` (:meth:`~.format.SparseMatrix.column_counts`) for a batch whose
+        non-zero activations are ``active`` ((B, K) booleans), back to back, output never
+        stalled."""
+        return cycle_model(column_counts, active, in_beat=self.in_beat,
+                           queue_depth=self.queue_depth, rows_per_pe=self.rows_per_pe,
+                           out_latency=self.out_latency)
+
+    def expected_cycles(self, column_counts):
+        """Steady-state cycles per inference when every activation is non-zero (the worst
+        case: zero activations only save cycles)."""
+        active = np.ones((2, self.in_features), dtype=bool)
+        return self.cycle_report(column_counts, active).cycles_per_inference
 
     @property
     def rows_per_pe(self):

@@ -419,12 +419,13 @@ class SystolicEngine(wiring.Component):
         ``params.acc_lo``/``acc_hi`` were computed for.
     """
 
-    def __init__(self, params, weight):
-        try:
-            self._prepare(params, weight)
-        except (TypeError, ValueError):
-            self._MustUse__silence = True  # failed to build: not an unused component
-            raise
+    def __new__(cls, params, *, weight):
+        # checked before the component exists, so a bad argument leaves no unused component
+        self = super().__new__(cls)
+        self._prepare(params, weight)
+        return self
+
+    def __init__(self, params, *, weight):
         p = self.params
         self.stage = OutputStage.from_params(p.output)
         super().__init__({

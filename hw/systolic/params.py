@@ -233,16 +233,10 @@ class SystolicParams:
         out_dtype = DType.parse("int32") if out_dtype is None else out_dtype
         if not isinstance(out_dtype, DType):
             raise TypeError(f"out_dtype must be a DType, not {out_dtype!r}")
-        kind = StageKind(output_kind)
-        extra = {}
-        if kind is StageKind.REQUANT:
-            extra = dict(mult=mult, shift=shift, hi=out_dtype.hi,
-                         lo=max(out_dtype.lo, 0) if relu else out_dtype.lo)
-        elif kind is StageKind.THRESHOLD:
-            extra = dict(thresholds=thresholds)
         offset = None if bias is None else _ints("bias", bias, m)
-        output = OutputStageParams(kind=kind, pe=cols, channels=m, raw_shape=raw,
-                                   out_shape=out_dtype.shape, offset=offset, **extra)
+        output = OutputStageParams.for_dtype(output_kind, out_dtype, pe=cols, channels=m,
+                                             raw_shape=raw, offset=offset, mult=mult,
+                                             shift=shift, relu=relu, thresholds=thresholds)
         return cls(rows=rows, cols=cols, dataflow=dataflow, out_features=m,
                    in_features=w.shape[1], batch=batch, in_dtype=in_dtype,
                    weight_dtype=weight_dtype, acc_lo=lo, acc_hi=hi, output=output,

@@ -117,11 +117,11 @@ def test_configuration_within_budget_and_compatible_beats():
         a, b = before.fold.pe, after.fold.simd
         assert a % b == 0 or b % a == 0
     for lp in layers[1:]:
-        r, c = lp.array.rows, lp.array.cols
+        r, c = lp.params.rows, lp.params.cols
         assert r & (r - 1) == 0 and c & (c - 1) == 0 and max(r, c) <= 16
-        if lp.array.dataflow is Dataflow.WS:
+        if lp.params.dataflow is Dataflow.WS:
             assert r % lp.fold.simd == 0 or lp.fold.simd % r == 0
-    assert layers[0].sparse.queue_depth == 8
+    assert layers[0].params.queue_depth == 8
 
 
 def test_sparse_warning_when_pes_idle():
@@ -222,3 +222,25 @@ def test_mixed_networks_bit_exact_under_stalls(n):
     assert outputs.tolist() == model.forward(X).tolist()
     out_beats = design.manifest["io"]["output"]["beats"]
     assert lasts == ([0] * (out_beats - 1) + [1]) * len(X)
+
+
+class _UnmappedLayer:
+    """A stand-in for a layer of an op no engine maps yet (a convolution): reading its weights
+    is a failure of the test, since generation must stop before any pass does."""
+
+    name = "conv1"
+    op = Op.CONV2D
+
+    def __getattr__(self, attr):
+        raise AssertionError(f"a pass read {attr!r} of a layer it should have refused")
+
+
+@pytest.mark.parametrize("options", [Options(), Options(batch=4),
+                                     Options(engines=(("conv1", Engine.SPARSE),))])
+def test_a_layer_no_engine_maps_is_refused_first(options):
+    from types import SimpleNamespace
+
+    model = SimpleNamespace(name="m", layers=(_UnmappedLayer(),))
+    with pytest.raises(ModelError, match="no engine maps op conv2d yet") as info:
+        generate(model, options)
+    assert (info.value.layer, info.value.field) == ("conv1", "op")

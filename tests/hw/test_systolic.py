@@ -52,7 +52,7 @@ def run_engine(rows, cols, dataflow, m, k, batch, wdt="int8", xdt="int8", *, kin
     params = SystolicParams.for_layer(weight=w, bias=bias, rows=rows, cols=cols,
                                       dataflow=dataflow, batch=batch, in_dtype=xdt,
                                       weight_dtype=wdt, **stage, **extra)
-    dut = SystolicEngine(params, w)
+    dut = SystolicEngine(params, weight=w)
     beats = to_beats(xdt.encode(x), params.in_beat)
     (got,) = run_stream_test(dut, [(dut.i_data, beats)],
                              [(dut.o_data, batch * batches * params.m_tiles)],
@@ -110,7 +110,7 @@ def test_batch_tile_and_uneven_chunks():
 def measure_cycles(params, weight, batches):
     """Cycle of the first input beat accepted and of every output beat accepted, with
     inputs back to back and no backpressure."""
-    dut = SystolicEngine(params, weight)
+    dut = SystolicEngine(params, weight=weight)
     rng = np.random.default_rng(1)
     x = rng.integers(params.in_dtype.lo, params.in_dtype.hi + 1,
                      size=(params.batch * batches, params.in_features))
@@ -237,11 +237,11 @@ def test_params_are_validated():
 def test_engine_checks_its_weights():
     p = SystolicParams.for_layer(**params_kwargs())
     with pytest.raises(ValueError, match=r"shape \(3, 4\)"):
-        SystolicEngine(p, np.ones((4, 3), dtype=np.int64))
+        SystolicEngine(p, weight=np.ones((4, 3), dtype=np.int64))
     with pytest.raises(ValueError, match="exceeds the accumulator bounds"):
-        SystolicEngine(p, np.full((3, 4), -3))
+        SystolicEngine(p, weight=np.full((3, 4), -3))
     with pytest.raises(TypeError, match="params must be SystolicParams"):
-        SystolicEngine({}, np.ones((3, 4), dtype=np.int64))
+        SystolicEngine({}, weight=np.ones((3, 4), dtype=np.int64))
 
 
 VERILATOR_PATTERNS = [(0.0, 0.0), (0.3, 0.3)]
@@ -261,7 +261,7 @@ def verilated(request, tmp_path_factory):
     params = SystolicParams.for_layer(weight=w, bias=bias, rows=3, cols=2,
                                       dataflow=request.param, batch=4, in_dtype=xdt,
                                       weight_dtype=wdt, **stage)
-    engine = SystolicEngine(params, w)
+    engine = SystolicEngine(params, weight=w)
     name = f"systolic_{request.param}"
     path = tmp_path_factory.mktemp(name) / f"{name}.v"
     path.write_text(verilog.convert(AxisTop(engine, out_vector_beats=params.m_tiles),

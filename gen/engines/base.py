@@ -1,0 +1,156 @@
+"""What an engine adapter is: the one place that knows how the compiler maps layers onto an engine.
+
+An adapter (one per engine, registered in :mod:`nnaccel.gen.engines`) answers every question the
+passes and the emitter ask about its engine, so no other file branches on the engine:
+
+==================  ======================================================================
+``accepts``         whether the engine can run a layer at all, and why not (``engine`` error)
+``claims``          whether SPEC 2.3's defaults give it the layer, and why (``engine_reason``)
+``check_choice``    the user's forced choice (``--fold``/``--array``/``--sparse``) is sane
+``configure``       sizing under a lane share or a cycle target, the stream beats, and the
+                    hardware Params (output stage included) it produces
+``with_fold``       the Params once the pipeline-wide fold chooser has picked PE x SIMD
+                    (engines with ``free_fold``)
+``lanes``           multipliers (or XNOR lanes) its Params instantiate
+``model_acc``       its numpy model of the accumulator, checked against SPEC 2.1
+``build``           the engine component, ``Engine(params, *, weight...)``
+``manifest``        its manifest fields, including ``expected_cycles`` (cycles per inference,
+                    steady state) and ``lanes``, computed from the Params alone
+``dump``            its fields of ``generate --dump-ir``
+==================  ======================================================================
+
+Adapters are stateless; every method takes the :class:`~nnaccel.gen.plan.LayerPlan` and returns
+a new one or a value.
+"""
+
+import enum
+
+from ...hw.common.outstage import StageKind
+from ..errors import UsageError
+from ..ir import DTypeKind, Op
+
+__all__ = ["Engine", "EngineAdapter", "is_bipolar", "is_matrix_layer", "stage_kwargs", "pick",
+           "number"]
+
+
+class Engine(enum.Enum):
+    """The engines a layer can run on (``--engine LAYER=<value>``)."""
+
+    MVU = "mvu"
+    SPARSE = "sparse"
+    SYSTOLIC = "systolic"
+
+
+def is_matrix_layer(layer):
+    """A layer with a weight matrix (M, K) on a vector: what the present engines run."""
+    return layer.op is Op.LINEAR
+
+
+def is_bipolar(layer):
+    """Bipolar weights or inputs: XNOR-popcount territory, only the MVU runs them."""
+    return DTypeKind.BIPOLAR in (layer.weight_dtype.kind, layer.in_dtype.kind)
+
+
+def stage_kwargs(layer):
+    """The SPEC 2.2 output stage of ``layer`` as the ``for_layer`` constructors of the engines'
+    Params take it: ``output_kind`` (a :class:`StageKind`), ``out_dtype``, ``mult``, ``shift``,
+    ``relu``, ``thresholds``."""
+    out = layer.output
+    kind = StageKind(out.kind.value)
+    kw = dict(output_kind=kind, out_dtype=out.dtype)
+    if kind is StageKind.REQUANT:
+        kw.update(mult=out.mult, shift=out.shift, relu=out.relu)
+    elif kind is StageKind.THRESHOLD:
+        kw.update(thresholds=out.thresholds)
+    return kw
+
+
+def pick(cands, share, target):
+    """Sizing under a budget or a target. ``cands``: (lanes, cycles, choice). Budget: the
+    fastest within ``share`` lanes (ties to fewer lanes; the smallest if none fits); target:
+    the fewest lanes meeting ``target`` (else the fastest, and ``ok`` False).
+    Returns ``((lanes, cycles, choice), ok)``."""
+    if target is None:
+        fits = [c for c in cands if c[0] <= share] or [min(cands, key=lambda c: c[0])]
+        return min(fits, key=lambda c: (c[1], c[0])), True
+    meets = [c for c in cands if c[1] <= target]
+    if meets:
+        return min(meets, key=lambda c: (c[0], c[1])), True
+    return min(cands, key=lambda c: (c[1], c[0])), False
+
+
+def number(x):
+    """An int when ``x`` is integral, else ``x`` rounded to 3 decimals (JSON-friendly)."""
+    return int(x) if float(x).is_integer() else round(float(x), 3)
+
+
+class EngineAdapter:
+    """Base of the adapters: the defaults and the contract (see the module)."""
+
+    #: The engine this adapter maps onto.
+    engine: Engine
+    #: The :class:`~nnaccel.gen.plan.Options` field of the user's forced choices, and its flag.
+    option: str
+    flag: str
+    #: True: PE x SIMD come from the pipeline-wide fold chooser (gen.passes.folding) and the
+    #: Params from :meth:`with_fold`; False: :meth:`configure` fixes the beats and the Params.
+    free_fold = False
+    #: True: the engine computes whole batches (the stream carries multiples of the batch).
+    batched = False
+
+    def accepts(self, layer):
+        """``(True, "")`` when the engine can run ``layer``, else ``(False, why not)``."""
+        if not is_matrix_layer(layer):
+            return False, f"the {self.engine.value} engine runs linear layers, not {layer.op.value}"
+        return True, ""
+
+    def claims(self, layer, batch):
+        """The reason SPEC 2.3's defaults put ``layer`` on this engine, or None."""
+        return None
+
+    def forced_note(self, batch):
+        """What ``engine_reason`` adds when ``--engine`` forces this engine at ``batch``."""
+        return ""
+
+    def check_choice(self, lp, choice):
+        """Raise :class:`UsageError` unless the forced ``choice`` fits the layer."""
+
+    def wrong_engine(self, lp):
+        """The error for a forced choice of this engine on a layer that runs elsewhere."""
+        name = lp.layer.name
+        return UsageError(f"layer {name!r}: {self.flag} applies to {self.engine.value} layers; "
+                          f"this one runs on the {lp.engine.value} engine (use --engine "
+                          f"{name}={self.engine.value})")
+
+    def configure(self, lp, *, share, prev_beat, options):
+        """Size the layer and fix its beats: ``(lp, out_beat)``; ``prev_beat`` is the previous
+        layer's output beat when fixed (else None), ``out_beat`` this layer's (or None)."""
+        raise NotImplementedError
+
+    def with_fold(self, lp, fold, options):
+        """``lp`` with the fold the fold chooser picked (engines with :attr:`free_fold`)."""
+        return lp
+
+    def lanes(self, lp):
+        return lp.params.lanes
+
+    def model_acc(self, lp, x):
+        """The engine's numpy model of the SPEC accumulator on the batch ``x`` (B, K)."""
+        raise NotImplementedError
+
+    def build(self, lp):
+        """The engine component of ``lp`` (after every pass)."""
+        raise NotImplementedError
+
+    def manifest(self, lp):
+        """The manifest fields of the engine (``lanes``, ``acc_width``, ``expected_cycles`` and
+        the engine's own, see docs/ARCHITECTURE.md)."""
+        raise NotImplementedError
+
+    def first_cycles(self, manifest):
+        """Cycles of the first inference through the layer (for the latency estimate)."""
+        return manifest["expected_cycles"]
+
+    def dump(self, lp):
+        """The engine's fields of ``generate --dump-ir``."""
+        return {}
