@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ..gen.atomic import check_output, publish, remove_stale_staging
+from ..gen.atomic import check_output, publish
 from ..gen.errors import ToolError, UsageError
 from ..gen.names import name_problem
 from ..gen.tools import amaranth_build_env
@@ -132,7 +132,6 @@ def build(network, board, outdir, *, name, baud=115200, log=None, keep_failed=Fa
     env = _build_env()
 
     outdir.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_staging(outdir.parent)
     staging = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.nnaccel-stage-{os.getpid()}-",
                                     dir=outdir.parent))
     progress = _Progress(log, f"{name} for {spec.name}")

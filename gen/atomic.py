@@ -17,8 +17,9 @@ Every output directory nnaccel writes (``generate``, ``import``, ``compress``, `
   renamed to ``.<name>.nnaccel-old-<pid>-<random>`` and removed after the swap. The staging
   directory is removed on every error (an exception, Ctrl-C, SIGTERM turned into an exception by
   the CLI). Only SIGKILL or a power cut can leave one behind; the next write beside it removes
-  every staging or old directory of this naming whose owning process ``<pid>`` is no longer
-  running (on this machine).
+  every staging directory of this naming whose owning process ``<pid>`` is no longer running
+  (on this machine), and renames an old one back to its name if that is still absent
+  (:func:`remove_stale_staging`).
 """
 
 import contextlib
@@ -43,7 +44,7 @@ __all__ = ["MARKER", "atomic_directory", "output_policy", "check_output", "outpu
 MARKER = ".nnaccel-output.json"
 _MARKER_FORMAT = "nnaccel-output/1"
 _MARKER_MAX_BYTES = 16 << 20
-_STAGING = re.compile(r"\..*\.nnaccel-(?:stage|old)-([0-9]+)-[0-9a-z_]+\Z")
+_STAGING = re.compile(r"\.(.+)\.nnaccel-(stage|old)-([0-9]+)-[0-9a-z_]+\Z")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -193,7 +194,10 @@ def output_problem(path, *, command=None, force=None, inputs=None):
 
 
 def check_output(path, *, command=None, force=None, inputs=None):
-    """Raise :class:`UsageError` naming the output field unless ``path`` may be written."""
+    """Raise :class:`UsageError` naming the output field unless ``path`` may be written; first
+    clean up beside it after a killed process (:func:`remove_stale_staging`)."""
+    if Path(path).parent.is_dir():
+        remove_stale_staging(Path(path).parent)
     why = output_problem(path, command=command, force=force, inputs=inputs)
     if why is not None:
         raise UsageError(f"{_current().field} {str(path)!r} {why}")
@@ -210,19 +214,26 @@ def _pid_running(pid):
 
 
 def remove_stale_staging(directory):
-    """Remove the staging and old directories (see the module docstring) in ``directory`` whose
-    owning process is no longer running; return their names."""
-    removed = []
+    """Clean up after a process killed while writing in ``directory``: its staging directories
+    are removed, and an earlier output it had renamed aside (``.NAME.nnaccel-old-...``) goes
+    back to ``NAME`` if that is still absent (else it is removed). Only entries of this naming
+    whose process ``PID`` is no longer running are touched. Returns the names handled."""
+    handled = []
     try:
         entries = list(os.scandir(directory))
     except OSError:
-        return removed
+        return handled
     for entry in entries:
         m = _STAGING.match(entry.name)
-        if m and entry.is_dir(follow_symlinks=False) and not _pid_running(int(m.group(1))):
+        if not m or not entry.is_dir(follow_symlinks=False) or _pid_running(int(m.group(3))):
+            continue
+        home = Path(directory) / m.group(1)
+        if m.group(2) == "old" and not os.path.lexists(home):
+            os.rename(entry.path, home)
+        else:
             shutil.rmtree(entry.path, ignore_errors=True)
-            removed.append(entry.name)
-    return removed
+        handled.append(entry.name)
+    return handled
 
 
 def _umask():
@@ -244,6 +255,11 @@ def publish(staging, path, *, command=None, force=None, inputs=None):
     if path.is_dir() and any(path.iterdir()):
         old = path.parent / f".{path.name}.nnaccel-old-{os.getpid()}-{secrets.token_hex(4)}"
         os.rename(path, old)
+        why = _earlier_output(old, pol.command)  # a file written in the meantime stays
+        if why is not None:
+            os.rename(old, path)
+            raise UsageError(f"{pol.field} {str(path)!r} changed while nnaccel ran ({why}); "
+                             "refusing to touch it")
     try:
         os.rename(staging, path)  # onto an empty directory, or none
     except OSError as e:
@@ -274,7 +290,6 @@ def atomic_directory(path, *, command=None, force=None, inputs=None):
     path = Path(path)
     check_output(path, command=pol.command, force=pol.force, inputs=pol.inputs)
     path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_staging(path.parent)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.nnaccel-stage-{os.getpid()}-",
                                 dir=path.parent))
     try:

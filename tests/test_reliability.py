@@ -546,16 +546,18 @@ def _dead_pid():
 
 def test_stale_staging_directories_are_removed_by_the_next_run(tmp_path):
     dead, alive = _dead_pid(), os.getpid()
-    names = {f".out.nnaccel-stage-{dead}-abc123": True, f".out.nnaccel-old-{dead}-0f1e": True,
-             f".out.nnaccel-stage-{alive}-xyz": False, ".out.other-stage-1-abc": False,
-             f".notes.nnaccel-stage-{dead}": False}
-    for name in names:
-        (tmp_path / name).mkdir()
-        (tmp_path / name / "f").write_text("x")
+    (tmp_path / "gone").mkdir()
+    stale = {f".out.nnaccel-stage-{dead}-abc123", f".gone.nnaccel-old-{dead}-0f1e"}
+    kept = {f".out.nnaccel-stage-{alive}-xyz", ".out.other-stage-1-abc",
+            f".notes.nnaccel-stage-{dead}", "gone"}
+    for name in stale | kept | {f".prev.nnaccel-old-{dead}-77"}:
+        (tmp_path / name).mkdir(exist_ok=True)
+        (tmp_path / name / "f").write_text(name)
     with atomic.atomic_directory(tmp_path / "out", command="generate", force=False) as tmp:
         (tmp / "a.v").write_text("new")
-    left = {p.name for p in tmp_path.iterdir()}
-    assert left == {"out"} | {n for n, stale in names.items() if not stale}
+    assert {p.name for p in tmp_path.iterdir()} == {"out", "prev"} | kept
+    # an earlier output renamed aside by a killed swap goes back where it was
+    assert (tmp_path / "prev" / "f").read_text() == f".prev.nnaccel-old-{dead}-77"
 
 
 # --- 7. verilator mismatches ----------------------------------------------------------------------
