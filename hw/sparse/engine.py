@@ -462,8 +462,9 @@ class SparseEngine(wiring.Component):
 
     def __new__(cls, params, *, weight, codebook=None):
         # checked before the component exists, so a bad argument leaves no unused component
+        matrix = encode_weight(params, weight, codebook, whole_layer=True)
         self = super().__new__(cls)
-        self._matrix = encode_weight(params, weight, codebook, whole_layer=True)
+        self._matrix = matrix
         return self
 
     def __init__(self, params, *, weight, codebook=None):

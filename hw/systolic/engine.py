@@ -399,6 +399,34 @@ class Collector(wiring.Component):
                                  done.clear.eq(Mux(bank, 0b10, 0b01))]
 
 
+def _prepare(params, weight):
+    """The psum shape and the weight memory words of ``weight`` on ``params`` (TypeError /
+    ValueError when they do not fit)."""
+    if not isinstance(params, SystolicParams):
+        raise TypeError(f"params must be SystolicParams, not {params!r}")
+    p = params
+    w = np.asarray(weight)
+    if w.shape != (p.out_features, p.in_features) or w.dtype.kind not in "iuO":
+        raise ValueError(f"weight must be an integer array of shape ({p.out_features}, "
+                         f"{p.in_features}), not {w.shape} of {w.dtype}")
+    if not p.weight_dtype.contains(w):
+        raise ValueError(f"weight values lie outside {p.weight_dtype}")
+    lo, hi = acc_bounds(w, p.in_dtype.lo, p.in_dtype.hi)
+    if (any(int(a) < b for a, b in zip(lo, p.acc_lo, strict=True))
+            or any(int(a) > b for a, b in zip(hi, p.acc_hi, strict=True))):
+        raise ValueError("weight exceeds the accumulator bounds params was built for; "
+                         "use SystolicParams.for_layer with these weights")
+    if p.dataflow is Dataflow.WS:
+        psum_shape = Shape(*bits_for_range(*tile_psum_bounds(
+            w, p.rows, p.in_dtype.lo, p.in_dtype.hi)))
+        words = ws_weight_words(w, p.rows, p.cols)
+    else:
+        psum_shape = p.acc_shape
+        words = os_weight_words(w, p.cols)
+    wbits = p.weight_dtype.bits
+    return psum_shape, [pack_words(p.weight_dtype.encode(row), wbits) for row in words]
+
+
 class SystolicEngine(wiring.Component):
     """One SPEC ``linear`` layer with its output stage on an R x C systolic array.
 
@@ -421,8 +449,9 @@ class SystolicEngine(wiring.Component):
 
     def __new__(cls, params, *, weight):
         # checked before the component exists, so a bad argument leaves no unused component
+        psum_shape, words = _prepare(params, weight)
         self = super().__new__(cls)
-        self._prepare(params, weight)
+        self.params, self.psum_shape, self._words = params, psum_shape, words
         return self
 
     def __init__(self, params, *, weight):
@@ -432,31 +461,6 @@ class SystolicEngine(wiring.Component):
             "i_data": In(vector_stream(p.in_dtype.shape, p.in_beat)),
             "o_data": Out(vector_stream(p.output.out_shape, p.cols)),
         })
-
-    def _prepare(self, params, weight):
-        if not isinstance(params, SystolicParams):
-            raise TypeError(f"params must be SystolicParams, not {params!r}")
-        p = self.params = params
-        w = np.asarray(weight)
-        if w.shape != (p.out_features, p.in_features) or w.dtype.kind not in "iuO":
-            raise ValueError(f"weight must be an integer array of shape ({p.out_features}, "
-                             f"{p.in_features}), not {w.shape} of {w.dtype}")
-        if not p.weight_dtype.contains(w):
-            raise ValueError(f"weight values lie outside {p.weight_dtype}")
-        lo, hi = acc_bounds(w, p.in_dtype.lo, p.in_dtype.hi)
-        if (any(int(a) < b for a, b in zip(lo, p.acc_lo, strict=True))
-                or any(int(a) > b for a, b in zip(hi, p.acc_hi, strict=True))):
-            raise ValueError("weight exceeds the accumulator bounds params was built for; "
-                             "use SystolicParams.for_layer with these weights")
-        if p.dataflow is Dataflow.WS:
-            self.psum_shape = Shape(*bits_for_range(*tile_psum_bounds(
-                w, p.rows, p.in_dtype.lo, p.in_dtype.hi)))
-            words = ws_weight_words(w, p.rows, p.cols)
-        else:
-            self.psum_shape = p.acc_shape
-            words = os_weight_words(w, p.cols)
-        wbits = p.weight_dtype.bits
-        self._words = [pack_words(p.weight_dtype.encode(row), wbits) for row in words]
 
     def elaborate(self, platform):
         m = Module()
