@@ -147,14 +147,20 @@ def _read(path):
     from .gen.model_io import read_model
 
     if str(path).lower().endswith(".onnx"):
-        stem = Path(path).stem
-        name = None
-        if name_problem(stem) is not None:
-            name = safe_name(stem)
-            log(f"note: the design is named {name!r}: the file's stem {stem!r} cannot name it "
-                f"({name_problem(stem)}); nnaccel import --name chooses another")
-        return _import(path, name=name).model
+        return _import(path, name=_stem_name(path)).model
     return read_model(path)
+
+
+def _stem_name(path):
+    """None when the stem of ``path`` names a model, else an acceptable name made from it (and
+    a note on stderr saying so)."""
+    stem = Path(path).stem
+    if name_problem(stem) is None:
+        return None
+    name = safe_name(stem)
+    log(f"note: the model is named {name!r}: the file's stem {stem!r} cannot name it "
+        f"({name_problem(stem)}); nnaccel import --name chooses another")
+    return name
 
 
 @contextlib.contextmanager
@@ -184,7 +190,7 @@ def cmd_import(args):
     if args.name is not None and name_problem(args.name) is not None:
         raise UsageError(f"--name: {name_problem(args.name)}")
     with _writing(args, "import", args.file):
-        imported = _import(args.file, name=args.name)
+        imported = _import(args.file, name=args.name or _stem_name(args.file))
         model = imported.model
         path = write_model(model, args.output)
     print(f"imported {model.name}: input {model.input_dtype} x {model.in_features}, "

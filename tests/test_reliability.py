@@ -462,6 +462,9 @@ def test_generate_onnx_file_with_an_unusable_stem(tmp_path, capsys, stem, name):
     assert "Traceback" not in captured.err
     assert f"named {name!r}" in captured.err and repr(stem) in captured.err
     assert json.loads(captured.out)["model"] == name
+    assert cli.main(["import", str(path), "-o", str(out)]) == 0
+    assert f"named {name!r}" in capsys.readouterr().err
+    assert read_model(out).name == name
 
 
 def test_onnx_input_dimension_of_a_trillion(tmp_path, capsys):
