@@ -306,6 +306,20 @@ def test_input_npy_header_claiming_559_gib(good, tmp_path, capsys):
     assert tree(tmp_path) == before
 
 
+@pytest.mark.parametrize("kind", ["dev-zero", "fifo", "directory"])
+def test_input_that_is_not_a_regular_file(good, tmp_path, kind):
+    x = tmp_path / "x.npy"
+    if kind == "dev-zero":
+        x.symlink_to("/dev/zero")
+    elif kind == "fifo":
+        os.mkfifo(x)
+    else:
+        x.mkdir()
+    result = nnaccel("run", good, "--input", x, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert_one_error(result.stderr, "field 'input'", "not a regular file")
+
+
 def test_input_npy_header_promising_more_data_than_there_is(good, tmp_path, capsys):
     x = _header_npy(tmp_path / "x.npy", (1, 4), data=b"\0" * 8)
     refused(capsys, ["run", good, "--input", x], "field 'input'", "promises 32 bytes")
