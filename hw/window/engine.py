@@ -86,16 +86,16 @@ class WindowUnit(wiring.Component):
             source = gearbox.o_data
 
         written = Signal(seq_bits)        # sequence number of the row being written
+        column = Signal(range(p.row_words))  # words written of that row
         release = Signal(seq_bits)        # oldest row the reader may still need
-        self._writer(m, buffer.write_port(), source, written, release)
-        self._reader(m, buffer.read_port(domain="sync"), written, release)
+        self._writer(m, buffer.write_port(), source, written, column, release)
+        self._reader(m, buffer.read_port(domain="sync"), written, column, release)
         return m
 
-    def _writer(self, m, port, source, written, release):
+    def _writer(self, m, port, source, written, column, release):
         """Input words in order into the line buffer, one row slot after another."""
         p = self.params
         addr = Signal(range(p.buffer_depth))
-        column = Signal(range(p.row_words))
         ahead = (written - release)[:len(written)].as_signed()
         m.d.comb += [
             source.ready.eq(ahead < p.buffer_rows),
@@ -107,7 +107,7 @@ class WindowUnit(wiring.Component):
             m.d.sync += addr.eq(Mux(addr == p.buffer_depth - 1, 0, addr + 1))
             _count(m, [(column, p.row_words, [], [written.eq(written + 1)])])
 
-    def _reader(self, m, port, written, release):
+    def _reader(self, m, port, written, column, release):
         """Walk the windows; read the line buffer or emit padding."""
         p = self.params
         top, left = p.padding[0], p.padding[1]
@@ -132,8 +132,13 @@ class WindowUnit(wiring.Component):
         y = y0 + i * dh
         x = x0 + j * dw
         pad = (y < 0) | (y >= p.height) | (x < 0) | (x >= p.width)
-        complete = (written - (base + y)[:len(written)])[:len(written)].as_signed() > 0
-        issue = pad | complete
+        def rows_done(row):  # rows written past ``row`` of this image (modular, signed)
+            return (written - (base + row)[:len(written)])[:len(written)].as_signed()
+
+        # An image's padding waits for its first input word, so that nothing is emitted for an
+        # image that has not begun.
+        started = (rows_done(0) > 0) | ((rows_done(0) == 0) & (column != 0))
+        issue = started & (pad | (rows_done(y) > 0))
         addr = wrap(row0 + i * (dh * p.row_words)) + col0 + j * (dw * cw) + cb
         m.d.comb += release.eq(base + Mux(y0 < 0, 0, Mux(y0 > p.height, p.height, y0)))
 

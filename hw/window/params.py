@@ -270,12 +270,14 @@ class WindowParams:
     def latency(self):
         """Cycles from the first input transfer to the first output beat valid, without stalls.
 
-        1 when the first tap of the first window is padding; otherwise the first input row must
-        be complete: :attr:`row_cycles` + 1 (the write, then the synchronous read), less the
-        cycles by which the first input beat's transfer follows its first word when a beat
-        holds several words (``n_in > n_out``).
-        """
+        The first line-buffer word is written ``w0`` cycles after the first input transfer
+        (``n_out/n_in - 1`` when a word gathers several input beats, ``-(n_in/n_out - 1)`` when a
+        beat holds several words, else 0). An image's output waits for its first word; a read
+        also waits for its row to be complete. So the latency is ``w0 + 2`` when the first tap
+        of the first window is padding, else :attr:`row_cycles` + 1 + ``min(w0, 0)`` (the row's
+        last word is written, then the synchronous read)."""
+        w0 = self.n_out // self.n_in - 1 if self.n_in < self.n_out else \
+            -(self.n_in // self.n_out - 1)
         if self.padding[0] or self.padding[1]:
-            return 1
-        early = self.n_in // self.n_out - 1 if self.n_in > self.n_out else 0
-        return self.row_cycles + 1 - early
+            return w0 + 2
+        return self.row_cycles + 1 + min(w0, 0)
