@@ -33,7 +33,7 @@ from .ir import (
 from .names import name_problem
 from .safeio import check_elements, load_json, npz_member
 
-__all__ = ["FORMAT", "read_model", "write_model", "model_to_json"]
+__all__ = ["FORMAT", "read_model", "write_model", "model_to_json", "model_from_arrays"]
 
 FORMAT = "nnaccel-model/1"
 _MODEL_KEYS = {"format", "name", "input", "layers", "description"}
@@ -529,6 +529,32 @@ def model_from_json(doc, arrays):
             raise ModelError(layer.name, "name", "no later layer reads this layer's output "
                              "(only the last layer's output is the model's output)")
     return Model(name=name, input_shape=tuple(shape), input_dtype=dtype, layers=tuple(layers))
+
+
+class _MemoryArrays:
+    """The arrays of a model given as a dict (name -> array), checked like weights.npz's."""
+
+    def __init__(self, arrays):
+        self.arrays = arrays
+
+    def get(self, layer, fieldname, ref):
+        if isinstance(ref, str):
+            if ref not in self.arrays:
+                raise ModelError(layer, fieldname, f"array {ref!r} is not in the arrays")
+            return _integers(layer, fieldname, np.asarray(self.arrays[ref]))
+        if isinstance(ref, bool) or not isinstance(ref, (int, list)):
+            raise ModelError(layer, fieldname, f"expected an array name or integers, not {ref!r}")
+        try:
+            arr = np.array(ref)
+        except ValueError as e:
+            raise ModelError(layer, fieldname, f"not a regular array: {e}") from None
+        return _integers(layer, fieldname, arr)
+
+
+def model_from_arrays(doc, arrays):
+    """Validate a ``model.json`` document whose arrays are a dict (name -> numpy array), as
+    :func:`read_model` does a directory; returns the :class:`~nnaccel.gen.ir.Model`."""
+    return model_from_json(doc, _MemoryArrays(arrays))
 
 
 def read_model(path):

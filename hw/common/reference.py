@@ -227,7 +227,11 @@ def _batch4(x):
 def pad2d(x, padding, value):
     """A batch ``(B, C, H, W)`` padded by ``[top, left, bottom, right]`` with ``value``."""
     top, left, bottom, right = padding
-    return np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)), constant_values=value)
+    b, c, h, w = x.shape
+    # not np.pad, which puts numpy scalars (that can overflow) into an object array
+    out = np.full((b, c, top + h + bottom, left + w + right), value, dtype=x.dtype)
+    out[:, :, top:top + h, left:left + w] = x
+    return out
 
 
 def conv2d_acc(weight, x, bias=None, *, groups=1, stride=(1, 1), dilation=(1, 1),
