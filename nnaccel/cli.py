@@ -337,14 +337,15 @@ def cmd_run(args):
         _check_run_output(args.output, (args.input, args.model))
         _save_atomic(args.output, outputs)
     if args.json:
-        result["outputs"] = outputs.tolist()
+        # one list per input: a feature map (C, H, W) flattened in (C, H, W) order
+        result["outputs"] = outputs.reshape(len(outputs), -1).tolist()
         print(json.dumps(result))
     else:
         for key, value in result.items():
             print(f"{key}: {value}")
         print(f"outputs: array of shape {outputs.shape}"
               + (f", written to {args.output}" if args.output else ""))
-        for row in outputs[:8]:
+        for row in outputs.reshape(len(outputs), -1)[:8]:
             print("  " + " ".join(str(v) for v in row))
         if len(outputs) > 8:
             print(f"  ... ({len(outputs) - 8} more)")
