@@ -49,12 +49,13 @@ def max_bytes():
     return value if value > 0 else DEFAULT_MAX_BYTES
 
 
-def check_elements(shape, fail, what="array"):
+def check_elements(shape, fail, what="array", itemsize=8):
     """Exact element count of ``shape`` (Python integers: no wrap-around), or ``fail`` when the
-    array would exceed :func:`max_bytes` as int64."""
+    array would exceed :func:`max_bytes` as int64 (or with ``itemsize`` bytes an element, if
+    that is more)."""
     count = math.prod(int(s) for s in shape)
     limit = max_bytes()
-    if count * 8 > limit:
+    if count * max(8, itemsize) > limit:
         raise fail(f"{what} of shape {tuple(int(s) for s in shape)} has {count} elements, "
                    f"over the limit of {limit // 8} ({_ENV}={limit} bytes; raise it to load it)")
     return count
@@ -122,7 +123,7 @@ def load_json(path, fail):
         raise fail(f"not valid JSON: {e}") from None
 
 
-def _read_header(f, fail):
+def _read_header(f, fail, kinds="biuf"):
     """``(shape, fortran_order, dtype)`` from the ``.npy`` header at the position of ``f``."""
     try:
         version = np.lib.format.read_magic(f)
@@ -137,14 +138,14 @@ def _read_header(f, fail):
     shape, fortran, dtype = header
     if dtype.hasobject:
         raise fail("holds Python objects (pickles are not loaded), not integers")
-    if dtype.kind not in "biuf" or dtype.shape or dtype.names:
-        raise fail(f"holds {dtype}, not integers")
+    if dtype.kind not in kinds or dtype.shape or dtype.names:
+        raise fail(f"holds {dtype}, not integers" if kinds == "biuf" else f"holds {dtype}")
     return shape, fortran, dtype
 
 
 def _read_body(f, shape, fortran, dtype, fail):
     """The array of the header just read, never reading more than the header's size."""
-    check_elements(shape, fail)
+    check_elements(shape, fail, itemsize=dtype.itemsize)
     nbytes = math.prod(shape) * dtype.itemsize
     try:
         data = f.read(nbytes) if nbytes else b""
@@ -169,9 +170,10 @@ def read_npy(path, fail):
         return _read_body(f, shape, fortran, dtype, fail)
 
 
-def npz_member(zf, name, fail):
+def npz_member(zf, name, fail, kinds="biuf"):
     """The array ``name`` of the open :class:`zipfile.ZipFile` of a ``.npz`` file: the member's
-    uncompressed size from the zip directory and its ``.npy`` header are checked first."""
+    uncompressed size from the zip directory and its ``.npy`` header are checked first. Its
+    dtype must be of one of the numpy ``kinds`` (booleans and numbers unless told)."""
     member = name + ".npy"
     try:
         info = zf.getinfo(member)
@@ -183,7 +185,7 @@ def npz_member(zf, name, fail):
                    f"{limit} ({_ENV})")
     try:
         with zf.open(info) as f:
-            shape, fortran, dtype = _read_header(f, fail)
+            shape, fortran, dtype = _read_header(f, fail, kinds)
             return _read_body(f, shape, fortran, dtype, fail)
     except (OSError, EOFError, zlib.error, zipfile.BadZipFile, NotImplementedError,
             RuntimeError) as e:

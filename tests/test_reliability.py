@@ -338,6 +338,16 @@ def test_npz_member_that_inflates_is_refused_before_reading(tmp_path, capsys, mo
             "NNACCEL_MAX_BYTES")
 
 
+def test_compress_float_model_member_over_the_limit(tmp_path, capsys, monkeypatch):
+    src = tmp_path / "f.npz"
+    np.savez_compressed(src, layers=np.array(["fc1"]), **{"fc1.w": np.zeros((4, 1 << 18))})
+    monkeypatch.setenv("NNACCEL_MAX_BYTES", str(1 << 20))
+    before = tree(tmp_path)
+    refused(capsys, ["compress", src, "-o", tmp_path / "out"], "'fc1'", "'fc1.w'",
+            "over the limit")
+    assert tree(tmp_path) == before
+
+
 def test_npz_member_with_a_lying_npy_header(tmp_path, capsys):
     import zipfile
 

@@ -43,6 +43,7 @@ import numpy as np
 
 from ..errors import ModelError
 from ..ir import IDENTIFIER, DType, DTypeKind, WeightMatrix, readonly
+from ..safeio import npz_member
 
 __all__ = ["BatchNorm", "FloatLayer", "FloatModel", "Data", "read_float_model",
            "write_float_model", "BN_EPS"]
@@ -179,11 +180,10 @@ def _load(path):
                 raise ModelError(None, "float model", f"{path} is a .npy array, not a .npz file")
             with npz:
                 arrays = {}
-                for key in npz.files:
-                    try:
-                        arrays[key] = npz[key]
-                    except _READ_ERRORS as e:
-                        raise ModelError(_owner(key), key, f"cannot be read: {e}") from None
+                for key in npz.files:  # sizes checked before allocating (gen/safeio.py)
+                    arrays[key] = npz_member(
+                        npz.zip, key, lambda m, key=key: ModelError(_owner(key), key, m),
+                        kinds="biufU")
     except _READ_ERRORS as e:
         raise ModelError(None, "float model", f"{path} is not a numpy .npz file: {e}") from None
     return arrays
