@@ -5,7 +5,7 @@ a matrix-vector unit consumes them (see :mod:`.reference` for the exact order an
 matching weight reordering).
 """
 
-from amaranth import Const, Module, Mux, Signal, signed
+from amaranth import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -36,14 +36,18 @@ class WindowUnit(wiring.Component):
     (``H*W*C/n_in`` beats per image, hardware encoding of ``dtype``). ``o_data`` emits, for each
     output pixel in raster order, the ``KH*KW*C`` elements of its window ordered ``(i, j, c)``,
     ``n_out`` per beat (:attr:`WindowParams.out_beats` beats per image); padded positions carry
-    ``pad_value``. Images follow one another without any framing; the unit counts beats.
+    ``pad_value``. ``n_out`` may be a part of a pixel's channels, or several whole window
+    positions (:attr:`WindowParams.beat_shape`) when the consumer needs more elements per cycle.
+    Images follow one another without any framing; the unit counts beats, and emits nothing of
+    an image (not even its padding) before the image's first input word.
 
     The rows a window spans are kept in a line buffer of :attr:`WindowParams.buffer_rows`
-    input rows (one :class:`~amaranth.lib.memory.Memory` of ``buffer_depth`` words of ``n_out``
-    elements with a synchronous read port, so it becomes block RAM). A writer fills it in input
-    order while a reader walks the windows; the writer may run up to ``buffer_rows`` rows ahead
-    of the oldest row the reader still needs, also into the next image. A read waits until its
-    row is complete; padded positions are never stored nor read.
+    input rows (one :class:`~amaranth.lib.memory.Memory` of ``buffer_depth`` words of
+    ``word_elems`` elements, with one synchronous read port per window position of a beat, so
+    it becomes block RAM). A writer fills it in input order while a reader walks the windows;
+    the writer may run up to ``buffer_rows`` rows ahead of the oldest row the reader still
+    needs, also into the next image. A read waits until its row is complete; padded positions
+    are never stored nor read.
 
     Throughput: one input beat (or line-buffer word) and one output beat per cycle at the same
     time; an image takes :attr:`WindowParams.expected_cycles` cycles in the steady state, images
@@ -72,16 +76,16 @@ class WindowUnit(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         p = self.params
-        word = data.ArrayLayout(p.elem_shape, p.n_out)
+        word = data.ArrayLayout(p.elem_shape, p.word_elems)
         m.submodules.buffer = buffer = Memory(shape=word, depth=p.buffer_depth, init=[])
         # Row counters are kept modulo 2**seq_bits; every difference compared is far smaller.
         seq_bits = (4 * (p.height + p.buffer_rows + p.padded_height)).bit_length() + 1
 
-        if p.n_in == p.n_out:
+        if p.n_in == p.word_elems:
             source = self.i_data
         else:
-            m.submodules.gearbox = gearbox = Gearbox(p.elem_shape, n_in=p.n_in, n_out=p.n_out,
-                                                     count=p.channels)
+            m.submodules.gearbox = gearbox = Gearbox(p.elem_shape, n_in=p.n_in,
+                                                     n_out=p.word_elems, count=p.channels)
             wiring.connect(m, wiring.flipped(self.i_data), gearbox.i_data)
             source = gearbox.o_data
 
@@ -89,7 +93,8 @@ class WindowUnit(wiring.Component):
         column = Signal(range(p.row_words))  # words written of that row
         release = Signal(seq_bits)        # oldest row the reader may still need
         self._writer(m, buffer.write_port(), source, written, column, release)
-        self._reader(m, buffer.read_port(domain="sync"), written, column, release)
+        ports = [buffer.read_port(domain="sync") for _ in range(p.read_ports)]
+        self._reader(m, ports, written, column, release)
         return m
 
     def _writer(self, m, port, source, written, column, release):
@@ -107,12 +112,15 @@ class WindowUnit(wiring.Component):
             m.d.sync += addr.eq(Mux(addr == p.buffer_depth - 1, 0, addr + 1))
             _count(m, [(column, p.row_words, [], [written.eq(written + 1)])])
 
-    def _reader(self, m, port, written, column, release):
-        """Walk the windows; read the line buffer or emit padding."""
+    def _reader(self, m, ports, written, column, release):
+        """Walk the windows, one beat of window positions at a time; read the line buffer (one
+        read port per position of a beat) or emit padding."""
         p = self.params
         top, left = p.padding[0], p.padding[1]
         (kh, kw), (sh, sw), (dh, dw) = p.kernel, p.stride, p.dilation
         rows, cw, depth = p.buffer_rows, p.pixel_words, p.buffer_depth
+        valid = Signal()
+        advance = ~valid | self.o_data.ready
 
         def wrap(value):  # value in 0 .. 2*depth-1, modulo depth
             return Mux(value >= depth, value - depth, value)
@@ -120,44 +128,49 @@ class WindowUnit(wiring.Component):
         def row_offset(n):  # address offset of n rows further down, modulo the buffer
             return (n % rows) * p.row_words
 
+        rows_per_beat, cols_per_beat = p.beat_shape
         oh, ow = Signal(range(p.out_height)), Signal(range(p.out_width))
-        i, j, cb = Signal(range(kh)), Signal(range(kw)), Signal(range(cw))
+        ig, jg = Signal(range(kh // rows_per_beat)), Signal(range(kw // cols_per_beat))
+        cb = Signal(range(cw))
         y0 = Signal(range(-top - 1, p.padded_height + 1), init=-top)    # oh*SH - top
         x0 = Signal(range(-left - 1, p.padded_width + 1), init=-left)   # ow*SW - left
         base = Signal(len(written))                                     # image's first row
         base_addr = Signal(range(depth))
         row0 = Signal(range(depth), init=row_offset(-top))              # address of row y0
-        col0 = Signal(signed(len(x0) + cw.bit_length() + 1), init=-left * cw)  # x0 * C/n
+        col0 = Signal(signed(len(x0) + cw.bit_length() + 1), init=-left * cw)  # x0 * C/word
 
-        y = y0 + i * dh
-        x = x0 + j * dw
-        pad = (y < 0) | (y >= p.height) | (x < 0) | (x >= p.width)
         def rows_done(row):  # rows written past ``row`` of this image (modular, signed)
             return (written - (base + row)[:len(written)])[:len(written)].as_signed()
 
         # An image's padding waits for its first input word, so that nothing is emitted for an
         # image that has not begun.
-        started = (rows_done(0) > 0) | ((rows_done(0) == 0) & (column != 0))
-        issue = started & (pad | (rows_done(y) > 0))
-        addr = wrap(row0 + i * (dh * p.row_words)) + col0 + j * (dw * cw) + cb
+        issue = (rows_done(0) > 0) | ((rows_done(0) == 0) & (column != 0))
+        pads = []
+        for t, port in enumerate(ports):
+            i = ig * rows_per_beat + t // cols_per_beat
+            j = jg * cols_per_beat + t % cols_per_beat
+            y, x = y0 + i * dh, x0 + j * dw
+            pad = (y < 0) | (y >= p.height) | (x < 0) | (x >= p.width)
+            issue &= pad | (rows_done(y) > 0)
+            addr = wrap(row0 + i * (dh * p.row_words)) + col0 + j * (dw * cw) + cb
+            m.d.comb += [port.addr.eq(addr[:len(port.addr)]), port.en.eq(advance)]
+            pads.append(pad)
         m.d.comb += release.eq(base + Mux(y0 < 0, 0, Mux(y0 > p.height, p.height, y0)))
 
-        valid, padded = Signal(), Signal()
-        advance = ~valid | self.o_data.ready
+        padded = Signal(len(ports))
         pad_word = word_const(p)
         m.d.comb += [
-            port.addr.eq(addr[:len(port.addr)]),
-            port.en.eq(advance),
             self.o_data.valid.eq(valid),
-            self.o_data.payload.eq(Mux(padded, pad_word, port.data)),
+            self.o_data.payload.eq(Cat(Mux(padded[t], pad_word, port.data)
+                                       for t, port in enumerate(ports))),
         ]
         with m.If(advance):
-            m.d.sync += [valid.eq(issue), padded.eq(pad)]
+            m.d.sync += [valid.eq(issue), padded.eq(Cat(pads))]
             with m.If(issue):
                 _count(m, [
                     (cb, cw, [], []),
-                    (j, kw, [], []),
-                    (i, kh, [], []),
+                    (jg, kw // cols_per_beat, [], []),
+                    (ig, kh // rows_per_beat, [], []),
                     (ow, p.out_width, [x0.eq(x0 + sw), col0.eq(col0 + sw * cw)],
                      [x0.eq(-left), col0.eq(-left * cw)]),
                     (oh, p.out_height, [y0.eq(y0 + sh), row0.eq(wrap(row0 + row_offset(sh)))],
@@ -169,7 +182,7 @@ class WindowUnit(wiring.Component):
 
 
 def word_const(p):
-    """A line-buffer word of ``n_out`` padding elements, as an amaranth constant."""
+    """A line-buffer word of ``word_elems`` padding elements, as an amaranth constant."""
     bits = p.elem_shape.width
     value = int(p.dtype.encode([p.pad_value])[0])
-    return Const(sum(value << (bits * e) for e in range(p.n_out)), bits * p.n_out)
+    return Const(sum(value << (bits * e) for e in range(p.word_elems)), bits * p.word_elems)

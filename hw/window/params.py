@@ -80,9 +80,14 @@ class WindowParams:
         A value of ``dtype`` (a bipolar map pads with -1 or +1).
     dtype : DType or str
         Element type (SPEC section 1); the hardware element is ``dtype.shape``.
-    n_in, n_out : int
-        Elements per input and output beat. Both divide ``C`` (the required mode) and one
-        divides the other.
+    n_in : int
+        Elements per input beat; it divides ``C``.
+    n_out : int
+        Elements per output beat. Either it divides ``C`` (a beat holds part of one window
+        position), or it is ``q*C`` for ``q`` window positions per beat: ``q`` divides ``KW`` (a
+        beat holds ``q`` consecutive positions of one kernel row) or is ``r*KW`` with ``r``
+        dividing ``KH`` (``r`` whole kernel rows). ``n_in`` and the line-buffer word
+        (:attr:`word_elems`) must divide one another.
 
     Raises
     ------
@@ -117,13 +122,20 @@ class WindowParams:
         put("pad_value", int(self.pad_value))
         if not self.dtype.contains([self.pad_value]):
             raise ValueError(f"pad_value {self.pad_value} is not a value of {self.dtype}")
-        for name in ("n_in", "n_out"):
-            if self.channels % getattr(self, name):
-                raise ValueError(f"{name} ({getattr(self, name)}) must divide channels "
-                                 f"({self.channels})")
-        if self.n_in % self.n_out and self.n_out % self.n_in:
-            raise ValueError(f"n_in ({self.n_in}) and n_out ({self.n_out}) must divide one "
-                             f"another")
+        if self.channels % self.n_in:
+            raise ValueError(f"n_in ({self.n_in}) must divide channels ({self.channels})")
+        kh, kw = self.kernel
+        if self.channels % self.n_out:
+            q = self.n_out // self.channels
+            if self.n_out % self.channels or not (kw % q == 0 or
+                                                  (q % kw == 0 and kh % (q // kw) == 0)):
+                raise ValueError(
+                    f"n_out ({self.n_out}) must divide channels ({self.channels}) or be q * "
+                    f"{self.channels} with q dividing KW ({kw}) or q = r*KW with r dividing KH "
+                    f"({kh})")
+        if self.n_in % self.word_elems and self.word_elems % self.n_in:
+            raise ValueError(f"n_in ({self.n_in}) and the line-buffer word ({self.word_elems} "
+                             f"elements) must divide one another")
         if self.out_height < 1 or self.out_width < 1:
             raise ValueError(f"kernel {self.kernel} with dilation {self.dilation} is larger than "
                              f"the padded input ({self.padded_height}, {self.padded_width})")
@@ -169,13 +181,31 @@ class WindowParams:
 
     @property
     def word_elems(self):
-        """Elements per line-buffer word: ``n_out``."""
-        return self.n_out
+        """Elements per line-buffer word: ``n_out`` when it divides ``C``, else ``C``."""
+        return self.n_out if self.channels % self.n_out == 0 else self.channels
+
+    @property
+    def taps_per_beat(self):
+        """Window positions per output beat, ``q``: 1 when ``n_out`` divides ``C``."""
+        return self.n_out // self.word_elems
+
+    @property
+    def beat_shape(self):
+        """``(rows, columns)`` of the window positions one beat covers: ``(1, q)`` when ``q``
+        divides ``KW``, else ``(q / KW, KW)``."""
+        q, kw = self.taps_per_beat, self.kernel[1]
+        return (1, q) if kw % q == 0 else (q // kw, kw)
+
+    @property
+    def read_ports(self):
+        """Line-buffer read ports, one per window position of a beat (yosys duplicates the
+        block RAM for each)."""
+        return self.taps_per_beat
 
     @property
     def pixel_words(self):
-        """``C / n_out``: words (and output beats) per pixel and window position."""
-        return self.channels // self.n_out
+        """``C / word_elems``: line-buffer words per pixel."""
+        return self.channels // self.word_elems
 
     @property
     def in_beats(self):
@@ -185,7 +215,7 @@ class WindowParams:
     @property
     def out_beats(self):
         """Output beats per image: ``OH * OW * KH * KW * C / n_out``."""
-        return self.out_height * self.out_width * self.taps * self.pixel_words
+        return self.out_height * self.out_width * self.patch_elems // self.n_out
 
     # --- line buffer --------------------------------------------------------------------------
 
@@ -207,7 +237,7 @@ class WindowParams:
 
     @property
     def row_words(self):
-        """Line-buffer words per input row: ``W * C / n_out``."""
+        """Line-buffer words per input row: ``W * C / word_elems``."""
         return self.width * self.pixel_words
 
     @property
@@ -217,12 +247,13 @@ class WindowParams:
 
     @property
     def buffer_width(self):
-        """Bits per line-buffer word: ``n_out`` elements."""
-        return self.n_out * self.elem_shape.width
+        """Bits per line-buffer word: ``word_elems`` elements."""
+        return self.word_elems * self.elem_shape.width
 
     @property
     def buffer_bits(self):
-        return self.buffer_depth * self.buffer_width
+        """Bits of the line buffer, all read-port copies included."""
+        return self.buffer_depth * self.buffer_width * self.read_ports
 
     # --- timing -------------------------------------------------------------------------------
 
@@ -234,8 +265,8 @@ class WindowParams:
 
     @property
     def row_cycles(self):
-        """Cycles to take in one input row: ``W*C / min(n_in, n_out)``."""
-        return self.width * self.channels // min(self.n_in, self.n_out)
+        """Cycles to take in one input row: ``W*C / min(n_in, word_elems)``."""
+        return self.width * self.channels // min(self.n_in, self.word_elems)
 
     @property
     def boundary_stall(self):
@@ -256,7 +287,7 @@ class WindowParams:
             y = i * dh - top
             missing = self.height + y - stored
             if 0 <= y < self.height and missing >= 0:
-                beats_before = (i * kw + first_j) * self.pixel_words
+                beats_before = (i * kw + first_j) * self.pixel_words // self.taps_per_beat
                 stall = max(stall, (missing + 1) * self.row_cycles - beats_before)
         return stall
 
@@ -271,13 +302,19 @@ class WindowParams:
         """Cycles from the first input transfer to the first output beat valid, without stalls.
 
         The first line-buffer word is written ``w0`` cycles after the first input transfer
-        (``n_out/n_in - 1`` when a word gathers several input beats, ``-(n_in/n_out - 1)`` when a
-        beat holds several words, else 0). An image's output waits for its first word; a read
-        also waits for its row to be complete. So the latency is ``w0 + 2`` when the first tap
-        of the first window is padding, else :attr:`row_cycles` + 1 + ``min(w0, 0)`` (the row's
-        last word is written, then the synchronous read)."""
-        w0 = self.n_out // self.n_in - 1 if self.n_in < self.n_out else \
-            -(self.n_in // self.n_out - 1)
-        if self.padding[0] or self.padding[1]:
+        (``word_elems/n_in - 1`` when a word gathers several input beats, ``-(n_in/word_elems -
+        1)`` when a beat holds several words, else 0). An image's output waits for its first
+        word; a read also waits for its row to be complete. So the latency is ``w0 + 2`` when
+        the first beat is all padding, else ``(y + 1) *`` :attr:`row_cycles` ``+ 1 + min(w0,
+        0)`` with ``y`` the last input row that beat reads (its last word is written, then the
+        synchronous read)."""
+        w, n = self.word_elems, self.n_in
+        w0 = w // n - 1 if n < w else -(n // w - 1)
+        rows, cols = self.beat_shape
+        top, left = self.padding[0], self.padding[1]
+        (dh, dw) = self.dilation
+        read = [i * dh - top for i in range(rows) for j in range(cols)
+                if 0 <= i * dh - top < self.height and 0 <= j * dw - left < self.width]
+        if not read:
             return w0 + 2
-        return self.row_cycles + 1 + min(w0, 0)
+        return (max(read) + 1) * self.row_cycles + 1 + min(w0, 0)

@@ -82,6 +82,12 @@ def random_geometry(rng, *, dtype="int4", max_size=7):
         n_out = int(rng.choice([d for d in (1, 2, 4) if channels % d == 0]))
         n_in = int(rng.choice([d for d in (1, 2, 4) if channels % d == 0
                                and (d % n_out == 0 or n_out % d == 0)]))
+        kh, kw = kernel
+        several = [q for q in range(2, kh * kw + 1)
+                   if kw % q == 0 or (q % kw == 0 and kh % (q // kw) == 0)]
+        if several and rng.random() < 0.4:  # several window positions per beat
+            n_out = int(rng.choice(several)) * channels
+            n_in = int(rng.choice([d for d in (1, 2, 4) if channels % d == 0]))
         fields = dict(channels=channels, height=height, width=width, kernel=kernel,
                       stride=stride, dilation=dilation, padding=padding, dtype=dtype,
                       n_in=n_in, n_out=n_out)
@@ -159,8 +165,11 @@ BASE = dict(channels=4, height=5, width=6, kernel=(3, 3), dtype="int8", n_in=2, 
     (dict(padding=(1, 1, -1, 0)), ValueError, r"padding\[2\] must be a non-negative"),
     (dict(padding=(1, 1)), TypeError, "padding must be"),
     (dict(n_in=3), ValueError, r"n_in \(3\) must divide channels \(4\)"),
-    (dict(n_out=8), ValueError, r"n_out \(8\) must divide channels"),
+    (dict(channels=6, n_in=4, n_out=3), ValueError, r"n_in \(4\) must divide channels"),
     (dict(channels=6, n_in=2, n_out=3), ValueError, "must divide one another"),
+    (dict(n_out=8), ValueError, r"n_out \(8\) must divide channels \(4\) or be q"),
+    (dict(n_out=6), ValueError, r"n_out \(6\) must divide channels"),
+    (dict(kernel=(3, 2), n_out=16), ValueError, r"q = r\*KW with r dividing KH \(3\)"),
     (dict(dtype="float"), ValueError, "unknown dtype"),
     (dict(dtype=8), TypeError, "dtype must be a DType"),
     (dict(pad_value=200), ValueError, "pad_value 200 is not a value of int8"),
@@ -188,6 +197,10 @@ def test_params_derived_numbers():
     assert (q.out_height, q.out_width) == (4, 5)
     assert q.span_rows == 3 and q.buffer_rows == 6
     assert q.write_cycles == 9 * 9 * 2 and q.expected_cycles == q.write_cycles
+    s = WindowParams(channels=3, height=6, width=6, kernel=(4, 2), dtype="int8", n_in=1,
+                     n_out=12)
+    assert s.word_elems == 3 and s.taps_per_beat == 4 and s.beat_shape == (2, 2)
+    assert s.read_ports == 4 and s.out_beats == 3 * 5 * 2 and s.row_cycles == 18
     with pytest.raises(TypeError, match="params must be a WindowParams"):
         WindowUnit(dict(BASE))
 
@@ -235,6 +248,16 @@ CASES = {
                               n_out=2),
     "whole-map": dict(channels=1, height=3, width=3, kernel=(3, 3), dtype="int2", n_in=1,
                       n_out=1),
+    "stretch-row-of-3": dict(channels=3, height=5, width=6, kernel=(3, 3), padding=1,
+                             pad_value=-2, dtype="int4", n_in=3, n_out=9),
+    "stretch-whole-patch": dict(channels=2, height=7, width=6, kernel=(2, 3), stride=2,
+                                dilation=(2, 1), padding=(0, 1, 1, 0), pad_value=3,
+                                dtype="int4", n_in=1, n_out=12),
+    "stretch-2-of-4-dilated": dict(channels=1, height=6, width=9, kernel=(3, 4),
+                                   dilation=(1, 2), padding=(1, 2, 0, 1), pad_value=1,
+                                   dtype="uint2", n_in=1, n_out=2),
+    "stretch-bipolar": dict(channels=2, height=4, width=5, kernel=(2, 2), padding=(1, 0, 0, 1),
+                            pad_value=1, dtype="bipolar", n_in=2, n_out=8),
     "pad-only-rows": dict(channels=1, height=2, width=3, kernel=(1, 2), stride=(1, 1),
                           padding=(2, 0, 3, 0), pad_value=1, dtype="int3", n_in=1, n_out=1),
 }
@@ -247,7 +270,7 @@ def test_unit_matches_reference(name, pattern):
 
 
 @pytest.mark.parametrize("pattern", STALL_PATTERNS, ids=str)
-@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("seed", range(8))
 def test_unit_random_geometries(seed, pattern):
     rng = np.random.default_rng(1000 + seed)
     dtype = str(rng.choice(["int3", "uint2", "bipolar", "int8"]))
@@ -270,6 +293,10 @@ CYCLE_CASES = {
                                 padding=(0, 0, 0, 2), dtype="int4", n_in=1, n_out=2),
     "1x1-stride3": dict(channels=1, height=9, width=6, kernel=1, stride=3, dtype="int4",
                         n_in=1, n_out=1),
+    "stretch-row-of-3": dict(channels=3, height=8, width=8, kernel=3, padding=1, dtype="int4",
+                             n_in=3, n_out=9),
+    "stretch-whole-patch": dict(channels=2, height=8, width=7, kernel=(3, 2), dtype="int4",
+                                n_in=2, n_out=12),
 }
 
 
