@@ -294,6 +294,9 @@ def _shape_text(shape):
 
 
 def _window_fits(name, fieldname, in_shape, out_shape, window, padding):
+    top, left, bottom, right = padding
+    check_elements((in_shape[0], in_shape[1] + top + bottom, in_shape[2] + left + right),
+                   lambda m: ModelError(name, "padding", m), "the padded input")
     if out_shape[1] < 1 or out_shape[2] < 1:
         top, left, bottom, right = padding
         padded = (in_shape[1] + top + bottom, in_shape[2] + left + right)
