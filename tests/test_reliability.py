@@ -513,6 +513,28 @@ def test_onnx_initializer_claiming_a_huge_shape(tmp_path, capsys):
     refused(capsys, ["import", path, "-o", tmp_path / "out"], "initializer 'w'", "over the limit")
 
 
+def test_onnx_external_data_is_read_only_after_its_shape_is_checked(tmp_path, capsys):
+    onnx = pytest.importorskip("onnx", reason="the 'onnx' extra is not installed")
+    path = _onnx_mlp(tmp_path, "m.onnx")
+    proto = onnx.load(str(path))
+    onnx.save_model(proto, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="m.data", size_threshold=0)
+    assert (tmp_path / "m.data").is_file()
+    assert cli.main(["import", str(path), "-o", str(tmp_path / "ok")]) == 0
+    capsys.readouterr()
+    proto = onnx.load(str(path), load_external_data=False)
+    init = proto.graph.initializer[3]
+    del init.dims[:]
+    init.dims.extend([4, 10**12])
+    onnx.save_model(proto, str(path))
+    (tmp_path / "m.data").unlink()
+    os.mkfifo(tmp_path / "m.data")  # reading it would block: it must not be opened at all
+    result = nnaccel("import", path, "-o", tmp_path / "out", timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert_one_error(result.stderr, "initializer 'w'", "over the limit")
+    assert not (tmp_path / "out").exists()
+
+
 # --- 3. internal errors stay distinguishable ------------------------------------------------------
 
 def test_an_internal_error_is_reported_as_a_bug(good, tmp_path, capsys, monkeypatch):

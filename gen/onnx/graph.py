@@ -54,7 +54,16 @@ def load(path):
         raise OnnxError(None, "file", f"{path} has {size} bytes, over the limit of {limit} "
                                       "(NNACCEL_MAX_BYTES)")
     try:
-        proto = onnx.load(str(path))
+        proto = onnx.load(str(path), load_external_data=False)
+        # initializer shapes within the limits before their external data is read
+        for init in proto.graph.initializer:
+            _check_size(None, f"initializer {init.name!r}", init.dims)
+        from onnx.external_data_helper import load_external_data_for_model, uses_external_data
+
+        if any(uses_external_data(init) for init in proto.graph.initializer):
+            load_external_data_for_model(proto, str(path.parent))
+    except OnnxError:
+        raise
     except Exception as e:  # protobuf DecodeError, missing external data, ...
         raise OnnxError(None, "file", f"{path} is not an ONNX model: "
                                       f"{type(e).__name__}: {e}".strip()) from None
