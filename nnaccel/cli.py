@@ -395,9 +395,9 @@ def cmd_bench(args):
     exit status 1 when a check or target of any suite failed."""
     from pathlib import Path
 
-    from .bench import run_bench
-    from .bench_sparse import run_sparse_bench
-    from .bench_systolic import run_systolic_bench
+    from .bench.mvu import run_bench
+    from .bench.sparse import run_sparse_bench
+    from .bench.systolic import run_systolic_bench
 
     out, synthesis, status = Path(args.output), not args.no_synthesis, 0
     if args.suite in ("all", "mvu"):

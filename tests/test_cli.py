@@ -502,7 +502,7 @@ def test_keyword_model_refused_by_every_command(tmp_path, capsys):
 @pytest.mark.parametrize("met,status", [((True, True), 0), ((True, False), 1)])
 def test_bench_exit_status_follows_the_suites_targets(tmp_path, monkeypatch, met, status):
     """`nnaccel bench --suite systolic` exits 1 when its summary lists a target not met."""
-    import nnaccel.bench_systolic as bench_systolic
+    import nnaccel.bench.systolic as bench_systolic
 
     def fake(outdir, **kwargs):
         outdir.mkdir(parents=True)

@@ -21,7 +21,7 @@ from ..errors import UsageError
 from ..folding import Fold
 from .base import Engine, EngineAdapter, is_bipolar, is_matrix_layer, number, pick, stage_kwargs
 
-__all__ = ["SparseAdapter", "SparseChoice", "SPARSE_DENSITY", "QUEUE_DEPTH"]
+__all__ = ["SparseAdapter", "SparseChoice", "encoded_matrix", "SPARSE_DENSITY", "QUEUE_DEPTH"]
 
 #: SPEC 2.3: layers at most this dense run on the sparse engine by default.
 SPARSE_DENSITY = 0.35
@@ -55,7 +55,8 @@ def _sparse_beat(k):
     return 1 << (min(k, 8).bit_length() - 1)
 
 
-def _matrix(lp):
+def encoded_matrix(lp):
+    """The sparse encoding of ``lp``'s weights with its Params' PEs and index width."""
     p = lp.params
     return encode(lp.layer.weight, p.pe, index_bits=p.index_bits, codebook=lp.layer.codebook)
 
@@ -120,13 +121,13 @@ class SparseAdapter(EngineAdapter):
 
     def model_acc(self, lp, x):
         bias = 0 if lp.layer.bias is None else np.asarray(lp.layer.bias).astype(object)
-        return sparse_ref.raw_sums(decode(_matrix(lp)), x) + bias
+        return sparse_ref.raw_sums(decode(encoded_matrix(lp)), x) + bias
 
     def build(self, lp):
         return SparseEngine(lp.params, weight=lp.layer.weight, codebook=lp.layer.codebook)
 
     def manifest(self, lp):
-        p, matrix = lp.params, _matrix(lp)
+        p, matrix = lp.params, encoded_matrix(lp)
         nonzeros = int(matrix.nonzeros)
         return {
             "lanes": p.lanes, "pe": p.pe, "queue_depth": p.queue_depth,

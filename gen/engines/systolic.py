@@ -29,11 +29,13 @@ MAX_ARRAY_SIDE = 16
 @dataclass(frozen=True)
 class ArrayChoice:
     """The user's choice for a systolic layer (``--array LAYER=RxC[,ws|os]``): ``rows`` x
-    ``cols`` cells and the dataflow (None: the cycle model's pick)."""
+    ``cols`` cells, the dataflow (None: the cycle model's pick) and how many cells multiply in
+    DSP blocks (None: all; the Python API only, for devices with fewer DSP blocks)."""
 
     rows: int
     cols: int
     dataflow: Dataflow | None = None
+    dsp_cells: int | None = None
 
 
 def systolic_params(layer, array, batch, in_beat=None, dataflow=None):
@@ -41,7 +43,7 @@ def systolic_params(layer, array, batch, in_beat=None, dataflow=None):
         weight=layer.weight, rows=array.rows, cols=array.cols,
         dataflow=dataflow or array.dataflow or Dataflow.WS, batch=batch,
         in_dtype=layer.in_dtype, weight_dtype=layer.weight_dtype, bias=layer.bias,
-        in_beat=in_beat, **stage_kwargs(layer))
+        in_beat=in_beat, dsp_cells=array.dsp_cells, **stage_kwargs(layer))
 
 
 def per_inference(params):
@@ -91,6 +93,9 @@ class SystolicAdapter(EngineAdapter):
         if choice.rows < 1 or choice.cols < 1 or max(choice.rows, choice.cols) > 64:
             raise UsageError(f"layer {lp.layer.name!r}: --array {choice.rows}x{choice.cols}: "
                              "rows and cols must be between 1 and 64")
+        if choice.dsp_cells is not None and not 0 <= choice.dsp_cells <= choice.rows * choice.cols:
+            raise UsageError(f"layer {lp.layer.name!r}: dsp_cells {choice.dsp_cells} must be "
+                             f"between 0 and the array's {choice.rows * choice.cols} cells")
 
     def _choose(self, layer, batch, share, target):
         m, k = layer.weight.shape

@@ -9,7 +9,12 @@ from amaranth.lib.wiring import In, Out
 from .arith import cdiv
 from .stream import Gearbox, StreamFifo, check_positive, vector_stream
 
-__all__ = ["Stage", "Pipeline", "AxisTop"]
+__all__ = ["Stage", "Pipeline", "AxisTop", "INPUT_LATENCY"]
+
+#: Cycles from the transfer of a beat into an idle :class:`Pipeline` to the transfer of that beat
+#: into its first stage, when the first stage takes the pipeline's beat (no gearbox in front, as
+#: ``generate`` builds it) and is ready: the first stage's input FIFO, empty.
+INPUT_LATENCY = 2
 
 
 @dataclass(frozen=True)

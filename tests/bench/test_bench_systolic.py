@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from nnaccel.bench_systolic import (
+from nnaccel.bench.systolic import (
     ARRAYS,
     GEMMS,
     SCALESIM_TABLE,

@@ -1,11 +1,11 @@
-"""nnaccel/bench_sparse.py on small layers: files, fields, targets, and model against Verilator."""
+"""nnaccel/bench/sparse.py on small layers: files, fields, targets, and model against Verilator."""
 
 import json
 
 import numpy as np
 import pytest
 
-from nnaccel.bench_sparse import TARGETS, make_layer, run_sparse_bench
+from nnaccel.bench.sparse import TARGETS, make_layer, run_sparse_bench
 
 
 def test_layer_is_pruned_and_shared():

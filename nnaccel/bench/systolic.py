@@ -5,11 +5,15 @@ GEMMs ``(M, K, N)`` = (64, 64, 64), (128, 256, 64), (1, 784, 256), (256, 784, 25
 the batch B of input vectors, ``K`` their length and ``N`` the layer's outputs -- the bench
 reports:
 
-* cycles for the whole GEMM, **measured** by simulating the Verilog of the engine (inside
-  :class:`~nnaccel.hw.common.pipeline.AxisTop`) under Verilator on random int8 weights and
-  inputs, from the cycle the first input beat is accepted to the cycle the last output beat is
-  accepted (both counted), inputs back to back, no backpressure; every output is compared with
-  the numpy reference (``X @ W.T + bias``, then a requantising output stage);
+* cycles for the whole GEMM, **measured** by simulating the Verilog of the one-layer design that
+  ``generate()`` makes of the GEMM (:func:`nnaccel.gen.zoo.gemm.gemm_model`, the layer forced
+  onto the systolic engine with the array and dataflow through ``Options``) under Verilator
+  (:func:`nnaccel.sim.design.simulate`) on random int8 weights and inputs, from the cycle the
+  engine accepts the first input beat to the cycle the last output beat is accepted (both
+  counted; the design's input FIFO adds :data:`~nnaccel.hw.common.pipeline.INPUT_LATENCY`
+  cycles in front of the engine, not counted), inputs back to back, no backpressure; every
+  output is compared with the numpy reference (``X @ W.T + bias``, then a requantising output
+  stage);
 * the engine's cycle model (:attr:`~nnaccel.hw.systolic.params.SystolicParams.expected_cycles`);
 * the ideal ``M*K*N / (R*C)`` and the utilisation ``ideal / measured``;
 * SCALE-Sim 3.0's cycle count for the same array and GEMM, from its closed forms
@@ -25,17 +29,23 @@ reports:
 Results go to ``systolic.json``, ``systolic.md`` and ``systolic.png`` in the output directory.
 """
 
-import json
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from .hw.common.arith import cdiv
+from ..gen.engines import ArrayChoice, Engine
+from ..gen.generate import Design, generate
+from ..gen.pipeline import compile_plan
+from ..gen.plan import Options
+from ..gen.zoo.gemm import gemm_model, make_gemm
+from ..hw.common.arith import cdiv
+from ..hw.common.pipeline import INPUT_LATENCY
+from ..hw.systolic.params import Dataflow
+from .report import critical_path, fits, fmt, pyplot, synthesis_row, write_results
 
 __all__ = ["ARRAYS", "GEMMS", "SCALESIM_TABLE", "scalesim_cycles", "make_gemm",
-           "SystolicBenchConfig", "run_systolic_bench"]
+           "gemm_options", "SystolicBenchConfig", "cycle_row", "run_systolic_bench"]
 
 #: Array sizes (rows, cols) of the cycle benchmark.
 ARRAYS = ((8, 8), (16, 16))
@@ -70,80 +80,50 @@ def scalesim_cycles(dataflow, rows, cols, m, k, n):
     raise ValueError(f"dataflow must be 'ws' or 'os', not {dataflow!r}")
 
 
-def make_gemm(m, k, n, seed=0):
-    """Random int8 ``X`` (M, K), weights ``W`` (N, K), bias, and a requantising stage to int8
-    (``mult``, ``shift``) that keeps the outputs spread over the int8 range."""
-    rng = np.random.default_rng(seed)
-    x = rng.integers(-128, 128, size=(m, k))
-    w = rng.integers(-128, 128, size=(n, k))
-    bias = rng.integers(-4096, 4096, size=n)
-    spread = 128 * 128 * np.sqrt(k) / 3  # about 3 standard deviations of an accumulator
-    shift = max(int(np.ceil(np.log2(spread / 127))) + 4, 0)
-    mult = rng.integers(8, 17, size=n)
-    return x, w, bias, mult, shift
+#: The layer's name in the GEMM models.
+LAYER = "fc"
+
+
+def gemm_options(rows, cols, dataflow, batch, dsp_cells=None):
+    """``Options`` that put the GEMM's layer on an R x C systolic array with ``dataflow``."""
+    array = ArrayChoice(rows, cols, Dataflow(dataflow), dsp_cells=dsp_cells)
+    return Options(batch=batch, engines=((LAYER, Engine.SYSTOLIC),), arrays=((LAYER, array),))
 
 
 class SystolicBenchConfig:
-    """One engine (array, dataflow, GEMM): its data, parameters and Verilog."""
+    """One engine (array, dataflow, GEMM): its data, the compiled plan and its parameters."""
 
     def __init__(self, rows, cols, dataflow, m, k, n, *, seed=0):
-        from .hw.common.dtype import DType
-        from .hw.systolic.params import SystolicParams
-
         self.shape = (rows, cols, dataflow, m, k, n)
         self.x, self.w, self.bias, self.mult, self.shift = make_gemm(m, k, n, seed)
-        self.i8 = DType.parse("int8")
-        self.params = SystolicParams.for_layer(
-            weight=self.w, bias=self.bias, rows=rows, cols=cols, dataflow=dataflow, batch=m,
-            in_dtype=self.i8, weight_dtype=self.i8, output_kind="requant", out_dtype=self.i8,
-            mult=self.mult, shift=self.shift)
         self.name = f"systolic_{rows}x{cols}_{dataflow}_{m}_{k}_{n}"
+        self.model = gemm_model(self.w, self.bias, mult=self.mult, shift=self.shift,
+                                name=self.name, layer=LAYER)
+        self.plan = compile_plan(self.model, gemm_options(rows, cols, dataflow, m))
+        self.params = self.plan.layers[0].params
 
     def reference(self):
         """The SPEC outputs (mathematical int8 values), (M, N)."""
-        from .hw.common import reference as ref
+        return self.model.forward(self.x)
 
-        acc = ref.linear_acc(self.w, self.x, self.bias, -128, 127)
-        return ref.requant(acc, self.mult, self.shift, -128, 127)
+    def design(self):
+        """The generated design (built only to be simulated: amaranth warns about components
+        that are built and never used)."""
+        return Design(self.plan)
 
-    @property
-    def io(self):
-        """The ``io`` description of the AXI top level (as in a manifest)."""
-        p = self.params
-        return {"input": {"dtype": "int8", "elements": p.in_features,
-                          "elements_per_beat": p.in_beat, "bits_per_element": 8},
-                "output": {"dtype": "int8", "elements": p.out_features,
-                           "elements_per_beat": p.out_beat, "bits_per_element": 8}}
+    def simulate(self, *, idle=0.0, stall=0.0, seed=0):
+        """Simulate the GEMM under Verilator, every output checked; returns the SimResult."""
+        from ..sim.design import simulate
 
-    def verilog(self):
-        """Verilog text of the engine inside an AXI4-Stream top level named :attr:`name`."""
-        from amaranth.back import verilog
-
-        from .hw.common.pipeline import AxisTop
-        from .hw.systolic.engine import SystolicEngine
-
-        engine = SystolicEngine(self.params, weight=self.w)
-        top = AxisTop(engine, out_vector_beats=self.params.m_tiles)
-        return verilog.convert(top, name=self.name, emit_src=False)
-
-    def simulate(self, workdir, *, idle=0.0, stall=0.0, seed=0):
-        """Simulate the GEMM under Verilator and check every output; returns the SimResult."""
-        from .sim.scoreboard import compare
-        from .sim.verilator import run
-
-        path = Path(workdir) / f"{self.name}.v"
-        if not path.exists():
-            path.write_text(self.verilog())
-        timeout = max(100_000, 2 * self.params.expected_cycles)
-        result = run(path, self.name, self.io, self.i8.encode(self.x), idle=idle, stall=stall,
-                     seed=seed, timeout_cycles=timeout)
-        compare(self.reference(), self.i8.decode(result.outputs_bits), f"{self.name} outputs")
+        _, result = simulate(self.design(), self.x, idle=idle, stall=stall, seed=seed)
         return result
 
 
 def measured_cycles(result):
-    """Cycles spanned by a simulated batch: first input beat to last output beat, inclusive."""
-    return int(result.output_cycles[-1] - result.input_cycles[0] + 1)
+    """Cycles spanned by a simulated batch at the engine: from the engine's first input beat
+    (:data:`INPUT_LATENCY` cycles after the design accepted it) to the last output beat,
+    inclusive."""
+    return int(result.output_cycles[-1] - result.input_cycles[0] + 1) - INPUT_LATENCY
 
 
 def cycle_row(cfg, result):
@@ -174,46 +154,20 @@ def cycle_row(cfg, result):
 ECP5_85F_DSPS = 156
 
 
-def _synth_engine(rows, cols, gemm, *, dataflow="ws", output="threshold", dsp_cells=None):
-    """The engine synthesised: the GEMM's layer with int8 weights and inputs and a ``threshold``
-    (15 levels to uint4) or ``requant`` (to int8) output stage."""
-    from .hw.common.dtype import DType
-    from .hw.systolic.engine import SystolicEngine
-    from .hw.systolic.params import SystolicParams
-
+def _synth_design(rows, cols, gemm, *, dataflow="ws", output="threshold", dsp_cells=None):
+    """The design synthesised: the GEMM's layer with int8 weights and inputs and a ``threshold``
+    (15 levels to uint4) or ``requant`` (to int8) output stage, generated like any model."""
     m, k, n = gemm
     x, w, bias, mult, shift = make_gemm(m, k, n)
-    i8 = DType.parse("int8")
+    name = f"systolic_{rows}x{cols}_{output}"
     if output == "requant":
-        stage = dict(output_kind="requant", out_dtype=i8, mult=mult, shift=shift)
+        model = gemm_model(w, bias, mult=mult, shift=shift, name=name, layer=LAYER)
     elif output == "threshold":
         levels = np.sort(np.random.default_rng(1).integers(-20000, 20000, size=(n, 15)), axis=1)
-        stage = dict(output_kind="threshold", out_dtype=DType.parse("uint4"), thresholds=levels)
+        model = gemm_model(w, bias, thresholds=levels, name=name, layer=LAYER)
     else:
         raise ValueError(f"output must be 'requant' or 'threshold', not {output!r}")
-    params = SystolicParams.for_layer(weight=w, bias=bias, rows=rows, cols=cols,
-                                      dataflow=dataflow, batch=m, in_dtype=i8, weight_dtype=i8,
-                                      dsp_cells=dsp_cells, **stage)
-    return SystolicEngine(params, weight=w)
-
-
-def synthesis_row(report, **facts):
-    """A synthesis result row: ``facts`` (board, array, ...) and the report's figures."""
-    res = report["resources"]
-
-    def used(key):
-        return res[key]["used"] if key in res else None
-
-    return {**facts, "lut4": used("lut4"), "ff": used("ff"), "bram": used("bram"),
-            "mult": used("mult"), "fmax_mhz": report["fmax_mhz"],
-            "constraint_mhz": report["constraint_mhz"], "timing_met": report["timing_met"],
-            "critical_path": report.get("critical_path"), "resources": res}
-
-
-def _fmt(value):
-    if isinstance(value, float):
-        return f"{value:,.1f}"
-    return f"{value:,}" if isinstance(value, int) else str(value)
+    return generate(model, gemm_options(rows, cols, dataflow, m, dsp_cells))
 
 
 def _markdown(summary):
@@ -251,8 +205,8 @@ def _markdown(summary):
             if "error" in s:
                 lines.append(f"{head} failed: {s['error']} | | | | | |")
                 continue
-            lines.append(f"{head} {_fmt(s['lut4'])} | {_fmt(s['ff'])} | {_fmt(s['bram'])} | "
-                         f"{_fmt(s['mult'])} | {s['fmax_mhz']:.1f} | "
+            lines.append(f"{head} {fmt(s['lut4'])} | {fmt(s['ff'])} | {fmt(s['bram'])} | "
+                         f"{fmt(s['mult'])} | {s['fmax_mhz']:.1f} | "
                          f"{s.get('critical_path') or ''} |")
         lines.append("")
     return "\n".join(lines)
@@ -275,10 +229,7 @@ def _targets(rows):
 
 
 def _plot(rows, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     gemms = sorted({(r["M"], r["K"], r["N"]) for r in rows}, key=lambda g: g[0] * g[1] * g[2])
     arrays = sorted({(r["rows"], r["cols"]) for r in rows})
@@ -310,47 +261,27 @@ def _plot(rows, path):
     plt.close(fig)
 
 
-def _critical_path(timing_log):
-    """``"start -> end"`` of the worst path within the clock domain, from a nextpnr log."""
-    lines = Path(timing_log).read_text(errors="replace").splitlines()
-    for n, line in enumerate(lines):
-        if "Critical path report for clock" in line:
-            report = []
-            for entry in lines[n + 1:]:
-                if " ns logic, " in entry:
-                    break
-                report.append(entry)
-            sources = [ln.split("Source ", 1)[1] for ln in report if "Source " in ln]
-            sinks = [ln.split("Sink ", 1)[1] for ln in report if "Sink " in ln]
-            return f"{sources[0]} -> {sinks[-1]}" if sources and sinks else None
-    return None
-
-
 def _synthesise(outdir, log, board, rows, cols, gemm, *, output="threshold", dsp_cells=None):
-    from .boards.build import build
+    from ..boards.build import build
 
-    name = f"systolic_{rows}x{cols}_{output}"
-    engine = _synth_engine(rows, cols, gemm, output=output, dsp_cells=dsp_cells)
+    design = _synth_design(rows, cols, gemm, output=output, dsp_cells=dsp_cells)
+    name, params = design.name, design.plan.layers[0].params
     facts = {"board": board, "array": f"{rows}x{cols}", "rows": rows, "cols": cols,
              "dataflow": "ws", "layer": list(gemm), "output": output,
-             "dsp_cells": engine.params.dsp_cells}
-    log(f"  synthesis of {name} (layer M, K, N = {gemm}, {engine.params.dsp_cells} DSP cells) "
+             "dsp_cells": params.dsp_cells}
+    log(f"  synthesis of {name} (layer M, K, N = {gemm}, {params.dsp_cells} DSP cells) "
         f"for {board} ...")
     try:
-        report = build(engine, board, Path(outdir) / f"{name}-{board}", name=name, log=log)
+        report = build(design.network, board, Path(outdir) / f"{name}-{board}", name=name,
+                       log=log)
     except Exception as exc:  # a failed build is a result too
         return {**facts, "error": str(exc).splitlines()[0]}
     tim = Path(report["outdir"]) / f"{name}.tim"
-    report["critical_path"] = _critical_path(tim) if tim.is_file() else None
+    report["critical_path"] = critical_path(tim) if tim.is_file() else None
     row = synthesis_row(report, **facts)
     log(f"    LUT4 {row['lut4']}, FF {row['ff']}, BRAM {row['bram']}, DSP {row['mult']}, "
         f"Fmax {row['fmax_mhz']:.1f} MHz (critical path {row['critical_path']})")
     return row
-
-
-def _fits(row):
-    return "error" not in row and all(
-        v["used"] <= v["available"] for v in row["resources"].values())
 
 
 def run_systolic_bench(outdir, *, quick=False, synthesis=True, log=print, arrays=ARRAYS,
@@ -388,28 +319,26 @@ def run_systolic_bench(outdir, *, quick=False, synthesis=True, log=print, arrays
     def save():
         summary = {"format": "nnaccel-systolic-bench/1", "rows": rows, "synthesis": synth,
                    "targets": _targets(rows), "seconds": round(time.monotonic() - started, 1)}
-        (outdir / "systolic.json").write_text(json.dumps(summary, indent=2) + "\n")
-        (outdir / "systolic.md").write_text(_markdown(summary))
+        write_results(outdir, "systolic", summary, _markdown(summary))
         return summary
 
     log(f"systolic bench: arrays {list(arrays)}, dataflows {list(dataflows)}, GEMMs "
         f"{list(gemms)}")
-    with tempfile.TemporaryDirectory(prefix="nnaccel-systolic-") as work:
-        for r_, c_ in arrays:
-            for gemm in gemms:
-                for df in dataflows:
-                    cfg = SystolicBenchConfig(r_, c_, df, *gemm)
-                    simulate = verilator and (not quick or gemm == smallest)
-                    t0 = time.monotonic()
-                    result = cfg.simulate(work) if simulate else None
-                    row = cycle_row(cfg, result)
-                    rows.append(row)
-                    log(f"  {row['array']} {df.upper()} {gemm}: {row['cycles']:,} cycles "
-                        f"({row['cycles_source']}; model {row['model_cycles']:,}), "
-                        f"utilisation {100 * row['utilisation']:.1f} %, SCALE-Sim "
-                        f"{row['scalesim_cycles']:,} (best {row['scalesim_best']:,}) "
-                        f"[{time.monotonic() - t0:.0f} s]")
-                    save()
+    for r_, c_ in arrays:
+        for gemm in gemms:
+            for df in dataflows:
+                cfg = SystolicBenchConfig(r_, c_, df, *gemm)
+                simulate = verilator and (not quick or gemm == smallest)
+                t0 = time.monotonic()
+                result = cfg.simulate() if simulate else None
+                row = cycle_row(cfg, result)
+                rows.append(row)
+                log(f"  {row['array']} {df.upper()} {gemm}: {row['cycles']:,} cycles "
+                    f"({row['cycles_source']}; model {row['model_cycles']:,}), "
+                    f"utilisation {100 * row['utilisation']:.1f} %, SCALE-Sim "
+                    f"{row['scalesim_cycles']:,} (best {row['scalesim_best']:,}) "
+                    f"[{time.monotonic() - t0:.0f} s]")
+                save()
     if rows:
         _plot(rows, outdir / "systolic.png")
 
@@ -426,7 +355,7 @@ def run_systolic_bench(outdir, *, quick=False, synthesis=True, log=print, arrays
                               dsp_cells=min(rows_ * cols_, UP5K_DSPS))
             synth.append(row)
             save()
-            if _fits(row):
+            if fits(row):
                 row["largest_fitting"] = True
                 break
     summary = save()

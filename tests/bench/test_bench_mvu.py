@@ -1,4 +1,4 @@
-"""nnaccel/bench.py: the arithmetic, the fold search and the tables quickly; one tiny network
+"""nnaccel/bench/mvu.py: the arithmetic, the fold search and the tables quickly; one tiny network
 end to end under Verilator (no synthesis)."""
 
 import json
@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from nnaccel.bench import (
+from nnaccel.bench.mvu import (
     BENCHMARKS,
     NNGEN_REFERENCE,
     Benchmark,
@@ -15,15 +15,13 @@ from nnaccel.bench import (
     dtype_chain,
     ideal_cycles,
     markdown_table,
-    prime_int4_model,
-    random_inputs,
     ratio_ok,
     reference_table,
     run_bench,
     search_fold,
-    sfc_model,
     utilisation,
 )
+from nnaccel.gen.zoo.random_mlp import prime_int4_model, random_inputs, sfc_model
 
 
 def test_ideal_and_utilisation():

@@ -25,7 +25,6 @@ Outputs in ``outdir``: ``bench.json`` (all numbers, manifests and synthesis repo
 one directory per network with its Verilog and manifest, and one build directory per synthesis.
 """
 
-import json
 import math
 import time
 from collections.abc import Callable
@@ -34,15 +33,16 @@ from pathlib import Path
 
 import numpy as np
 
-from .hw.common.arith import cdiv
+from ..gen.zoo.random_mlp import prime_int4_model, random_inputs, sfc_model
+from ..hw.common.arith import cdiv
+from .report import fits, fmt_int, pyplot, write_results
 
 __all__ = [
     "Benchmark", "BENCHMARKS", "NNGEN_REFERENCE", "RATIO_TOLERANCE", "UTILISATION_TARGET",
     "BOARD", "DEFAULT_VECTORS", "QUICK_VECTORS", "SFC_FMAX_GUESS_MHZ", "SFC_MAX_SIMD",
     "SEARCH_MARGIN",
     "BENCH_FORMAT", "ideal_cycles", "utilisation", "ratio_ok", "cycle_budget", "search_fold",
-    "capped_folds", "dtype_chain", "markdown_table", "reference_table", "run_bench", "sfc_model",
-    "prime_int4_model", "random_inputs",
+    "capped_folds", "dtype_chain", "markdown_table", "reference_table", "run_bench",
 ]
 
 #: Value of ``bench.json``'s ``format`` field.
@@ -165,7 +165,7 @@ def capped_folds(shapes, target, max_simd):
     one cycle, so the cap bounds the logic depth, hence Fmax; the cap costs few lanes because
     the PEs take over the parallelism.
     """
-    from .gen.folding import Fold, cheapest_chain
+    from ..gen.folding import Fold, cheapest_chain
 
     candidates = []
     for m, k in shapes:
@@ -183,83 +183,9 @@ def capped_folds(shapes, target, max_simd):
 
 # -- models --------------------------------------------------------------------------------------
 
-def _dtype(text):
-    from .gen.ir import DType
-
-    return DType.parse(text)
-
-
-def random_inputs(model, n, seed=0):
-    """``n`` random input vectors covering the model's whole input dtype."""
-    rng = np.random.default_rng(seed)
-    dt = model.input_dtype
-    shape = (n, model.in_features)
-    if str(dt) == "bipolar":
-        return rng.choice(np.array([-1, 1]), size=shape)
-    return rng.integers(dt.lo, dt.hi, size=shape, endpoint=True)
-
-
-def sfc_model(seed=0, widths=(784, 256, 256, 256, 10), name="sfc_bnn"):
-    """FINN's SFC topology with random weights: bipolar (binarized) input, bipolar weights, a
-    ``threshold`` stage to bipolar after every hidden layer, ``int32`` logits.
-
-    Thresholds are random even integers in -8..8 (the accumulators of ±1 products over an even
-    K are even), so hidden activations are roughly balanced.
-    """
-    from .gen.ir import Layer, Model, Op, OutputKind, OutputStage, readonly
-
-    rng = np.random.default_rng(seed)
-    bipolar = _dtype("bipolar")
-    layers = []
-    for n, (k, m) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
-        weight = rng.choice(np.array([-1, 1]), size=(m, k))
-        if n == len(widths) - 2:
-            out = OutputStage(OutputKind.IDENTITY, _dtype("int32"))
-        else:
-            t = 2 * rng.integers(-4, 4, size=(m, 1), endpoint=True)
-            out = OutputStage(OutputKind.THRESHOLD, bipolar, thresholds=readonly(t))
-        layers.append(Layer(name=f"fc{n + 1}", op=Op.LINEAR, in_dtype=bipolar,
-                            weight=readonly(weight), weight_dtype=bipolar, output=out))
-    return Model(name=name, input_shape=(widths[0],), input_dtype=bipolar,
-                 layers=tuple(layers))
-
-
-def prime_int4_model(seed=0, widths=(97, 61, 13), name="prime_int4"):
-    """An int4 MLP with prime widths and random weights: ``int4`` input, ``int4`` weights and
-    int32 biases; hidden layers requantize to ``int4`` (no ReLU) with a per-channel ``mult`` set
-    so that three standard deviations of the accumulator on random inputs reach the int4 range;
-    ``int32`` logits."""
-    from .gen.ir import Layer, Model, Op, OutputKind, OutputStage, readonly
-
-    rng = np.random.default_rng(seed)
-    int4 = _dtype("int4")
-    shift = 16
-    layers = []
-    probe = rng.integers(int4.lo, int4.hi, size=(256, widths[0]), endpoint=True)
-    for n, (k, m) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
-        weight = rng.integers(int4.lo, int4.hi, size=(m, k), endpoint=True)
-        weight[weight == 0] = 1  # dense: keep the layer on the MVU, whatever the seed
-        bias = rng.integers(-64, 64, size=m, endpoint=True)
-        acc = probe @ weight.T + bias
-        if n == len(widths) - 2:
-            out = OutputStage(OutputKind.IDENTITY, _dtype("int32"))
-        else:
-            std = np.maximum(acc.std(axis=0), 1.0)
-            mult = np.round(int4.hi / (3 * std) * 2**shift).astype(np.int64)
-            out = OutputStage(OutputKind.REQUANT, int4, mult=readonly(np.maximum(mult, 1)),
-                              shift=readonly(np.full(m, shift)), relu=False)
-        layer = Layer(name=f"fc{n + 1}", op=Op.LINEAR, in_dtype=int4 if n == 0 else
-                      layers[-1].output.dtype, weight=readonly(weight), weight_dtype=int4,
-                      bias=readonly(bias), output=out)
-        layers.append(layer)
-        probe = layer.forward(probe)
-    return Model(name=name, input_shape=(widths[0],), input_dtype=int4,
-                 layers=tuple(layers))
-
-
 def _digits(which):
     def make(seed, vectors):
-        from .gen.zoo.digits import binarized_mlp, int8_mlp
+        from ..gen.zoo.digits import binarized_mlp, int8_mlp
 
         res = (int8_mlp if which == "int8" else binarized_mlp)(seed)
         if vectors > len(res.x_test):
@@ -351,10 +277,6 @@ def dtype_chain(layers):
     return " ".join(parts)
 
 
-def _fmt_int(value):
-    return "-" if value is None else f"{value:,}"
-
-
 def _resource(row, key):
     res = (row.get("synthesis") or {}).get("resources", {})
     return res[key]["used"] if key in res else None
@@ -375,8 +297,8 @@ def markdown_table(rows):
             f"{r['cycles_per_inference']:.1f}", str(r["expected_cycles"]),
             f"{r['ratio']:.3f}{flag}", str(r["ideal_cycles"]),
             f"{100 * r['utilisation']:.1f} %",
-            _fmt_int(_resource(r, "lut4")), _fmt_int(_resource(r, "ff")),
-            _fmt_int(_resource(r, "bram")), _fmt_int(_resource(r, "mult")),
+            fmt_int(_resource(r, "lut4")), fmt_int(_resource(r, "ff")),
+            fmt_int(_resource(r, "bram")), fmt_int(_resource(r, "mult")),
             "-" if fmax is None else f"{fmax:.1f}",
             "-" if rate is None else f"{rate:,.0f}",
         ]) + " |")
@@ -397,7 +319,7 @@ def reference_table(row, ref):
         f"| cycles per inference | {ref['cycles_per_inference']:,} | "
         f"{row['cycles_per_inference']:.1f} |",
         f"| utilisation | ~{100 * ref['utilisation']:.0f} % | {100 * row['utilisation']:.1f} % |",
-        f"| LUT4 | ~{ref['lut4']:,} | {_fmt_int(lut4)} |",
+        f"| LUT4 | ~{ref['lut4']:,} | {fmt_int(lut4)} |",
         f"| Fmax MHz | {ref['fmax_mhz']:.0f} | {'-' if fmax is None else f'{fmax:.1f}'} |",
         f"| inferences/s at Fmax | {ref_rate:,.0f} | {'-' if rate is None else f'{rate:,.0f}'} |",
     ]
@@ -427,10 +349,7 @@ def _markdown(result):
 
 
 def _plot(rows, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     names = [r["name"] for r in rows]
     x = np.arange(len(rows))
@@ -500,12 +419,8 @@ class _Steps:
         self.log(f"[bench]   {text}")
 
 
-def _fits(report):
-    return all(row["used"] <= row["available"] for row in report["resources"].values())
-
-
 def _synthesise(steps, design, board, outdir, label):
-    from .boards.build import build, format_report
+    from ..boards.build import build, format_report
 
     report = steps.run(f"{label}: synthesis, place and route for {board}", build,
                        design.network, board, outdir, name=design.name,
@@ -523,9 +438,9 @@ def _layers(man):
 
 
 def _run_one(bench, outdir, steps, *, vectors, quick, synthesis, board, seed, problems):
-    from .gen.generate import generate
-    from .gen.plan import Options
-    from .sim.design import simulate
+    from ..gen.generate import generate
+    from ..gen.plan import Options
+    from ..sim.design import simulate
 
     label = bench.name
     model, X, provenance = steps.run(f"{label}: model", bench.make, seed, vectors)
@@ -564,7 +479,7 @@ def _run_one(bench, outdir, steps, *, vectors, quick, synthesis, board, seed, pr
             reports[target] = report
             return {"cycles": cycles, "lanes": design.manifest["lanes"],
                     "fmax_mhz": report["fmax_mhz"], "lut4": report["resources"]["lut4"]["used"],
-                    "fits": _fits(report)}
+                    "fits": fits(report)}
 
         target, search = search_fold(measure, bench.target_rate,
                                      fmax_guess_mhz=bench.fmax_guess_mhz, log=steps.note)
@@ -627,7 +542,7 @@ def _run_one(bench, outdir, steps, *, vectors, quick, synthesis, board, seed, pr
                                                     outdir / f"{label}-{board}", label)
         fmax = float(report["fmax_mhz"])
         row.update(synthesis=report, fmax_mhz=fmax, inferences_per_second=fmax * 1e6 / measured,
-                   fits=_fits(report))
+                   fits=fits(report))
         if not row["fits"]:
             problems.append(f"{label}: does not fit {board}")
         if bench.target_rate and row["inferences_per_second"] < bench.target_rate:
@@ -674,7 +589,7 @@ def run_bench(outdir, *, quick=False, synthesis=True, log=print, benchmarks=None
         reference, a throughput target at Fmax, every design fitting the device. 1 otherwise
         (the problems are listed in the outputs and on ``log``).
     """
-    from .boards.platforms import get_board
+    from ..boards.platforms import get_board
 
     spec = get_board(board)
     if benchmarks is None:
@@ -706,8 +621,7 @@ def run_bench(outdir, *, quick=False, synthesis=True, log=print, benchmarks=None
         "ratio_tolerance": RATIO_TOLERANCE, "utilisation_target": UTILISATION_TARGET,
         "seconds_total": round(seconds, 1), "problems": problems, "benchmarks": rows,
     }
-    (outdir / "bench.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
-    (outdir / "bench.md").write_text(_markdown(result))
+    write_results(outdir, "bench", result, _markdown(result))
     steps.run("plot", _plot, rows, outdir / "bench.png")
     print()
     print(markdown_table(rows))

@@ -5,9 +5,13 @@ A 512x512 layer with int8 weights, pruned to 10 % density by magnitude and weigh
 stage. For N = 4, 8, 16 PEs and activation queue depths D = 1, 2, 4, 8, 16 the bench measures:
 
 * cycles per inference, steady state (vectors back to back, no backpressure), **measured** by
-  simulating the Verilog of the engine (in :class:`~nnaccel.hw.common.pipeline.AxisTop`) under
-  Verilator, and predicted by the cycle model (:func:`nnaccel.hw.sparse.reference.cycle_model`);
-  every simulated output is compared with the SPEC reference;
+  simulating under Verilator (:func:`nnaccel.sim.design.simulate`) the Verilog of the one-layer
+  design that ``generate()`` makes of the layer (:func:`nnaccel.gen.zoo.sparse_layer.sparse_model`,
+  forced onto the sparse engine with N and D through ``Options``), and predicted by the cycle
+  model (:func:`nnaccel.hw.sparse.reference.cycle_model`); every simulated output is compared
+  with the SPEC reference; total and first-vector cycles are counted from the engine's first
+  input beat (the design's input FIFO adds
+  :data:`~nnaccel.hw.common.pipeline.INPUT_LATENCY` cycles in front of it);
 * load-balance efficiency, ``1 - idle PE-cycles / total PE-cycles`` (from the cycle model, whose
   per-PE busy cycles are exact; and from the measured cycles per inference);
 * entries (non-zeros and padding) per PE per cycle;
@@ -20,14 +24,23 @@ Results go to ``sparse.json``, ``sparse.md`` and ``sparse.png`` in the output di
 row says where its cycles come from (``"cycles_source"``: ``"verilator"`` or ``"model"``).
 """
 
-import json
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["TARGETS", "make_layer", "run_sparse_bench"]
+from ..gen.engines import Engine, SparseChoice
+from ..gen.engines.sparse import encoded_matrix
+from ..gen.generate import Design
+from ..gen.pipeline import compile_plan
+from ..gen.plan import Options
+from ..gen.zoo import sparse_layer
+from ..hw.common.pipeline import INPUT_LATENCY
+from ..hw.sparse.format import choose_index_bits
+from ..hw.sparse.reference import performed_macs
+from .report import pyplot, write_results
+
+__all__ = ["TARGETS", "make_layer", "sparse_options", "SparseBenchConfig", "run_sparse_bench"]
 
 SIZE = 512
 DENSITY = 0.10
@@ -44,41 +57,12 @@ TARGETS = {"efficiency_at_d8": 0.90, "busy_entries_per_pe_cycle": 0.90,
            "speedup_dense_activations": 7.0, "speedup_sparse_activations": 20.0}
 
 
-def _kmeans_1d(values, clusters, iterations=30):
-    """Centroids of a 1-D k-means with linear initialisation (as in Deep Compression)."""
-    centroids = np.linspace(values.min(), values.max(), clusters)
-    for _ in range(iterations):
-        assign = np.abs(values[:, None] - centroids[None, :]).argmin(axis=1)
-        for c in range(clusters):
-            members = values[assign == c]
-            if members.size:
-                centroids[c] = members.mean()
-    return centroids
-
-
 def make_layer(size=SIZE, in_features=None, *, density=DENSITY, codebook_size=CODEBOOK_SIZE,
                seed=0):
-    """The benchmark layer: ``(weight, codebook, bias, mult, shift)``.
-
-    Gaussian weights pruned to ``density`` by magnitude; the survivors clustered into
-    ``codebook_size - 1`` centroids quantised to int8 (the codebook's first value is 0).
-    """
-    rng = np.random.default_rng(seed)
-    k = size if in_features is None else in_features
-    w = rng.normal(size=(size, k))
-    keep = int(round(density * w.size))
-    cut = np.sort(np.abs(w).ravel())[-keep]
-    mask = np.abs(w) >= cut
-    centroids = _kmeans_1d(w[mask], codebook_size - 1)
-    scale = 127 / np.abs(centroids).max()
-    book = np.round(centroids * scale).astype(np.int64)
-    book[book == 0] = 1  # a centroid may not quantise to the pruned value
-    book = np.unique(book)
-    codebook = np.concatenate([[0], book])
-    nearest = np.abs(w[..., None] * scale - book).argmin(axis=-1)
-    weight = np.where(mask, book[nearest], 0)
-    bias = rng.integers(-2000, 2000, size=size)
-    return weight, codebook, bias, 1 << 10, 16
+    """The benchmark layer: ``(weight, codebook, bias, mult, shift)``
+    (:func:`nnaccel.gen.zoo.sparse_layer.make_layer`)."""
+    return sparse_layer.make_layer(size, in_features, density=density,
+                                   codebook_size=codebook_size, seed=seed)
 
 
 def _activations(rng, batch, k, active):
@@ -91,84 +75,55 @@ def _activations(rng, batch, k, active):
     return x
 
 
-class _Engine:
-    """One configuration: the engine, its AXI top level and its Verilog (lazily)."""
+#: The layer's name in the benchmark models.
+LAYER = "fc"
 
-    def __init__(self, weight, codebook, bias, mult, shift, n_pe, depth):
-        from .hw.common.dtype import DType
-        from .hw.common.outstage import StageKind
-        from .hw.sparse.engine import encode_weight
-        from .hw.sparse.format import choose_index_bits
-        from .hw.sparse.params import SparseParams
 
-        m, k = weight.shape
-        self.in_dtype, self.out_dtype = DType.parse("uint8"), DType.parse("uint8")
-        self.index = choose_index_bits(weight, n_pe, codebook=codebook)
-        self.params = SparseParams.for_layer(
-            weight=weight, bias=bias, pe=n_pe, queue_depth=depth, in_beat=min(IN_BEAT, k),
-            in_dtype=self.in_dtype, weight_dtype=DType.parse("int8"),
-            index_bits=self.index.index_bits, output_kind=StageKind.REQUANT,
-            out_dtype=self.out_dtype, mult=mult, shift=shift, relu=True)
-        self.args = dict(weight=weight, codebook=codebook)
-        self.matrix = encode_weight(self.params, weight, codebook)
-        self.out_latency = self.params.out_latency
-        self.weight, self.bias, self.mult, self.shift = weight, bias, mult, shift
-        self._path = None
+def sparse_options(n_pe, depth):
+    """``Options`` that put the layer on the sparse engine with ``n_pe`` PEs and queue depth
+    ``depth``."""
+    return Options(engines=((LAYER, Engine.SPARSE),),
+                   sparse=((LAYER, SparseChoice(n_pe, depth)),))
 
-    @property
-    def engine(self):
-        """A new engine (built only when it is simulated or synthesised: amaranth warns
-        about components that are built and never used)."""
-        from .hw.sparse.engine import SparseEngine
 
-        return SparseEngine(self.params, **self.args)
+class SparseBenchConfig:
+    """One configuration: the layer's model, its compiled plan, parameters and encoding."""
 
-    def reference(self, x):
-        from .hw.common import reference as ref
+    def __init__(self, weight, codebook, bias, mult, shift, n_pe, depth, *, name=None):
+        self.weight = np.asarray(weight)
+        name = name or f"sparse_n{n_pe}_d{depth}"
+        self.model = sparse_layer.sparse_model(weight, codebook, bias, mult, shift, name=name,
+                                               layer=LAYER)
+        self.plan = compile_plan(self.model, sparse_options(n_pe, depth))
+        self.params = self.plan.layers[0].params
+        self.matrix = encoded_matrix(self.plan.layers[0])
+        self.index = choose_index_bits(self.weight, n_pe, codebook=codebook)
 
-        acc = ref.linear_acc(self.weight, x, self.bias, 0, 255)
-        return ref.requant(acc, self.mult, self.shift, 0, 255)
+    def design(self):
+        """The generated design (built only when it is simulated or synthesised: amaranth
+        warns about components that are built and never used)."""
+        return Design(self.plan)
 
-    def model(self, x):
-        from .hw.sparse.reference import cycle_model
+    def model_report(self, x):
+        """The cycle model on the batch ``x`` (its non-zero activations), back to back."""
+        return self.params.cycle_report(self.matrix.column_counts(), x != 0)
 
-        return cycle_model(self.matrix.column_counts(), x != 0,
-                           in_beat=self.params.in_beat, queue_depth=self.params.queue_depth,
-                           rows_per_pe=self.params.rows_per_pe, out_latency=self.out_latency)
+    def simulate(self, x):
+        """Simulate ``x`` under Verilator, every output checked; returns the SimResult."""
+        from ..sim.design import simulate
 
-    def simulate(self, x, workdir):
-        from amaranth.back import verilog
-
-        from .hw.common.pipeline import AxisTop
-        from .sim.scoreboard import compare
-        from .sim.verilator import run
-
-        p = self.params
-        top = f"sparse_n{p.pe}_d{p.queue_depth}"
-        if self._path is None:
-            axis = AxisTop(self.engine, out_vector_beats=p.rows_per_pe)
-            self._path = Path(workdir) / f"{top}.v"
-            self._path.write_text(verilog.convert(axis, name=top, emit_src=False))
-        io = {"input": {"elements": p.in_features, "elements_per_beat": p.in_beat,
-                        "bits_per_element": 8},
-              "output": {"elements": p.out_features, "elements_per_beat": p.pe,
-                         "bits_per_element": 8}}
-        result = run(self._path, top, io, self.in_dtype.encode(x))
-        compare(self.reference(x), self.out_dtype.decode(result.outputs_bits),
-                f"{top} outputs")
+        _, result = simulate(self.design(), x)
         return result
 
 
 def _row(cfg, x, label, result, dense_cycles):
     """One result row from the model (and the Verilator result, when there is one)."""
-    rep = cfg.model(x)
+    rep = cfg.model_report(x)
     p = cfg.params
     measured = result is not None
     cpi = result.cycles_per_inference if measured else rep.cycles_per_inference
     entries = float(rep.entries.sum()) / len(x)
     busy = float(rep.busy.sum()) / len(x)
-    from .hw.sparse.reference import performed_macs
-
     nonzero_macs = performed_macs(cfg.weight, x)
     return {
         "n_pe": p.pe, "queue_depth": p.queue_depth, "activations": label,
@@ -178,9 +133,11 @@ def _row(cfg, x, label, result, dense_cycles):
         "cycles_per_inference": cpi,
         "model_cycles_per_inference": rep.cycles_per_inference,
         "model_error": abs(cpi - rep.cycles_per_inference) / rep.cycles_per_inference,
-        "cycles_total": int(result.cycles_total) if measured else rep.cycles_total,
+        "cycles_total": (int(result.cycles_total) - INPUT_LATENCY if measured
+                         else rep.cycles_total),
         "model_cycles_total": rep.cycles_total,
-        "latency_cycles": int(result.latency_cycles) if measured else int(rep.vector_end[0]),
+        "latency_cycles": (int(result.latency_cycles) - INPUT_LATENCY if measured
+                           else int(rep.vector_end[0])),
         "efficiency": rep.efficiency,
         "efficiency_measured": busy / (p.pe * cpi),
         "entries_per_pe_cycle": entries / (p.pe * cpi),
@@ -193,10 +150,7 @@ def _row(cfg, x, label, result, dense_cycles):
 
 
 def _plot(rows, busy_rows, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     colors = {4: "#4c72b0", 8: "#55a868", 16: "#c44e52"}
@@ -311,20 +265,6 @@ def _targets(rows, busy):
     return checks
 
 
-def _busy_layer(n_pe, size, k, codebook, seed):
-    """A (size, k) layer whose every column holds 8..16 entries per PE."""
-    rng = np.random.default_rng(seed)
-    rows = size // n_pe
-    w = np.zeros((size, k), dtype=np.int64)
-    values = codebook[1:]
-    for p in range(n_pe):
-        for j in range(k):
-            count = int(rng.integers(8, 17))
-            local = rng.choice(rows, size=min(count, rows), replace=False)
-            w[local * n_pe + p, j] = rng.choice(values, size=len(local))
-    return w
-
-
 def run_sparse_bench(outdir, *, quick=False, synthesis=True, log=print, size=SIZE,
                      verilator=True, pes=PES, depths=DEPTHS, board=BOARD):
     """Run the benchmark; write ``sparse.json``, ``sparse.md``, ``sparse.png`` in ``outdir``.
@@ -372,48 +312,47 @@ def run_sparse_bench(outdir, *, quick=False, synthesis=True, log=print, size=SIZ
                    "batch": BATCH, "rows": rows, "busy_columns": busy_rows,
                    "synthesis": synth, "targets": _targets(rows, busy_rows),
                    "seconds": round(time.monotonic() - started, 1)}
-        (outdir / "sparse.json").write_text(json.dumps(summary, indent=2) + "\n")
-        (outdir / "sparse.md").write_text(_markdown(summary))
+        write_results(outdir, "sparse", summary, _markdown(summary))
         return summary
 
-    with tempfile.TemporaryDirectory(prefix="nnaccel-sparse-") as work:
-        for n in pes:
-            for d in depths:
-                cfg = _Engine(weight, codebook, bias, mult, shift, n, d)
-                dense_cycles = cfg.params.dense_cycles
-                for label, x in inputs.items():
-                    result = cfg.simulate(x, work) if simulate_here(n, d) else None
-                    row = _row(cfg, x, label, result, dense_cycles)
-                    rows.append(row)
-                    log(f"  N={n:2} D={d:2} {label:5} {row['cycles_source']:9} "
-                        f"{row['cycles_per_inference']:8.1f} cycles/inf. (model "
-                        f"{row['model_cycles_per_inference']:.1f}), efficiency "
-                        f"{100 * row['efficiency']:.1f}%, speedup {row['speedup']:.2f}x")
-                save()
-        for n in pes:
-            w = _busy_layer(n, size, max(size // 8, 8), codebook, seed=n)
-            cfg = _Engine(w, codebook, np.zeros(size, dtype=np.int64), mult, shift, n, 8)
-            x = _activations(rng, BATCH, w.shape[1], 1.0)
-            result = cfg.simulate(x, work) if simulate_here(n, 8) else None
-            row = _row(cfg, x, "dense", result, cfg.params.dense_cycles)
-            busy_rows.append(row)
-            log(f"  busy columns N={n:2}: {row['entries_per_pe_cycle']:.3f} entries/PE/cycle "
-                f"({row['cycles_source']})")
-        save()
+    for n in pes:
+        for d in depths:
+            cfg = SparseBenchConfig(weight, codebook, bias, mult, shift, n, d)
+            dense_cycles = cfg.params.dense_cycles
+            for label, x in inputs.items():
+                result = cfg.simulate(x) if simulate_here(n, d) else None
+                row = _row(cfg, x, label, result, dense_cycles)
+                rows.append(row)
+                log(f"  N={n:2} D={d:2} {label:5} {row['cycles_source']:9} "
+                    f"{row['cycles_per_inference']:8.1f} cycles/inf. (model "
+                    f"{row['model_cycles_per_inference']:.1f}), efficiency "
+                    f"{100 * row['efficiency']:.1f}%, speedup {row['speedup']:.2f}x")
+            save()
+    for n in pes:
+        w = sparse_layer.busy_layer(n, size, max(size // 8, 8), codebook, seed=n)
+        cfg = SparseBenchConfig(w, codebook, np.zeros(size, dtype=np.int64), mult, shift, n, 8,
+                                name=f"sparse_busy_n{n}")
+        x = _activations(rng, BATCH, w.shape[1], 1.0)
+        result = cfg.simulate(x) if simulate_here(n, 8) else None
+        row = _row(cfg, x, "dense", result, cfg.params.dense_cycles)
+        busy_rows.append(row)
+        log(f"  busy columns N={n:2}: {row['entries_per_pe_cycle']:.3f} entries/PE/cycle "
+            f"({row['cycles_source']})")
+    save()
 
     if synthesis:
-        from .boards.build import build
+        from ..boards.build import build
 
         for n in pes:
-            cfg = _Engine(weight, codebook, bias, mult, shift, n, 8)
+            cfg = SparseBenchConfig(weight, codebook, bias, mult, shift, n, 8)
             cpi = next(r["cycles_per_inference"] for r in rows
                        if r["n_pe"] == n and r["queue_depth"] == 8
                        and r["activations"] == "dense")
             name = f"sparse_n{n}"
             log(f"  synthesis of {name} for {board} ...")
             try:
-                report = build(cfg.engine, board, outdir / f"{name}-{board}", name=name,
-                               log=log)
+                report = build(cfg.design().network, board, outdir / f"{name}-{board}",
+                               name=name, log=log)
             except Exception as exc:  # a failed build is a result too
                 synth.append({"n_pe": n, "error": str(exc).splitlines()[0]})
             else:
