@@ -4,12 +4,12 @@ Every output directory nnaccel writes (``generate``, ``import``, ``compress``, `
 ``demo``, and the library functions behind them) goes through :func:`atomic_directory`:
 
 * The path may be **absent**, an **empty directory**, or a **complete earlier output of the
-  same command**: a directory holding the marker file :data:`MARKER`, which names the command and
-  lists every file it wrote with its size and SHA-256, and nothing else. Anything else -- a
-  directory with other files, an earlier output that was changed or added to, another command's
-  output, a regular file, a symbolic link, the current directory or one of its parents, or a
-  path that is or contains one of the command's input files -- is refused with a
-  :class:`~nnaccel.gen.errors.UsageError` (exit status 2) and left untouched.
+  same command**: a directory holding the marker file :data:`MARKER`, which names the command
+  and lists every file (and directory and link) it wrote with its size and SHA-256, and nothing
+  else. Anything else -- a directory with other files, an earlier output that was changed or
+  added to, another command's output, a regular file, a symbolic link, the current directory or
+  one of its parents, or a path that is or contains one of the command's input files -- is
+  refused with a :class:`~nnaccel.gen.errors.UsageError` (exit status 2) and left untouched.
 * Replacing an earlier output needs ``force`` (the CLI's ``--force``); library callers that do
   not say otherwise replace their own earlier outputs (see :func:`output_policy`).
 * The new contents are written into a staging directory beside the path, named
@@ -95,21 +95,25 @@ def _sha256(path):
 
 
 def _listing(root):
-    """``{relative path: (size, sha256)}`` of the regular files below ``root`` (the marker
-    excluded), or a string naming the first entry that is neither a file nor a directory."""
-    files = {}
+    """``{relative path: (size, digest)}`` of everything below ``root`` (the marker excluded):
+    a regular file's size and SHA-256, ``(-1, "symlink:" + target)`` for a symbolic link (never
+    followed), ``(-2, "directory")`` for a directory; or a string naming the first entry of
+    another kind (a FIFO, a socket, a device), which nnaccel never writes."""
+    entries = {}
     for dirpath, dirnames, filenames in os.walk(root):
         for name in dirnames + filenames:
             full = os.path.join(dirpath, name)
             mode = os.lstat(full).st_mode
             rel = os.path.relpath(full, root)
             if stat.S_ISDIR(mode):
-                continue
-            if not stat.S_ISREG(mode):
+                entries[rel] = (-2, "directory")
+            elif stat.S_ISLNK(mode):
+                entries[rel] = (-1, "symlink:" + os.readlink(full))
+            elif not stat.S_ISREG(mode):
                 return rel
-            if rel != MARKER:
-                files[rel] = (os.lstat(full).st_size, _sha256(full))
-    return files
+            elif rel != MARKER:
+                entries[rel] = (os.lstat(full).st_size, _sha256(full))
+    return entries
 
 
 def _write_marker(root, command):

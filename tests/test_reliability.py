@@ -196,7 +196,7 @@ def test_earlier_output_is_replaced_only_with_force(tmp_path):
 
 
 @pytest.mark.parametrize("change", ["added", "edited", "removed", "other-command", "marker",
-                                    "symlink"])
+                                    "symlink", "empty-directory"])
 def test_an_altered_earlier_output_is_never_replaced(tmp_path, change):
     out = _earlier_output(tmp_path)
     if change == "added":
@@ -209,8 +209,10 @@ def test_an_altered_earlier_output_is_never_replaced(tmp_path, change):
         out = _earlier_output(tmp_path / "x", command="import")
     elif change == "marker":
         (out / MARKER).write_text("{" * 5000)
-    else:
+    elif change == "symlink":
         (out / "sub" / "link").symlink_to(tmp_path)
+    else:
+        (out / "sub" / "mine").mkdir()
     before = tree(tmp_path)
     for command in ("generate", "build") if change == "other-command" else ("generate", "import"):
         why = atomic.output_problem(out, command=command, force=True)
@@ -219,6 +221,18 @@ def test_an_altered_earlier_output_is_never_replaced(tmp_path, change):
             with atomic.atomic_directory(out, command=command, force=True):
                 raise AssertionError("not reached: the path is checked first")
     assert tree(tmp_path) == before
+
+
+def test_links_the_command_wrote_are_part_of_its_output(tmp_path):
+    out = tmp_path / "out"
+    for _ in range(2):
+        with atomic.atomic_directory(out, command="build", force=True) as tmp:
+            (tmp / "top.v").write_text("module top; endmodule\n")
+            (tmp / "latest.v").symlink_to("top.v")
+    assert os.readlink(out / "latest.v") == "top.v"
+    (out / "latest.v").unlink()
+    (out / "latest.v").symlink_to(tmp_path)
+    assert "changed" in atomic.output_problem(out, command="build", force=True)
 
 
 def test_a_path_that_changes_while_the_command_runs_is_not_replaced(tmp_path):
