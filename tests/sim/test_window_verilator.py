@@ -67,20 +67,25 @@ def io_of(in_dtype, in_elems, n_in, out_dtype, out_elems, n_out):
     return {"input": side(in_dtype, in_elems, n_in), "output": side(out_dtype, out_elems, n_out)}
 
 
-WINDOW = WindowParams(channels=4, height=7, width=6, kernel=(3, 2), stride=(2, 1),
-                      dilation=(1, 2), padding=(1, 2, 0, 1), pad_value=-5, dtype="int4",
-                      n_in=4, n_out=2)
+WINDOWS = {
+    "part-of-pixel": WindowParams(channels=4, height=7, width=6, kernel=(3, 2), stride=(2, 1),
+                                  dilation=(1, 2), padding=(1, 2, 0, 1), pad_value=-5,
+                                  dtype="int4", n_in=4, n_out=2),
+    "kernel-row-per-beat": WindowParams(channels=3, height=6, width=7, kernel=3, padding=1,
+                                        pad_value=1, dtype="bipolar", n_in=3, n_out=9),
+}
 POOL = PoolParams(kind="sum", channels=4, height=7, width=5, kernel=(3, 2), padding=(1, 0, 1, 1),
                   dtype="uint4", n=2, out_kind="requant", out_dtype="uint4",
                   mult=[7000, 9000, 12000, 30000], shift=15)
 
 
-@pytest.fixture(scope="module")
-def window_design(tmp_path_factory):
+@pytest.fixture(scope="module", params=list(WINDOWS))
+def window_design(request, tmp_path_factory):
+    params = WINDOWS[request.param]
     path = tmp_path_factory.mktemp("window") / "window_top.v"
-    top = AxisWrapper(WindowUnit(WINDOW), WINDOW.out_beats)
+    top = AxisWrapper(WindowUnit(params), params.out_beats)
     path.write_text(verilog.convert(top, name="window_top", emit_src=False))
-    return path
+    return params, path
 
 
 @pytest.fixture(scope="module")
@@ -94,13 +99,13 @@ def pool_design(tmp_path_factory):
 @pytest.mark.verilator
 @pytest.mark.parametrize(("idle", "stall"), PATTERNS, ids=IDS)
 def test_window_unit_bit_exact(window_design, idle, stall):
-    p = WINDOW
+    p, path = window_design
     rng = np.random.default_rng(int(idle * 10 + stall * 100))
     maps = [random_map(rng, p.dtype, p.channels, p.height, p.width) for _ in range(5)]
     x_bits = np.stack([p.dtype.encode(to_hwc(x)) for x in maps])
     io = io_of(p.dtype, p.height * p.width * p.channels, p.n_in, p.dtype,
                p.out_beats * p.n_out, p.n_out)
-    result = run(window_design, "window_top", io, x_bits, idle=idle, stall=stall, seed=3)
+    result = run(path, "window_top", io, x_bits, idle=idle, stall=stall, seed=3)
     expected = np.stack([p.dtype.encode(patch_stream(x, p)) for x in maps])
     assert compare(expected, result.outputs_bits, "window patches") == expected.size
     if not idle and not stall:
