@@ -11,7 +11,7 @@ import pytest
 from nnaccel.cli import main
 from nnaccel.gen.errors import ModelError
 from nnaccel.gen.generate import generate
-from nnaccel.gen.ir import DType, Layer, Model, Op, OutputKind, OutputStage, readonly
+from nnaccel.gen.ir import DType, DTypeKind, Layer, Model, Op, OutputKind, OutputStage, readonly
 from nnaccel.gen.model_io import write_model
 from nnaccel.gen.plan import ArrayChoice, Engine, Options, SparseChoice
 from nnaccel.hw.systolic.params import Dataflow
@@ -28,7 +28,7 @@ BIPOLAR = DType.parse("bipolar")
 
 
 def _layer(rng, name, in_dtype, m, k, density, last, weight_dtype=I8):
-    if weight_dtype is BIPOLAR or weight_dtype.kind.value == "bipolar":
+    if weight_dtype.kind is DTypeKind.BIPOLAR:
         w = rng.choice([-1, 1], size=(m, k))
     else:
         w = rng.integers(-8, 8, size=(m, k), endpoint=True)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from nnaccel.hw.common.dtype import DType
+from nnaccel.hw.common.dtype import DType, DTypeKind
 from nnaccel.hw.common.memory import Storage
 from nnaccel.hw.common.reference import linear_acc
 from nnaccel.hw.mvu.engine import MVUCore
@@ -13,7 +13,7 @@ from nnaccel.sim.amsim import STALL_PATTERNS, from_beats, run_stream_test, to_be
 
 
 def random_values(rng, dtype, shape):
-    if dtype.kind.value == "bipolar":
+    if dtype.kind is DTypeKind.BIPOLAR:
         return rng.choice([-1, 1], size=shape)
     return rng.integers(dtype.lo, dtype.hi + 1, size=shape, endpoint=False)
 

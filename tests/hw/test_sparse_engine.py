@@ -8,7 +8,7 @@ from amaranth import Module
 from amaranth.sim import Simulator
 
 from nnaccel.hw.common import reference as ref
-from nnaccel.hw.common.dtype import DType
+from nnaccel.hw.common.dtype import DType, DTypeKind
 from nnaccel.hw.sparse.engine import SparseCore, SparseEngine, check_matrix, encode_weight
 from nnaccel.hw.sparse.format import encode
 from nnaccel.hw.sparse.params import SparseParams
@@ -61,7 +61,7 @@ def sparse_weight(rng, dtype, shape, density, codebook=None):
 
 
 def activations(rng, dtype, batch, k, density):
-    if dtype.kind.value == "bipolar":
+    if dtype.kind is DTypeKind.BIPOLAR:
         return rng.choice([-1, 1], size=(batch, k))
     x = rng.integers(dtype.lo, dtype.hi + 1, size=(batch, k))
     return x * (rng.random((batch, k)) < density)

@@ -7,7 +7,7 @@ from amaranth import Module
 from amaranth.sim import Simulator
 
 from nnaccel.hw.common import reference as ref
-from nnaccel.hw.common.dtype import DType
+from nnaccel.hw.common.dtype import DType, DTypeKind
 from nnaccel.hw.systolic.engine import SystolicEngine
 from nnaccel.hw.systolic.params import Dataflow, SystolicParams
 from nnaccel.hw.systolic.reference import os_weight_words, tile_psum_bounds, ws_weight_words
@@ -27,7 +27,7 @@ def layer(rng, m, k, wdt, xdt, kind, out):
         shift = max(span.bit_length() - out.bits + 2, 0)
         stage.update(mult=rng.integers(1, 4, size=m), shift=shift, relu=bool(rng.integers(2)))
     elif kind == "threshold":
-        levels = 1 if out.kind.value == "bipolar" else (1 << out.bits) - 1
+        levels = 1 if out.kind is DTypeKind.BIPOLAR else (1 << out.bits) - 1
         t = np.sort(rng.integers(int(min(lo)) // 4, int(max(hi)) // 4 + 1, size=(m, levels)))
         stage.update(thresholds=t)
     return w, bias, stage
