@@ -250,9 +250,11 @@ def publish(staging, path, *, command=None, force=None, inputs=None):
     """Write the marker into the finished directory ``staging`` and rename it to ``path``,
     checking ``path`` again first (it may have changed while the command ran). An earlier
     output at ``path`` is renamed aside, then removed; ``path`` is absent only between the two
-    renames."""
+    renames. The directory gets the mode ``mkdir`` would give it under the current umask
+    (``tempfile.mkdtemp`` makes it 0700)."""
     pol = _policy(command, force, inputs, None)
     path = Path(path)
+    os.chmod(staging, 0o777 & ~_umask())
     _write_marker(staging, pol.command)
     check_output(path, command=pol.command, force=pol.force, inputs=pol.inputs)
     old = None
@@ -283,7 +285,6 @@ def atomic_directory(path, *, command=None, force=None, inputs=None):
 
     ``path`` is checked before anything is created (:func:`check_output`), and again before the
     swap. ``command``, ``force`` and ``inputs`` default to the current :func:`output_policy`.
-    The new directory gets the mode ``mkdir`` would give it under the current umask.
 
     Raises
     ------
@@ -297,7 +298,6 @@ def atomic_directory(path, *, command=None, force=None, inputs=None):
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.nnaccel-stage-{os.getpid()}-",
                                 dir=path.parent))
     try:
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700
         yield tmp
         publish(tmp, path, command=pol.command, force=pol.force, inputs=pol.inputs)
     except BaseException:
