@@ -651,6 +651,7 @@ def _fake_simulation(monkeypatch, wrong):
 
     def fake_simulate(design, X, **kwargs):
         assert kwargs["check"] is False
+        assert (kwargs["idle"], kwargs["stall"]) == ((cli.STRESS,) * 2 if wrong else (0.0, 0.0))
         out = np.array(design.plan.model.forward(X), dtype=np.int64)
         if wrong:
             out[1, 0] += 1
@@ -667,11 +668,12 @@ def test_run_verilator_reports_whether_outputs_match(good, tmp_path, capsys, mon
     x = tmp_path / "x.npy"
     np.save(x, np.array([[1, 2, 3, 4], [-8, 7, 0, 1], [0, 0, 0, 0]]))
     status = cli.main(["run", str(good), "--input", str(x), "--backend", "verilator",
-                       "--json"])
+                       "--json", *(["--stress"] if wrong else [])])
     captured = capsys.readouterr()
     assert "Traceback" not in captured.err
     result = json.loads(captured.out)
     assert result["matches_reference"] is (not wrong)
+    assert result["idle"] == result["stall"] == (cli.STRESS if wrong else 0.0)
     if wrong:
         assert status == 1
         assert result["first_mismatch"]["vector"] == 1
