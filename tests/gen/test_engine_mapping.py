@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from nnaccel.cli import main
-from nnaccel.gen.errors import ModelError
+from nnaccel.gen.errors import ModelError, UsageError
 from nnaccel.gen.generate import generate
 from nnaccel.gen.ir import DType, DTypeKind, Layer, Model, Op, OutputKind, OutputStage, readonly
 from nnaccel.gen.model_io import write_model
@@ -144,6 +144,17 @@ def test_overrides_and_mixed_mvu_folds():
     assert (fc2["rows"], fc2["cols"], fc2["dataflow"]) == (4, 2, "os")
     pe, simd = fc0["pe"], fc1["in_beat"]
     assert pe % simd == 0 or simd % pe == 0
+
+
+def test_dsp_cells_of_a_forced_array():
+    model = mixed_model(5, [12, 16, 8, 6], [1.0, 1.0, 1.0])
+    opts = Options(batch=2, arrays=(("fc1", ArrayChoice(4, 2, Dataflow.WS, dsp_cells=3)),))
+    design = generate(model, opts)
+    assert design.plan.layers[1].params.dsp_cells == 3
+    assert design.plan.layers[2].params.dsp_cells == design.plan.layers[2].params.lanes
+    bad = Options(batch=2, arrays=(("fc1", ArrayChoice(4, 2, dsp_cells=9)),))
+    with pytest.raises(UsageError, match="dsp_cells 9 must be between 0 and the array's 8"):
+        generate(model, bad)
 
 
 @pytest.mark.parametrize("args, field", [

@@ -24,6 +24,8 @@ from amaranth.sim import Simulator
 from nnaccel.gen.folding import Fold, fold_cycles
 from nnaccel.gen.generate import generate
 from nnaccel.gen.plan import Engine, Options
+from nnaccel.hw.common.dtype import DTypeKind
+from nnaccel.hw.common.pipeline import INPUT_LATENCY
 from nnaccel.sim.amsim import StallPattern, run_stream_test, send
 from nnaccel.sim.packing import beats_per_vector, pack, unpack
 
@@ -196,3 +198,35 @@ def test_prime_shapes_and_k1():
     ends = run_back_to_back(design, random_inputs(rng, model.input_dtype, (BACK_TO_BACK, 1)))
     rate = (ends[-1] - ends[WARMUP]) / (BACK_TO_BACK - 1 - WARMUP)
     assert abs(rate - 3) <= TOLERANCE * 3  # fc0: ceil(13/5) * 1; fc1: 1 * 3; fc2: 3 * 1
+
+
+@pytest.mark.parametrize("engine", [Engine.MVU, Engine.SYSTOLIC, Engine.SPARSE])
+def test_input_latency_in_front_of_the_first_engine(engine):
+    """A beat taken by an idle design reaches its first engine INPUT_LATENCY cycles later (the
+    benchmarks count an engine's cycles from there)."""
+    rng = np.random.default_rng(3)
+    model = random_model(rng, name="lat", layers=1, sizes=[12, 6])
+    while engine is not Engine.MVU and DTypeKind.BIPOLAR in (
+            model.layers[0].in_dtype.kind, model.layers[0].weight_dtype.kind):
+        model = random_model(rng, name="lat", layers=1, sizes=[12, 6])
+    design = generate(model, Options(engines=(("fc0", engine),), batch=2))
+    top = design.top
+    first = design.network.stages[0].engine
+    taken = {}
+
+    async def bench(ctx):
+        ctx.set(top.m_axis_tready, 1)
+        ctx.set(top.s_axis_tvalid, 1)
+        for cycle in range(20):
+            if ctx.get(top.s_axis_tvalid) and ctx.get(top.s_axis_tready) and "in" not in taken:
+                taken["in"] = cycle
+            if ctx.get(first.i_data.valid) and ctx.get(first.i_data.ready) \
+                    and "engine" not in taken:
+                taken["engine"] = cycle
+            await ctx.tick()
+
+    sim = Simulator(top)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    assert taken["engine"] - taken["in"] == INPUT_LATENCY
