@@ -7,8 +7,10 @@ import copy
 import numpy as np
 
 from nnaccel.gen.model_io import model_from_arrays
+from nnaccel.hw.common import reference as ref
 
-__all__ = ["tiny_res_doc", "tiny_res", "every_feature_doc", "every_feature", "layer_of"]
+__all__ = ["tiny_res_doc", "tiny_res", "every_feature_doc", "every_feature", "random_cnn_doc",
+           "random_cnn", "layer_of", "copy_doc"]
 
 
 def layer_of(doc, name):
@@ -124,3 +126,134 @@ def every_feature(seed=0):
 def copy_doc(doc, arrays):
     """Deep copies, to mutate."""
     return copy.deepcopy(doc), {k: np.array(v) for k, v in arrays.items()}
+
+
+def _window_ok(size, kernel, stride, dilation, before, after):
+    return size + before + after - dilation * (kernel - 1) - 1 >= 0
+
+
+def _requant_for(rng, channels, typical, dtype):
+    """A requant stage mapping accumulators of about ``typical`` onto ``dtype``'s range."""
+    levels = 7 if dtype.startswith("int") else 15
+    return {"kind": "requant", "shift": 16, "dtype": dtype, "relu": bool(rng.random() < 0.3),
+            "mult": [int(v) for v in _mult(rng, channels, typical, levels, 16)]}
+
+
+def random_cnn_doc(seed):
+    """(doc, arrays) of a random valid chain of 1..3 spatial layers and a dense head, covering
+    the cases SPEC 2.1b names: odd maps, C = 1, 1x1 and non-square kernels up to 5, strides
+    1..3, dilations 1..2, asymmetric padding, groups and depthwise convolutions with a channel
+    multiplier, bipolar maps padded with -1 or +1 (every fourth seed), max and sum pools whose
+    windows do not divide the map, global pooling."""
+    rng = np.random.default_rng(seed)
+    bipolar = seed % 4 == 3
+    c, h, w = int(rng.choice([1, 2, 3])), int(rng.integers(3, 12)), int(rng.integers(3, 12))
+    dtype = "bipolar" if bipolar else str(rng.choice(["uint4", "int4"]))
+    doc = {"format": "nnaccel-model/1", "name": f"random_cnn_{seed}",
+           "input": {"shape": [c, h, w], "dtype": dtype}, "layers": []}
+    arrays = {}
+    lo, hi = (-8, 7) if dtype == "int4" else (0, 15)
+    sample = rng.integers(lo, hi, size=(16, c, h, w), endpoint=True)
+    if bipolar:
+        sample = np.where(sample > 7, 1, -1)
+    for n in range(int(rng.integers(1, 4))):
+        name = f"l{n}"
+        op = "conv2d" if n == 0 or rng.random() < 0.6 else str(
+            rng.choice(["maxpool2d", "sumpool2d"]))
+        if op == "conv2d":
+            spec = _random_conv(rng, name, (c, h, w), dtype, arrays)
+        else:
+            spec = _random_pool(rng, name, op, (c, h, w), dtype)
+        doc["layers"].append(spec)
+        model = model_from_arrays(doc, arrays)  # the chain so far: valid on its own
+        if spec.get("output", {}).get("kind") == "requant":
+            _calibrate(model, spec, sample)
+            model = model_from_arrays(doc, arrays)
+        c, h, w = model.layer(name).out_shape
+        dtype = str(model.layer(name).out_dtype)
+    wdtype = "bipolar" if dtype == "bipolar" else "int8"
+    arrays["fc.w"] = (rng.choice([-1, 1], size=(5, c * h * w)) if wdtype == "bipolar"
+                      else rng.integers(-128, 128, size=(5, c * h * w)))
+    doc["layers"].append({"name": "fc", "op": "linear", "weight": "fc.w", "weight_dtype": wdtype,
+                          "output": {"kind": "identity"}})
+    return doc, arrays
+
+
+def _calibrate(model, spec, sample):
+    """Set a requant layer's per-channel ``mult`` so its accumulators on ``sample`` spread over
+    the output dtype (about +-2.5 standard deviations fill the range)."""
+    layer = model.layers[-1]
+    x = model.forward(sample, upto=len(model.layers) - 1)
+    if layer.op.value == "conv2d":
+        acc = ref.conv2d_acc(layer.weight, x, layer.bias, groups=layer.groups,
+                             stride=layer.stride, dilation=layer.dilation,
+                             padding=layer.padding, pad_value=layer.pad_value)
+    else:
+        acc = ref.pool2d(x, "sum", layer.kernel, layer.stride, layer.padding)
+    levels = 8 if spec["output"]["dtype"].startswith("int") else 16
+    spread = np.asarray(acc, dtype=np.float64).std(axis=(0, 2, 3)) * 5 + 1
+    mult = np.clip(np.round(levels * (1 << 16) / spread), 1, (1 << 31) - 1)
+    spec["output"]["mult"] = [int(v) for v in mult]
+
+
+def _random_conv(rng, name, in_shape, dtype, arrays):
+    c, h, w = in_shape
+    while True:
+        kind = rng.choice(["dense", "depthwise", "grouped"])
+        if kind == "depthwise":
+            groups, m = c, c * int(rng.integers(1, 3))
+        elif kind == "grouped" and c > 1:
+            groups = int(rng.choice([g for g in range(2, c + 1) if c % g == 0]))
+            m = groups * int(rng.integers(1, 3))
+        else:
+            groups, m = 1, int(rng.integers(1, 5))
+        kh, kw = (1, 1) if rng.random() < 0.2 else (int(v) for v in rng.integers(1, 6, size=2))
+        stride = [int(v) for v in rng.integers(1, 4, size=2)]
+        dilation = [int(v) for v in rng.integers(1, 3, size=2)]
+        padding = [int(v) for v in rng.integers(0, 3, size=4)]
+        if (_window_ok(h, kh, stride[0], dilation[0], padding[0], padding[2])
+                and _window_ok(w, kw, stride[1], dilation[1], padding[1], padding[3])):
+            break
+    spec = {"name": name, "op": "conv2d", "weight": f"{name}.w", "groups": groups,
+            "stride": stride, "dilation": dilation, "padding": padding}
+    patch = (c // groups) * kh * kw
+    if dtype == "bipolar":
+        arrays[f"{name}.w"] = rng.choice([-1, 1], size=(m, c // groups, kh, kw))
+        spec["weight_dtype"] = "bipolar"
+        spec["pad_value"] = int(rng.choice([-1, 1]))
+        spread = max(1, int(np.sqrt(patch)))
+        t = rng.integers(-spread, spread + 1, size=(m, 1))
+        arrays[f"{name}.t"] = t
+        spec["output"] = {"kind": "threshold", "thresholds": f"{name}.t", "dtype": "bipolar"}
+    else:
+        arrays[f"{name}.w"] = rng.integers(-8, 8, size=(m, c // groups, kh, kw))
+        spec["weight_dtype"] = "int4"
+        spec["pad_value"] = int(rng.integers(0, 8))
+        arrays[f"{name}.b"] = rng.integers(-20, 21, size=m)
+        spec["bias"] = f"{name}.b"
+        spec["output"] = _requant_for(rng, m, int(16 * np.sqrt(patch)) + 1,
+                                      str(rng.choice(["uint4", "int4"])))
+    return spec
+
+
+def _random_pool(rng, name, op, in_shape, dtype):
+    c, h, w = in_shape
+    if rng.random() < 0.25:
+        kernel, stride, padding = [h, w], [h, w], [0, 0, 0, 0]  # global
+    else:
+        kernel = [int(rng.integers(1, min(h, 3) + 1)), int(rng.integers(1, min(w, 3) + 1))]
+        stride = [int(v) for v in rng.integers(1, 4, size=2)]
+        padding = [int(rng.integers(0, k)) for k in (kernel[0], kernel[1])] * 2
+    spec = {"name": name, "op": op, "kernel": kernel, "stride": stride, "padding": padding}
+    if op == "sumpool2d":
+        if dtype == "bipolar":
+            spec["output"] = {"kind": "threshold", "thresholds": [[0]], "dtype": "bipolar"}
+        else:
+            spec["output"] = _requant_for(rng, c, 8 * kernel[0] * kernel[1],
+                                          str(rng.choice(["uint4", "int4"])))
+    return spec
+
+
+def random_cnn(seed):
+    """:func:`random_cnn_doc` read into a validated Model."""
+    return model_from_arrays(*random_cnn_doc(seed))

@@ -14,7 +14,7 @@ from nnaccel.gen.ir import Layer, Model, Op, OutputKind, OutputStage
 from nnaccel.gen.model_io import model_from_arrays, model_to_json, read_model, write_model
 from nnaccel.hw.common.dtype import DType
 
-from .cnn_models import copy_doc, every_feature_doc, layer_of, tiny_res_doc
+from .cnn_models import copy_doc, every_feature_doc, layer_of, random_cnn_doc, tiny_res_doc
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
@@ -95,7 +95,66 @@ def spec_every_feature(a, x):
     return j.reshape(len(x), -1) @ a["f.w"].T
 
 
+def t_sumpool_padded(x, kernel, stride, padding):
+    top, left, bottom, right = padding
+    xp = F.pad(torch.tensor(np.asarray(x), dtype=torch.float64), (left, right, top, bottom))
+    return F.avg_pool2d(xp, kernel, stride, divisor_override=1).numpy().astype(np.int64)
+
+
+def spec_stage(acc, out, arrays):
+    """SPEC 2.2 for a stage as written in model.json (requant limits from the dtype name)."""
+    if out["kind"] == "identity":
+        return np.asarray(acc)
+    if out["kind"] == "threshold":
+        t = out["thresholds"]
+        count = threshold(acc, arrays[t] if isinstance(t, str) else np.asarray(t))
+        return 2 * count - 1 if out["dtype"] == "bipolar" else count
+    bits = int(out["dtype"].lstrip("uint"))
+    lo, hi = (0, 2 ** bits - 1) if out["dtype"].startswith("u") else \
+        (-2 ** (bits - 1), 2 ** (bits - 1) - 1)
+    return requant(acc, out["mult"], out["shift"], 0 if out.get("relu") else lo, hi)
+
+
+def spec_chain(doc, arrays, x):
+    """A chain model evaluated straight from its document, on torch and Python integers."""
+    for spec in doc["layers"]:
+        op = spec["op"]
+        if op == "conv2d":
+            acc = t_conv(x, arrays[spec["weight"]], arrays.get(spec.get("bias")),
+                         spec.get("stride", (1, 1)), spec.get("dilation", (1, 1)),
+                         spec.get("padding", (0, 0, 0, 0)), spec.get("pad_value", 0),
+                         spec.get("groups", 1))
+        elif op == "maxpool2d":
+            x = t_maxpool(x, spec["kernel"], spec.get("stride", spec["kernel"]),
+                          spec.get("padding", (0, 0, 0, 0)))
+            continue
+        elif op == "sumpool2d":
+            acc = t_sumpool_padded(x, spec["kernel"], spec.get("stride", spec["kernel"]),
+                                   spec.get("padding", (0, 0, 0, 0)))
+        else:
+            acc = x.reshape(len(x), -1) @ arrays[spec["weight"]].T
+        x = spec_stage(acc, spec["output"], arrays)
+    return x
+
+
 # --- good models --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_random_cnn_runs_as_the_spec_says(seed, tmp_path):
+    """Random chains over the SPEC 2.1b cases (tests/gen/cnn_models.py), evaluated from the
+    document; every eighth one also written and read back."""
+    doc, arrays = random_cnn_doc(seed)
+    model = model_from_arrays(doc, arrays)
+    rng = np.random.default_rng(seed)
+    dt = model.input_dtype
+    x = rng.integers(dt.lo, dt.hi, size=(4, *model.input_shape), endpoint=True)
+    if str(dt) == "bipolar":
+        x = np.where(x > 0, 1, -1)
+    assert np.array_equal(model.forward(x), spec_chain(doc, arrays, x))
+    if seed % 8 == 0:
+        back = read_model(write_model(model, tmp_path / "m"))
+        assert np.array_equal(back.forward(x), model.forward(x))
 
 
 @pytest.mark.parametrize("seed", range(3))
