@@ -526,3 +526,32 @@ def test_cli_run_numpy_on_a_graph(tmp_path, capsys):
     y = np.load(tmp_path / "y.npy")
     assert y.shape == (3, 4, 4, 4)
     assert np.array_equal(y.reshape(3, -1), expected)
+
+
+# --- no input makes the reader fail other than with a ModelError --------------------------------
+
+_FUZZ_VALUES = [None, True, 0, 1, -1, 3, 65536, 1 << 40, 1.5, "x", "", "input", "g", "cat", [],
+                [0], [1, 1], [0, 0, 0, 0], [1, 1, 1, 1], [-1, 0], [[1]], ["g", "g"], ["input"],
+                {}, {"kind": "identity"}, [1 << 70, 1], [3, 3], [1, 2, 3], "bipolar", "int4",
+                [9, 9], [100, 100, 100, 100]]
+_FUZZ_KEYS = ["inputs", "kernel", "stride", "dilation", "padding", "pad_value", "groups",
+              "scales", "weight", "bias", "output", "op", "codebook", "indices", "weight_dtype",
+              "name"]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_random_corruptions_give_model_errors_only(seed):
+    rng = np.random.default_rng(seed)
+    for _ in range(100):
+        doc, arrays = copy_doc(*(every_feature_doc(0) if rng.random() < 0.7 else tiny_res_doc(0)))
+        for _ in range(int(rng.integers(1, 4))):
+            spec = doc["layers"][int(rng.integers(len(doc["layers"])))]
+            key = _FUZZ_KEYS[int(rng.integers(len(_FUZZ_KEYS)))]
+            if key in spec and rng.random() < 0.15:
+                del spec[key]
+            else:
+                spec[key] = _FUZZ_VALUES[int(rng.integers(len(_FUZZ_VALUES)))]
+        try:
+            model_from_arrays(doc, arrays)
+        except ModelError as e:
+            assert "\n" not in str(e)
