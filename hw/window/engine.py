@@ -178,7 +178,6 @@ class WindowUnit(wiring.Component):
                       base_addr.eq(wrap(base_addr + row_offset(p.height))),
                       row0.eq(wrap(base_addr + row_offset(p.height - top)))]),
                 ])
-        return m
 
 
 def word_const(p):
