@@ -18,10 +18,13 @@ from .gen.names import name_problem, safe_name
 
 __all__ = ["main", "build_parser"]
 
-_FOLD = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=([0-9]+)x([0-9]+)\Z")
+# (numbers of at most 9 digits: sizes, never thousands of digits that int() refuses)
+_FOLD = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=([0-9]{1,9})x([0-9]{1,9})\Z")
 _ASSIGN = re.compile(r"(?:([A-Za-z_][A-Za-z0-9_]*)=)?([a-z]+)\Z")
-_ARRAY = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=([0-9]+)x([0-9]+)(?:,([a-z]+))?\Z")
-_SPARSE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=([0-9]+)(?:,([0-9]+))?\Z")
+_ARRAY = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=([0-9]{1,9})x([0-9]{1,9})(?:,([a-z]+))?\Z")
+_SPARSE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=([0-9]{1,9})(?:,([0-9]{1,9}))?\Z")
+#: The largest count an option takes (cycles, lanes, batch, ...).
+_MAX_COUNT = (1 << 31) - 1
 
 
 def log(message):
@@ -29,14 +32,23 @@ def log(message):
     print(message, file=sys.stderr, flush=True)
 
 
-def _positive(text):
+def _positive(text, largest=_MAX_COUNT):
     try:
-        value = int(text)
+        value = int(text) if len(text) <= 20 else 0
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, not {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, not {text!r}")
+        value = 0
+    if not 1 <= value <= largest:
+        raise argparse.ArgumentTypeError(f"expected a positive integer up to {largest}, not "
+                                         f"{text[:40]!r}{'...' if len(text) > 40 else ''}")
     return value
+
+
+#: The largest ``--batch``: generation time grows with it (65536 takes seconds, 2**20 minutes).
+MAX_BATCH = 1 << 16
+
+
+def _batch(text):
+    return _positive(text, MAX_BATCH)
 
 
 def _probability(text):
@@ -65,7 +77,7 @@ def _add_generate_options(p):
     g.add_argument("--weight-storage", action="append", default=[], metavar="[LAYER=]WHERE",
                    help="auto (default: constants when a layer is fully unfolded, else block "
                         "RAM), bram or logic; for all layers or one (repeatable)")
-    g.add_argument("--batch", type=_positive, default=1, metavar="B",
+    g.add_argument("--batch", type=_batch, default=1, metavar="B",
                    help="generate for batches of B vectors (dense layers prefer the systolic "
                         "engine); run pads its input to a multiple of B")
     g.add_argument("--array", action="append", default=[], metavar="LAYER=RxC[,ws|os]",

@@ -425,6 +425,24 @@ def test_input_shape_is_multiplied_exactly(tmp_path, capsys):
     refused(capsys, ["run", model, "--input", "x.npy"], "'input.shape'", "36893488147419103240")
 
 
+@pytest.mark.parametrize(("option", "needle"), [
+    (["--fold", "fc1=" + "9" * 5000 + "x1"], "--fold"),
+    (["--array", "fc1=" + "9" * 5000 + "x1"], "--array"),
+    (["--sparse", "fc1=" + "9" * 5000], "--sparse"),
+    (["--target-cycles", "9" * 5000], "--target-cycles"),
+    (["--batch", str(2**31 - 1)], "--batch"),   # generation time grows with B: bounded
+    (["--max-lanes", "9" * 30], "--max-lanes"),
+])
+def test_huge_numbers_in_options(good, tmp_path, capsys, option, needle):
+    with pytest.raises(SystemExit) as info:
+        if cli.main(["generate", str(good), "-o", str(tmp_path / "out"), *option]) == 2:
+            raise SystemExit(2)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "internal error" not in err and needle in err
+    assert not (tmp_path / "out").exists()
+
+
 def test_memory_error_names_the_field(tmp_path, capsys, monkeypatch, good):
     def no_memory(*args, **kwargs):
         raise MemoryError
