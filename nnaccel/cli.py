@@ -318,7 +318,11 @@ def cmd_run(args):
     result = {"backend": args.backend, "model": model.name, "vectors": len(X)}
     status = 0
     if args.backend == "numpy":
-        outputs = model.forward(X)
+        try:
+            outputs = model.forward(X)
+        except MemoryError:
+            raise UsageError(f"field 'input': {len(X)} vectors through {model.name} do not fit "
+                             "in memory; run fewer at a time") from None
     else:
         from .sim.design import first_mismatch, simulate
 

@@ -453,6 +453,19 @@ def test_memory_error_names_the_field(tmp_path, capsys, monkeypatch, good):
     assert not (tmp_path / "out").exists()
 
 
+def test_memory_error_while_running_names_the_input(good, tmp_path, capsys, monkeypatch):
+    from nnaccel.gen.ir import Model
+
+    def no_memory(self, X):
+        raise MemoryError
+
+    monkeypatch.setattr(Model, "forward", no_memory)
+    np.save(tmp_path / "x.npy", np.zeros((3, 4), dtype=np.int8))
+    refused(capsys, ["run", good, "--input", tmp_path / "x.npy", "--output", tmp_path / "y.npy"],
+            "field 'input'", "3 vectors", "memory")
+    assert not (tmp_path / "y.npy").exists()
+
+
 def test_shared_thresholds_stay_one_row(tmp_path):
     """(1, L) thresholds over M channels are a broadcast view, and the reference never builds
     an (M, L) array: 200,000 x 4,000 would be 6.4 GB as int64, 3.2 GB as booleans for four
