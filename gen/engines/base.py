@@ -19,8 +19,8 @@ passes and the emitter ask about its engine, so no other file branches on the en
 ``dump``            its fields of ``generate --dump-ir``
 ==================  ======================================================================
 
-Adapters are stateless; every method takes the :class:`~nnaccel.gen.plan.LayerPlan` and returns
-a new one or a value.
+Adapters are stateless: their methods take a layer or its :class:`~nnaccel.gen.plan.LayerPlan`
+and return a new LayerPlan or a value.
 """
 
 import enum
