@@ -226,14 +226,19 @@ class WindowParams:
 
     @property
     def buffer_rows(self):
-        """Rows held by the line buffer: ``span_rows + SH + 1``.
+        """Rows held by the line buffer: ``span_rows + SH``, plus one when the output is not at
+        least twice as slow as the input.
 
         The window's rows, plus the ``SH`` rows the next output row needs (written while the
-        current one is emitted, so the input never waits for a whole output row), plus one row of
-        slack so that a producer and a consumer running at the same rate never wait on each
-        other at row boundaries.
+        current one is emitted, so the input never waits for a whole output row). When the
+        output takes fewer than twice the cycles per output row that the input does
+        (``OW*KH*KW*C/n_out < 2 * SH * row_cycles``, e.g. pooling with the stride equal to the
+        kernel), one more row of slack keeps a writer and a reader running at about the same
+        rate from waiting on each other at every row boundary.
         """
-        return self.span_rows + self.stride[0] + 1
+        out_per_row = self.out_width * self.patch_elems // self.n_out
+        slack = 1 if out_per_row < 2 * self.stride[0] * self.row_cycles else 0
+        return self.span_rows + self.stride[0] + slack
 
     @property
     def row_words(self):
