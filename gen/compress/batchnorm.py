@@ -1,8 +1,9 @@
-"""Batch-norm folding into the preceding linear layer (for ReLU networks).
+"""Batch-norm folding into the preceding linear or convolutional layer (for ReLU networks).
 
 ``BN(W h + b) = W' h + b'`` with ``W' = diag(g) W``, ``b' = g (b - mean) + beta`` and
-``g = gamma / sqrt(var + eps)``: exact in real arithmetic, so the folded float network computes
-the same function up to float rounding.
+``g = gamma / sqrt(var + eps)``, per output channel (a convolution's ``W'[m] = g[m] W[m]``
+scales the whole ``(C/G, KH, KW)`` kernel of channel ``m``): exact in real arithmetic, so the
+folded float network computes the same function up to float rounding.
 """
 
 import numpy as np
@@ -17,7 +18,8 @@ def fold_bn(layer):
         return layer
     g = bn.gamma / np.sqrt(bn.var + bn.eps)
     bias = np.zeros(layer.out_features) if layer.bias is None else layer.bias
-    return layer.but(weight=layer.weight * g[:, None], bias=g * (bias - bn.mean) + bn.beta,
+    g_w = g.reshape((-1,) + (1,) * (layer.weight.ndim - 1))
+    return layer.but(weight=layer.weight * g_w, bias=g * (bias - bn.mean) + bn.beta,
                      bn=None)
 
 

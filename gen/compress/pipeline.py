@@ -21,7 +21,7 @@ import numpy as np
 from ..atomic import atomic_directory
 from ..model_io import model_to_json
 from .batchnorm import fold_bn_pass
-from .binarize import binarize_pass
+from .binarize_net import binarize_net_pass
 from .prune import prune_pass
 from .quantize import quantize_pass
 from .report import build_report, report_json
@@ -33,7 +33,7 @@ __all__ = ["PASSES", "Compression", "plan", "compress", "write_compressed"]
 
 PASSES = (("fold_bn", fold_bn_pass), ("prune", prune_pass), ("retrain_pruned", retrain_pass),
           ("share", share_pass), ("retrain_shared", retrain_pass),
-          ("quantize", quantize_pass), ("binarize", binarize_pass))
+          ("quantize", quantize_pass), ("binarize", binarize_net_pass))
 
 
 def plan(float_model, config):

@@ -60,20 +60,23 @@ def prune_by_quality(weight, quality):
 def prune_balanced(weight, density, pe, candidates=None):
     """Prune so that each of ``pe`` PEs keeps the same number of weights (EIE's load balance).
 
-    Rows are interleaved: row ``i`` belongs to PE ``i mod pe``. Each PE keeps its
+    A convolution's weight ``(M, C/G, KH, KW)`` counts as its ``(M, C/G*KH*KW)`` matrix, so
+    with ``pe = M`` every output channel keeps the same number of weights. ``pe`` above ``M`` is
+    taken as ``M``. Rows are interleaved: row ``i`` belongs to PE ``i mod pe``. Each PE keeps its
     ``c = min(round(density * M * K / pe), k_min)`` largest magnitudes, where ``k_min`` is the
     size of the smallest PE's slice (``floor(M / pe) * K``), so that every PE can keep ``c``.
 
     Returns
     -------
-    (M, K) bool array
+    bool array of the weight's shape
     """
     if not 0.0 <= density <= 1.0:
         raise ValueError(f"density must lie in [0, 1], not {density!r}")
     if isinstance(pe, bool) or not isinstance(pe, (int, np.integer)) or pe < 1:
         raise ValueError(f"pe must be a positive integer, not {pe!r}")
     w = np.asarray(weight, dtype=np.float64)
-    m, k = w.shape
+    m, k = w.shape[0], w[0].size
+    pe = min(pe, m)
     count = min(keep_count(m * k, density / pe), (m // pe) * k)
     mask = np.zeros(w.shape, dtype=bool)
     for p in range(pe):
@@ -108,7 +111,7 @@ def prune_pass(state, config, samples, step=1):
     """
     layers = []
     for layer, original in zip(state.float_model.layers, state.original.layers, strict=True):
-        rule = config.prune_for(layer.name)
+        rule = None if layer.weight is None else config.prune_for(layer.name)
         if rule is None:
             layers.append(layer)
             continue

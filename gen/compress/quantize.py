@@ -1,4 +1,4 @@
-"""Integer quantization of a float MLP into a SPEC model with ``requant`` output stages.
+"""Integer quantization of a float network into a SPEC model with ``requant`` output stages.
 
 Scheme (symmetric weights, unsigned activations after ReLU; every float value is an integer
 times a scale):
@@ -26,7 +26,18 @@ integer grid: weights and biases rounded to their grids, and every hidden activa
 import numpy as np
 
 from ..errors import ModelError
-from ..ir import DType, DTypeKind, Layer, Model, Op, OutputKind, OutputStage, readonly
+from ..ir import (
+    Conv2d,
+    DType,
+    DTypeKind,
+    Layer,
+    Model,
+    Op,
+    OutputKind,
+    OutputStage,
+    Pool2d,
+    readonly,
+)
 
 __all__ = ["REQUANT_MULT_BITS", "ACT_PERCENTILE", "fixed_point", "weight_scale",
            "quantize_weight", "quantize_bias", "activation_scale", "quantize_mlp",
@@ -101,11 +112,12 @@ def weight_scale(weight, bits, per_channel):
 
 
 def quantize_weight(weight, scale, bits):
-    """``clip(round(W / scale), -q, q)`` as int64; ``scale`` a float or one per row."""
+    """``clip(round(W / scale), -q, q)`` as int64; ``scale`` a float or one per row (output
+    channel, axis 0)."""
     q = (1 << (bits - 1)) - 1
     w = np.asarray(weight, dtype=np.float64)
     s = np.asarray(scale, dtype=np.float64)
-    s = s[:, None] if s.ndim == 1 and w.ndim == 2 else s
+    s = s.reshape((-1,) + (1,) * (w.ndim - 1)) if s.ndim == 1 and w.ndim >= 2 else s
     return np.clip(np.round(w / s), -q, q).astype(np.int64)
 
 
@@ -126,23 +138,62 @@ def activation_scale(activations, bits, percentile=ACT_PERCENTILE):
     return s
 
 
+def _weights(fl, weight_bits, per_channel):
+    """Integer weight (and codebook, indices) of a float layer and its scale(s)."""
+    codebook = indices = None
+    if fl.codebook is not None:
+        w_scale = weight_scale(fl.codebook[None, :], weight_bits, False)
+        codebook = quantize_weight(fl.codebook, w_scale, weight_bits)
+        indices = np.asarray(fl.codes)
+        weight = codebook[indices]
+    else:
+        w_scale = weight_scale(fl.weight_matrix, weight_bits, per_channel)
+        weight = quantize_weight(fl.weight, w_scale, weight_bits)
+    return weight, codebook, indices, w_scale
+
+
+def _avgpool(fl, in_dtype, in_scale, mult_bits):
+    """``sumpool2d`` with a requant of ``mult / 2**shift ~= 1 / (KH*KW)`` (exact when
+    ``KH*KW`` is a power of two) and the scale of its output, chosen so that the integer
+    output is the float average on its grid."""
+    if in_dtype.kind is DTypeKind.BIPOLAR:
+        raise ModelError(fl.name, "op", "average pooling of a bipolar input cannot be quantized")
+    window = fl.kernel[0] * fl.kernel[1]
+    try:
+        mult, shift = fixed_point([1.0 / window], mult_bits)
+    except ValueError as e:
+        raise ModelError(fl.name, "output.mult", str(e)) from None
+    c = fl.in_shape[0]
+    output = OutputStage(OutputKind.REQUANT, in_dtype, mult=readonly(np.repeat(mult, c)),
+                         shift=readonly(np.repeat(shift, c)), relu=False)
+    layer = Pool2d(name=fl.name, op=Op.SUMPOOL2D, in_dtype=in_dtype, in_shape=fl.in_shape,
+                   kernel=fl.kernel, stride=fl.stride, padding=fl.padding, output=output)
+    out_scale = in_scale / window * 2.0 ** int(shift[0]) / int(mult[0])
+    return layer, out_scale
+
+
 def quantize_mlp(fm, x_calib, *, weight_bits=8, act_bits=8, per_channel=True,
                  percentile=ACT_PERCENTILE, mult_bits=REQUANT_MULT_BITS, name=None):
-    """The integer SPEC model of the float MLP ``fm`` (module docstring).
+    """The integer SPEC model of the float network ``fm`` (module docstring).
+
+    ``conv2d`` layers quantize like ``linear`` ones (per output channel, padding 0 stays 0),
+    max pooling keeps its input's grid, and average pooling becomes ``sumpool2d`` with a
+    ``requant`` of about ``1 / (KH*KW)`` (:func:`_avgpool`).
 
     Parameters
     ----------
     fm : FloatModel
         Without batch-norm (fold it first).
-    x_calib : (N, K) integer array
+    x_calib : (N, K) or (N, *input_shape) integer array
         Calibration inputs of ``fm.input_dtype``.
 
     Returns
     -------
     model : Model
     scales : tuple of dict
-        Per layer: ``in_scale``, ``weight_scale`` (float or (M,) array), ``out_scale`` (None for
-        the last layer) and ``ratio`` (what ``mult / 2**shift`` approximates; None for the last).
+        Per layer: ``in_scale``, ``weight_scale`` (float or (M,) array; None for a pool),
+        ``out_scale`` (None for the last layer) and ``ratio`` (what ``mult / 2**shift``
+        approximates; None for the last layer and max pooling).
 
     Raises
     ------
@@ -157,18 +208,25 @@ def quantize_mlp(fm, x_calib, *, weight_bits=8, act_bits=8, per_channel=True,
     layers, scales = [], []
     n = len(fm.layers)
     for i, fl in enumerate(fm.layers):
+        in_shape = tuple(fl.in_shape)
+        if fl.weight is None:
+            if fl.kind == "max":
+                layer = Pool2d(name=fl.name, op=Op.MAXPOOL2D, in_dtype=in_dtype,
+                               in_shape=in_shape, kernel=fl.kernel, stride=fl.stride,
+                               padding=fl.padding)
+                out_scale, ratio = in_scale, None
+            else:
+                layer, out_scale = _avgpool(fl, in_dtype, in_scale, mult_bits)
+                ratio = np.array(layer.output.mult / 2.0 ** layer.output.shift)
+            layers.append(layer)
+            scales.append({"in_scale": in_scale, "weight_scale": None, "out_scale": out_scale,
+                           "ratio": ratio})
+            in_scale, in_dtype = out_scale, layer.out_dtype
+            continue
         if fl.bn is not None:
             raise ModelError(fl.name, "batch-norm", "fold batch-norm before quantizing")
         last = i == n - 1
-        codebook = indices = None
-        if fl.codebook is not None:
-            w_scale = weight_scale(fl.codebook[None, :], weight_bits, False)
-            codebook = quantize_weight(fl.codebook, w_scale, weight_bits)
-            indices = np.asarray(fl.codes)
-            weight = codebook[indices]
-        else:
-            w_scale = weight_scale(fl.weight, weight_bits, per_channel and not last)
-            weight = quantize_weight(fl.weight, w_scale, weight_bits)
+        weight, codebook, indices, w_scale = _weights(fl, weight_bits, per_channel and not last)
         bias = None
         if fl.bias is not None:
             bias = quantize_bias(fl.bias, in_scale, w_scale)
@@ -188,11 +246,17 @@ def quantize_mlp(fm, x_calib, *, weight_bits=8, act_bits=8, per_channel=True,
                 raise ModelError(fl.name, "output.mult", str(e)) from None
             output = OutputStage(OutputKind.REQUANT, adtype, mult=readonly(mult),
                                  shift=readonly(shift), relu=True)
-        layer = Layer(name=fl.name, op=Op.LINEAR, in_dtype=in_dtype, weight=readonly(weight),
-                      weight_dtype=wdtype, output=output,
-                      bias=None if bias is None else readonly(bias),
-                      codebook=None if codebook is None else readonly(codebook),
-                      indices=None if indices is None else readonly(indices))
+        arrays = {"weight": readonly(weight), "weight_dtype": wdtype, "output": output,
+                  "bias": None if bias is None else readonly(bias),
+                  "codebook": None if codebook is None else readonly(codebook),
+                  "indices": None if indices is None else readonly(indices)}
+        if fl.is_conv:
+            layer = Conv2d(name=fl.name, in_dtype=in_dtype, in_shape=in_shape,
+                           groups=fl.groups, stride=fl.stride, dilation=fl.dilation,
+                           padding=fl.padding, **arrays)
+        else:
+            layer = Layer(name=fl.name, op=Op.LINEAR, in_dtype=in_dtype, in_shape=in_shape,
+                          **arrays)
         if last:
             lo, hi = layer.acc_bounds()
             if int(min(lo)) < _INT32.lo or int(max(hi)) > _INT32.hi:
@@ -201,7 +265,7 @@ def quantize_mlp(fm, x_calib, *, weight_bits=8, act_bits=8, per_channel=True,
         scales.append({"in_scale": in_scale, "weight_scale": w_scale, "out_scale": out_scale,
                        "ratio": None if ratio is None else np.array(ratio)})
         in_scale, in_dtype = out_scale, adtype
-    model = Model(name=name or fm.name, input_shape=(fm.in_features,),
+    model = Model(name=name or fm.name, input_shape=tuple(fm.input_shape),
                   input_dtype=fm.input_dtype, layers=tuple(layers))
     return model, tuple(scales)
 

@@ -26,8 +26,11 @@ __all__ = ["layer_storage", "build_report", "format_report", "report_json"]
 
 
 def layer_storage(layer, pe=1):
-    """Storage statistics of one integer layer (:class:`nnaccel.gen.ir.Layer`), a dict."""
-    m, k = layer.weight.shape
+    """Storage statistics of one integer layer (:class:`nnaccel.gen.ir.Layer` or
+    :class:`~nnaccel.gen.ir.Conv2d`, whose ``(M, C/G*KH*KW)`` weight matrix is counted), a
+    dict."""
+    weight = layer.weight.reshape(layer.weight.shape[0], -1)
+    m, k = weight.shape
     weights = m * k
     nonzeros = int(np.count_nonzero(layer.weight))
     density = nonzeros / weights
@@ -45,9 +48,9 @@ def layer_storage(layer, pe=1):
     if sparse:
         pe = max(1, min(pe, m))
         if codebook is not None:
-            choice = choose_index_bits(layer.weight, pe, codebook=layer.codebook)
+            choice = choose_index_bits(weight, pe, codebook=layer.codebook)
         else:
-            choice = choose_index_bits(layer.weight, pe, value_bits=wbits)
+            choice = choose_index_bits(weight, pe, value_bits=wbits)
         index_bits = choice.index_bits
         stored = choice.storage_bits + codebook_bits
     else:
@@ -66,7 +69,8 @@ def layer_storage(layer, pe=1):
 
 def build_report(state, samples, pe=1):
     """The report of a finished pipeline (``state.model`` set), a JSON-able dict."""
-    layers = [layer_storage(layer, pe) for layer in state.model.layers]
+    layers = [layer_storage(layer, pe) for layer in state.model.layers
+              if getattr(layer, "weight", None) is not None]
     weights = sum(s["weights"] for s in layers)
     stored = sum(s["stored_bits"] for s in layers)
     nonzeros = sum(s["nonzeros"] for s in layers)

@@ -1,12 +1,14 @@
-"""Retraining of a pruned or weight-shared MLP, so that its accuracy comes back.
+"""Retraining of a pruned or weight-shared network, so that its accuracy comes back.
 
 Pruned weights stay zero (masked gradients); shared layers move their centroids only, each by
 the summed gradient of its weights, with code 0 fixed at zero (see :mod:`.train`). Labels are
-the sample labels, or the float model's own predictions when the data has none.
+the sample labels, or the float model's own predictions when the data has none. An MLP trains
+with :mod:`.train`, a network with convolutions or pooling with :mod:`.nettrain`.
 """
 
 import numpy as np
 
+from .nettrain import net_params, net_with_params, train_net
 from .train import train_mlp
 
 __all__ = ["retrain_pass", "RETRAIN_BATCH"]
@@ -21,6 +23,13 @@ def retrain_pass(state, config, samples):
     The float model must have no batch-norm left (the ``fold_bn`` pass runs first).
     """
     fm = state.float_model
+    if not fm.is_mlp:
+        params, masks, codes = net_params(fm)
+        rng = np.random.default_rng([config.seed, len(state.history)])
+        train_net(fm, params, samples.x_train * fm.input_scale, samples.y_train, rng,
+                  epochs=config.retrain_epochs, batch=RETRAIN_BATCH, lr=config.retrain_lr,
+                  masks=masks, codes=codes, log=config.log, name=f"{fm.name}: retrain")
+        return state.but(float_model=net_with_params(fm, params, codes))
     params, masks, codes = {}, {}, {}
     for i, layer in enumerate(fm.layers, 1):
         if layer.bn is not None:

@@ -83,7 +83,7 @@ def share_pass(state, config, samples):
     """Pipeline pass: share the weights of every layer with a ``share`` option."""
     layers = []
     for layer in state.float_model.layers:
-        bits = config.share_for(layer.name)
+        bits = None if layer.weight is None else config.share_for(layer.name)
         if bits is None:
             layers.append(layer)
             continue

@@ -163,12 +163,16 @@ class CompressConfig:
     def check_layers(self, model):
         """Raise UsageError when an option names a layer ``model`` does not have."""
         names = [layer.name for layer in model.layers]
+        weighted = [layer.name for layer in model.layers if layer.weight is not None]
         for option, table in (("prune", self.prune), ("quality", self.quality),
                               ("share", self.share)):
             for layer, _ in table:
                 if layer != "*" and layer not in names:
                     raise UsageError(f"--{option} names layer {layer!r}, which the float model "
                                      f"does not have (layers: {', '.join(names)})")
+                if layer != "*" and layer not in weighted:
+                    raise UsageError(f"--{option} names layer {layer!r}, which has no weights "
+                                     f"(weighted layers: {', '.join(weighted)})")
 
 
 @dataclass(frozen=True, eq=False)
@@ -197,7 +201,7 @@ def prepare_samples(model, data=None, seed=0):
     if synthetic:
         dtype = model.input_dtype
         rng = np.random.default_rng([seed, 7])
-        shape = (SYNTHETIC_SAMPLES, model.in_features)
+        shape = (SYNTHETIC_SAMPLES, *model.input_shape)
         if dtype.kind is DTypeKind.BIPOLAR:
             x = np.where(rng.random(shape) < 0.5, -1, 1)
         else:
@@ -273,6 +277,7 @@ class State:
 
     def density(self):
         layers = self.model.layers if self.model is not None else self.float_model.layers
+        layers = [layer for layer in layers if getattr(layer, "weight", None) is not None]
         nz = sum(int(np.count_nonzero(layer.weight)) for layer in layers)
         return nz / sum(layer.weight.size for layer in layers)
 
@@ -280,6 +285,10 @@ class State:
         """A JSON-able summary of the IR (for ``stop_after`` and debugging)."""
         layers = []
         for layer in self.float_model.layers:
+            if layer.weight is None:
+                layers.append({"name": layer.name, "op": layer.op.value,
+                               "kernel": list(layer.kernel)})
+                continue
             layers.append({
                 "name": layer.name, "shape": list(layer.weight.shape),
                 "density": layer.density, "pruned": layer.mask is not None,
@@ -289,6 +298,8 @@ class State:
                "float_layers": layers}
         if self.model is not None:
             out["model_layers"] = [
+                {"name": layer.name, "op": layer.op.value, "out_dtype": str(layer.out_dtype)}
+                if getattr(layer, "weight", None) is None else
                 {"name": layer.name, "weight_dtype": str(layer.weight_dtype),
                  "output": layer.output.kind.value, "output_dtype": str(layer.output.dtype),
                  "density": layer.density, "shared": layer.codebook is not None}
