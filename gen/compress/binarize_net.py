@@ -66,8 +66,8 @@ def check_binarizable(fm):
     """Raise ModelError naming the layer when ``fm`` has a layer binarization cannot map."""
     for layer in fm.layers:
         if layer.weight is None and layer.kind != "max":
-            raise ModelError(layer.name, "op", "binarize maps max pooling only (an average of "
-                                               "bipolar values is not bipolar)")
+            raise ModelError(layer.name, f"{layer.name}.op", "binarize maps max pooling only "
+                             "(an average of bipolar values is not bipolar)")
 
 
 def _in_bipolar(fm):

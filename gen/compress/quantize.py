@@ -157,12 +157,17 @@ def _avgpool(fl, in_dtype, in_scale, mult_bits):
     ``KH*KW`` is a power of two) and the scale of its output, chosen so that the integer
     output is the float average on its grid."""
     if in_dtype.kind is DTypeKind.BIPOLAR:
-        raise ModelError(fl.name, "op", "average pooling of a bipolar input cannot be quantized")
+        raise ModelError(fl.name, f"{fl.name}.op",
+                         "average pooling of a bipolar input cannot be quantized")
     window = fl.kernel[0] * fl.kernel[1]
     try:
         mult, shift = fixed_point([1.0 / window], mult_bits)
     except ValueError as e:
         raise ModelError(fl.name, "output.mult", str(e)) from None
+    mult, shift = int(mult[0]), int(shift[0])
+    while mult % 2 == 0 and shift > 0:  # the same ratio with the smallest mult: 1/4 is 1 >> 2
+        mult, shift = mult // 2, shift - 1
+    mult, shift = np.array([mult]), np.array([shift])
     c = fl.in_shape[0]
     output = OutputStage(OutputKind.REQUANT, in_dtype, mult=readonly(np.repeat(mult, c)),
                          shift=readonly(np.repeat(shift, c)), relu=False)

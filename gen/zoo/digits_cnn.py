@@ -1,0 +1,151 @@
+"""A small CNN on scikit-learn's 8x8 digits, trained in numpy and compressed to int8 and to a
+binarized network (issue 10's demo model).
+
+Data: the fixed split and the ``uint4`` pixels of :mod:`nnaccel.gen.zoo.digits` (1347 training
+and 450 test images), as feature maps ``(1, 8, 8)``; the float network sees ``x / 15``.
+
+Float network (:func:`digits_cnn_float`)::
+
+    c1  conv2d 1 -> C1, 3x3, padding 1, ReLU        (C1, 8, 8)
+    c2  conv2d C1 -> C2, 3x3, padding 1, ReLU       (C2, 8, 8)
+    p1  maxpool2d 2x2                               (C2, 4, 4)
+    fc  linear C2*4*4 -> 10 (reads (C, H, W) flattened)
+
+trained with :func:`nnaccel.gen.compress.nettrain.train_net` (He initialisation, Adam, learning
+rate 3e-3 to 1e-4, L2 1e-4, minibatches of 32; deterministic for a seed on a machine).
+
+Compressed forms (:func:`digits_cnn`), both through :func:`nnaccel.gen.compress.compress`:
+
+* ``"int8"``: int8 weights per output channel, int32 biases, uint8 activations calibrated on
+  the training split (``requant`` stages), int32 logits;
+* ``"binarized"``: bipolar weights and activations (the first convolution keeps the uint4
+  pixels, FINN-style), batch-norm + sign folded into bipolar thresholds, max pooling on bipolar
+  maps (an OR), the second convolution padding its bipolar input with -1; trained from the
+  float weights with the straight-through estimator for :data:`BINARIZE_EPOCHS` epochs.
+
+Measured accuracies are in the docstring of :func:`digits_cnn`.
+"""
+
+import functools
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..compress.floatmodel import Data, FloatLayer, FloatModel, FloatOp, FloatPool
+from ..compress.nettrain import init_net, net_with_params, train_net
+from ..compress.pipeline import compress
+from ..compress.state import CompressConfig
+from ..compress.train import accuracy
+from ..ir import DType, readonly
+from .digits import load_split
+
+__all__ = ["CHANNELS", "EPOCHS", "BINARIZE_EPOCHS", "KINDS", "DigitsCnn", "digits_cnn_data",
+           "digits_cnn_structure", "digits_cnn_float", "digits_cnn"]
+
+#: Output channels of the two convolutions.
+CHANNELS = (16, 32)
+#: Float training epochs.
+EPOCHS = 12
+#: Epochs of binarized training.
+BINARIZE_EPOCHS = 20
+#: What :func:`digits_cnn` builds.
+KINDS = ("int8", "binarized")
+
+_SHAPE = (1, 8, 8)
+
+
+@dataclass(frozen=True, eq=False)
+class DigitsCnn:
+    """A compressed digits CNN.
+
+    Attributes
+    ----------
+    kind : str
+        ``"int8"`` or ``"binarized"``.
+    model : nnaccel.gen.ir.Model
+        The SPEC model: input ``uint4`` ``(1, 8, 8)``, output 10 int32 logits.
+    float_model : FloatModel
+    float_accuracy, accuracy : float
+        Test accuracies (0..1) of the float network and of ``model`` (numpy reference).
+    x_test, y_test : int64 arrays
+        The test split, ``(450, 1, 8, 8)`` uint4 pixels and labels.
+    compression : nnaccel.gen.compress.Compression
+        The pipeline's result (report, history).
+    seconds : float
+        Wall-clock time of the compression (float training excluded).
+    """
+
+    kind: str
+    model: object
+    float_model: FloatModel
+    float_accuracy: float
+    accuracy: float
+    x_test: np.ndarray
+    y_test: np.ndarray
+    compression: object
+    seconds: float
+
+
+def digits_cnn_data():
+    """The digits split as :class:`~nnaccel.gen.compress.Data` with ``(N, 1, 8, 8)`` inputs."""
+    x_train, x_test, y_train, y_test = load_split()
+    return Data(x_train=readonly(x_train.reshape(-1, *_SHAPE)), y_train=readonly(y_train),
+                x_test=readonly(x_test.reshape(-1, *_SHAPE)), y_test=readonly(y_test))
+
+
+def digits_cnn_structure(channels=CHANNELS):
+    """The float network's structure with zero weights (module docstring)."""
+    c1, c2 = channels
+    conv = {"op": FloatOp.CONV2D, "padding": (1, 1, 1, 1)}
+    layers = (FloatLayer("c1", np.zeros((c1, 1, 3, 3)), np.zeros(c1), **conv),
+              FloatLayer("c2", np.zeros((c2, c1, 3, 3)), np.zeros(c2), **conv),
+              FloatPool("p1", FloatOp.MAXPOOL2D, (2, 2), (2, 2)),
+              FloatLayer("fc", np.zeros((10, c2 * 16)), np.zeros(10)))
+    return FloatModel(name="digits_cnn", input_dtype=DType.parse("uint4"),
+                      input_scale=1.0 / 15.0, layers=layers, input_shape=_SHAPE)
+
+
+@functools.lru_cache(maxsize=4)
+def digits_cnn_float(seed=0, *, channels=CHANNELS, epochs=EPOCHS):
+    """Train the float CNN; returns ``(FloatModel, Data)`` (cached per arguments: the models
+    are immutable)."""
+    data = digits_cnn_data()
+    fm = digits_cnn_structure(channels)
+    rng = np.random.default_rng(seed)
+    params = train_net(fm, init_net(fm, rng), data.x_train * fm.input_scale, data.y_train, rng,
+                       epochs=epochs, batch=32, lr=(3e-3, 1e-4), l2=1e-4,
+                       name="digits cnn float")
+    return net_with_params(fm, params), data
+
+
+def digits_cnn(kind, seed=0, *, channels=CHANNELS, epochs=EPOCHS,
+               binarize_epochs=BINARIZE_EPOCHS, log=None):
+    """The digits CNN compressed to ``kind`` (``"int8"`` or ``"binarized"``).
+
+    Returns
+    -------
+    DigitsCnn
+
+    Raises
+    ------
+    ValueError
+        An unknown ``kind``.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
+    fm, data = digits_cnn_float(seed, channels=channels, epochs=epochs)
+    t0 = time.perf_counter()
+    if kind == "int8":
+        fm = fm.but(name="digits_cnn_int8")
+        config = CompressConfig(weight_bits=8, act_bits=8, seed=seed, log=log)
+    else:
+        fm = fm.but(name="digits_cnn_binarized")
+        config = CompressConfig(binarize=True, binarize_epochs=binarize_epochs, seed=seed,
+                                log=log)
+    result = compress(fm, data, config)
+    return DigitsCnn(kind=kind, model=result.model, float_model=fm,
+                     float_accuracy=accuracy(fm.forward(data.x_test), data.y_test),
+                     accuracy=accuracy(result.model.forward(data.x_test), data.y_test),
+                     x_test=data.x_test, y_test=data.y_test, compression=result,
+                     seconds=time.perf_counter() - t0)
