@@ -205,11 +205,16 @@ def cmd_import(args):
         imported = _import(args.file, name=args.name or _stem_name(args.file))
         model = imported.model
         path = write_model(model, args.output)
-    print(f"imported {model.name}: input {model.input_dtype} x {model.in_features}, "
+    shape = "x".join(str(d) for d in model.input_shape)
+    print(f"imported {model.name}: input {model.input_dtype} x {shape}, "
           f"{'exact' if imported.exact else 'int8 requant (within 1 LSB)'}")
     for layer in model.layers:
-        print(f"  {layer.name}: {layer.in_features} -> {layer.out_features}, weights "
-              f"{layer.weight_dtype}, output {layer.output.kind.value} {layer.output.dtype}")
+        shapes = " + ".join("x".join(map(str, model.shape_of(src))) for src in layer.inputs)
+        weights = f", weights {layer.weight_dtype}" if hasattr(layer, "weight_dtype") else ""
+        output = (f"output {layer.output.kind.value} {layer.output.dtype}"
+                  if layer.output is not None else f"output {layer.out_dtype}")
+        print(f"  {layer.name}: {layer.op.value} {shapes} -> "
+              f"{'x'.join(map(str, layer.out_shape))}{weights}, {output}")
     log(f"wrote {path / 'model.json'} and {path / 'weights.npz'}")
     return 0
 

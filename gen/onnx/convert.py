@@ -1,13 +1,28 @@
 """Walk a checked ONNX graph and build the nnaccel IR (see :mod:`nnaccel.gen.onnx`)."""
 
+import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 
 import numpy as np
 
 from ...hw.common import reference as ref
-from ..ir import DType, DTypeKind, Layer, Model, Op, OutputKind, OutputStage, readonly
+from ..ir import (
+    MODEL_INPUT,
+    Add,
+    Concat,
+    Conv2d,
+    DType,
+    DTypeKind,
+    Layer,
+    Model,
+    Op,
+    OutputKind,
+    OutputStage,
+    Pool2d,
+    readonly,
+)
 from . import fold
 from .graph import Graph, OnnxError, node_label
 
@@ -56,23 +71,46 @@ class _Const:
 
 @dataclass
 class _Grid:
-    """Integer activations ``v`` (dtype) with real value ``s[k] * (v[k] - z[k])``."""
+    """Integer activations ``v`` (dtype) with real value ``s[k] * (v[k] - z[k])``, one entry
+    per channel (per element of a vector); ``shape`` is ``(K,)`` or ``(C, H, W)``; ``src``
+    the layer (or ``"input"``) that produces ``v``; ``shift`` is what was added to ONNX's
+    integer ``q`` to make the levels non-negative (threshold stages count from 0)."""
 
     dtype: DType
     s: list
     z: list
+    shape: tuple = ()
+    src: str = MODEL_INPUT
+    shift: int = 0
+    src_shape: tuple = ()  # the shape ``src`` produces (a feature map seen flattened)
+
+    def __post_init__(self):
+        self.src_shape = tuple(self.src_shape or self.shape)
 
 
 @dataclass
 class _Pending:
-    """A linear layer whose output stage is not known yet: real = chain(acc + base)."""
+    """A layer whose output stage is not known yet: real = chain(acc + base), per output
+    channel. ``op`` is the SPEC op; ``weight`` (linear, conv2d) may be None (sumpool2d, add,
+    which have no bias: their ``base`` stays zero and offsets live in ``chain``); ``params``
+    holds the op's other fields; ``shape`` is the output shape."""
 
-    weight: np.ndarray
-    wdtype: DType
+    weight: np.ndarray | None
+    wdtype: DType | None
     in_dtype: DType
     base: list
     chain: fold.Chain
     node: str
+    op: Op = Op.LINEAR
+    inputs: tuple = ()
+    in_shape: tuple = ()
+    shape: tuple = ()
+    params: dict = field(default_factory=dict)
+    of: _Grid | None = None  # the tensor an identity layer requantizes
+
+    @property
+    def channels(self):
+        return self.chain.channels
 
 
 class _Float:
@@ -132,15 +170,31 @@ class _Converter:
     def attrs(self, node):
         return self.g.attrs(node)
 
+    def _grid(self, dtype, s, z, shift=0):
+        """The quantized output of the stage finished last (a new layer, or the tensor a
+        requantization left unchanged)."""
+        src, shape, src_shape = self._out
+        return _Grid(dtype, list(s), list(z), tuple(shape), src, shift, tuple(src_shape))
+
     # ---------------------------------------------------------------- driver
     def run(self):
-        in_name, self.in_features = self.g.input_features()
+        in_name, self.in_shape = self.g.input_shape()
+        self.in_features = int(np.prod(self.in_shape))
         out_name = self.g.output_name()
         self.env[in_name] = _Float()
+        readers = {}
+        for _, node in self.g.nodes:
+            for n in set(node.input):
+                readers[n] = readers.get(n, 0) + 1
+        readers[out_name] = readers.get(out_name, 0) + 1
         for index, node in self.g.nodes:
             self.where = node_label(node, index)
             self.node = node
             states = [self.env.get(n) if n else None for n in node.input]
+            for j, (n, st) in enumerate(zip(node.input, states, strict=True)):
+                if isinstance(st, _Pending) and readers.get(n, 0) > 1:
+                    self.fail(f"input {j}", f"the unquantized output of {st.node} is read by "
+                                            "several nodes: quantize it before it forks")
             handler = getattr(self, f"op_{node.op_type}", None)
             if node.domain not in _DOMAINS or handler is None:
                 raise OnnxError(self.where, "op_type",
@@ -210,7 +264,7 @@ class _Converter:
             return self._quantized_input(scale, zf, DType(
                 DTypeKind.INT if signed else DTypeKind.UINT, bits), lo, hi)
         pend = self._pending(x, "the input")
-        m = pend.weight.shape[0]
+        m = pend.channels
         s = self.per_channel(scale, m, "input 1")
         z = [int(v) for v in self.per_channel(zf, m, "input 2")]
 
@@ -220,7 +274,7 @@ class _Converter:
 
         out = self.finish_thresholds(pend, fold.Quantizer(hi - lo, level),
                                      DType(DTypeKind.UINT, bits))
-        return _Grid(out, s, [zz - lo for zz in z])
+        return self._grid(out, s, [zz - lo for zz in z], shift=-lo)
 
     def _bipolar(self, node, x, scale):
         if isinstance(x, _Const):
@@ -230,11 +284,11 @@ class _Converter:
         if isinstance(x, _Float):
             return self._quantized_input(scale, np.zeros(1), DType(DTypeKind.BIPOLAR, 1), -1, 1)
         pend = self._pending(x, "the input")
-        m = pend.weight.shape[0]
+        m = pend.channels
         s = self.per_channel(scale, m, "input 1")
         out = self.finish_thresholds(pend, fold.Quantizer(1, lambda ch, v: int(v >= 0)),
                                      DType(DTypeKind.BIPOLAR, 1))
-        return _Grid(out, s, [0] * m)
+        return self._grid(out, s, [0] * m)
 
     def op_BipolarQuant(self, node, states):
         return self._bipolar(node, states[0], self.const(node, 1, "scale").values)
@@ -245,7 +299,7 @@ class _Converter:
             self.fail("input 0", "Sign on the graph input: Sign(0) = 0 is not bipolar; use "
                                  "BipolarQuant")
         pend = self._pending(x, "the input")
-        m = pend.weight.shape[0]
+        m = pend.channels
         probe = self._threshold_matrix(pend, fold.Quantizer(1, lambda ch, v: int(v > 0)))
         at_zero = self._threshold_matrix(pend, fold.Quantizer(1, lambda ch, v: int(v >= 0)))
         bad = np.nonzero(probe[:, 0] != at_zero[:, 0])[0]
@@ -254,12 +308,12 @@ class _Converter:
                                  "(not bipolar); use BipolarQuant")
         out = self.finish_thresholds(pend, fold.Quantizer(1, lambda ch, v: int(v >= 0)),
                                      DType(DTypeKind.BIPOLAR, 1))
-        return _Grid(out, [Fraction(1)] * m, [0] * m)
+        return self._grid(out, [Fraction(1)] * m, [0] * m)
 
     def op_MultiThreshold(self, node, states):
         a = self.attrs(node)
         pend = self._pending(states[0], "the input")
-        m = pend.weight.shape[0]
+        m = pend.channels
         t = self.const(node, 1, "thresholds").values
         if t.ndim != 2 or t.shape[0] not in (1, m):
             self.fail("input 1", f"thresholds of shape {t.shape} are neither ({m}, L) nor (1, L)")
@@ -278,13 +332,13 @@ class _Converter:
         if levels == 1 and out_scale == 2 and out_bias == -1:
             dtype = DType(DTypeKind.BIPOLAR, 1)
             self.finish_thresholds(pend, fold.Quantizer(1, level), dtype)
-            return _Grid(dtype, [Fraction(1)] * m, [0] * m)
+            return self._grid(dtype, [Fraction(1)] * m, [0] * m)
         z = -out_bias / out_scale
         if z.denominator != 1:
             self.fail("out_bias", "out_bias / out_scale is not an integer: no integer grid")
         dtype = DType(DTypeKind.UINT, max(1, levels.bit_length()))
         self.finish_thresholds(pend, fold.Quantizer(levels, level), dtype)
-        return _Grid(dtype, [out_scale] * m, [int(z)] * m)
+        return self._grid(dtype, [out_scale] * m, [int(z)] * m)
 
     def op_Trunc(self, node, states):
         """QONNX ``Trunc``: version 1 (inputs x, scale, zero point, input bit width, output bit
@@ -296,7 +350,7 @@ class _Converter:
         if isinstance(x, (_Const, _Float)):
             self.fail("input 0", "Trunc is supported after a linear layer only")
         pend = self._pending(x, "the input")
-        m = pend.weight.shape[0]
+        m = pend.channels
         s = self.per_channel(self.const(node, 1, "scale").values, m, "input 1")
         zp = self.per_channel(self.const(node, 2, "zero point").values, m, "input 2")
         mode = a.get("rounding_mode", b"FLOOR")
@@ -345,7 +399,7 @@ class _Converter:
         dtype = DType(DTypeKind.UINT, max(1, (hi - lo).bit_length()))
         dtype = self.finish_thresholds(pend, fold.Quantizer(hi - lo, lambda ch, v: q(ch, v) - lo),
                                        dtype)
-        return _Grid(dtype, list(out_scale), [int(z) - lo for z in out_zp])
+        return self._grid(dtype, list(out_scale), [int(z) - lo for z in out_zp], shift=-lo)
 
     def _bit_width(self, node, j, what):
         c = self.const(node, j, what)
@@ -365,13 +419,15 @@ class _Converter:
     def _quantized_input(self, scale, zp, dtype, lo, hi):
         if self.input_dtype is not None:
             self.fail("input 0", "the graph input is quantized twice")
-        s = self.per_channel(scale, self.in_features, "input 1")
+        n = self.in_shape[0]  # channels of a feature map, elements of a vector
+        s = self.per_channel(scale, n, "input 1")
         if len(set(s)) != 1:
             self.fail("input 1", "a per-element input scale cannot be folded (use one scale)")
         self.input_dtype = dtype
-        z = [int(v) for v in self.per_channel(zp, self.in_features, "input 2")]
-        self.input_grid = (float(s[0]), np.array(z, dtype=np.int64))
-        return _Grid(dtype, s, z)
+        z = [int(v) for v in self.per_channel(zp, n, "input 2")]
+        zp = np.array(z, dtype=np.int64)
+        self.input_grid = (float(s[0]), zp.reshape(-1, 1, 1) if len(self.in_shape) == 3 else zp)
+        return _Grid(dtype, s, z, tuple(self.in_shape), MODEL_INPUT)
 
     # ---------------------------------------------------------------- linear layers
     def _weights(self, c, trans, field_):
@@ -408,6 +464,9 @@ class _Converter:
             self.fail("input 0", "two linear layers without a quantizer between them")
         if not isinstance(x, _Grid):
             self.fail("input 0", "the input must be the quantized activation vector")
+        if len(x.shape) == 3:
+            self.fail("input 0", f"the input is the feature map {list(x.shape)}: Flatten it "
+                                 "first")
         M, K = W.shape
         if K != len(x.s):
             self.fail("input 1", f"weights of shape {W.shape} do not chain: the input has "
@@ -418,7 +477,8 @@ class _Converter:
         base = [-int(v) for v in W @ np.asarray(x.z, dtype=np.int64)]
         chain = fold.Chain(M)
         chain.then_affine([alpha * x.s[0] * w for w in ws], [0] * M)
-        return _Pending(W, wdtype, x.dtype, base, chain, self.where)
+        return _Pending(W, wdtype, x.dtype, base, chain, self.where, Op.LINEAR, (x.src,),
+                        x.src_shape, (M,))
 
     def op_Gemm(self, node, states):
         a = self.attrs(node)
@@ -440,6 +500,8 @@ class _Converter:
         return self._start_linear(states[0], W, wdtype, ws)
 
     def _pending(self, x, what):
+        if isinstance(x, _Grid):
+            return self._identity(x)
         if not isinstance(x, _Pending):
             self.fail("input 0", f"{what} is not the output of a linear layer (supported: "
                                  "quantizers after Gemm/MatMul and element-wise ops)")
@@ -458,9 +520,9 @@ class _Converter:
             if k.size != 1 or k[0] == 0:
                 self.fail("input 1", "only a non-zero scalar can rescale quantized activations")
             f = fold.fraction(k[0])
-            return _Grid(x.dtype, [v * f if node.op_type == "Mul" else v / f for v in x.s], x.z)
+            return replace(x, s=[v * f if node.op_type == "Mul" else v / f for v in x.s])
         pend = self._pending(x, "the other operand")
-        m = pend.weight.shape[0]
+        m = pend.channels
         k = self.per_channel(y.values, m, "input 1")
         if node.op_type == "Add":
             pend.chain.then_affine([1] * m, k)
@@ -474,9 +536,6 @@ class _Converter:
             pend.chain.then_affine([1 / v for v in k], [0] * m)
         return pend
 
-    def op_Add(self, node, states):
-        return self._elementwise(node, states, np.add)
-
     def op_Sub(self, node, states):
         return self._elementwise(node, states, np.subtract)
 
@@ -488,7 +547,7 @@ class _Converter:
 
     def op_BatchNormalization(self, node, states):
         pend = self._pending(states[0], "the input")
-        m = pend.weight.shape[0]
+        m = pend.channels
         a = self.attrs(node)
         eps = fold.fraction(a.get("epsilon", 1e-5))
         gamma, beta, mean, var = (self.per_channel(self.const(node, j, f).values, m, f"input {j}")
@@ -512,7 +571,6 @@ class _Converter:
             self.fail("input 0", f"{node.op_type} of a constant is not supported")
         return x  # vectors stay vectors: the shapes are checked at the graph's ends
 
-    op_Flatten = op_Reshape = op_Squeeze = op_Unsqueeze = _shape_only
 
     def op_Transpose(self, node, states):
         x = states[0]
@@ -558,6 +616,11 @@ class _Converter:
         if isinstance(x, _Const):
             self.fail("input 0", "quantize the weights offline (initializer + "
                                  "DequantizeLinear)")
+        if isinstance(x, _Grid) and x.dtype == dtype and x.shift == 0:
+            s = self.per_channel(scale, len(x.s), "input 1")
+            z = [int(v) for v in self.per_channel(zp, len(x.s), "input 2")]
+            if s == list(x.s) and z == list(x.z):  # the grid it already is: nothing to do
+                return x
         pend = self._pending(x, "the input")
         return self.finish_requant(pend, scale, zp, dtype)
 
@@ -581,16 +644,16 @@ class _Converter:
             self.fail("input 0", "DequantizeLinear of a tensor that QuantizeLinear did not "
                                  "produce")
         n = len(x.s)
-        return _Grid(x.dtype, self.per_channel(scale, n, "input 1"),
-                     [int(v) for v in self.per_channel(zp, n, "input 2")])
+        return replace(x, s=self.per_channel(scale, n, "input 1"),
+                       z=[int(v) + x.shift for v in self.per_channel(zp, n, "input 2")])
 
     def _grid_from(self, node, x, js, jz):
         if not isinstance(x, _Grid):
             self.fail("input 0", "the input must come from QuantizeLinear")
         scale, zp, _ = self._qparams(node, js, jz, "input")
         n = len(x.s)
-        return _Grid(x.dtype, self.per_channel(scale, n, f"input {js}"),
-                     [int(v) for v in self.per_channel(zp, n, f"input {jz}")])
+        return replace(x, s=self.per_channel(scale, n, f"input {js}"),
+                       z=[int(v) + x.shift for v in self.per_channel(zp, n, f"input {jz}")])
 
     def _qweights(self, node, jw, js, jz, trans):
         w = self.const(node, jw, "the weights")
@@ -639,7 +702,7 @@ class _Converter:
             self.fail("input 0", "the input must come from a static QuantizeLinear")
         zp = self.const(node, 2, "A zero point")
         if zp is not None:
-            x = _Grid(x.dtype, x.s, [int(v) for v in self.per_channel(
+            x = replace(x, z=[int(v) + x.shift for v in self.per_channel(
                 zp.ints if zp.ints is not None else zp.values, len(x.s), "input 2")])
         w = self.const(node, 1, "B")
         zb = self.const(node, 3, "B zero point")
@@ -649,21 +712,431 @@ class _Converter:
         W, wdtype, _ = self._weights(_Const(None, ints=ints, scale=np.ones(1), zp=np.zeros(1)),
                                      False, "input 1")
         # the output is the exact integer accumulator: real value 1 per unit
-        return self._start_linear(_Grid(x.dtype, [Fraction(1)] * len(x.s), x.z), W, wdtype,
+        return self._start_linear(replace(x, s=[Fraction(1)] * len(x.s)), W, wdtype,
                                   [Fraction(1)] * W.shape[0])
 
     def op_DynamicQuantizeLinear(self, node, states):
         self.fail("op_type", "dynamic quantization (scale computed at run time) has no static "
                              "integer equivalent; quantize with quantize_static")
 
+    # ---------------------------------------------------------------- feature maps
+    def _identity(self, x):
+        """A quantized tensor requantized: the identity layer (a 1x1 ``sumpool2d`` on a
+        feature map, a unit-matrix ``linear`` on a vector) whose output stage the quantizer
+        that follows decides; dropped again when that stage changes nothing."""
+        n = len(x.s)
+        chain = fold.Chain(n)
+        chain.then_affine(x.s, [0] * n)
+        base = [-int(v) for v in x.z]
+        if len(x.shape) == 3:
+            return _Pending(None, None, x.dtype, base, chain, self.where, Op.SUMPOOL2D,
+                            (x.src,), x.shape, x.shape,
+                            {"kernel": (1, 1), "stride": (1, 1)}, x)
+        if x.src_shape != x.shape:
+            self.fail("input 0", "a flattened feature map cannot be requantized; quantize "
+                                 "before the Flatten/Reshape")
+        return _Pending(np.eye(n, dtype=np.int64), DType(DTypeKind.INT, 2), x.dtype, base,
+                        chain, self.where, Op.LINEAR, (x.src,), x.shape, x.shape, {}, x)
+
+    def _map(self, x, j=0, what="the input"):
+        if isinstance(x, _Pending):
+            self.fail(f"input {j}", f"{what} is the unquantized output of {x.node}: quantize "
+                                    "it first")
+        if not isinstance(x, _Grid):
+            self.fail(f"input {j}", f"{what} must be a quantized feature map (after Quant, "
+                                    "BipolarQuant, MultiThreshold or QuantizeLinear)")
+        if len(x.shape) != 3:
+            self.fail(f"input {j}", f"{what} is a vector of shape {x.shape}, not a feature map "
+                                    "(N, C, H, W)")
+        return x
+
+    def _window(self, a, in_hw, kernel, default_stride, dilated=True):
+        """stride, dilation and [top, left, bottom, right] padding of a Conv or pool."""
+        field_ = "kernel_shape"
+        if len(kernel) != 2:
+            self.fail(field_, f"{len(kernel)}-d windows: only 2-d ones are supported")
+        stride = tuple(int(v) for v in a.get("strides", default_stride))
+        dilation = tuple(int(v) for v in a.get("dilations", (1, 1)))
+        if len(stride) != 2 or min(stride) < 1:
+            self.fail("strides", f"{list(stride)} is not two positive integers")
+        if len(dilation) != 2 or min(dilation) < 1:
+            self.fail("dilations", f"{list(dilation)} is not two positive integers")
+        if not dilated and dilation != (1, 1):
+            self.fail("dilations", "dilated pooling windows are not supported")
+        auto = a.get("auto_pad", b"NOTSET")
+        auto = auto.decode() if isinstance(auto, bytes) else str(auto)
+        pads = [int(v) for v in a.get("pads", (0, 0, 0, 0))]
+        if len(pads) != 4 or min(pads) < 0:
+            self.fail("pads", f"{pads} is not four non-negative integers")
+        if auto == "VALID":
+            pads = [0, 0, 0, 0]
+        elif auto in ("SAME_UPPER", "SAME_LOWER"):
+            pads = [0, 0, 0, 0]
+            for d in range(2):
+                out = -(-in_hw[d] // stride[d])
+                total = max((out - 1) * stride[d] + dilation[d] * (kernel[d] - 1) + 1
+                            - in_hw[d], 0)
+                small, big = total // 2, total - total // 2
+                pads[d], pads[d + 2] = (small, big) if auto == "SAME_UPPER" else (big, small)
+        elif auto != "NOTSET":
+            self.fail("auto_pad", f"unknown value {auto!r}")
+        top, left, bottom, right = pads
+        padding = (top, left, bottom, right)
+        if int(a.get("ceil_mode", 0)):
+            for d, p0, p1 in ((0, top, bottom), (1, left, right)):
+                if (in_hw[d] + p0 + p1 - dilation[d] * (kernel[d] - 1) - 1) % stride[d]:
+                    self.fail("ceil_mode", "ceil_mode=1 adds a partial window here, which "
+                                           "SPEC pooling does not have")
+        for d, p0, p1 in ((0, top, bottom), (1, left, right)):
+            if in_hw[d] + p0 + p1 - dilation[d] * (kernel[d] - 1) - 1 < 0:
+                self.fail("kernel_shape", f"the window {list(kernel)} is larger than the "
+                                          f"padded input {list(in_hw)}")
+        return stride, dilation, padding
+
+    def _conv_weights(self, c, field_):
+        """Integer (M, C/G, KH, KW) weights and per-output-channel scales of a Conv."""
+        if c is None:
+            self.fail(field_, "the weights are missing")
+        if c.ints is None:
+            v = c.values
+            if not np.all(v == np.round(v)):
+                self.fail(field_, "float weights: quantize them (Quant, BipolarQuant or "
+                                  "DequantizeLinear on the initializer)")
+            c = _Const(v, ints=v.astype(np.int64), scale=np.ones(1), zp=np.zeros(1))
+        W = np.asarray(c.ints, dtype=np.int64)
+        if W.ndim != 4:
+            self.fail(field_, f"weights of shape {W.shape} are not (M, C/G, KH, KW)")
+        sc = np.asarray(c.scale, dtype=np.float64)
+        if sc.ndim == 1 and sc.size == W.shape[0] and sc.size > 1:
+            sc = sc.reshape(-1, 1, 1, 1)
+        sc = np.broadcast_to(sc.reshape((1,) * (4 - sc.ndim) + sc.shape) if sc.ndim < 4
+                             else sc, W.shape).reshape(W.shape[0], -1)
+        if not np.all(sc == sc[:, :1]):
+            self.fail(field_, "weight scales vary within an output channel: no integer "
+                              "equivalent")
+        dtype = c.dtype
+        if dtype is None or not dtype.contains(W):
+            dtype = _min_int_dtype(W)
+        return W, dtype, [fold.fraction(v) for v in sc[:, 0]]
+
+    def _start_conv(self, x, W, wdtype, ws, a):
+        x = self._map(x)
+        C, H, Wd = x.shape
+        M, cg, kh, kw = W.shape
+        groups = int(a.get("group", 1))
+        ks = tuple(int(v) for v in a.get("kernel_shape", (kh, kw)))
+        if ks != (kh, kw):
+            self.fail("kernel_shape", f"{list(ks)} differs from the weights' {[kh, kw]}")
+        if groups < 1 or C % groups or M % groups:
+            self.fail("group", f"{groups} groups do not divide {C} input and {M} output "
+                               "channels")
+        if cg * groups != C:
+            self.fail("input 1", f"weights of shape {W.shape} with {groups} groups do not "
+                                 f"read {C} channels")
+        if len(set(x.s)) != 1:
+            self.fail("input 0", "per-channel activation scales cannot be folded into the "
+                                 "next layer")
+        stride, dilation, padding = self._window(a, (H, Wd), (kh, kw), (1, 1))
+        z = np.asarray(x.z, dtype=np.int64)
+        pad_value = 0
+        if any(padding):
+            if len(set(x.z)) != 1:
+                self.fail("pads", "padding an input whose zero point differs between "
+                                  "channels: no single pad_value")
+            pad_value = int(x.z[0])
+            if x.dtype.kind is DTypeKind.BIPOLAR or not x.dtype.contains(np.array(pad_value)):
+                self.fail("pads", f"the padded zeros are the level {pad_value}, not a value of "
+                                  f"the input dtype {x.dtype} (no pad_value exists)")
+        zg = z.reshape(groups, cg)[np.arange(M) // (M // groups)]  # (M, C/G)
+        base = [-int(v) for v in np.einsum("mcij,mc->m", W, zg)]
+        chain = fold.Chain(M)
+        chain.then_affine([x.s[0] * w for w in ws], [0] * M)
+        params = {"groups": groups, "stride": stride, "dilation": dilation,
+                  "padding": padding, "pad_value": pad_value}
+        out = ref.conv2d_out_shape(x.shape, M, (kh, kw), stride, dilation, padding)
+        return _Pending(W, wdtype, x.dtype, base, chain, self.where, Op.CONV2D, (x.src,),
+                        x.shape, tuple(out), params)
+
+    def op_Conv(self, node, states):
+        W, wdtype, ws = self._conv_weights(self.const(node, 1, "the weights"), "input 1")
+        pend = self._start_conv(states[0], W, wdtype, ws, self.attrs(node))
+        bias = self.const(node, 2, "the bias")
+        if bias is not None:
+            pend.chain.then_affine([1] * pend.channels,
+                                   self.per_channel(bias.values, pend.channels, "input 2"))
+        return pend
+
+    def _pool(self, node, x, a, kernel):
+        x = self._map(x)
+        if len(node.output) > 1 and node.output[1]:
+            self.fail("output 1", "the indices output of MaxPool is not supported")
+        if int(a.get("storage_order", 0)) and len(node.output) > 1:
+            self.fail("storage_order", "not supported")
+        kernel = tuple(int(v) for v in kernel)
+        stride, _, padding = self._window(a, x.shape[1:], kernel, (1, 1), dilated=False)
+        return x, kernel, stride, padding
+
+    def op_MaxPool(self, node, states):
+        a = self.attrs(node)
+        return self._maxpool(node, states[0], a, a.get("kernel_shape", ()))
+
+    def op_GlobalMaxPool(self, node, states):
+        x = self._map(states[0])
+        return self._maxpool(node, x, {}, x.shape[1:])
+
+    def _maxpool(self, node, x, a, kernel):
+        if isinstance(x, _Pending):
+            self.fail("input 0", f"MaxPool of the unquantized output of {x.node}: "
+                                 "quantize before pooling")
+        x, kernel, stride, padding = self._pool(node, x, a, kernel)
+        # the real value s*(v - z) rises with v (s > 0): the max of the levels is the max
+        name = f"pool{len(self.layers) + 1}"
+        layer = Pool2d(name=name, op=Op.MAXPOOL2D, in_dtype=x.dtype, in_shape=tuple(x.shape),
+                       kernel=kernel, stride=stride, padding=padding, inputs=(x.src,))
+        if np.any(layer.window_counts() == 0):
+            self.fail("pads", "a pooling window holds only padding")
+        self.layers.append(layer)
+        return _Grid(x.dtype, x.s, x.z, tuple(layer.out_shape), name, x.shift)
+
+    def _avgpool(self, node, x, a, kernel):
+        x, kernel, stride, padding = self._pool(node, x, a, kernel)
+        pool = Pool2d(name="p", op=Op.SUMPOOL2D, in_dtype=x.dtype, in_shape=tuple(x.shape),
+                      kernel=kernel, stride=stride, padding=padding)
+        counts = np.unique(pool.window_counts())
+        n = kernel[0] * kernel[1]
+        if any(padding) and int(a.get("count_include_pad", 0)):
+            if any(x.z):  # padded real zeros are the level z, which SPEC's sum leaves out
+                self.fail("count_include_pad", "padding counted in the average of an input "
+                                               "with a non-zero zero point: no exact sum pool")
+            zs = [0] * len(x.z)
+        else:
+            if counts.size != 1 or 0 in counts:
+                self.fail("pads", f"windows hold {sorted(int(c) for c in counts)} elements: "
+                                  "one output stage per channel cannot divide by each")
+            n = int(counts[0])
+            zs = [n * int(v) for v in x.z]
+        C = x.shape[0]
+        chain = fold.Chain(C)
+        chain.then_affine([v / n for v in x.s], [0] * C)
+        return _Pending(None, None, x.dtype, [-v for v in zs], chain, self.where,
+                        Op.SUMPOOL2D, (x.src,), x.shape, tuple(pool.out_shape),
+                        {"kernel": kernel, "stride": stride, "padding": padding})
+
+    def op_AveragePool(self, node, states):
+        a = self.attrs(node)
+        return self._avgpool(node, states[0], a, a.get("kernel_shape", ()))
+
+    def op_GlobalAveragePool(self, node, states):
+        x = self._map(states[0])
+        return self._avgpool(node, x, {}, x.shape[1:])
+
+    def _flatten(self, node, x):
+        """A feature map seen as the (C, H, W)-ordered vector SPEC's ``linear`` reads."""
+        if len(x.shape) != 3:
+            return x
+        C, H, W = x.shape
+        rep = H * W
+        return _Grid(x.dtype, [v for v in x.s for _ in range(rep)],
+                     [v for v in x.z for _ in range(rep)], (C * H * W,), x.src, x.shift,
+                     x.src_shape)
+
+    def _map_reshape(self, node, states):
+        x = states[0]
+        if not (isinstance(x, (_Grid, _Pending)) and len(x.shape) == 3):
+            return self._shape_only(node, states)
+        if isinstance(x, _Pending):
+            self.fail("input 0", f"{node.op_type} of the unquantized output of {x.node}: "
+                                 "quantize before flattening")
+        C, H, W = x.shape
+        if node.op_type == "Flatten":
+            if int(self.attrs(node).get("axis", 1)) != 1:
+                self.fail("axis", "only Flatten with axis 1 keeps the batch dimension")
+            return self._flatten(node, x)
+        if node.op_type == "Reshape":
+            target = self.const(node, 1, "the shape")
+            t = [int(v) for v in np.asarray(target.values).reshape(-1)]
+            if len(t) >= 1 and t[0] in (1, 0, -1) and len(t) == 2 and t[1] in (-1, C * H * W):
+                return self._flatten(node, x)
+            if t[0] in (1, 0, -1) and tuple(t[1:]) == (C, H, W):
+                return x
+            self.fail("input 1", f"reshaping the feature map {[C, H, W]} to {t}: only a "
+                                 "flatten in (C, H, W) order is supported")
+        if node.op_type in ("Squeeze", "Unsqueeze"):
+            self.fail("input 0", f"{node.op_type} of a feature map is not supported")
+        return x
+
+    op_Flatten = op_Reshape = op_Squeeze = op_Unsqueeze = _map_reshape
+
+    def op_Add(self, node, states):
+        x, y = states[0], states[1]
+        if isinstance(x, _Grid) and isinstance(y, _Grid):
+            return self._join_add([x, y], [None, None])
+        return self._elementwise(node, states, np.add)
+
+    def _join_add(self, xs, scales):
+        """Residual join of quantized tensors ``xs`` (``scales`` None: their own grids):
+        ``sum_i s_i (v_i - z_i) = k * sum_i a_i v_i - k * sum_i a_i z_i`` with integer
+        ``a_i = s_i / k`` below 2^16, exact only when the scales are in such a ratio."""
+        shape = xs[0].shape
+        for j, x in enumerate(xs):
+            if x.shape != shape:
+                self.fail(f"input {j}", f"shape {x.shape} differs from {shape}")
+            if x.src_shape != x.shape:
+                self.fail(f"input {j}", "a flattened feature map cannot be added")
+            if len(set(x.s)) != 1:
+                self.fail(f"input {j}", "per-channel scales cannot be joined")
+        s = [x.s[0] for x in xs]
+        k = s[0]
+        for v in s[1:]:  # the largest k dividing every scale: gcd of the fractions
+            k = Fraction(math.gcd(k.numerator, v.numerator),
+                         math.lcm(k.denominator, v.denominator))
+        ints = [v / k for v in s]
+        if max(ints) >= 1 << 16:
+            ratio = " : ".join(f"{float(v):.9g}" for v in s)
+            self.fail("input 1", f"the inputs' scales {ratio} are not in a ratio of integers "
+                                 "below 2^16: no exact integer add (quantize the branches "
+                                 "with a shared scale)")
+        ints = [int(v) for v in ints]
+        n = len(xs[0].s)
+        chain = fold.Chain(n)
+        chain.then_affine([k] * n, [0] * n)
+        base = [-sum(a * x.z[c] for a, x in zip(ints, xs, strict=True)) for c in range(n)]
+        return _Pending(None, None, xs[0].dtype, base, chain, self.where, Op.ADD,
+                        tuple(x.src for x in xs), shape, shape,
+                        {"in_dtypes": tuple(x.dtype for x in xs), "scales": tuple(ints)})
+
+    def op_Concat(self, node, states):
+        a = self.attrs(node)
+        xs = [self._map(x, j, f"input {j}") for j, x in enumerate(states)]
+        axis = int(a.get("axis", 1))
+        if axis not in (1, -3):
+            self.fail("axis", f"concatenation along axis {axis}: only channels (axis 1)")
+        return self._concat(xs)
+
+    def _concat(self, xs):
+        for j, x in enumerate(xs):
+            if x.shape[1:] != xs[0].shape[1:]:
+                self.fail(f"input {j}", f"H, W {x.shape[1:]} differ from {xs[0].shape[1:]}")
+            if x.dtype != xs[0].dtype or x.shift != xs[0].shift:
+                self.fail(f"input {j}", f"dtype {x.dtype} differs from {xs[0].dtype}")
+            if set(x.s) != {xs[0].s[0]}:
+                self.fail(f"input {j}", f"scale {float(x.s[0]):.9g} differs from "
+                                        f"{float(xs[0].s[0]):.9g}: concatenated channels need "
+                                        "one scale")
+        name = f"cat{len(self.layers) + 1}"
+        layer = Concat(name=name, in_dtype=xs[0].dtype, in_shapes=tuple(x.shape for x in xs),
+                       inputs=tuple(x.src for x in xs))
+        self.layers.append(layer)
+        return _Grid(xs[0].dtype, [v for x in xs for v in x.s], [v for x in xs for v in x.z],
+                     tuple(layer.out_shape), name, xs[0].shift)
+
+    # ---------------------------------------------------------------- onnxruntime feature maps
+    def _qconv_weights(self, node, jw, js, jz):
+        w = self.const(node, jw, "the weights")
+        if w is None or w.ints is None:
+            self.fail(f"input {jw}", "integer weights expected")
+        scale, zp, _ = self._qparams(node, js, jz, "weight")
+        ints = np.asarray(w.ints, dtype=np.int64)
+        if ints.ndim != 4:
+            self.fail(f"input {jw}", f"weights of shape {ints.shape} are not (M, C/G, KH, KW)")
+        z = np.asarray(zp, dtype=np.int64).reshape(-1)
+        s = np.asarray(scale, dtype=np.float64).reshape(-1)
+        ints = ints - (z.reshape(-1, 1, 1, 1) if z.size > 1 else z[0])
+        c = _Const(None, ints=ints, scale=s.reshape(-1, 1, 1, 1) if s.size > 1 else s,
+                   zp=np.zeros(1), dtype=_ONNX_INT_TYPES.get(np.asarray(w.ints).dtype))
+        return self._conv_weights(c, f"input {jw}")
+
+    def op_QLinearConv(self, node, states):
+        x = self._grid_from(node, states[0], 1, 2)
+        W, wdtype, ws = self._qconv_weights(node, 3, 4, 5)
+        pend = self._start_conv(x, W, wdtype, ws, self.attrs(node))
+        bias = self.const(node, 8, "B (the int32 bias)")
+        if bias is not None:
+            b = [int(v) for v in np.asarray(bias.ints if bias.ints is not None
+                                            else bias.values).reshape(-1)]
+            if len(b) != W.shape[0]:
+                self.fail("input 8", f"bias of {len(b)} values for {W.shape[0]} outputs")
+            pend.base = [p + q for p, q in zip(pend.base, b, strict=True)]
+        scale, zp, zdt = self._qparams(node, 6, 7, "y")
+        return self.finish_requant(pend, scale, zp, _ONNX_INT_TYPES[zdt])
+
+    def op_ConvInteger(self, node, states):
+        x = states[0]
+        if not isinstance(x, _Grid):
+            self.fail("input 0", "the input must come from a static QuantizeLinear")
+        zp = self.const(node, 2, "x zero point")
+        if zp is not None:
+            x = _Grid(x.dtype, x.s, [int(v) + x.shift for v in self.per_channel(
+                zp.ints if zp.ints is not None else zp.values, len(x.s), "input 2")],
+                x.shape, x.src, x.shift, x.src_shape)
+        w = self.const(node, 1, "w")
+        if w is None or w.ints is None:
+            self.fail("input 1", "integer weights expected")
+        ints = np.asarray(w.ints, dtype=np.int64)
+        zw = self.const(node, 3, "w zero point")
+        if zw is not None:
+            z = np.asarray(zw.ints if zw.ints is not None else zw.values,
+                           dtype=np.int64).reshape(-1)
+            ints = ints - (z.reshape(-1, 1, 1, 1) if z.size > 1 else z[0])
+        W, wdtype, _ = self._conv_weights(_Const(None, ints=ints, scale=np.ones(1),
+                                                 zp=np.zeros(1)), "input 1")
+        # the output is the exact integer accumulator: real value 1 per unit
+        one = replace(x, s=[Fraction(1)] * len(x.s))
+        return self._start_conv(one, W, wdtype, [Fraction(1)] * W.shape[0], self.attrs(node))
+
+    def _ort_pool_out(self, node, pend, js, jz):
+        scale, zp, zdt = self._qparams(node, js, jz, "y")
+        return self.finish_requant(pend, scale, zp, _ONNX_INT_TYPES[zdt])
+
+    def op_QLinearGlobalAveragePool(self, node, states):
+        if int(self.attrs(node).get("channels_last", 0)):
+            self.fail("channels_last", "channels-last tensors are not supported")
+        x = self._map(self._grid_from(node, states[0], 1, 2))
+        pend = self._avgpool(node, x, {}, x.shape[1:])
+        return self._ort_pool_out(node, pend, 3, 4)
+
+    def op_QLinearAveragePool(self, node, states):
+        a = self.attrs(node)
+        if int(a.get("channels_last", 0)):
+            self.fail("channels_last", "channels-last tensors are not supported")
+        x = self._grid_from(node, states[0], 1, 2)
+        pend = self._avgpool(node, x, a, a.get("kernel_shape", ()))
+        return self._ort_pool_out(node, pend, 3, 4)
+
     def op_QLinearAdd(self, node, states):
-        self.fail("op_type", "QLinearAdd rounds twice (after the matmul and after the add); "
-                             "export the layer as Gemm (QGemm) or in QDQ form")
+        """``y = round((sa (a - za) + sb (b - zb)) / sy) + zy``: an ``add`` layer (the inputs
+        are already rounded by the layers before, as in onnxruntime) with integer scales when
+        ``sa : sb`` is a ratio of integers below 2^16, else refused; its output stage is an
+        exact threshold stage of that formula."""
+        a = self._grid_from(node, states[0], 1, 2)
+        b = self._grid_from(node, states[3], 4, 5)
+        pend = self._join_add([a, b], None)
+        scale, zp, zdt = self._qparams(node, 6, 7, "y")
+        return self.finish_requant(pend, scale, zp, _ONNX_INT_TYPES[zdt])
+
+    def op_QLinearConcat(self, node, states):
+        if int(self.attrs(node).get("axis", 1)) not in (1, -3):
+            self.fail("axis", "concatenation along another axis than channels")
+        ys, yz, _ = self._qparams(node, 0, 1, "y")
+        xs = []
+        for t in range(2, len(node.input), 3):
+            x = self._map(self._grid_from(node, states[t], t + 1, t + 2), t, f"input {t}")
+            if set(x.s) != set(self.per_channel(ys, 1, "input 0")) or set(x.z) != {
+                    int(np.asarray(yz).reshape(-1)[0]) + x.shift}:
+                self.fail(f"input {t + 1}", "the input's scale or zero point differs from the "
+                                            "output's: QLinearConcat would requantize it")
+            xs.append(x)
+        return self._concat(xs)
+
 
     # ---------------------------------------------------------------- output stages
     def _flip_rows(self, pend, rows):
         if not any(rows):
             return
+        if pend.weight is None:
+            m = int(np.nonzero(rows)[0][0])
+            raise OnnxError(pend.node, "output", f"channel {m} falls as the accumulator rises "
+                            f"(a negative scale after {pend.op.value}); no weights to negate")
         W = pend.weight.copy()
         for m in np.nonzero(rows)[0]:
             neg = -W[m]
@@ -677,29 +1150,72 @@ class _Converter:
     def _shifted(self, pend):
         """The chain over the accumulator without its bias, rows with a falling chain
         negated: ``(chain, acc_lo, acc_hi, flip)``, ``chain`` non-decreasing per row."""
-        flip = [pend.chain.direction(m) < 0 for m in range(pend.weight.shape[0])]
-        W = np.where(np.asarray(flip)[:, None], -pend.weight, pend.weight)
-        lo, hi = ref.acc_bounds(W, pend.in_dtype.lo, pend.in_dtype.hi)
+        flip = [pend.chain.direction(m) < 0 for m in range(pend.channels)]
+        if pend.weight is None:
+            self._flip_rows(pend, flip)  # refuses
+            W = None
+        else:
+            rows = np.asarray(flip).reshape((-1,) + (1,) * (pend.weight.ndim - 1))
+            W = np.where(rows, -pend.weight, pend.weight)
+        lo, hi = self._acc_bounds(pend, W)
         base = [-b if f else b for b, f in zip(pend.base, flip, strict=True)]
         return _Shifted(pend.chain, base, flip), lo, hi, flip
+
+    def _acc_bounds(self, pend, W, bias=None):
+        """Per output channel worst-case accumulator of ``pend`` with weights ``W``."""
+        lo_in, hi_in = pend.in_dtype.lo, pend.in_dtype.hi
+        if pend.op is Op.LINEAR:
+            return ref.acc_bounds(W, lo_in, hi_in, bias)
+        p = pend.params
+        if pend.op is Op.CONV2D:
+            return ref.conv2d_acc_bounds(W, pend.in_shape, lo_in, hi_in, bias,
+                                         stride=p["stride"], dilation=p["dilation"],
+                                         padding=p["padding"], pad_value=p["pad_value"])
+        if pend.op is Op.SUMPOOL2D:
+            layer = Pool2d(name="p", op=Op.SUMPOOL2D, in_dtype=pend.in_dtype,
+                           in_shape=tuple(pend.in_shape), **p)
+        else:
+            layer = Add(name="a", in_shape=tuple(pend.in_shape), output=None, **p)
+        return layer.acc_bounds()
 
     def _threshold_matrix(self, pend, quantizer):
         chain, lo, hi, flip = self._shifted(pend)
         return fold.thresholds(chain, quantizer, lo, hi, [False] * len(flip))
 
     def finish_thresholds(self, pend, quantizer, dtype):
-        flip = [pend.chain.direction(m) < 0 for m in range(pend.weight.shape[0])]
+        flip = [pend.chain.direction(m) < 0 for m in range(pend.channels)]
         T = self._threshold_matrix(pend, quantizer)
         self._flip_rows(pend, flip)
         if dtype.kind is DTypeKind.UINT:
             dtype = DType(DTypeKind.UINT, max(1, quantizer.levels.bit_length()))
         stage = OutputStage(OutputKind.THRESHOLD, dtype, thresholds=readonly(T.astype(object)
                                                                              .astype(np.int64)))
+        grid = pend.of
+        if grid is not None and dtype == grid.dtype and not any(flip):
+            v = np.arange(dtype.lo, dtype.hi + 1)
+            v = v[(v != 0) | (dtype.kind is not DTypeKind.BIPOLAR)]
+            acc = np.repeat(v[:, None], pend.channels, axis=1)
+            if np.array_equal(np.asarray(stage.apply(acc), dtype=np.int64), acc):
+                self._out = (grid.src, grid.shape, grid.src_shape)  # a no-op: no layer
+                return dtype
         self._add_layer(pend, stage, None)
         return dtype
 
     def finish_requant(self, pend, scale, zp, dtype):
-        m = pend.weight.shape[0]
+        m = pend.channels
+        if pend.weight is None:  # no bias to hold the zero points: an exact threshold stage
+            s = self.per_channel(scale, 1, "input 1")[0]
+            z = [int(v) for v in self.per_channel(zp, 1, "input 2")][0]
+            if s <= 0:
+                self.fail("input 1", "the output scale must be positive")
+            lo, hi = dtype.lo, dtype.hi
+
+            def level(ch, v):
+                return min(max(round(v / s) + z, lo), hi) - lo  # half to even, as onnxruntime
+
+            out = self.finish_thresholds(pend, fold.Quantizer(hi - lo, level),
+                                         DType(DTypeKind.UINT, dtype.bits))
+            return self._grid(out, [s] * m, [z - lo] * m, shift=-lo)
         affine = pend.chain.affine_only()
         relu = False
         if affine is None:
@@ -720,8 +1236,7 @@ class _Converter:
         flip = [v < 0 for v in a]
         self._flip_rows(pend, flip)
         a = [-v if f else v for v, f in zip(a, flip, strict=True)]
-        lo, hi = ref.acc_bounds(pend.weight, pend.in_dtype.lo, pend.in_dtype.hi,
-                                np.asarray(pend.base, dtype=np.int64))
+        lo, hi = self._acc_bounds(pend, pend.weight, np.asarray(pend.base, dtype=np.int64))
         absmax = [max(abs(int(x)), abs(int(y))) for x, y in zip(lo, hi, strict=True)]
         r = fold.requant_stage(a, c, s, z, absmax)
         if isinstance(r, tuple):
@@ -731,17 +1246,35 @@ class _Converter:
                             shift=readonly(r.shift), relu=relu and z == 0)
         self.exact = False
         self._add_layer(pend, stage, bias, eps=r.eps)
-        return _Grid(dtype, [s] * m, [z] * m)
+        return self._grid(dtype, [s] * m, [z] * m)
 
     def _add_layer(self, pend, stage, bias, eps=None):
-        name = f"fc{len(self.layers) + 1}"
+        prefix = {Op.LINEAR: "fc", Op.CONV2D: "conv", Op.SUMPOOL2D: "pool", Op.ADD: "add"}
+        name = f"{prefix[pend.op]}{len(self.layers) + 1}"
         if bias is not None:
             if any(not _INT32[0] <= b <= _INT32[1] for b in bias):
                 raise OnnxError(pend.node, "bias", "the folded integer bias does not fit int32")
             bias = readonly(bias) if any(bias) else None
-        self.layers.append(Layer(name=name, op=Op.LINEAR, in_dtype=pend.in_dtype,
-                                 weight=readonly(pend.weight), weight_dtype=pend.wdtype,
-                                 output=stage, bias=bias))
+        if pend.op is not Op.LINEAR and pend.op is not Op.CONV2D and bias is not None:
+            raise OnnxError(pend.node, "bias", "a constant offset cannot be folded into this "
+                                               "output stage (the op has no bias)")
+        p, inputs = pend.params, tuple(pend.inputs)
+        if pend.op is Op.LINEAR:
+            layer = Layer(name=name, op=Op.LINEAR, in_dtype=pend.in_dtype,
+                          weight=readonly(pend.weight), weight_dtype=pend.wdtype, output=stage,
+                          bias=bias, inputs=inputs, in_shape=tuple(pend.in_shape))
+        elif pend.op is Op.CONV2D:
+            layer = Conv2d(name=name, in_dtype=pend.in_dtype, in_shape=tuple(pend.in_shape),
+                           weight=readonly(pend.weight), weight_dtype=pend.wdtype,
+                           output=stage, bias=bias, inputs=inputs, **p)
+        elif pend.op is Op.SUMPOOL2D:
+            layer = Pool2d(name=name, op=Op.SUMPOOL2D, in_dtype=pend.in_dtype,
+                           in_shape=tuple(pend.in_shape), output=stage, inputs=inputs, **p)
+        else:
+            layer = Add(name=name, in_shape=tuple(pend.in_shape), output=stage, inputs=inputs,
+                        **p)
+        self.layers.append(layer)
+        self._out = (name, layer.out_shape, layer.out_shape)
         if eps is not None:
             self.errors[name] = eps
 
@@ -756,14 +1289,16 @@ class _Converter:
             offset = []
             for m in range(len(a)):
                 k = c[m] / a[m] if a[m] != 0 else None
-                if k is not None and k.denominator == 1:
+                if state.weight is None:  # no bias: the zero points stay in the offset
+                    offset.append(float(a[m] * base[m] + c[m]))
+                elif k is not None and k.denominator == 1:
                     base[m] += int(k)
                     offset.append(0.0)
                 else:
                     offset.append(float(c[m]))
             state.base = base
             self._add_layer(state, OutputStage(OutputKind.IDENTITY, DType(DTypeKind.INT, 32)),
-                            base)
+                            base if state.weight is not None else None)
             scale, offset = np.array([float(v) for v in a]), np.array(offset)
         elif isinstance(state, _Grid):
             if not self.layers:
@@ -775,8 +1310,10 @@ class _Converter:
                             "through a linear layer")
         if self.input_dtype is None:
             raise OnnxError(None, "graph.input", "the input is not quantized")
-        model = Model(name=self.name, input_shape=(self.in_features,),
+        model = Model(name=self.name, input_shape=tuple(self.in_shape),
                       input_dtype=self.input_dtype, layers=tuple(self.layers))
+        if len(model.out_shape) == 3:  # per channel of a feature map
+            scale, offset = scale.reshape(-1, 1, 1), offset.reshape(-1, 1, 1)
         return Imported(model, scale, offset, exact=self.exact, input_scale=self.input_grid[0],
                         input_zero_point=self.input_grid[1], max_error_lsb=self.errors)
 

@@ -134,23 +134,29 @@ class Graph:
                                     f"tensor {name!r} is neither an initializer, a graph input "
                                     "nor produced by a node (missing initializer?)")
 
-    def input_features(self):
-        """The single graph input: its name and its length as a vector."""
+    def input_shape(self):
+        """The single graph input: its name and its shape without the batch dimension,
+        ``(K,)`` for a vector or ``(C, H, W)`` for a feature map."""
         if len(self.inputs) != 1:
             names = [v.name for v in self.inputs]
             raise OnnxError(None, "graph.input",
                             f"expected one (non-initializer) input, not {len(names)}: {names}")
         value = self.inputs[0]
-        return value.name, self._vector_length(value, "graph.input")
+        return value.name, self._tensor_shape(value, "graph.input")
+
+    def input_features(self):
+        """The single graph input: its name and its number of elements."""
+        name, shape = self.input_shape()
+        return name, math.prod(shape)
 
     def output_name(self):
         if len(self.outputs) != 1:
             raise OnnxError(None, "graph.output",
                             f"expected one output, not {len(self.outputs)}")
-        self._vector_length(self.outputs[0], "graph.output")
+        self._tensor_shape(self.outputs[0], "graph.output")
         return self.outputs[0].name
 
-    def _vector_length(self, value, field):
+    def _tensor_shape(self, value, field):
         field = f"{field} {value.name!r}"
         t = value.type
         if not t.HasField("tensor_type"):
@@ -168,9 +174,11 @@ class Graph:
                 raise OnnxError(None, field, f"dimension {k} is dynamic ({sym!r}); only the "
                                              "batch dimension may be")
         _check_size(None, field, dims)
+        if len(dims) == 4 and dims[0] == 1:
+            return tuple(dims[1:])
         if len(dims) == 1:
-            return dims[0]
+            return (dims[0],)
         if len(dims) >= 2 and dims[0] == 1 and sum(d != 1 for d in dims[1:]) <= 1:
-            return math.prod(dims[1:])
-        raise OnnxError(None, field, f"shape {dims} is not a vector (batch, K): only "
-                                     "vector inputs and outputs are supported")
+            return (math.prod(dims[1:]),)
+        raise OnnxError(None, field, f"shape {dims} is neither a vector (batch, K) nor a "
+                                     "feature map (batch, C, H, W)")

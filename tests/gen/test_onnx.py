@@ -127,8 +127,13 @@ def test_dynamic_shape(tmp_path):
 
 
 def test_non_vector_input(tmp_path):
+    path = _mlp(tmp_path, in_shape=(1, 2, 2))
+    _expect_error(tmp_path, path, "graph.input", "neither a vector")
+
+
+def test_feature_map_into_matmul(tmp_path):
     path = _mlp(tmp_path, in_shape=(1, 1, 2, 2))
-    _expect_error(tmp_path, path, "graph.input", "not a vector")
+    _expect_error(tmp_path, path, "'fc' (MatMul)", "feature map", "Flatten")
 
 
 def test_float_weights(tmp_path):
