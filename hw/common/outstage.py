@@ -16,6 +16,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from nnaccel.hw.common.arith import cdiv
 from nnaccel.hw.common.reference import bits_for_range
 
 __all__ = ["StageKind", "OutputStageParams", "OutputStage", "MULT_MAX", "SHIFT_MAX"]
@@ -236,7 +237,7 @@ class OutputStageParams:
     @property
     def folds(self):
         """Beats per vector: ``ceil(channels / pe)``."""
-        return -(-self.channels // self.pe)
+        return cdiv(self.channels, self.pe)
 
     @property
     def levels(self):

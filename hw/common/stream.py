@@ -10,6 +10,8 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
+from .arith import cdiv
+
 __all__ = ["SkidBuffer", "StreamFifo", "Gearbox", "check_positive", "vector_stream"]
 
 
@@ -129,7 +131,7 @@ class Gearbox(wiring.Component):
             return m
         if self.n_in > self.n_out:
             k = self.n_in // self.n_out
-            beats = -(-self.count // self.n_out)
+            beats = cdiv(self.count, self.n_out)
             sub = Signal(range(k))
             beat = Signal(range(beats))
             last_sub = (sub == k - 1) | (beat == beats - 1)
@@ -144,7 +146,7 @@ class Gearbox(wiring.Component):
                              beat.eq(Mux(beat == beats - 1, 0, beat + 1))]
             return m
         k = self.n_out // self.n_in
-        beats = -(-self.count // self.n_in)
+        beats = cdiv(self.count, self.n_in)
         chunk = self.n_in * w
         sub = Signal(range(k))
         beat = Signal(range(beats))
