@@ -255,3 +255,17 @@ def test_a_layer_no_engine_maps_is_refused_first(options):
     with pytest.raises(ModelError, match="no engine maps op conv2d yet") as info:
         generate(model, options)
     assert (info.value.layer, info.value.field) == ("conv1", "op")
+
+
+def test_an_unmapped_op_exits_2_from_the_cli(tmp_path, capsys):
+    from nnaccel.gen.ir import Conv2d
+
+    conv = Conv2d(name="conv1", in_dtype=I8, in_shape=(1, 4, 4),
+                  weight=readonly(np.ones((2, 1, 3, 3), dtype=np.int64)), weight_dtype=I8,
+                  output=OutputStage(OutputKind.IDENTITY, I32))
+    model = Model(name="m", input_shape=(1, 4, 4), input_dtype=I8, layers=(conv,))
+    path = write_model(model, tmp_path / "m")
+    assert main(["generate", str(path), "-o", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "layer 'conv1', field 'op'" in err and "no engine maps op conv2d" in err
+    assert "Traceback" not in err and not (tmp_path / "out").exists()
