@@ -133,8 +133,8 @@ def _read_header(f, fail, kinds="biuf"):
             header = np.lib.format.read_array_header_2_0(f, max_header_size=_HEADER_MAX)
         else:
             raise ValueError(f"unsupported .npy version {version}")
-    except (ValueError, EOFError, OSError, SyntaxError, TypeError) as e:
-        raise fail(f"not a numpy .npy array: {e}") from None
+    except Exception as e:  # numpy parses the header with tokenize and literal_eval
+        raise fail(f"not a numpy .npy array: {type(e).__name__}: {e}") from None
     shape, fortran, dtype = header
     if dtype.hasobject:
         raise fail("holds Python objects (pickles are not loaded), not integers")

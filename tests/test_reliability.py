@@ -334,6 +334,22 @@ def test_input_that_is_not_a_regular_file(good, tmp_path, kind):
     assert_one_error(result.stderr, "field 'input'", "not a regular file")
 
 
+@pytest.mark.parametrize("header", [
+    "{'descr': '<i8', 'fortran_order': False, 'shape': (1, 4",     # tokenize: EOF
+    "{'descr': '<i8', 'fortran_order': False, 'shape': (1, 4), }" + "(" * 200,
+    "{'descr': 'O', 'fortran_order': False, 'shape': (1, 4), }",
+    "{'descr': '<c16', 'fortran_order': False, 'shape': (1, 4), }",
+    "__import__('os')",
+])
+def test_input_npy_damaged_header(good, tmp_path, capsys, header):
+    """Byte-flipped headers found by fuzzing (one raised tokenize.TokenError from numpy)."""
+    text = (header + " " * 64)[:((len(header) + 10) // 64 + 1) * 64 - 10] + "\n"
+    x = tmp_path / "x.npy"
+    x.write_bytes(b"\x93NUMPY\x01\x00" + len(text).to_bytes(2, "little") + text.encode()
+                  + b"\0" * 32)
+    refused(capsys, ["run", good, "--input", x], "field 'input'")
+
+
 def test_input_npy_header_promising_more_data_than_there_is(good, tmp_path, capsys):
     x = _header_npy(tmp_path / "x.npy", (1, 4), data=b"\0" * 8)
     refused(capsys, ["run", good, "--input", x], "field 'input'", "promises 32 bytes")
