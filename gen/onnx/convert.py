@@ -616,9 +616,12 @@ class _Converter:
         if isinstance(x, _Const):
             self.fail("input 0", "quantize the weights offline (initializer + "
                                  "DequantizeLinear)")
-        if isinstance(x, _Grid) and x.dtype == dtype and x.shift == 0:
+        same_levels = isinstance(x, _Grid) and (
+            (x.dtype == dtype and x.shift == 0)
+            or (x.dtype == DType(DTypeKind.UINT, dtype.bits) and x.shift == -dtype.lo))
+        if same_levels:
             s = self.per_channel(scale, len(x.s), "input 1")
-            z = [int(v) for v in self.per_channel(zp, len(x.s), "input 2")]
+            z = [int(v) + x.shift for v in self.per_channel(zp, len(x.s), "input 2")]
             if s == list(x.s) and z == list(x.z):  # the grid it already is: nothing to do
                 return x
         pend = self._pending(x, "the input")
@@ -1238,15 +1241,20 @@ class _Converter:
         a = [-v if f else v for v, f in zip(a, flip, strict=True)]
         lo, hi = self._acc_bounds(pend, pend.weight, np.asarray(pend.base, dtype=np.int64))
         absmax = [max(abs(int(x)), abs(int(y))) for x, y in zip(lo, hi, strict=True)]
-        r = fold.requant_stage(a, c, s, z, absmax)
+        # q - z rounds as q does (z is an integer): with z at the bottom of the range the
+        # layer outputs the levels u = q - z in uintN, and no fraction z/M is rounded into the
+        # bias (the requant stage's one avoidable error)
+        shift = -z if z == dtype.lo and z != 0 else 0
+        r = fold.requant_stage(a, c, s, z + shift, absmax)
         if isinstance(r, tuple):
             self.fail("input 1", f"channel {r[0]}: {r[1]}")
         bias = [b + extra for b, extra in zip(pend.base, r.bias, strict=True)]
-        stage = OutputStage(OutputKind.REQUANT, dtype, mult=readonly(r.mult),
+        out = DType(DTypeKind.UINT, dtype.bits) if shift else dtype
+        stage = OutputStage(OutputKind.REQUANT, out, mult=readonly(r.mult),
                             shift=readonly(r.shift), relu=relu and z == 0)
         self.exact = False
         self._add_layer(pend, stage, bias, eps=r.eps)
-        return self._grid(dtype, [s] * m, [z] * m)
+        return self._grid(out, [s] * m, [z + shift] * m, shift=shift)
 
     def _add_layer(self, pend, stage, bias, eps=None):
         prefix = {Op.LINEAR: "fc", Op.CONV2D: "conv", Op.SUMPOOL2D: "pool", Op.ADD: "add"}

@@ -298,7 +298,11 @@ def test_onnxruntime_cnn_within_one_lsb(ort_files, fmt):
     expect_q = np.round((expect - imp.output_offset) / imp.output_scale).astype(np.int64)
     diff = np.abs(model.forward(X) - expect_q)
     assert diff.max() <= 1, f"{fmt}: {np.count_nonzero(diff)} differ, max {diff.max()}"
-    assert np.count_nonzero(diff) / diff.size < 0.02
+    # QDQ runs the average pool in float32: a window sum on an exact tie (1 in 8 here)
+    # rounds by float32 noise, about 5% of them off the exact half-to-even; those (and on
+    # the all-low and all-high inputs many windows tie) and requant's rare ones reach the
+    # logits through the dense layer
+    assert np.count_nonzero(diff) / diff.size < (0.08 if fmt == "QDQ" else 0.02)
 
 
 @pytest.mark.parametrize("fmt", ["QDQ", "QOperator"])
