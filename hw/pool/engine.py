@@ -131,8 +131,8 @@ class Pool(wiring.Component):
             m.d.comb += [target.valid.eq(self.i_data.valid),
                          self.i_data.ready.eq(target.ready)]
             for e in range(p.n):
-                bit = self.i_data.payload[e]
-                m.d.comb += target.payload[e].eq(Mux(bit, 1, -1) if to_values else bit)
+                x = self.i_data.payload[e]
+                m.d.comb += target.payload[e].eq(Mux(x, 1, -1) if to_values else x)
 
         if p.kind is PoolKind.MAX:
             wiring.connect(m, reducer.o_data, wiring.flipped(self.o_data))
