@@ -616,6 +616,9 @@ class _Converter:
         if isinstance(x, _Const):
             self.fail("input 0", "quantize the weights offline (initializer + "
                                  "DequantizeLinear)")
+        return self._requantize(x, scale, zp, dtype)
+
+    def _requantize(self, x, scale, zp, dtype):
         same_levels = isinstance(x, _Grid) and (
             (x.dtype == dtype and x.shift == 0)
             or (x.dtype == DType(DTypeKind.UINT, dtype.bits) and x.shift == -dtype.lo))
@@ -1022,10 +1025,8 @@ class _Converter:
                 self.fail(f"input {j}", f"H, W {x.shape[1:]} differ from {xs[0].shape[1:]}")
             if x.dtype != xs[0].dtype or x.shift != xs[0].shift:
                 self.fail(f"input {j}", f"dtype {x.dtype} differs from {xs[0].dtype}")
-            if set(x.s) != {xs[0].s[0]}:
-                self.fail(f"input {j}", f"scale {float(x.s[0]):.9g} differs from "
-                                        f"{float(xs[0].s[0]):.9g}: concatenated channels need "
-                                        "one scale")
+        # channels keep their own scales; a layer reading them needs one scale (it refuses
+        # otherwise) and a quantizer after the concat requantizes each channel exactly
         name = f"cat{len(self.layers) + 1}"
         layer = Concat(name=name, in_dtype=xs[0].dtype, in_shapes=tuple(x.shape for x in xs),
                        inputs=tuple(x.src for x in xs))
@@ -1120,15 +1121,15 @@ class _Converter:
     def op_QLinearConcat(self, node, states):
         if int(self.attrs(node).get("axis", 1)) not in (1, -3):
             self.fail("axis", "concatenation along another axis than channels")
-        ys, yz, _ = self._qparams(node, 0, 1, "y")
+        ys, yz, zdt = self._qparams(node, 0, 1, "y")
+        if zdt not in _ONNX_INT_TYPES:
+            self.fail("input 1", f"quantization to {zdt} is not supported")
         xs = []
         for t in range(2, len(node.input), 3):
             x = self._map(self._grid_from(node, states[t], t + 1, t + 2), t, f"input {t}")
-            if set(x.s) != set(self.per_channel(ys, 1, "input 0")) or set(x.z) != {
-                    int(np.asarray(yz).reshape(-1)[0]) + x.shift}:
-                self.fail(f"input {t + 1}", "the input's scale or zero point differs from the "
-                                            "output's: QLinearConcat would requantize it")
-            xs.append(x)
+            # each input on the output's grid: a no-op when it is there already, else an exact
+            # threshold stage of round(s_x / s_y * (x - z_x)) + z_y, as onnxruntime computes
+            xs.append(self._requantize(x, ys, yz, _ONNX_INT_TYPES[zdt]))
         return self._concat(xs)
 
 

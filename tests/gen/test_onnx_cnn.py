@@ -262,6 +262,22 @@ class _TorchCnn(torch.nn.Module):
         return self.fc(torch.flatten(y, 1))
 
 
+class _TorchBranches(torch.nn.Module):
+    """Two convolutions concatenated, a depthwise convolution, global average pooling."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.b = torch.nn.Conv2d(3, 6, 1)
+        self.dw = torch.nn.Conv2d(10, 10, 3, groups=10, padding=1)
+        self.fc = torch.nn.Linear(10, 5)
+
+    def forward(self, x):
+        y = torch.cat([torch.relu(self.a(x)), torch.relu(self.b(x))], 1)
+        y = torch.nn.functional.adaptive_avg_pool2d(torch.relu(self.dw(y)), 1)
+        return self.fc(torch.flatten(y, 1))
+
+
 @pytest.fixture(scope="module")
 def ort_files(tmp_path_factory):
     out = tmp_path_factory.mktemp("ort_cnn")
@@ -270,14 +286,15 @@ def ort_files(tmp_path_factory):
     cal = np.random.default_rng(0).normal(size=(32, 3, 16, 16)).astype(np.float32)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for res in (False, True):
-            net = _TorchCnn(res).eval()
-            src = out / f"float{int(res)}.onnx"
+        for res, net in ((False, _TorchCnn(False)), (True, _TorchCnn(True)),
+                         ("br", _TorchBranches())):
+            net.eval()
+            src = out / f"float_{res}.onnx"
             torch.onnx.export(net, torch.randn(1, 3, 16, 16), str(src), dynamo=False,
                               input_names=["x"], output_names=["y"],
                               dynamic_axes={"x": {0: "b"}, "y": {0: "b"}})
             for fmt in ("QDQ", "QOperator"):
-                key = f"{fmt}{'_res' if res else ''}"
+                key = fmt + {False: "", True: "_res", "br": "_br"}[res]
                 files[key] = out / f"{key}.onnx"
                 quantize_static(str(src), str(files[key]), _Reader(cal),
                                 quant_format=getattr(QuantFormat, fmt), per_channel=True,
@@ -285,11 +302,19 @@ def ort_files(tmp_path_factory):
     return files
 
 
-@pytest.mark.parametrize("fmt", ["QDQ", "QOperator"])
-def test_onnxruntime_cnn_within_one_lsb(ort_files, fmt):
+@pytest.mark.parametrize("fmt,ops", [
+    ("QDQ", ["conv2d", "maxpool2d", "conv2d", "conv2d", "sumpool2d", "linear"]),
+    ("QOperator", ["conv2d", "maxpool2d", "conv2d", "conv2d", "sumpool2d", "linear"]),
+    # the Concat's inputs have their own scales: QDQ requantizes the joined map, QOperator's
+    # QLinearConcat each input not on the output's grid (1x1 sum pools with thresholds)
+    ("QDQ_br", ["conv2d", "conv2d", "concat", "sumpool2d", "conv2d", "sumpool2d", "linear"]),
+    ("QOperator_br", ["conv2d", "conv2d", "sumpool2d", "concat", "conv2d", "sumpool2d",
+                      "linear"]),
+])
+def test_onnxruntime_cnn_within_one_lsb(ort_files, fmt, ops):
     imp = import_onnx(ort_files[fmt])
     model = imp.model
-    assert [layer.op.value for layer in model.layers][:2] == ["conv2d", "maxpool2d"]
+    assert [layer.op.value for layer in model.layers] == ops
     assert max(imp.max_error_lsb.values()) < 0.05
     X = _int_inputs(model, 200, seed=7)
     session = ort.InferenceSession(str(ort_files[fmt]))
@@ -302,7 +327,7 @@ def test_onnxruntime_cnn_within_one_lsb(ort_files, fmt):
     # rounds by float32 noise, about 5% of them off the exact half-to-even; those (and on
     # the all-low and all-high inputs many windows tie) and requant's rare ones reach the
     # logits through the dense layer
-    assert np.count_nonzero(diff) / diff.size < (0.08 if fmt == "QDQ" else 0.02)
+    assert np.count_nonzero(diff) / diff.size < (0.08 if fmt.startswith("QDQ") else 0.02)
 
 
 @pytest.mark.parametrize("fmt", ["QDQ", "QOperator"])
@@ -437,13 +462,34 @@ def test_add_non_integer_ratio_refused(tmp_path):
     _refused(path, "'join' (Add)", "ratio of integers", tmp_path=tmp_path)
 
 
-def test_concat_unequal_scales_refused(tmp_path):
+def _concat_graph(tmp_path, after):
+    """Two requantizations of the input, scales 0.5 and 0.25, concatenated, then ``after``."""
     nodes = [_quant("x", "xq", "s", "z", "b4"),
-             _quant("xq", "a", "s", "z", "b4", name="qa"),
-             _quant("xq", "b", "s2", "z", "b4", name="qb"),
-             helper.make_node("Concat", ["a", "b"], ["y"], name="cat", axis=1)]
-    path = _graph(tmp_path / "m.onnx", nodes, _QINITS, [1, 2, 3, 3], [1, 4, 3, 3])
-    _refused(path, "'cat' (Concat)", "one scale", tmp_path=tmp_path)
+             _quant("xq", "a", "s2", "z", "b4", name="qa"),
+             helper.make_node("Relu", ["xq"], ["r"], name="relu"),
+             _quant("r", "b", "s", "z", "b4", name="qb"),
+             helper.make_node("Concat", ["a", "b"], ["c"], name="cat", axis=1), *after]
+    inits = [*_QINITS, _const("w", np.ones((2, 4, 1, 1)))]
+    return _graph(tmp_path / "m.onnx", nodes, inits, [1, 2, 3, 3],
+                  [1, 2 if len(after) > 1 else 4, 3, 3])
+
+
+def test_concat_unequal_scales_into_conv_refused(tmp_path):
+    after = [helper.make_node("Conv", ["c", "w"], ["acc"], name="conv"),
+             _quant("acc", "y", "s", "z", "b4", name="qy")]
+    path = _concat_graph(tmp_path, after)
+    _refused(path, "'conv' (Conv)", "per-channel activation scales", tmp_path=tmp_path)
+
+
+def test_concat_unequal_scales_requantized(tmp_path):
+    """Channels of two scales concatenated, then one quantizer: exact, per channel."""
+    path = _concat_graph(tmp_path, [_quant("c", "y", "s", "z", "b4", name="qy")])
+    imp = import_onnx(path)
+    ops = [layer.op.value for layer in imp.model.layers]
+    assert ops == ["sumpool2d", "concat", "sumpool2d"]  # qa requantizes; qb is a no-op
+    X = _int_inputs(imp.model, 40, seed=6)
+    expect = _qonnx_run(path, imp.input_scale * (X - imp.input_zero_point))
+    np.testing.assert_array_equal(imp.to_real(imp.model.forward(X)), expect)
 
 
 def test_concat_equal_scales(tmp_path):
@@ -456,3 +502,35 @@ def test_concat_equal_scales(tmp_path):
     X = _int_inputs(imp.model, 10, seed=5)
     expect = _qonnx_run(path, imp.input_scale * (X - imp.input_zero_point))
     np.testing.assert_array_equal(imp.to_real(imp.model.forward(X)), expect)
+
+
+def test_conv_integer_pads_with_the_zero_point(tmp_path):
+    """QuantizeLinear (zero point 100) -> ConvInteger padded -> rescale -> QuantizeLinear,
+    against onnxruntime: the padding is the input's zero point (pad_value 100)."""
+    w = np.random.default_rng(4).integers(-60, 61, (3, 2, 3, 3)).astype(np.int8)
+    nodes = [helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["xq"], name="qx"),
+             helper.make_node("ConvInteger", ["xq", "w", "xz"], ["acc"], name="conv",
+                              pads=[1, 2, 1, 0]),
+             helper.make_node("Cast", ["acc"], ["accf"], to=TensorProto.FLOAT),
+             helper.make_node("Mul", ["accf", "k"], ["real"], name="rescale"),
+             helper.make_node("QuantizeLinear", ["real", "ys", "yz"], ["yq"], name="qy"),
+             helper.make_node("DequantizeLinear", ["yq", "ys", "yz"], ["y"], name="dqy")]
+    inits = [_const("xs", 0.05), _const("xz", 100, np.uint8), _const("w", w, np.int8),
+             _const("k", 0.05 * 0.01), _const("ys", 0.02), _const("yz", 128, np.uint8)]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 5, 5])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 5, 5])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    path = tmp_path / "ci.onnx"
+    onnx.save(model, str(path))
+    imp = import_onnx(path)
+    conv = imp.model.layers[0]
+    assert conv.pad_value == 100 and conv.padding == (1, 2, 1, 0)
+    X = _int_inputs(imp.model, 60, seed=8)
+    session = ort.InferenceSession(str(path))
+    expect = np.concatenate([session.run(None, {"x": (imp.input_scale * (x[None] - 100))
+                                                .astype(np.float32)})[0] for x in X])
+    expect_q = np.round((expect - imp.output_offset) / imp.output_scale).astype(np.int64)
+    diff = np.abs(imp.model.forward(X) - expect_q)
+    assert diff.max() <= 1 and np.count_nonzero(diff) / diff.size < 0.01
