@@ -32,7 +32,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..compress.floatmodel import Data, FloatLayer, FloatModel, FloatOp, FloatPool
+from ..compress.floatmodel import (
+    Data,
+    FloatLayer,
+    FloatModel,
+    FloatOp,
+    FloatPool,
+    write_float_model,
+)
 from ..compress.nettrain import init_net, net_with_params, train_net
 from ..compress.pipeline import compress
 from ..compress.state import CompressConfig
@@ -41,7 +48,7 @@ from ..ir import DType, readonly
 from .digits import load_split
 
 __all__ = ["CHANNELS", "EPOCHS", "BINARIZE_EPOCHS", "KINDS", "DigitsCnn", "digits_cnn_data",
-           "digits_cnn_structure", "digits_cnn_float", "digits_cnn"]
+           "digits_cnn_structure", "digits_cnn_float", "digits_cnn", "write_digits_cnn_float"]
 
 #: Output channels of the two convolutions.
 CHANNELS = (16, 32)
@@ -149,3 +156,10 @@ def digits_cnn(kind, seed=0, *, channels=CHANNELS, epochs=EPOCHS,
                      accuracy=accuracy(result.model.forward(data.x_test), data.y_test),
                      x_test=data.x_test, y_test=data.y_test, compression=result,
                      seconds=time.perf_counter() - t0)
+
+
+def write_digits_cnn_float(path, seed=0, *, channels=CHANNELS, epochs=EPOCHS):
+    """Write the trained float CNN and the digits split (training split as ``calib_*``, test
+    split as ``test_*``) as a float model file for ``nnaccel compress``; returns the path."""
+    fm, data = digits_cnn_float(seed, channels=channels, epochs=epochs)
+    return write_float_model(path, fm, data)
