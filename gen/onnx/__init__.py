@@ -3,15 +3,20 @@
 Two kinds of files are read into the SPEC model (../shared/SPEC.md section 3):
 
 * **QONNX** (Brevitas' ``export_qonnx``, FINN, hls4ml): ``Quant``, ``BipolarQuant``, ``Trunc``,
-  ``MultiThreshold`` around ``Gemm``/``MatMul`` (+ ``Add`` bias), ``BatchNormalization``,
-  ``Relu``, ``Sign``, ``Mul``/``Div`` by constants, ``Flatten``/``Reshape`` of a vector. Weights
+  ``MultiThreshold`` around ``Gemm``/``MatMul`` (+ ``Add`` bias) and ``Conv``, ``MaxPool``,
+  ``AveragePool``/``GlobalAveragePool`` (``sumpool2d``), residual ``Add`` of quantized tensors
+  whose scales are in an integer ratio, ``Concat``, ``BatchNormalization``, ``Relu``,
+  ``Sign``, ``Mul``/``Div`` by constants, ``Flatten``/``Reshape`` (a feature map flattened in
+  (C, H, W) order). ONNX's zero padding is the quantized level of real zero: ``pad_value``. Weights
   become integers; every quantizer after a layer becomes a SPEC ``threshold`` stage computed in
   exact rational arithmetic, so for every integer input the model gives exactly the quantizer
   levels of the real-number graph. Zero points and signed levels are folded into the next
   layer's bias. Where no exact integer equivalent exists the import stops with exit status 2,
   naming the node and the reason; nothing is approximated.
 * **onnxruntime int8** (``quantize_static``; QDQ: ``QuantizeLinear``/``DequantizeLinear``
-  around ``MatMul``/``Gemm``; QOperator: ``QLinearMatMul``, ``QGemm``, ``MatMulInteger``):
+  around ``MatMul``/``Gemm``/``Conv`` and the pools; QOperator: ``QLinearMatMul``, ``QGemm``,
+  ``MatMulInteger``, ``QLinearConv``, ``ConvInteger``, ``QLinearAveragePool``,
+  ``QLinearGlobalAveragePool``, ``QLinearConcat``, ``QLinearAdd``):
   each output ``QuantizeLinear`` becomes SPEC ``requant`` with a 31-bit fixed-point
   multiplier. This is the importer's one approximation; :func:`fold.requant_stage` states the
   bound (``Imported.max_error_lsb``): a layer's output differs from exact rounding by at most
