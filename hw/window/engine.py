@@ -11,7 +11,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..common.stream import Gearbox
-from .params import WindowParams
+from .params import PatchOrder, WindowParams
 
 __all__ = ["WindowUnit"]
 
@@ -36,8 +36,10 @@ class WindowUnit(wiring.Component):
     (``H*W*C/n_in`` beats per image, hardware encoding of ``dtype``). ``o_data`` emits, for each
     output pixel in raster order, the ``KH*KW*C`` elements of its window ordered ``(i, j, c)``,
     ``n_out`` per beat (:attr:`WindowParams.out_beats` beats per image); padded positions carry
-    ``pad_value``. ``n_out`` may be a part of a pixel's channels, or several whole window
-    positions (:attr:`WindowParams.beat_shape`) when the consumer needs more elements per cycle.
+    ``pad_value``. With :attr:`PatchOrder.DEPTHWISE` the patch is ordered ``(cb, i, j, c')``
+    instead: for each block of ``n_out`` channels, its window positions one beat each.
+    ``n_out`` may be a part of a pixel's channels, or several whole window positions
+    (:attr:`WindowParams.beat_shape`) when the consumer needs more elements per cycle.
     Images follow one another without any framing; the unit counts beats, and emits nothing of
     an image (not even its padding) before the image's first input word.
 
@@ -167,10 +169,10 @@ class WindowUnit(wiring.Component):
         with m.If(advance):
             m.d.sync += [valid.eq(issue), padded.eq(Cat(pads))]
             with m.If(issue):
+                taps = [(jg, kw // cols_per_beat, [], []), (ig, kh // rows_per_beat, [], [])]
+                block = [(cb, cw, [], [])]
                 _count(m, [
-                    (cb, cw, [], []),
-                    (jg, kw // cols_per_beat, [], []),
-                    (ig, kh // rows_per_beat, [], []),
+                    *(taps + block if p.order is PatchOrder.DEPTHWISE else block + taps),
                     (ow, p.out_width, [x0.eq(x0 + sw), col0.eq(col0 + sw * cw)],
                      [x0.eq(-left), col0.eq(-left * cw)]),
                     (oh, p.out_height, [y0.eq(y0 + sh), row0.eq(wrap(row0 + row_offset(sh)))],

@@ -4,12 +4,13 @@ Every derived number (output size, beats, line-buffer size, cycles, latency) is 
 of :class:`WindowParams`.
 """
 
+import enum
 import numbers
 from dataclasses import dataclass
 
 from ..common.dtype import DType
 
-__all__ = ["WindowParams", "check_pair", "check_padding", "check_dtype"]
+__all__ = ["PatchOrder", "WindowParams", "check_pair", "check_padding", "check_dtype"]
 
 
 def _is_int(value):
@@ -59,6 +60,17 @@ def check_dtype(name, value):
     return value
 
 
+class PatchOrder(enum.Enum):
+    """The order of a patch's elements in the output stream of the window unit."""
+
+    #: ``(i, j, c)``: every channel of a window position together (a matrix-vector unit's
+    #: patch, ``K = KH*KW*C``).
+    TAPS = "taps"
+    #: ``(cb, i, j, c')`` with ``c = cb*n_out + c'``: for each block of ``n_out`` channels, its
+    #: ``KH*KW`` window positions (a vector-vector unit's order for depthwise convolutions).
+    DEPTHWISE = "depthwise"
+
+
 @dataclass(frozen=True, kw_only=True)
 class WindowParams:
     """Geometry and beat widths of one sliding-window unit.
@@ -88,6 +100,10 @@ class WindowParams:
         beat holds ``q`` consecutive positions of one kernel row) or is ``r*KW`` with ``r``
         dividing ``KH`` (``r`` whole kernel rows). ``n_in`` and the line-buffer word
         (:attr:`word_elems`) must divide one another.
+    order : PatchOrder or str
+        The order of a patch's elements (default :attr:`PatchOrder.TAPS`, ``(i, j, c)``).
+        :attr:`PatchOrder.DEPTHWISE` emits ``(cb, i, j, c')`` for channel blocks of ``n_out``
+        channels, which must then divide ``C``.
 
     Raises
     ------
@@ -106,6 +122,7 @@ class WindowParams:
     dtype: DType
     n_in: int
     n_out: int
+    order: PatchOrder = PatchOrder.TAPS
 
     def __post_init__(self):
         def put(name, value):
@@ -117,6 +134,11 @@ class WindowParams:
             put(name, check_pair(name, getattr(self, name)))
         put("padding", check_padding(self.padding))
         put("dtype", check_dtype("dtype", self.dtype))
+        try:
+            put("order", PatchOrder(self.order))
+        except ValueError:
+            choices = ", ".join(repr(o.value) for o in PatchOrder)
+            raise ValueError(f"order must be one of {choices}, not {self.order!r}") from None
         if not _is_int(self.pad_value):
             raise TypeError(f"pad_value must be an integer, not {self.pad_value!r}")
         put("pad_value", int(self.pad_value))
@@ -125,6 +147,9 @@ class WindowParams:
         if self.channels % self.n_in:
             raise ValueError(f"n_in ({self.n_in}) must divide channels ({self.channels})")
         kh, kw = self.kernel
+        if self.order is PatchOrder.DEPTHWISE and self.channels % self.n_out:
+            raise ValueError(f"n_out ({self.n_out}) must divide channels ({self.channels}) in "
+                             f"the depthwise order")
         if self.channels % self.n_out:
             q = self.n_out // self.channels
             if self.n_out % self.channels or not (kw % q == 0 or
@@ -293,6 +318,8 @@ class WindowParams:
             missing = self.height + y - stored
             if 0 <= y < self.height and missing >= 0:
                 beats_before = (i * kw + first_j) * self.pixel_words // self.taps_per_beat
+                if self.order is PatchOrder.DEPTHWISE:   # the first channel block reads first
+                    beats_before = i * kw + first_j
                 stall = max(stall, (missing + 1) * self.row_cycles - beats_before)
         return stall
 

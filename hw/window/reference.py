@@ -6,12 +6,15 @@ each output pixel ``(oh, ow)`` in raster order, the patch ``p`` of ``K = KH*KW*C
     p[(i*KW + j)*C + c] = xp[c, oh*SH + i*DH, ow*SW + j*DW]
 
 where ``xp`` is the input padded by ``(top, left, bottom, right)`` with ``pad_value``. A
-convolution (groups = 1) is then ``W' @ p`` with ``W'`` = :func:`patch_weights` ``(W)``.
+convolution (groups = 1) is then ``W' @ p`` with ``W'`` = :func:`patch_weights` ``(W)``. In the
+depthwise order (:func:`depthwise_order`) a patch is ``(cb, i, j, c')`` instead, for blocks of
+``n_out`` channels.
 """
 
 import numpy as np
 
-__all__ = ["to_hwc", "from_hwc", "out_size", "im2col", "patch_weights", "patch_stream"]
+__all__ = ["to_hwc", "from_hwc", "out_size", "im2col", "depthwise_order", "patch_weights",
+           "patch_stream"]
 
 
 def to_hwc(x):
@@ -62,8 +65,24 @@ def patch_weights(weight):
     return w.transpose(0, 2, 3, 1).reshape(w.shape[0], -1)
 
 
+def depthwise_order(patches, channels, block):
+    """Patches ``(P, KH*KW*C)`` of :func:`im2col` reordered ``(cb, i, j, c')`` with
+    ``c = cb*block + c'``: element ``(cb*KH*KW + i*KW + j)*block + c'`` of a row is element
+    ``(i*KW + j)*C + cb*block + c'`` of the same row of ``patches``; ``block`` divides ``C``."""
+    patches = np.asarray(patches)
+    if channels % block:
+        raise ValueError(f"block ({block}) must divide channels ({channels})")
+    p, k = patches.shape
+    taps = k // channels
+    split = patches.reshape(p, taps, channels // block, block)
+    return split.transpose(0, 2, 1, 3).reshape(p, k)
+
+
 def patch_stream(x, params):
     """What the unit emits for one map ``x`` (C, H, W) under ``params`` (a ``WindowParams``):
-    the patches of :func:`im2col`, concatenated, ``(OH*OW*KH*KW*C,)``."""
-    return im2col(x, params.kernel, params.stride, params.dilation, params.padding,
-                  params.pad_value).reshape(-1)
+    the patches of :func:`im2col` (in ``params.order``), concatenated, ``(OH*OW*KH*KW*C,)``."""
+    patches = im2col(x, params.kernel, params.stride, params.dilation, params.padding,
+                     params.pad_value)
+    if params.order.value == "depthwise":
+        patches = depthwise_order(patches, params.channels, params.n_out)
+    return patches.reshape(-1)

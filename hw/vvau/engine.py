@@ -1,0 +1,203 @@
+"""The vector-vector unit (FINN's VVAU idea) for grouped and depthwise convolutions."""
+
+import numpy as np
+from amaranth import Module, Mux, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from ..common.arith import pack_words, tree_sum
+from ..common.memory import Rom
+from ..common.outstage import OutputStage
+from ..common.stream import core_then_stage, vector_stream
+from ..window.engine import WindowUnit
+from .params import LaneKind, VVAUParams
+from .reference import raw_bounds, weight_words
+
+__all__ = ["check_weight", "VVAUCore", "VectorVectorUnit", "VVAUConvolution"]
+
+
+def check_weight(params, weight):
+    """``weight`` as int64 after checking it against ``params`` (TypeError/ValueError): type,
+    shape ``(M, C/G, KH, KW)``, values of the weight dtype, and the raw-sum bounds ``params``
+    was built for (:meth:`VVAUParams.for_layer`)."""
+    if not isinstance(params, VVAUParams):
+        raise TypeError(f"params must be VVAUParams, not {params!r}")
+    if params.output is None:
+        raise ValueError("params has no output stage: build it with VVAUParams.for_layer")
+    weight = np.asarray(weight)
+    if weight.dtype.kind not in "iuO":
+        raise TypeError(f"weight must be an integer array, not {weight.dtype}")
+    weight = weight.astype(np.int64)
+    shape = (params.out_channels, params.group_in, *params.kernel)
+    if weight.shape != shape:
+        raise ValueError(f"weight has shape {weight.shape}, expected {shape}")
+    if not params.weight_dtype.contains(weight):
+        raise ValueError(f"weight values lie outside {params.weight_dtype}")
+    lo, hi = raw_bounds(weight, params.in_dtype.lo, params.in_dtype.hi,
+                        params.lane_kind is LaneKind.XNOR)
+    if lo < params.raw_lo or hi > params.raw_hi:
+        raise ValueError("weight exceeds the raw-sum bounds params was built for; use "
+                         "VVAUParams.for_layer with these weights")
+    return weight
+
+
+def _field(word, index, width, signed_):
+    value = word[index * width:(index + 1) * width]
+    return value.as_signed() if signed_ else value
+
+
+class VVAUCore(wiring.Component):
+    """Raw sums of a grouped convolution from its depthwise-ordered patches.
+
+    ``i_data``: the window unit's patch beats, ``pe*cg`` elements (``pe`` groups of one window
+    position) each, ``KH*KW`` beats per block of groups, ``G/pe`` blocks per pixel. ``o_raw``:
+    one beat of ``pe*mg`` raw sums per block (output channels of those groups, in order), see
+    :mod:`.reference`. One input beat per cycle; the accumulators are the output register
+    itself, so there is no accumulator memory. Latency: 3 cycles from a block's last input
+    beat to its output beat. Raw sums and every partial sum are exact (widths from worst-case
+    bounds over the actual weights).
+    """
+
+    def __init__(self, params, weight):
+        weight = check_weight(params, weight)
+        self.params = params
+        wd = params.weight_dtype
+        words = weight_words(weight, params.groups, params.pe)
+        self._words = [pack_words(wd.encode(row), wd.bits) for row in words]
+        super().__init__({
+            "i_data": In(vector_stream(params.in_dtype.shape, params.in_beat)),
+            "o_raw": Out(vector_stream(params.raw_shape, params.out_beat)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        p = self.params
+        taps, cg, mg = p.taps, p.group_in, p.multiplier
+        wbits, xbits = p.weight_dtype.bits, p.in_dtype.bits
+        i, o = self.i_data, self.o_raw
+        m.submodules.weights = wrom = Rom(self._words, p.lanes * wbits,
+                                          storage=p.weight_storage)
+
+        # Stage A: take a beat; read its weights (synchronous read).
+        advance, issue = Signal(), Signal()
+        tap = Signal(range(taps))
+        waddr = Signal(range(max(p.weight_depth, 2)))
+        m.d.comb += [advance.eq(~o.valid | o.ready), issue.eq(advance & i.valid),
+                     i.ready.eq(advance), wrom.addr.eq(waddr), wrom.en.eq(advance)]
+        with m.If(issue):
+            m.d.sync += [tap.eq(Mux(tap == taps - 1, 0, tap + 1)),
+                         waddr.eq(Mux(waddr == p.weight_depth - 1, 0, waddr + 1))]
+
+        # Stage B: operands and lane values.
+        v_b, first_b, last_b = Signal(), Signal(), Signal()
+        x_b = Signal(p.in_beat * xbits)
+        with m.If(advance):
+            m.d.sync += [v_b.eq(issue), first_b.eq(tap == 0), last_b.eq(tap == taps - 1),
+                         x_b.eq(i.payload.as_value())]
+        w_word = wrom.data
+        sums = []
+        for g in range(p.pe):
+            for u in range(mg):
+                lanes = [self._lane(_field(w_word, (g * mg + u) * cg + c, wbits,
+                                           p.weight_dtype.signed),
+                                    _field(x_b, g * cg + c, xbits, p.in_dtype.signed))
+                         for c in range(cg)]
+                sums.append(lanes)
+
+        # Stage C: registered lane values; accumulation into the output register.
+        v_c, first_c, last_c = Signal(), Signal(), Signal()
+        regs = [[Signal(v.shape(), name=f"lane_{q}_{c}") for c, v in enumerate(lanes)]
+                for q, lanes in enumerate(sums)]
+        with m.If(advance):
+            m.d.sync += [v_c.eq(v_b), first_c.eq(first_b), last_c.eq(last_b),
+                         o.valid.eq(v_c & last_c)]
+            m.d.sync += [r.eq(v) for rs, vs in zip(regs, sums, strict=True)
+                         for r, v in zip(rs, vs, strict=True)]
+            with m.If(v_c):
+                for q, rs in enumerate(regs):
+                    m.d.sync += o.payload[q].eq(Mux(first_c, 0, o.payload[q]) + tree_sum(rs))
+        return m
+
+    def _lane(self, w, x):
+        kind = self.params.lane_kind
+        if kind is LaneKind.XNOR:
+            return ~(w ^ x)
+        if kind is LaneKind.ADDSUB_W:
+            return Mux(w, x, -x)
+        if kind is LaneKind.ADDSUB_X:
+            return Mux(x, w, -w)
+        return w * x
+
+
+class VectorVectorUnit(wiring.Component):
+    """A grouped or depthwise ``conv2d``'s arithmetic on depthwise-ordered patches, output
+    stage included.
+
+    ``i_data``: the patch beats of :class:`VVAUCore` (``pe*cg`` elements, hardware encoding of
+    ``params.in_dtype``); ``o_data``: ``G/pe`` beats of ``pe*mg`` output elements per pixel
+    (encoding of the output stage's dtype), output channel ``m = g*mg + u`` (SPEC 2.1b), i.e.
+    the output map in HWC order. One beat per cycle in the steady state. Bit-exact with SPEC
+    sections 2.1b and 2.2; nothing can overflow.
+
+    Parameters
+    ----------
+    params : VVAUParams
+        From :meth:`VVAUParams.for_layer`.
+    weight : (M, C/G, KH, KW) integer array
+        The layer's weights, within the bounds ``params`` was built for.
+    """
+
+    def __new__(cls, params, *, weight):
+        check_weight(params, weight)  # before the component exists
+        return super().__new__(cls)
+
+    def __init__(self, params, *, weight):
+        self.params = params
+        self.core = VVAUCore(params, weight)
+        self.stage = OutputStage.from_params(params.output)
+        super().__init__({
+            "i_data": In(vector_stream(params.in_dtype.shape, params.in_beat)),
+            "o_data": Out(vector_stream(params.output.out_shape, params.out_beat)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        core_then_stage(m, self, self.core, self.stage)
+        return m
+
+
+class VVAUConvolution(wiring.Component):
+    """One grouped or depthwise ``conv2d`` layer: a :class:`~nnaccel.hw.window.engine.
+    WindowUnit` in the depthwise patch order feeding a :class:`VectorVectorUnit`.
+
+    ``i_data``: the input map in HWC order, ``n_in`` elements per beat; ``o_data``: the output
+    map ``(M, OH, OW)`` in HWC order, ``pe*mg`` elements per beat. Steady state:
+    ``params.expected_cycles`` cycles per image, images back to back.
+
+    Parameters
+    ----------
+    params : VVAUParams
+    weight : (M, C/G, KH, KW) integer array
+    """
+
+    def __new__(cls, params, *, weight):
+        check_weight(params, weight)
+        return super().__new__(cls)
+
+    def __init__(self, params, *, weight):
+        self.params = params
+        self.window = WindowUnit(params.window)
+        self.unit = VectorVectorUnit(params, weight=weight)
+        super().__init__({
+            "i_data": In(vector_stream(params.in_dtype.shape, params.n_in)),
+            "o_data": Out(vector_stream(params.output.out_shape, params.out_beat)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.window = self.window
+        m.submodules.unit = self.unit
+        wiring.connect(m, wiring.flipped(self.i_data), self.window.i_data)
+        wiring.connect(m, self.window.o_data, self.unit.i_data)
+        wiring.connect(m, self.unit.o_data, wiring.flipped(self.o_data))
+        return m
