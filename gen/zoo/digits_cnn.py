@@ -23,12 +23,26 @@ Compressed forms (:func:`digits_cnn`), both through :func:`nnaccel.gen.compress.
   maps (an OR), the second convolution padding its bipolar input with -1; trained from the
   float weights with the straight-through estimator for :data:`BINARIZE_EPOCHS` epochs.
 
-Measured accuracies are in the docstring of :func:`digits_cnn`.
+Measured (test split, 450 images; channels 32 and 32, 12 float epochs, 20 binarized epochs):
+
+====  =======  =======  =========
+seed  float    int8     binarized
+====  =======  =======  =========
+0     98.22 %  98.22 %  96.67 %
+1     98.00 %  98.00 %  96.89 %
+2     98.22 %  98.22 %  96.67 %
+====  =======  =======  =========
+
+so int8 equals float and binarized is 1.1..1.6 points below (issue 10's targets: 1 and 3
+points). Float training takes about 10 s of one core, binarized training about 15 s (twice
+that on a loaded machine). Channels 16 and 32 trained faster but binarized up to 3.3 points
+below float (seed 2: 98.00 % vs 94.67 %; 95.56 % with 40 epochs).
 """
 
 import functools
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -45,13 +59,15 @@ from ..compress.pipeline import compress
 from ..compress.state import CompressConfig
 from ..compress.train import accuracy
 from ..ir import DType, readonly
+from ..model_io import write_model
 from .digits import load_split
 
 __all__ = ["CHANNELS", "EPOCHS", "BINARIZE_EPOCHS", "KINDS", "DigitsCnn", "digits_cnn_data",
-           "digits_cnn_structure", "digits_cnn_float", "digits_cnn", "write_digits_cnn_float"]
+           "digits_cnn_structure", "digits_cnn_float", "digits_cnn", "write_digits_cnn_float",
+           "write_digits_cnns"]
 
 #: Output channels of the two convolutions.
-CHANNELS = (16, 32)
+CHANNELS = (32, 32)
 #: Float training epochs.
 EPOCHS = 12
 #: Epochs of binarized training.
@@ -92,6 +108,11 @@ class DigitsCnn:
     y_test: np.ndarray
     compression: object
     seconds: float
+
+    @property
+    def int_accuracy(self):
+        """``accuracy``, under the name :class:`~nnaccel.gen.zoo.digits.DigitsResult` uses."""
+        return self.accuracy
 
 
 def digits_cnn_data():
@@ -163,3 +184,19 @@ def write_digits_cnn_float(path, seed=0, *, channels=CHANNELS, epochs=EPOCHS):
     split as ``test_*``) as a float model file for ``nnaccel compress``; returns the path."""
     fm, data = digits_cnn_float(seed, channels=channels, epochs=epochs)
     return write_float_model(path, fm, data)
+
+
+def write_digits_cnns(outdir, seed=0, log=None):
+    """Build both compressed CNNs and write them as SPEC model directories
+    ``outdir/digits_cnn_int8`` and ``outdir/digits_cnn_binarized`` (atomically); returns
+    ``{name: DigitsCnn}``."""
+    outdir = Path(outdir)
+    results = {}
+    for kind in KINDS:
+        result = digits_cnn(kind, seed, log=log)
+        path = write_model(result.model, outdir / result.model.name)
+        if log is not None:
+            log(f"{result.model.name}: float {result.float_accuracy:.4f}, numpy "
+                f"{result.accuracy:.4f}, written to {path}")
+        results[result.model.name] = result
+    return results
