@@ -334,6 +334,23 @@ def test_binarize_refuses_average_pooling():
         compress(fm, data, CompressConfig(binarize=True, binarize_epochs=1))
 
 
+@pytest.mark.parametrize("pool2, status", [("max", 0), ("avg", 2)])
+def test_nnaccel_compress_binarizes_a_float_cnn(tmp_path, capsys, pool2, status):
+    fm, data = teacher_cnn(pool2=pool2)
+    src = write_float_model(tmp_path / "cnn.npz", fm, data)
+    out = tmp_path / "bnn"
+    assert cli.main(["compress", str(src), "-o", str(out), "--binarize",
+                     "--binarize-epochs", "1"]) == status
+    err = capsys.readouterr().err
+    if status:
+        assert "layer 'p2', field 'p2.op'" in err and "Traceback" not in err
+        assert not out.exists()
+    else:
+        model = read_model(out)
+        assert [str(layer.out_dtype) for layer in model.layers] == [
+            "bipolar", "bipolar", "bipolar", "bipolar", "int32"]
+
+
 def test_prune_option_on_a_pool_is_a_usage_error(tmp_path, capsys):
     fm, data = teacher_cnn()
     src = write_float_model(tmp_path / "cnn.npz", fm, data)
