@@ -8,12 +8,14 @@ gearbox between them only converts between such widths). A small dynamic program
 layers finds the fewest total lanes for T; a lane budget is met by bisection over T.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..hw.common.arith import cdiv
 from .errors import UsageError
 
-__all__ = ["Fold", "fold_cycles", "choose_folds", "cheapest_chain", "folds_for_budget"]
+__all__ = ["Fold", "FoldSpace", "fold_cycles", "choose_folds", "cheapest_chain",
+           "folds_for_budget"]
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,77 @@ class Fold:
 
 def fold_cycles(m, k, fold):
     return cdiv(m, fold.pe) * cdiv(k, fold.simd)
+
+
+@dataclass(frozen=True, eq=False)
+class FoldSpace:
+    """What the chooser may pick for one layer of a feature-map network, and what it costs.
+
+    A layer computes ``repeat`` matrix-vector products of ``(m, k)`` (a convolution: one per
+    output pixel, ``repeat = OH*OW``), so a fold takes ``repeat * ceil(m/pe) * ceil(k/simd)``
+    cycles, or ``floor(fold)`` when that is larger (e.g. the window unit's own cycles per
+    image). ``pes`` and ``simds`` are the allowed values (None: any up to ``m``, ``k``); ``tied``
+    folds have ``pe == simd`` (a pooling unit's beat, in and out). ``in_beat(fold)`` is the
+    beat the layer takes from its producer (default ``simd``), which must divide the producer's
+    ``pe`` or be divided by it; ``cost(fold)`` is the lanes the fold spends (default ``pe*simd``).
+    """
+
+    m: int
+    k: int
+    repeat: int = 1
+    pes: tuple | None = None
+    simds: tuple | None = None
+    tied: bool = False
+    floor: Callable | None = None
+    in_beat: Callable | None = None
+    cost: Callable | None = None
+
+    def cycles(self, fold):
+        c = self.repeat * fold_cycles(self.m, self.k, fold)
+        return max(c, self.floor(fold)) if self.floor is not None else c
+
+    def beat_in(self, fold):
+        return fold.simd if self.in_beat is None else self.in_beat(fold)
+
+    def lanes(self, fold):
+        return fold.lanes if self.cost is None else self.cost(fold)
+
+    def folds(self):
+        """Every allowed fold (the spaces are small: divisors of channel counts)."""
+        pes = self.pes or range(1, self.m + 1)
+        simds = self.simds or range(1, self.k + 1)
+        if self.tied:
+            return [Fold(n, n) for n in sorted(set(pes) & set(simds))]
+        return [Fold(pe, simd) for simd in simds for pe in pes]
+
+    def slowest(self):
+        return max(self.cycles(f) for f in self.folds())
+
+
+def _space(shape):
+    """``shape`` as a :class:`FoldSpace`, or None for a plain ``(m, k)`` layer."""
+    return shape if isinstance(shape, FoldSpace) else None
+
+
+def _cycles(shape, fold):
+    space = _space(shape)
+    return fold_cycles(*shape, fold) if space is None else space.cycles(fold)
+
+
+def _beat_in(shape, fold):
+    space = _space(shape)
+    return fold.simd if space is None else space.beat_in(fold)
+
+
+def _lanes(shape, fold):
+    space = _space(shape)
+    return fold.lanes if space is None else space.lanes(fold)
+
+
+def _space_candidates(space, target):
+    """Folds of ``space`` meeting ``target``: for each in-beat, the cheapest fold per pe."""
+    meets = [f for f in space.folds() if space.cycles(f) <= target]
+    return sorted(meets, key=lambda f: (space.lanes(f), f.pe, f.simd))
 
 
 def _compatible(a, b):
@@ -81,30 +154,37 @@ def choose_folds(shapes, target, fixed=None):
     """
     fixed = fixed or {}
     layers = []
-    for n, (m, k) in enumerate(shapes):
-        prev = fixed[n - 1].pe if n - 1 in fixed else None
-        after = fixed[n + 1].simd if n + 1 in fixed else None
-        layers.append([fixed[n]] if n in fixed else _candidates(m, k, target, prev, after))
+    for n, shape in enumerate(shapes):
+        if n in fixed:
+            layers.append([fixed[n]])
+        elif _space(shape) is not None:
+            layers.append(_space_candidates(shape, target))
+        else:
+            prev = fixed[n - 1].pe if n - 1 in fixed else None
+            after = fixed[n + 1].simd if n + 1 in fixed else None
+            layers.append(_candidates(*shape, target, prev, after))
     return cheapest_chain(shapes, layers, target)
 
 
 def cheapest_chain(shapes, candidates, target):
     """Fewest-lane choice of one fold per layer among ``candidates`` (a list per layer), every
     layer within ``target`` cycles and each producer's ``pe`` compatible with its consumer's
-    ``simd``; None when no choice is legal. A dynamic programme over the previous layer's pe."""
+    ``simd`` (a :class:`FoldSpace`'s in-beat); None when no choice is legal. A dynamic
+    programme over the previous layer's pe."""
     # states: pe of the previous layer -> (total lanes, folds so far)
     states = {None: (0, [])}
-    for (m, k), cands in zip(shapes, candidates, strict=True):
+    for shape, cands in zip(shapes, candidates, strict=True):
         new = {}
         for fold in cands:
-            if fold_cycles(m, k, fold) > target:
+            if _cycles(shape, fold) > target:
                 continue
+            beat = _beat_in(shape, fold)
             best = min(((lanes, folds) for pe, (lanes, folds) in states.items()
-                        if pe is None or _compatible(pe, fold.simd)),
+                        if pe is None or _compatible(pe, beat)),
                        key=lambda s: s[0], default=None)
             if best is None:
                 continue
-            total = best[0] + fold.lanes
+            total = best[0] + _lanes(shape, fold)
             if fold.pe not in new or total < new[fold.pe][0]:
                 new[fold.pe] = (total, best[1] + [fold])
         if not new:
@@ -116,18 +196,22 @@ def cheapest_chain(shapes, candidates, target):
 def folds_for_budget(shapes, max_lanes, fixed=None):
     """The fastest folds whose total lanes stay within ``max_lanes``."""
     fixed = fixed or {}
-    slowest = max(m * k for m, k in shapes)
+    slowest = max(s.slowest() if _space(s) is not None else s[0] * s[1] for s in shapes)
     for n, fold in fixed.items():
-        slowest = max(slowest, fold_cycles(*shapes[n], fold))
+        slowest = max(slowest, _cycles(shapes[n], fold))
+
+    def lanes(folds):
+        return sum(_lanes(s, f) for s, f in zip(shapes, folds, strict=True))
+
     lo, hi = 1, slowest
     best = choose_folds(shapes, hi, fixed)
-    if best is None or sum(f.lanes for f in best) > max_lanes:
+    if best is None or lanes(best) > max_lanes:
         raise UsageError(f"no folding fits {max_lanes} lanes (the smallest needs "
-                         f"{sum(f.lanes for f in best) if best else 'more'})")
+                         f"{lanes(best) if best else 'more'})")
     while lo < hi:
         mid = (lo + hi) // 2
         folds = choose_folds(shapes, mid, fixed)
-        if folds is not None and sum(f.lanes for f in folds) <= max_lanes:
+        if folds is not None and lanes(folds) <= max_lanes:
             hi, best = mid, folds
         else:
             lo = mid + 1

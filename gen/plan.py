@@ -2,6 +2,8 @@
 
 from dataclasses import dataclass, field, replace
 
+import numpy as np
+
 from ..hw.common.memory import Storage
 from .engines import ArrayChoice, Engine, SparseChoice, adapter_for
 from .folding import Fold
@@ -27,6 +29,7 @@ class Options:
     storage: tuple = ()        # ((layer or "*", Storage), ...)
     arrays: tuple = ()         # ((layer, ArrayChoice), ...)
     sparse: tuple = ()         # ((layer, SparseChoice), ...)
+    pools: tuple = ()          # ((layer, Fold(n, n)), ...): a pooling layer's beat
 
     def forced(self, option, name):
         """The user's forced choice in the field ``option`` (an adapter's ``option``:
@@ -84,10 +87,14 @@ class Plan:
         return {
             "model": self.model.name, "passes_done": list(self.done),
             "layers": [{
-                "name": lp.layer.name, "shape": list(lp.layer.weight.shape),
-                "weight_dtype": str(lp.layer.weight_dtype), "in_dtype": str(lp.layer.in_dtype),
-                "output": lp.layer.output.kind.value, "out_dtype": str(lp.layer.output.dtype),
-                "density": round(lp.layer.density, 4),
+                "name": lp.layer.name, "op": lp.layer.op.value,
+                "shape": list(getattr(lp.layer, "weight", np.zeros(0)).shape),
+                "in_shape": list(lp.layer.in_shape), "out_shape": list(lp.layer.out_shape),
+                "weight_dtype": str(getattr(lp.layer, "weight_dtype", None)),
+                "in_dtype": str(lp.layer.in_dtype),
+                "output": lp.layer.output.kind.value if lp.layer.output else None,
+                "out_dtype": str(lp.layer.out_dtype),
+                "density": round(lp.layer.density, 4) if hasattr(lp.layer, "density") else None,
                 "engine": lp.engine.value if lp.engine else None,
                 "requested_engine": (lp.requested_engine.value if lp.requested_engine
                                      else None),

@@ -8,20 +8,23 @@ over layers and ask the adapter of each layer's engine. Adding an engine is a fo
 """
 
 from ..errors import ModelError
+from ..ir import Op
 from .base import Engine, EngineAdapter
 from .mvu import MVUAdapter
+from .pool import PoolAdapter
 from .sparse import SparseAdapter, SparseChoice
 from .systolic import ArrayChoice, SystolicAdapter
+from .vvau import VVAUAdapter
 
 __all__ = ["Engine", "EngineAdapter", "ADAPTERS", "DEFAULT_ORDER", "adapter_for",
            "check_mappable", "default_engine", "ArrayChoice", "SparseChoice"]
 
 #: Every engine's adapter.
 ADAPTERS = {Engine.MVU: MVUAdapter(), Engine.SYSTOLIC: SystolicAdapter(),
-            Engine.SPARSE: SparseAdapter()}
+            Engine.SPARSE: SparseAdapter(), Engine.POOL: PoolAdapter(), Engine.VVAU: VVAUAdapter()}
 #: The order in which SPEC 2.3's defaults offer a layer to the engines (the first that accepts
 #: and claims it wins; the MVU claims every layer it accepts).
-DEFAULT_ORDER = (Engine.SPARSE, Engine.SYSTOLIC, Engine.MVU)
+DEFAULT_ORDER = (Engine.SPARSE, Engine.SYSTOLIC, Engine.MVU, Engine.POOL, Engine.VVAU)
 
 
 def adapter_for(engine):
@@ -30,10 +33,14 @@ def adapter_for(engine):
 
 
 def check_mappable(layer):
-    """Raise :class:`ModelError` (field ``op``) unless some engine accepts ``layer``."""
+    """Raise :class:`ModelError` (field ``op``; ``groups`` for a grouped convolution) unless
+    some engine accepts ``layer``."""
     if not any(a.accepts(layer)[0] for a in ADAPTERS.values()):
+        if layer.op is Op.CONV2D:
+            raise ModelError(layer.name, "groups", ADAPTERS[Engine.MVU].accepts(layer)[1])
         raise ModelError(layer.name, "op", f"no engine maps op {layer.op.value} yet (the "
-                         f"engines run linear layers); this version cannot generate it")
+                         "engines run linear, conv2d and pooling layers); this version cannot "
+                         "generate it")
 
 
 def default_engine(layer, batch):

@@ -25,12 +25,14 @@ and return a new LayerPlan or a value.
 
 import enum
 
+import numpy as np
+
 from ...hw.common.outstage import StageKind
 from ..errors import UsageError
 from ..ir import DTypeKind, Op
 
 __all__ = ["Engine", "EngineAdapter", "is_bipolar", "is_matrix_layer", "stage_kwargs", "pick",
-           "number"]
+           "number", "is_map", "stream_order", "layer_macs", "to_stream", "divisors"]
 
 
 class Engine(enum.Enum):
@@ -39,6 +41,42 @@ class Engine(enum.Enum):
     MVU = "mvu"
     SPARSE = "sparse"
     SYSTOLIC = "systolic"
+    POOL = "pool"
+    VVAU = "vvau"
+
+
+def is_map(shape):
+    """True for a feature map ``(C, H, W)``, False for a vector ``(K,)``."""
+    return len(shape) == 3
+
+
+def stream_order(shape):
+    """How a tensor of ``shape`` travels between layers: ``"HWC"`` (a feature map, pixel by
+    pixel in raster order, a pixel's channels together) or ``"vector"``."""
+    return "HWC" if is_map(shape) else "vector"
+
+
+def to_stream(x, shape):
+    """A batch ``x`` of tensors of ``shape`` as the stream carries them: ``(B, elements)``,
+    HWC order for feature maps."""
+    x = np.asarray(x).reshape(len(x), *shape)
+    if is_map(shape):
+        x = x.transpose(0, 2, 3, 1)
+    return x.reshape(len(x), -1)
+
+
+def divisors(n):
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def layer_macs(layer):
+    """Multiply-accumulates of one inference through ``layer`` (0 for pooling)."""
+    if layer.op is Op.CONV2D:
+        m, oh, ow = layer.out_shape
+        return m * oh * ow * layer.patch_size
+    if layer.op is Op.LINEAR:
+        return int(layer.weight.size)
+    return 0
 
 
 def is_matrix_layer(layer):
@@ -130,6 +168,16 @@ class EngineAdapter:
     def with_fold(self, lp, fold, options):
         """``lp`` with the fold the fold chooser picked (engines with :attr:`free_fold`)."""
         return lp
+
+    def fold_space(self, lp):
+        """What the fold chooser may pick for ``lp`` (engines with :attr:`free_fold`): a
+        :class:`~nnaccel.gen.folding.FoldSpace`, or None for a plain ``(M, K)`` matrix layer
+        (any PE up to M, any SIMD up to K)."""
+        return None
+
+    def in_beat(self, lp):
+        """Elements per beat the layer takes from its producer (default: the fold's SIMD)."""
+        return lp.fold.simd
 
     def lanes(self, lp):
         return lp.params.lanes

@@ -4,17 +4,56 @@ Every linear layer can run on it; SPEC 2.3 gives it bipolar layers (XNOR-popcoun
 dense layers at batch 1. Its PE x SIMD come from the pipeline-wide fold chooser
 (:mod:`nnaccel.gen.passes.folding`, ``--fold`` forces one); cycles per inference are FINN's
 ``ceil(M/pe) * ceil(K/simd)``.
+
+A ``conv2d`` with ``groups = 1`` runs on it too, fed by the sliding-window unit
+(:mod:`nnaccel.hw.mvu.conv`): the weight is reordered to the window's patch order
+``(i, j, c)``, K is ``KH*KW*C``, PE divides M (an output pixel's channels fill whole beats) and SIMD divides C, or is
+``q*C`` with ``q`` dividing KW or ``q = r*KW`` with ``r`` dividing KH (several window positions
+per beat). Cycles per image: ``OH*OW * ceil(M/pe) * ceil(K/simd)``, or the window unit's own
+cycles when larger. Grouped and depthwise convolutions are refused (they belong on a
+vector-vector unit, which wastes no lanes on the zeros of a grouped weight).
 """
 
 import numpy as np
 
+from ...hw.mvu.conv import ConvParams, ConvUnit
 from ...hw.mvu.engine import MatrixVectorUnit
 from ...hw.mvu.params import LaneKind, MVUParams
 from ...hw.mvu.reference import affine, fold_matrix, raw_sums
+from ...hw.window.params import WindowParams
+from ...hw.window.reference import from_hwc, im2col, patch_weights
 from ..errors import UsageError
-from .base import Engine, EngineAdapter, is_bipolar, stage_kwargs
+from ..folding import FoldSpace
+from ..ir import Op
+from .base import Engine, EngineAdapter, divisors, is_bipolar, stage_kwargs
 
-__all__ = ["MVUAdapter"]
+__all__ = ["MVUAdapter", "conv_simds"]
+
+
+def conv_simds(channels, kernel):
+    """SIMD widths the window unit can feed: divisors of C, and ``q*C`` for ``q`` dividing KW
+    or ``q = r*KW`` with ``r`` dividing KH."""
+    kh, kw = kernel
+    qs = set(divisors(kw)) | {r * kw for r in divisors(kh)}
+    return tuple(sorted(set(divisors(channels)) | {q * channels for q in qs}))
+
+
+def _window(layer, simd):
+    c, h, w = layer.in_shape
+    return WindowParams(channels=c, height=h, width=w, kernel=layer.kernel, stride=layer.stride,
+                        dilation=layer.dilation, padding=layer.padding,
+                        pad_value=layer.pad_value, dtype=layer.in_dtype,
+                        n_in=simd if c % simd == 0 else c, n_out=simd)
+
+
+def _matrix_acc(weight, bias, p, x):
+    """The MVU's numpy model (folding, padding, raw sums, affine) on a batch ``x`` (B, K)."""
+    xnor = p.lane_kind is LaneKind.XNOR
+    m, k = weight.shape
+    folded = fold_matrix(weight, p.pe, p.simd)
+    unfolded = folded.transpose(0, 2, 1, 3).reshape(p.neuron_folds * p.pe, -1)
+    scale, offset = affine(m, k, bias, xnor)
+    return scale * raw_sums(unfolded[:m, :k], np.asarray(x), xnor) + offset
 
 
 class MVUAdapter(EngineAdapter):
@@ -22,7 +61,19 @@ class MVUAdapter(EngineAdapter):
     option, flag = "folds", "--fold"
     free_fold = True
 
+    def accepts(self, layer):
+        if layer.op is Op.CONV2D:
+            if layer.groups != 1:
+                return False, (f"the mvu engine runs conv2d with groups = 1; groups = "
+                               f"{layer.groups} (grouped or depthwise) needs a vector-vector "
+                               "unit, which this version does not have yet")
+            return True, ""
+        return super().accepts(layer)
+
     def claims(self, layer, batch):
+        if layer.op is Op.CONV2D:
+            return "bipolar convolution (window unit + XNOR-popcount lanes)" if \
+                is_bipolar(layer) else "convolution (window unit + MVU)"
         return "bipolar layer (XNOR-popcount lanes)" if is_bipolar(layer) else \
             "dense layer, batch 1"
 
@@ -33,12 +84,51 @@ class MVUAdapter(EngineAdapter):
         return UsageError(f"layer {lp.layer.name!r}: --fold applies to mvu layers; this one "
                           f"runs on the {lp.engine.value} engine (see {others})")
 
+    def check_choice(self, lp, choice):
+        layer = lp.layer
+        if layer.op is not Op.CONV2D:
+            return
+        m, c = layer.out_channels, layer.in_shape[0]
+        simds = conv_simds(c, layer.kernel)
+        if m % choice.pe or choice.simd not in simds:
+            raise UsageError(f"layer {layer.name!r}: --fold {choice.pe}x{choice.simd}: a "
+                             f"convolution needs pe dividing its {m} output channels and simd "
+                             f"one of {', '.join(map(str, simds))}")
+
     def configure(self, lp, *, share, prev_beat, options):
         forced = options.forced(self.option, lp.layer.name)
         return lp, (forced.pe if forced is not None else None)
 
+    def fold_space(self, lp):
+        layer = lp.layer
+        if layer.op is not Op.CONV2D:
+            return None
+        m, oh, ow = layer.out_shape
+        c = layer.in_shape[0]
+        windows = {}
+
+        def window_cycles(fold):
+            if fold.simd not in windows:
+                windows[fold.simd] = _window(layer, fold.simd).expected_cycles
+            return windows[fold.simd]
+
+        return FoldSpace(m=m, k=layer.patch_size, repeat=oh * ow, pes=tuple(divisors(m)),
+                         simds=conv_simds(c, layer.kernel), floor=window_cycles,
+                         in_beat=lambda f: f.simd if c % f.simd == 0 else c)
+
+    def in_beat(self, lp):
+        return lp.params.in_beat if isinstance(lp.params, ConvParams) else lp.fold.simd
+
     def with_fold(self, lp, fold, options):
         layer = lp.layer
+        if layer.op is Op.CONV2D:
+            params = ConvParams.for_layer(
+                weight=layer.weight, in_shape=layer.in_shape, stride=layer.stride,
+                dilation=layer.dilation, padding=layer.padding, pad_value=layer.pad_value,
+                bias=layer.bias, pe=fold.pe, simd=fold.simd, in_dtype=layer.in_dtype,
+                weight_dtype=layer.weight_dtype, weight_storage=lp.storage,
+                **stage_kwargs(layer))
+            return lp.but(fold=fold, params=params)
         params = MVUParams.for_layer(weight=layer.weight, bias=layer.bias, pe=fold.pe,
                                      simd=fold.simd, in_dtype=layer.in_dtype,
                                      weight_dtype=layer.weight_dtype, weight_storage=lp.storage,
@@ -47,23 +137,40 @@ class MVUAdapter(EngineAdapter):
 
     def model_acc(self, lp, x):
         layer, p = lp.layer, lp.params
-        xnor = p.lane_kind is LaneKind.XNOR
-        folded = fold_matrix(layer.weight, p.pe, p.simd)
-        unfolded = folded.transpose(0, 2, 1, 3).reshape(p.neuron_folds * p.pe, -1)
-        w = unfolded[:layer.out_features, :layer.in_features]
-        scale, offset = affine(layer.out_features, layer.in_features, layer.bias, xnor)
-        return scale * raw_sums(w, np.asarray(x), xnor) + offset
+        if isinstance(p, ConvParams):
+            c, h, w = layer.in_shape
+            win = p.window
+            patches = np.concatenate([
+                im2col(from_hwc(v, c, h, w), win.kernel, win.stride, win.dilation, win.padding,
+                       win.pad_value) for v in np.asarray(x)])
+            acc = _matrix_acc(patch_weights(layer.weight), layer.bias, p.mvu, patches)
+            return acc.reshape(len(x), -1)
+        return _matrix_acc(layer.weight, layer.bias, p, x)
 
     def build(self, lp):
+        if isinstance(lp.params, ConvParams):
+            return ConvUnit(lp.params, weight=lp.layer.weight)
         return MatrixVectorUnit(lp.params, weight=lp.layer.weight)
 
     def manifest(self, lp):
         p = lp.params
-        return {
-            "lanes": p.lanes, "lane_kind": p.lane_kind.value, "pe": p.pe, "simd": p.simd,
-            "neuron_folds": p.neuron_folds, "synapse_folds": p.synapse_folds,
-            "acc_width": p.acc_width, "raw_width": p.raw_shape.width,
-            "weight_storage": p.weight_storage.value,
-            "weight_bits": p.lanes * lp.layer.weight_dtype.bits * p.expected_cycles,
+        conv = isinstance(p, ConvParams)
+        v = p.mvu if conv else p
+        weights = v.lanes * lp.layer.weight_dtype.bits * v.expected_cycles
+        out = {
+            "lanes": v.lanes, "lane_kind": v.lane_kind.value, "pe": v.pe, "simd": v.simd,
+            "neuron_folds": v.neuron_folds, "synapse_folds": v.synapse_folds,
+            "acc_width": v.acc_width, "raw_width": v.raw_shape.width,
+            "weight_storage": v.weight_storage.value, "weight_bits": weights,
             "expected_cycles": p.expected_cycles,
         }
+        if conv:
+            win = p.window
+            out.update({
+                "patch_elems": v.in_features, "pixels": p.pixels, "mvu_cycles": p.mvu_cycles,
+                "window": {"in_beat": win.n_in, "out_beat": win.n_out,
+                           "buffer_rows": win.buffer_rows, "buffer_words": win.buffer_depth,
+                           "buffer_bits": win.buffer_bits, "read_ports": win.read_ports,
+                           "expected_cycles": win.expected_cycles, "latency": win.latency},
+            })
+        return out

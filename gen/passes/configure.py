@@ -14,6 +14,7 @@ previous layer's output beat:
 """
 
 from ..engines import ADAPTERS, adapter_for
+from ..engines.base import layer_macs
 from .folding import DEFAULT_MAX_LANES
 
 __all__ = ["configure_engines"]
@@ -21,8 +22,8 @@ __all__ = ["configure_engines"]
 
 def _shares(plan, budget):
     """Lane share of every layer, proportional to its multiply-accumulates."""
-    macs = [lp.layer.weight.size for lp in plan.layers]
-    total = sum(macs)
+    macs = [layer_macs(lp.layer) for lp in plan.layers]
+    total = max(sum(macs), 1)
     return [max(1, budget * mac // total) for mac in macs]
 
 

@@ -20,7 +20,12 @@ INPUT_LATENCY = 2
 @dataclass(frozen=True)
 class Stage:
     """A layer engine and what its ports carry: ``in_count`` elements in beats of ``in_beat``,
-    ``out_count`` elements in beats of ``out_beat``."""
+    ``out_count`` elements in beats of ``out_beat``.
+
+    ``fifo_depth``: beats of the FIFO in front of the stage (default: the whole input,
+    ``ceil(in_count / wide) + fifo_slack`` beats of the wider side). ``in_group``: the
+    elements after which the gearbox in front restarts its count (default ``in_count``; a
+    feature map's channels ``C``, since every beat width divides ``C``)."""
 
     name: str
     engine: wiring.Component
@@ -28,13 +33,16 @@ class Stage:
     in_beat: int
     out_count: int
     out_beat: int
+    fifo_depth: int | None = None
+    in_group: int | None = None
 
 
 class Pipeline(wiring.Component):
     """Chains stages as a streaming dataflow pipeline.
 
-    Before each stage a FIFO holds a whole input vector (so a stage that reads its input only in
-    its first neuron fold finds the next vector ready) and, where the producer's beat differs
+    Before each stage a FIFO (by default holding a whole input vector, so a stage that reads its
+    input only in its first neuron fold finds the next vector ready; :attr:`Stage.fifo_depth`
+    sets another depth) and, where the producer's beat differs
     from the consumer's, a :class:`Gearbox` converts, on the narrow side of the FIFO.
     Throughput: that of the slowest stage.
     """
@@ -54,17 +62,21 @@ class Pipeline(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
+        #: The FIFO in front of each stage, in order (for testbenches that watch occupancy).
+        self.fifos = []
         upstream, beat, shape = wiring.flipped(self.i_data), self.in_beat, self._in_shape
         for n, st in enumerate(self.stages):
             # The FIFO sits on the wide side of the gearbox, so it delivers a whole vector at
             # the consumer's full rate (one beat per cycle) in its first neuron fold.
             gear = None
             if beat != st.in_beat:
-                gear = Gearbox(shape, n_in=beat, n_out=st.in_beat, count=st.in_count)
+                gear = Gearbox(shape, n_in=beat, n_out=st.in_beat,
+                               count=st.in_group or st.in_count)
                 m.submodules[f"gear{n}_{st.name}"] = gear
             wide = max(beat, st.in_beat)
-            fifo = StreamFifo(data.ArrayLayout(shape, wide),
-                              cdiv(st.in_count, wide) + self.fifo_slack)
+            depth = st.fifo_depth or cdiv(st.in_count, wide) + self.fifo_slack
+            fifo = StreamFifo(data.ArrayLayout(shape, wide), depth)
+            self.fifos.append(fifo)
             m.submodules[f"fifo{n}_{st.name}"] = fifo
             chain = [fifo, gear] if gear is not None and beat > st.in_beat else [gear, fifo]
             for block in chain:

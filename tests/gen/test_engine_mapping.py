@@ -236,36 +236,63 @@ def test_mixed_networks_bit_exact_under_stalls(n):
 
 
 class _UnmappedLayer:
-    """A stand-in for a layer of an op no engine maps yet (a convolution): reading its weights
-    is a failure of the test, since generation must stop before any pass does."""
+    """A stand-in for a layer of an op no engine maps yet (a join): reading its weights is a
+    failure of the test, since generation must stop before any pass does."""
 
-    name = "conv1"
-    op = Op.CONV2D
+    name = "join1"
+    op = Op.CONCAT
+    inputs = ()
 
     def __getattr__(self, attr):
         raise AssertionError(f"a pass read {attr!r} of a layer it should have refused")
 
 
 @pytest.mark.parametrize("options", [Options(), Options(batch=4),
-                                     Options(engines=(("conv1", Engine.SPARSE),))])
+                                     Options(engines=(("join1", Engine.SPARSE),))])
 def test_a_layer_no_engine_maps_is_refused_first(options):
     from types import SimpleNamespace
 
     model = SimpleNamespace(name="m", layers=(_UnmappedLayer(),))
-    with pytest.raises(ModelError, match="no engine maps op conv2d yet") as info:
+    with pytest.raises(ModelError, match="no engine maps op concat yet") as info:
         generate(model, options)
-    assert (info.value.layer, info.value.field) == ("conv1", "op")
+    assert (info.value.layer, info.value.field) == ("join1", "op")
 
 
-def test_an_unmapped_op_exits_2_from_the_cli(tmp_path, capsys):
+def _conv_model(groups):
     from nnaccel.gen.ir import Conv2d
 
-    conv = Conv2d(name="conv1", in_dtype=I8, in_shape=(1, 4, 4),
-                  weight=readonly(np.ones((2, 1, 3, 3), dtype=np.int64)), weight_dtype=I8,
-                  output=OutputStage(OutputKind.IDENTITY, I32))
-    model = Model(name="m", input_shape=(1, 4, 4), input_dtype=I8, layers=(conv,))
-    path = write_model(model, tmp_path / "m")
+    conv = Conv2d(name="conv1", in_dtype=I8, in_shape=(2, 4, 4), groups=groups,
+                  weight=readonly(np.ones((2, 2 // groups, 3, 3), dtype=np.int64)),
+                  weight_dtype=I8, output=OutputStage(OutputKind.IDENTITY, I32))
+    return Model(name="m", input_shape=(2, 4, 4), input_dtype=I8, layers=(conv,))
+
+
+def test_a_grouped_convolution_exits_2_from_the_cli(tmp_path, capsys):
+    path = write_model(_conv_model(2), tmp_path / "m")
     assert main(["generate", str(path), "-o", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
-    assert "layer 'conv1', field 'op'" in err and "no engine maps op conv2d" in err
+    assert "layer 'conv1', field 'groups'" in err and "groups = 2" in err
     assert "Traceback" not in err and not (tmp_path / "out").exists()
+
+
+def test_a_convolution_maps_onto_the_mvu(tmp_path):
+    design = generate(_conv_model(1), Options(max_lanes=36))
+    (entry,) = design.manifest["layers"]
+    assert (entry["engine"], entry["op"], entry["in_order"], entry["out_order"]) == \
+        ("mvu", "conv2d", "HWC", "HWC")
+    assert entry["in_shape"] == [2, 4, 4] and entry["out_shape"] == [2, 2, 2]
+    assert entry["patch_elems"] == 18 and entry["pixels"] == 4
+    assert 2 % entry["pe"] == 0 and entry["lanes"] == entry["pe"] * entry["simd"] <= 36
+    assert entry["expected_cycles"] == max(4 * -(-2 // entry["pe"]) * -(-18 // entry["simd"]),
+                                           entry["window"]["expected_cycles"])
+    assert design.manifest["io"]["input"]["order"] == "HWC"
+    assert design.manifest["io"]["input"]["shape"] == [2, 4, 4]
+
+
+def test_a_graph_that_is_not_a_chain_is_refused(tmp_path, capsys):
+    from .cnn_models import tiny_res
+
+    with pytest.raises(ModelError) as info:
+        generate(tiny_res(), Options())
+    assert (info.value.layer, info.value.field) == ("r", "inputs")
+    assert "chains only" in str(info.value)
