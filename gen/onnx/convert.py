@@ -1108,7 +1108,7 @@ class _Converter:
         return self._ort_pool_out(node, pend, 3, 4)
 
     def op_QLinearAdd(self, node, states):
-        """``y = round((sa (a - za) + sb (b - zb)) / sy) + zy``: an ``add`` layer (the inputs
+        """``y = round((sa (a - za) + sb (b - zb)) / sy + zy)``: an ``add`` layer (the inputs
         are already rounded by the layers before, as in onnxruntime) with integer scales when
         ``sa : sb`` is a ratio of integers below 2^16, else refused; its output stage is an
         exact threshold stage of that formula."""
@@ -1116,7 +1116,7 @@ class _Converter:
         b = self._grid_from(node, states[3], 4, 5)
         pend = self._join_add([a, b], None)
         scale, zp, zdt = self._qparams(node, 6, 7, "y")
-        return self.finish_requant(pend, scale, zp, _ONNX_INT_TYPES[zdt])
+        return self.finish_requant(pend, scale, zp, _ONNX_INT_TYPES[zdt], zp_rounded=True)
 
     def op_QLinearConcat(self, node, states):
         if int(self.attrs(node).get("axis", 1)) not in (1, -3):
@@ -1205,7 +1205,9 @@ class _Converter:
         self._add_layer(pend, stage, None)
         return dtype
 
-    def finish_requant(self, pend, scale, zp, dtype):
+    def finish_requant(self, pend, scale, zp, dtype, zp_rounded=False):
+        """onnxruntime's ``q = clamp(round(real / scale) + zp)`` (``round(real / scale + zp)``
+        with ``zp_rounded``, as its QLinearAdd computes) as the layer's output stage."""
         m = pend.channels
         if pend.weight is None:  # no bias to hold the zero points: an exact threshold stage
             s = self.per_channel(scale, 1, "input 1")[0]
@@ -1214,8 +1216,9 @@ class _Converter:
                 self.fail("input 1", "the output scale must be positive")
             lo, hi = dtype.lo, dtype.hi
 
-            def level(ch, v):
-                return min(max(round(v / s) + z, lo), hi) - lo  # half to even, as onnxruntime
+            def level(ch, v):  # round half to even, as onnxruntime
+                q = round(v / s + z) if zp_rounded else round(v / s) + z
+                return min(max(q, lo), hi) - lo
 
             out = self.finish_thresholds(pend, fold.Quantizer(hi - lo, level),
                                          DType(DTypeKind.UINT, dtype.bits))

@@ -534,3 +534,46 @@ def test_conv_integer_pads_with_the_zero_point(tmp_path):
     expect_q = np.round((expect - imp.output_offset) / imp.output_scale).astype(np.int64)
     diff = np.abs(imp.model.forward(X) - expect_q)
     assert diff.max() <= 1 and np.count_nonzero(diff) / diff.size < 0.01
+
+
+def _qlinear_add_graph(tmp_path, b_scale):
+    """xq (scale 0.05) + QLinearConv(xq) (scale ``b_scale``) with QLinearAdd, onnxruntime's
+    contrib op, then DequantizeLinear."""
+    w = np.random.default_rng(5).integers(-50, 51, (2, 2, 3, 3)).astype(np.int8)
+    nodes = [helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["xq"], name="qx"),
+             helper.make_node("QLinearConv", ["xq", "xs", "xz", "w", "ws", "wz", "bs", "bz"],
+                              ["b"], name="conv", pads=[1, 1, 1, 1]),
+             helper.make_node("QLinearAdd", ["xq", "xs", "xz", "b", "bs", "bz", "ys", "yz"],
+                              ["yq"], name="join", domain="com.microsoft"),
+             helper.make_node("DequantizeLinear", ["yq", "ys", "yz"], ["y"], name="dqy")]
+    inits = [_const("xs", 0.05), _const("xz", 10, np.uint8), _const("w", w, np.int8),
+             _const("ws", 0.004), _const("wz", 0, np.int8), _const("bs", b_scale),
+             _const("bz", 0, np.uint8), _const("ys", 0.1), _const("yz", 5, np.uint8)]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 4, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 4, 4])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13),
+                                                     helper.make_opsetid("com.microsoft", 1)])
+    model.ir_version = 8
+    path = tmp_path / "qadd.onnx"
+    onnx.save(model, str(path))
+    return path
+
+
+def test_qlinear_add_integer_ratio(tmp_path):
+    path = _qlinear_add_graph(tmp_path, 0.1)  # 0.05 : 0.1 = 1 : 2
+    imp = import_onnx(path)
+    add = imp.model.layers[-1]
+    assert add.op.value == "add" and add.scales == (1, 2)
+    X = _int_inputs(imp.model, 60, seed=9)
+    session = ort.InferenceSession(str(path))
+    expect = np.concatenate([session.run(None, {"x": (imp.input_scale * (x[None] - 10))
+                                                .astype(np.float32)})[0] for x in X])
+    expect_q = np.round((expect - imp.output_offset) / imp.output_scale).astype(np.int64)
+    diff = np.abs(imp.model.forward(X) - expect_q)
+    assert diff.max() <= 1 and np.count_nonzero(diff) / diff.size < 0.01
+
+
+def test_qlinear_add_other_ratio_refused(tmp_path):
+    path = _qlinear_add_graph(tmp_path, 0.07)
+    _refused(path, "'join' (QLinearAdd)", "ratio of integers", tmp_path=tmp_path)
