@@ -1,0 +1,143 @@
+"""Adapter of the vector-vector unit (:mod:`nnaccel.hw.vvau`): grouped and depthwise ``conv2d``.
+
+A ``conv2d`` with ``groups`` G > 1 runs on a window unit in the depthwise patch order feeding a
+vector-vector unit whose ``pe*mg*cg`` lanes hold only the weights of ``pe`` groups (``cg = C/G``
+input and ``mg = M/G`` output channels per group; depthwise: ``cg = 1``, ``mg = k``), so no lane
+is spent on the zeros a grouped weight has as a dense ``(M, C*KH*KW)`` matrix. SPEC 2.3 leaves
+convolutions to the ``mvu``'s territory (the dataflow engines); this is its grouped branch, and
+the MVU itself runs ``groups = 1``. Groups ``1 < G < C`` run on the same unit with ``cg``-element
+dot products per lane group (a beat carries whole groups).
+
+The fold: ``pe`` groups per beat (depthwise: channels per beat), dividing G; one window position
+per beat (``simd`` 1). In the pipeline-wide fold chooser the layer's fold is ``Fold(pe*mg, 1)``
+(its output beat), its input beat ``pe*cg`` and its cost ``pe*mg*cg`` lanes; ``--fold
+LAYER=<pe*mg>x1`` forces one. Cycles per image: ``OH*OW*KH*KW*G/pe``, or the window unit's own
+cycles when larger (:attr:`~nnaccel.hw.vvau.params.VVAUParams.expected_cycles`).
+"""
+
+import numpy as np
+
+from ...hw.vvau.engine import VVAUConvolution
+from ...hw.vvau.params import LaneKind, VVAUParams
+from ...hw.vvau.reference import conv_acc
+from ...hw.window.reference import from_hwc, to_hwc
+from ..errors import UsageError
+from ..folding import FoldSpace
+from ..ir import Op
+from .base import Engine, EngineAdapter, divisors, is_bipolar, stage_kwargs
+
+__all__ = ["VVAUAdapter", "vvau_params"]
+
+
+def vvau_params(layer, pe, storage="auto"):
+    """The :class:`VVAUParams` of the grouped ``conv2d`` ``layer`` with ``pe`` groups per beat
+    (the window unit's input beat is the patch beat, ``pe*cg``)."""
+    cg = layer.in_shape[0] // layer.groups
+    return VVAUParams.for_layer(
+        weight=layer.weight, bias=layer.bias, in_shape=layer.in_shape, groups=layer.groups,
+        pe=pe, n_in=pe * cg, stride=layer.stride, dilation=layer.dilation,
+        padding=layer.padding, pad_value=layer.pad_value, in_dtype=layer.in_dtype,
+        weight_dtype=layer.weight_dtype, weight_storage=storage, **stage_kwargs(layer))
+
+
+def _shape(layer):
+    """``(G, cg, mg)`` of a grouped convolution."""
+    g = layer.groups
+    return g, layer.in_shape[0] // g, layer.out_channels // g
+
+
+class VVAUAdapter(EngineAdapter):
+    engine = Engine.VVAU
+    option, flag = "folds", "--fold"
+    free_fold = True
+
+    def accepts(self, layer):
+        if layer.op is Op.CONV2D and layer.groups > 1:
+            return True, ""
+        if layer.op is Op.CONV2D:
+            return False, ("the vvau engine runs grouped and depthwise conv2d (groups > 1); "
+                           "groups = 1 runs on the mvu")
+        return False, f"the vvau engine runs grouped conv2d layers, not {layer.op.value}"
+
+    def claims(self, layer, batch):
+        g, cg, _ = _shape(layer)
+        kind = "depthwise" if cg == 1 else f"grouped ({g} groups)"
+        lanes = "XNOR-popcount lanes" if is_bipolar(layer) else "lanes"
+        return (f"{kind} convolution (window unit + vector-vector unit: {lanes} only for the "
+                f"weights of each group, none on the zeros between groups)")
+
+    def wrong_engine(self, lp):
+        return UsageError(f"layer {lp.layer.name!r}: --fold applies to mvu and vvau layers; "
+                          f"this one runs on the {lp.engine.value} engine")
+
+    def _out_beats(self, layer):
+        g, _, mg = _shape(layer)
+        return tuple(pe * mg for pe in divisors(g))
+
+    def check_choice(self, lp, choice):
+        beats = self._out_beats(lp.layer)
+        if choice.simd != 1 or choice.pe not in beats:
+            raise UsageError(f"layer {lp.layer.name!r}: --fold {choice.pe}x{choice.simd}: a "
+                             f"grouped convolution on the vvau takes PEx1 with PE (output "
+                             f"channels per beat, whole groups) one of "
+                             f"{', '.join(map(str, beats))}")
+
+    def configure(self, lp, *, share, prev_beat, options):
+        forced = options.forced(self.option, lp.layer.name)
+        return lp, (forced.pe if forced is not None else None)
+
+    def fold_space(self, lp):
+        layer = lp.layer
+        g, cg, mg = _shape(layer)
+        cycles = {}
+
+        def floor(fold):
+            pe = fold.pe // mg
+            if pe not in cycles:
+                cycles[pe] = vvau_params(layer, pe).expected_cycles
+            return cycles[pe]
+
+        return FoldSpace(m=layer.out_channels, k=1, repeat=0, pes=self._out_beats(layer),
+                         simds=(1,), floor=floor, in_beat=lambda f: f.pe // mg * cg,
+                         cost=lambda f: f.pe * cg)
+
+    def with_fold(self, lp, fold, options):
+        _, _, mg = _shape(lp.layer)
+        return lp.but(fold=fold, params=vvau_params(lp.layer, fold.pe // mg, lp.storage))
+
+    def in_beat(self, lp):
+        return lp.params.n_in
+
+    def model_acc(self, lp, x):
+        """The unit's accumulators (``scale * raw + offset``, XNOR popcounts for bipolar) on a
+        batch ``x`` of input maps in HWC stream order ``(B, H*W*C)``; HWC out."""
+        layer, p = lp.layer, lp.params
+        xnor = p.lane_kind is LaneKind.XNOR
+        out = [to_hwc(conv_acc(layer.weight, from_hwc(v, *p.in_shape), layer.bias,
+                               groups=p.groups, stride=p.stride, dilation=p.dilation,
+                               padding=p.padding, pad_value=p.pad_value, xnor=xnor))
+               for v in np.asarray(x)]
+        return np.array(out)
+
+    def build(self, lp):
+        return VVAUConvolution(lp.params, weight=lp.layer.weight)
+
+    def manifest(self, lp):
+        p = lp.params
+        win = p.window
+        return {
+            "lanes": p.lanes, "lane_kind": p.lane_kind.value, "pe": p.pe, "simd": 1,
+            "groups": p.groups, "group_channels": p.group_in, "multiplier": p.multiplier,
+            "in_beat": p.n_in, "out_beat": p.out_beat, "acc_width": p.acc_width,
+            "raw_width": p.raw_shape.width, "weight_storage": p.weight_storage.value,
+            "weight_bits": p.weight_bits, "pixels": p.pixels,
+            "cycles_per_pixel": p.cycles_per_pixel, "expected_cycles": p.expected_cycles,
+            "window": {"order": win.order.value, "in_beat": win.n_in, "out_beat": win.n_out,
+                       "buffer_rows": win.buffer_rows, "buffer_words": win.buffer_depth,
+                       "buffer_bits": win.buffer_bits, "expected_cycles": win.expected_cycles,
+                       "latency": win.latency},
+        }
+
+    def dump(self, lp):
+        p = lp.params
+        return {"pe": p.pe, "simd": 1, "multiplier": p.multiplier, "groups": p.groups}
