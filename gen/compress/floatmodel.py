@@ -281,8 +281,10 @@ class FloatModel:
 
     @property
     def is_mlp(self):
-        """True when every layer is ``linear`` (the MLP code paths of the passes)."""
-        return all(layer.op is FloatOp.LINEAR for layer in self.layers)
+        """True when the input is a vector and every layer is ``linear`` (the MLP code paths
+        of the passes)."""
+        return len(self.input_shape) == 1 and all(layer.op is FloatOp.LINEAR
+                                                  for layer in self.layers)
 
     @property
     def weighted(self):

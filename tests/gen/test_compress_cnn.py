@@ -412,3 +412,34 @@ def test_digits_cnn_meets_its_accuracy_targets(tmp_path, capsys):
     via_cli = read_model(tmp_path / "cli_int8")
     x = results["int8"].x_test
     assert np.array_equal(via_cli.forward(x), results["int8"].model.forward(x))
+
+
+def test_dense_network_on_a_feature_map_input():
+    """Only linear layers, but a (C, H, W) input: flattened in (C, H, W) order everywhere."""
+    rng = np.random.default_rng(8)
+    layers = (FloatLayer("fc1", rng.normal(0, .3, (8, 18))), FloatLayer("fc2",
+                                                                      rng.normal(0, .3, (3, 8))))
+    fm = FloatModel("dense", DType.parse("uint4"), 1 / 15, layers, (2, 3, 3))
+    x = rng.integers(0, 16, (90, 2, 3, 3))
+    y = np.argmax(fm.forward(x), axis=1)
+    data = Data(x_train=x, y_train=y)
+    for config in (CompressConfig(prune=(("*", 0.5),), retrain_epochs=1),
+                   CompressConfig(binarize=True, binarize_epochs=1)):
+        model = compress(fm, data, config).model
+        assert model.input_shape == (2, 3, 3) and model.layers[0].in_shape == (2, 3, 3)
+        assert model.forward(x).shape == (90, 3)
+
+
+def test_pipeline_stops_after_any_pass_and_dumps_a_cnn():
+    fm, data = teacher_cnn()
+    config = CompressConfig(prune=(("*", 0.5),), retrain_epochs=1)
+    stopped = compress(fm, data, config, stop_after="prune")
+    assert stopped.model is None and stopped.report is None
+    dump = json.loads(json.dumps(stopped.state.dump()))
+    assert [layer["name"] for layer in dump["float_layers"]] == ["c1", "p1", "c2", "p2", "fc"]
+    assert dump["float_layers"][1] == {"name": "p1", "op": "maxpool2d", "kernel": [2, 2]}
+    assert dump["float_layers"][2]["shape"] == [6, 2, 3, 3]
+    assert dump["float_layers"][2]["density"] == 0.5
+    done = json.loads(json.dumps(compress(fm, data, config).state.dump()))
+    assert [layer.get("op") for layer in done["model_layers"]] == [
+        None, "maxpool2d", None, "sumpool2d", None]
