@@ -41,8 +41,10 @@ _DOMAINS = {"", "ai.onnx", "qonnx.custom_op.general", "finn.custom_op.general", 
 class Imported:
     """An imported model and how its integer outputs map to the ONNX graph's values.
 
-    ``real = output_scale * y + output_offset`` per output channel (float64); the model's
-    integer input ``q`` stands for ``input_scale * (q - input_zero_point)``. ``exact`` is True
+    ``real = output_scale * y + output_offset`` per output channel (float64; shaped
+    ``(C, 1, 1)`` when the output is a feature map); the model's integer input ``q`` stands for
+    ``input_scale * (q - input_zero_point)`` (the zero point per element of a vector input,
+    ``(C, 1, 1)`` for a feature map). ``exact`` is True
     when every output stage is exact; otherwise ``max_error_lsb`` bounds the requant rounding
     error before rounding, in LSBs, per approximated layer (see :func:`fold.requant_stage`).
     """

@@ -232,6 +232,10 @@ def test_cli_import_and_run_cnn(qonnx_files, tmp_path):
     assert main(["run", str(tmp_path / "m"), "--backend", "numpy", "--input",
                  str(tmp_path / "x.npy"), "--output", str(out)]) == 0
     np.testing.assert_array_equal(np.load(out), imp.model.forward(X))
+    # the .onnx file itself, imported in memory
+    assert main(["run", str(path), "--input", str(tmp_path / "x.npy"), "--output",
+                 str(tmp_path / "y2.npy")]) == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "y2.npy"), imp.model.forward(X))
 
 
 # ------------------------------------------------------------------ onnxruntime int8
@@ -419,6 +423,18 @@ def test_maxpool_before_quantizer(tmp_path):
     path = _graph(tmp_path / "m.onnx", nodes, [*_QINITS, _const("w", w)], [1, 2, 4, 4],
                   [1, 2, 2, 2])
     _refused(path, "'pool' (MaxPool)", "'input 0'", "quantize", tmp_path=tmp_path)
+
+
+def test_unquantized_fork_refused(tmp_path):
+    w = np.ones((2, 2, 1, 1))
+    nodes = [_quant("x", "xq", "s", "z", "b4"),
+             helper.make_node("Conv", ["xq", "w"], ["acc"], name="conv"),
+             _quant("acc", "a", "s", "z", "b4", name="qa"),
+             _quant("acc", "b", "s2", "z", "b4", name="qb"),
+             helper.make_node("Concat", ["a", "b"], ["y"], name="cat", axis=1)]
+    path = _graph(tmp_path / "m.onnx", nodes, [*_QINITS, _const("w", w)], [1, 2, 4, 4],
+                  [1, 4, 4, 4])
+    _refused(path, "'qa' (Quant)", "read by several nodes", tmp_path=tmp_path)
 
 
 def test_partial_pool_window(tmp_path):
