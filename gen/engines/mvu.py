@@ -7,16 +7,19 @@ dense layers at batch 1. Its PE x SIMD come from the pipeline-wide fold chooser
 
 A ``conv2d`` with ``groups = 1`` runs on it too, fed by the sliding-window unit
 (:mod:`nnaccel.hw.mvu.conv`): the weight is reordered to the window's patch order
-``(i, j, c)``, K is ``KH*KW*C``, PE divides M (an output pixel's channels fill whole beats) and SIMD divides C, or is
-``q*C`` with ``q`` dividing KW or ``q = r*KW`` with ``r`` dividing KH (several window positions
-per beat). Cycles per image: ``OH*OW * ceil(M/pe) * ceil(K/simd)``, or the window unit's own
-cycles when larger. Grouped and depthwise convolutions are refused (they belong on a
-vector-vector unit, which wastes no lanes on the zeros of a grouped weight).
+``(i, j, c)``, K is ``KH*KW*C``, PE divides M (an output pixel's channels fill whole beats) and
+SIMD divides C, or is ``q*C`` with ``q`` dividing KW or ``q = r*KW`` with ``r`` dividing KH
+(several window positions per beat). Cycles per image: ``OH*OW * ceil(M/pe) * ceil(K/simd)``
+plus the window unit's wait at an image boundary that the MVU does not hide, or the window
+unit's own cycles when larger (:func:`~nnaccel.hw.mvu.conv.conv_cycles`). Grouped and depthwise
+convolutions are refused (they belong on a vector-vector unit, which wastes no lanes on the
+zeros of a grouped weight).
 """
 
 import numpy as np
 
-from ...hw.mvu.conv import ConvParams, ConvUnit
+from ...hw.common.arith import cdiv
+from ...hw.mvu.conv import ConvParams, ConvUnit, conv_cycles
 from ...hw.mvu.engine import MatrixVectorUnit
 from ...hw.mvu.params import LaneKind, MVUParams
 from ...hw.mvu.reference import affine, fold_matrix, raw_sums
@@ -104,16 +107,17 @@ class MVUAdapter(EngineAdapter):
         if layer.op is not Op.CONV2D:
             return None
         m, oh, ow = layer.out_shape
-        c = layer.in_shape[0]
+        c, k = layer.in_shape[0], layer.patch_size
         windows = {}
 
-        def window_cycles(fold):
+        def cycles(fold):
             if fold.simd not in windows:
-                windows[fold.simd] = _window(layer, fold.simd).expected_cycles
-            return windows[fold.simd]
+                windows[fold.simd] = _window(layer, fold.simd)
+            return conv_cycles(windows[fold.simd], oh * ow, cdiv(m, fold.pe),
+                               cdiv(k, fold.simd))
 
-        return FoldSpace(m=m, k=layer.patch_size, repeat=oh * ow, pes=tuple(divisors(m)),
-                         simds=conv_simds(c, layer.kernel), floor=window_cycles,
+        return FoldSpace(m=m, k=k, repeat=oh * ow, pes=tuple(divisors(m)),
+                         simds=conv_simds(c, layer.kernel), floor=cycles,
                          in_beat=lambda f: f.simd if c % f.simd == 0 else c)
 
     def in_beat(self, lp):

@@ -22,7 +22,7 @@ from ..window.reference import patch_weights
 from .engine import MatrixVectorUnit, check_weight
 from .params import MVUParams
 
-__all__ = ["ConvParams", "ConvUnit"]
+__all__ = ["ConvParams", "ConvUnit", "conv_cycles"]
 
 
 def _word(channels, simd):
@@ -118,9 +118,22 @@ class ConvParams:
 
     @property
     def expected_cycles(self):
-        """Steady-state cycles per image: the MVU's, or the window unit's own when larger (it
-        reads one input word per cycle, e.g. a strided 1x1 convolution)."""
-        return max(self.mvu_cycles, self.window.expected_cycles)
+        """Steady-state cycles per image, images back to back (:func:`conv_cycles`)."""
+        return conv_cycles(self.window, self.pixels, self.mvu.neuron_folds,
+                           self.mvu.synapse_folds)
+
+
+def conv_cycles(window, pixels, neuron_folds, synapse_folds):
+    """Steady-state cycles per image of a window unit feeding an MVU.
+
+    The MVU's ``pixels * NF * SF``, plus the part of the window unit's wait at the start of
+    each image (:attr:`WindowParams.boundary_stall`: it waits for the next image's first rows)
+    that the MVU's other ``NF - 1`` neuron folds of the last pixel do not hide; or the window
+    unit's own cycles when larger (it reads one input word per cycle, e.g. a strided 1x1
+    convolution)."""
+    hidden = (neuron_folds - 1) * synapse_folds
+    mvu = pixels * neuron_folds * synapse_folds
+    return max(window.expected_cycles, mvu + max(0, window.boundary_stall - hidden))
 
 
 def _check(params, weight):

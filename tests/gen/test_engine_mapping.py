@@ -267,11 +267,12 @@ def _conv_model(groups):
     return Model(name="m", input_shape=(2, 4, 4), input_dtype=I8, layers=(conv,))
 
 
-def test_a_grouped_convolution_exits_2_from_the_cli(tmp_path, capsys):
+def test_a_grouped_convolution_forced_onto_the_mvu_exits_2(tmp_path, capsys):
     path = write_model(_conv_model(2), tmp_path / "m")
-    assert main(["generate", str(path), "-o", str(tmp_path / "out")]) == 2
+    assert main(["generate", str(path), "-o", str(tmp_path / "out"),
+                 "--engine", "conv1=mvu"]) == 2
     err = capsys.readouterr().err
-    assert "layer 'conv1', field 'groups'" in err and "groups = 2" in err
+    assert "layer 'conv1', field 'engine'" in err and "groups = 2" in err
     assert "Traceback" not in err and not (tmp_path / "out").exists()
 
 
