@@ -746,7 +746,22 @@ class _Converter:
         return _Pending(np.eye(n, dtype=np.int64), DType(DTypeKind.INT, 2), x.dtype, base,
                         chain, self.where, Op.LINEAR, (x.src,), x.shape, x.shape, {}, x)
 
+    def _sum_grid(self, x):
+        """The exact integer output of an ``add`` read without a quantizer (Brevitas adds
+        quantized branches of one scale and may feed the sum straight to a convolution): an
+        identity stage in the smallest intN holding it, real value ``k * (y - z)``."""
+        steps = x.chain.steps
+        if x.op is not Op.ADD or len(steps) != 1 or len(set(steps[0].a)) != 1 or any(
+                steps[0].c):
+            return x
+        lo, hi = self._acc_bounds(x, None)
+        dtype = _min_int_dtype(np.array([int(min(lo)), int(max(hi))]))
+        self._add_layer(x, OutputStage(OutputKind.IDENTITY, dtype), None)
+        return self._grid(dtype, list(steps[0].a), [-b for b in x.base])
+
     def _map(self, x, j=0, what="the input"):
+        if isinstance(x, _Pending):
+            x = self._sum_grid(x)
         if isinstance(x, _Pending):
             self.fail(f"input {j}", f"{what} is the unquantized output of {x.node}: quantize "
                                     "it first")
@@ -893,6 +908,8 @@ class _Converter:
         return self._maxpool(node, x, {}, x.shape[1:])
 
     def _maxpool(self, node, x, a, kernel):
+        if isinstance(x, _Pending):
+            x = self._sum_grid(x)
         if isinstance(x, _Pending):
             self.fail("input 0", f"MaxPool of the unquantized output of {x.node}: "
                                  "quantize before pooling")

@@ -473,6 +473,26 @@ def test_add_integer_ratio_exact(tmp_path):
     np.testing.assert_array_equal(imp.to_real(imp.model.forward(X)), expect)
 
 
+def test_sum_into_conv_without_quantizer(tmp_path):
+    """Brevitas may feed the sum of two branches of one scale straight to a convolution: the
+    add outputs its exact integer sum (an identity stage) and the padded conv reads it."""
+    w = np.random.default_rng(3).integers(-3, 4, (2, 2, 3, 3))
+    nodes = [_quant("x", "xq", "s", "z", "b4"),
+             _quant("xq", "a", "s2", "z", "b4", signed=1, name="qa"),  # levels 0..15, zero 8
+             helper.make_node("Add", ["a", "xq"], ["sum"], name="join"),
+             helper.make_node("Conv", ["sum", "w"], ["acc"], name="conv", pads=[1, 1, 1, 1]),
+             _quant("acc", "y", "s", "z", "b4", name="qy")]
+    path = _graph(tmp_path / "m.onnx", nodes, [*_QINITS, _const("w", w)], [1, 2, 4, 4],
+                  [1, 2, 4, 4])
+    imp = import_onnx(path)
+    add = next(layer for layer in imp.model.layers if layer.op.value == "add")
+    assert add.output.kind.value == "identity" and add.scales == (1, 2)
+    assert imp.model.layers[-1].pad_value == 8  # the sum's real zero: 1 * 8 + 2 * 0
+    X = _int_inputs(imp.model, 40, seed=11)
+    expect = _qonnx_run(path, imp.input_scale * (X - imp.input_zero_point))
+    np.testing.assert_array_equal(imp.to_real(imp.model.forward(X)), expect)
+
+
 def test_add_non_integer_ratio_refused(tmp_path):
     path = _add_graph(tmp_path, "s", "s3")  # 0.5 : 0.3 in float32: no small integer ratio
     _refused(path, "'join' (Add)", "ratio of integers", tmp_path=tmp_path)
