@@ -4,7 +4,7 @@ PYTHON ?= python3
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-fast bench lint clean
+.PHONY: install demo test test-fast formal fuzz bench lint clean
 
 install: $(STAMP)
 
@@ -19,6 +19,12 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadgroup -m "not slow and not verilator"
+
+formal: $(STAMP)
+	$(BIN)/python -m pytest -n 2 tests/formal
+
+fuzz: $(STAMP)
+	NNACCEL_FUZZ=1 $(BIN)/python -m pytest -n 2 tests/test_fuzz_models.py
 
 bench: $(STAMP)
 	$(BIN)/nnaccel bench -o out/bench
