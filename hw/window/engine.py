@@ -185,5 +185,5 @@ class WindowUnit(wiring.Component):
 def word_const(p):
     """A line-buffer word of ``word_elems`` padding elements, as an amaranth constant."""
     bits = p.elem_shape.width
-    value = int(p.dtype.encode([p.pad_value])[0])
+    value = int(p.dtype.encode([p.pad_value])[0]) if any(p.padding) else 0
     return Const(sum(value << (bits * e) for e in range(p.word_elems)), bits * p.word_elems)

@@ -89,7 +89,8 @@ class WindowParams:
     padding : int or (top, left, bottom, right)
         Padding, default 0; padded elements are generated, never stored.
     pad_value : int
-        A value of ``dtype`` (a bipolar map pads with -1 or +1).
+        With any padding, a value of ``dtype`` (a bipolar map pads with -1 or +1); unused
+        (and unchecked) without padding.
     dtype : DType or str
         Element type (SPEC section 1); the hardware element is ``dtype.shape``.
     n_in : int
@@ -142,7 +143,7 @@ class WindowParams:
         if not _is_int(self.pad_value):
             raise TypeError(f"pad_value must be an integer, not {self.pad_value!r}")
         put("pad_value", int(self.pad_value))
-        if not self.dtype.contains([self.pad_value]):
+        if any(self.padding) and not self.dtype.contains([self.pad_value]):
             raise ValueError(f"pad_value {self.pad_value} is not a value of {self.dtype}")
         if self.channels % self.n_in:
             raise ValueError(f"n_in ({self.n_in}) must divide channels ({self.channels})")

@@ -174,8 +174,10 @@ BASE = dict(channels=4, height=5, width=6, kernel=(3, 3), dtype="int8", n_in=2, 
     (dict(kernel=(3, 2), n_out=16), ValueError, r"q = r\*KW with r dividing KH \(3\)"),
     (dict(dtype="float"), ValueError, "unknown dtype"),
     (dict(dtype=8), TypeError, "dtype must be a DType"),
-    (dict(pad_value=200), ValueError, "pad_value 200 is not a value of int8"),
-    (dict(dtype="bipolar", pad_value=0), ValueError, "pad_value 0 is not a value of bipolar"),
+    (dict(pad_value=200, padding=(0, 0, 1, 0)), ValueError,
+     "pad_value 200 is not a value of int8"),
+    (dict(dtype="bipolar", pad_value=0, padding=1), ValueError,
+     "pad_value 0 is not a value of bipolar"),
     (dict(pad_value=1.5), TypeError, "pad_value must be an integer"),
     (dict(kernel=(6, 3)), ValueError, "larger than the padded input"),
     (dict(kernel=(3, 3), dilation=(1, 3)), ValueError, "larger than the padded input"),
@@ -199,8 +201,8 @@ def test_params_derived_numbers():
     assert (q.out_height, q.out_width) == (4, 5)
     assert q.span_rows == 3 and q.buffer_rows == 6
     assert q.write_cycles == 9 * 9 * 2 and q.expected_cycles == q.write_cycles
-    s = WindowParams(channels=3, height=6, width=6, kernel=(4, 2), dtype="int8", n_in=1,
-                     n_out=12)
+    s = WindowParams(channels=3, height=6, width=6, kernel=(4, 2), dtype="bipolar", n_in=1,
+                     n_out=12)  # no padding: the default pad_value 0 is never used
     assert s.word_elems == 3 and s.taps_per_beat == 4 and s.beat_shape == (2, 2)
     assert s.read_ports == 4 and s.out_beats == 3 * 5 * 2 and s.row_cycles == 18
 
