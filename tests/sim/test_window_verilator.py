@@ -74,9 +74,13 @@ WINDOWS = {
     "kernel-row-per-beat": WindowParams(channels=3, height=6, width=7, kernel=3, padding=1,
                                         pad_value=1, dtype="bipolar", n_in=3, n_out=9),
 }
-POOL = PoolParams(kind="sum", channels=4, height=7, width=5, kernel=(3, 2), padding=(1, 0, 1, 1),
-                  dtype="uint4", n=2, out_kind="requant", out_dtype="uint4",
-                  mult=[7000, 9000, 12000, 30000], shift=15)
+POOLS = {
+    "sum-requant": PoolParams(kind="sum", channels=4, height=7, width=5, kernel=(3, 2),
+                              padding=(1, 0, 1, 1), dtype="uint4", n=2, out_kind="requant",
+                              out_dtype="uint4", mult=[7000, 9000, 12000, 30000], shift=15),
+    "max-bipolar": PoolParams(kind="max", channels=4, height=5, width=7, kernel=(2, 3),
+                              stride=(2, 2), padding=(1, 1, 0, 0), dtype="bipolar", n=4),
+}
 
 
 @pytest.fixture(scope="module", params=list(WINDOWS))
@@ -88,12 +92,13 @@ def window_design(request, tmp_path_factory):
     return params, path
 
 
-@pytest.fixture(scope="module")
-def pool_design(tmp_path_factory):
+@pytest.fixture(scope="module", params=list(POOLS))
+def pool_design(request, tmp_path_factory):
+    params = POOLS[request.param]
     path = tmp_path_factory.mktemp("pool") / "pool_top.v"
-    top = AxisWrapper(Pool(POOL), POOL.out_beats)
+    top = AxisWrapper(Pool(params), params.out_beats)
     path.write_text(verilog.convert(top, name="pool_top", emit_src=False))
-    return path
+    return params, path
 
 
 @pytest.mark.verilator
@@ -115,14 +120,14 @@ def test_window_unit_bit_exact(window_design, idle, stall):
 @pytest.mark.verilator
 @pytest.mark.parametrize(("idle", "stall"), PATTERNS, ids=IDS)
 def test_pool_unit_bit_exact(pool_design, idle, stall):
-    p = POOL
+    p, path = pool_design
     rng = np.random.default_rng(int(idle * 10 + stall * 100) + 1)
     maps = [random_map(rng, p.dtype, p.channels, p.height, p.width) for _ in range(5)]
     x_bits = np.stack([p.dtype.encode(to_hwc(x)) for x in maps])
-    io = io_of(p.dtype, p.height * p.width * p.channels, p.n, p.out_dtype,
+    io = io_of(p.dtype, p.height * p.width * p.channels, p.n, p.out_elem_dtype,
                p.out_beats * p.n, p.n)
-    result = run(pool_design, "pool_top", io, x_bits, idle=idle, stall=stall, seed=4)
-    expected = np.stack([p.out_dtype.encode(to_hwc(pool(x, p))) for x in maps])
+    result = run(path, "pool_top", io, x_bits, idle=idle, stall=stall, seed=4)
+    expected = np.stack([p.out_elem_dtype.encode(to_hwc(pool(x, p))) for x in maps])
     assert compare(expected, result.outputs_bits, "pooled maps") == expected.size
     if not idle and not stall:
         assert abs(result.cycles_per_inference - p.expected_cycles) <= 0.05 * p.expected_cycles
