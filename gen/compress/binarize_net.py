@@ -80,7 +80,8 @@ def _in_bipolar(fm):
     return out
 
 
-def _pad(fm, i, bipolar):
+def _pad(bipolar, i):
+    """The pad value of layer ``i`` (1-based): -1 on a bipolar input, else 0."""
     return BIPOLAR_PAD if bipolar[i - 1] else 0
 
 
@@ -143,7 +144,7 @@ def _step(fm, p, xb, yb, bipolar):
             tape.append((cache,))
             continue
         wb = binarize(p[f"w{i}"])
-        a, cache = _acc(layer, h, wb, _pad(fm, i, bipolar))
+        a, cache = _acc(layer, h, wb, _pad(bipolar, i))
         if i == n:
             tape.append((cache, wb))
             break
@@ -209,7 +210,7 @@ def _inference(fm, p, x, stats=None):
                                 for s in range(0, len(h), _CHUNK)])
             continue
         wb = binarize(p[f"w{i}"])
-        a = np.concatenate([_acc(layer, h[s:s + _CHUNK], wb, _pad(fm, i, bipolar))[0]
+        a = np.concatenate([_acc(layer, h[s:s + _CHUNK], wb, _pad(bipolar, i))[0]
                             for s in range(0, len(h), _CHUNK)])
         if i == n:
             return a
@@ -253,7 +254,7 @@ def bnn_net_model(fm, p, name=None):
                                  in_shape=in_shape, kernel=fl.kernel, stride=fl.stride,
                                  padding=fl.padding))
             continue
-        pad = _pad(fm, i, bipolar)
+        pad = _pad(bipolar, i)
         wb = binarize(p[f"w{i}"]).astype(np.int64)
         if i < n:
             lo, hi = (-1, 1) if in_dtype.kind is DTypeKind.BIPOLAR else (in_dtype.lo,
