@@ -40,11 +40,19 @@ are dropped)::
     D[i] = max(S[i] + compute[i] + L(nb[i]), D[i-1] + drain[i-1] + 1)
     cycles = D[n-1] + drain[n-1] + Z - 1
 
+After a reset a weight-stationary engine first loads the first weight tile, one row per cycle
+(:attr:`SystolicParams.prologue`), so the first chunk of the first batch also waits for it:
+``S[0] >= prologue - t0`` when the engine accepts its first input beat ``t0`` cycles after the
+reset (``t0 = 0``: the first cycle out of reset). This binds only when loading that chunk takes
+fewer cycles than the prologue (small batches on tall arrays).
+
 ``L`` is the latency from the end of a chunk's last slot to its first drain read (the array's
 ``R + C`` plus the collector, see :meth:`SystolicParams.latencies`), ``Z - 1`` that from the last
 drain read to the last output beat (skid buffer and output stage). ``cycles`` counts from the
-cycle the first input beat is accepted to the cycle the last output beat is accepted, for one
-batch into an idle engine with no stalls; the hardware matches it exactly. When the compute
+cycle the first input beat is accepted to the cycle the last output beat is accepted, for the
+first batch after a reset with no stalls (:attr:`SystolicParams.expected_cycles`, input from
+the first cycle; :meth:`SystolicParams.first_batch_cycles` for a later start); the hardware
+matches it exactly. When the compute
 dominates this is ``fill[0] + sum(compute + 1) + L + drain[-1] + Z - 1``: the only exposed
 overheads are loading the first chunk and draining the last, so a large GEMM approaches
 ``B*M*K/(R*C)`` cycles.
@@ -334,9 +342,16 @@ class SystolicParams:
             lat = self.readout_levels + c + nb + fixed - (self.period(nb) - self.in_features)
         return 1, lat, 4 + _STAGE_LATENCY[self.output.kind]
 
-    def _schedule(self, batches=1):
-        """Cycle of the last output beat of each batch, batches sent back to back from cycle 0
-        into an idle engine (the module's cycle model)."""
+    @property
+    def prologue(self):
+        """Cycles after a reset before the first step can issue: weight-stationary, the R
+        cycles loading the first weight tile, then the cycle that claims the chunk (``R + 1``);
+        output-stationary, 0 (weights stream with the steps)."""
+        return self.rows + 1 if self.dataflow is Dataflow.WS else 0
+
+    def _schedule(self, batches=1, start=0):
+        """Cycle of the last output beat of each batch, batches sent back to back from cycle 0,
+        into an engine out of reset since ``start`` cycles (the module's cycle model)."""
         sizes = list(self.chunk_sizes) * batches
         fill = [nb * self.in_beats for nb in sizes]
         comp = [self.tiles_per_chunk * self.period(nb) for nb in sizes]
@@ -346,6 +361,8 @@ class SystolicParams:
             a, lat, z = self.latencies(nb)
             fi = 0 if i == 0 else f[i - 1] + fill[i - 1]
             si = fi + fill[i] + a
+            if i == 0:
+                si = max(si, self.prologue - start)
             di = 0
             if i >= 1:
                 si = max(si, s[i - 1] + comp[i - 1] + 1)
@@ -362,9 +379,17 @@ class SystolicParams:
 
     @property
     def expected_cycles(self):
-        """Cycles for one batch into an idle engine, from the first input beat accepted to the
-        last output beat accepted, with no stalls (the module's cycle model)."""
+        """Cycles for the first batch after a reset, from the first input beat accepted (in
+        the first cycle out of reset) to the last output beat accepted, with no stalls (the
+        module's cycle model). No later batch and no later start takes longer."""
         return self._schedule(1)[0]
+
+    def first_batch_cycles(self, start=0):
+        """Like :attr:`expected_cycles` when the engine accepts its first input beat ``start``
+        cycles after the reset (``start >= prologue``: as for an idle engine that has run
+        before)."""
+        check_positive("start", start, zero=True)
+        return self._schedule(1, start)[0]
 
     @property
     def steady_cycles(self):
