@@ -2,6 +2,7 @@
 
 from amaranth import Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..common.outstage import OutputStage
@@ -22,8 +23,10 @@ class Reduce(wiring.Component):
     word); for every group it emits ``words`` beats, beat ``w`` being the maximum (``op`` max) or
     the exact sum (``op`` sum) of the ``positions`` input beats of word ``w``, element by
     element. A window unit's patches (positions = taps, words = C/n) give pooled pixels; a map
-    itself (positions = H*W) gives global pooling. The running values live in a ring of
-    ``words`` registers that turns once per position, so no word is ever selected by address.
+    itself (positions = H*W) gives global pooling. The running values of the ``words`` words
+    live in a :class:`~amaranth.lib.memory.Memory` (block or LUT RAM, not ``C`` registers: a
+    global pool over many channels needs many of them), read one cycle ahead through a
+    synchronous port; a single word is a register.
 
     Throughput one input beat per cycle; an output beat is registered and leaves one cycle after
     the last position's input beat. ``i_data.ready`` depends combinationally on
@@ -48,14 +51,15 @@ class Reduce(wiring.Component):
         m = Module()
         i, o = self.i_data, self.o_data
         layout = o.payload.shape()
-        ring = [Signal(layout, name=f"ring{w}") for w in range(self.words)]
         position = Signal(range(self.positions))
         word = Signal(range(self.words))
         last = position == self.positions - 1
-
+        accept = i.valid & i.ready
         combined = Signal(layout)
+        running = self._running(m, layout, word, accept, combined)
+
         for e in range(layout.length):
-            x, acc = i.payload[e], ring[0][e]
+            x, acc = i.payload[e], running[e]
             if self.op is PoolKind.MAX:
                 merged = Mux(x > acc, x, acc)
             else:
@@ -65,8 +69,7 @@ class Reduce(wiring.Component):
         m.d.comb += i.ready.eq(~last | ~o.valid | o.ready)
         with m.If(o.valid & o.ready):
             m.d.sync += o.valid.eq(0)
-        with m.If(i.valid & i.ready):
-            m.d.sync += [a.eq(b) for a, b in zip(ring, ring[1:] + [combined], strict=True)]
+        with m.If(accept):
             with m.If(last):
                 m.d.sync += [o.payload.eq(combined), o.valid.eq(1)]
             with m.If(word == self.words - 1):
@@ -74,6 +77,24 @@ class Reduce(wiring.Component):
             with m.Else():
                 m.d.sync += word.eq(word + 1)
         return m
+
+    def _running(self, m, layout, word, accept, combined):
+        """The running value of ``word``; ``combined`` becomes its new value on ``accept``."""
+        if self.words == 1:
+            value = Signal(layout)
+            with m.If(accept):
+                m.d.sync += value.eq(combined)
+            return value
+        m.submodules.running = mem = Memory(shape=layout, depth=self.words, init=[])
+        write = mem.write_port()
+        read = mem.read_port(domain="sync")  # never reads the word written in the same cycle
+        following = Mux(word == self.words - 1, 0, word + 1)
+        m.d.comb += [
+            write.addr.eq(word), write.data.eq(combined), write.en.eq(accept),
+            # The read is one cycle ahead: the word of the next beat.
+            read.addr.eq(Mux(accept, following, word)), read.en.eq(1),
+        ]
+        return read.data
 
 
 class Pool(wiring.Component):

@@ -262,13 +262,15 @@ def test_cycles_per_image(name):
 
 
 @pytest.mark.parametrize("pattern", STALL_PATTERNS, ids=str)
-def test_reduce_alone(pattern):
-    """The reduction block on raw groups: 3 positions of 2 words of 2 elements."""
-    dut = Reduce(op="sum", positions=3, words=2, n=2, in_shape=signed(4), out_shape=signed(6))
+@pytest.mark.parametrize(("op", "words"), [("sum", 1), ("sum", 2), ("max", 5), ("sum", 7)])
+def test_reduce_alone(op, words, pattern):
+    """The reduction block on raw groups: 3 positions of ``words`` words of 2 elements."""
+    dut = Reduce(op=op, positions=3, words=words, n=2, in_shape=signed(4), out_shape=signed(6))
     rng = np.random.default_rng(5)
-    groups = rng.integers(-8, 8, size=(4, 3, 2, 2))                    # group, pos, word, elem
+    groups = rng.integers(-8, 8, size=(4, 3, words, 2))            # group, position, word, elem
     beats = [[int(v) for v in groups[g, p, w]] for g in range(4) for p in range(3)
-             for w in range(2)]
-    out, _, _ = simulate(dut, beats, 4 * 2, pattern=pattern, seed=3)
-    expected = [[int(v) for v in groups[g, :, w].sum(axis=0)] for g in range(4) for w in range(2)]
+             for w in range(words)]
+    out, _, _ = simulate(dut, beats, 4 * words, pattern=pattern, seed=3)
+    reduced = groups.sum(axis=1) if op == "sum" else groups.max(axis=1)
+    expected = [[int(v) for v in reduced[g, w]] for g in range(4) for w in range(words)]
     assert [[v - 64 if v >= 32 else v for v in beat] for beat in out] == expected
