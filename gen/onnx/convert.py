@@ -176,6 +176,9 @@ class _Converter:
         """The quantized output of the stage finished last (a new layer, or the tensor a
         requantization left unchanged)."""
         src, shape, src_shape = self._out
+        if len(shape) == 1 and len(src_shape) == 3 and len(s) == src_shape[0]:  # flattened
+            step = src_shape[1] * src_shape[2]
+            s, z = [v for v in s for _ in range(step)], [v for v in z for _ in range(step)]
         return _Grid(dtype, list(s), list(z), tuple(shape), src, shift, tuple(src_shape))
 
     # ---------------------------------------------------------------- driver
@@ -732,19 +735,19 @@ class _Converter:
         """A quantized tensor requantized: the identity layer (a 1x1 ``sumpool2d`` on a
         feature map, a unit-matrix ``linear`` on a vector) whose output stage the quantizer
         that follows decides; dropped again when that stage changes nothing."""
-        n = len(x.s)
+        shape, s, z = x.shape, x.s, x.z
+        if x.src_shape != x.shape:  # element-wise, so on the map before its flatten
+            shape, step = x.src_shape, x.src_shape[1] * x.src_shape[2]
+            s, z = s[::step], z[::step]
+        n = len(s)
         chain = fold.Chain(n)
-        chain.then_affine(x.s, [0] * n)
-        base = [-int(v) for v in x.z]
-        if len(x.shape) == 3:
+        chain.then_affine(s, [0] * n)
+        base = [-int(v) for v in z]
+        if len(shape) == 3:
             return _Pending(None, None, x.dtype, base, chain, self.where, Op.SUMPOOL2D,
-                            (x.src,), x.shape, x.shape,
-                            {"kernel": (1, 1), "stride": (1, 1)}, x)
-        if x.src_shape != x.shape:
-            self.fail("input 0", "a flattened feature map cannot be requantized; quantize "
-                                 "before the Flatten/Reshape")
+                            (x.src,), shape, shape, {"kernel": (1, 1), "stride": (1, 1)}, x)
         return _Pending(np.eye(n, dtype=np.int64), DType(DTypeKind.INT, 2), x.dtype, base,
-                        chain, self.where, Op.LINEAR, (x.src,), x.shape, x.shape, {}, x)
+                        chain, self.where, Op.LINEAR, (x.src,), shape, shape, {}, x)
 
     def _sum_grid(self, x):
         """The exact integer output of an ``add`` read without a quantizer (Brevitas adds
@@ -1305,7 +1308,9 @@ class _Converter:
             layer = Add(name=name, in_shape=tuple(pend.in_shape), output=stage, inputs=inputs,
                         **p)
         self.layers.append(layer)
-        self._out = (name, layer.out_shape, layer.out_shape)
+        out = tuple(layer.out_shape)
+        flat = pend.of is not None and pend.of.src_shape != pend.of.shape
+        self._out = (name, (int(np.prod(out)),) if flat else out, out)
         if eps is not None:
             self.errors[name] = eps
 

@@ -403,6 +403,26 @@ def test_hand_built_conv_exact(tmp_path):
     np.testing.assert_array_equal(imp.to_real(imp.model.forward(X)), expect)
 
 
+@pytest.mark.parametrize("scale", ["s", "s2"])
+def test_quantizer_after_flatten(tmp_path, scale):
+    """A quantizer on the flattened map: a no-op on the same grid, else a 1x1 sum pool on the
+    map before it (element-wise, so the flatten order is kept)."""
+    after = [helper.make_node("Flatten", ["q1"], ["f"], name="flat"),
+             _quant("f", "fq", scale, "z", "b4", name="q2"),
+             helper.make_node("MatMul", ["fq", "w2"], ["y"], name="fc")]
+    path = _conv_graph(tmp_path, {"pads": [1, 1, 1, 1]}, out_shape=(1, 3), after=after)
+    model = onnx.load(str(path))
+    w2 = np.random.default_rng(6).integers(-4, 5, (72, 3)).astype(np.float32)
+    model.graph.initializer.append(_const("w2", w2))
+    onnx.save(model, str(path))
+    imp = import_onnx(path)
+    ops = [layer.op.value for layer in imp.model.layers]
+    assert ops == (["conv2d", "linear"] if scale == "s" else ["conv2d", "sumpool2d", "linear"])
+    X = _int_inputs(imp.model, 30, seed=12)
+    expect = _qonnx_run(path, imp.input_scale * (X - imp.input_zero_point))
+    np.testing.assert_allclose(imp.to_real(imp.model.forward(X)), expect, rtol=1e-6)
+
+
 def test_unknown_auto_pad(tmp_path):
     path = _conv_graph(tmp_path, {"auto_pad": "SAME_MIDDLE"})
     _refused(path, "'conv' (Conv)", "'auto_pad'", tmp_path=tmp_path)
