@@ -78,6 +78,7 @@ _GLOBAL = {"layers", "input_dtype", "input_shape", "input_scale", "name", "calib
            "test_x", "test_y"}
 _ATTRS = ("op", "groups", "stride", "dilation", "padding", "kernel")
 _READ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error)
+_CHUNK = 512
 
 
 class FloatOp(enum.Enum):
@@ -306,6 +307,9 @@ class FloatModel:
         h = np.asarray(x, dtype=np.float64) * self.input_scale
         if not self.is_mlp:
             h = h.reshape(len(h), *self.input_shape)
+            if len(h) > _CHUNK:  # bounds the memory of the convolutions' patches
+                parts = [self.activations(x[s:s + _CHUNK]) for s in range(0, len(x), _CHUNK)]
+                return [np.concatenate(layer) for layer in zip(*parts, strict=True)]
         out = []
         for i, layer in enumerate(self.layers):
             h = layer.pre_activation(h)
