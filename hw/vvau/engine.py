@@ -49,8 +49,9 @@ def _field(word, index, width, signed_):
 class VVAUCore(wiring.Component):
     """Raw sums of a grouped convolution from its depthwise-ordered patches.
 
-    ``i_data``: the window unit's patch beats, ``pe*cg`` elements (``pe`` groups of one window
-    position) each, ``KH*KW`` beats per block of groups, ``G/pe`` blocks per pixel. ``o_raw``:
+    ``i_data``: the window unit's patch beats, ``simd*pe*cg`` elements (``pe`` groups of
+    ``simd`` window positions) each, ``KH*KW/simd`` beats per block of groups, ``G/pe`` blocks
+    per pixel. ``o_raw``:
     one beat of ``pe*mg`` raw sums per block (output channels of those groups, in order), see
     :mod:`.reference`. One input beat per cycle; the accumulators are the output register
     itself, so there is no accumulator memory. Latency: 3 cycles from a block's last input
@@ -62,7 +63,7 @@ class VVAUCore(wiring.Component):
         weight = check_weight(params, weight)
         self.params = params
         wd = params.weight_dtype
-        words = weight_words(weight, params.groups, params.pe)
+        words = weight_words(weight, params.groups, params.pe, params.simd)
         self._words = [pack_words(wd.encode(row), wd.bits) for row in words]
         super().__init__({
             "i_data": In(vector_stream(params.in_dtype.shape, params.in_beat)),
@@ -72,7 +73,8 @@ class VVAUCore(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         p = self.params
-        taps, cg, mg = p.taps, p.group_in, p.multiplier
+        beats, cg, mg, simd = p.block_beats, p.group_in, p.multiplier, p.simd
+        chunk = p.pe * cg   # elements of one window position in a beat
         wbits, xbits = p.weight_dtype.bits, p.in_dtype.bits
         i, o = self.i_data, self.o_raw
         m.submodules.weights = wrom = Rom(self._words, p.lanes * wbits,
@@ -80,28 +82,29 @@ class VVAUCore(wiring.Component):
 
         # Stage A: take a beat; read its weights (synchronous read).
         advance, issue = Signal(), Signal()
-        tap = Signal(range(taps))
+        tap = Signal(range(beats))
         waddr = Signal(range(max(p.weight_depth, 2)))
         m.d.comb += [advance.eq(~o.valid | o.ready), issue.eq(advance & i.valid),
                      i.ready.eq(advance), wrom.addr.eq(waddr), wrom.en.eq(advance)]
         with m.If(issue):
-            m.d.sync += [tap.eq(Mux(tap == taps - 1, 0, tap + 1)),
+            m.d.sync += [tap.eq(Mux(tap == beats - 1, 0, tap + 1)),
                          waddr.eq(Mux(waddr == p.weight_depth - 1, 0, waddr + 1))]
 
         # Stage B: operands and lane values.
         v_b, first_b, last_b = Signal(), Signal(), Signal()
         x_b = Signal(p.in_beat * xbits)
         with m.If(advance):
-            m.d.sync += [v_b.eq(issue), first_b.eq(tap == 0), last_b.eq(tap == taps - 1),
+            m.d.sync += [v_b.eq(issue), first_b.eq(tap == 0), last_b.eq(tap == beats - 1),
                          x_b.eq(i.payload.as_value())]
         w_word = wrom.data
         sums = []
         for g in range(p.pe):
             for u in range(mg):
-                lanes = [self._lane(_field(w_word, (g * mg + u) * cg + c, wbits,
+                lanes = [self._lane(_field(w_word, ((g * mg + u) * simd + q) * cg + c, wbits,
                                            p.weight_dtype.signed),
-                                    _field(x_b, g * cg + c, xbits, p.in_dtype.signed))
-                         for c in range(cg)]
+                                    _field(x_b, q * chunk + g * cg + c, xbits,
+                                           p.in_dtype.signed))
+                         for q in range(simd) for c in range(cg)]
                 sums.append(lanes)
 
         # Stage C: registered lane values; accumulation into the output register.

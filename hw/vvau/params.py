@@ -14,7 +14,7 @@ from ..common.dtype import DType, DTypeKind
 from ..common.memory import Storage
 from ..common.outstage import OutputStageParams
 from ..common.reference import bits_for_range
-from ..window.params import PatchOrder, WindowParams, check_dtype
+from ..window.params import PatchOrder, WindowParams, check_dtype, check_pair
 from .reference import affine, raw_bounds
 
 __all__ = ["LaneKind", "VVAUParams"]
@@ -51,7 +51,9 @@ class VVAUParams:
     (:attr:`window`, :attr:`PatchOrder.DEPTHWISE`) emits each output pixel's patch in blocks of
     ``pe`` whole groups; the unit has ``pe*mg*cg`` lanes (:attr:`lanes`), one per weight of a
     window position of the block's groups, so no lane ever holds a weight that is zero by the
-    grouping. A pixel takes ``KH*KW*G/pe`` beats (:attr:`cycles_per_pixel`), one per cycle.
+    grouping. A pixel takes ``KH*KW*G/pe`` beats (:attr:`cycles_per_pixel`), one per cycle;
+    with ``simd`` window positions per beat (every group in one beat), ``simd`` times fewer on
+    ``simd`` times the lanes.
 
     Build the parameters of a layer with :meth:`for_layer`, which fixes the raw-sum bounds from
     the actual weights and the SPEC 2.2 output stage.
@@ -68,6 +70,10 @@ class VVAUParams:
         WindowParams`.
     pe : int
         Groups per beat (depthwise: channels per beat); divides ``G``.
+    simd : int
+        Window positions per beat, default 1. Above 1 every group is in one beat (``pe = G``)
+        and ``simd`` divides ``KW`` or is ``r*KW`` with ``r`` dividing ``KH`` (the window unit
+        then emits ``simd`` consecutive positions of whole pixels per beat).
     n_in : int
         Input elements per beat (divides ``C``; the window unit's ``n_in``).
     in_dtype, weight_dtype : DType or str
@@ -93,6 +99,7 @@ class VVAUParams:
     padding: tuple = (0, 0, 0, 0)
     pad_value: int = 0
     pe: int
+    simd: int = 1
     n_in: int
     in_dtype: DType
     weight_dtype: DType
@@ -109,7 +116,7 @@ class VVAUParams:
             raise TypeError(f"in_shape must be (C, H, W), not {self.in_shape!r}")
         put("in_shape", tuple(_positive(f"in_shape[{n}]", v)
                               for n, v in enumerate(self.in_shape)))
-        for name in ("out_channels", "groups", "pe", "n_in"):
+        for name in ("out_channels", "groups", "pe", "simd", "n_in"):
             put(name, _positive(name, getattr(self, name)))
         for name in ("in_dtype", "weight_dtype"):
             put(name, check_dtype(name, getattr(self, name)))
@@ -125,11 +132,12 @@ class VVAUParams:
                              f"output channels ({self.out_channels})")
         if g % self.pe:
             raise ValueError(f"pe ({self.pe}) must divide groups ({g})")
+        self._check_simd()
         window = WindowParams(channels=c, height=self.in_shape[1], width=self.in_shape[2],
                               kernel=self.kernel, stride=self.stride, dilation=self.dilation,
                               padding=self.padding, pad_value=self.pad_value,
                               dtype=self.in_dtype, n_in=self.n_in, n_out=self.in_beat,
-                              order=PatchOrder.DEPTHWISE)
+                              order=PatchOrder.DEPTHWISE if self.simd == 1 else PatchOrder.TAPS)
         for name in ("kernel", "stride", "dilation", "padding", "pad_value"):
             put(name, getattr(window, name))
         put("window", window)
@@ -146,6 +154,17 @@ class VVAUParams:
         if self.output is not None:
             self._check_output()
 
+    def _check_simd(self):
+        if self.simd == 1:
+            return
+        kh, kw = check_pair("kernel", self.kernel)
+        if self.pe != self.groups:
+            raise ValueError(f"simd ({self.simd}) above 1 needs every group in one beat: pe "
+                             f"must be groups ({self.groups}), not {self.pe}")
+        if not (kw % self.simd == 0 or (self.simd % kw == 0 and kh % (self.simd // kw) == 0)):
+            raise ValueError(f"simd ({self.simd}) must divide KW ({kw}) or be r*KW with r "
+                             f"dividing KH ({kh})")
+
     def _check_output(self):
         out = self.output
         if not isinstance(out, OutputStageParams):
@@ -160,7 +179,7 @@ class VVAUParams:
                              f"{out.raw_shape!r} and {out.scale}")
 
     @classmethod
-    def for_layer(cls, *, weight, in_shape, groups, pe, n_in, in_dtype, weight_dtype,
+    def for_layer(cls, *, weight, in_shape, groups, pe, n_in, in_dtype, weight_dtype, simd=1,
                   bias=None, stride=(1, 1), dilation=(1, 1), padding=(0, 0, 0, 0),
                   pad_value=0, weight_storage=Storage.AUTO, output_kind="identity",
                   out_dtype=None, mult=None, shift=None, relu=False, thresholds=None):
@@ -174,7 +193,8 @@ class VVAUParams:
                              f"{w.shape} of {w.dtype}")
         bare = cls(in_shape=in_shape, out_channels=w.shape[0], groups=groups,
                    kernel=tuple(int(k) for k in w.shape[2:]), stride=stride,
-                   dilation=dilation, padding=padding, pad_value=pad_value, pe=pe, n_in=n_in,
+                   dilation=dilation, padding=padding, pad_value=pad_value, pe=pe, simd=simd,
+                   n_in=n_in,
                    in_dtype=in_dtype, weight_dtype=weight_dtype, weight_storage=weight_storage)
         if w.shape[1] != bare.group_in:
             raise ValueError(f"weight has shape {w.shape}; with {bare.in_shape[0]} input "
@@ -236,8 +256,8 @@ class VVAUParams:
 
     @property
     def in_beat(self):
-        """Elements per patch beat (the window's ``n_out``): ``pe*cg``."""
-        return self.pe * self.group_in
+        """Elements per patch beat (the window's ``n_out``): ``simd*pe*cg``."""
+        return self.simd * self.pe * self.group_in
 
     @property
     def out_beat(self):
@@ -251,13 +271,18 @@ class VVAUParams:
 
     @property
     def lanes(self):
-        """Multipliers (or XNOR / add-subtract lanes): ``pe*mg*cg``."""
-        return self.pe * self.multiplier * self.group_in
+        """Multipliers (or XNOR / add-subtract lanes): ``simd*pe*mg*cg``."""
+        return self.simd * self.pe * self.multiplier * self.group_in
+
+    @property
+    def block_beats(self):
+        """Beats of one block of groups: ``KH*KW/simd``."""
+        return self.taps // self.simd
 
     @property
     def weight_depth(self):
-        """Words of the weight memory: ``G/pe * KH*KW`` of ``lanes`` weights each."""
-        return self.blocks * self.taps
+        """Words of the weight memory: ``G/pe * KH*KW/simd`` of ``lanes`` weights each."""
+        return self.blocks * self.block_beats
 
     @property
     def weight_bits(self):
@@ -293,8 +318,9 @@ class VVAUParams:
 
     @property
     def cycles_per_pixel(self):
-        """Beats (cycles) of one output pixel: ``KH*KW*G/pe`` (depthwise: ``KH*KW*C/pe``)."""
-        return self.taps * self.blocks
+        """Beats (cycles) of one output pixel: ``KH*KW*G/(pe*simd)`` (depthwise, simd 1:
+        ``KH*KW*C/pe``)."""
+        return self.block_beats * self.blocks
 
     @property
     def expected_cycles(self):

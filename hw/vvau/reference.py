@@ -4,10 +4,11 @@ Imports only numpy (and the window unit's reference). A convolution of ``G`` gro
 input and ``M`` output channels (``cg = C/G`` input and ``mg = M/G`` output channels per group;
 depthwise: ``G = C``, ``cg = 1``, ``mg = k`` the channel multiplier) is computed per output pixel
 from the window unit's depthwise-ordered patch: blocks of ``pe*cg`` channels (``pe`` whole
-groups), each block's ``KH*KW`` window positions one beat each. For each block the unit keeps
-``pe*mg`` accumulators, one per output channel of its groups, and adds in every beat the
-``cg``-element dot product of that channel's weights at the beat's window position with the
-beat's channels of its group. After the block's last window position it hands over the raw sums
+groups), each block's ``KH*KW`` window positions one beat each (or, with ``simd > 1`` and every
+group in one block, ``simd`` consecutive window positions per beat). For each block the unit
+keeps ``pe*mg`` accumulators, one per output channel of its groups, and adds in every beat the
+``simd*cg``-element dot product of that channel's weights at the beat's window positions with
+the beat's channels of its group. After the block's last window position it hands over the raw sums
 of output channels ``gb*pe*mg .. (gb+1)*pe*mg - 1``, so the output stream is HWC again. Output
 channel ``m = g*mg + u`` reads group ``g = m // mg`` (SPEC 2.1b).
 
@@ -24,17 +25,19 @@ from ..window.reference import im2col
 __all__ = ["weight_words", "raw_bounds", "affine", "conv_raw", "conv_acc"]
 
 
-def weight_words(weight, groups, pe):
-    """The weights ``(M, cg, KH, KW)`` in the unit's memory order, ``(G/pe * KH*KW, pe*mg*cg)``.
+def weight_words(weight, groups, pe, simd=1):
+    """The weights ``(M, cg, KH, KW)`` in the unit's memory order,
+    ``(G/pe * KH*KW/simd, pe*mg*simd*cg)``.
 
-    Word ``gb*KH*KW + i*KW + j`` holds at lane ``(p*mg + u)*cg + c'`` the weight ``W[m, c', i,
-    j]`` of output channel ``m = (gb*pe + p)*mg + u`` for channel ``c'`` of its group at window
-    position ``(i, j)``.
+    Word ``gb*KH*KW/simd + s`` holds at lane ``((p*mg + u)*simd + q)*cg + c'`` the weight
+    ``W[m, c', i, j]`` of output channel ``m = (gb*pe + p)*mg + u`` for channel ``c'`` of its
+    group at window position ``i*KW + j = s*simd + q`` (a beat holds ``simd`` consecutive window
+    positions in raster order).
     """
     w = np.asarray(weight)
     m, cg, kh, kw = w.shape
-    split = w.reshape(groups // pe, pe, m // groups, cg, kh * kw)
-    return split.transpose(0, 4, 1, 2, 3).reshape(groups // pe * kh * kw, -1)
+    split = w.reshape(groups // pe, pe, m // groups, cg, kh * kw // simd, simd)
+    return split.transpose(0, 4, 1, 2, 5, 3).reshape(groups // pe * kh * kw // simd, -1)
 
 
 def raw_bounds(weight, in_lo, in_hi, xnor):

@@ -192,6 +192,18 @@ def test_reference_matches_spec(seed):
     assert np.array_equal(common_ref.conv2d_acc(weight, x, bias, groups=groups, **kw), expected)
 
 
+def test_weight_words_order_several_positions_per_beat():
+    weight = np.arange(4 * 1 * 2 * 3).reshape(4, 1, 2, 3)     # depthwise C=2, k=2, 2x3
+    words = weight_words(weight, groups=2, pe=2, simd=3)
+    assert words.shape == (2, 2 * 2 * 3)
+    for s in range(2):
+        for p in range(2):
+            for u in range(2):
+                for q in range(3):
+                    t = s * 3 + q
+                    assert words[s, (p * 2 + u) * 3 + q] == weight[p * 2 + u, 0, t // 3, t % 3]
+
+
 def test_weight_words_order():
     weight = np.arange(6 * 2 * 2 * 3).reshape(6, 2, 2, 3)     # G=3, cg=2, mg=2, KH=2, KW=3
     words = weight_words(weight, groups=3, pe=1)
@@ -225,6 +237,10 @@ def dw_weight(k=1, kernel=(3, 3), c=8):
     (dict(weight_storage="rom"), ValueError, "weight_storage must be one of"),
     (dict(in_shape=(8, 2, 2)), ValueError, "larger than the padded input"),
     (dict(groups=4), ValueError, r"its axis 1 must be 2"),
+    (dict(simd=3), ValueError, r"simd \(3\) above 1 needs every group in one beat: pe must "
+                               r"be groups \(8\), not 2"),
+    (dict(pe=8, simd=2), ValueError, r"simd \(2\) must divide KW \(3\) or be r\*KW"),
+    (dict(pe=8, simd=0), ValueError, "simd must be a positive integer"),
 ])
 def test_params_reject_bad_values(change, error, match):
     with pytest.raises(error, match=match):
@@ -265,6 +281,11 @@ def test_params_derived_numbers():
                              in_dtype="bipolar", weight_dtype="bipolar", bias=np.zeros(6))
     assert b.lane_kind is LaneKind.XNOR and (b.raw_lo, b.raw_hi) == (0, 12)
     assert b.output.offset == (-12,) * 6 and b.output.scale == 2 and b.lanes == 9
+    s = VVAUParams.for_layer(weight=w, in_shape=(64, 16, 16), groups=64, pe=64, simd=3, n_in=8,
+                             padding=1, in_dtype="int8", weight_dtype="int8")
+    assert (s.in_beat, s.out_beat, s.lanes, s.block_beats) == (192, 128, 384, 3)
+    assert s.cycles_per_pixel == 3 and s.weight_depth == 3 and s.weight_bits == p.weight_bits
+    assert s.window.order is PatchOrder.TAPS and s.window.taps_per_beat == 3
 
 
 @pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
@@ -284,7 +305,8 @@ def test_components_check_their_arguments():
 # --- hardware ---------------------------------------------------------------------------------
 
 
-def layer_case(rng, *, c, groups, mg, dtype, wdtype, kind, geometry, pe, n_in, pad_value=0):
+def layer_case(rng, *, c, groups, mg, dtype, wdtype, kind, geometry, pe, n_in, pad_value=0,
+               simd=1):
     """Random weights, bias and output stage of a conv2d layer: ``(params, weight, stage)``."""
     in_dt, w_dt = DType.parse(dtype), DType.parse(wdtype)
     m = groups * mg
@@ -306,9 +328,10 @@ def layer_case(rng, *, c, groups, mg, dtype, wdtype, kind, geometry, pe, n_in, p
     else:
         stage.update(out_dtype=DType.parse("int32"))
     params = VVAUParams.for_layer(weight=weight, bias=bias, in_shape=(c, geometry["height"],
-                                  geometry["width"]), groups=groups, pe=pe, n_in=n_in,
-                                  stride=geometry["stride"], dilation=geometry["dilation"],
-                                  padding=geometry["padding"], pad_value=pad_value,
+                                  geometry["width"]), groups=groups, pe=pe, simd=simd,
+                                  n_in=n_in, stride=geometry["stride"],
+                                  dilation=geometry["dilation"], padding=geometry["padding"],
+                                  pad_value=pad_value,
                                   in_dtype=in_dt, weight_dtype=w_dt, **stage)
     return params, weight, bias, stage
 
@@ -390,6 +413,15 @@ CASES = {
     "grouped-g2-cg2-mg3-pe2": lambda rng: layer_case(
         rng, c=4, groups=2, mg=3, dtype="uint3", wdtype="int4", kind="requant",
         geometry=GEOM["2x4-stride3"], pe=2, n_in=4),
+    "dw-simd3-kernel-row": lambda rng: layer_case(
+        rng, c=2, groups=2, mg=2, dtype="int4", wdtype="int4", kind="requant",
+        geometry=GEOM["3x3-pad1"], pe=2, simd=3, n_in=2, pad_value=-3),
+    "dw-simd-whole-kernel-5x2": lambda rng: layer_case(
+        rng, c=3, groups=3, mg=1, dtype="int8", wdtype="int3", kind="identity",
+        geometry=GEOM["5x2-stride-dil-asym"], pe=3, simd=10, n_in=1, pad_value=100),
+    "grouped-simd2-bipolar": lambda rng: layer_case(
+        rng, c=4, groups=2, mg=1, dtype="bipolar", wdtype="bipolar", kind="threshold",
+        geometry=GEOM["2x4-stride3"], pe=2, simd=2, n_in=4, pad_value=-1),
     "groups1-dense": lambda rng: layer_case(
         rng, c=2, groups=1, mg=3, dtype="int3", wdtype="int3", kind="identity",
         geometry=GEOM["1x1-stride2"], pe=1, n_in=1, pad_value=0),
@@ -416,15 +448,21 @@ def random_case(seed):
         dt = DType.parse(dtype)
         pad_value = int(rng.choice([-1, 1])) if dt.kind is DTypeKind.BIPOLAR else int(
             rng.integers(dt.lo, dt.hi + 1))
+        kh, kw = g["kernel"]
+        simds = [q for q in range(2, kh * kw + 1)
+                 if kw % q == 0 or (q % kw == 0 and kh % (q // kw) == 0)]
+        simd = 1
+        if simds and rng.random() < 0.4:       # several window positions per beat
+            pe, simd = groups, int(rng.choice(simds))
         return layer_case(rng, c=c, groups=groups, mg=int(rng.choice([1, 2])), dtype=dtype,
                           wdtype=wdtype, kind=str(rng.choice(["identity", "requant",
                                                               "threshold"])),
-                          geometry=g, pe=pe, n_in=n_in, pad_value=pad_value)
+                          geometry=g, pe=pe, n_in=n_in, pad_value=pad_value, simd=simd)
     return case
 
 
 @pytest.mark.parametrize("pattern", STALL_PATTERNS, ids=str)
-@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("seed", range(8))
 def test_conv_random_shapes(seed, pattern):
     check_conv(random_case(seed), pattern, seed=3000 + seed)
 
@@ -446,16 +484,17 @@ def test_accumulator_holds_the_worst_case():
     assert got[0][0, 1, 1] == 9 * 128 * 128 + 2**20 == params.raw_hi + 2**20
 
 
-@pytest.mark.parametrize(("name", "pe"), [("dw-int8-k1-identity", 1), ("dw-int8-k1-identity", 4),
-                                          ("grouped-g2-cg3-mg2", 2)])
-def test_cycles_per_image(name, pe):
+@pytest.mark.parametrize(("name", "pe", "simd"), [
+    ("dw-int8-k1-identity", 1, 1), ("dw-int8-k1-identity", 4, 1), ("grouped-g2-cg3-mg2", 2, 1),
+    ("dw-int8-k1-identity", 4, 3), ("dw-int8-k1-identity", 4, 9)])
+def test_cycles_per_image(name, pe, simd):
     """No stalls, images back to back: cycles per image within 5% of ``expected_cycles``, which
-    is at least ``OH*OW*KH*KW*G/pe``."""
+    is at least ``OH*OW*KH*KW*G/(pe*simd)``."""
     rng = np.random.default_rng(11)
     p0, weight, _, _ = CASES[name](rng)
     fields = {f: getattr(p0, f) for f in ("in_shape", "stride", "dilation", "padding",
                                           "pad_value", "n_in", "in_dtype", "weight_dtype")}
-    params = VVAUParams.for_layer(weight=weight, groups=p0.groups, pe=pe, **fields)
+    params = VVAUParams.for_layer(weight=weight, groups=p0.groups, pe=pe, simd=simd, **fields)
     maps = [random_map(rng, params.in_dtype, *params.in_shape) for _ in range(4)]
     _, _, out_cycles = run_conv(params, weight, maps, StallPattern(), DType.parse("int32"))
     per = len(out_cycles) // len(maps)
