@@ -9,7 +9,7 @@ import numpy as np
 from .scoreboard import compare
 from .verilator import run
 
-__all__ = ["simulate", "pad_to_batches", "first_mismatch"]
+__all__ = ["simulate", "pad_to_batches", "first_mismatch", "to_stream", "from_stream"]
 
 
 def pad_to_batches(X, multiple):
@@ -51,7 +51,10 @@ def _at(a, v, e):
 def simulate(design, X, *, idle=0.0, stall=0.0, seed=0, check=True):
     """Run the batch ``X`` (B, *input_shape) of mathematical values through ``design``.
 
-    Returns ``(outputs, result)``: the outputs as mathematical values (B, M) and the
+    Feature maps are given and returned in (C, H, W) order; the design's streams carry them in
+    HWC order (:func:`to_stream`, :func:`from_stream`), as its manifest's ``io`` states.
+
+    Returns ``(outputs, result)``: the outputs as mathematical values (B, *out_shape) and the
     :class:`~nnaccel.sim.verilator.SimResult`. With ``check``, every output is compared with the
     numpy reference (``Model.forward``) and a mismatch raises AssertionError naming the first
     differing vector and element.
@@ -66,7 +69,7 @@ def simulate(design, X, *, idle=0.0, stall=0.0, seed=0, check=True):
     or ``cycles_total / B`` when ``B <= b``.
     """
     model = design.plan.model
-    X = np.asarray(X).reshape(len(X), -1)
+    X = np.asarray(X).reshape(len(X), *model.input_shape)
     count = len(X)
     multiple = getattr(design, "vectors_multiple", 1)
     padded = pad_to_batches(X, multiple)
@@ -75,14 +78,33 @@ def simulate(design, X, *, idle=0.0, stall=0.0, seed=0, check=True):
     with tempfile.TemporaryDirectory(prefix="nnaccel-sim-") as tmp:
         path = Path(tmp) / f"{design.name}.v"
         path.write_text(design.verilog())
-        result = run(path, manifest["top"], manifest["io"], model.input_dtype.encode(padded),
-                     idle=idle, stall=stall, seed=seed, timeout_cycles=timeout)
+        result = run(path, manifest["top"], manifest["io"],
+                     model.input_dtype.encode(to_stream(padded)), idle=idle, stall=stall,
+                     seed=seed, timeout_cycles=timeout)
     if multiple > 1:
         result = _real_vectors(result, count, multiple, manifest["io"]["output"]["beats"])
-    outputs = model.output_dtype.decode(result.outputs_bits)
+    outputs = from_stream(model.output_dtype.decode(result.outputs_bits), model.out_shape)
     if check:
         compare(model.forward(X), outputs, f"{design.name} outputs")
     return outputs, result
+
+
+def to_stream(X):
+    """A batch ``X`` (B, *shape) as the design's input stream carries it, ``(B, elements)``:
+    feature maps (C, H, W) in HWC order (docs/ARCHITECTURE.md), vectors as they are."""
+    X = np.asarray(X)
+    if X.ndim == 4:
+        X = X.transpose(0, 2, 3, 1)
+    return X.reshape(len(X), -1)
+
+
+def from_stream(Y, shape):
+    """Inverse of :func:`to_stream` for outputs of ``shape``: ``(B, *shape)``."""
+    Y = np.asarray(Y)
+    if len(shape) == 3:
+        c, h, w = shape
+        return Y.reshape(len(Y), h, w, c).transpose(0, 3, 1, 2)
+    return Y.reshape(len(Y), *shape)
 
 
 def _real_vectors(result, count, multiple, out_beats):

@@ -1,0 +1,118 @@
+"""Convolutional chains through Verilator (``nnaccel run --backend verilator``'s path:
+:func:`nnaccel.sim.design.simulate`, the cocotb AXI4-Stream driver, random stalls).
+
+Each design runs once with random idle and backpressure, outputs compared with
+``Model.forward`` (maps packed HWC, outputs unpacked back to (C, H, W) by ``simulate``), and
+once back to back, where the measured cycles per image must be within 5 % of the manifest's
+folding formula, recomputed here from the layers' folds.
+"""
+
+import numpy as np
+import pytest
+
+from nnaccel.gen.generate import generate
+from nnaccel.gen.model_io import model_from_arrays
+from nnaccel.gen.plan import Options
+from nnaccel.sim.design import simulate
+
+from ..gen.cnn_models import random_cnn
+
+TOLERANCE = 0.05
+
+
+def digits_shaped(seed=0, c1=4, c2=8, bipolar=False):
+    """A digits-sized CNN with random weights: (1, 8, 8) uint4 pixels, two 3x3 convolutions
+    with padding 1, a 2x2 max pool, a dense head of 10 int32 logits (bipolar: the second
+    convolution and the head on bipolar maps, padded with -1)."""
+    rng = np.random.default_rng(seed)
+    act = "bipolar" if bipolar else "uint4"
+
+    def stage(name, channels, typical):
+        if bipolar:
+            return {"kind": "threshold", "thresholds": f"{name}.t", "dtype": "bipolar"}
+        return {"kind": "requant", "shift": 16, "dtype": act, "relu": True,
+                "mult": [int(v) for v in rng.integers(1, 3, size=channels)
+                         * max(1, (15 << 16) // typical)]}
+
+    arrays = {"c1.w": rng.integers(-8, 8, size=(c1, 1, 3, 3)),
+              "c1.t": rng.integers(-20, 20, size=(c1, 1))}
+    wdt = "bipolar" if bipolar else "int4"
+    arrays["c2.w"] = (rng.choice([-1, 1], size=(c2, c1, 3, 3)) if bipolar
+                      else rng.integers(-8, 8, size=(c2, c1, 3, 3)))
+    arrays["c2.t"] = rng.integers(-4, 5, size=(c2, 1))
+    arrays["fc.w"] = (rng.choice([-1, 1], size=(10, c2 * 16)) if bipolar
+                      else rng.integers(-128, 128, size=(10, c2 * 16)))
+    c2_spec = {"name": "c2", "op": "conv2d", "weight": "c2.w", "weight_dtype": wdt,
+               "padding": [1, 1, 1, 1], "output": stage("c2", c2, 150)}
+    if bipolar:
+        c2_spec["pad_value"] = -1
+    doc = {"format": "nnaccel-model/1", "name": f"digits_like{int(bipolar)}",
+           "input": {"shape": [1, 8, 8], "dtype": "uint4"},
+           "layers": [
+               {"name": "c1", "op": "conv2d", "weight": "c1.w", "weight_dtype": "int4",
+                "padding": [1, 1, 1, 1], "output": stage("c1", c1, 200)},
+               c2_spec,
+               {"name": "p1", "op": "maxpool2d", "kernel": [2, 2]},
+               {"name": "fc", "op": "linear", "weight": "fc.w",
+                "weight_dtype": "bipolar" if bipolar else "int8",
+                "output": {"kind": "identity"}}]}
+    return model_from_arrays(doc, arrays)
+
+
+def folding_formula(design):
+    """Cycles per image from the folds: max over layers of OH*OW*ceil(M/pe)*ceil(K/simd) for
+    convolutions (with the window unit's unhidden boundary wait), the pool unit's cycles, and
+    ceil(M/pe)*ceil(K/simd) for dense layers."""
+    worst = 0
+    for lp in design.plan.layers:
+        layer, p = lp.layer, lp.params
+        if layer.op.value == "conv2d":
+            m, oh, ow = layer.out_shape
+            k = layer.patch_size
+            nf, sf = -(-m // lp.fold.pe), -(-k // lp.fold.simd)
+            stall = max(0, p.window.boundary_stall - (nf - 1) * sf)
+            worst = max(worst, oh * ow * nf * sf + stall, p.window.expected_cycles)
+        elif layer.op.value == "linear":
+            m, k = layer.weight.shape
+            worst = max(worst, -(-m // lp.fold.pe) * -(-k // lp.fold.simd))
+        else:
+            worst = max(worst, p.expected_cycles)
+    return worst
+
+
+def inputs(rng, model, count):
+    dt = model.input_dtype
+    shape = (count, *model.input_shape)
+    if dt.kind.value == "bipolar":
+        return rng.choice([-1, 1], size=shape)
+    return rng.integers(dt.lo, dt.hi, size=shape, endpoint=True)
+
+
+CASES = {
+    "random_cnn_3": lambda: (random_cnn(3), Options(max_lanes=16)),      # bipolar, pool
+    "random_cnn_8": lambda: (random_cnn(8), Options(max_lanes=12)),      # two convs
+    "digits_int": lambda: (digits_shaped(0), Options(max_lanes=64)),
+    "digits_bipolar": lambda: (digits_shaped(1, bipolar=True), Options(target_cycles=300)),
+}
+
+
+@pytest.mark.verilator
+@pytest.mark.parametrize("name", list(CASES))
+def test_cnn_under_verilator(name):
+    model, options = CASES[name]()
+    design = generate(model, options)
+    expected = folding_formula(design)
+    assert design.manifest["expected_cycles_per_inference"] == expected
+    rng = np.random.default_rng(7)
+
+    X = inputs(rng, model, 5)
+    outputs, result = simulate(design, X, idle=0.3, stall=0.4, seed=3)
+    assert outputs.shape == (5, *model.out_shape)
+    assert np.asarray(outputs).tolist() == np.asarray(model.forward(X)).tolist()
+    assert (np.diff(result.input_cycles) > 1).any(), "the source never idled"
+
+    X = inputs(rng, model, 8)
+    outputs, result = simulate(design, X)
+    assert np.asarray(outputs).tolist() == np.asarray(model.forward(X)).tolist()
+    assert abs(result.cycles_per_inference - expected) <= TOLERANCE * expected, \
+        f"{result.cycles_per_inference} cycles per image, expected {expected}"
