@@ -238,6 +238,24 @@ def test_cli_import_and_run_cnn(qonnx_files, tmp_path):
     np.testing.assert_array_equal(np.load(tmp_path / "y2.npy"), imp.model.forward(X))
 
 
+@pytest.mark.verilator
+@pytest.mark.parametrize("name", ["cnv_w1a1"])
+def test_imported_cnn_bit_exact_under_verilator(qonnx_files, name):
+    """The hardware generated from Brevitas' CNV-like export equals numpy (which equals
+    qonnx's executor) under random idle and back-pressure."""
+    from nnaccel.gen.generate import generate
+    from nnaccel.gen.plan import Options
+    from nnaccel.sim.design import simulate
+
+    model = import_onnx(qonnx_files[name]).model
+    X = _int_inputs(model, 3, seed=5)
+    design = generate(model, Options(max_lanes=16))
+    outputs, result = simulate(design, X, idle=0.3, stall=0.3, seed=2)  # checks every output
+    np.testing.assert_array_equal(np.asarray(outputs, dtype=np.int64).reshape(len(X), -1),
+                                  model.forward(X).reshape(len(X), -1))
+    assert result.cycles_total > 0
+
+
 # ------------------------------------------------------------------ onnxruntime int8
 
 class _Reader(CalibrationDataReader):
