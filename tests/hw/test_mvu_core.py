@@ -12,6 +12,19 @@ from nnaccel.hw.mvu.reference import affine, raw_sums
 from nnaccel.sim.amsim import STALL_PATTERNS, from_beats, run_stream_test, to_beats
 
 
+def garbage_beats(bits, n, width, rng):
+    """:func:`to_beats` of the element bit patterns ``bits`` (B, K), with random ``width``-bit
+    garbage instead of zeros in the padding lanes of each vector's last beat (undefined by
+    contract: the engine must ignore them)."""
+    beats = to_beats(bits, n)
+    k = np.shape(bits)[1]
+    per, tail = -(-k // n), k - (-(-k // n) - 1) * n
+    for v in range(len(beats) // per):
+        beat = beats[(v + 1) * per - 1]
+        beat[tail:] = [int(g) for g in rng.integers(0, 1 << width, size=n - tail)]
+    return beats
+
+
 def random_values(rng, dtype, shape):
     if dtype.kind is DTypeKind.BIPOLAR:
         return rng.choice([-1, 1], size=shape)
@@ -35,7 +48,7 @@ def run_core(m, k, pe, simd, wdt, xdt, *, pattern, seed, storage=Storage.AUTO, v
     params = MVUParams(in_features=k, out_features=m, pe=pe, simd=simd, in_dtype=xdt,
                        weight_dtype=wdt, weight_storage=storage)
     dut = MVUCore(params, w)
-    beats = to_beats(xdt.encode(x), simd)
+    beats = garbage_beats(xdt.encode(x), simd, xdt.bits, rng)
     nf = params.neuron_folds
     (out,) = run_stream_test(dut, [(dut.i_data, beats)], [(dut.o_raw, nf * vectors)],
                              pattern=pattern, seed=seed)

@@ -52,6 +52,19 @@ def simulate(dut, beats, count, *, pattern=NO_STALL, seed=0, output="o_data"):
     return out, marks
 
 
+def garbage_beats(bits, n, width, rng):
+    """:func:`to_beats` of the element bit patterns ``bits`` (B, K), with random ``width``-bit
+    garbage instead of zeros in the padding lanes of each vector's last beat (undefined by
+    contract: the engine must ignore them)."""
+    beats = to_beats(bits, n)
+    k = np.shape(bits)[1]
+    per, tail = -(-k // n), k - (-(-k // n) - 1) * n
+    for v in range(len(beats) // per):
+        beat = beats[(v + 1) * per - 1]
+        beat[tail:] = [int(g) for g in rng.integers(0, 1 << width, size=n - tail)]
+    return beats
+
+
 def sparse_weight(rng, dtype, shape, density, codebook=None):
     if codebook is not None:
         w = rng.choice(np.asarray(codebook)[np.asarray(codebook) != 0], size=shape)
@@ -78,7 +91,8 @@ def run_engine(params, w, x, *, pattern=NO_STALL, seed=0, codebook=None, bias=No
         in_dtype=params.in_dtype, weight_dtype=params.weight_dtype,
         index_bits=params.index_bits, bias=bias, output_kind=kind, out_dtype=out_dtype, **extra)
     dut = SparseEngine(params, weight=w, codebook=codebook)
-    beats = to_beats(params.in_dtype.encode(x), params.in_beat)
+    beats = garbage_beats(params.in_dtype.encode(x), params.in_beat, params.in_dtype.bits,
+                          np.random.default_rng(seed + 17))
     rows = params.rows_per_pe
     out, marks = simulate(dut, beats, rows * len(x), pattern=pattern, seed=seed)
     got = out_dtype.decode(np.array(from_beats(out, params.out_features, params.pe),
@@ -162,6 +176,7 @@ def test_engine_matches_reference(case, pattern):
     (48, 24, 8, 8, 8, 0.1, 0.35),
     (30, 20, 3, 1, 5, 0.25, 1.0),
     (9, 7, 9, 2, 1, 0.9, 0.7),       # one row per PE, one element per beat
+    (13, 10, 3, 2, 4, 0.4, 0.6),     # two padding lanes (garbage) in each vector's last beat
 ])
 def test_cycles_match_model(m, k, pe, depth, in_beat, density, adensity):
     rng = np.random.default_rng(m + k)

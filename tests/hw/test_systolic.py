@@ -16,6 +16,19 @@ from nnaccel.sim.amsim import STALL_PATTERNS, from_beats, run_stream_test, to_be
 I8 = DType.parse("int8")
 
 
+def garbage_beats(bits, n, width, rng):
+    """:func:`to_beats` of the element bit patterns ``bits`` (B, K), with random ``width``-bit
+    garbage instead of zeros in the padding lanes of each vector's last beat (undefined by
+    contract: the engine must ignore them)."""
+    beats = to_beats(bits, n)
+    k = np.shape(bits)[1]
+    per, tail = -(-k // n), k - (-(-k // n) - 1) * n
+    for v in range(len(beats) // per):
+        beat = beats[(v + 1) * per - 1]
+        beat[tail:] = [int(g) for g in rng.integers(0, 1 << width, size=n - tail)]
+    return beats
+
+
 def layer(rng, m, k, wdt, xdt, kind, out):
     """Random weights, bias and output stage of kind ``kind`` with output dtype ``out``."""
     w = rng.integers(wdt.lo, wdt.hi + 1, size=(m, k))
@@ -53,7 +66,7 @@ def run_engine(rows, cols, dataflow, m, k, batch, wdt="int8", xdt="int8", *, kin
                                       dataflow=dataflow, batch=batch, in_dtype=xdt,
                                       weight_dtype=wdt, **stage, **extra)
     dut = SystolicEngine(params, weight=w)
-    beats = to_beats(xdt.encode(x), params.in_beat)
+    beats = garbage_beats(xdt.encode(x), params.in_beat, xdt.bits, rng)
     (got,) = run_stream_test(dut, [(dut.i_data, beats)],
                              [(dut.o_data, batch * batches * params.m_tiles)],
                              pattern=pattern, seed=seed, timeout=20_000)

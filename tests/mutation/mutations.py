@@ -1,0 +1,120 @@
+"""Small mutations of the hardware, each with the fast tests that must catch it.
+
+Every entry is one edit a careless change could make (drop a mask, ignore a stall, lose a valid,
+an off-by-one in a counter, the wrong rounding): the file (relative to the repository), the exact
+original text (it must occur exactly once), its replacement, and the pytest arguments of the fast
+tests expected to fail once it is applied. :mod:`harness` applies each to a copy of the tree and
+checks that those tests fail. A mutation that survives means a test is missing.
+"""
+
+from dataclasses import dataclass
+
+__all__ = ["Mutation", "MUTATIONS", "by_name"]
+
+
+@dataclass(frozen=True)
+class Mutation:
+    """One source edit and the tests that must catch it."""
+
+    name: str
+    path: str
+    original: str
+    replacement: str
+    tests: tuple
+
+
+MVU = "hw/mvu/engine.py"
+SPARSE = "hw/sparse/engine.py"
+SYSTOLIC = "hw/systolic/engine.py"
+SYSTOLIC_MODEL = "hw/systolic/params.py"
+STREAM = "hw/common/stream.py"
+OUTSTAGE = "hw/common/outstage.py"
+
+MVU_CORE = ("tests/hw/test_mvu_core.py::test_core_matches_model",)
+SPARSE_TESTS = ("tests/hw/test_sparse_engine.py::test_engine_matches_reference",
+                "tests/hw/test_sparse_engine.py::test_cycles_match_model")
+SYSTOLIC_EXACT = ("tests/hw/test_systolic.py::test_bit_exact_under_stalls",)
+SYSTOLIC_CYCLES = ("tests/hw/test_systolic.py::test_cycles_match_the_model",)
+STREAM_TESTS = ("tests/hw/test_stream.py",)
+OUTSTAGE_TESTS = ("tests/hw/test_outstage.py",)
+
+MUTATIONS = (
+    # -- matrix-vector unit ------------------------------------------------------------------
+    Mutation("mvu-addsub-padding-mask", MVU, "xm = Mux(live, x, 0)", "xm = x", MVU_CORE),
+    Mutation("mvu-xnor-padding-mask", MVU, "return ~(w ^ x) & live", "return ~(w ^ x)",
+             MVU_CORE),
+    Mutation("mvu-input-every-fold", MVU, "take.eq(nf == 0)", "take.eq(1)", MVU_CORE),
+    Mutation("mvu-ignores-backpressure", MVU, "advance.eq(~o.valid | o.ready)",
+             "advance.eq(1)", MVU_CORE),
+    Mutation("mvu-first-fold-off-by-one", MVU, "first_b.eq(sf == 0)",
+             "first_b.eq(sf == 1)", MVU_CORE),
+    Mutation("mvu-weight-address-wrap", MVU,
+             "waddr.eq(Mux(waddr == sf_n * nf_n - 1, 0, waddr + 1))",
+             "waddr.eq(Mux(waddr == sf_n * nf_n, 0, waddr + 1))", MVU_CORE),
+    # -- sparse engine -----------------------------------------------------------------------
+    Mutation("sparse-padding-mask", SPARSE, "& ((j < tail) | ~last_in)", "& 1",
+             SPARSE_TESTS),
+    Mutation("sparse-drain-loses-first-row", SPARSE, "m.d.sync += o.valid.eq(issue)",
+             "m.d.sync += o.valid.eq(issue & (row != 0))", SPARSE_TESTS),
+    Mutation("sparse-drain-ignores-backpressure", SPARSE, "advance = ~o.valid | o.ready",
+             "advance = 1", SPARSE_TESTS),
+    Mutation("sparse-accumulator-not-cleared", SPARSE,
+             "w_port.data.eq(Mux(e3.touched, a_port.data, 0) + e3.product)",
+             "w_port.data.eq(a_port.data + e3.product)", SPARSE_TESTS),
+    Mutation("sparse-activation-mask-skips-one", SPARSE, "rest = mask & (mask - 1)",
+             "rest = mask & (mask - 2)", SPARSE_TESTS),
+    # -- systolic array engine ---------------------------------------------------------------
+    Mutation("systolic-drain-ignores-backpressure", SYSTOLIC,
+             "advance, read = ~o.valid | o.ready, Signal()", "advance, read = 1, Signal()",
+             SYSTOLIC_EXACT),
+    Mutation("systolic-first-k-tile-off-by-one", SYSTOLIC, "tag.first.eq(kt == 0)",
+             "tag.first.eq(kt == 1)", SYSTOLIC_EXACT),
+    Mutation("systolic-slot-one-cycle-long", SYSTOLIC, "period.eq(period_of(count) - 1)",
+             "period.eq(period_of(count))", SYSTOLIC_CYCLES),
+    Mutation("systolic-buffer-overwrites-full-half", SYSTOLIC, "i.ready.eq(~filled[bank])",
+             "i.ready.eq(1)", SYSTOLIC_EXACT),
+    Mutation("systolic-collector-never-restarts", SYSTOLIC,
+             'wp.data.eq(Mux(late["first"], late["value"], old + late["value"]))',
+             'wp.data.eq(old + late["value"])', SYSTOLIC_EXACT),
+    Mutation("systolic-model-forgets-prologue", SYSTOLIC_MODEL,
+             "si = max(si, self.prologue - start)", "si = si", SYSTOLIC_CYCLES),
+    # -- stream blocks -----------------------------------------------------------------------
+    Mutation("skid-always-ready", STREAM, "m.d.comb += i.ready.eq(~skid_valid)",
+             "m.d.comb += i.ready.eq(1)", STREAM_TESTS),
+    Mutation("skid-drops-held-beat", STREAM,
+             "m.d.sync += [o.payload.eq(skid), o.valid.eq(1), skid_valid.eq(0)]",
+             "m.d.sync += [o.payload.eq(skid), o.valid.eq(0), skid_valid.eq(0)]", STREAM_TESTS),
+    Mutation("gearbox-down-takes-early", STREAM, "i.ready.eq(o.ready & last_sub)",
+             "i.ready.eq(o.ready)", STREAM_TESTS),
+    Mutation("gearbox-up-valid-every-beat", STREAM, "o.valid.eq(i.valid & final)",
+             "o.valid.eq(i.valid)", STREAM_TESTS),
+    Mutation("fifo-reads-without-ready", STREAM, "fifo.r_en.eq(self.o_data.ready)",
+             "fifo.r_en.eq(1)", STREAM_TESTS),
+    # -- output stage ------------------------------------------------------------------------
+    Mutation("requant-rounds-down", OUTSTAGE, "r = (u + 1).shift_right(1)",
+             "r = u.shift_right(1)", OUTSTAGE_TESTS),
+    Mutation("requant-clamp-off-by-one", OUTSTAGE, "Mux(r > p.hi, p.hi, r)",
+             "Mux(r > p.hi + 1, p.hi, r)", OUTSTAGE_TESTS),
+    Mutation("threshold-strict", OUTSTAGE, "raw >= thresholds[n]", "raw > thresholds[n]",
+             OUTSTAGE_TESTS),
+    Mutation("outstage-ignores-backpressure", OUTSTAGE,
+             "advance.eq(~valid[-1] | self.o_data.ready)", "advance.eq(1)", OUTSTAGE_TESTS),
+    Mutation("outstage-fold-counter-wrap", OUTSTAGE,
+             "fold.eq(Mux(fold == p.folds - 1, 0, fold + 1))",
+             "fold.eq(Mux(fold == p.folds, 0, fold + 1))", OUTSTAGE_TESTS),
+    Mutation("requant-drops-offset", OUTSTAGE, "p.scale * raw + offset, p.acc_shape",
+             "p.scale * raw, p.acc_shape", OUTSTAGE_TESTS),
+)
+
+
+def by_name(names):
+    """The mutations called ``names`` (all when empty); KeyError names an unknown one."""
+    table = {m.name: m for m in MUTATIONS}
+    if len(table) != len(MUTATIONS):
+        raise ValueError("mutation names must be unique")
+    if not names:
+        return list(MUTATIONS)
+    missing = [n for n in names if n not in table]
+    if missing:
+        raise KeyError(f"unknown mutation(s): {', '.join(missing)}")
+    return [table[n] for n in names]
