@@ -218,7 +218,7 @@ def test_valid_models_read_and_forward(case, data):
     assert got == [spec_forward(doc, arrays, row) for row in x]
 
 
-@budget(3)
+@budget(8)
 @given(case=valid_models(max_layers=2, max_size=4), data=st.data())
 def test_valid_models_in_amaranth_sim(case, data):
     from nnaccel.gen.generate import generate
