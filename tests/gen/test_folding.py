@@ -246,11 +246,22 @@ def test_pass_honours_forced_folds(model):
 
 
 def test_pass_meets_target_with_fewest_lanes(model):
+    """Every target of this chain: exactly the brute-force optimum (none of the chooser's
+    known pruning misses falls on it), so a pass that wastes a lane fails."""
     shapes = [(7, 12), (10, 7), (3, 10)]
-    for target in (1, 2, 5, 13, 84):
+    for target in range(1, 7 * 12 + 1):
         folds = planned(model, target_cycles=target)
         check_legal(shapes, folds, target)
-        assert lanes(folds) >= fewest_lanes(shapes, target)
+        assert lanes(folds) == fewest_lanes(shapes, target), f"target {target}: {folds}"
+
+
+def test_pass_is_fastest_within_the_budget(model):
+    shapes = [(7, 12), (10, 7), (3, 10)]
+    for budget in (3, 4, 10, 31, 64, 200, 300):
+        folds = planned(model, max_lanes=budget)
+        check_legal(shapes, folds)
+        assert lanes(folds) <= budget
+        assert worst(shapes, folds) == fastest_within(shapes, budget), f"budget {budget}"
 
 
 @pytest.mark.parametrize("options,message", [

@@ -29,6 +29,7 @@ SYSTOLIC = "hw/systolic/engine.py"
 SYSTOLIC_MODEL = "hw/systolic/params.py"
 STREAM = "hw/common/stream.py"
 OUTSTAGE = "hw/common/outstage.py"
+FOLDING = "gen/folding.py"
 
 MVU_CORE = ("tests/hw/test_mvu_core.py::test_core_matches_model",)
 SPARSE_TESTS = ("tests/hw/test_sparse_engine.py::test_engine_matches_reference",
@@ -37,6 +38,8 @@ SYSTOLIC_EXACT = ("tests/hw/test_systolic.py::test_bit_exact_under_stalls",)
 SYSTOLIC_CYCLES = ("tests/hw/test_systolic.py::test_cycles_match_the_model",)
 STREAM_TESTS = ("tests/hw/test_stream.py",)
 OUTSTAGE_TESTS = ("tests/hw/test_outstage.py",)
+FOLDING_PASS = ("tests/gen/test_folding.py::test_pass_meets_target_with_fewest_lanes",
+                "tests/gen/test_folding.py::test_pass_is_fastest_within_the_budget")
 
 MUTATIONS = (
     # -- matrix-vector unit ------------------------------------------------------------------
@@ -104,6 +107,12 @@ MUTATIONS = (
              "fold.eq(Mux(fold == p.folds, 0, fold + 1))", OUTSTAGE_TESTS),
     Mutation("requant-drops-offset", OUTSTAGE, "p.scale * raw + offset, p.acc_shape",
              "p.scale * raw, p.acc_shape", OUTSTAGE_TESTS),
+    # -- fold chooser (caught through the folding pass) ---------------------------------------
+    Mutation("folding-keeps-more-lanes", FOLDING,
+             "if fold.pe not in new or total < new[fold.pe][0]:",
+             "if fold.pe not in new or total > new[fold.pe][0]:", FOLDING_PASS),
+    Mutation("folding-budget-one-lane-short", FOLDING, "lanes(folds) <= max_lanes",
+             "lanes(folds) < max_lanes", FOLDING_PASS),
 )
 
 
