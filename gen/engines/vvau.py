@@ -8,12 +8,16 @@ convolutions to the ``mvu``'s territory (the dataflow engines); this is its grou
 the MVU itself runs ``groups = 1``. Groups ``1 < G < C`` run on the same unit with ``cg``-element
 dot products per lane group (a beat carries whole groups).
 
-The fold: ``pe`` groups per beat (depthwise: channels per beat), dividing G; one window position
-per beat (``simd`` 1). In the pipeline-wide fold chooser the layer's fold is ``Fold(pe*mg, 1)``
-(its output beat), its input beat ``pe*cg`` and its cost ``pe*mg*cg`` lanes; ``--fold
-LAYER=<pe*mg>x1`` forces one. Cycles per image: ``OH*OW*KH*KW*G/pe``, or the window unit's own
-cycles when larger (:attr:`~nnaccel.hw.vvau.params.VVAUParams.expected_cycles`).
+The fold: ``pe`` groups per beat (depthwise: channels per beat), dividing G, and ``simd``
+window positions per beat: 1, or, with every group in one beat, a divisor of KW or ``r*KW`` with
+``r`` dividing KH. In the pipeline-wide fold chooser the layer's fold is ``Fold(pe*mg, simd)``
+(``pe*mg`` is its output beat), its input beat ``pe*cg`` and its cost ``simd*pe*mg*cg`` lanes;
+``Options(vvau_folds=((LAYER, Fold(pe*mg, simd)),))`` forces one (the command line has no flag
+for it yet). Cycles per image: ``OH*OW*KH*KW*G/(pe*simd)``, or the window unit's own cycles
+when larger (:attr:`~nnaccel.hw.vvau.params.VVAUParams.expected_cycles`).
 """
+
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -22,22 +26,39 @@ from ...hw.vvau.params import LaneKind, VVAUParams
 from ...hw.vvau.reference import conv_acc
 from ...hw.window.reference import from_hwc, to_hwc
 from ..errors import UsageError
-from ..folding import FoldSpace
+from ..folding import Fold, FoldSpace
 from ..ir import Op
 from .base import Engine, EngineAdapter, divisors, is_bipolar, stage_kwargs
 
-__all__ = ["VVAUAdapter", "vvau_params"]
+__all__ = ["VVAUAdapter", "VVAUFoldSpace", "vvau_params", "simds"]
 
 
-def vvau_params(layer, pe, storage="auto"):
-    """The :class:`VVAUParams` of the grouped ``conv2d`` ``layer`` with ``pe`` groups per beat
-    (the window unit's input beat is the patch beat, ``pe*cg``)."""
+def vvau_params(layer, pe, simd=1, storage="auto"):
+    """The :class:`VVAUParams` of the grouped ``conv2d`` ``layer`` with ``pe`` groups and
+    ``simd`` window positions per beat (the window unit's input beat is ``pe*cg``)."""
     cg = layer.in_shape[0] // layer.groups
     return VVAUParams.for_layer(
         weight=layer.weight, bias=layer.bias, in_shape=layer.in_shape, groups=layer.groups,
-        pe=pe, n_in=pe * cg, stride=layer.stride, dilation=layer.dilation,
+        pe=pe, simd=simd, n_in=pe * cg, stride=layer.stride, dilation=layer.dilation,
         padding=layer.padding, pad_value=layer.pad_value, in_dtype=layer.in_dtype,
         weight_dtype=layer.weight_dtype, weight_storage=storage, **stage_kwargs(layer))
+
+
+def simds(kernel):
+    """Window positions per beat the window unit can feed whole pixels of: 1, divisors of KW,
+    and ``r*KW`` for ``r`` dividing KH."""
+    kh, kw = kernel
+    return tuple(sorted(set(divisors(kw)) | {r * kw for r in divisors(kh)}))
+
+
+@dataclass(frozen=True, eq=False)
+class VVAUFoldSpace(FoldSpace):
+    """The folds of a grouped convolution: ``Fold(pe*mg, 1)`` for ``pe`` dividing G, and
+    ``Fold(G*mg, simd)`` for several window positions per beat (every group in one beat)."""
+
+    def folds(self):
+        full = max(self.pes)
+        return [Fold(pe, 1) for pe in self.pes] + [Fold(full, q) for q in self.simds if q > 1]
 
 
 def _shape(layer):
@@ -48,7 +69,7 @@ def _shape(layer):
 
 class VVAUAdapter(EngineAdapter):
     engine = Engine.VVAU
-    option, flag = "folds", "--fold"
+    option, flag = "vvau_folds", "--vvau-fold"
     free_fold = True
 
     def accepts(self, layer):
@@ -66,21 +87,23 @@ class VVAUAdapter(EngineAdapter):
         return (f"{kind} convolution (window unit + vector-vector unit: {lanes} only for the "
                 f"weights of each group, none on the zeros between groups)")
 
-    def wrong_engine(self, lp):
-        return UsageError(f"layer {lp.layer.name!r}: --fold applies to mvu and vvau layers; "
-                          f"this one runs on the {lp.engine.value} engine")
-
     def _out_beats(self, layer):
         g, _, mg = _shape(layer)
         return tuple(pe * mg for pe in divisors(g))
 
     def check_choice(self, lp, choice):
-        beats = self._out_beats(lp.layer)
-        if choice.simd != 1 or choice.pe not in beats:
-            raise UsageError(f"layer {lp.layer.name!r}: --fold {choice.pe}x{choice.simd}: a "
-                             f"grouped convolution on the vvau takes PEx1 with PE (output "
-                             f"channels per beat, whole groups) one of "
-                             f"{', '.join(map(str, beats))}")
+        layer = lp.layer
+        g, _, mg = _shape(layer)
+        beats, qs = self._out_beats(layer), simds(layer.kernel)
+        if choice.simd == 1 and choice.pe in beats:
+            return
+        if choice.pe == g * mg and choice.simd in qs:
+            return
+        raise UsageError(f"layer {layer.name!r}: --fold {choice.pe}x{choice.simd}: a grouped "
+                         f"convolution on the vvau takes PEx1 with PE (output channels per "
+                         f"beat, whole groups) one of {', '.join(map(str, beats))}, or "
+                         f"{g * mg}xSIMD with SIMD (window positions per beat) one of "
+                         f"{', '.join(map(str, qs))}")
 
     def configure(self, lp, *, share, prev_beat, options):
         forced = options.forced(self.option, lp.layer.name)
@@ -92,18 +115,20 @@ class VVAUAdapter(EngineAdapter):
         cycles = {}
 
         def floor(fold):
-            pe = fold.pe // mg
-            if pe not in cycles:
-                cycles[pe] = vvau_params(layer, pe).expected_cycles
-            return cycles[pe]
+            key = (fold.pe // mg, fold.simd)
+            if key not in cycles:
+                cycles[key] = vvau_params(layer, *key).expected_cycles
+            return cycles[key]
 
-        return FoldSpace(m=layer.out_channels, k=1, repeat=0, pes=self._out_beats(layer),
-                         simds=(1,), floor=floor, in_beat=lambda f: f.pe // mg * cg,
-                         cost=lambda f: f.pe * cg)
+        return VVAUFoldSpace(m=layer.out_channels, k=layer.kernel[0] * layer.kernel[1],
+                             repeat=0, pes=self._out_beats(layer), simds=simds(layer.kernel),
+                             floor=floor, in_beat=lambda f: f.pe // mg * cg,
+                             cost=lambda f: f.pe * cg * f.simd)
 
     def with_fold(self, lp, fold, options):
         _, _, mg = _shape(lp.layer)
-        return lp.but(fold=fold, params=vvau_params(lp.layer, fold.pe // mg, lp.storage))
+        params = vvau_params(lp.layer, fold.pe // mg, fold.simd, lp.storage)
+        return lp.but(fold=fold, params=params)
 
     def in_beat(self, lp):
         return lp.params.n_in
@@ -126,7 +151,7 @@ class VVAUAdapter(EngineAdapter):
         p = lp.params
         win = p.window
         return {
-            "lanes": p.lanes, "lane_kind": p.lane_kind.value, "pe": p.pe, "simd": 1,
+            "lanes": p.lanes, "lane_kind": p.lane_kind.value, "pe": p.pe, "simd": p.simd,
             "groups": p.groups, "group_channels": p.group_in, "multiplier": p.multiplier,
             "in_beat": p.n_in, "out_beat": p.out_beat, "acc_width": p.acc_width,
             "raw_width": p.raw_shape.width, "weight_storage": p.weight_storage.value,
@@ -140,4 +165,4 @@ class VVAUAdapter(EngineAdapter):
 
     def dump(self, lp):
         p = lp.params
-        return {"pe": p.pe, "simd": 1, "multiplier": p.multiplier, "groups": p.groups}
+        return {"pe": p.pe, "simd": p.simd, "multiplier": p.multiplier, "groups": p.groups}

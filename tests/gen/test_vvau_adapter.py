@@ -2,6 +2,8 @@
 cycles), Params, manifest fields, its numpy model against SPEC 2.1b, and grouped and depthwise
 convolutions compiled by ``generate`` and simulated bit-exact under every stall pattern."""
 
+import gc
+
 import numpy as np
 import pytest
 
@@ -11,7 +13,7 @@ from nnaccel.gen.engines.vvau import vvau_params
 from nnaccel.gen.errors import UsageError
 from nnaccel.gen.folding import Fold
 from nnaccel.gen.generate import generate
-from nnaccel.gen.ir import Conv2d, DType, Layer, Op, OutputKind, OutputStage
+from nnaccel.gen.ir import Conv2d, DType, Layer, Model, Op, OutputKind, OutputStage
 from nnaccel.gen.plan import LayerPlan, Options
 from nnaccel.hw.common import reference as ref
 from nnaccel.hw.vvau.engine import VVAUConvolution
@@ -70,16 +72,17 @@ def test_default_engine_of_grouped_and_depthwise():
 
 def test_fold_space_lanes_and_cycles():
     rng = np.random.default_rng(2)
-    layer = conv_layer(rng, c=6, groups=3, mg=2)       # cg = 2, mg = 2
+    layer = conv_layer(rng, c=6, groups=3, mg=2)       # cg = 2, mg = 2, kernel 3x2
     space = ADAPTER.fold_space(LayerPlan(layer=layer, engine=Engine.VVAU))
-    assert [f.pe for f in space.folds()] == [2, 6] and {f.simd for f in space.folds()} == {1}
+    folds = space.folds()
+    assert folds == [Fold(2, 1), Fold(6, 1), Fold(6, 2), Fold(6, 6)]
     m, oh, ow = layer.out_shape
-    for pe, fold in zip([1, 3], space.folds(), strict=True):
-        p = vvau_params(layer, pe)
-        assert space.lanes(fold) == p.lanes == pe * 2 * 2
+    for (pe, simd), fold in zip([(1, 1), (3, 1), (3, 2), (3, 6)], folds, strict=True):
+        p = vvau_params(layer, pe, simd)
+        assert space.lanes(fold) == p.lanes == simd * pe * 2 * 2
         assert space.beat_in(fold) == p.n_in == pe * 2
         assert space.cycles(fold) == p.expected_cycles
-        assert p.expected_cycles >= oh * ow * 3 * 2 * 3 // pe    # OH*OW*KH*KW*G/pe
+        assert p.expected_cycles >= oh * ow * 3 * 2 * 3 // (pe * simd)   # OH*OW*KH*KW*G/(pe*simd)
 
 
 def test_params_and_manifest():
@@ -104,12 +107,34 @@ def test_params_and_manifest():
 
 def test_check_choice():
     rng = np.random.default_rng(4)
-    lp = LayerPlan(layer=conv_layer(rng), engine=Engine.VVAU)
+    lp = LayerPlan(layer=conv_layer(rng), engine=Engine.VVAU)    # G = 6, k = 2, kernel 3x2
     ADAPTER.check_choice(lp, Fold(4, 1))
-    with pytest.raises(UsageError, match="one of 2, 4, 6, 12"):
+    ADAPTER.check_choice(lp, Fold(12, 6))
+    with pytest.raises(UsageError, match="one of 2, 4, 6, 12, or 12xSIMD"):
         ADAPTER.check_choice(lp, Fold(3, 1))
-    with pytest.raises(UsageError, match="takes PEx1"):
+    with pytest.raises(UsageError, match=r"SIMD \(window positions per beat\) one of 1, 2, 6$"):
         ADAPTER.check_choice(lp, Fold(4, 2))
+    with pytest.raises(UsageError, match="takes PEx1"):
+        ADAPTER.check_choice(lp, Fold(12, 3))
+    with pytest.raises(UsageError, match="--fold applies to mvu layers; this one runs on "
+                                         "the vvau engine"):
+        generate(Model(name="m", input_shape=lp.layer.in_shape, input_dtype=lp.layer.in_dtype,
+                       layers=(lp.layer,)), Options(folds=(("dw", Fold(4, 1)),)))
+
+
+def test_forced_fold_with_several_positions_per_beat():
+    rng = np.random.default_rng(6)
+    layer = conv_layer(rng, c=4, groups=4, mg=1, kernel=(3, 3), padding=(1, 1, 1, 1),
+                       stride=(1, 1), dilation=(1, 1), hw=(5, 5))
+    model = Model(name="m", input_shape=layer.in_shape, input_dtype=layer.in_dtype,
+                  layers=(layer,))
+    design = generate(model, Options(vvau_folds=(("dw", Fold(4, 3)),)))
+    (entry,) = design.manifest["layers"]
+    assert (entry["engine"], entry["pe"], entry["simd"], entry["lanes"]) == ("vvau", 4, 3, 12)
+    assert entry["cycles_per_pixel"] == 3 and entry["window"]["order"] == "taps"
+    x = rng.integers(-8, 8, (2, *layer.in_shape))
+    for n, pattern in enumerate(STALL_PATTERNS):
+        check(design, x, pattern, seed=n)
 
 
 @pytest.mark.parametrize("seed", range(12))
@@ -142,6 +167,8 @@ def test_build():
     unit = ADAPTER.build(lp)
     assert isinstance(unit, VVAUConvolution)
     assert len(unit.i_data.payload) == 2 and len(unit.o_data.payload) == 4
+    del unit
+    gc.collect()  # amaranth's unused-component warning fires here, where it is ignored
 
 
 def grouped_seeds(count):
@@ -164,7 +191,8 @@ def test_generated_design_bit_exact(seed):
     for spec, entry in zip(model.layers, design.manifest["layers"], strict=True):
         if spec.op is Op.CONV2D and spec.groups > 1:
             assert entry["engine"] == "vvau"
-            assert entry["lanes"] == entry["pe"] * spec.weight.shape[1] * entry["multiplier"]
+            assert entry["lanes"] == (entry["pe"] * entry["simd"] * spec.weight.shape[1]
+                                      * entry["multiplier"])
     rng = np.random.default_rng(seed + 1000)
     for n, pattern in enumerate(STALL_PATTERNS):
         check(design, inputs(rng, model, 2), pattern, seed=seed * 4 + n)
