@@ -30,7 +30,7 @@ class Options:
     arrays: tuple = ()         # ((layer, ArrayChoice), ...)
     sparse: tuple = ()         # ((layer, SparseChoice), ...)
     pools: tuple = ()          # ((layer, Fold(n, n)), ...): a pooling layer's beat
-    vvau_folds: tuple = ()     # ((layer, Fold(pe*mg, simd)), ...): a grouped convolution's
+    vvau_folds: tuple = ()     # ((layer, Fold(pe*mg, simd)), ...): grouped conv2d folds
 
     def forced(self, option, name):
         """The user's forced choice in the field ``option`` (an adapter's ``option``:
