@@ -38,6 +38,10 @@ so int8 equals float and binarized is 1.1..1.6 points below (issue 10's targets:
 points). Float training takes about 10 s of one core, binarized training about 15 s (twice
 that on a loaded machine). Channels 16 and 32 trained faster but binarized up to 3.3 points
 below float (seed 2: 98.00 % vs 94.67 %; 95.56 % with 40 epochs).
+
+Deep Compression works on the same float CNN through the same pipeline: every layer pruned to
+25 % density, weights shared to 16 values (4-bit codes), 3 epochs of retraining after each,
+int8: 97.78 % on seed 0 (float 98.22 %), 12.7 times smaller than the float32 weights, 9 s.
 """
 
 import functools
