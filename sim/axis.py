@@ -79,12 +79,15 @@ class AxisSource(_AxisPort):
     ----------
     cycles : list of int
         Cycle of the transfer of every beat sent so far.
+    idle_cycles : int
+        Cycles the source held ``tvalid`` low before a beat because of ``pauses``.
     """
 
     def __init__(self, dut, prefix, clock, pauses=None):
         super().__init__(dut, prefix, clock, pauses)
         self.tvalid.value = 0
         self.tlast.value = 0
+        self.idle_cycles = 0
 
     async def send(self, beats, lasts=None):
         """Send every beat of ``beats`` (ints), ``tlast`` from ``lasts`` (default all low).
@@ -99,6 +102,7 @@ class AxisSource(_AxisPort):
         for data, last in zip(beats, lasts, strict=True):
             while next(self.pauses):
                 self.tvalid.value = 0
+                self.idle_cycles += 1
                 await RisingEdge(self.clk)
                 await FallingEdge(self.clk)
             self.tdata.value = int(data)
@@ -136,6 +140,8 @@ class AxisSink(_AxisPort):
         ``tlast`` of every accepted beat.
     cycles : list of int
         Cycle of every accepted beat.
+    refused_cycles : int
+        Cycles with ``tvalid`` high and ``tready`` held low (backpressure that took effect).
     """
 
     def __init__(self, dut, prefix, clock, pauses=None):
@@ -143,6 +149,7 @@ class AxisSink(_AxisPort):
         self.tready.value = 0
         self.beats = []
         self.lasts = []
+        self.refused_cycles = 0
 
     async def receive(self, count):
         """Accept beats until ``count`` beats in total have arrived; returns :attr:`beats`.
@@ -156,6 +163,8 @@ class AxisSink(_AxisPort):
             beat = None
             if ready and self.tvalid.value:
                 beat = (self.tdata.value.to_unsigned(), bool(self.tlast.value))
+            elif self.tvalid.value:
+                self.refused_cycles += 1
             await RisingEdge(self.clk)
             if beat is not None:
                 self.beats.append(beat[0])

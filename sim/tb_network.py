@@ -99,5 +99,7 @@ async def network(dut):
 
     total = sink.cycles[-1] - source.cycles[0] if beats and sink.cycles else 0
     results = {"output_beats": [str(b) for b in sink.beats], "input_cycles": source.cycles,
-               "output_cycles": sink.cycles, "total_cycles": total}
+               "output_cycles": sink.cycles, "total_cycles": total,
+               "source_idle_cycles": source.idle_cycles,
+               "sink_refused_cycles": sink.refused_cycles}
     Path(job["results"]).write_text(json.dumps(results))

@@ -46,6 +46,11 @@ class SimResult:
         From the first input beat accepted to the last output beat of vector 0.
     input_cycles, output_cycles : tuple of int
         Cycle of every accepted input and output beat.
+    idle_cycles : int
+        Cycles the source held ``tvalid`` low before a beat (random idle that took effect).
+    backpressure_cycles : int
+        Cycles the sink held ``tready`` low while ``tvalid`` was high (backpressure that took
+        effect).
     """
 
     outputs_bits: np.ndarray
@@ -54,6 +59,8 @@ class SimResult:
     latency_cycles: int
     input_cycles: tuple
     output_cycles: tuple
+    idle_cycles: int = 0
+    backpressure_cycles: int = 0
 
 
 def _stream_io(io, side):
@@ -144,4 +151,6 @@ def run(verilog_path, top, io, X_bits, *, idle=0.0, stall=0.0, seed=0,
     per_inference = (ends[-1] - ends[0]) / (batch - 1) if batch > 1 else float(latency)
     return SimResult(outputs_bits=outputs, cycles_total=int(results["total_cycles"]),
                      cycles_per_inference=float(per_inference), latency_cycles=int(latency),
-                     input_cycles=in_cycles, output_cycles=out_cycles)
+                     input_cycles=in_cycles, output_cycles=out_cycles,
+                     idle_cycles=int(results["source_idle_cycles"]),
+                     backpressure_cycles=int(results["sink_refused_cycles"]))

@@ -18,8 +18,9 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from nnaccel.sim import runner
+from nnaccel.sim import verilator as verilator_module
 from nnaccel.sim.axis import random_pauses
-from nnaccel.sim.packing import beats_per_vector
+from nnaccel.sim.packing import beats_per_vector, pack
 from nnaccel.sim.scoreboard import compare
 from nnaccel.sim.verilator import run
 
@@ -97,6 +98,45 @@ class StandIn(wiring.Component):
         return m
 
 
+class GarbagePadding:
+    """Stands in for :func:`nnaccel.sim.packing.pack` in :func:`nnaccel.sim.verilator.run`:
+    packs as it does, then fills the padding lanes of each vector's last beat with random bits
+    instead of zeros (their contents are undefined by contract, so a design must ignore them).
+    Install it with ``monkeypatch.setattr(verilator_module, "pack", GarbagePadding(seed))``;
+    ``calls`` counts its uses, so a test can check that the garbage really went in."""
+
+    def __init__(self, seed):
+        self.rng = np.random.default_rng(seed)
+        self.calls = 0
+
+    def __call__(self, bits, elems_per_beat, bits_per_element):
+        self.calls += 1
+        n, w = int(elems_per_beat), int(bits_per_element)
+        beats = pack(bits, n, w)
+        k = np.shape(bits)[1]
+        per = beats_per_vector(k, n)
+        tail = k - (per - 1) * n
+        for v in range(len(beats) // per):
+            for j in range(tail, n):
+                beats[(v + 1) * per - 1] |= int(self.rng.integers(0, 1 << w)) << (j * w)
+        return beats
+
+
+def run_with_garbage(monkeypatch, *args, seed=0, **kwargs):
+    """:func:`nnaccel.sim.verilator.run` with garbage in the input padding lanes."""
+    garbage = GarbagePadding(seed)
+    monkeypatch.setattr(verilator_module, "pack", garbage)
+    result = run(*args, seed=seed, **kwargs)
+    assert garbage.calls == 1
+    return result
+
+
+def check_stalls(result, idle, stall):
+    """The random idle and backpressure of a run took effect (and none when not asked for)."""
+    assert (result.idle_cycles > 0) == (idle > 0), result.idle_cycles
+    assert (result.backpressure_cycles > 0) == (stall > 0), result.backpressure_cycles
+
+
 def standin_reference(x_bits):
     """numpy statement of the stand-in: int5 bit patterns in, int8 bit patterns out."""
     x = np.asarray(x_bits, dtype=np.int64)
@@ -119,6 +159,20 @@ def standin_verilog(tmp_path_factory):
 @pytest.fixture(scope="session")
 def standin_build(standin_verilog):
     return runner.build(standin_verilog, TOP)
+
+
+def test_garbage_padding_fills_only_padding():
+    x = random_inputs(5, seed=9)
+    garbage = GarbagePadding(3)
+    beats = garbage(x, IN_PER_BEAT, IN_BITS)
+    clean = pack(x, IN_PER_BEAT, IN_BITS)
+    lanes = (1 << (IN_PER_BEAT * IN_BITS)) - 1
+    tail = K - (IN_BEATS - 1) * IN_PER_BEAT
+    pad = lanes & ~((1 << (tail * IN_BITS)) - 1)
+    for n, (b, c) in enumerate(zip(beats, clean, strict=True)):
+        last = n % IN_BEATS == IN_BEATS - 1
+        assert (b & ~pad) == c if last else b == c
+    assert any(b & pad for b in beats[IN_BEATS - 1::IN_BEATS])
 
 
 def test_reference_covers_the_int5_range():
@@ -167,15 +221,17 @@ def test_build_is_cached(standin_verilog, standin_build):
 @pytest.mark.verilator
 @pytest.mark.parametrize(("idle", "stall"), PATTERNS,
                          ids=[f"idle{i:g}-stall{s:g}" for i, s in PATTERNS])
-def test_bit_exact_under_stalls(standin_verilog, standin_build, idle, stall):
+def test_bit_exact_under_stalls(monkeypatch, standin_verilog, standin_build, idle, stall):
     x = random_inputs(12, seed=int(idle * 10 + stall * 100))
-    result = run(standin_verilog, TOP, IO, x, idle=idle, stall=stall, seed=7)
+    result = run_with_garbage(monkeypatch, standin_verilog, TOP, IO, x, idle=idle, stall=stall,
+                              seed=7)
     assert result.outputs_bits.dtype == np.uint64
     assert compare(standin_reference(x), result.outputs_bits, "stand-in outputs") == 12 * K
     assert len(result.input_cycles) == 12 * IN_BEATS
     assert len(result.output_cycles) == 12 * OUT_BEATS
     assert result.cycles_total == result.output_cycles[-1] - result.input_cycles[0]
     assert result.cycles_total >= 12 * IN_BEATS - 1
+    check_stalls(result, idle, stall)
     if idle:
         gaps = np.diff(result.input_cycles)
         assert (gaps > 1).any()
