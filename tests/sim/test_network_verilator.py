@@ -53,7 +53,10 @@ def test_random_network_under_verilator(seed, sizes, how):
     X = random_inputs(rng, model.input_dtype, (12, model.in_features))
     outputs, result = simulate(design, X, idle=0.3, stall=0.4, seed=seed)
     assert np.asarray(outputs).tolist() == np.asarray(model.forward(X)).tolist()
-    assert (np.diff(result.input_cycles) > 1).any(), "the source never idled"
+    # the MVU takes input only in neuron fold 0, so input gaps prove nothing: count the cycles
+    # the random idle and backpressure really took effect
+    assert result.idle_cycles > 0 and result.backpressure_cycles > 0, \
+        (result.idle_cycles, result.backpressure_cycles)
 
     X = random_inputs(rng, model.input_dtype, (10, model.in_features))
     outputs, result = simulate(design, X)
