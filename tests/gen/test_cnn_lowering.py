@@ -17,7 +17,11 @@ from amaranth.hdl import Module
 from amaranth.sim import Simulator
 
 from nnaccel.gen.engines.base import to_stream
-from nnaccel.gen.generate import generate
+from nnaccel.gen.errors import UsageError
+from nnaccel.gen.folding import Fold
+from nnaccel.gen.generate import FIFO_SLACK, fifo_plan, generate
+from nnaccel.gen.model_io import model_from_arrays
+from nnaccel.gen.pipeline import compile_plan
 from nnaccel.gen.plan import Options
 from nnaccel.sim.amsim import STALL_PATTERNS, run_stream_test, send
 from nnaccel.sim.packing import pack, unpack
@@ -167,3 +171,135 @@ def test_random_cnn_rate(seed):
             assert entry["expected_cycles"] == max(mvu + max(0, stall - (nf - 1) * sf),
                                                    entry["window"]["expected_cycles"])
     assert_rate(design, inputs(np.random.default_rng(seed), model, IMAGES))
+
+
+def features(seed):
+    """What a random_cnn seed exercises (the cases issue 10 names)."""
+    doc, _ = random_cnn_doc(seed)
+    model = random_cnn(seed)
+    seen = set()
+    for spec, layer in zip(doc["layers"], model.layers, strict=True):
+        if spec["op"] == "linear":
+            seen.add("flatten C>1" if layer.in_shape[0] > 1 else "flatten C=1")
+            continue
+        c, h, w = layer.in_shape
+        k, pad, stride = tuple(layer.kernel), tuple(layer.padding), tuple(layer.stride)
+        seen.update({"C=1"} if c == 1 else set())
+        seen.update({"odd H"} if h % 2 else set())
+        seen.update({"odd W"} if w % 2 else set())
+        if spec["op"] == "conv2d":
+            seen.update({"1x1"} if k == (1, 1) else set())
+            seen.update({"kernel 5"} if 5 in k else set())
+            seen.update({"non-square"} if k[0] != k[1] else set())
+            seen.update({"stride 3"} if 3 in stride else set())
+            seen.update({"dilation 2"} if 2 in layer.dilation else set())
+            seen.update({"asymmetric padding"} if len(set(pad)) > 1 else set())
+            if layer.in_dtype.kind.value == "bipolar":
+                seen.add(f"bipolar pad {layer.pad_value}")
+        else:
+            seen.add(spec["op"])
+            if k == (h, w) and pad == (0, 0, 0, 0):
+                seen.add("global pooling")
+            elif (h + pad[0] + pad[2] - k[0]) % stride[0] or \
+                    (w + pad[1] + pad[3] - k[1]) % stride[1]:
+                seen.add("pool windows not dividing the map")
+    return seen
+
+
+def test_seeds_cover_the_space():
+    """The random chains reach every case issue 10 names; a change to cnn_models.py that
+    narrows them fails here instead of silently testing less."""
+    seen = set().union(*(features(seed) for seed in SEEDS))
+    for seed in SEEDS:
+        design = generate(random_cnn(seed), Options(
+            max_lanes=int(np.random.default_rng(seed).integers(4, 40))), stop_after="folding")
+        for lp in design.layers:
+            if lp.layer.op.value == "conv2d" and lp.fold.simd > lp.layer.in_shape[0]:
+                seen.add("simd > C (several window positions per beat)")
+    want = {"1x1", "C=1", "asymmetric padding", "bipolar pad -1", "bipolar pad 1",
+            "dilation 2", "flatten C=1", "flatten C>1", "global pooling", "kernel 5",
+            "maxpool2d", "non-square", "odd H", "odd W", "pool windows not dividing the map",
+            "stride 3", "sumpool2d", "simd > C (several window positions per beat)"}
+    assert want <= seen, f"never drawn: {sorted(want - seen)}"
+
+
+def conv_chain(seed=0, *, c=2, h=7, w=5, m=4, kernel=(2, 3), tail="maxpool"):
+    """A conv (int4 on uint4, bias, requant) followed by a pool or nothing: the output is a
+    feature map, unpacked from HWC by the test."""
+    rng = np.random.default_rng(seed)
+    arrays = {"c.w": rng.integers(-8, 8, size=(m, c, *kernel)),
+              "c.b": rng.integers(-30, 30, size=m)}
+    layers = [{"name": "c", "op": "conv2d", "weight": "c.w", "weight_dtype": "int4",
+               "bias": "c.b", "padding": [1, 0, 0, 2], "pad_value": 3,
+               "output": {"kind": "requant", "mult": [int(v) for v in
+                                                      rng.integers(200, 900, size=m)],
+                          "shift": 12, "dtype": "uint4"}}]
+    if tail == "maxpool":
+        layers.append({"name": "p", "op": "maxpool2d", "kernel": [2, 2], "stride": [2, 1]})
+    elif tail == "sumpool":
+        layers.append({"name": "p", "op": "sumpool2d", "kernel": [3, 2], "padding": [1, 0, 1, 1],
+                       "output": {"kind": "requant", "mult": 11, "shift": 6,
+                                  "dtype": "uint4"}})
+    doc = {"format": "nnaccel-model/1", "name": f"conv_{tail}",
+           "input": {"shape": [c, h, w], "dtype": "uint4"}, "layers": layers}
+    return model_from_arrays(doc, arrays)
+
+
+@pytest.mark.parametrize(("tail", "fold"), [("maxpool", Fold(2, 6)), ("sumpool", Fold(4, 12)),
+                                            ("none", Fold(1, 1)), ("maxpool", Fold(4, 2))])
+def test_forced_folds_and_map_outputs(tail, fold):
+    """Forced folds, SIMD > C included (3 window positions of a kernel row per beat; 2 whole
+    kernel rows), and a feature map as the design's output, under every stall pattern."""
+    model = conv_chain(tail=tail)
+    design = generate(model, Options(folds=(("c", fold),), max_lanes=10**6))
+    assert design.plan.layers[0].fold == fold
+    assert design.manifest["io"]["output"]["order"] == "HWC"
+    rng = np.random.default_rng(5)
+    for n, pattern in enumerate(STALL_PATTERNS):
+        check(design, inputs(rng, model, 2), pattern, seed=n)
+    assert_rate(design, inputs(rng, model, IMAGES))
+
+
+def test_a_bad_convolution_fold_is_refused():
+    model = conv_chain()
+    for fold in (Fold(3, 1), Fold(2, 4), Fold(1, 5)):
+        with pytest.raises(UsageError, match="layer 'c': --fold"):
+            generate(model, Options(folds=(("c", fold),)))
+
+
+@pytest.mark.parametrize("target", [40, 120])
+def test_target_cycles_balance_the_network(target):
+    """``--target-cycles``: every layer meets the target with the fewest lanes, and the
+    measured rate follows the manifest."""
+    model = random_cnn(SEEDS[1])
+    design = generate(model, Options(target_cycles=target))
+    entries = design.manifest["layers"]
+    assert all(e["expected_cycles"] <= target for e in entries), entries
+    assert design.manifest["expected_cycles_per_inference"] == max(
+        e["expected_cycles"] for e in entries)
+    assert_rate(design, inputs(np.random.default_rng(1), model, IMAGES))
+
+
+def test_fifos_on_large_maps_hold_a_pixel_not_the_map():
+    """CNV-sized maps (32x32x64): the FIFO in front of a convolution holds one producer pixel
+    plus slack, never the map (the window unit's line buffer absorbs rows)."""
+    rng = np.random.default_rng(0)
+    arrays = {"a.w": rng.choice([-1, 1], size=(64, 3, 3, 3)),
+              "a.t": rng.integers(-5, 5, size=(64, 1)),
+              "b.w": rng.choice([-1, 1], size=(64, 64, 3, 3)),
+              "b.t": rng.integers(-5, 5, size=(64, 1))}
+    doc = {"format": "nnaccel-model/1", "name": "cnv_head",
+           "input": {"shape": [3, 32, 32], "dtype": "uint8"},
+           "layers": [{"name": "a", "op": "conv2d", "weight": "a.w", "weight_dtype": "bipolar",
+                       "output": {"kind": "threshold", "thresholds": "a.t", "dtype": "bipolar"}},
+                      {"name": "b", "op": "conv2d", "weight": "b.w", "weight_dtype": "bipolar",
+                       "output": {"kind": "threshold", "thresholds": "b.t",
+                                  "dtype": "bipolar"}},
+                      {"name": "p", "op": "maxpool2d", "kernel": [2, 2]}]}
+    model = model_from_arrays(doc, arrays)
+    plan = compile_plan(model, Options(target_cycles=20_000))
+    fifos = fifo_plan(plan)
+    for lp, fifo in zip(plan.layers, fifos, strict=True):
+        c = lp.layer.in_shape[0]
+        assert fifo["depth"] == -(-c // fifo["beat"]) + FIFO_SLACK
+    assert max(lp.params.expected_cycles for lp in plan.layers) <= 20_000
