@@ -102,3 +102,50 @@ def test_params_are_validated():
         MVUParams(in_features=4, out_features=4, pe=1, simd=5, in_dtype=i8, weight_dtype=i8)
     with pytest.raises(TypeError, match="in_dtype must be a DType"):
         MVUParams(in_features=4, out_features=4, pe=1, simd=1, in_dtype="int8", weight_dtype=i8)
+
+
+@pytest.fixture(scope="module")
+def verilated_mvu(tmp_path_factory):
+    """A whole MVU (bipolar weights on int5 inputs: add/subtract lanes, whose padding mask
+    matters; M=5, K=7 folded 2 x 3, so the last beat of a vector has two padding lanes) in the
+    AXI top level, as Verilog; the Verilator build is cached by :mod:`nnaccel.sim.runner`."""
+    from amaranth.back import verilog
+
+    from nnaccel.hw.common.pipeline import AxisTop
+    from nnaccel.hw.mvu.engine import MatrixVectorUnit
+
+    rng = np.random.default_rng(11)
+    wdt, xdt, out = DType.parse("bipolar"), DType.parse("int5"), DType.parse("int16")
+    w = random_values(rng, wdt, (5, 7))
+    bias = rng.integers(-50, 50, size=5)
+    params = MVUParams.for_layer(weight=w, pe=2, simd=3, in_dtype=xdt, weight_dtype=wdt,
+                                 bias=bias, out_dtype=out)
+    assert params.lane_kind is LaneKind.ADDSUB_W
+    engine = MatrixVectorUnit(params, weight=w)
+    path = tmp_path_factory.mktemp("mvu_addsub") / "mvu_addsub.v"
+    path.write_text(verilog.convert(AxisTop(engine, out_vector_beats=params.neuron_folds),
+                                    name="mvu_addsub", emit_src=False))
+    io = {"input": {"elements": 7, "elements_per_beat": 3, "bits_per_element": 5},
+          "output": {"elements": 5, "elements_per_beat": 2, "bits_per_element": 16}}
+    return path, io, params, w, bias
+
+
+@pytest.mark.verilator
+@pytest.mark.parametrize("pattern", STALL_PATTERNS, ids=str)
+def test_verilator_bit_exact(monkeypatch, verilated_mvu, pattern):
+    """Garbage in the input padding lanes, every stall pattern (checked to take effect); back
+    to back, exactly ``expected_cycles`` per vector."""
+    from nnaccel.sim.scoreboard import compare
+
+    from ..sim.test_verilator_axis import check_stalls, run_with_garbage
+
+    path, io, params, w, bias = verilated_mvu
+    x = random_values(np.random.default_rng(12), params.in_dtype, (10, 7))
+    result = run_with_garbage(monkeypatch, path, "mvu_addsub", io, params.in_dtype.encode(x),
+                              idle=pattern.idle, stall=pattern.stall, seed=4)
+    want = linear_acc(w, x, bias)
+    assert compare(want, DType.parse("int16").decode(result.outputs_bits), "mvu") == 10 * 5
+    check_stalls(result, pattern.idle, pattern.stall)
+    if pattern == STALL_PATTERNS[0]:
+        assert params.expected_cycles == 3 * 3
+        assert result.cycles_per_inference == params.expected_cycles
