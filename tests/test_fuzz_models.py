@@ -488,3 +488,132 @@ def test_refusal_check_can_fail():
                        "output": {"kind": "identity", "dtype": "int32"}}]}
     with pytest.raises(AssertionError, match="exit 0"):
         check_refused(doc, {"w": np.array([[1, -2]])}, None)
+
+
+# -- random valid feature-map models (SPEC 2.1b) -----------------------------------------------
+
+def conv_forward(layer, arrays, x, shape):
+    """``conv2d`` of SPEC 2.1b on ``x`` (nested lists (C, H, W)); returns acc (M, OH, OW)."""
+    c, h, w_ = shape
+    wt = arrays[layer["weight"]].tolist()
+    m, cg, kh, kw = len(wt), len(wt[0]), len(wt[0][0]), len(wt[0][0][0])
+    g_count = layer.get("groups", 1)
+    sh, sw = layer.get("stride", [1, 1])
+    dh, dw = layer.get("dilation", [1, 1])
+    top, left, bottom, right = layer.get("padding", [0, 0, 0, 0])
+    pv = layer.get("pad_value", 0)
+    hp, wp = h + top + bottom, w_ + left + right
+    xp = [[[x[ch][r - top][q - left] if top <= r < top + h and left <= q < left + w_ else pv
+            for q in range(wp)] for r in range(hp)] for ch in range(c)]
+    oh, ow = (hp - dh * (kh - 1) - 1) // sh + 1, (wp - dw * (kw - 1) - 1) // sw + 1
+    bias = arrays[layer["bias"]].tolist() if "bias" in layer else [0] * m
+    per_group = m // g_count
+    return [[[bias[o] + sum(wt[o][ch][i][j] * xp[(o // per_group) * cg + ch][r * sh + i * dh]
+                                                   [q * sw + j * dw]
+                            for ch in range(cg) for i in range(kh) for j in range(kw))
+              for q in range(ow)] for r in range(oh)] for o in range(m)]
+
+
+def maxpool_forward(layer, x):
+    kh, kw = layer["kernel"]
+    sh, sw = layer.get("stride", [kh, kw])
+    h, w_ = len(x[0]), len(x[0][0])
+    return [[[max(plane[r * sh + i][q * sw + j] for i in range(kh) for j in range(kw))
+              for q in range((w_ - kw) // sw + 1)] for r in range((h - kh) // sh + 1)]
+            for plane in x]
+
+
+def stage_forward(out, arrays, acc):
+    """The output stage of SPEC 2.2 on a list of per-channel lists of accumulators."""
+    layer = {"weight": "@", "output": out}
+    rows = [spec_forward({"layers": [layer]}, {**arrays, "@": np.eye(len(acc), dtype=np.int64)},
+                         [a[n] for a in acc]) for n in range(len(acc[0]))]
+    return [[row[ch] for row in rows] for ch in range(len(acc))]
+
+
+@st.composite
+def conv_models(draw):
+    """(doc, arrays, input shape): conv2d, sometimes a maxpool2d, sometimes a final linear."""
+    in_dtype = draw(st.sampled_from(INPUT_DTYPES))
+    c = draw(st.integers(1, 3))
+    groups = draw(st.sampled_from([g for g in (1, 2, 3) if c % g == 0]))
+    m = groups * draw(st.integers(1, 2))
+    # the unusual choice first: hypothesis leans towards early elements of sampled_from
+    kh, kw = draw(st.sampled_from([3, 2, 1])), draw(st.sampled_from([2, 3, 1]))
+    stride = [draw(st.sampled_from([2, 1])), draw(st.sampled_from([2, 1]))]
+    dilation = [draw(st.sampled_from([2, 1])), draw(st.sampled_from([2, 1]))]
+    padding = [draw(st.sampled_from([1, 0, 2])) for _ in range(4)]
+    h = draw(st.integers(max(1, dilation[0] * (kh - 1) + 1 - padding[0] - padding[2]), 6))
+    w_ = draw(st.integers(max(1, dilation[1] * (kw - 1) + 1 - padding[1] - padding[3]), 6))
+    wdt = draw(st.sampled_from(WEIGHT_DTYPES))
+    wt = [[[[draw(values(wdt)) for _ in range(kw)] for _ in range(kh)]
+           for _ in range(c // groups)] for _ in range(m)]
+    arrays = {"c.w": np.array(wt)}
+    layer = {"name": "c", "op": "conv2d", "weight": "c.w", "weight_dtype": wdt,
+             "groups": groups, "stride": stride, "dilation": dilation, "padding": padding}
+    if in_dtype == "bipolar" or draw(st.sampled_from([True, True, False])):
+        lo_x, hi_x = limits(in_dtype)
+        layer["pad_value"] = draw(st.sampled_from([hi_x, lo_x]) | values(in_dtype))
+    bias = [0] * m
+    if draw(st.booleans()):
+        bias = draw(st.lists(st.integers(-1000, 1000), min_size=m, max_size=m))
+        arrays["c.b"], layer["bias"] = np.array(bias), "c.b"
+    flat = [[v for plane in row for line in plane for v in line] for row in wt]
+    lo, hi = acc_range(flat, bias, in_dtype)
+    layer["output"], cur = draw(output_stage("c", arrays, m, lo, hi, last=False))
+    doc = {"format": "nnaccel-model/1", "name": "fm",
+           "input": {"shape": [c, h, w_], "dtype": in_dtype}, "layers": [layer]}
+    oh = (h + padding[0] + padding[2] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
+    ow = (w_ + padding[1] + padding[3] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
+    if draw(st.booleans()):
+        pk = [draw(st.integers(1, oh)), draw(st.integers(1, ow))]
+        pool = {"name": "p", "op": "maxpool2d", "kernel": pk}
+        if draw(st.booleans()):
+            pool["stride"] = [draw(st.integers(1, 2)), draw(st.integers(1, 2))]
+        doc["layers"].append(pool)
+        ps = pool.get("stride", pk)
+        oh, ow = (oh - pk[0]) // ps[0] + 1, (ow - pk[1]) // ps[1] + 1
+    if draw(st.booleans()):
+        k, n_out = m * oh * ow, draw(st.integers(1, 3))
+        ldt = draw(st.sampled_from(WEIGHT_DTYPES))
+        w2 = matrix(draw, ldt, n_out, k)
+        arrays["f.w"] = np.array(w2)
+        lo, hi = acc_range(w2, [0] * n_out, cur)
+        out, _ = draw(output_stage("f", arrays, n_out, lo, hi, last=True))
+        doc["layers"].append({"name": "f", "op": "linear", "weight": "f.w", "weight_dtype": ldt,
+                              "output": out})
+    return doc, arrays
+
+
+def fm_forward(doc, arrays, x):
+    """The feature-map model ``doc`` on one input ``x`` (nested lists (C, H, W))."""
+    shape = doc["input"]["shape"]
+    for layer in doc["layers"]:
+        if layer["op"] == "conv2d":
+            acc = conv_forward(layer, arrays, x, shape)
+            oh, ow = len(acc[0]), len(acc[0][0])
+            flat = stage_forward(layer["output"], arrays,
+                                 [[v for line in plane for v in line] for plane in acc])
+            x = [[ch[r * ow:(r + 1) * ow] for r in range(oh)] for ch in flat]
+        elif layer["op"] == "maxpool2d":
+            x = maxpool_forward(layer, x)
+        else:
+            x = spec_forward({"layers": [layer]}, arrays,
+                             [v for plane in x for line in plane for v in line])
+        if layer["op"] != "linear":
+            shape = [len(x), len(x[0]), len(x[0][0])]
+    return x
+
+
+@budget(50)
+@given(case=conv_models(), data=st.data())
+def test_feature_map_models_read_and_forward(case, data):
+    doc, arrays = case
+    c, h, w_ = doc["input"]["shape"]
+    dtype = doc["input"]["dtype"]
+    plane = st.lists(st.lists(values(dtype), min_size=w_, max_size=w_), min_size=h, max_size=h)
+    x = data.draw(st.lists(st.lists(plane, min_size=c, max_size=c), min_size=1, max_size=2))
+    with tempfile.TemporaryDirectory() as tmp:
+        model = read_model(write_raw(Path(tmp) / "m", doc, arrays))
+    got = np.asarray(model.forward(np.array(x, dtype=np.int64))).tolist()
+    assert got == [fm_forward(doc, arrays, one) for one in x]
