@@ -620,3 +620,59 @@ def test_feature_map_models_read_and_forward(case, data):
         model = read_model(write_raw(Path(tmp) / "m", doc, arrays))
     got = np.asarray(model.forward(np.array(x, dtype=np.int64))).tolist()
     assert got == [fm_forward(doc, arrays, one) for one in x]
+
+
+@st.composite
+def invalid_fm_models(draw):
+    """A feature-map model with one spatial field made invalid (SPEC 2.1b, 5)."""
+    doc, arrays = draw(conv_models())
+    conv = doc["layers"][0]
+    c, h, w_ = doc["input"]["shape"]
+    wt = arrays["c.w"]
+    kind = draw(st.sampled_from(["groups", "stride", "dilation", "padding", "pad_value",
+                                 "pool_window", "conv_window", "channels", "pool_fields",
+                                 "chain"]))
+    if kind == "groups":
+        conv["groups"] = draw(st.sampled_from([c + 1, 0, -1, "2", 2.0, [1]]))  # c+1 never divides c
+    elif kind in ("stride", "dilation"):
+        conv[kind] = draw(st.sampled_from([[0, 1], [1, -1], [1], [1, 1, 1], "1", [1.5, 1],
+                                           [1 << 40, 1], None]))
+    elif kind == "padding":
+        conv["padding"] = draw(st.sampled_from([[-1, 0, 0, 0], [0, 0, 0], [1 << 40, 0, 0, 0],
+                                                [0, 0, 0, "1"], 1]))
+    elif kind == "pad_value":
+        lo, hi = limits(doc["input"]["dtype"])
+        conv["pad_value"] = draw(st.sampled_from(
+            [0] if doc["input"]["dtype"] == "bipolar" else [hi + 1, lo - 1, 0.5, "0"]))
+        conv["padding"] = [1, 1, 1, 1]
+    elif kind == "pool_window":
+        doc["layers"][1:] = [{"name": "p", "op": "maxpool2d",
+                              "kernel": [draw(st.integers(100, 200)), 1]}]
+    elif kind == "conv_window":
+        top, left, bottom, right = conv.get("padding", [0, 0, 0, 0])
+        conv["dilation"] = [1, 1]
+        arrays["c.w"] = np.ones((wt.shape[0], wt.shape[1], h + top + bottom + 1, 1),
+                                dtype=np.int64)
+        conv["weight_dtype"] = "int2"
+    elif kind == "channels":
+        arrays["c.w"] = np.ones((wt.shape[0], wt.shape[1] + 1, *wt.shape[2:]), dtype=np.int64)
+        conv["weight_dtype"] = "int2"
+    elif kind == "pool_fields":
+        pool = {"name": "p", "op": "maxpool2d",
+                draw(st.sampled_from(["kernel", "stride", "padding"])):
+                draw(st.sampled_from([[0, 1], [-1, -1], [1], "2", None]))}
+        pool.setdefault("kernel", [1, 1])
+        doc["layers"][1:] = [pool]
+    else:
+        doc["layers"][1:] = [{"name": "f", "op": "linear", "weight": "f.bad",
+                              "weight_dtype": "int2",
+                              "output": {"kind": "identity", "dtype": "int32"}}]
+        arrays["f.bad"] = np.ones((2, 10_000), dtype=np.int64)
+    return doc, arrays, kind
+
+
+@budget(40)
+@given(case=invalid_fm_models())
+def test_invalid_feature_map_models_refused(case):
+    doc, arrays, _kind = case
+    check_refused(doc, arrays, None)
