@@ -116,3 +116,36 @@ def test_cnn_under_verilator(name):
     assert np.asarray(outputs).tolist() == np.asarray(model.forward(X)).tolist()
     assert abs(result.cycles_per_inference - expected) <= TOLERANCE * expected, \
         f"{result.cycles_per_inference} cycles per image, expected {expected}"
+
+
+@pytest.mark.verilator
+def test_run_cli_on_a_cnn(tmp_path, capsys):
+    """``nnaccel run --backend verilator --json`` on a CNN whose output is a feature map: the
+    input (B, C, H, W), the outputs flattened in (C, H, W) order equal to the numpy backend's;
+    ``generate --dump-ir`` writes the plan of the spatial layers."""
+    import json
+
+    from nnaccel.cli import main
+    from nnaccel.gen.model_io import write_model
+
+    from ..gen.test_cnn_lowering import conv_chain
+
+    model = conv_chain(3, c=3, h=6, w=7, m=2, kernel=(3, 1), tail="sumpool")
+    path = write_model(model, tmp_path / "m")
+    X = inputs(np.random.default_rng(4), model, 3)
+    np.save(tmp_path / "x.npy", X)
+    results = {}
+    for backend in ("numpy", "verilator"):
+        assert main(["run", str(path), "--input", str(tmp_path / "x.npy"), "--backend",
+                     backend, "--json", "--max-lanes", "6"]) == 0
+        results[backend] = json.loads(capsys.readouterr().out)
+    want = np.asarray(model.forward(X)).reshape(3, -1).tolist()
+    assert results["numpy"]["outputs"] == want
+    assert results["verilator"]["outputs"] == want
+    assert results["verilator"]["matches_reference"] is True
+    assert main(["generate", str(path), "-o", str(tmp_path / "out"), "--dump-ir"]) == 0
+    ir = json.loads((tmp_path / "out" / "ir.json").read_text())
+    assert [layer["op"] for layer in ir["layers"]] == ["conv2d", "sumpool2d"]
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["io"]["output"]["shape"] == list(model.out_shape)
+    assert manifest["io"]["output"]["order"] == "HWC"
