@@ -239,10 +239,10 @@ def test_cli_import_and_run_cnn(qonnx_files, tmp_path):
 
 
 @pytest.mark.verilator
-@pytest.mark.parametrize("name", ["cnv_w1a1"])
+@pytest.mark.parametrize("name", ["cnv_w1a1", "cnv_w4a2", "dw_sep"])
 def test_imported_cnn_bit_exact_under_verilator(qonnx_files, name):
-    """The hardware generated from Brevitas' CNV-like export equals numpy (which equals
-    qonnx's executor) under random idle and back-pressure."""
+    """The hardware generated from Brevitas' exports (CNV-like chains, a depthwise block)
+    equals numpy (which equals qonnx's executor) under random idle and back-pressure."""
     from nnaccel.gen.generate import generate
     from nnaccel.gen.plan import Options
     from nnaccel.sim.design import simulate
