@@ -27,6 +27,11 @@ LAYERS = {
         rng, c=6, groups=2, mg=2, dtype="bipolar", wdtype="bipolar", kind="threshold",
         geometry=dict(height=6, width=7, kernel=(2, 3), stride=(1, 2), dilation=(2, 1),
                       padding=(0, 1, 1, 1)), pe=1, n_in=3, pad_value=1),
+    # 3x3 depthwise with a kernel row (3 window positions) per beat, uint4 maps, int4 weights
+    "dw-simd3": lambda rng: layer_case(
+        rng, c=4, groups=4, mg=1, dtype="uint4", wdtype="int4", kind="requant",
+        geometry=dict(height=6, width=5, kernel=(3, 3), stride=(1, 1), dilation=(1, 2),
+                      padding=(1, 2, 1, 2)), pe=4, simd=3, n_in=2, pad_value=9),
 }
 
 
