@@ -165,6 +165,31 @@ def test_window_depthwise_cycles_and_latency(name):
     assert out_cycles[0] - in_cycles[0] == p.latency
 
 
+BOUNDARY_CASES = {
+    "8ch-one-per-beat": dict(channels=8, height=6, width=6, kernel=3, dtype="int4", n_in=8,
+                             n_out=1),
+    "stride2-3x2": dict(channels=8, height=5, width=7, kernel=(3, 2), stride=(2, 1),
+                        dtype="int4", n_in=8, n_out=2),
+    "5x1-dilated-pad-bottom": dict(channels=4, height=8, width=4, kernel=(5, 1), dilation=(2, 1),
+                                   padding=(0, 0, 2, 0), dtype="int4", n_in=4, n_out=1),
+}
+
+
+@pytest.mark.parametrize("name", BOUNDARY_CASES)
+def test_window_depthwise_image_boundary_wait(name):
+    """Input-starved at each image's start (the first block waits for rows of the next image):
+    the steady-state cycles per image are exactly ``expected_cycles``, whose boundary wait
+    counts the first channel block's beats before each kernel row."""
+    p = WindowParams(**BOUNDARY_CASES[name], order=PatchOrder.DEPTHWISE)
+    rng = np.random.default_rng(0)
+    maps = [random_map(rng, p.dtype, p.channels, p.height, p.width) for _ in range(4)]
+    got, _, out_cycles = run_window(p, maps, StallPattern())
+    assert all(s.tolist() == patch_stream(x, p).tolist() for s, x in zip(got, maps, strict=True))
+    ends = [out_cycles[(k + 1) * p.out_beats - 1] for k in range(len(maps))]
+    assert p.boundary_stall > 0
+    assert np.diff(ends).tolist() == [p.expected_cycles] * (len(maps) - 1)
+
+
 # --- VVAU reference ----------------------------------------------------------------------------
 
 
