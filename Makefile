@@ -4,7 +4,7 @@ PYTHON ?= python3
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-fast formal fuzz bench lint clean
+.PHONY: install demo test test-fast formal fuzz mutate bench lint clean
 
 install: $(STAMP)
 
@@ -25,6 +25,9 @@ formal: $(STAMP)
 
 fuzz: $(STAMP)
 	NNACCEL_FUZZ=1 $(BIN)/python -m pytest -n 2 tests/test_fuzz_models.py
+
+mutate: $(STAMP)
+	$(BIN)/python tests/mutation/harness.py
 
 bench: $(STAMP)
 	$(BIN)/nnaccel bench -o out/bench

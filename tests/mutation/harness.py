@@ -18,6 +18,7 @@ prints one line per mutation and exits 1 when a mutation survives or the baselin
 """
 
 import argparse
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -28,10 +29,24 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from mutations import MUTATIONS, Mutation, by_name  # noqa: E402
+__all__ = ["Copy", "Outcome", "make_copy", "run_mutation", "main", "MUTATIONS", "Mutation",
+           "by_name"]
 
-__all__ = ["Copy", "Outcome", "make_copy", "run_mutation", "main"]
+
+def _load_list():
+    """The sibling module ``mutations.py``, loaded by path under a name of its own (this file
+    runs as a script, and ``tests`` is not a package)."""
+    name = "nnaccel_mutation_list"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(
+            name, Path(__file__).resolve().parent / "mutations.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses look their module up while it executes
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+MUTATIONS, Mutation, by_name = _load_list().MUTATIONS, _load_list().Mutation, _load_list().by_name
 
 REPO = Path(__file__).resolve().parents[2]
 #: Subpackages of ``nnaccel`` that live at the repository's top level (pyproject package-dir).
