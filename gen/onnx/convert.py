@@ -570,6 +570,23 @@ class _Converter:
         pend.chain.then_relu()
         return pend
 
+    def op_Clip(self, node, states):
+        pend = self._pending(states[0], "the input")
+        bounds = []
+        for j, what in ((1, "min"), (2, "max")):
+            c = self.const(node, j, what)
+            if c is None:
+                bounds.append(None)
+                continue
+            v = np.asarray(c.values, dtype=np.float64).reshape(-1)
+            if v.size != 1 or not np.isfinite(v[0]):
+                self.fail(f"input {j}", f"{what} must be one finite number")
+            bounds.append(fold.fraction(v[0]))
+        if bounds[0] is not None and bounds[1] is not None and bounds[0] > bounds[1]:
+            self.fail("input 1", "min is above max")
+        pend.chain.steps.append(fold.Clip(*bounds))
+        return pend
+
     def _shape_only(self, node, states):
         x = states[0]
         if isinstance(x, _Const) and node.op_type != "Transpose":
@@ -896,8 +913,6 @@ class _Converter:
         x = self._map(x)
         if len(node.output) > 1 and node.output[1]:
             self.fail("output 1", "the indices output of MaxPool is not supported")
-        if int(a.get("storage_order", 0)) and len(node.output) > 1:
-            self.fail("storage_order", "not supported")
         kernel = tuple(int(v) for v in kernel)
         stride, _, padding = self._window(a, x.shape[1:], kernel, (1, 1), dilated=False)
         return x, kernel, stride, padding
@@ -1249,12 +1264,20 @@ class _Converter:
         relu = False
         if affine is None:
             steps = pend.chain.steps
+            sv = self.per_channel(scale, 1, "input 1")[0]
+            zv = int(self.per_channel(zp, 1, "input 2")[0])
+            top = sv * (dtype.hi - zv)  # the largest real value the quantizer gives
+            if (len(steps) == 2 and isinstance(steps[0], fold.Affine)
+                    and isinstance(steps[1], fold.Clip) and steps[1].lo == 0
+                    and (steps[1].hi is None or steps[1].hi >= top)):
+                steps = [steps[0], fold.Relu()]  # ReLU6 whose 6 the range already clamps
             if (len(steps) == 2 and isinstance(steps[0], fold.Affine)
                     and isinstance(steps[1], fold.Relu)):
                 affine, relu = (list(steps[0].a), list(steps[0].c)), True
             else:
-                self.fail("input 0", "only scale, bias and ReLU may come between the matmul "
-                                     "and QuantizeLinear")
+                self.fail("input 0", "only scale, bias and ReLU (or a Clip from 0 to at least "
+                                     "the output range) may come between the layer and "
+                                     "QuantizeLinear")
         a, c = affine
         s = self.per_channel(scale, 1, "input 1")[0]
         z = [int(v) for v in self.per_channel(zp, 1, "input 2")][0]

@@ -18,8 +18,8 @@ from fractions import Fraction
 
 import numpy as np
 
-__all__ = ["Affine", "Relu", "Chain", "Quantizer", "thresholds", "requant_stage", "fraction",
-           "sqrt_fraction", "round_mode"]
+__all__ = ["Affine", "Relu", "Clip", "Chain", "Quantizer", "thresholds", "requant_stage",
+           "fraction", "sqrt_fraction", "round_mode"]
 
 
 def fraction(x):
@@ -89,6 +89,21 @@ class Affine:
 class Relu:
     def __call__(self, m, x):
         return x if x > 0 else Fraction(0)
+
+
+@dataclass(frozen=True)
+class Clip:
+    """``x -> min(max(x, lo), hi)`` (ONNX ``Clip``, ReLU6); None is no bound."""
+
+    lo: Fraction | None
+    hi: Fraction | None
+
+    def __call__(self, m, x):
+        if self.lo is not None and x < self.lo:
+            return self.lo
+        if self.hi is not None and x > self.hi:
+            return self.hi
+        return x
 
 
 class Chain:

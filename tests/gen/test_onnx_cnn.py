@@ -651,3 +651,62 @@ def test_qlinear_add_integer_ratio(tmp_path):
 def test_qlinear_add_other_ratio_refused(tmp_path):
     path = _qlinear_add_graph(tmp_path, 0.07)
     _refused(path, "'join' (QLinearAdd)", "ratio of integers", tmp_path=tmp_path)
+
+
+def test_clip_folds_into_thresholds(tmp_path):
+    """ReLU6-like Clip(0, 1.5) before a uint4 quantizer of range 0..7.5: the clip binds, and
+    the threshold stage holds it exactly."""
+    after_clip = [helper.make_node("Clip", ["acc", "lo", "hi"], ["c"], name="clip"),
+                  _quant("c", "y", "s", "z", "b4", name="qy")]
+    w = np.random.default_rng(7).integers(-3, 4, (2, 2, 3, 3))
+    nodes = [_quant("x", "xq", "s", "z", "b4"),
+             helper.make_node("Conv", ["xq", "w"], ["acc"], name="conv", pads=[1, 1, 1, 1]),
+             *after_clip]
+    inits = [*_QINITS, _const("w", w), _const("lo", 0.0), _const("hi", 1.5)]
+    path = _graph(tmp_path / "m.onnx", nodes, inits, [1, 2, 4, 4], [1, 2, 4, 4])
+    imp = import_onnx(path)
+    X = _int_inputs(imp.model, 30, seed=13)
+    got = imp.to_real(imp.model.forward(X))
+    expect = _qonnx_run(path, imp.input_scale * (X - imp.input_zero_point))
+    np.testing.assert_array_equal(got, expect)
+    assert got.max() == 1.5
+
+
+def _qdq_clip_graph(tmp_path, hi):
+    w = np.random.default_rng(8).integers(-60, 61, (3, 2, 3, 3)).astype(np.int8)
+    nodes = [helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["xq"], name="qx"),
+             helper.make_node("DequantizeLinear", ["xq", "xs", "xz"], ["xd"], name="dqx"),
+             helper.make_node("DequantizeLinear", ["w", "ws"], ["wd"], name="dqw"),
+             helper.make_node("Conv", ["xd", "wd"], ["acc"], name="conv", pads=[1, 1, 1, 1]),
+             helper.make_node("Clip", ["acc", "lo", "hi"], ["c"], name="clip"),
+             helper.make_node("QuantizeLinear", ["c", "ys", "yz"], ["yq"], name="qy"),
+             helper.make_node("DequantizeLinear", ["yq", "ys", "yz"], ["y"], name="dqy")]
+    inits = [_const("xs", 0.05), _const("xz", 128, np.uint8), _const("w", w, np.int8),
+             _const("ws", 0.01), _const("lo", 0.0), _const("hi", hi), _const("ys", 0.02),
+             _const("yz", 0, np.uint8)]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 5, 5])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 5, 5])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "clip.onnx"))
+    return tmp_path / "clip.onnx"
+
+
+def test_relu6_before_quantize_linear(tmp_path):
+    """Clip(0, 6) before a uint8 QuantizeLinear whose range ends at 5.1: a ReLU; onnxruntime
+    agrees within one LSB."""
+    path = _qdq_clip_graph(tmp_path, 6.0)
+    imp = import_onnx(path)
+    X = _int_inputs(imp.model, 40, seed=14)
+    session = ort.InferenceSession(str(path))
+    expect = np.concatenate([session.run(None, {"x": (imp.input_scale * (x[None] - 128))
+                                                .astype(np.float32)})[0] for x in X])
+    expect_q = np.round((expect - imp.output_offset) / imp.output_scale).astype(np.int64)
+    diff = np.abs(imp.model.forward(X) - expect_q)
+    assert diff.max() <= 1 and np.count_nonzero(diff) / diff.size < 0.01
+
+
+def test_clip_inside_the_range_refused(tmp_path):
+    path = _qdq_clip_graph(tmp_path, 2.0)  # clips at 2.0 inside the range 0..5.1
+    _refused(path, "'qy' (QuantizeLinear)", "Clip", tmp_path=tmp_path)
