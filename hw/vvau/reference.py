@@ -75,7 +75,10 @@ def conv_raw(weight, x, *, groups, stride=(1, 1), dilation=(1, 1), padding=(0, 0
     if xnor:
         raw = (taps[:, :, None] == wg[None]).sum(axis=(3, 4))
     else:
-        raw = np.einsum("pgtc,gutc->pgu", taps.astype(object), wg.astype(object))
+        bound = (int(np.abs(wg).max(initial=0)) * int(np.abs(taps).max(initial=0))
+                 * cg * kh * kw)
+        kind = np.int64 if bound < 1 << 62 else object     # exact either way
+        raw = np.einsum("pgtc,gutc->pgu", taps.astype(kind), wg.astype(kind))
     _, oh, ow = (m, *_out_hw(x, (kh, kw), stride, dilation, padding))
     return raw.reshape(p, m).T.reshape(m, oh, ow)
 
