@@ -352,6 +352,21 @@ def test_onnxruntime_cnn_within_one_lsb(ort_files, fmt, ops):
     assert np.count_nonzero(diff) / diff.size < (0.08 if fmt.startswith("QDQ") else 0.02)
 
 
+@pytest.mark.verilator
+def test_onnxruntime_cnn_bit_exact_under_verilator(ort_files):
+    """The int8 CNN (conv, max pool, average pool, dense) from onnxruntime, imported and
+    generated, equals numpy under random idle and back-pressure."""
+    from nnaccel.gen.generate import generate
+    from nnaccel.gen.plan import Options
+    from nnaccel.sim.design import simulate
+
+    model = import_onnx(ort_files["QOperator"]).model
+    X = _int_inputs(model, 3, seed=5)
+    design = generate(model, Options(max_lanes=16))
+    outputs, _ = simulate(design, X, idle=0.3, stall=0.3, seed=2)  # checks every output
+    np.testing.assert_array_equal(np.asarray(outputs, dtype=np.int64), model.forward(X))
+
+
 @pytest.mark.parametrize("fmt", ["QDQ", "QOperator"])
 def test_onnxruntime_residual_refused(ort_files, fmt):
     """onnxruntime quantizes the two branches of an add with unrelated float scales: no
