@@ -285,10 +285,12 @@ def test_engine_checks_its_weights():
 VERILATOR_PATTERNS = [(0.0, 0.0), (0.3, 0.0), (0.0, 0.3), (0.3, 0.3)]
 
 
-@pytest.fixture(scope="module", params=["ws", "os"])
+@pytest.fixture(scope="module", params=["ws", "os", "ws-tall"])
 def verilated(request, tmp_path_factory):
     """A 3x2 engine (M=5, K=7, B=4, uint8 x int6 -> requant uint8) in the AXI top level,
-    as Verilog; the Verilator build is cached by :mod:`nnaccel.sim.runner`."""
+    as Verilog; ``ws-tall``: an 8x2 weight-stationary one with B=2, whose first chunk loads in
+    fewer cycles than the weight prologue after reset. The Verilator build is cached by
+    :mod:`nnaccel.sim.runner`."""
     from amaranth.back import verilog
 
     from nnaccel.hw.common.pipeline import AxisTop
@@ -296,11 +298,14 @@ def verilated(request, tmp_path_factory):
     rng = np.random.default_rng(5)
     xdt, wdt, out = DType.parse("uint8"), DType.parse("int6"), DType.parse("uint8")
     w, bias, stage = layer(rng, 5, 7, wdt, xdt, "requant", out)
-    params = SystolicParams.for_layer(weight=w, bias=bias, rows=3, cols=2,
-                                      dataflow=request.param, batch=4, in_dtype=xdt,
-                                      weight_dtype=wdt, **stage)
+    tall = request.param == "ws-tall"
+    params = SystolicParams.for_layer(weight=w, bias=bias, rows=8 if tall else 3, cols=2,
+                                      dataflow=request.param[:2], batch=2 if tall else 4,
+                                      in_dtype=xdt, weight_dtype=wdt, **stage)
+    if tall:  # the prologue binds: the first batch is longer than a later one
+        assert params.first_batch_cycles(0) > params.first_batch_cycles(params.prologue)
     engine = SystolicEngine(params, weight=w)
-    name = f"systolic_{request.param}"
+    name = f"systolic_{request.param.replace('-', '_')}"
     path = tmp_path_factory.mktemp(name) / f"{name}.v"
     path.write_text(verilog.convert(AxisTop(engine, out_vector_beats=params.m_tiles),
                                     name=name, emit_src=False))
