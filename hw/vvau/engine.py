@@ -54,7 +54,7 @@ class VVAUCore(wiring.Component):
     per pixel. ``o_raw``:
     one beat of ``pe*mg`` raw sums per block (output channels of those groups, in order), see
     :mod:`.reference`. One input beat per cycle; the accumulators are the output register
-    itself, so there is no accumulator memory. Latency: 3 cycles from a block's last input
+    itself, so there is no accumulator memory. Latency: 4 cycles from a block's last input
     beat to its output beat. Raw sums and every partial sum are exact (widths from worst-case
     bounds over the actual weights).
     """
@@ -90,19 +90,24 @@ class VVAUCore(wiring.Component):
             m.d.sync += [tap.eq(Mux(tap == beats - 1, 0, tap + 1)),
                          waddr.eq(Mux(waddr == p.weight_depth - 1, 0, waddr + 1))]
 
-        # Stage B: operands and lane values.
+        # Stage B: the beat and its weights (the memory's output); Stage R: both registered, so
+        # no path runs from a block RAM output through a multiplier.
         v_b, first_b, last_b = Signal(), Signal(), Signal()
         x_b = Signal(p.in_beat * xbits)
         with m.If(advance):
             m.d.sync += [v_b.eq(issue), first_b.eq(tap == 0), last_b.eq(tap == beats - 1),
                          x_b.eq(i.payload.as_value())]
-        w_word = wrom.data
+        v_r, first_r, last_r = Signal(), Signal(), Signal()
+        x_r, w_word = Signal.like(x_b), Signal.like(wrom.data)
+        with m.If(advance):
+            m.d.sync += [v_r.eq(v_b), first_r.eq(first_b), last_r.eq(last_b), x_r.eq(x_b),
+                         w_word.eq(wrom.data)]
         sums = []
         for g in range(p.pe):
             for u in range(mg):
                 lanes = [self._lane(_field(w_word, ((g * mg + u) * simd + q) * cg + c, wbits,
                                            p.weight_dtype.signed),
-                                    _field(x_b, q * chunk + g * cg + c, xbits,
+                                    _field(x_r, q * chunk + g * cg + c, xbits,
                                            p.in_dtype.signed))
                          for q in range(simd) for c in range(cg)]
                 sums.append(lanes)
@@ -112,7 +117,7 @@ class VVAUCore(wiring.Component):
         regs = [[Signal(v.shape(), name=f"lane_{q}_{c}") for c, v in enumerate(lanes)]
                 for q, lanes in enumerate(sums)]
         with m.If(advance):
-            m.d.sync += [v_c.eq(v_b), first_c.eq(first_b), last_c.eq(last_b),
+            m.d.sync += [v_c.eq(v_r), first_c.eq(first_r), last_c.eq(last_r),
                          o.valid.eq(v_c & last_c)]
             m.d.sync += [r.eq(v) for rs, vs in zip(regs, sums, strict=True)
                          for r, v in zip(rs, vs, strict=True)]
