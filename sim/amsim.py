@@ -34,11 +34,14 @@ STALL_PATTERNS = [StallPattern(0, 0), StallPattern(0.3, 0), StallPattern(0, 0.3)
                   StallPattern(0.3, 0.3)]
 
 
-async def send(ctx, stream, payloads, *, idle=0.0, rng=None):
-    """Drive every payload of ``payloads`` into ``stream`` (an In-flipped or Out interface)."""
+async def send(ctx, stream, payloads, *, idle=0.0, rng=None, counts=None):
+    """Drive every payload of ``payloads`` into ``stream`` (an In-flipped or Out interface).
+    ``counts`` (a dict), if given, gets ``"idle"``: the cycles the source idled."""
     rng = rng or random.Random(0)
     for payload in payloads:
         while idle and rng.random() < idle:
+            if counts is not None:
+                counts["idle"] = counts.get("idle", 0) + 1
             await ctx.tick()
         ctx.set(stream.valid, 1)
         ctx.set(stream.payload, payload)
@@ -46,11 +49,13 @@ async def send(ctx, stream, payloads, *, idle=0.0, rng=None):
         ctx.set(stream.valid, 0)
 
 
-async def receive(ctx, stream, count, *, stall=0.0, rng=None, timeout=None):
+async def receive(ctx, stream, count, *, stall=0.0, rng=None, timeout=None, counts=None):
     """Take ``count`` payloads from ``stream``; returns them in order.
 
     ``timeout`` bounds the number of cycles spent (raises TimeoutError), so a hardware bug that
-    never produces a beat fails the test instead of hanging it.
+    never produces a beat fails the test instead of hanging it. ``counts`` (a dict), if given,
+    gets ``"refused"``: the cycles with ``valid`` high and ``ready`` held low (backpressure
+    that took effect).
     """
     rng = rng or random.Random(1)
     out = []
@@ -61,6 +66,8 @@ async def receive(ctx, stream, count, *, stall=0.0, rng=None, timeout=None):
         _clk, _rst, valid, payload = await ctx.tick().sample(stream.valid, stream.payload)
         if ready and valid:
             out.append(payload)
+        elif valid and counts is not None:
+            counts["refused"] = counts.get("refused", 0) + 1
         cycles += 1
         if timeout is not None and cycles > timeout:
             raise TimeoutError(f"received {len(out)} of {count} beats in {cycles} cycles")
@@ -69,11 +76,13 @@ async def receive(ctx, stream, count, *, stall=0.0, rng=None, timeout=None):
 
 
 def run_stream_test(dut, sources, sinks, *, pattern=StallPattern(), seed=0, timeout=100_000,
-                    vcd=None):
+                    vcd=None, stats=None):
     """Simulate ``dut`` with sources ``[(stream, payloads)]`` and sinks ``[(stream, count)]``.
 
     Returns the list of received payload lists, one per sink. Each source and sink has its own
-    random generator derived from ``seed``.
+    random generator derived from ``seed``. ``stats`` (a dict), if given, gets ``"idle"``: the
+    idle cycles of each source, and ``"refused"``: the backpressure cycles of each sink (valid
+    high, ready low), so a test can check that the stall pattern took effect.
     """
     top = Module()
     top.submodules.dut = dut
@@ -82,16 +91,20 @@ def run_stream_test(dut, sources, sinks, *, pattern=StallPattern(), seed=0, time
     sim = Simulator(top)
     sim.add_clock(1e-6)
     results = [None] * len(sinks)
+    idle = [{} for _ in sources]
+    refused = [{} for _ in sinks]
 
     for n, (stream, payloads) in enumerate(sources):
         async def source(ctx, stream=stream, payloads=payloads, n=n):
-            await send(ctx, stream, payloads, idle=pattern.idle, rng=random.Random(seed * 101 + n))
+            await send(ctx, stream, payloads, idle=pattern.idle, rng=random.Random(seed * 101 + n),
+                       counts=idle[n])
         sim.add_testbench(source, background=True)
 
     for n, (stream, count) in enumerate(sinks):
         async def sink(ctx, stream=stream, count=count, n=n):
             results[n] = await receive(ctx, stream, count, stall=pattern.stall,
-                                       rng=random.Random(seed * 103 + 50 + n), timeout=timeout)
+                                       rng=random.Random(seed * 103 + 50 + n), timeout=timeout,
+                                       counts=refused[n])
         sim.add_testbench(sink)
 
     if vcd:
@@ -99,6 +112,9 @@ def run_stream_test(dut, sources, sinks, *, pattern=StallPattern(), seed=0, time
             sim.run()
     else:
         sim.run()
+    if stats is not None:
+        stats["idle"] = [c.get("idle", 0) for c in idle]
+        stats["refused"] = [c.get("refused", 0) for c in refused]
     return results
 
 

@@ -25,6 +25,21 @@ def garbage_beats(bits, n, width, rng):
     return beats
 
 
+def check_stalls_took_effect(stats, pattern, in_beats, out_beats):
+    """The stall pattern took effect: the source idled and the sink refused a valid beat when
+    asked to (on streams of 16 beats or more, where chance cannot avoid it), and never when
+    not asked."""
+    (idle,), (refused,) = stats["idle"], stats["refused"]
+    if not pattern.idle:
+        assert idle == 0
+    elif in_beats >= 16:
+        assert idle > 0
+    if not pattern.stall:
+        assert refused == 0
+    elif out_beats >= 16:
+        assert refused > 0, "the sink never refused a valid beat"
+
+
 def random_values(rng, dtype, shape):
     if dtype.kind is DTypeKind.BIPOLAR:
         return rng.choice([-1, 1], size=shape)
@@ -50,8 +65,10 @@ def run_core(m, k, pe, simd, wdt, xdt, *, pattern, seed, storage=Storage.AUTO, v
     dut = MVUCore(params, w)
     beats = garbage_beats(xdt.encode(x), simd, xdt.bits, rng)
     nf = params.neuron_folds
+    stats = {}
     (out,) = run_stream_test(dut, [(dut.i_data, beats)], [(dut.o_raw, nf * vectors)],
-                             pattern=pattern, seed=seed)
+                             pattern=pattern, seed=seed, stats=stats)
+    check_stalls_took_effect(stats, pattern, len(beats), len(out))
     got = np.array(from_beats(out, m, pe), dtype=object)
     xnor = params.lane_kind is LaneKind.XNOR
     want = raw_sums(w, x, xnor)

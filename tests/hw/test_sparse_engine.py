@@ -15,6 +15,8 @@ from nnaccel.hw.sparse.params import SparseParams
 from nnaccel.hw.sparse.reference import cycle_model
 from nnaccel.sim.amsim import STALL_PATTERNS, StallPattern, from_beats, receive, send, to_beats
 
+from .test_mvu_core import check_stalls_took_effect
+
 NO_STALL = StallPattern()
 
 
@@ -26,13 +28,16 @@ def simulate(dut, beats, count, *, pattern=NO_STALL, seed=0, output="o_data"):
     sim = Simulator(top)
     sim.add_clock(1e-6)
     out, marks = [], {"in": [], "out": []}
+    idle, refused = {}, {}
 
     async def source(ctx):
-        await send(ctx, dut.i_data, beats, idle=pattern.idle, rng=random.Random(seed))
+        await send(ctx, dut.i_data, beats, idle=pattern.idle, rng=random.Random(seed),
+                   counts=idle)
 
     async def sink(ctx):
         out.extend(await receive(ctx, getattr(dut, output), count, stall=pattern.stall,
-                                 rng=random.Random(seed + 1), timeout=50_000))
+                                 rng=random.Random(seed + 1), timeout=50_000,
+                                 counts=refused))
 
     async def monitor(ctx):
         edge = 0
@@ -49,6 +54,9 @@ def simulate(dut, beats, count, *, pattern=NO_STALL, seed=0, output="o_data"):
     sim.add_testbench(monitor, background=True)
     sim.add_testbench(sink)
     sim.run()
+    check_stalls_took_effect({"idle": [idle.get("idle", 0)],
+                              "refused": [refused.get("refused", 0)]}, pattern, len(beats),
+                             len(out))
     return out, marks
 
 

@@ -13,6 +13,8 @@ from nnaccel.hw.systolic.params import Dataflow, SystolicParams
 from nnaccel.hw.systolic.reference import os_weight_words, tile_psum_bounds, ws_weight_words
 from nnaccel.sim.amsim import STALL_PATTERNS, from_beats, run_stream_test, to_beats
 
+from .test_mvu_core import check_stalls_took_effect
+
 I8 = DType.parse("int8")
 
 
@@ -67,9 +69,11 @@ def run_engine(rows, cols, dataflow, m, k, batch, wdt="int8", xdt="int8", *, kin
                                       weight_dtype=wdt, **stage, **extra)
     dut = SystolicEngine(params, weight=w)
     beats = garbage_beats(xdt.encode(x), params.in_beat, xdt.bits, rng)
+    stats = {}
     (got,) = run_stream_test(dut, [(dut.i_data, beats)],
                              [(dut.o_data, batch * batches * params.m_tiles)],
-                             pattern=pattern, seed=seed, timeout=20_000)
+                             pattern=pattern, seed=seed, timeout=20_000, stats=stats)
+    check_stalls_took_effect(stats, pattern, len(beats), len(got))
     bits = np.array(from_beats(got, m, cols), dtype=object)
     values = out.decode(bits.astype(np.int64) & ((1 << out.bits) - 1))
     want = reference_outputs(w, bias, x, xdt, stage)
