@@ -435,9 +435,10 @@ class SystolicEngine(wiring.Component):
     the B output vectors in order, each in ``ceil(M/C)`` beats of C elements (encoding of the
     output stage's shape; padding lanes undefined). Batches follow each other on the same
     streams without a pause. Bit-exact with SPEC 2.1 and 2.2: every width comes from worst-case
-    bounds over the actual weights, so nothing overflows. Cycles: ``params.expected_cycles`` per
-    batch into an idle engine, ``params.steady_cycles`` per batch back to back (see the cycle
-    model in :mod:`.params`); the engine never drops a beat under any stall of either stream.
+    bounds over the actual weights, so nothing overflows. Cycles: ``params.expected_cycles`` for
+    the first batch after a reset (which also waits for the weight-stationary prologue),
+    ``params.steady_cycles`` per batch back to back (see the cycle model in :mod:`.params`);
+    the engine never drops a beat under any stall of either stream.
 
     Parameters
     ----------
