@@ -28,17 +28,13 @@ MVU_DEPTH = 20
 
 
 def build_mvu():
-    """The engine, built as the generator builds it (``MVUParams.for_layer``, then
-    ``MatrixVectorUnit(params, weight=...)``; the older keyword form while that refactor lands)."""
-    u2, i2, i8 = DType.parse("bipolar"), DType.parse("bipolar"), DType.parse("int8")
+    """The engine, built as the generator builds it (gen/engines/mvu.py)."""
+    bipolar = DType.parse("bipolar")
     weight = np.array([[1, -1, 1], [-1, -1, 1]])
-    if hasattr(MVUParams, "for_layer"):
-        params = MVUParams.for_layer(weight=weight, pe=PE, simd=SIMD, in_dtype=u2,
-                                     weight_dtype=i2, output_kind="identity", out_dtype=i8)
-        return MatrixVectorUnit(params, weight=weight)
-    params = MVUParams(in_features=K, out_features=M, pe=PE, simd=SIMD, in_dtype=u2,
-                       weight_dtype=i2)
-    return MatrixVectorUnit(params, weight=weight, output_kind="identity", out_dtype=i8)
+    params = MVUParams.for_layer(weight=weight, pe=PE, simd=SIMD, in_dtype=bipolar,
+                                 weight_dtype=bipolar, output_kind="identity",
+                                 out_dtype=DType.parse("int8"))
+    return MatrixVectorUnit(params, weight=weight)
 
 
 def mvu(mutant=None):
