@@ -4,7 +4,7 @@ PYTHON ?= python3
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-fast formal fuzz mutate bench lint clean
+.PHONY: install demo demo-full test test-fast formal fuzz mutate bench lint clean
 
 install: $(STAMP)
 
@@ -13,6 +13,9 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/nnaccel demo -o out/demo --force
+
+demo-full: $(STAMP)
+	$(BIN)/nnaccel demo --full -o out/demo-full --force
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadgroup

@@ -407,7 +407,7 @@ def cmd_demo(args):
     from .demo import run_demo
 
     with _writing(args, "demo"):
-        return run_demo(args.output, vectors=args.vectors, board=args.board,
+        return run_demo(args.output, full=args.full, vectors=args.vectors, board=args.board,
                         synthesis=not args.no_synthesis, log=log)
 
 
@@ -416,6 +416,7 @@ def cmd_bench(args):
     exit status 1 when a check or target of any suite failed."""
     from pathlib import Path
 
+    from .bench.cnv import run_cnv_bench
     from .bench.mvu import run_bench
     from .bench.sparse import run_sparse_bench
     from .bench.systolic import run_systolic_bench
@@ -429,6 +430,8 @@ def cmd_bench(args):
     if args.suite in ("all", "sparse"):
         run_sparse_bench(out / "sparse", quick=args.quick, synthesis=synthesis, log=log)
         status |= _missed_targets(out / "sparse" / "sparse.json")
+    if args.suite in ("all", "cnv"):
+        status |= run_cnv_bench(out / "cnv", quick=args.quick, synthesis=synthesis, log=log)
     return status
 
 
@@ -608,6 +611,8 @@ def build_parser():
     p.add_argument("--vectors", type=_positive, help="simulate only this many test vectors")
     p.add_argument("--board", default="ulx3s-85f", help="board of the synthesis report")
     p.add_argument("--no-synthesis", action="store_true", help="skip yosys/nextpnr")
+    p.add_argument("--full", action="store_true",
+                   help="also the sparse design (about half an hour more of place and route)")
     _add_force(p)
     p.set_defaults(func=cmd_demo)
 
@@ -617,9 +622,10 @@ def build_parser():
                    help="16 vectors per network instead of 128, and no synthesis of the large "
                         "SFC network (its fold then rests on a first Fmax guess)")
     p.add_argument("--no-synthesis", action="store_true", help="skip yosys/nextpnr")
-    p.add_argument("--suite", choices=("all", "mvu", "systolic", "sparse"), default="all",
-                   help="which tables: the MVU networks, the systolic GEMMs, the sparse layer "
-                        "(default all; the full run takes hours on two cores)")
+    p.add_argument("--suite", choices=("all", "mvu", "systolic", "sparse", "cnv"),
+                   default="all",
+                   help="which tables: the MVU networks, the systolic GEMMs, the sparse layer, "
+                        "FINN's CNV-W1A1 (default all; the full run takes hours on two cores)")
     p.set_defaults(func=cmd_bench)
     return parser
 
