@@ -16,7 +16,8 @@ Two kinds of files are read into the SPEC model (../shared/SPEC.md section 3):
 * **onnxruntime int8** (``quantize_static``; QDQ: ``QuantizeLinear``/``DequantizeLinear``
   around ``MatMul``/``Gemm``/``Conv`` and the pools; QOperator: ``QLinearMatMul``, ``QGemm``,
   ``MatMulInteger``, ``QLinearConv``, ``ConvInteger``, ``QLinearAveragePool``,
-  ``QLinearGlobalAveragePool``, ``QLinearConcat``, ``QLinearAdd``):
+  ``QLinearGlobalAveragePool``, ``QLinearConcat``, ``QLinearAdd`` (the scale ratio of its
+  branches as integers up to 65535, within the same error bound)):
   each output ``QuantizeLinear`` becomes SPEC ``requant`` with a 31-bit fixed-point
   multiplier. This is the importer's one approximation; :func:`fold.requant_stage` states the
   bound (``Imported.max_error_lsb``): a layer's output differs from exact rounding by at most

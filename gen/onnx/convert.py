@@ -109,6 +109,7 @@ class _Pending:
     shape: tuple = ()
     params: dict = field(default_factory=dict)
     of: _Grid | None = None  # the tensor an identity layer requantizes
+    err: Fraction = Fraction(0)  # bound on |chain - exact real value| (approximated add)
 
     @property
     def channels(self):
@@ -145,6 +146,8 @@ class _Converter:
                 c.ints, c.values = c.values.astype(np.int64), c.values.astype(np.float64)
         self.input_dtype = None
         self.exact = True
+        self.ort = any(n.op_type in ("QuantizeLinear", "DequantizeLinear") or
+                       n.op_type.startswith("QLinear") for _, n in graph.nodes)
 
     # ---------------------------------------------------------------- helpers
     def fail(self, field_, message):
@@ -771,7 +774,7 @@ class _Converter:
         quantized branches of one scale and may feed the sum straight to a convolution): an
         identity stage in the smallest intN holding it, real value ``k * (y - z)``."""
         steps = x.chain.steps
-        if x.op is not Op.ADD or len(steps) != 1 or len(set(steps[0].a)) != 1 or any(
+        if x.op is not Op.ADD or x.err or len(steps) != 1 or len(set(steps[0].a)) != 1 or any(
                 steps[0].c):
             return x
         lo, hi = self._acc_bounds(x, None)
@@ -1034,7 +1037,20 @@ class _Converter:
             k = Fraction(math.gcd(k.numerator, v.numerator),
                          math.lcm(k.denominator, v.denominator))
         ints = [v / k for v in s]
-        if max(ints) >= 1 << 16:
+        err = Fraction(0)
+        if max(ints) >= 1 << 16 and self.ort and len(xs) == 2:
+            # onnxruntime's float scales: integer scales below 2^16 approximate the ratio
+            # (like requant's 31-bit multiplier; the bound goes to max_error_lsb): the
+            # simplest fraction within float32 precision (0.05 : 0.07 is 5 : 7, so that
+            # the ties onnxruntime's float formula meets stay ties), else the closest one
+            p, q = _ratio(s[0] / s[1], (1 << 16) - 1)
+            k = s[1] / q
+            ints = [p, q]
+            for a, v, x in zip(ints, s, xs, strict=True):
+                span = max(abs(x.dtype.lo - min(x.z)), abs(x.dtype.hi - min(x.z)),
+                           abs(x.dtype.lo - max(x.z)), abs(x.dtype.hi - max(x.z)))
+                err += abs(a * k - v) * span
+        elif max(ints) >= 1 << 16:
             ratio = " : ".join(f"{float(v):.9g}" for v in s)
             self.fail("input 1", f"the inputs' scales {ratio} are not in a ratio of integers "
                                  "below 2^16: no exact integer add (quantize the branches "
@@ -1046,7 +1062,8 @@ class _Converter:
         base = [-sum(a * x.z[c] for a, x in zip(ints, xs, strict=True)) for c in range(n)]
         return _Pending(None, None, xs[0].dtype, base, chain, self.where, Op.ADD,
                         tuple(x.src for x in xs), shape, shape,
-                        {"in_dtypes": tuple(x.dtype for x in xs), "scales": tuple(ints)})
+                        {"in_dtypes": tuple(x.dtype for x in xs), "scales": tuple(ints)},
+                        err=err)
 
     def op_Concat(self, node, states):
         a = self.attrs(node)
@@ -1259,6 +1276,9 @@ class _Converter:
 
             out = self.finish_thresholds(pend, fold.Quantizer(hi - lo, level),
                                          DType(DTypeKind.UINT, dtype.bits))
+            if pend.err:
+                self.exact = False
+                self.errors[self._out[0]] = float(pend.err / s)
             return self._grid(out, [s] * m, [z - lo] * m, shift=-lo)
         affine = pend.chain.affine_only()
         relu = False
@@ -1387,6 +1407,28 @@ class _Shifted:
     def __call__(self, m, acc):
         v = acc + self.base[m]
         return self.chain(m, -v if self.flip[m] else v)
+
+
+def _ratio(r, limit):
+    """Integers ``(p, q)``, both at most ``limit``, with ``p / q`` the simplest convergent of
+    the positive Fraction ``r`` within float32 precision of it, else the closest fraction."""
+    h0, h1, k0, k1 = 0, 1, 1, 0  # convergents h/k of the continued fraction of r
+    x = r
+    while True:
+        a = math.floor(x)
+        h0, h1 = h1, a * h1 + h0
+        k0, k1 = k1, a * k1 + k0
+        if max(h1, k1) > limit:
+            break
+        if h1 and abs(Fraction(h1, k1) - r) <= r * Fraction(1, 1 << 23):
+            return h1, k1
+        if x == a:
+            break
+        x = 1 / (x - a)
+    f = r.limit_denominator(limit) if r <= 1 else (1 / r).limit_denominator(limit)
+    if f == 0:  # r too far from 1 for two integers up to the limit
+        return (1, limit) if r < 1 else (limit, 1)
+    return (f.numerator, f.denominator) if r <= 1 else (f.denominator, f.numerator)
 
 
 def _qrange(signed, narrow, bits):
