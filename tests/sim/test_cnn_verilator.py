@@ -13,6 +13,7 @@ import pytest
 from nnaccel.gen.generate import generate
 from nnaccel.gen.model_io import model_from_arrays
 from nnaccel.gen.plan import Options
+from nnaccel.gen.zoo.digits_cnn import digits_cnn
 from nnaccel.sim.design import simulate
 
 from ..gen.cnn_models import random_cnn
@@ -93,6 +94,12 @@ CASES = {
     "random_cnn_8": lambda: (random_cnn(8), Options(max_lanes=12)),      # two convs
     "digits_int": lambda: (digits_shaped(0), Options(max_lanes=64)),
     "digits_bipolar": lambda: (digits_shaped(1, bipolar=True), Options(target_cycles=300)),
+    # the demo's digits CNN (gen/zoo/digits_cnn.py), small and briefly trained
+    "digits_cnn_int8": lambda: (digits_cnn("int8", channels=(4, 8), epochs=2).model,
+                                Options(max_lanes=64)),
+    "digits_cnn_binarized": lambda: (digits_cnn("binarized", channels=(4, 8), epochs=2,
+                                                binarize_epochs=2).model,
+                                     Options(target_cycles=200)),
 }
 
 
