@@ -22,7 +22,7 @@ from nnaccel.gen.folding import Fold
 from nnaccel.gen.generate import FIFO_SLACK, fifo_plan, generate
 from nnaccel.gen.model_io import model_from_arrays
 from nnaccel.gen.pipeline import compile_plan
-from nnaccel.gen.plan import Options
+from nnaccel.gen.plan import Engine, Options
 from nnaccel.hw.common import reference as ref
 from nnaccel.sim.amsim import STALL_PATTERNS, run_stream_test, send
 from nnaccel.sim.packing import pack, unpack
@@ -357,3 +357,25 @@ def test_cnv_folded_for_20000_cycles_keeps_its_lanes_busy():
     macs = sum(layer_macs(lp.layer) for lp in plan.layers)
     assert cycles <= 20_000
     assert macs / lanes / cycles >= 0.75, [(lp.layer.name, lp.fold) for lp in plan.layers]
+
+
+@pytest.mark.parametrize("engine", [Engine.MVU, Engine.SPARSE, Engine.SYSTOLIC])
+def test_dense_layers_on_a_map_on_every_engine(engine):
+    """A ``linear`` reading a feature map (here the model input, C = 3) computes SPEC's
+    (C, H, W) flatten on whichever engine runs it: its weight columns follow the HWC stream."""
+    rng = np.random.default_rng(11)
+    arrays = {"f.w": rng.integers(-20, 20, size=(6, 3 * 3 * 4)) * (rng.random((6, 36)) < 0.3),
+              "g.w": rng.integers(-100, 100, size=(4, 6))}
+    doc = {"format": "nnaccel-model/1", "name": "flat",
+           "input": {"shape": [3, 3, 4], "dtype": "int4"},
+           "layers": [{"name": "f", "op": "linear", "weight": "f.w", "weight_dtype": "int8",
+                       "output": {"kind": "requant", "mult": 3, "shift": 4, "dtype": "int8"}},
+                      {"name": "g", "op": "linear", "weight": "g.w", "weight_dtype": "int8",
+                       "output": {"kind": "identity"}}]}
+    model = model_from_arrays(doc, arrays)
+    design = generate(model, Options(engines=(("f", engine),), batch=2))
+    assert design.plan.layers[0].engine is engine
+    assert design.manifest["layers"][0]["in_order"] == "HWC"
+    X = inputs(rng, model, 4)
+    assert len(np.unique(model.forward(X))) > 1
+    check(design, X, STALL_PATTERNS[3], seed=2)
