@@ -107,6 +107,22 @@ MUTATIONS = (
              "fold.eq(Mux(fold == p.folds, 0, fold + 1))", OUTSTAGE_TESTS),
     Mutation("requant-drops-offset", OUTSTAGE, "p.scale * raw + offset, p.acc_shape",
              "p.scale * raw, p.acc_shape", OUTSTAGE_TESTS),
+    # -- more masks, hazards and clamps ------------------------------------------------------
+    Mutation("mvu-padding-mask-off-by-one", MVU,
+             "live = [(j < tail) | ~last_b for j in range(simd)]",
+             "live = [(j <= tail) | ~last_b for j in range(simd)]", MVU_CORE),
+    Mutation("systolic-collector-read-before-write", SYSTOLIC,
+             "transparent_for=(wp,) if ws else ()", "transparent_for=()", SYSTOLIC_EXACT),
+    # the drain reads a vector per ceil(M/C) cycles, never faster than the last tile's writes
+    # (one vector per cycle), so the outputs stay right: only the cycle count can catch it
+    Mutation("systolic-chunk-end-flag-early", SYSTOLIC,
+             "tag.end.eq(tile_end & (s == st.nb - 1))", "tag.end.eq(tile_end & (s == 0))",
+             SYSTOLIC_EXACT + SYSTOLIC_CYCLES),
+    Mutation("skid-overwrites-held-beat", STREAM, "with m.Elif(i.valid & ~skid_valid):",
+             "with m.Elif(i.valid):", STREAM_TESTS),
+    Mutation("threshold-clamp-below-top", OUTSTAGE,
+             "min(max(-((off - t) // p.scale), rmin), rmax + 1)",
+             "min(max(-((off - t) // p.scale), rmin), rmax)", OUTSTAGE_TESTS),
     # -- fold chooser (caught through the folding pass) ---------------------------------------
     Mutation("folding-keeps-more-lanes", FOLDING,
              "if fold.pe not in new or total < new[fold.pe][0]:",
