@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from nnaccel.gen.errors import UsageError
-from nnaccel.gen.folding import Fold, choose_folds, fold_cycles, folds_for_budget
+from nnaccel.gen.folding import Fold, FoldSpace, choose_folds, fold_cycles, folds_for_budget
 from nnaccel.gen.generate import generate
 from nnaccel.gen.plan import Options
 
@@ -279,3 +279,79 @@ def test_pass_is_fastest_within_the_budget(model):
 def test_pass_rejects_impossible_requests(model, options, message):
     with pytest.raises(UsageError, match=message):
         planned(model, **options)
+
+
+# --- feature-map layers: FoldSpace -------------------------------------------------------------
+
+def random_space(rng):
+    """A convolution-like space (pe dividing M, a few allowed simds, a repeat, an input beat
+    that is simd or C, a floor) or a pool-like one (tied, free)."""
+    c = int(rng.integers(1, 7))
+    if rng.random() < 0.3:
+        beats = tuple(d for d in range(1, c + 1) if c % d == 0)
+        base = int(rng.integers(5, 60))
+        return FoldSpace(m=c, k=c, repeat=0, pes=beats, simds=beats, tied=True,
+                         floor=lambda f: base // f.pe, cost=lambda f: 0), c
+    m, taps = int(rng.integers(1, 7)), int(rng.integers(1, 4))
+    pes = tuple(d for d in range(1, m + 1) if m % d == 0)
+    simds = tuple(sorted({d for d in range(1, c + 1) if c % d == 0} | {c * taps}))
+    floor = int(rng.integers(0, 40))
+    return FoldSpace(m=m, k=c * taps, repeat=int(rng.integers(1, 5)), pes=pes, simds=simds,
+                     floor=lambda f: floor,
+                     in_beat=lambda f: f.simd if c % f.simd == 0 else c), m
+
+
+def space_chain(rng, depth):
+    """A chain of random spaces (the chooser only couples neighbours through beats)."""
+    return [random_space(rng)[0] for _ in range(depth)]
+
+
+def space_fewest(spaces, target):
+    """Exhaustive over every fold of every space: the fewest lanes meeting ``target`` with
+    each producer's pe and the consumer's input beat dividing one another."""
+    best = None
+    for combo in itertools.product(*(s.folds() for s in spaces)):
+        if any(s.cycles(f) > target for s, f in zip(spaces, combo, strict=True)):
+            continue
+        if any(not fits(a.pe, s.beat_in(b)) for a, b, s in
+               zip(combo, combo[1:], spaces[1:], strict=False)):
+            continue
+        total = sum(s.lanes(f) for s, f in zip(spaces, combo, strict=True))
+        best = total if best is None else min(best, total)
+    return best
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_fold_spaces_are_optimal(seed):
+    """Chains of feature-map fold spaces: the chooser's lanes equal the exhaustive minimum for
+    every target, its folds are allowed, compatible and meet the target."""
+    rng = np.random.default_rng(300 + seed)
+    for _ in range(6):
+        spaces = space_chain(rng, int(rng.integers(1, 4)))
+        slowest = max(s.slowest() for s in spaces)
+        for target in sorted({1, slowest, *(int(t) for t in rng.integers(1, slowest + 1,
+                                                                          size=4))}):
+            folds = choose_folds(spaces, target)
+            want = space_fewest(spaces, target)
+            if want is None:
+                assert folds is None
+                continue
+            assert folds is not None
+            for s, f in zip(spaces, folds, strict=True):
+                assert f in s.folds() and s.cycles(f) <= target
+            for a, b, s in zip(folds, folds[1:], spaces[1:], strict=False):
+                assert fits(a.pe, s.beat_in(b))
+            assert sum(s.lanes(f) for s, f in zip(spaces, folds, strict=True)) == want
+
+
+def test_fold_spaces_under_a_budget():
+    rng = np.random.default_rng(9)
+    spaces = space_chain(rng, 3)
+    smallest = space_fewest(spaces, max(s.slowest() for s in spaces))
+    for budget in range(smallest, smallest + 30, 3):
+        folds = folds_for_budget(spaces, budget)
+        assert sum(s.lanes(f) for s, f in zip(spaces, folds, strict=True)) <= budget
+        reached = max(s.cycles(f) for s, f in zip(spaces, folds, strict=True))
+        # no faster target fits the budget
+        assert space_fewest(spaces, reached - 1) is None or \
+            space_fewest(spaces, reached - 1) > budget
