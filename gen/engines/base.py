@@ -11,8 +11,13 @@ passes and the emitter ask about its engine, so no other file branches on the en
                     hardware Params (output stage included) it produces
 ``with_fold``       the Params once the pipeline-wide fold chooser has picked PE x SIMD
                     (engines with ``free_fold``)
+``fold_space``      what the fold chooser may pick for a feature-map layer (a
+                    :class:`~nnaccel.gen.folding.FoldSpace`: allowed PE/SIMD, cycles per
+                    image, input beat, lane cost); None for a plain (M, K) matrix layer
+``in_beat``         elements per beat the layer takes from its producer (default: SIMD)
 ``lanes``           multipliers (or XNOR lanes) its Params instantiate
-``model_acc``       its numpy model of the accumulator, checked against SPEC 2.1
+``model_acc``       its numpy model of the accumulator (max pooling: the maxima) on inputs
+                    in stream order (HWC for feature maps), checked against SPEC 2.1/2.1b
 ``build``           the engine component, ``Engine(params, *, weight...)``
 ``manifest``        its manifest fields, including ``expected_cycles`` (cycles per inference,
                     steady state) and ``lanes``, computed from the Params alone
