@@ -52,10 +52,9 @@ drain read to the last output beat (skid buffer and output stage). ``cycles`` co
 cycle the first input beat is accepted to the cycle the last output beat is accepted, for the
 first batch after a reset with no stalls (:attr:`SystolicParams.expected_cycles`, input from
 the first cycle; :meth:`SystolicParams.first_batch_cycles` for a later start); the hardware
-matches it exactly. When the compute
-dominates this is ``fill[0] + sum(compute + 1) + L + drain[-1] + Z - 1``: the only exposed
-overheads are loading the first chunk and draining the last, so a large GEMM approaches
-``B*M*K/(R*C)`` cycles.
+matches it exactly. When the compute dominates this is ``fill[0] + sum(compute + 1) + L +
+drain[-1] + Z - 1``: the only exposed overheads are loading the first chunk and draining the
+last, so a large GEMM approaches ``B*M*K/(R*C)`` cycles.
 """
 
 import enum
