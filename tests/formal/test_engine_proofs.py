@@ -1,4 +1,5 @@
-"""Formal proofs at the ports of the MVU engine and of a streaming pipeline (docs/FORMAL.md).
+"""Formal proofs at the ports of the MVU and sparse engines and of a streaming pipeline
+(docs/FORMAL.md).
 
 Bounded model checks from reset (``mode bmc``, depth stated per proof), with the reset free at
 every cycle. Each proof must pass on the real design and fail on every broken variant.
@@ -16,6 +17,8 @@ from nnaccel.hw.common.pipeline import Pipeline, Stage
 from nnaccel.hw.common.stream import SkidBuffer
 from nnaccel.hw.mvu.engine import MatrixVectorUnit
 from nnaccel.hw.mvu.params import MVUParams
+from nnaccel.hw.sparse.engine import SparseEngine
+from nnaccel.hw.sparse.params import SparseParams
 
 from .engines import ElementProof, VectorProof
 from .harness import Mutant, run_sby, valid_depends_on_ready
@@ -43,6 +46,21 @@ def mvu(mutant=None):
                        drain=folds + 8, bound=MVU_DEPTH * -(-M // PE), mutant=mutant)
 
 
+SPARSE_DEPTH = 20
+
+
+def sparse(mutant=None):
+    """The sparse engine: M=2, K=3 (3 non-zero weights), one PE, queue depth 2, input beats of
+    2 elements (2 per vector), uint2 x int2, identity output stage: 2 output beats per vector."""
+    weight = np.array([[1, 0, -1], [0, 1, 0]])
+    params = SparseParams.for_layer(weight=weight, pe=1, queue_depth=2, in_beat=2,
+                                    in_dtype=DType.parse("uint2"),
+                                    weight_dtype=DType.parse("int2"),
+                                    out_dtype=DType.parse("int8"))
+    return VectorProof(SparseEngine(params, weight=weight), in_per_vector=2, out_per_vector=2,
+                       drain=14, bound=2 * SPARSE_DEPTH, mutant=mutant)
+
+
 PIPE_DEPTH = 18
 
 
@@ -60,7 +78,8 @@ def pipeline(mutant=None):
     return ElementProof(dut, drain=12, bound=12, mutant=mutant)
 
 
-PROOFS = {"mvu": (mvu, MVU_DEPTH), "pipeline": (pipeline, PIPE_DEPTH)}
+PROOFS = {"mvu": (mvu, MVU_DEPTH), "sparse": (sparse, SPARSE_DEPTH),
+          "pipeline": (pipeline, PIPE_DEPTH)}
 
 
 @pytest.mark.slow  # one to two minutes each
@@ -82,6 +101,8 @@ def test_valid_never_waits_for_ready(name, tmp_path):
 @pytest.mark.parametrize("name,kind", [
     pytest.param("mvu", "drop", marks=pytest.mark.slow),  # found only after draining
     ("mvu", "unstable"), ("mvu", "stale"),
+    pytest.param("sparse", "drop", marks=pytest.mark.slow),
+    ("sparse", "unstable"), pytest.param("sparse", "stale", marks=pytest.mark.slow),
     ("pipeline", "drop"), ("pipeline", "unstable"), ("pipeline", "stale")])
 def test_broken_variant_fails(name, kind, tmp_path):
     factory, depth = PROOFS[name]
