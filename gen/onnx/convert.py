@@ -280,7 +280,8 @@ class _Converter:
             q = rnd(v / s[ch] + z[ch])
             return min(max(q, lo), hi) - lo
 
-        out = self.finish_thresholds(pend, fold.Quantizer(hi - lo, level),
+        out = self.finish_thresholds(pend, fold.Quantizer(hi - lo, level,
+                                                          lambda ch: (s[ch], z[ch])),
                                      DType(DTypeKind.UINT, bits))
         return self._grid(out, s, [zz - lo for zz in z], shift=-lo)
 
@@ -1238,7 +1239,14 @@ class _Converter:
 
     def _threshold_matrix(self, pend, quantizer):
         chain, lo, hi, flip = self._shifted(pend)
-        return fold.thresholds(chain, quantizer, lo, hi, [False] * len(flip))
+
+        def key(m):  # what chain(m, .) depends on
+            steps = tuple((st.a[m], st.c[m]) if isinstance(st, fold.Affine) else st
+                          for st in pend.chain.steps)
+            return steps, chain.base[m], chain.flip[m]
+
+        keys = [key(m) for m in range(pend.channels)]
+        return fold.thresholds(chain, quantizer, lo, hi, [False] * len(flip), keys)
 
     def finish_thresholds(self, pend, quantizer, dtype):
         flip = [pend.chain.direction(m) < 0 for m in range(pend.channels)]
@@ -1274,7 +1282,7 @@ class _Converter:
                 q = round(v / s + z) if zp_rounded else round(v / s) + z
                 return min(max(q, lo), hi) - lo
 
-            out = self.finish_thresholds(pend, fold.Quantizer(hi - lo, level),
+            out = self.finish_thresholds(pend, fold.Quantizer(hi - lo, level, lambda ch: 0),
                                          DType(DTypeKind.UINT, dtype.bits))
             if pend.err:
                 self.exact = False

@@ -157,18 +157,30 @@ class Quantizer:
 
     levels: int
     level: object  # callable (m, Fraction) -> int in 0..levels
+    key: object = None  # callable m -> hashable: channels with one key quantize alike
 
 
-def thresholds(chain, quantizer, acc_lo, acc_hi, flip):
+def thresholds(chain, quantizer, acc_lo, acc_hi, flip, keys=None):
     """Integer thresholds ``T (M, L)`` such that ``#{l : acc >= T[m, l]}`` equals
     ``quantizer.level(m, chain(m, s * acc))`` for every integer accumulator in
     ``acc_lo[m]..acc_hi[m]``, where ``s = -1`` for rows in ``flip`` (whose weights the caller
-    negated) and ``+1`` otherwise. ``chain(m, s * .)`` must be non-decreasing."""
+    negated) and ``+1`` otherwise. ``chain(m, s * .)`` must be non-decreasing.
+
+    ``keys`` (one hashable per channel, describing its chain) and ``quantizer.key`` let rows
+    whose chain, quantizer, range and sign are all equal be computed once."""
     M, L = chain.channels, quantizer.levels
     T = np.zeros((M, L), dtype=object)
+    done = {}
     for m in range(M):
         sign = -1 if flip[m] else 1
         lo, hi = int(acc_lo[m]), int(acc_hi[m])
+        key = None
+        if keys is not None and quantizer.key is not None:
+            key = (keys[m], quantizer.key(m), lo, hi, sign)
+            if key in done:
+                T[m] = T[done[key]]
+                continue
+            done[key] = m
 
         def level(acc, m=m, sign=sign):
             return quantizer.level(m, chain(m, sign * acc))
@@ -178,7 +190,7 @@ def thresholds(chain, quantizer, acc_lo, acc_hi, flip):
             if k <= base:
                 T[m, k - 1] = lo  # reached by every accumulator
                 continue
-            a, b = lo, hi + 1  # smallest acc in [lo, hi] with level >= k, or hi + 1
+            a, b = (lo if k == 1 else T[m, k - 2]), hi + 1  # smallest acc with level >= k
             while a < b:
                 mid = (a + b) // 2
                 if level(mid) >= k:
