@@ -300,6 +300,37 @@ class _TorchBranches(torch.nn.Module):
         return self.fc(torch.flatten(y, 1))
 
 
+class _Block(torch.nn.Module):
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        self.c1 = torch.nn.Conv2d(cin, cout, 3, stride, 1)
+        self.b1 = torch.nn.BatchNorm2d(cout)
+        self.c2 = torch.nn.Conv2d(cout, cout, 3, 1, 1)
+        self.b2 = torch.nn.BatchNorm2d(cout)
+        self.sc = torch.nn.Conv2d(cin, cout, 1, stride) if stride != 1 else None
+
+    def forward(self, x):
+        y = self.b2(self.c2(torch.relu(self.b1(self.c1(x)))))
+        return torch.relu(y + (x if self.sc is None else self.sc(x)))
+
+
+class _ResNet8(torch.nn.Module):
+    """MLPerf Tiny's image-classification ResNet-8: three residual stacks of 16/32/64
+    filters, the last two with a strided 1x1 shortcut, global average pooling, dense."""
+
+    def __init__(self):
+        super().__init__()
+        self.c = torch.nn.Conv2d(3, 16, 3, 1, 1)
+        self.b = torch.nn.BatchNorm2d(16)
+        self.stacks = torch.nn.Sequential(_Block(16, 16, 1), _Block(16, 32, 2),
+                                          _Block(32, 64, 2))
+        self.fc = torch.nn.Linear(64, 10)
+
+    def forward(self, x):
+        x = self.stacks(torch.relu(self.b(self.c(x))))
+        return self.fc(torch.flatten(torch.nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+
 @pytest.fixture(scope="module")
 def ort_files(tmp_path_factory):
     out = tmp_path_factory.mktemp("ort_cnn")
@@ -309,14 +340,14 @@ def ort_files(tmp_path_factory):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for res, net in ((False, _TorchCnn(False)), (True, _TorchCnn(True)),
-                         ("br", _TorchBranches())):
+                         ("br", _TorchBranches()), ("r8", _ResNet8())):
             net.eval()
             src = out / f"float_{res}.onnx"
             torch.onnx.export(net, torch.randn(1, 3, 16, 16), str(src), dynamo=False,
                               input_names=["x"], output_names=["y"],
                               dynamic_axes={"x": {0: "b"}, "y": {0: "b"}})
             for fmt in ("QDQ", "QOperator"):
-                key = fmt + {False: "", True: "_res", "br": "_br"}[res]
+                key = fmt + {False: "", True: "_res", "br": "_br", "r8": "_r8"}[res]
                 files[key] = out / f"{key}.onnx"
                 quantize_static(str(src), str(files[key]), _Reader(cal),
                                 quant_format=getattr(QuantFormat, fmt), per_channel=True,
@@ -350,6 +381,24 @@ def test_onnxruntime_cnn_within_one_lsb(ort_files, fmt, ops):
     # the all-low and all-high inputs many windows tie) and requant's rare ones reach the
     # logits through the dense layer
     assert np.count_nonzero(diff) / diff.size < (0.08 if fmt.startswith("QDQ") else 0.02)
+
+
+@pytest.mark.parametrize("fmt", ["QDQ_r8", "QOperator_r8"])
+def test_onnxruntime_resnet8_within_one_lsb(ort_files, fmt):
+    imp = import_onnx(ort_files[fmt])
+    model = imp.model
+    ops = [layer.op.value for layer in model.layers]
+    assert ops.count("add") == 3 and ops.count("conv2d") == 9 and ops[-2:] == ["sumpool2d",
+                                                                                "linear"]
+    assert max(imp.max_error_lsb.values()) < 0.01
+    X = _int_inputs(model, 100, seed=7)
+    session = ort.InferenceSession(str(ort_files[fmt]))
+    x_real = (imp.input_scale * (X - imp.input_zero_point)).astype(np.float32)
+    expect = session.run(None, {"x": x_real})[0]
+    expect_q = np.round((expect - imp.output_offset) / imp.output_scale).astype(np.int64)
+    diff = np.abs(model.forward(X) - expect_q)
+    assert diff.max() <= 1, f"{fmt}: {np.count_nonzero(diff)} differ, max {diff.max()}"
+    assert np.count_nonzero(diff) / diff.size < 0.1
 
 
 @pytest.mark.verilator
