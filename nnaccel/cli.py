@@ -191,7 +191,7 @@ def _import(path, name=None):
 
     imported = import_onnx(path, name=name)
     for layer, eps in imported.max_error_lsb.items():
-        log(f"note: {layer}: int8 requant approximates onnxruntime's float rescale; before "
+        log(f"note: {layer}: integer scales approximate onnxruntime's float ones; before "
             f"rounding it is off by at most {eps:.2g} LSB (outputs within 1 LSB)")
     return imported
 
