@@ -57,7 +57,7 @@ def test_proof_passes(name, tmp_path):
 
 @pytest.mark.slow  # a few minutes: each BMC step of the FIFO's memory costs more
 def test_fifo_data_deeper(tmp_path):
-    result = run_sby(fifo(data=True), tmp_path, mode="bmc", depth=16)
+    result = run_sby(fifo(data=True), tmp_path, mode="bmc", depth=14)
     assert result.status == "PASS", result.log[-3000:]
 
 
