@@ -321,6 +321,10 @@ class _Converter:
 
     def op_MultiThreshold(self, node, states):
         a = self.attrs(node)
+        layout = a.get("data_layout", b"NCHW")
+        layout = layout.decode() if isinstance(layout, bytes) else str(layout)
+        if layout not in ("NCHW", "NC"):
+            self.fail("data_layout", f"{layout}: only channels-first tensors are supported")
         pend = self._pending(states[0], "the input")
         m = pend.channels
         t = self.const(node, 1, "thresholds").values

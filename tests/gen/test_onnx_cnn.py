@@ -811,3 +811,29 @@ def test_relu6_before_quantize_linear(tmp_path):
 def test_clip_inside_the_range_refused(tmp_path):
     path = _qdq_clip_graph(tmp_path, 2.0)  # clips at 2.0 inside the range 0..5.1
     _refused(path, "'qy' (QuantizeLinear)", "Clip", tmp_path=tmp_path)
+
+
+def _multithreshold_graph(tmp_path, layout):
+    w = np.random.default_rng(9).integers(-3, 4, (3, 2, 3, 3))
+    t = np.sort(np.random.default_rng(10).integers(-20, 21, (3, 3)), axis=1).astype(np.float32)
+    nodes = [_quant("x", "xq", "s", "z", "b4"),
+             helper.make_node("Conv", ["xq", "w"], ["acc"], name="conv", pads=[1, 1, 1, 1]),
+             helper.make_node("MultiThreshold", ["acc", "t"], ["y"], name="mt", domain=Q,
+                              out_dtype="UINT2", data_layout=layout)]
+    inits = [*_QINITS, _const("w", w), _const("t", t)]
+    return _graph(tmp_path / "m.onnx", nodes, inits, [1, 2, 4, 4], [1, 3, 4, 4])
+
+
+def test_multithreshold_on_conv(tmp_path):
+    """FINN's MultiThreshold after a convolution: per output channel (NCHW), as qonnx."""
+    path = _multithreshold_graph(tmp_path, "NCHW")
+    imp = import_onnx(path)
+    assert imp.model.layers[0].output.kind.value == "threshold"
+    X = _int_inputs(imp.model, 30, seed=15)
+    expect = _qonnx_run(path, imp.input_scale * (X - imp.input_zero_point))
+    np.testing.assert_array_equal(imp.to_real(imp.model.forward(X)), expect)
+
+
+def test_multithreshold_channels_last_refused(tmp_path):
+    _refused(_multithreshold_graph(tmp_path, "NHWC"), "'mt' (MultiThreshold)", "'data_layout'",
+             tmp_path=tmp_path)
