@@ -64,8 +64,12 @@ def choose_folding(plan):
         if folds is None:
             free_fixed = {n: f for n, f in fixed.items() if n not in others}
             worst = max((_cycles(shapes[n], f) for n, f in free_fixed.items()), default=1)
-            raise UsageError(f"--target-cycles {opts.target_cycles} cannot be met "
-                             f"(forced folds need {worst} cycles)")
+            floors = [(min(s.cycles(f) for f in s.folds()), plan.layers[n].layer.name)
+                      for n, s in enumerate(shapes) if isinstance(s, FoldSpace)]
+            floor, name = max(floors, default=(1, None))
+            why = (f"layer {name!r} needs at least {floor} cycles per image" if floor > worst
+                   else f"forced folds need {worst} cycles")
+            raise UsageError(f"--target-cycles {opts.target_cycles} cannot be met ({why})")
     else:
         budget = opts.max_lanes or DEFAULT_MAX_LANES
         engine_lanes = sum(adapter_for(plan.layers[n].engine).lanes(plan.layers[n])

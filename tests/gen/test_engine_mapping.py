@@ -297,3 +297,18 @@ def test_a_graph_that_is_not_a_chain_is_refused(tmp_path, capsys):
         generate(tiny_res(), Options())
     assert (info.value.layer, info.value.field) == ("r", "inputs")
     assert "chains only" in str(info.value)
+
+
+@pytest.mark.parametrize(("flag", "needle"), [
+    (["--fold", "conv1=3x2"], "pe dividing its 2 output channels"),
+    (["--fold", "conv1=1x4"], "simd one of"),
+    (["--target-cycles", "3"], "cannot be met (layer 'conv1' needs at least"),
+])
+def test_bad_convolution_choices_exit_2(tmp_path, capsys, flag, needle):
+    """A conv fold the window unit cannot feed, or a target below what any fold reaches (the
+    window unit reads one word per cycle: 16 pixels), exits 2 with nothing written."""
+    path = write_model(_conv_model(1), tmp_path / "m")
+    assert main(["generate", str(path), "-o", str(tmp_path / "out"), *flag]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
