@@ -806,6 +806,8 @@ class _Converter:
         field_ = "kernel_shape"
         if len(kernel) != 2:
             self.fail(field_, f"{len(kernel)}-d windows: only 2-d ones are supported")
+        if min(kernel) < 1:
+            self.fail(field_, f"{list(kernel)} is not two positive integers")
         stride = tuple(int(v) for v in a.get("strides", default_stride))
         dilation = tuple(int(v) for v in a.get("dilations", (1, 1)))
         if len(stride) != 2 or min(stride) < 1:

@@ -837,3 +837,20 @@ def test_multithreshold_on_conv(tmp_path):
 def test_multithreshold_channels_last_refused(tmp_path):
     _refused(_multithreshold_graph(tmp_path, "NHWC"), "'mt' (MultiThreshold)", "'data_layout'",
              tmp_path=tmp_path)
+
+
+@pytest.mark.parametrize("op,attrs,field", [
+    ("Conv", {"strides": [0, 1]}, "'strides'"),
+    ("Conv", {"pads": [-1, 0, 0, 0]}, "'pads'"),
+    ("Conv", {"dilations": [5, 5]}, "'kernel_shape'"),  # the dilated window exceeds the map
+    ("AveragePool", {"kernel_shape": [0, 1]}, "'kernel_shape'"),
+    ("AveragePool", {"kernel_shape": [2, 2], "pads": [1, 1, 1, 1]}, "'pads'"),  # 1..4 elements
+    ("MaxPool", {"kernel_shape": [2, 2], "dilations": [2, 2]}, "'dilations'"),
+])
+def test_bad_window_attributes(tmp_path, op, attrs, field):
+    if op == "Conv":
+        path = _conv_graph(tmp_path, attrs)
+    else:
+        after = [helper.make_node(op, ["q1"], ["y"], name="win", **attrs)]
+        path = _conv_graph(tmp_path, {"pads": [1, 1, 1, 1]}, after=after, out_shape=(1, 2, 3, 3))
+    _refused(path, f"({op})", field, tmp_path=tmp_path)
