@@ -33,6 +33,7 @@ _ONNX_INT_TYPES = {np.dtype(np.int8): DType(DTypeKind.INT, 8),
                    np.dtype(np.uint8): DType(DTypeKind.UINT, 8),
                    np.dtype(np.int16): DType(DTypeKind.INT, 16),
                    np.dtype(np.uint16): DType(DTypeKind.UINT, 16)}
+_CONVS = ("Conv", "QLinearConv", "ConvInteger")
 _DOMAINS = {"", "ai.onnx", "qonnx.custom_op.general", "finn.custom_op.general", "onnx.brevitas",
             "com.microsoft"}
 
@@ -85,6 +86,7 @@ class _Grid:
     src: str = MODEL_INPUT
     shift: int = 0
     src_shape: tuple = ()  # the shape ``src`` produces (a feature map seen flattened)
+    pad: tuple = ()  # (top, left, bottom, right, level) of a Pad the next Conv takes over
 
     def __post_init__(self):
         self.src_shape = tuple(self.src_shape or self.shape)
@@ -200,6 +202,9 @@ class _Converter:
             self.node = node
             states = [self.env.get(n) if n else None for n in node.input]
             for j, (n, st) in enumerate(zip(node.input, states, strict=True)):
+                if isinstance(st, _Grid) and st.pad and node.op_type not in _CONVS:
+                    self.fail(f"input {j}", "a Pad is supported only right before a "
+                                            "convolution (which takes it over)")
                 if isinstance(st, _Pending) and readers.get(n, 0) > 1:
                     self.fail(f"input {j}", f"the unquantized output of {st.node} is read by "
                                             "several nodes: quantize it before it forks")
@@ -889,14 +894,21 @@ class _Converter:
         if len(set(x.s)) != 1:
             self.fail("input 0", "per-channel activation scales cannot be folded into the "
                                  "next layer")
-        stride, dilation, padding = self._window(a, (H, Wd), (kh, kw), (1, 1))
+        before = x.pad[:4] if x.pad else (0, 0, 0, 0)
+        padded = (H + before[0] + before[2], Wd + before[1] + before[3])
+        stride, dilation, padding = self._window(a, padded, (kh, kw), (1, 1))
         z = np.asarray(x.z, dtype=np.int64)
         pad_value = 0
-        if any(padding):
+        if any(padding) or any(before):
             if len(set(x.z)) != 1:
                 self.fail("pads", "padding an input whose zero point differs between "
                                   "channels: no single pad_value")
             pad_value = int(x.z[0])
+            if any(before) and any(padding) and x.pad[4] != pad_value:
+                self.fail("pads", f"the Pad before fills with the level {x.pad[4]}, the Conv's "
+                                  f"own padding with {pad_value}: no single pad_value")
+            pad_value = x.pad[4] if any(before) else pad_value
+            padding = tuple(p + q for p, q in zip(padding, before, strict=True))
             if x.dtype.kind is DTypeKind.BIPOLAR or not x.dtype.contains(np.array(pad_value)):
                 self.fail("pads", f"the padded zeros are the level {pad_value}, not a value of "
                                   f"the input dtype {x.dtype} (no pad_value exists)")
@@ -1019,6 +1031,35 @@ class _Converter:
         return x
 
     op_Flatten = op_Reshape = op_Squeeze = op_Unsqueeze = _map_reshape
+
+    def op_Pad(self, node, states):
+        """A constant Pad of a quantized feature map, taken over by the Conv that reads it."""
+        x = self._map(states[0])
+        a = self.attrs(node)
+        mode = a.get("mode", b"constant")
+        mode = mode.decode() if isinstance(mode, bytes) else str(mode)
+        if mode != "constant":
+            self.fail("mode", f"{mode!r} padding: only constant padding is supported")
+        if len(node.input) > 3 and node.input[3]:
+            self.fail("input 3", "axes are not supported: give pads for all four axes")
+        pads = self.const(node, 1, "pads")
+        p = ([int(v) for v in np.asarray(pads.values).reshape(-1)] if pads is not None
+             else [int(v) for v in a.get("pads", ())])
+        if len(p) != 8 or min(p) < 0 or p[0] or p[1] or p[4] or p[5]:
+            self.fail("input 1", f"pads {p}: only non-negative padding of H and W")
+        cv = self.const(node, 2, "constant_value")
+        value = Fraction(0) if cv is None else fold.fraction(np.asarray(cv.values).reshape(-1)[0])
+        if len(set(x.s)) != 1 or len(set(x.z)) != 1:
+            self.fail("input 0", "padding a map whose scale or zero point differs between "
+                                 "channels")
+        level = value / x.s[0] + x.z[0]
+        if level.denominator != 1 or not x.dtype.contains(np.array(int(level))) or (
+                x.dtype.kind is DTypeKind.BIPOLAR):
+            self.fail("input 2", f"the value {float(value):g} is no level of the input's "
+                                 f"{x.dtype} grid")
+        if x.pad:
+            self.fail("input 0", "two Pads in a row")
+        return replace(x, pad=(p[2], p[3], p[6], p[7], int(level)))
 
     def op_Add(self, node, states):
         x, y = states[0], states[1]
@@ -1394,6 +1435,9 @@ class _Converter:
                             base if state.weight is not None else None)
             scale, offset = np.array([float(v) for v in a]), np.array(offset)
         elif isinstance(state, _Grid):
+            if state.pad:
+                raise OnnxError(None, "graph.output", "the output is padded by a Pad: no "
+                                                      "convolution takes the padding over")
             if not self.layers:
                 raise OnnxError(None, "graph.output", "the graph has no linear layer")
             scale = np.array([float(v) for v in state.s])

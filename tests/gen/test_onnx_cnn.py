@@ -854,3 +854,39 @@ def test_bad_window_attributes(tmp_path, op, attrs, field):
         after = [helper.make_node(op, ["q1"], ["y"], name="win", **attrs)]
         path = _conv_graph(tmp_path, {"pads": [1, 1, 1, 1]}, after=after, out_shape=(1, 2, 3, 3))
     _refused(path, f"({op})", field, tmp_path=tmp_path)
+
+
+def _pad_graph(tmp_path, consumer, pads=(0, 0, 1, 2, 0, 0, 1, 0), value=0.0):
+    w = np.random.default_rng(11).integers(-3, 4, (2, 2, 3, 3))
+    nodes = [_quant("x", "xq", "s", "z", "b4", signed=1),  # int4: real 0 is level 0
+             helper.make_node("Pad", ["xq", "pads", "cv"], ["xp"], name="pad")]
+    if consumer == "Conv":
+        nodes += [helper.make_node("Conv", ["xp", "w"], ["acc"], name="conv",
+                                   pads=[0, 1, 0, 1]),
+                  _quant("acc", "y", "s", "z", "b4", name="qy")]
+        out = [1, 2, 4, 6]
+    else:
+        nodes += [helper.make_node("MaxPool", ["xp"], ["y"], name="pool", kernel_shape=[2, 2])]
+        out = [1, 2, 2, 2]
+    inits = [*_QINITS, _const("w", w), _const("pads", list(pads), np.int64),
+             _const("cv", value)]
+    return _graph(tmp_path / "m.onnx", nodes, inits, [1, 2, 4, 4], out)
+
+
+def test_pad_taken_over_by_conv(tmp_path):
+    path = _pad_graph(tmp_path, "Conv")
+    imp = import_onnx(path)
+    conv = imp.model.layers[0]
+    assert conv.padding == (1, 3, 1, 1) and conv.pad_value == 0  # Pad's plus the Conv's
+    X = _int_inputs(imp.model, 30, seed=16)
+    expect = _qonnx_run(path, imp.input_scale * (X - imp.input_zero_point))
+    np.testing.assert_array_equal(imp.to_real(imp.model.forward(X)), expect)
+
+
+@pytest.mark.parametrize("consumer,kwargs,needle", [
+    ("MaxPool", {}, "only right before a convolution"),
+    ("Conv", {"value": 0.25}, "no level"),  # half a step of the 0.5 grid
+    ("Conv", {"pads": (0, 1, 0, 0, 0, 0, 0, 0)}, "only non-negative padding of H and W"),
+])
+def test_pad_refused(tmp_path, consumer, kwargs, needle):
+    _refused(_pad_graph(tmp_path, consumer, **kwargs), needle, tmp_path=tmp_path)
