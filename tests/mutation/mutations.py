@@ -27,6 +27,7 @@ MVU = "hw/mvu/engine.py"
 SPARSE = "hw/sparse/engine.py"
 SYSTOLIC = "hw/systolic/engine.py"
 SYSTOLIC_MODEL = "hw/systolic/params.py"
+SYSTOLIC_ARRAY = "hw/systolic/array.py"
 STREAM = "hw/common/stream.py"
 OUTSTAGE = "hw/common/outstage.py"
 FOLDING = "gen/folding.py"
@@ -123,6 +124,17 @@ MUTATIONS = (
     Mutation("threshold-clamp-below-top", OUTSTAGE,
              "min(max(-((off - t) // p.scale), rmin), rmax + 1)",
              "min(max(-((off - t) // p.scale), rmin), rmax)", OUTSTAGE_TESTS),
+    Mutation("mvu-takes-input-while-stalled", MVU, "i.ready.eq(advance & take),",
+             "i.ready.eq(take),", MVU_CORE),
+    Mutation("systolic-os-column-flag-every-step", SYSTOLIC_ARRAY,
+             "flag.eq(self.i_valid & (self.i_last if hold else 1))", "flag.eq(self.i_valid)",
+             SYSTOLIC_EXACT),
+    Mutation("gearbox-down-ignores-vector-end", STREAM,
+             "last_sub = (sub == k - 1) | (beat == beats - 1)", "last_sub = sub == k - 1",
+             STREAM_TESTS),
+    Mutation("outstage-parameter-rom-reads-while-stalled", OUTSTAGE,
+             "m.d.comb += [port.addr.eq(fold), port.en.eq(enable)]",
+             "m.d.comb += [port.addr.eq(fold), port.en.eq(1)]", OUTSTAGE_TESTS),
     # -- fold chooser (caught through the folding pass) ---------------------------------------
     Mutation("folding-keeps-more-lanes", FOLDING,
              "if fold.pe not in new or total < new[fold.pe][0]:",
