@@ -727,7 +727,7 @@ def test_qlinear_add_integer_ratio(tmp_path):
 def test_scale_ratio_fractions():
     from fractions import Fraction
 
-    from nnaccel.gen.onnx.convert import _ratio
+    from nnaccel.gen.onnx.state import _ratio
 
     f32 = [Fraction(float(np.float32(v))) for v in (0.05, 0.07, 0.0123456, 0.0333331)]
     assert _ratio(f32[0] / f32[1], 65535) == (5, 7)  # the simplest within float32 precision
