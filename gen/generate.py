@@ -147,16 +147,28 @@ def _elements(shape):
 FIFO_SLACK = 2
 
 
+def _window_of(params):
+    """The window unit's WindowParams of a layer's Params (None: no line buffer)."""
+    window = getattr(params, "window", None)
+    if window is None and hasattr(params, "window_params") and not params.is_global:
+        window = params.window_params
+    return window
+
+
 def fifo_plan(plan):
     """The FIFO in front of every layer: ``{"depth", "beat", "rule"}``, one per layer.
 
     ``beat`` is its width in elements (the wider of the producer's and the consumer's beats,
     ``wide``); ``depth`` in beats of ``wide``, by the consumer:
 
-    * a window unit (``conv2d``, pooling): its line buffer absorbs whole rows, and it takes
-      one word per cycle whenever it has room, so the FIFO only smooths the producer's bursts:
-      one pixel, ``ceil(C / wide) + FIFO_SLACK``; never a whole map;
-    * global pooling: reads one beat per cycle, ``ceil(C / wide) + FIFO_SLACK``;
+    * a window unit (``conv2d``, pooling) after a layer: its line buffer absorbs rows within
+      an image, but while it emits an image's last output row it has room for only about one
+      row of the next image, and its first window of that image needs ``R = span_rows - top``
+      rows; a producer running at the network's rate would stall for them (both layers lose
+      that time every image). So the FIFO holds those rows and a pixel:
+      ``(R * W + 1) * ceil(C / wide) + FIFO_SLACK`` -- a few rows, never a whole map;
+    * a window unit reading the design's input, or global pooling (reads one beat per
+      cycle): one pixel, ``ceil(C / wide) + FIFO_SLACK``;
     * an MVU on a vector read from a feature map: it reads its input in its first neuron fold
       and holds it, so while it computes the other ``NF - 1`` folds (``(NF - 1) * SF``
       cycles, at most one producer beat each) the FIFO keeps what arrives:
@@ -171,7 +183,13 @@ def fifo_plan(plan):
         wide = max(beat or in_beat, in_beat)
         whole = cdiv(_elements(shape), wide)
         produced_map = is_map(shape)
-        if is_map(shape) and not isinstance(lp.params, MVUParams):
+        window = _window_of(lp.params)
+        if is_map(shape) and window is not None and n > 0:
+            rows = max(1, window.span_rows - window.padding[0])
+            depth = (rows * shape[2] + 1) * cdiv(shape[0], wide) + FIFO_SLACK
+            rule = (f"window consumer: the {rows} first rows of an image (written while the "
+                    "window finishes the previous one) + one pixel + slack")
+        elif is_map(shape) and not isinstance(lp.params, MVUParams):
             depth = cdiv(shape[0], wide) + FIFO_SLACK
             rule = "window/pool consumer: one producer pixel + slack"
         elif produced_map and isinstance(lp.params, MVUParams) and n > 0:
