@@ -33,12 +33,14 @@ __all__ = ["DEMO_DESIGNS", "FULL_DESIGNS", "DemoDesign", "run_demo"]
 
 @dataclass(frozen=True)
 class DemoDesign:
-    """One design of the demo: the model's name, its lane budget (``--max-lanes``) and a
-    description."""
+    """One design of the demo: the model's name, its lane budget (``--max-lanes``), a
+    description, and how many test images ``make demo`` simulates under Verilator (None: all;
+    ``make demo-full`` always simulates all)."""
 
     model: str
     max_lanes: int
     what: str
+    quick_vectors: int | None = None
 
 
 _CNN = "CNN 1x8x8 -> conv 3x3 32 -> conv 3x3 32 -> maxpool 2x2 -> dense 512-10"
@@ -46,13 +48,16 @@ _CNN = "CNN 1x8x8 -> conv 3x3 32 -> conv 3x3 32 -> maxpool 2x2 -> dense 512-10"
 #: ``make demo``: the four designs a user meets first. The CNN budgets give the second
 #: convolution (the slowest layer) 32 int8 multipliers, or 96 XNOR lanes and two PEs for the
 #: binarized CNN, so both fit the ECP5-85F with room to spare and route in a few minutes.
+#: The CNNs take 18,432 and 3,072 cycles per image, and the cocotb testbench runs some
+#: thousands of cycles per second, so ``make demo`` simulates a prefix of the test split for
+#: them (the numpy accuracy is over all 450 images); ``make demo-full`` simulates all.
 DEMO_DESIGNS = (
     DemoDesign("digits_int8", 16, "int8 MLP 64-32-10, per-channel requantization"),
     DemoDesign("digits_bnn", 256, "binarized MLP 64-128-128-10, thresholds from batch-norm"),
-    DemoDesign("digits_cnn_int8", 64, f"int8 {_CNN}, per-channel requantization"),
+    DemoDesign("digits_cnn_int8", 64, f"int8 {_CNN}, per-channel requantization", 50),
     DemoDesign("digits_cnn_binarized", 256,
                f"binarized {_CNN}, uint4 pixels into the first convolution, thresholds "
-               "from batch-norm, OR max pooling"),
+               "from batch-norm, OR max pooling", 150),
 )
 
 #: ``make demo-full``: :data:`DEMO_DESIGNS` and the sparse design (about half an hour of place
@@ -101,7 +106,8 @@ def _cnns(modeldir, names, log):
         if name not in names:
             continue
         t0 = time.monotonic()
-        log(f"[demo]   {name}: training the float CNN (shared by both forms) and compressing")
+        log(f"[demo]   {name}: compressing the float CNN to {kind} (the float CNN is trained "
+            "once, for both forms)")
         res = digits_cnn(kind, log=None)
         path = write_model(res.model, modeldir / name)
         log(f"[demo]   {name}: float accuracy {res.float_accuracy:.4f}, numpy "
@@ -210,7 +216,8 @@ def run_demo(outdir, *, full=False, vectors=None, board="ulx3s-85f", synthesis=T
         :data:`FULL_DESIGNS` (``make demo-full``) instead of :data:`DEMO_DESIGNS`.
     vectors : int or None
         Simulate only the first ``vectors`` test images under Verilator (default: the whole
-        held-out split). The numpy accuracy is always over the whole split.
+        held-out split, or a design's ``quick_vectors`` unless ``full``). The numpy accuracy
+        is always over the whole split.
     board : str
         Board of the synthesis report.
     synthesis : bool
@@ -256,8 +263,9 @@ def run_demo(outdir, *, full=False, vectors=None, board="ulx3s-85f", synthesis=T
             model = res.model
             x, y = res.x_test, res.y_test
             ref_all = model.forward(x)
-            if vectors:
-                x, y = x[:vectors], y[:vectors]
+            count = vectors or (None if full else spec.quick_vectors)
+            if count:
+                x, y = x[:count], y[:count]
             seconds = {}
             t0 = time.monotonic()
             design = generate(model, Options(max_lanes=spec.max_lanes))
