@@ -148,7 +148,8 @@ def _plot(rows, path):
             ax.annotate(_mapping(entry), (bar.get_x() + bar.get_width() / 2,
                         bar.get_height()), ha="center", va="bottom", fontsize=8)
         ax.set_title(f"{row['model']} ({row['lanes']} lanes)")
-        ax.set_ylabel("expected cycles per inference")
+        ax.set_ylim(bottom=1)
+        ax.set_ylabel("expected cycles per inference (log)")
         ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
