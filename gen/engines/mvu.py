@@ -20,9 +20,9 @@ import numpy as np
 
 from ...hw.common.arith import cdiv
 from ...hw.mvu.conv import ConvParams, ConvUnit, conv_cycles
-from ...hw.mvu.engine import MatrixVectorUnit
+from ...hw.mvu.engine import MatrixVectorUnit, weight_words
 from ...hw.mvu.params import LaneKind, MVUParams
-from ...hw.mvu.reference import affine, fold_matrix, raw_sums
+from ...hw.mvu.reference import affine
 from ...hw.window.params import WindowParams
 from ...hw.window.reference import from_hwc, im2col, patch_weights
 from ..errors import UsageError
@@ -50,13 +50,35 @@ def _window(layer, simd):
 
 
 def _matrix_acc(weight, bias, p, x):
-    """The MVU's numpy model (folding, padding, raw sums, affine) on a batch ``x`` (B, K)."""
+    """The SPEC accumulator computed from the MVU's weight memory words as the unit stores
+    them (:func:`~nnaccel.hw.mvu.engine.weight_words`), beat by beat: the input in beats of
+    SIMD elements with garbage in the padding lanes of the last beat, which the unit masks, then
+    the affine hand-over to the output stage. Read back independently of the folding code, so a
+    layout fault in the words shows up here, before any hardware is built."""
     xnor = p.lane_kind is LaneKind.XNOR
     m, k = weight.shape
-    folded = fold_matrix(weight, p.pe, p.simd)
-    unfolded = folded.transpose(0, 2, 1, 3).reshape(p.neuron_folds * p.pe, -1)
+    x = np.asarray(x)
+    bits, wd = p.weight_dtype.bits, p.weight_dtype
+    words = weight_words(p, weight)
+    sf_n, pe, simd = p.synapse_folds, p.pe, p.simd
+    garbage = np.random.default_rng(0).choice(x.reshape(-1), size=(len(x), sf_n * simd - k))
+    beats = np.concatenate([x, garbage], axis=1).reshape(len(x), sf_n, simd)
+    raw = np.zeros((len(x), p.neuron_folds * pe), dtype=object)
+    mask = (1 << bits) - 1
+    for address, word in enumerate(words):
+        nf, sf = divmod(address, sf_n)
+        fields = [(word >> (f * bits)) & mask for f in range(pe * simd)]
+        w = wd.decode(np.array(fields, dtype=np.uint64)).reshape(pe, simd)
+        real = (sf * simd + np.arange(simd)) < k          # the unit's padding mask
+        xs = beats[:, sf, :]
+        if xnor:
+            part = ((w[None, :, :] == xs[:, None, :]) & real).sum(axis=2)
+        else:
+            part = (xs[:, None, :].astype(object) * w[None, :, :].astype(object)
+                    * real).sum(axis=2)
+        raw[:, nf * pe:(nf + 1) * pe] += part
     scale, offset = affine(m, k, bias, xnor)
-    return scale * raw_sums(unfolded[:m, :k], np.asarray(x), xnor) + offset
+    return scale * raw[:, :m] + offset
 
 
 class MVUAdapter(EngineAdapter):

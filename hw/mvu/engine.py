@@ -74,10 +74,7 @@ class MVUCore(wiring.Component):
         self.params = params
         self.xnor = params.lane_kind is LaneKind.XNOR
         self.raw_shape = _raw_shape(params, weight)
-        wd = params.weight_dtype
-        folded = fold_matrix(weight, params.pe, params.simd, fill=0)
-        enc = wd.encode(folded).reshape(params.neuron_folds * params.synapse_folds, -1)
-        self._words = [pack_words(row, wd.bits) for row in enc]
+        self._words = weight_words(params, weight)
         super().__init__({
             "i_data": In(vector_stream(params.in_dtype.shape, params.simd)),
             "o_raw": Out(vector_stream(self.raw_shape, params.pe)),
@@ -161,6 +158,16 @@ class MVUCore(wiring.Component):
         if kind is LaneKind.ADDSUB_X:
             return Mux(x, w, -w)  # padded weights are zero
         return w * x  # padded weights are zero
+
+
+def weight_words(params, weight):
+    """The weight memory's words, as the unit stores them: word ``nf*SF + sf`` holds, in field
+    ``q*simd + j`` (``weight_dtype.bits`` wide, field 0 at bit 0), the encoding of
+    ``W[nf*pe + q, sf*simd + j]``, or 0 where that lies outside the matrix."""
+    wd = params.weight_dtype
+    folded = fold_matrix(weight, params.pe, params.simd, fill=0)
+    enc = wd.encode(folded).reshape(params.neuron_folds * params.synapse_folds, -1)
+    return [pack_words(row, wd.bits) for row in enc]
 
 
 class MatrixVectorUnit(wiring.Component):

@@ -10,6 +10,7 @@ import pytest
 
 from nnaccel.cli import main
 from nnaccel.gen.errors import ModelError, UsageError
+from nnaccel.gen.folding import Fold
 from nnaccel.gen.generate import generate
 from nnaccel.gen.ir import DType, DTypeKind, Layer, Model, Op, OutputKind, OutputStage, readonly
 from nnaccel.gen.model_io import write_model
@@ -312,3 +313,36 @@ def test_bad_convolution_choices_exit_2(tmp_path, capsys, flag, needle):
     err = capsys.readouterr().err
     assert needle in err and "Traceback" not in err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("fault", ["fields reversed", "words reversed", "one word shifted"])
+def test_check_pass_reads_the_mvu_weight_words(monkeypatch, fault):
+    """The check pass computes the MVU's accumulator from its weight memory words, not from
+    the folding code's own inverse: a layout fault in the words stops generation."""
+    import nnaccel.gen.engines.mvu as mvu_adapter
+    from nnaccel.hw.mvu import engine as mvu_engine
+
+    good = mvu_engine.weight_words
+
+    def broken(params, weight):
+        words = good(params, weight)
+        if fault == "fields reversed":
+            bits, n = params.weight_dtype.bits, params.pe * params.simd
+            mask = (1 << bits) - 1
+            return [sum(((w >> (f * bits)) & mask) << ((n - 1 - f) * bits) for f in range(n))
+                    for w in words]
+        if fault == "words reversed":
+            return words[::-1]
+        return words[1:] + words[:1]
+
+    rng = np.random.default_rng(5)
+    w = rng.integers(-8, 8, size=(6, 10))
+    layer = Layer(name="fc", op=Op.LINEAR, in_dtype=DType(DTypeKind.INT, 4), weight=readonly(w),
+                  weight_dtype=DType(DTypeKind.INT, 4),
+                  output=OutputStage(OutputKind.IDENTITY, DType(DTypeKind.INT, 32)))
+    model = Model(name="m", input_shape=(10,), input_dtype=DType(DTypeKind.INT, 4),
+                  layers=(layer,))
+    generate(model, Options(folds=(("fc", Fold(2, 5)),)), stop_after="check")
+    monkeypatch.setattr(mvu_adapter, "weight_words", broken)
+    with pytest.raises(AssertionError, match="disagrees"):
+        generate(model, Options(folds=(("fc", Fold(2, 5)),)), stop_after="check")

@@ -116,7 +116,7 @@ def test_cnn_under_verilator(name):
     outputs, result = simulate(design, X, idle=0.3, stall=0.4, seed=3)
     assert outputs.shape == (5, *model.out_shape)
     assert np.asarray(outputs).tolist() == np.asarray(model.forward(X)).tolist()
-    assert (np.diff(result.input_cycles) > 1).any(), "the source never idled"
+    assert result.idle_cycles > 0 and result.backpressure_cycles > 0, "stalls took no effect"
 
     X = inputs(rng, model, 8)
     outputs, result = simulate(design, X)
