@@ -92,6 +92,13 @@ class _Converter(MapOps):
     def fail(self, field_, message):
         raise OnnxError(self.where, field_, message)
 
+    def need(self, node, j, what):
+        """The constant input ``j`` of ``node``, which must be there."""
+        state = self.const(node, j, what)
+        if state is None:
+            self.fail(f"input {j}", f"{what} is missing")
+        return state
+
     def const(self, node, j, what):
         if j >= len(node.input) or node.input[j] == "":
             return None
@@ -190,9 +197,9 @@ class _Converter(MapOps):
         signed, narrow = bool(a.get("signed", 1)), bool(a.get("narrow", 0))
         mode = a.get("rounding_mode", b"ROUND")
         mode = mode.decode() if isinstance(mode, bytes) else mode
-        scale = self.const(node, 1, "scale").values
-        zp = self.const(node, 2, "zero point").values
-        bits_arr = self.const(node, 3, "bit width").values.reshape(-1)
+        scale = self.need(node, 1, "scale").values
+        zp = self.need(node, 2, "zero point").values
+        bits_arr = self.need(node, 3, "bit width").values.reshape(-1)
         if bits_arr.size != 1 or bits_arr[0] != int(bits_arr[0]) or not 1 <= bits_arr[0] <= 32:
             self.fail("input 3", f"bit width {bits_arr.tolist()} is not an integer in 1..32")
         bits = int(bits_arr[0])
@@ -206,6 +213,8 @@ class _Converter(MapOps):
         zf = np.asarray(zp, dtype=np.float64)
         if np.any(zf != np.round(zf)):
             self.fail("input 2", "a non-integer zero point has no integer equivalent")
+        if np.any(np.abs(zf) > 2.0 ** 32):
+            self.fail("input 2", "zero points lie within +-2**32 (the levels are <= 32 bits)")
         rnd = fold.round_mode(mode)
         if rnd is None:
             self.fail("rounding_mode", f"unknown rounding mode {mode!r}")
@@ -242,7 +251,7 @@ class _Converter(MapOps):
         return self._grid(out, s, [0] * m)
 
     def op_BipolarQuant(self, node, states):
-        return self._bipolar(node, states[0], self.const(node, 1, "scale").values)
+        return self._bipolar(node, states[0], self.need(node, 1, "scale").values)
 
     def op_Sign(self, node, states):
         x = states[0]
@@ -269,7 +278,7 @@ class _Converter(MapOps):
             self.fail("data_layout", f"{layout}: only channels-first tensors are supported")
         pend = self._pending(states[0], "the input")
         m = pend.channels
-        t = self.const(node, 1, "thresholds").values
+        t = self.need(node, 1, "thresholds").values
         if t.ndim != 2 or t.shape[0] not in (1, m):
             self.fail("input 1", f"thresholds of shape {t.shape} are neither ({m}, L) nor (1, L)")
         if not np.all(np.isfinite(t)):
@@ -306,8 +315,8 @@ class _Converter(MapOps):
             self.fail("input 0", "Trunc is supported after a linear layer only")
         pend = self._pending(x, "the input")
         m = pend.channels
-        s = self.per_channel(self.const(node, 1, "scale").values, m, "input 1")
-        zp = self.per_channel(self.const(node, 2, "zero point").values, m, "input 2")
+        s = self.per_channel(self.need(node, 1, "scale").values, m, "input 1")
+        zp = self.per_channel(self.need(node, 2, "zero point").values, m, "input 2")
         mode = a.get("rounding_mode", b"FLOOR")
         rnd = fold.round_mode(mode.decode() if isinstance(mode, bytes) else mode)
         if rnd is None:
@@ -318,7 +327,7 @@ class _Converter(MapOps):
             self.fail("input 2", "the zero point must be an integer")
         v2 = len(node.input) > 5 and node.input[5] != ""
         if v2:
-            out_scale = self.per_channel(self.const(node, 4, "output scale").values, m,
+            out_scale = self.per_channel(self.need(node, 4, "output scale").values, m,
                                          "input 4")
             if any(v <= 0 for v in out_scale):
                 self.fail("input 4", "the output scale must be positive")
@@ -392,6 +401,8 @@ class _Converter(MapOps):
             if not np.all(v == np.round(v)):
                 self.fail(field_, "float weights: quantize them (Quant, BipolarQuant or "
                                   "DequantizeLinear on the initializer)")
+            if np.any(np.abs(v) > 2.0 ** 32):
+                self.fail(field_, "integer weights lie within +-2**32")
             c = _Const(v, ints=v.astype(np.int64), scale=np.ones(1), zp=np.zeros(1))
         ints = np.asarray(c.ints)
         if ints.ndim != 2:
@@ -930,7 +941,47 @@ class _Shifted:
 
 
 def convert(proto, name):
-    """Convert a loaded ``ModelProto`` into :class:`Imported` (raises OnnxError)."""
-    graph = Graph(proto)
-    graph.check_names()
-    return _Converter(graph, _identifier(name)).run()
+    """Convert a loaded ``ModelProto`` into :class:`Imported` (raises OnnxError).
+
+    A file that breaks ONNX's own rules (a damaged or hand-edited file: names that are not
+    text, outputs nothing produces, a required input missing) may trip the converter in ways it
+    does not anticipate; such a failure is reported as bad input with what ONNX's checker says
+    of the file. On a file the checker accepts, the failure stays what it is: a bug."""
+    try:
+        graph = Graph(proto)
+        graph.check_names()
+        return _Converter(graph, _identifier(name)).run()
+    except OnnxError:
+        raise
+    except Exception:
+        problem = malformed(proto)
+        if problem is None:
+            raise
+        raise OnnxError(None, "graph", f"malformed ONNX file: {problem}") from None
+
+
+def malformed(proto):
+    """What is structurally wrong with ``proto`` by ONNX's checker (and the text fields every
+    ONNX reader needs), or None when nothing is."""
+    import onnx
+
+    for node in proto.graph.node:
+        for text in (node.op_type, node.domain, node.name, *node.input, *node.output):
+            if not isinstance(text, str):
+                return f"node {node.name!r}: a name or op type that is not UTF-8 text"
+        for attr in node.attribute:
+            try:
+                attr.s.decode()
+                [s.decode() for s in attr.strings]
+            except UnicodeDecodeError:
+                return f"node {node.name!r}: attribute {attr.name!r} is not UTF-8 text"
+    known = {i.name for i in proto.graph.input} | {i.name for i in proto.graph.initializer}
+    known |= {o for node in proto.graph.node for o in node.output}
+    for out in proto.graph.output:
+        if out.name not in known:
+            return f"graph output {out.name!r} is produced by no node"
+    try:
+        onnx.checker.check_model(proto)
+    except Exception as e:  # ValidationError, and the checker's own failures on damaged protos
+        return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return None

@@ -152,3 +152,34 @@ def test_sign_reaching_zero(tmp_path):
 def test_float_output_relu(tmp_path):
     path = _mlp(tmp_path, after=[("Relu", [], [], {})])
     _expect_error(tmp_path, path, "graph.output", "ReLU of float values")
+
+
+def test_damaged_files_are_bad_input_not_bugs(tmp_path, capsys):
+    """Bytes of a valid QONNX file overwritten at random (seeded): every damaged file imports
+    or is refused with exit 2; none ends in an internal error (names that are not UTF-8,
+    outputs nothing produces, missing quantizer inputs, absurd zero points)."""
+    import random
+
+    base = _mlp(tmp_path).read_bytes()
+    rng = random.Random(11)
+    refused = 0
+    for trial in range(150):
+        data = bytearray(base)
+        for _ in range(rng.randint(1, 3)):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        path = tmp_path / f"d{trial}.onnx"
+        path.write_bytes(bytes(data))
+        status = main(["import", str(path), "-o", str(tmp_path / f"o{trial}")])
+        err = capsys.readouterr().err
+        assert status in (0, 2), err
+        assert "internal error" not in err and "Traceback" not in err
+        refused += status == 2
+    assert refused > 50          # the damage mostly matters
+
+
+def test_missing_quantizer_input_named(tmp_path):
+    path = _save(tmp_path, [helper.make_node("Quant", ["x", "s", "z"], ["xq"], domain=Q,
+                                             signed=0, narrow=0, rounding_mode="ROUND"),
+                            helper.make_node("MatMul", ["xq", "w"], ["y"], name="fc")],
+                 [_const("s", 1.0), _const("z", 0.0), _const("w", np.ones((4, 3)))])
+    _expect_error(tmp_path, path, "input 3", "bit width is missing")
