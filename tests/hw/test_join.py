@@ -1,0 +1,105 @@
+"""Join and fork units: add, concat and broadcast against the numpy reference under every stall
+pattern on every input and the output."""
+
+import numpy as np
+import pytest
+
+from nnaccel.hw.common import reference as common_ref
+from nnaccel.hw.common.dtype import DType
+from nnaccel.hw.common.outstage import StageKind
+from nnaccel.hw.join.engine import AddUnit, Broadcast, ConcatUnit
+from nnaccel.hw.join.params import AddParams, ConcatParams
+from nnaccel.hw.join.reference import add_acc, concat
+from nnaccel.sim.amsim import STALL_PATTERNS, from_beats, run_stream_test, to_beats
+
+from .map_streams import random_map
+
+
+def _hwc(x):
+    return x.transpose(1, 2, 0).reshape(-1)
+
+
+def _encode(beats, dtype):
+    return [[int(v) for v in beat] for beat in beats]
+
+
+@pytest.mark.parametrize("pattern", STALL_PATTERNS, ids=str)
+@pytest.mark.parametrize("case", ["requant2", "identity3"])
+def test_add_unit(pattern, case):
+    rng = np.random.default_rng(7)
+    c, h, w, images = 4, 3, 2, 2
+    if case == "requant2":
+        dts, scales, n = [DType.parse("uint4"), DType.parse("uint4")], (1, 1), 2
+        out = DType.parse("uint4")
+        mult, shift = rng.integers(1, 9, size=c), 3
+        p = AddParams(in_dtypes=dts, scales=scales, channels=c, pixels=h * w, n=n,
+                      out_kind="requant", out_dtype=out, mult=mult, shift=shift, relu=True)
+    else:
+        dts, scales, n = [DType.parse("int4"), DType.parse("uint3"), DType.parse("int4")], \
+            (3, -2, 1), 4
+        out = DType.parse("int8")
+        p = AddParams(in_dtypes=dts, scales=scales, channels=c, pixels=h * w, n=n,
+                      out_kind=StageKind.IDENTITY, out_dtype=out)
+    xs = [[_hwc(random_map(rng, d, c, h, w)) for _ in range(images)] for d in dts]
+    acc = add_acc([np.array(x) for x in xs], scales)
+    if case == "requant2":
+        want = common_ref.requant(acc.reshape(images, -1, c), mult, shift, 0, out.hi)
+        want = np.asarray(want).reshape(images, -1)
+    else:
+        want = acc
+    dut = AddUnit(p)
+    sources = [(port, to_beats(x, n)) for port, x in zip(dut.inputs, xs, strict=True)]
+    stats = {}
+    (got,) = run_stream_test(dut, sources, [(dut.o_data, p.beats * images)], pattern=pattern,
+                             seed=3, timeout=5000, stats=stats)
+    assert from_beats(got, c * h * w, n) == [[int(v) for v in row] for row in want]
+    if pattern.stall:
+        assert stats["refused"][0] > 0
+
+
+@pytest.mark.parametrize("pattern", STALL_PATTERNS, ids=str)
+@pytest.mark.parametrize("channels,n", [((2, 4, 6), 2), ((3, 1), 1)])
+def test_concat_unit(pattern, channels, n):
+    rng = np.random.default_rng(11)
+    h, w, images = 2, 3, 2
+    dt = DType.parse("int5")
+    p = ConcatParams(dtype=dt, channels=channels, pixels=h * w, n=n)
+    xs = [[_hwc(random_map(rng, dt, ci, h, w)) for _ in range(images)] for ci in channels]
+    want = concat([np.array(x) for x in xs], channels)
+    dut = ConcatUnit(p)
+    sources = [(dut.i_data[i], to_beats(x, n)) for i, x in enumerate(xs)]
+    (got,) = run_stream_test(dut, sources, [(dut.o_data, p.beats * images)], pattern=pattern,
+                             seed=5, timeout=5000)
+    assert from_beats(got, sum(channels) * h * w, n) == want.tolist()
+
+
+@pytest.mark.parametrize("pattern", STALL_PATTERNS, ids=str)
+@pytest.mark.parametrize("k", [2, 3])
+def test_broadcast(pattern, k):
+    rng = np.random.default_rng(k)
+    beats = [int(v) for v in rng.integers(0, 256, size=40)]
+    dut = Broadcast(8, k)
+    outs = run_stream_test(dut, [(dut.i_data, beats)],
+                           [(dut.o_data[j], len(beats)) for j in range(k)], pattern=pattern,
+                           seed=9, timeout=2000)
+    for got in outs:
+        assert [int(v) for v in got] == beats
+
+
+def test_params_validated():
+    u4 = DType.parse("uint4")
+    with pytest.raises(ValueError, match="scales"):
+        AddParams(in_dtypes=[u4, u4], scales=(1,), channels=4, pixels=1, n=2,
+                  out_kind="identity", out_dtype=u4)
+    with pytest.raises(ValueError, match="divide"):
+        AddParams(in_dtypes=[u4, u4], scales=(1, 1), channels=4, pixels=1, n=3,
+                  out_kind="identity", out_dtype=u4)
+    with pytest.raises(ValueError, match="mult and shift"):
+        AddParams(in_dtypes=[u4, u4], scales=(1, 1), channels=4, pixels=1, n=2,
+                  out_kind="requant", out_dtype=u4)
+    with pytest.raises(ValueError, match="divide"):
+        ConcatParams(dtype=u4, channels=(2, 3), pixels=1, n=2)
+    with pytest.raises(ValueError, match="at least 2"):
+        ConcatParams(dtype=u4, channels=(2,), pixels=1, n=2)
+    with pytest.raises(TypeError):
+        ConcatParams(dtype="uint4", channels=(2, 2), pixels=1, n=2)
