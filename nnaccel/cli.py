@@ -51,6 +51,17 @@ def _batch(text):
     return _positive(text, MAX_BATCH)
 
 
+def _period(text):
+    try:
+        value = float(text) if len(text) <= 20 else 0.0
+    except ValueError:
+        value = 0.0
+    if not 0 < value < 1e6:
+        raise argparse.ArgumentTypeError(f"expected a clock period in ns (> 0), not "
+                                         f"{text[:40]!r}")
+    return value
+
+
 def _probability(text):
     try:
         value = float(text)
@@ -382,6 +393,10 @@ def _build(args):
     from .boards.build import build, format_report
     from .boards.platforms import get_board
 
+    if args.target == "asic":
+        return _build_asic(args)
+    if args.board is None:
+        raise UsageError("--board: required with --target fpga (e.g. ulx3s-85f, icebreaker)")
     get_board(args.board)
     model = _read(args.model)
     outdir = Path(args.output or Path("build") / f"{model.name}-{args.board}")
@@ -398,6 +413,34 @@ def _build(args):
     report = build(design.network, args.board, outdir, name=design.name, log=log,
                    finish=finish)
     print(format_report(report))
+    print(f"throughput at Fmax: {report['inferences_per_second_at_fmax']:,.0f} inferences/s "
+          f"({cycles} cycles per inference)")
+    return 0
+
+
+def _build_asic(args):
+    """``build --target asic``: standard-cell synthesis and static timing (boards/asic.py) of
+    the design's AXI4-Stream top level; ``--board`` is refused (it names an FPGA board)."""
+    from .boards.asic import build_asic, find_liberty, format_asic_report
+
+    if args.board is not None:
+        raise UsageError("--board: applies to --target fpga only; --target asic takes --lib")
+    find_liberty(args.lib)
+    model = _read(args.model)
+    outdir = Path(args.output or Path("build") / f"{model.name}-{args.lib}")
+    check_output(outdir)
+    design = _design(args, model)
+    log(f"building {design.name} for {args.lib} standard cells in {outdir}")
+    cycles = design.manifest["expected_cycles_per_inference"]
+
+    def finish(report):
+        report["manifest"] = design.manifest
+        report["inferences_per_second_at_fmax"] = report["fmax_mhz"] * 1e6 / cycles
+        return {"manifest.json": json.dumps(design.manifest, indent=2) + "\n"}
+
+    report = build_asic(design.verilog(), outdir, name=design.name, lib=args.lib,
+                        period_ns=args.period, log=log, finish=finish)
+    print(format_asic_report(report))
     print(f"throughput at Fmax: {report['inferences_per_second_at_fmax']:,.0f} inferences/s "
           f"({cycles} cycles per inference)")
     return 0
@@ -587,10 +630,19 @@ def build_parser():
     _add_generate_options(p)
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("build", help="synthesis, place and route and bitstream for a board")
+    p = sub.add_parser("build", help="synthesis, place and route and bitstream for a board, "
+                                     "or (--target asic) standard-cell area and timing")
     p.add_argument("model", help="model directory or .onnx file")
-    p.add_argument("--board", required=True, help="e.g. ulx3s-85f, icebreaker")
-    p.add_argument("-o", "--output", help="build directory (default build/<name>-<board>)")
+    p.add_argument("--target", choices=["fpga", "asic"], default="fpga",
+                   help="fpga: a bitstream for --board; asic: yosys on standard cells (--lib) "
+                        "and OpenSTA timing (default fpga)")
+    p.add_argument("--board", help="fpga: e.g. ulx3s-85f, icebreaker (required)")
+    p.add_argument("--lib", default="osu018",
+                   help="asic: standard-cell library (default osu018, OSU 0.18 um)")
+    p.add_argument("--period", type=_period, default=10.0,
+                   help="asic: clock period of the timing constraint in ns (default 10)")
+    p.add_argument("-o", "--output", help="build directory (default build/<name>-<board> or "
+                                          "build/<name>-<lib>)")
     _add_force(p)
     _add_generate_options(p)
     p.set_defaults(func=cmd_build)

@@ -1,0 +1,168 @@
+"""The ASIC flow (``nnaccel build --target asic``): yosys on the OSU 0.18 um cells, OpenSTA.
+
+The flow tests need OpenSTA (``sta``) and the cells (Debian ``opensta qflow-tech-osu018``;
+``make test`` installs them when it runs as root); without them they are skipped, saying so.
+The area is checked against the liberty's own cell areas times the reported counts, the Fmax
+against the slack and the period, and the critical path against OpenSTA's log.
+"""
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nnaccel import cli
+from nnaccel.boards import asic
+from nnaccel.boards.asic import LIBRARIES, build_asic, format_asic_report
+from nnaccel.gen.errors import ToolError, UsageError
+
+LIBERTY = LIBRARIES["osu018"][0]
+MISSING = [what for what, ok in (("OpenSTA (sta)", shutil.which("sta")),
+                                 (LIBERTY, Path(LIBERTY).is_file())) if not ok]
+needs_tools = pytest.mark.skipif(
+    bool(MISSING), reason=f"{' and '.join(MISSING)} missing: `{asic.INSTALL_HINT}` "
+                          "(make test installs them as root)")
+
+RNG = np.random.default_rng(14)
+ARRAYS = {"fc1.w": RNG.integers(-8, 8, (8, 4)), "fc1.b": RNG.integers(-8, 8, 8),
+          "fc2.w": RNG.integers(-8, 8, (4, 8))}
+
+
+def mlp_dir(path):
+    """A 4-8-4 int4 MLP: fc1 requant (int4, relu) -> fc2 identity."""
+    doc = {"format": "nnaccel-model/1", "name": "mlp484",
+           "input": {"shape": [4], "dtype": "int4"},
+           "layers": [
+               {"name": "fc1", "op": "linear", "weight": "fc1.w", "weight_dtype": "int4",
+                "bias": "fc1.b", "output": {"kind": "requant", "mult": 3, "shift": 4,
+                                            "dtype": "int4", "relu": True}},
+               {"name": "fc2", "op": "linear", "weight": "fc2.w", "weight_dtype": "int4",
+                "output": {"kind": "identity"}}]}
+    path.mkdir(parents=True)
+    (path / "model.json").write_text(json.dumps(doc))
+    np.savez(path / "weights.npz", **ARRAYS)
+    return path
+
+
+def liberty_areas():
+    """Cell name -> area, read from the liberty here (not from yosys)."""
+    text = Path(LIBERTY).read_text()
+    return {m.group(1): float(m.group(2)) for m in
+            re.finditer(r"cell\s*\(\s*(\w+)\s*\)\s*\{.*?\barea\s*:\s*([0-9.]+)", text, re.S)}
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """``nnaccel build mlp484 --target asic`` once for the module: (report, outdir, stdout)."""
+    root = tmp_path_factory.mktemp("asic")
+    model = mlp_dir(root / "mlp484")
+    out = root / "out"
+    mp = pytest.MonkeyPatch()
+    import io
+    import sys
+    stdout = io.StringIO()
+    mp.setattr(sys, "stdout", stdout)
+    try:
+        status = cli.main(["build", str(model), "--target", "asic", "-o", str(out)])
+    finally:
+        mp.undo()
+    assert status == 0, stdout.getvalue()
+    return json.loads((out / "report.json").read_text()), out, stdout.getvalue()
+
+
+@needs_tools
+def test_tiny_mlp_area_cells_and_timing(built):
+    report, out, stdout = built
+    assert report["format"] == asic.ASIC_REPORT_FORMAT and report["library"]["name"] == "osu018"
+    cells = report["cells"]
+    assert set(cells) <= set(liberty_areas()), "cells outside the library"
+    assert report["cell_count"] == sum(cells.values()) > 100
+    # the accumulators and weights are state: flip-flops of the library, counted
+    assert cells.get("DFFPOSX1", 0) + cells.get("DFFSR", 0) == report["flip_flops"] > 20
+    area = sum(liberty_areas()[c] * n for c, n in cells.items())
+    assert report["area_um2"] == pytest.approx(area, rel=1e-6) and area > 1000
+    # Fmax from the slack at the constraint period
+    assert report["period_ns"] == 10.0
+    assert report["fmax_mhz"] == pytest.approx(1e3 / (10.0 - report["slack_ns"]), rel=1e-3)
+    assert 5 < report["fmax_mhz"] < 1000
+    assert report["timing_met"] == (report["slack_ns"] >= 0)
+    path = report["critical_path"]
+    assert path["delay_ns"] > 0.2 and path["startpoint"] and path["endpoint"]
+    log = (out / "mlp484.sta.rpt").read_text()
+    assert f"Startpoint: {path['startpoint']}" in log and f"Endpoint: {path['endpoint']}" in log
+    assert report["power_w"] is None or 0 < report["power_w"] < 10
+    assert report["manifest"]["name"] == "mlp484"
+    assert (out / "mlp484.netlist.v").is_file() and (out / "report.txt").is_file()
+    assert "Fmax" in stdout and "um^2" in stdout and "throughput at Fmax" in stdout
+
+
+@needs_tools
+def test_tighter_clock_lowers_slack_not_fmax(built, tmp_path):
+    """Timing the same design at another period: the same path delay, so the same Fmax."""
+    report, out, _ = built
+    verilog = (out / "mlp484.v").read_text()
+    period = round(1e3 / report["fmax_mhz"] * 0.5, 3)
+    again = build_asic(verilog, tmp_path / "b", name="mlp484", period_ns=period,
+                       log=lambda line: None)
+    assert again["slack_ns"] < 0 and not again["timing_met"]
+    assert again["fmax_mhz"] == pytest.approx(report["fmax_mhz"], rel=0.02)
+    assert again["area_um2"] == report["area_um2"]
+    assert "NOT MET" in format_asic_report(again)
+
+
+@needs_tools
+def test_rebuild_needs_force_and_keeps_other_files(built, tmp_path, capsys):
+    _, out, _ = built
+    model = mlp_dir(tmp_path / "mlp484")
+    assert cli.main(["build", str(model), "--target", "asic", "-o", str(out)]) == 2
+    assert "--force" in capsys.readouterr().err
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "precious.txt").write_text("keep me")
+    assert cli.main(["build", str(model), "--target", "asic", "-o", str(busy), "--force"]) == 2
+    assert (busy / "precious.txt").read_text() == "keep me"
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--target", "asic", "--board", "icebreaker"], ["--board", "--target fpga"]),
+    (["--target", "asic", "--lib", "nope"], ["--lib", "'nope'", "osu018"]),
+    ([], ["--board", "required"]),
+])
+def test_bad_options_exit_2(tmp_path, capsys, args, words):
+    model = mlp_dir(tmp_path / "mlp484")
+    out = tmp_path / "out"
+    assert cli.main(["build", str(model), *args, "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and all(w in err for w in words), err
+    assert not out.exists()
+
+
+def test_missing_sta_exits_3_with_install_command(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("STA", str(tmp_path / "no-such-sta"))
+    monkeypatch.setattr(asic, "find_liberty", lambda lib: (LIBERTY, LIBERTY))
+    model = mlp_dir(tmp_path / "mlp484")
+    out = tmp_path / "out"
+    assert cli.main(["build", str(model), "--target", "asic", "-o", str(out)]) == 3
+    err = capsys.readouterr().err
+    assert asic.INSTALL_HINT in err and "sta" in err
+    assert not out.exists()
+
+
+def test_missing_library_is_a_tool_error(monkeypatch):
+    monkeypatch.setitem(LIBRARIES, "osu018", ("/nonexistent/x.lib", "/nonexistent/x.v",
+                                              "qflow-tech-osu018", "0.18 um"))
+    with pytest.raises(ToolError, match="qflow-tech-osu018"):
+        asic.find_liberty("osu018")
+    with pytest.raises(UsageError, match="known libraries"):
+        asic.find_liberty("tsmc7")
+
+
+def test_bad_period_and_name(tmp_path):
+    with pytest.raises(UsageError, match="period"):
+        build_asic("module x; endmodule", tmp_path / "o", name="x", period_ns=0)
+    with pytest.raises(UsageError, match="design name"):
+        build_asic("module x; endmodule", tmp_path / "o", name="9x")
+    assert not (tmp_path / "o").exists()
