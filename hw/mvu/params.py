@@ -1,13 +1,13 @@
 """Parameters of the FINN-like matrix-vector unit, shared by hardware, reference and generator."""
 
-import enum
 from dataclasses import dataclass, replace
 
 import numpy as np
 from amaranth.hdl import Shape
 
 from ..common.arith import cdiv
-from ..common.dtype import DType, DTypeKind
+from ..common.dtype import DType
+from ..common.lanes import LaneKind, RawSumMixin, lane_kind_for
 from ..common.memory import Storage
 from ..common.outstage import OutputStageParams
 from ..common.reference import bits_for_range
@@ -17,21 +17,9 @@ from .reference import affine, raw_bounds
 __all__ = ["LaneKind", "MVUParams"]
 
 
-class LaneKind(enum.Enum):
-    """What one SIMD lane computes."""
-
-    #: bipolar weights and bipolar inputs: XNOR, then popcount (acc = 2*popcount - K + bias)
-    XNOR = "xnor"
-    #: bipolar weights, integer inputs: add or subtract the input
-    ADDSUB_W = "addsub_w"
-    #: integer weights, bipolar inputs: add or subtract the weight
-    ADDSUB_X = "addsub_x"
-    #: integer weights and inputs: a multiplier (DSP block where it fits)
-    MUL = "mul"
-
 
 @dataclass(frozen=True, kw_only=True)
-class MVUParams:
+class MVUParams(RawSumMixin):
     """Shape and folding of one matrix-vector unit.
 
     An (M, K) layer is folded into ``neuron_folds = ceil(M/pe)`` groups of ``pe`` output rows
@@ -136,18 +124,6 @@ class MVUParams:
             thresholds=thresholds)
         return replace(bare, raw_lo=lo, raw_hi=hi, output=output)
 
-    @property
-    def raw_shape(self):
-        """Shape of a raw sum (None without ``raw_lo``/``raw_hi``)."""
-        if self.raw_lo is None:
-            return None
-        return Shape(*bits_for_range(self.raw_lo, self.raw_hi))
-
-    @property
-    def acc_width(self):
-        """Width of the SPEC accumulator ``scale * raw + offset`` over the whole raw shape
-        (None without an output stage)."""
-        return None if self.output is None else self.output.acc_shape.width
 
     @property
     def neuron_folds(self):
@@ -164,15 +140,7 @@ class MVUParams:
 
     @property
     def lane_kind(self):
-        wb = self.weight_dtype.kind is DTypeKind.BIPOLAR
-        xb = self.in_dtype.kind is DTypeKind.BIPOLAR
-        if wb and xb:
-            return LaneKind.XNOR
-        if wb:
-            return LaneKind.ADDSUB_W
-        if xb:
-            return LaneKind.ADDSUB_X
-        return LaneKind.MUL
+        return lane_kind_for(self.weight_dtype, self.in_dtype)
 
     @property
     def expected_cycles(self):

@@ -2,13 +2,13 @@
 shared by the hardware, its reference and the generator."""
 
 import enum
-import numbers
 from dataclasses import dataclass
 
 import numpy as np
 from amaranth.hdl import Shape
 
 from ..common.dtype import DType, DTypeKind
+from ..common.lanes import positive_int
 from ..common.outstage import OutputStageParams, StageKind
 from ..common.reference import bits_for_range
 from ..window.params import WindowParams, check_dtype, check_padding, check_pair
@@ -24,13 +24,6 @@ class PoolKind(enum.Enum):
     #: the exact sum (``sumpool2d``), then an output stage
     SUM = "sum"
 
-
-def _positive(name, value):
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool):
-        raise TypeError(f"{name} must be a positive integer, not {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be a positive integer, not {value!r}")
-    return int(value)
 
 
 def _window_counts(size, kernel, stride, pad_before, out):
@@ -102,7 +95,7 @@ class PoolParams:
         except ValueError:
             raise ValueError(f"kind must be 'max' or 'sum', not {self.kind!r}") from None
         for name in ("channels", "height", "width", "n"):
-            put(name, _positive(name, getattr(self, name)))
+            put(name, positive_int(name, getattr(self, name)))
         put("kernel", check_pair("kernel", self.kernel))
         put("stride", self.kernel if self.stride is None else check_pair("stride", self.stride))
         put("padding", check_padding(self.padding))

@@ -7,6 +7,7 @@ from amaranth.hdl import Shape
 
 from ..common.arith import cdiv
 from ..common.dtype import DType, DTypeKind
+from ..common.lanes import RawSumMixin
 from ..common.outstage import OutputStage, OutputStageParams
 from ..common.reference import bits_for_range
 from ..common.stream import check_positive
@@ -16,7 +17,7 @@ __all__ = ["SparseParams"]
 
 
 @dataclass(frozen=True, kw_only=True)
-class SparseParams:
+class SparseParams(RawSumMixin):
     """Shape and sizing of one sparse engine (SPEC engine ``sparse``).
 
     An (M, K) layer runs on ``pe`` processing elements (PEs); row ``i`` belongs to PE
@@ -117,13 +118,6 @@ class SparseParams:
             output_kind, out_dtype, pe=pe, channels=m, raw_shape=Shape(*bits_for_range(lo, hi)),
             offset=offset, mult=mult, shift=shift, relu=relu, thresholds=thresholds)
         return replace(bare, raw_lo=lo, raw_hi=hi, output=output)
-
-    @property
-    def raw_shape(self):
-        """Shape of a raw sum (None without ``raw_lo``/``raw_hi``)."""
-        if self.raw_lo is None:
-            return None
-        return Shape(*bits_for_range(self.raw_lo, self.raw_hi))
 
     @property
     def acc_width(self):

@@ -3,14 +3,14 @@
 Every derived number (widths, lanes, beats, cycles) is a pure function of :class:`VVAUParams`.
 """
 
-import enum
 import numbers
 from dataclasses import dataclass, replace
 
 import numpy as np
 from amaranth.hdl import Shape
 
-from ..common.dtype import DType, DTypeKind
+from ..common.dtype import DType
+from ..common.lanes import LaneKind, RawSumMixin, lane_kind_for, positive_int
 from ..common.memory import Storage
 from ..common.outstage import OutputStageParams
 from ..common.reference import bits_for_range
@@ -20,29 +20,10 @@ from .reference import affine, raw_bounds
 __all__ = ["LaneKind", "VVAUParams"]
 
 
-class LaneKind(enum.Enum):
-    """What one lane computes."""
-
-    #: bipolar weights and bipolar inputs: XNOR, then popcount (acc = 2*popcount - K + bias)
-    XNOR = "xnor"
-    #: bipolar weights, integer inputs: add or subtract the input
-    ADDSUB_W = "addsub_w"
-    #: integer weights, bipolar inputs: add or subtract the weight
-    ADDSUB_X = "addsub_x"
-    #: integer weights and inputs: a multiplier (DSP block where it fits)
-    MUL = "mul"
-
-
-def _positive(name, value):
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool):
-        raise TypeError(f"{name} must be a positive integer, not {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be a positive integer, not {value!r}")
-    return int(value)
 
 
 @dataclass(frozen=True, kw_only=True)
-class VVAUParams:
+class VVAUParams(RawSumMixin):
     """One grouped (or depthwise) ``conv2d`` layer on the vector-vector unit.
 
     The layer reads a map ``(C, H, W)`` and writes ``(M, OH, OW)``, both in HWC order; it has
@@ -114,10 +95,10 @@ class VVAUParams:
 
         if not isinstance(self.in_shape, (tuple, list)) or len(self.in_shape) != 3:
             raise TypeError(f"in_shape must be (C, H, W), not {self.in_shape!r}")
-        put("in_shape", tuple(_positive(f"in_shape[{n}]", v)
+        put("in_shape", tuple(positive_int(f"in_shape[{n}]", v)
                               for n, v in enumerate(self.in_shape)))
         for name in ("out_channels", "groups", "pe", "simd", "n_in"):
-            put(name, _positive(name, getattr(self, name)))
+            put(name, positive_int(name, getattr(self, name)))
         for name in ("in_dtype", "weight_dtype"):
             put(name, check_dtype(name, getattr(self, name)))
         try:
@@ -291,28 +272,8 @@ class VVAUParams:
 
     @property
     def lane_kind(self):
-        wb = self.weight_dtype.kind is DTypeKind.BIPOLAR
-        xb = self.in_dtype.kind is DTypeKind.BIPOLAR
-        if wb and xb:
-            return LaneKind.XNOR
-        if wb:
-            return LaneKind.ADDSUB_W
-        if xb:
-            return LaneKind.ADDSUB_X
-        return LaneKind.MUL
+        return lane_kind_for(self.weight_dtype, self.in_dtype)
 
-    @property
-    def raw_shape(self):
-        """Shape of a raw sum (None without ``raw_lo``/``raw_hi``)."""
-        if self.raw_lo is None:
-            return None
-        return Shape(*bits_for_range(self.raw_lo, self.raw_hi))
-
-    @property
-    def acc_width(self):
-        """Width of the SPEC accumulator ``scale * raw + offset`` (None without an output
-        stage)."""
-        return None if self.output is None else self.output.acc_shape.width
 
     # --- cycles ------------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ import numbers
 from dataclasses import dataclass
 
 from ..common.dtype import DType
+from ..common.lanes import positive_int
 
 __all__ = ["PatchOrder", "WindowParams", "check_pair", "check_padding", "check_dtype"]
 
@@ -17,13 +18,6 @@ def _is_int(value):
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
-def _positive(name, value):
-    if not _is_int(value):
-        raise TypeError(f"{name} must be a positive integer, not {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be a positive integer, not {value!r}")
-    return int(value)
-
 
 def check_pair(name, value):
     """``value`` as a pair of positive integers (an integer means the same for both axes)."""
@@ -31,7 +25,7 @@ def check_pair(name, value):
         value = (value, value)
     if not isinstance(value, (tuple, list)) or len(value) != 2:
         raise TypeError(f"{name} must be a positive integer or a pair of them, not {value!r}")
-    return tuple(_positive(f"{name}[{n}]", v) for n, v in enumerate(value))
+    return tuple(positive_int(f"{name}[{n}]", v) for n, v in enumerate(value))
 
 
 def check_padding(value):
@@ -130,7 +124,7 @@ class WindowParams:
             object.__setattr__(self, name, value)
 
         for name in ("channels", "height", "width", "n_in", "n_out"):
-            put(name, _positive(name, getattr(self, name)))
+            put(name, positive_int(name, getattr(self, name)))
         for name in ("kernel", "stride", "dilation"):
             put(name, check_pair(name, getattr(self, name)))
         put("padding", check_padding(self.padding))

@@ -1,0 +1,66 @@
+"""What one multiply-accumulate lane computes, shared by the engines that have lanes, and the
+raw-sum properties their Params share."""
+
+import enum
+import numbers
+
+from amaranth import Shape
+
+from .dtype import DTypeKind
+from .reference import bits_for_range
+
+__all__ = ["LaneKind", "lane_kind_for", "positive_int", "RawSumMixin"]
+
+
+class LaneKind(enum.Enum):
+    """What one lane computes."""
+
+    #: bipolar weights and bipolar inputs: XNOR, then popcount (acc = 2*popcount - K + bias)
+    XNOR = "xnor"
+    #: bipolar weights, integer inputs: add or subtract the input
+    ADDSUB_W = "addsub_w"
+    #: integer weights, bipolar inputs: add or subtract the weight
+    ADDSUB_X = "addsub_x"
+    #: integer weights and inputs: a multiplier (DSP block where it fits)
+    MUL = "mul"
+
+
+def lane_kind_for(weight_dtype, in_dtype):
+    """The :class:`LaneKind` for weights of ``weight_dtype`` on inputs of ``in_dtype``."""
+    wb = weight_dtype.kind is DTypeKind.BIPOLAR
+    xb = in_dtype.kind is DTypeKind.BIPOLAR
+    if wb and xb:
+        return LaneKind.XNOR
+    if wb:
+        return LaneKind.ADDSUB_W
+    if xb:
+        return LaneKind.ADDSUB_X
+    return LaneKind.MUL
+
+
+def positive_int(name, value):
+    """``value`` as an ``int``; TypeError unless it is an integer (numpy's included, not a
+    bool), ValueError unless it is positive."""
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool):
+        raise TypeError(f"{name} must be a positive integer, not {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be a positive integer, not {value!r}")
+    return int(value)
+
+
+class RawSumMixin:
+    """``raw_shape`` and ``acc_width`` of Params that carry ``raw_lo``/``raw_hi`` (the range of
+    a raw sum) and ``output`` (an :class:`~.outstage.OutputStageParams`)."""
+
+    @property
+    def raw_shape(self):
+        """Shape of a raw sum (None without ``raw_lo``/``raw_hi``)."""
+        if self.raw_lo is None:
+            return None
+        return Shape(*bits_for_range(self.raw_lo, self.raw_hi))
+
+    @property
+    def acc_width(self):
+        """Width of the SPEC accumulator the output stage forms from a raw sum (None without
+        an output stage)."""
+        return None if self.output is None else self.output.acc_shape.width
