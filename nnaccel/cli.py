@@ -2,6 +2,7 @@
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import re
@@ -164,6 +165,15 @@ def _options(args, model):
                    storage=tuple(storage), arrays=tuple(arrays), sparse=tuple(sparse))
 
 
+def validate_options(model, options):
+    """Refuse ``options`` that ``generate`` would refuse for ``model`` (a layer that does not
+    exist, a fold that does not divide, an engine that cannot run a layer), without lowering
+    the design to hardware: the numpy backend of ``run`` checks its options with it."""
+    from .gen.generate import generate
+
+    generate(model, options, stop_after="folding")
+
+
 def _read(path):
     """A model directory, or an ONNX/QONNX file imported on the fly (nnaccel.gen.onnx), named
     after its file's stem -- made an acceptable name, with a note, if it is not one."""
@@ -273,6 +283,13 @@ def _load_input(path, model):
 
     path = Path(path)
     X = read_npy(path, lambda message: UsageError(f"field 'input': {message}"))
+    return check_input(X, model, path)
+
+
+def check_input(X, model, what="the input"):
+    """``X`` as int64 if it is a batch ``(B, *model.input_shape)``, B >= 1, of integers in the
+    model's input dtype (integral floats accepted); else a UsageError naming ``what``."""
+    path = what
     shape = tuple(model.input_shape)
     if X.ndim != len(shape) + 1 or tuple(X.shape[1:]) != shape or len(X) == 0:
         raise UsageError(f"field 'input': {path} has shape {X.shape}; expected (B, "
@@ -280,7 +297,7 @@ def _load_input(path, model):
     if np.issubdtype(X.dtype, np.floating):
         if not np.all(np.isfinite(X)) or not np.all(X == np.round(X)):
             raise UsageError(f"field 'input': {path} holds non-integer values")
-    elif not (np.issubdtype(X.dtype, np.integer) or X.dtype == bool):
+    elif not (np.issubdtype(X.dtype, np.integer) or X.dtype == np.bool_):
         raise UsageError(f"field 'input': {path} holds {X.dtype}, not integers")
     # compare before converting: a uint64 or a large float must not wrap into range
     dtype = model.input_dtype
@@ -334,6 +351,7 @@ def cmd_run(args):
     result = {"backend": args.backend, "model": model.name, "vectors": len(X)}
     status = 0
     if args.backend == "numpy":
+        validate_options(model, _options(args, model))
         try:
             outputs = model.forward(X)
         except MemoryError:
@@ -565,7 +583,8 @@ def _add_compress_parser(sub):
                         "of the sparse storage in the report (default 1)")
     p.add_argument("--share", action="append", default=[], metavar="[LAYER=]BITS",
                    help="share weights among 2**BITS values by k-means, code 0 = zero")
-    p.add_argument("--bits", type=int, default=8, help="integer weight bits (default 8)")
+    p.add_argument("--bits", type=int, default=8, metavar="N",
+                   help="integer weight bits (default 8)")
     p.add_argument("--per-tensor", action="store_true",
                    help="one weight scale per layer instead of one per output channel")
     p.add_argument("--act-bits", type=int, default=8,
@@ -579,7 +598,8 @@ def _add_compress_parser(sub):
     p.add_argument("--binarize", action="store_true",
                    help="binarize instead: bipolar weights and activations, batch-norm "
                         "folded into thresholds")
-    p.add_argument("--binarize-epochs", type=_positive, default=40, metavar="N")
+    p.add_argument("--binarize-epochs", type=_positive, default=40, metavar="N",
+                   help="training epochs of the binarized network (default 40)")
     p.add_argument("--seed", type=int, default=0, help="seed of retraining (default 0)")
     p.add_argument("--name", help="model name (default: the float model's)")
     p.add_argument("--json", action="store_true",
@@ -597,10 +617,16 @@ def _add_force(p):
 
 def build_parser():
     parser = argparse.ArgumentParser(
-        prog="nnaccel",
+        prog="nnaccel", formatter_class=_HelpFormatter,
         description="Compressed neural networks to verified Verilog accelerators, with open "
                     "tools.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser.add_argument("--version", action="version", version=f"nnaccel {_version()}",
+                        help="print the installed version and exit")
+    # every subcommand's help shows its options' defaults
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                help="one of these; nnaccel COMMAND --help shows its options",
+                                parser_class=functools.partial(argparse.ArgumentParser,
+                                                               formatter_class=_HelpFormatter))
 
     p = sub.add_parser("generate", help="write the Verilog and manifest of a model")
     p.add_argument("model", help="model directory (model.json + weights.npz) or .onnx file")
@@ -617,7 +643,9 @@ def build_parser():
     p.add_argument("model", help="model directory or .onnx file")
     p.add_argument("--input", required=True, help="X.npy of shape (B, *input.shape)")
     p.add_argument("--output", help="write the outputs to this .npy")
-    p.add_argument("--backend", choices=["numpy", "verilator"], default="numpy")
+    p.add_argument("--backend", choices=["numpy", "verilator"], default="numpy",
+                   help="numpy: the bit-exact reference model; verilator: generate the design "
+                        "and simulate its Verilog, checked against the reference")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.add_argument("--idle", type=_probability, default=0.0,
                    help="verilator: probability of an idle input cycle (default 0)")
@@ -680,6 +708,29 @@ def build_parser():
                         "FINN's CNV-W1A1 (default all; the full run takes hours on two cores)")
     p.set_defaults(func=cmd_bench)
     return parser
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Help text with each option's default appended, unless the text already states it or
+    there is none to state (None, False, an empty list)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        default = action.default
+        nothing = (default is None or default is False or default is argparse.SUPPRESS
+                   or (isinstance(default, list) and not default))
+        if "default" in text or nothing or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def _version():
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("nnaccel")
+    except PackageNotFoundError:  # a source tree that was never installed
+        return "unknown (not installed)"
 
 
 class Terminated(BaseException):

@@ -512,3 +512,53 @@ def test_bench_exit_status_follows_the_suites_targets(tmp_path, monkeypatch, met
 
     monkeypatch.setattr(bench_systolic, "run_systolic_bench", fake)
     assert cli.main(["bench", "--suite", "systolic", "-o", str(tmp_path / "b")]) == status
+
+
+# --- polish: --version, help texts, the numpy backend validating generation options -------------
+
+def test_version_is_the_package_metadata(capsys):
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as e:
+        cli.main(["--version"])
+    assert e.value.code == 0
+    assert capsys.readouterr().out.strip() == f"nnaccel {version('nnaccel')}"
+
+
+def _subparsers(parser):
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            yield from action.choices.items()
+
+
+def test_every_option_of_every_command_has_help_with_its_default():
+    parser = cli.build_parser()
+    commands = dict(_subparsers(parser))
+    assert {"generate", "run", "build", "compress", "import", "demo", "bench"} <= set(commands)
+    for name, sub in [("nnaccel", parser), *commands.items()]:
+        text = sub.format_help()
+        for action in sub._actions:
+            assert action.help, (name, action.dest)
+            default = action.default
+            if (action.option_strings and default not in (None, [], "==SUPPRESS==")
+                    and not isinstance(default, bool)):
+                # the default is shown in the help, by the text or the formatter
+                assert "default" in sub._get_formatter()._get_help_string(action), (
+                    name, action.dest)
+        assert "(default: 0)" in text or name != "run", text
+
+
+@pytest.mark.parametrize(("fold", "needle"), [("fc9=2x2", "'fc9'"), ("fc1=4x4", "'fc1'")])
+def test_run_numpy_refuses_options_generate_refuses(good, tmp_path, capsys, fold, needle):
+    x = tmp_path / "x.npy"
+    np.save(x, np.zeros((2, 4), dtype=np.int64))
+    assert cli.main(["generate", str(good), "-o", str(tmp_path / "g"), "--fold", fold]) == 2
+    generate_err = capsys.readouterr().err
+    assert cli.main(["run", str(good), "--input", str(x), "--fold", fold]) == 2
+    run_err = capsys.readouterr().err
+    assert_one_error(run_err, needle)
+    assert run_err == generate_err
+    # a valid fold is accepted by the numpy backend
+    assert cli.main(["run", str(good), "--input", str(x), "--fold", "fc1=3x4"]) == 0

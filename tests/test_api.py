@@ -1,0 +1,178 @@
+"""The Python API (nnaccel.load/generate/predict/report/save/open), against the numpy reference
+and the command line's checks."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import nnaccel
+from nnaccel.gen.errors import ModelError, UsageError
+
+W1 = np.array([[1, -2, 3, -4], [5, 6, -7, 8], [-9, 10, 11, -12]])
+B1 = np.array([1, -2, 3])
+W2 = np.array([[1, -2, 3], [0, 1, 1]])
+
+
+def write_tiny(path):
+    """fc1 requant (uint4, relu) -> fc2 identity: the model of tests/test_cli.py."""
+    path.mkdir(parents=True)
+    (path / "model.json").write_text(json.dumps({
+        "format": "nnaccel-model/1", "name": "tiny",
+        "input": {"shape": [4], "dtype": "int4"},
+        "layers": [
+            {"name": "fc1", "op": "linear", "weight": "fc1.w", "weight_dtype": "int8",
+             "bias": "fc1.b",
+             "output": {"kind": "requant", "mult": 3, "shift": 4, "dtype": "uint4",
+                        "relu": True}},
+            {"name": "fc2", "op": "linear", "weight": "fc2.w", "weight_dtype": "int4",
+             "output": {"kind": "identity"}}]}))
+    np.savez(path / "weights.npz", **{"fc1.w": W1, "fc1.b": B1, "fc2.w": W2})
+    return path
+
+
+def by_hand(x):
+    """SPEC 2.1/2.2 in Python integers."""
+    out = []
+    for row in np.asarray(x).tolist():
+        acc = [sum(w * v for w, v in zip(r, row, strict=True)) + b
+               for r, b in zip(W1.tolist(), B1.tolist(), strict=True)]
+        h = [min(max((a * 3 + 8) >> 4, 0), 15) for a in acc]
+        out.append([sum(w * v for w, v in zip(r, h, strict=True)) for r in W2.tolist()])
+    return np.array(out)
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    return write_tiny(tmp_path / "m")
+
+
+X = np.random.default_rng(1).integers(-8, 8, size=(6, 4))
+
+
+def test_import_loads_neither_torch_nor_cocotb():
+    code = "import sys, nnaccel; print('torch' in sys.modules, 'cocotb' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.split() == ["False", "False"]
+
+
+def test_load_and_model_predict(tiny):
+    m = nnaccel.load(tiny)
+    assert (m.name, m.input_shape, m.output_shape) == ("tiny", (4,), (2,))
+    y = m.predict(X)
+    assert y.dtype == np.int64 and y.shape == (6, 2)
+    np.testing.assert_array_equal(y, by_hand(X))
+
+
+def test_reprs_summarise(tiny):
+    m = nnaccel.load(tiny)
+    assert repr(m) == "<nnaccel.Model 'tiny': input int4 x 4 -> int32 x 2, 2 layers>"
+    d = m.generate(max_lanes=4)
+    text = repr(d)
+    assert text.startswith("<nnaccel.Design 'tiny': 2 layers, ") and "lanes" in text
+    assert len(text) < 120
+
+
+def test_generate_report_and_numpy_predict(tiny):
+    d = nnaccel.load(tiny).generate(folds={"fc1": (3, 4), "fc2": "1x1"})
+    rows = d.report(as_text=False)
+    assert [r["layer"] for r in rows] == ["fc1", "fc2"]
+    assert [r["fold"] for r in rows] == ["3x4", "1x1"]
+    assert [r["engine"] for r in rows] == ["mvu", "mvu"]
+    # fc1 is fully unfolded: one cycle; fc2 folded 1x1 over 2x3 weights: six
+    assert [r["expected_cycles"] for r in rows] == [1, 6]
+    assert [r["lanes"] for r in rows] == [12, 1]
+    text = d.report()
+    assert text.splitlines()[0].split() == ["layer", "engine", "fold", "lanes",
+                                            "expected_cycles"]
+    assert "fc2" in text and "13 lanes" in text
+    assert "module tiny" in d.verilog
+    assert d.manifest["name"] == "tiny"
+    np.testing.assert_array_equal(d.predict(X), by_hand(X))
+
+
+@pytest.mark.parametrize(("kwargs", "error", "needle"), [
+    ({"folds": {"fc9": (2, 2)}}, UsageError, "'fc9'"),
+    ({"folds": {"fc1": (4, 4)}}, UsageError, "'fc1'"),
+    ({"engines": {"fc1": "gpu"}}, UsageError, "'gpu'"),
+    ({"storage": {"fc1": "flash"}}, UsageError, "weight-storage"),
+    ({"max_lanes": 0}, UsageError, "max_lanes"),
+    ({"batch": 1 << 20}, UsageError, "batch"),
+    ({"max_lanes": 4, "target_cycles": 3}, UsageError, "at most one"),
+])
+def test_generate_refuses_what_the_cli_refuses(tiny, tmp_path, capsys, kwargs, error, needle):
+    from nnaccel import cli
+
+    with pytest.raises(error) as e:
+        nnaccel.load(tiny).generate(**kwargs)
+    assert needle in str(e.value)
+    if "folds" in kwargs or "engines" in kwargs:  # the CLI: the same message, exit 2
+        flag, table = ("--fold", kwargs["folds"]) if "folds" in kwargs else (
+            "--engine", kwargs["engines"])
+        (layer, value), = table.items()
+        value = "x".join(map(str, value)) if isinstance(value, tuple) else value
+        status = cli.main(["generate", str(tiny), "-o", str(tmp_path / "o"), flag,
+                           f"{layer}={value}"])
+        assert status == 2
+        assert capsys.readouterr().err.strip() == f"nnaccel: error: {e.value}"
+
+
+def test_predict_refuses_bad_inputs(tiny):
+    m = nnaccel.load(tiny)
+    d = m.generate()
+    for bad, needle in ((np.zeros((2, 5)), "shape"), (np.full((1, 4), 8), "outside"),
+                        (np.full((1, 4), 0.5), "non-integer")):
+        with pytest.raises(UsageError, match=needle):
+            d.predict(bad)
+        with pytest.raises(UsageError, match=needle):
+            m.predict(bad)
+    with pytest.raises(UsageError, match="backend"):
+        d.predict(X, backend="fpga")
+
+
+def test_load_refuses_a_bad_model(tmp_path):
+    with pytest.raises(ModelError, match="not a model directory"):
+        nnaccel.load(tmp_path / "absent")
+    with pytest.raises(UsageError, match="onnx"):
+        nnaccel.from_onnx(tmp_path / "model.json")
+
+
+def test_save_and_open(tiny, tmp_path):
+    d = nnaccel.load(tiny).generate(max_lanes=4, folds={"fc2": (1, 3)})
+    out = d.save(tmp_path / "design")
+    assert (out / "tiny.v").read_text() == d.verilog
+    assert json.loads((out / "manifest.json").read_text()) == d.manifest
+    again = nnaccel.open(out)
+    assert again.manifest == d.manifest and again.options == d.options
+    np.testing.assert_array_equal(again.predict(X), by_hand(X))
+    # an earlier output is replaced only with force; a user's directory never
+    with pytest.raises(UsageError):
+        d.save(out)
+    d.save(out, force=True)
+    user = tmp_path / "mine"
+    user.mkdir()
+    (user / "notes.txt").write_text("keep")
+    with pytest.raises(UsageError):
+        d.save(user, force=True)
+    assert (user / "notes.txt").read_text() == "keep" and len(list(user.iterdir())) == 1
+
+
+def test_open_refuses_a_changed_model(tiny, tmp_path):
+    out = nnaccel.load(tiny).generate(max_lanes=4).save(tmp_path / "design")
+    data = dict(np.load(tiny / "weights.npz"))
+    data["fc2.w"] = np.full((2, 3), 7)
+    np.savez(tiny / "weights.npz", **data)
+    with pytest.raises(UsageError, match="different design"):
+        nnaccel.open(out)
+    with pytest.raises(UsageError, match="not a design"):
+        nnaccel.open(tmp_path)
+
+
+@pytest.mark.verilator
+def test_load_generate_predict_on_verilator(tiny):
+    d = nnaccel.load(tiny).generate(max_lanes=16)
+    np.testing.assert_array_equal(d.predict(X, backend="verilator"), by_hand(X))
+    np.testing.assert_array_equal(d.predict(X, backend="verilator", stress=True), by_hand(X))
