@@ -33,12 +33,12 @@ def write_tiny(path):
     return path
 
 
-def by_hand(x):
+def by_hand(x, bias=B1):
     """SPEC 2.1/2.2 in Python integers."""
     out = []
     for row in np.asarray(x).tolist():
         acc = [sum(w * v for w, v in zip(r, row, strict=True)) + b
-               for r, b in zip(W1.tolist(), B1.tolist(), strict=True)]
+               for r, b in zip(W1.tolist(), np.asarray(bias).tolist(), strict=True)]
         h = [min(max((a * 3 + 8) >> 4, 0), 15) for a in acc]
         out.append([sum(w * v for w, v in zip(r, h, strict=True)) for r in W2.tolist()])
     return np.array(out)
@@ -176,3 +176,28 @@ def test_load_generate_predict_on_verilator(tiny):
     d = nnaccel.load(tiny).generate(max_lanes=16)
     np.testing.assert_array_equal(d.predict(X, backend="verilator"), by_hand(X))
     np.testing.assert_array_equal(d.predict(X, backend="verilator", stress=True), by_hand(X))
+
+
+def _readme_example():
+    """The Python block of README.md's "Python API" section and the text block it prints."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("\n## Python API\n", 1)[1].split("\n## ", 1)[0]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    printed = section.split("```text\n", 1)[1].split("```", 1)[0]
+    return code, printed
+
+
+@pytest.mark.verilator
+def test_readme_python_api_example(tmp_path):
+    code, printed = _readme_example()
+    (tmp_path / "example.py").write_text(code)
+    run = subprocess.run([sys.executable, "example.py"], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout == printed
+    # the example's model is the one of these tests without fc1's bias: its outputs are the
+    # hand-computed ones
+    x = np.array([[1, 2, 3, 4], [-8, 7, -6, 5]])
+    assert printed.splitlines()[-3] == str(by_hand(x, bias=[0, 0, 0]).tolist())
