@@ -226,6 +226,10 @@ def cmd_import(args):
         imported = _import(args.file, name=args.name or _stem_name(args.file))
         model = imported.model
         path = write_model(model, args.output)
+    if args.json:
+        print(json.dumps(_import_summary(imported, path)))
+        log(f"wrote {path / 'model.json'} and {path / 'weights.npz'}")
+        return 0
     shape = "x".join(str(d) for d in model.input_shape)
     print(f"imported {model.name}: input {model.input_dtype} x {shape}, "
           f"{'exact' if imported.exact else 'int8 requant (within 1 LSB)'}")
@@ -238,6 +242,24 @@ def cmd_import(args):
               f"{'x'.join(map(str, layer.out_shape))}{weights}, {output}")
     log(f"wrote {path / 'model.json'} and {path / 'weights.npz'}")
     return 0
+
+
+def _import_summary(imported, path):
+    """``import --json``: the imported model's layers, one JSON object."""
+    model = imported.model
+    layers = []
+    for layer in model.layers:
+        layers.append({
+            "name": layer.name, "op": layer.op.value, "inputs": list(layer.inputs),
+            "in_shapes": [list(model.shape_of(src)) for src in layer.inputs],
+            "out_shape": list(layer.out_shape),
+            "weight_dtype": (str(layer.weight_dtype) if hasattr(layer, "weight_dtype")
+                             else None),
+            "output": None if layer.output is None else layer.output.kind.value,
+            "out_dtype": str(layer.out_dtype)})
+    return {"name": model.name, "output": str(path),
+            "input": {"shape": list(model.input_shape), "dtype": str(model.input_dtype)},
+            "exact": bool(imported.exact), "layers": layers}
 
 
 def _design(args, model):
@@ -275,6 +297,9 @@ def _generate(args):
         f"{design.manifest['expected_cycles_per_inference']} cycles per inference")
     out = design.write(args.output, extra=extra)
     log(f"wrote {out / (design.name + '.v')} and {out / 'manifest.json'}")
+    if args.json:
+        print(json.dumps({"output": str(out), "verilog": str(out / (design.name + ".v")),
+                          "manifest": design.manifest}))
     return 0
 
 
@@ -635,6 +660,8 @@ def build_parser():
     p.add_argument("--stop-after", choices=["engines", "configure", "folding", "check"],
                    help="stop the compiler after this pass and print its IR as JSON")
     p.add_argument("--dump-ir", action="store_true", help="also write ir.json")
+    p.add_argument("--json", action="store_true",
+                   help="print the output directory and the manifest as one JSON object")
     _add_force(p)
     _add_generate_options(p)
     p.set_defaults(func=cmd_generate)
@@ -682,6 +709,8 @@ def build_parser():
     p.add_argument("file", help="the .onnx file")
     p.add_argument("-o", "--output", required=True, help="model directory to write")
     p.add_argument("--name", help="model name (default: the file's stem)")
+    p.add_argument("--json", action="store_true",
+                   help="print the imported model's layers as one JSON object")
     _add_force(p)
     p.set_defaults(func=cmd_import)
 

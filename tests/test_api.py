@@ -201,3 +201,28 @@ def test_readme_python_api_example(tmp_path):
     # hand-computed ones
     x = np.array([[1, 2, 3, 4], [-8, 7, -6, 5]])
     assert printed.splitlines()[-3] == str(by_hand(x, bias=[0, 0, 0]).tolist())
+
+
+def test_from_onnx(tmp_path):
+    pytest.importorskip("onnx", reason="the 'onnx' extra is not installed")
+    from onnx import TensorProto, helper, numpy_helper
+    from onnx import save as save_onnx
+
+    q = "qonnx.custom_op.general"
+    inits = [numpy_helper.from_array(np.asarray(v, dtype=np.float32), n) for n, v in
+             (("s", 1.0), ("z", 0.0), ("b", 4.0), ("w", W1.T))]
+    nodes = [helper.make_node("Quant", ["x", "s", "z", "b"], ["xq"], domain=q, signed=0,
+                              narrow=0, rounding_mode="ROUND"),
+             helper.make_node("MatMul", ["xq", "w"], ["y"], name="fc")]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13),
+                                                     helper.make_opsetid(q, 1)])
+    model.ir_version = 8
+    save_onnx(model, str(tmp_path / "one.onnx"))
+    m = nnaccel.from_onnx(tmp_path / "one.onnx")
+    assert (m.name, m.input_shape, m.output_shape) == ("one", (4,), (3,))
+    x = np.array([[0, 1, 2, 15], [7, 7, 0, 3]])
+    np.testing.assert_array_equal(m.predict(x), x @ W1.T)
+    np.testing.assert_array_equal(m.generate(max_lanes=3).predict(x), x @ W1.T)

@@ -562,3 +562,46 @@ def test_run_numpy_refuses_options_generate_refuses(good, tmp_path, capsys, fold
     assert run_err == generate_err
     # a valid fold is accepted by the numpy backend
     assert cli.main(["run", str(good), "--input", str(x), "--fold", "fc1=3x4"]) == 0
+
+
+def test_generate_json(good, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert cli.main(["generate", str(good), "-o", str(out), "--json", "--fold", "fc1=3x2"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["output"] == str(out) and doc["verilog"] == str(out / "tiny.v")
+    assert doc["manifest"] == json.loads((out / "manifest.json").read_text())
+    assert [(e["name"], e["pe"], e["simd"]) for e in doc["manifest"]["layers"]][0] == (
+        "fc1", 3, 2)
+
+
+def tiny_onnx(path):
+    """x -> Quant(uint4) -> MatMul(integer weights) -> y: an exact one-layer import."""
+    onnx = pytest.importorskip("onnx", reason="the 'onnx' extra is not installed")
+    from onnx import TensorProto, helper, numpy_helper
+
+    q = "qonnx.custom_op.general"
+    inits = [numpy_helper.from_array(np.asarray(v, dtype=np.float32), n) for n, v in
+             (("s", 1.0), ("z", 0.0), ("b", 4.0), ("w", W1.T))]
+    nodes = [helper.make_node("Quant", ["x", "s", "z", "b"], ["xq"], domain=q, signed=0,
+                              narrow=0, rounding_mode="ROUND"),
+             helper.make_node("MatMul", ["xq", "w"], ["y"], name="fc")]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13),
+                                                     helper.make_opsetid(q, 1)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def test_import_json(tmp_path, capsys):
+    path = tiny_onnx(tmp_path / "one.onnx")
+    out = tmp_path / "m"
+    assert cli.main(["import", str(path), "-o", str(out), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["name"] == "one" and doc["output"] == str(out) and doc["exact"] is True
+    assert doc["input"] == {"shape": [4], "dtype": "uint4"}
+    (layer,) = doc["layers"]
+    assert (layer["op"], layer["in_shapes"], layer["out_shape"]) == ("linear", [[4]], [3])
+    assert read_model(out).layers[0].name == layer["name"]
