@@ -323,6 +323,53 @@ class Design:
         outputs, _ = simulate(self._design, X, idle=p, stall=p, seed=seed, check=True)
         return np.asarray(outputs, dtype=np.int64)
 
+    def build(self, board, outdir=None, *, force=False, log=None):
+        """Synthesis, place and route and bitstream of this design for ``board``, as ``nnaccel
+        build`` does (yosys + nextpnr; minutes to an hour).
+
+        Parameters
+        ----------
+        board : str
+            A board name, e.g. ``"ulx3s-85f"`` or ``"icebreaker"``.
+        outdir : path-like, optional
+            The build directory; default ``build/<name>-<board>``. Written complete or not at
+            all, never over a user's directory; an earlier build is replaced only with
+            ``force``.
+        log : callable or text stream, optional
+            Progress (stderr when None).
+
+        Returns
+        -------
+        dict
+            The report (``resources``, ``fmax_mhz``, ``timing_met``, ``bitstream`` path, ...,
+            see :func:`nnaccel.boards.build.build`) with ``manifest`` and
+            ``inferences_per_second_at_fmax`` added; also in ``outdir/report.json``.
+
+        Raises
+        ------
+        UsageError
+            An unknown board or an output directory that may not be written.
+        ToolError
+            A tool is missing or failed.
+        """
+        from .boards.build import build
+        from .boards.platforms import get_board
+        from .gen.atomic import output_policy
+
+        get_board(board)
+        outdir = Path(outdir) if outdir is not None else Path("build") / f"{self.name}-{board}"
+        cycles = self.manifest["expected_cycles_per_inference"]
+
+        def finish(report):
+            report["manifest"] = self.manifest
+            report["inferences_per_second_at_fmax"] = report["fmax_mhz"] * 1e6 / cycles
+            return {"manifest.json": json.dumps(self.manifest, indent=2) + "\n"}
+
+        inputs = () if self.model.path is None else (self.model.path,)
+        with output_policy(command="build", force=force, inputs=inputs):
+            return build(self._design.network, board, outdir, name=self.name, log=log,
+                         finish=finish)
+
     def save(self, path, *, force=False):
         """Write ``<name>.v``, ``manifest.json`` and :data:`SOURCE` (the model's absolute path
         and the options) to the directory ``path``, as ``nnaccel generate`` writes: complete or

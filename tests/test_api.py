@@ -226,3 +226,29 @@ def test_from_onnx(tmp_path):
     x = np.array([[0, 1, 2, 15], [7, 7, 0, 3]])
     np.testing.assert_array_equal(m.predict(x), x @ W1.T)
     np.testing.assert_array_equal(m.generate(max_lanes=3).predict(x), x @ W1.T)
+
+
+def test_build_passes_the_design_to_the_board_flow(tiny, tmp_path, monkeypatch):
+    import nnaccel.boards.build as board_build
+
+    d = nnaccel.load(tiny).generate(max_lanes=4)
+    calls = []
+
+    def fake(network, board, outdir, *, name, log=None, finish=None):
+        calls.append((network, board, outdir, name))
+        report = {"fmax_mhz": 50.0}
+        files = finish(report)
+        assert json.loads(files["manifest.json"]) == d.manifest
+        return report
+
+    monkeypatch.setattr(board_build, "build", fake)
+    report = d.build("icebreaker", tmp_path / "b")
+    (network, board, outdir, name), = calls
+    assert network is d._design.network and (board, outdir, name) == (
+        "icebreaker", tmp_path / "b", "tiny")
+    cycles = d.manifest["expected_cycles_per_inference"]
+    assert report["inferences_per_second_at_fmax"] == 50e6 / cycles
+    assert report["manifest"] == d.manifest
+    with pytest.raises(UsageError, match="no_such_board"):
+        d.build("no_such_board", tmp_path / "c")
+    assert len(calls) == 1
