@@ -239,6 +239,9 @@ class Design:
         self.model = model
         self.options = options
         self._verilog = None
+        #: The :class:`~nnaccel.sim.verilator.SimResult` of the last Verilator ``predict``
+        #: (cycles per inference, latency, idle and back-pressure cycles), or None.
+        self.last_simulation = None
 
     @property
     def name(self):
@@ -301,7 +304,8 @@ class Design:
         Returns
         -------
         numpy.ndarray
-            ``(B, *output_shape)`` int64.
+            ``(B, *output_shape)`` int64. A Verilator run also sets :attr:`last_simulation`
+            (its measured cycles).
 
         Raises
         ------
@@ -320,7 +324,8 @@ class Design:
         from .sim.design import simulate
 
         p = cli.STRESS if stress else 0.0
-        outputs, _ = simulate(self._design, X, idle=p, stall=p, seed=seed, check=True)
+        outputs, self.last_simulation = simulate(self._design, X, idle=p, stall=p, seed=seed,
+                                                 check=True)
         return np.asarray(outputs, dtype=np.int64)
 
     def build(self, board, outdir=None, *, force=False, log=None):

@@ -174,8 +174,15 @@ def test_open_refuses_a_changed_model(tiny, tmp_path):
 @pytest.mark.verilator
 def test_load_generate_predict_on_verilator(tiny):
     d = nnaccel.load(tiny).generate(max_lanes=16)
+    assert d.last_simulation is None
     np.testing.assert_array_equal(d.predict(X, backend="verilator"), by_hand(X))
+    calm = d.last_simulation
+    assert calm.idle_cycles == 0 and calm.backpressure_cycles == 0
+    assert len(calm.outputs_bits) == len(X)
     np.testing.assert_array_equal(d.predict(X, backend="verilator", stress=True), by_hand(X))
+    stressed = d.last_simulation
+    assert stressed.idle_cycles > 0 and stressed.backpressure_cycles > 0  # stalls took effect
+    assert stressed.cycles_total > calm.cycles_total
 
 
 def _readme_example():
