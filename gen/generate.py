@@ -8,11 +8,13 @@ from pathlib import Path
 from amaranth.back import verilog
 
 from ..hw.common.arith import cdiv
+from ..hw.common.graph import GraphNetwork, Node, Port, edge_beats
 from ..hw.common.pipeline import AxisTop, Pipeline, Stage
 from ..hw.mvu.params import MVUParams
 from .atomic import atomic_directory
 from .engines.base import is_map, layer_macs, stream_order
 from .errors import ModelError
+from .ir import MODEL_INPUT, Op
 from .names import VERILOG_KEYWORDS, name_problem
 from .pipeline import compile_plan
 
@@ -38,7 +40,23 @@ class Design:
             raise ModelError(None, "name", f"{problem}: it cannot name the generated module")
         self.name = model.name
         self.batch = plan.options.batch
-        self.fifos = fifo_plan(plan)
+        self.chain = model.is_chain
+        if self.chain:
+            self.fifos = fifo_plan(plan)
+            self.network = self._pipeline()
+        else:
+            self.fifos = graph_fifo_plan(plan)
+            self.network = self._graph()
+        last = plan.layers[-1]
+        out_beats = cdiv(_elements(last.layer.out_shape), last.fold.pe)
+        self.top = AxisTop(self.network, out_vector_beats=out_beats)
+        self.manifest = self._manifest()
+        for entry in self.manifest["layers"]:
+            for text in entry["warnings"]:
+                log.warning("layer %s: %s", entry["name"], text)
+
+    def _pipeline(self):
+        plan, model = self.plan, self.plan.model
         stages = []
         for lp, fifo in zip(plan.layers, self.fifos, strict=True):
             shape = model.layer(lp.layer.name).in_shape
@@ -49,16 +67,25 @@ class Design:
                                 in_count=_elements(shape), in_beat=in_beat,
                                 out_count=_elements(lp.layer.out_shape), out_beat=lp.fold.pe,
                                 fifo_depth=fifo["depth"], in_group=group))
-        first, last = plan.layers[0], plan.layers[-1]
-        self.network = Pipeline(stages, in_shape=model.input_dtype.shape,
-                                in_beat=first.adapter.in_beat(first),
-                                out_shape=model.output_dtype.shape)
-        out_beats = cdiv(_elements(last.layer.out_shape), last.fold.pe)
-        self.top = AxisTop(self.network, out_vector_beats=out_beats)
-        self.manifest = self._manifest()
-        for entry in self.manifest["layers"]:
-            for text in entry["warnings"]:
-                log.warning("layer %s: %s", entry["name"], text)
+        first = plan.layers[0]
+        return Pipeline(stages, in_shape=model.input_dtype.shape,
+                        in_beat=first.adapter.in_beat(first), out_shape=model.output_dtype.shape)
+
+    def _graph(self):
+        plan, model = self.plan, self.plan.model
+        nodes = []
+        for lp, fifos in zip(plan.layers, self.fifos, strict=True):
+            in_beat = lp.adapter.in_beat(lp)
+            ports = []
+            for src, fifo in zip(lp.layer.inputs, fifos, strict=True):
+                shape = model.shape_of(src)
+                group = shape[0] if is_map(shape) and shape[0] % in_beat == 0 else None
+                ports.append(Port(source=src, fifo_depth=fifo["depth"], count=_elements(shape),
+                                  group=group))
+            nodes.append(Node(name=lp.layer.name, engine=lp.adapter.build(lp), ports=tuple(ports),
+                              in_beat=in_beat, out_beat=lp.fold.pe))
+        return GraphNetwork(nodes, in_shape=model.input_dtype.shape,
+                            in_beat=_input_beat(plan), out_shape=model.output_dtype.shape)
 
     @property
     def vectors_multiple(self):
@@ -74,7 +101,7 @@ class Design:
     def _manifest(self):
         model, plan = self.plan.model, self.plan
         layers = []
-        latency = 0
+        arrival = {MODEL_INPUT: 0}
         for lp, fifo in zip(plan.layers, self.fifos, strict=True):
             layer = model.layer(lp.layer.name)
             weight_dtype = getattr(layer, "weight_dtype", None)
@@ -93,22 +120,26 @@ class Design:
                 "output": None if layer.output is None else layer.output.kind.value,
                 "density": (round(layer.density, 4) if hasattr(layer, "density") else None),
                 "macs": layer_macs(layer),
-                "fifo": fifo,
+                "fifo": fifo if self.chain else fifo[0],
             }
+            if not self.chain:
+                entry["fifos"] = fifo
             entry.update(lp.adapter.manifest(lp))
             entry["warnings"] = list(lp.warnings)
             layers.append(entry)
-            latency += math.ceil(lp.adapter.first_cycles(entry)) + _LAYER_OVERHEAD
+            arrival[layer.name] = (max(arrival[src] for src in lp.layer.inputs)
+                                   + math.ceil(lp.adapter.first_cycles(entry)) + _LAYER_OVERHEAD)
+        latency = arrival[plan.layers[-1].layer.name]
         cycles = max(entry["expected_cycles"] for entry in layers)
         macs = sum(entry["macs"] for entry in layers)
         # The work a sparse layer really does is one MAC per stored non-zero weight.
         work = sum(entry.get("nonzeros", entry["macs"]) for entry in layers)
         lanes = sum(entry["lanes"] for entry in layers)
-        first, last = plan.layers[0], plan.layers[-1]
+        last = plan.layers[-1]
         return {
             "format": MANIFEST_FORMAT, "name": model.name, "top": model.name,
             "io": {"input": self._io(model.input_dtype, model.input_shape,
-                                     first.adapter.in_beat(first)),
+                                     _input_beat(plan)),
                    "output": self._io(model.output_dtype, last.layer.out_shape,
                                       last.fold.pe)},
             "batch": self.batch, "vectors_multiple": self.vectors_multiple,
@@ -119,8 +150,19 @@ class Design:
             "options": {"target_cycles": plan.options.target_cycles,
                         "max_lanes": plan.options.max_lanes, "batch": plan.options.batch},
             "warnings": [f"layer {e['name']}: {w}" for e in layers for w in e["warnings"]],
+            "fifos": self._fifo_list(),
             "layers": layers,
         }
+
+    def _fifo_list(self):
+        """Every FIFO: the layer and input port it feeds, the tensor it carries, depth, beat,
+        bits and the rule that sized it."""
+        out = []
+        for lp, fifos in zip(self.plan.layers, self.fifos, strict=True):
+            for n, fifo in enumerate([fifos] if self.chain else fifos):
+                out.append({"layer": lp.layer.name, "port": n, "source": lp.layer.inputs[n],
+                            **fifo})
+        return out
 
     def verilog(self):
         """The self-contained Verilog text of the AXI4-Stream top level."""
@@ -202,6 +244,170 @@ def fifo_plan(plan):
         out.append({"depth": depth, "beat": wide, "rule": rule,
                     "bits": depth * wide * model.dtype_of(lp.layer.inputs[0]).bits})
         beat = lp.fold.pe
+    return out
+
+
+def _input_beat(plan):
+    """Elements per beat of the design's input: the in-beat of its first reader."""
+    for lp in plan.layers:
+        if MODEL_INPUT in lp.layer.inputs:
+            return lp.adapter.in_beat(lp)
+    raise AssertionError("no layer reads the model input")
+
+
+def _single_port(plan, lp, beat):
+    """``(depth, wide, rule)`` of the FIFO in front of a one-input layer whose producer's beat
+    is ``beat`` (the rules of :func:`fifo_plan`)."""
+    shape = plan.model.layer(lp.layer.name).in_shape
+    in_beat = lp.adapter.in_beat(lp)
+    wide = edge_beats(beat, in_beat)[1]
+    whole = cdiv(_elements(shape), wide)
+    window = _window_of(lp.params)
+    from_layer = lp.layer.inputs[0] != MODEL_INPUT
+    if is_map(shape) and window is not None and from_layer:
+        rows = max(1, window.span_rows - window.padding[0])
+        depth = (rows * shape[2] + 1) * cdiv(shape[0], wide) + FIFO_SLACK
+        rule = (f"window consumer: the {rows} first rows of an image (written while the "
+                "window finishes the previous one) + one pixel + slack")
+    elif is_map(shape) and not isinstance(lp.params, MVUParams):
+        depth = cdiv(shape[0], wide) + FIFO_SLACK
+        rule = "window/pool consumer: one producer pixel + slack"
+    elif is_map(shape) and isinstance(lp.params, MVUParams) and from_layer:
+        p = lp.params
+        depth = min(whole, (p.neuron_folds - 1) * p.synapse_folds) + FIFO_SLACK
+        rule = "MVU after a map: beats arriving during its other neuron folds + slack"
+    else:
+        depth = whole + FIFO_SLACK
+        rule = "vector consumer: whole input vector + slack"
+    return depth, wide, rule
+
+
+def _lead_pixels(lp):
+    """Pixels of input a same-resolution layer must read past an output pixel's own position
+    before it can emit that pixel: a window's reach below and right of its anchor, plus one row
+    for the window unit's row-wise emission; None when the layer changes the resolution."""
+    layer = lp.layer
+    if not (is_map(layer.in_shape) and is_map(layer.out_shape)
+            and tuple(layer.in_shape[1:]) == tuple(layer.out_shape[1:])):
+        return None
+    if getattr(layer, "stride", (1, 1)) != (1, 1):
+        return None
+    window = _window_of(lp.params)
+    if window is None:
+        return 0
+    (kh, kw), (dh, dw) = window.kernel, window.dilation
+    top, left = window.padding[0], window.padding[1]
+    width = layer.in_shape[2]
+    return max(0, (kh - 1) * dh - top) * width + max(0, (kw - 1) * dw - left) + width
+
+
+def _ancestors(model, name):
+    seen, todo = {name}, [name]
+    while todo:
+        cur = todo.pop()
+        if cur == MODEL_INPUT:
+            continue
+        for src in model.layer(cur).inputs:
+            if src not in seen:
+                seen.add(src)
+                todo.append(src)
+    return seen
+
+
+def _branch_delays(plan, join):
+    """``(fork, {input: (lead pixels, layers)})`` of a join: ``fork`` is the latest tensor every
+    input derives from; each input's lead is the longest sum of :func:`_lead_pixels` on a path
+    from the fork to it, with the number of layers on that path (None if a layer on a path
+    changes the resolution)."""
+    model = plan.model
+    common = set.intersection(*(_ancestors(model, src) for src in join.inputs))
+    order = [MODEL_INPUT] + [lp.layer.name for lp in plan.layers]
+    fork = max(common, key=order.index)
+    plans = {lp.layer.name: lp for lp in plan.layers}
+    memo = {fork: (0, 0)}
+
+    def delay(name):
+        if name not in memo:
+            if name == MODEL_INPUT or fork not in _ancestors(model, name):
+                memo[name] = None
+                return None
+            own = _lead_pixels(plans[name])
+            ups = [delay(src) for src in model.layer(name).inputs
+                   if src == fork or fork in _ancestors(model, src)]
+            if own is None or any(u is None for u in ups):
+                memo[name] = None
+            else:
+                lead, depth = max(ups)
+                memo[name] = (lead + own, depth + 1)
+        return memo[name]
+
+    return fork, {src: delay(src) for src in join.inputs}
+
+
+def _join_ports(plan, lp):
+    """FIFOs in front of a join's inputs, from the branches' timing (see :func:`graph_fifo_plan`).
+    """
+    model, layer = plan.model, lp.layer
+    in_beat = lp.adapter.in_beat(lp)
+    fork, delays = _branch_delays(plan, layer)
+    known = all(d is not None for d in delays.values())
+    longest = max(d[0] for d in delays.values()) if known else None
+    layers = max(d[1] for d in delays.values()) if known else None
+    out = []
+    for src in layer.inputs:
+        producer = next((p for p in plan.layers if p.layer.name == src), None)
+        beat = producer.fold.pe if producer is not None else _input_beat(plan)
+        wide = edge_beats(beat, in_beat)[1]
+        shape = model.shape_of(src)
+        channels = shape[0]
+        whole = cdiv(_elements(shape), wide)
+        if known:
+            lead = longest - delays[src][0]
+            need = cdiv((lead + 1) * channels, wide) + layers * _LAYER_OVERHEAD
+            depth = min(whole, need) + FIFO_SLACK
+            rule = (f"join branch from {fork}: {lead} pixels behind the longest branch "
+                    f"({longest} pixels of window reach and rows) + one pixel + {layers} "
+                    f"layers x {_LAYER_OVERHEAD} cycles in flight (at most a whole map) + slack")
+        else:
+            depth = whole + FIFO_SLACK
+            rule = (f"join branch from {fork} through a change of resolution: a whole map + "
+                    "slack")
+        out.append((depth, wide, rule, src))
+    return out
+
+
+def graph_fifo_plan(plan):
+    """The FIFOs of a graph: for every layer, one ``{"depth", "beat", "bits", "rule"}`` per
+    input port, in port order.
+
+    A one-input layer gets :func:`fifo_plan`'s rule for its consumer kind, with its producer's
+    beat. A join's input ``i`` sits on a branch from the fork ``F`` (the latest tensor all
+    its inputs derive from). While the join waits for the first beat of its longest branch, the
+    fork keeps feeding the short ones (the fork moves only when every consumer takes a beat,
+    so no branch gets further ahead than this), so input ``i``'s FIFO holds
+
+    ``min(whole map, ceil((lead_i + 1) * C_i / wide) + L * LAYER_OVERHEAD) + FIFO_SLACK``
+
+    beats, where ``lead_i = max_j D_j - D_i`` and ``D_j`` is the sum over the layers on the
+    longest path from ``F`` to input ``j`` of the pixels a layer reads past an output's
+    position (a window's reach below and right of its anchor, ``((KH-1)*DH - top) * W +
+    (KW-1)*DW - left``, plus one row for the window unit's row-wise emission), and ``L`` is
+    the number of layers on the longest path (their pipeline registers, one beat per cycle).
+    When a layer on a branch changes the resolution, the FIFO holds a whole map (+ slack).
+    """
+    model = plan.model
+    out = []
+    pes = {lp.layer.name: lp.fold.pe for lp in plan.layers}
+    pes[MODEL_INPUT] = _input_beat(plan)
+    for lp in plan.layers:
+        if lp.layer.op in (Op.ADD, Op.CONCAT):
+            ports = _join_ports(plan, lp)
+        else:
+            src = lp.layer.inputs[0]
+            ports = [(*_single_port(plan, lp, pes[src]), src)]
+        out.append([{"depth": depth, "beat": wide, "rule": rule,
+                     "bits": depth * wide * model.dtype_of(src).bits}
+                    for depth, wide, rule, src in ports])
     return out
 
 

@@ -31,6 +31,7 @@ class Options:
     sparse: tuple = ()         # ((layer, SparseChoice), ...)
     pools: tuple = ()          # ((layer, Fold(n, n)), ...): a pooling layer's beat
     vvau_folds: tuple = ()     # ((layer, Fold(pe*mg, simd)), ...): grouped conv2d folds
+    joins: tuple = ()          # never set by the CLI: a join's beat is chosen by the folder
 
     def forced(self, option, name):
         """The user's forced choice in the field ``option`` (an adapter's ``option``:

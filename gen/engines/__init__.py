@@ -10,6 +10,7 @@ over layers and ask the adapter of each layer's engine. Adding an engine is a fo
 from ..errors import ModelError
 from ..ir import Op
 from .base import Engine, EngineAdapter
+from .join import JoinAdapter
 from .mvu import MVUAdapter
 from .pool import PoolAdapter
 from .sparse import SparseAdapter, SparseChoice
@@ -21,10 +22,12 @@ __all__ = ["Engine", "EngineAdapter", "ADAPTERS", "DEFAULT_ORDER", "adapter_for"
 
 #: Every engine's adapter.
 ADAPTERS = {Engine.MVU: MVUAdapter(), Engine.SYSTOLIC: SystolicAdapter(),
-            Engine.SPARSE: SparseAdapter(), Engine.POOL: PoolAdapter(), Engine.VVAU: VVAUAdapter()}
+            Engine.SPARSE: SparseAdapter(), Engine.POOL: PoolAdapter(), Engine.VVAU: VVAUAdapter(),
+            Engine.JOIN: JoinAdapter()}
 #: The order in which SPEC 2.3's defaults offer a layer to the engines (the first that accepts
 #: and claims it wins; the MVU claims every layer it accepts).
-DEFAULT_ORDER = (Engine.SPARSE, Engine.SYSTOLIC, Engine.MVU, Engine.POOL, Engine.VVAU)
+DEFAULT_ORDER = (Engine.SPARSE, Engine.SYSTOLIC, Engine.MVU, Engine.POOL, Engine.VVAU,
+                 Engine.JOIN)
 
 
 def adapter_for(engine):

@@ -48,6 +48,7 @@ class Engine(enum.Enum):
     SYSTOLIC = "systolic"
     POOL = "pool"
     VVAU = "vvau"
+    JOIN = "join"
 
 
 def is_map(shape):

@@ -35,20 +35,38 @@ def spec_acc(layer, x):
     return to_stream(acc, layer.out_shape)
 
 
+def _random(rng, dt, shape):
+    """Random tensors of ``dtype`` and ``shape`` (B first), the first two at its extremes."""
+    if dt.kind is DTypeKind.BIPOLAR:
+        return rng.choice([-1, 1], size=shape)
+    x = rng.integers(dt.lo, dt.hi, size=shape, endpoint=True)
+    x[0] = dt.lo
+    x[1] = dt.hi
+    return x
+
+
+def _join_acc(model, layer, rng, vectors):
+    """(engine model, SPEC) of a join on random inputs, stream order."""
+    xs = [_random(rng, model.dtype_of(src), (vectors, *model.shape_of(src)))
+          for src in layer.inputs]
+    if layer.op is Op.ADD:
+        want = to_stream(ref.add_acc(xs, layer.scales), layer.out_shape)
+    else:
+        want = to_stream(ref.concat(xs), layer.out_shape)
+    return [to_stream(x, x.shape[1:]) for x in xs], want
+
+
 def check_plan(plan, vectors=8, seed=0):
     rng = np.random.default_rng(seed)
     for lp in plan.layers:
         layer = plan.model.layer(lp.layer.name)
-        dt = layer.in_dtype
-        shape = (vectors, *layer.in_shape)
-        if dt.kind is DTypeKind.BIPOLAR:
-            x = rng.choice([-1, 1], size=shape)
+        if layer.op in (Op.ADD, Op.CONCAT):
+            xs, want = _join_acc(plan.model, layer, rng, vectors)
+            acc = adapter_for(lp.engine).model_acc(lp, xs)
         else:
-            x = rng.integers(dt.lo, dt.hi, size=shape, endpoint=True)
-            x[0] = dt.lo
-            x[1] = dt.hi
-        want = spec_acc(layer, x)
-        acc = adapter_for(lp.engine).model_acc(lp, to_stream(x, layer.in_shape))
+            x = _random(rng, layer.in_dtype, (vectors, *layer.in_shape))
+            want = spec_acc(layer, x)
+            acc = adapter_for(lp.engine).model_acc(lp, to_stream(x, layer.in_shape))
         if np.asarray(acc).tolist() != np.asarray(want).tolist():
             raise AssertionError(f"layer {layer.name!r}: the {lp.engine.value} model disagrees "
                                  "with SPEC 2.1")

@@ -1,8 +1,9 @@
 """Pass: choose the engine of every layer (SPEC 2.3 defaults, user overrides).
 
-A graph that is not a chain (a layer reading anything but the layer before it: joins, forks)
-and a layer that no engine accepts (an op no adapter maps yet) stop generation here, before any
-pass reads weights. A ``linear`` layer reading a feature map is lowered first
+A layer that no engine accepts (an op no adapter maps yet) stops generation here, before any
+pass reads weights. Graphs are lowered whole: forks (a tensor read by several layers) and joins
+(``add``, ``concat`` on the join engine); a layer reading several tensors must be a join.
+A ``linear`` layer reading a feature map is lowered first
 (:func:`.layout.lower_layouts`): its weight columns follow the HWC stream.
 """
 
@@ -10,30 +11,25 @@ from ..engines import ADAPTERS, check_mappable, default_engine
 from ..engines.base import is_bipolar
 from ..engines.sparse import SPARSE_DENSITY
 from ..errors import ModelError
-from ..ir import MODEL_INPUT
+from ..ir import Op
 from .layout import lower_layouts
 
 __all__ = ["assign_engines", "default_engine", "is_bipolar", "SPARSE_DENSITY"]
 
 
-def check_chain(model):
-    """Raise :class:`ModelError` (field ``inputs``) at the first layer that does not read
-    exactly the layer before it (the first one: the model input)."""
-    prev = MODEL_INPUT
+def check_graph(model):
+    """Raise :class:`ModelError` (field ``inputs``) at the first layer reading several tensors
+    that is not a join (``add``/``concat``); forks and branches are lowered."""
     for layer in model.layers:
-        inputs = tuple(layer.inputs) or (prev,)
-        if inputs != (prev,):
-            raise ModelError(layer.name, "inputs", f"reads {', '.join(inputs)}: this version "
-                             "lowers chains only, each layer reading the one before it (joins "
-                             "and forks such as add, concat or residual branches are not "
-                             "supported yet)")
-        prev = layer.name
+        if len(layer.inputs) > 1 and layer.op not in (Op.ADD, Op.CONCAT):
+            raise ModelError(layer.name, "inputs", f"reads {', '.join(layer.inputs)}: only "
+                             "add and concat join several tensors")
 
 
 def assign_engines(plan):
     layers = []
     batch = plan.options.batch
-    check_chain(plan.model)
+    check_graph(plan.model)
     for lp in plan.layers:
         check_mappable(lp.layer)
     plan = lower_layouts(plan)

@@ -35,7 +35,7 @@ class AddUnit(wiring.Component):
         })
 
     @property
-    def inputs(self):
+    def in_ports(self):
         """The input streams, in order."""
         p = self.params
         if len({d.shape for d in p.in_dtypes}) == 1:
@@ -45,7 +45,7 @@ class AddUnit(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         p = self.params
-        ins = self.inputs
+        ins = self.in_ports
         acc_layout = data.ArrayLayout(p.acc_shape, p.n)
         m.submodules.skid = skid = SkidBuffer(acc_layout)
         m.submodules.stage = stage = OutputStage.from_params(p.stage_params)
@@ -80,6 +80,11 @@ class ConcatUnit(wiring.Component):
             "i_data": In(vector_stream(p.dtype.shape, p.n)).array(p.k),
             "o_data": Out(vector_stream(p.dtype.shape, p.n)),
         })
+
+    @property
+    def in_ports(self):
+        """The input streams, in order."""
+        return [self.i_data[i] for i in range(self.params.k)]
 
     def elaborate(self, platform):
         m = Module()

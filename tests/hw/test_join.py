@@ -48,7 +48,7 @@ def test_add_unit(pattern, case):
     else:
         want = acc
     dut = AddUnit(p)
-    sources = [(port, to_beats(x, n)) for port, x in zip(dut.inputs, xs, strict=True)]
+    sources = [(port, to_beats(x, n)) for port, x in zip(dut.in_ports, xs, strict=True)]
     stats = {}
     (got,) = run_stream_test(dut, sources, [(dut.o_data, p.beats * images)], pattern=pattern,
                              seed=3, timeout=5000, stats=stats)
