@@ -103,3 +103,25 @@ def test_params_validated():
         ConcatParams(dtype=u4, channels=(2,), pixels=1, n=2)
     with pytest.raises(TypeError):
         ConcatParams(dtype="uint4", channels=(2, 2), pixels=1, n=2)
+
+
+@pytest.mark.parametrize("pattern", STALL_PATTERNS, ids=str)
+def test_graph_fork_and_beats_that_do_not_divide(pattern):
+    """A GraphNetwork whose input (3 elements per beat) is forked into both ports of a concat
+    taking 2 per beat: each edge converts through gcd(3, 2) = 1 element per beat."""
+    from nnaccel.hw.common.graph import GraphNetwork, Node, Port
+
+    rng = np.random.default_rng(4)
+    c, h, w, images = 6, 2, 2, 2
+    dt = DType.parse("int4")
+    unit = ConcatUnit(ConcatParams(dtype=dt, channels=(c, c), pixels=h * w, n=2))
+    ports = tuple(Port(source="input", fifo_depth=3, count=c * h * w, group=c)
+                  for _ in range(2))
+    net = GraphNetwork([Node(name="cat", engine=unit, ports=ports, in_beat=2, out_beat=2)],
+                       in_shape=dt.shape, in_beat=3, out_shape=dt.shape)
+    xs = [_hwc(random_map(rng, dt, c, h, w)) for _ in range(images)]
+    want = concat([np.array(xs), np.array(xs)], (c, c))
+    (got,) = run_stream_test(net, [(net.i_data, to_beats(xs, 3))],
+                             [(net.o_data, 2 * c * h * w // 2 * images)], pattern=pattern,
+                             seed=6, timeout=5000)
+    assert from_beats(got, 2 * c * h * w, 2) == want.tolist()
