@@ -1,5 +1,6 @@
 """Lowering a plan to hardware, and emission of the Verilog and the manifest."""
 
+import functools
 import json
 import logging
 import math
@@ -41,19 +42,24 @@ class Design:
         self.name = model.name
         self.batch = plan.options.batch
         self.chain = model.is_chain
-        if self.chain:
-            self.fifos = fifo_plan(plan)
-            self.network = self._pipeline()
-        else:
-            self.fifos = graph_fifo_plan(plan)
-            self.network = self._graph()
-        last = plan.layers[-1]
-        out_beats = cdiv(_elements(last.layer.out_shape), last.fold.pe)
-        self.top = AxisTop(self.network, out_vector_beats=out_beats)
+        self.fifos = fifo_plan(plan) if self.chain else graph_fifo_plan(plan)
         self.manifest = self._manifest()
         for entry in self.manifest["layers"]:
             for text in entry["warnings"]:
                 log.warning("layer %s: %s", entry["name"], text)
+
+    @functools.cached_property
+    def network(self):
+        """The stream-level network Component (``i_data``/``o_data``), built on first use:
+        the manifest, the report and numpy runs need none of the hardware."""
+        return self._pipeline() if self.chain else self._graph()
+
+    @functools.cached_property
+    def top(self):
+        """The AXI4-Stream top level around :attr:`network`, built on first use."""
+        last = self.plan.layers[-1]
+        out_beats = cdiv(_elements(last.layer.out_shape), last.fold.pe)
+        return AxisTop(self.network, out_vector_beats=out_beats)
 
     def _pipeline(self):
         plan, model = self.plan, self.plan.model

@@ -202,26 +202,6 @@ class Model:
         return Design(generate(self.ir, options), model=self, options=recorded)
 
 
-def _unwarned(design):
-    """Silence amaranth's "created but never used" warning for the components of ``design``:
-    an API user may only ever ask for numpy predictions or the report."""
-    from amaranth._unused import MustUse
-
-    seen, todo = set(), [design.top, design.network]
-    while todo:
-        obj = todo.pop()
-        if id(obj) in seen or len(seen) > 100_000:
-            continue
-        seen.add(id(obj))
-        if isinstance(obj, MustUse):
-            obj._MustUse__silence = True
-        if isinstance(obj, (list, tuple)):
-            todo.extend(obj)
-        elif hasattr(obj, "__dict__") and not isinstance(obj, type):
-            todo.extend(v for v in vars(obj).values()
-                        if isinstance(v, (list, tuple)) or hasattr(v, "__dict__"))
-
-
 class Design:
     """A generated accelerator.
 
@@ -234,7 +214,6 @@ class Design:
     """
 
     def __init__(self, design, *, model, options):
-        _unwarned(design)
         self._design = design
         self.model = model
         self.options = options
