@@ -34,7 +34,7 @@ from ..gen.tools import find_yowasp
 from .build import _Progress
 
 __all__ = ["ASIC_REPORT_FORMAT", "LIBRARIES", "INSTALL_HINT", "build_asic", "find_liberty",
-           "format_asic_report"]
+           "format_asic_report", "gate_level_verilog"]
 
 #: Value of the report's ``format`` field.
 ASIC_REPORT_FORMAT = "nnaccel-asic-report/1"
@@ -319,3 +319,16 @@ def format_asic_report(report):
     times = ", ".join(f"{s['step']} {s['seconds']:.1f} s" for s in report["steps"])
     lines.append(f"  {'time':<24} {report['seconds_total']:.1f} s ({times})")
     return "\n".join(lines)
+
+
+def gate_level_verilog(netlist, lib="osu018"):
+    """One Verilog text for simulating a synthesised netlist: ``lib``'s Verilog cell models
+    (UDP flip-flops and gate primitives) followed by ``netlist``.
+
+    The cells' ``specify`` blocks (path delays and timing checks) are left out: the simulation
+    is functional (zero delay), and Verilator 5.049 emits C++ that assigns specparams it has
+    dropped, which does not compile.
+    """
+    _liberty, models = find_liberty(lib)
+    cells = re.sub(r"(?s)\bspecify\b.*?\bendspecify\b", "", Path(models).read_text())
+    return cells + "\n" + netlist
