@@ -376,7 +376,11 @@ def cmd_run(args):
     result = {"backend": args.backend, "model": model.name, "vectors": len(X)}
     status = 0
     if args.backend == "numpy":
-        validate_options(model, _options(args, model))
+        options = _options(args, model)
+        from .gen.plan import Options
+
+        if options != Options():       # nothing to refuse without generation options
+            validate_options(model, options)
         try:
             outputs = model.forward(X)
         except MemoryError:

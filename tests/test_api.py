@@ -242,6 +242,9 @@ def test_build_passes_the_design_to_the_board_flow(tiny, tmp_path, monkeypatch):
     calls = []
 
     def fake(network, board, outdir, *, name, log=None, finish=None):
+        from amaranth.hdl import Fragment
+
+        Fragment.get(network, None)      # what a real build does first: elaborate it
         calls.append((network, board, outdir, name))
         report = {"fmax_mhz": 50.0}
         files = finish(report)

@@ -16,8 +16,7 @@ from amaranth import Module
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..join.engine import Broadcast
-from .stream import Gearbox, StreamFifo, check_positive, vector_stream
+from .stream import Broadcast, Gearbox, StreamFifo, check_positive, vector_stream
 
 __all__ = ["Port", "Node", "GraphNetwork", "edge_beats", "GRAPH_INPUT"]
 

@@ -12,7 +12,7 @@ from amaranth.lib.wiring import In, Out
 
 from .arith import cdiv
 
-__all__ = ["SkidBuffer", "StreamFifo", "Gearbox", "check_positive", "vector_stream"]
+__all__ = ["SkidBuffer", "StreamFifo", "Gearbox", "Broadcast", "check_positive", "vector_stream"]
 
 
 def vector_stream(elem_shape, n):
@@ -166,3 +166,38 @@ class Gearbox(wiring.Component):
         return m
 
 
+class Broadcast(wiring.Component):
+    """A fork: one input stream ``i_data`` copied to ``k`` outputs ``o_data[j]``.
+
+    A beat is offered to every output at once; each output that takes it is marked done, and
+    the input beat is released (``i_data.ready``) in the cycle its last output takes it. So a
+    slow consumer never makes another miss or repeat a beat; one beat per cycle when all
+    consumers are ready. No latency, no storage besides ``k`` flags.
+    """
+
+    def __init__(self, shape, k):
+        self._shape = shape
+        self.k = check_positive("k", k)
+        super().__init__({
+            "i_data": In(stream.Signature(shape)),
+            "o_data": Out(stream.Signature(shape)).array(k),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        i = self.i_data
+        done = Signal(self.k)
+        release = Signal()
+        for j in range(self.k):
+            o = self.o_data[j]
+            m.d.comb += [o.payload.eq(i.payload), o.valid.eq(i.valid & ~done[j])]
+        m.d.comb += release.eq(Cat(done[j] | self.o_data[j].ready for j in range(self.k)).all())
+        m.d.comb += i.ready.eq(release)
+        with m.If(i.valid):
+            with m.If(release):
+                m.d.sync += done.eq(0)
+            with m.Else():
+                for j in range(self.k):
+                    with m.If(self.o_data[j].ready):
+                        m.d.sync += done[j].eq(1)
+        return m

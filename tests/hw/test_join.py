@@ -7,7 +7,8 @@ import pytest
 from nnaccel.hw.common import reference as common_ref
 from nnaccel.hw.common.dtype import DType
 from nnaccel.hw.common.outstage import StageKind
-from nnaccel.hw.join.engine import AddUnit, Broadcast, ConcatUnit
+from nnaccel.hw.common.stream import Broadcast
+from nnaccel.hw.join.engine import AddUnit, ConcatUnit
 from nnaccel.hw.join.params import AddParams, ConcatParams
 from nnaccel.hw.join.reference import add_acc, concat
 from nnaccel.sim.amsim import STALL_PATTERNS, from_beats, run_stream_test, to_beats
