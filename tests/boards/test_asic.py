@@ -54,6 +54,11 @@ def liberty_areas():
             re.finditer(r"cell\s*\(\s*(\w+)\s*\)\s*\{.*?\barea\s*:\s*([0-9.]+)", text, re.S)}
 
 
+#: One worker runs the module: the synthesis fixture and the gate-level Verilator build
+#: (minutes) are made once and reused, not once per xdist worker.
+pytestmark = pytest.mark.xdist_group("asic")
+
+
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     """``nnaccel build mlp484 --target asic`` once for the module: (report, outdir, stdout)."""
