@@ -86,19 +86,14 @@ class AddParams:
 
     @property
     def stage_params(self):
-        kind, extra = self.out_kind, {}
-        if kind is StageKind.REQUANT:
-            if self.mult is None or self.shift is None:
-                raise ValueError("mult and shift are required for a requant output")
-            lo = max(self.out_dtype.lo, 0) if self.relu else self.out_dtype.lo
-            extra = dict(mult=self.mult, shift=self.shift, lo=lo, hi=self.out_dtype.hi)
-        elif kind is StageKind.THRESHOLD:
-            if self.thresholds is None:
-                raise ValueError("thresholds is required for a threshold output")
-            extra = dict(thresholds=np.asarray(self.thresholds))
-        return OutputStageParams(kind=kind, pe=self.n, channels=self.channels,
-                                 raw_shape=self.acc_shape, out_shape=self.out_dtype.shape,
-                                 **extra)
+        if self.out_kind is StageKind.REQUANT and (self.mult is None or self.shift is None):
+            raise ValueError("mult and shift are required for a requant output")
+        if self.out_kind is StageKind.THRESHOLD and self.thresholds is None:
+            raise ValueError("thresholds is required for a threshold output")
+        return OutputStageParams.for_dtype(
+            self.out_kind, self.out_dtype, pe=self.n, channels=self.channels,
+            raw_shape=self.acc_shape, mult=self.mult, shift=self.shift, relu=self.relu,
+            thresholds=None if self.thresholds is None else np.asarray(self.thresholds))
 
     @property
     def beats(self):

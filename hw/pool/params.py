@@ -224,20 +224,14 @@ class PoolParams:
         """The :class:`OutputStageParams` after a sum (None for max)."""
         if self.kind is PoolKind.MAX:
             return None
-        kind = self.out_kind
-        extra = {}
-        if kind is StageKind.REQUANT:
-            if self.mult is None or self.shift is None:
-                raise ValueError("mult and shift are required for a requant output")
-            lo = max(self.out_dtype.lo, 0) if self.relu else self.out_dtype.lo
-            extra = dict(mult=self.mult, shift=self.shift, lo=lo, hi=self.out_dtype.hi)
-        elif kind is StageKind.THRESHOLD:
-            if self.thresholds is None:
-                raise ValueError("thresholds is required for a threshold output")
-            extra = dict(thresholds=np.asarray(self.thresholds))
-        return OutputStageParams(kind=kind, pe=self.n, channels=self.channels,
-                                 raw_shape=self.acc_shape, out_shape=self.out_dtype.shape,
-                                 **extra)
+        if self.out_kind is StageKind.REQUANT and (self.mult is None or self.shift is None):
+            raise ValueError("mult and shift are required for a requant output")
+        if self.out_kind is StageKind.THRESHOLD and self.thresholds is None:
+            raise ValueError("thresholds is required for a threshold output")
+        return OutputStageParams.for_dtype(
+            self.out_kind, self.out_dtype, pe=self.n, channels=self.channels,
+            raw_shape=self.acc_shape, mult=self.mult, shift=self.shift, relu=self.relu,
+            thresholds=None if self.thresholds is None else np.asarray(self.thresholds))
 
     @property
     def out_elem_dtype(self):
