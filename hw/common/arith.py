@@ -1,8 +1,14 @@
 """Small arithmetic helpers shared by the engines."""
 
-from amaranth import Signal, Value
+from amaranth import Const, Signal, Value
 
-__all__ = ["cdiv", "delay", "tree_sum", "pack_words"]
+__all__ = ["cdiv", "delay", "tree_sum", "pipelined_tree_sum", "tree_stages",
+           "LEVEL_BUDGET", "pack_words"]
+
+#: Delay budget of one pipeline stage of an adder tree, in units of one LUT level (an adder
+#: level of output width ``w`` costs ``1 + w/16``: a LUT and routing, then the carry chain);
+#: about two levels of 17-bit adders, or four of a popcount's narrow first levels.
+LEVEL_BUDGET = 4.5
 
 
 def cdiv(a, b):
@@ -30,6 +36,49 @@ def tree_sum(values):
             paired.append(values[-1])
         values = paired
     return values[0]
+
+
+def _level_cost(values):
+    return 1 + max(Value.cast(v).shape().width for v in values) / 16
+
+
+def _tree(values, budget, register):
+    """The balanced adder tree of ``values``, ``register(values, n)`` (stage ``n``) applied
+    after every group of levels whose cost fits ``budget`` and after the last level; returns
+    ``(sum, stages)``."""
+    values = [Value.cast(v) for v in values]
+    if not values:
+        raise ValueError("an adder tree needs at least one value")
+    stages, spent = 0, 0.0
+    while True:
+        if len(values) > 1:
+            paired = [values[i] + values[i + 1] for i in range(0, len(values) - 1, 2)]
+            if len(values) % 2:
+                paired.append(values[-1])
+            cost = _level_cost(paired)
+        if len(values) == 1 or (spent > 0 and spent + cost > budget):
+            values, stages, spent = register(values, stages), stages + 1, 0.0
+            if len(values) == 1:
+                return values[0], stages
+            continue
+        values, spent = paired, spent + cost
+
+
+def pipelined_tree_sum(m, values, name, *, budget=LEVEL_BUDGET):
+    """Sum ``values`` as a balanced adder tree with a register of ``m``'s ``sync`` domain
+    after every group of levels whose cost (see :data:`LEVEL_BUDGET`) fits ``budget``, and after
+    the last level. Returns ``(sum, stages)``: the registered sum, :func:`tree_stages` cycles
+    after the operands (with one value, that value registered)."""
+    def register(values, n):
+        regs = [Signal(v.shape(), name=f"{name}_s{n}_{k}") for k, v in enumerate(values)]
+        m.d.sync += [r.eq(v) for r, v in zip(regs, values, strict=True)]
+        return regs
+    return _tree(values, budget, register)
+
+
+def tree_stages(shapes, *, budget=LEVEL_BUDGET):
+    """Register stages of :func:`pipelined_tree_sum` over operands of ``shapes``."""
+    return _tree([Const(0, s) for s in shapes], budget, lambda values, n: values)[1]
 
 
 def pack_words(fields, width):

@@ -1,15 +1,15 @@
 """The FINN-like matrix-vector unit (SPEC engine ``mvu``)."""
 
 import numpy as np
-from amaranth import Module, Mux, Signal, signed, unsigned
+from amaranth import Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..common.arith import pack_words, tree_sum
+from ..common.arith import cdiv, delay, pack_words, pipelined_tree_sum, tree_stages
 from ..common.memory import Rom
 from ..common.outstage import OutputStage
 from ..common.reference import bits_for_range
-from ..common.stream import core_then_stage, vector_stream
+from ..common.stream import StreamFifo, core_then_stage, vector_stream
 from .params import LaneKind, MVUParams
 from .reference import fold_matrix, raw_bounds
 
@@ -60,9 +60,12 @@ class MVUCore(wiring.Component):
     ``ceil(M/pe)`` beats of ``pe`` raw sums per vector (see :mod:`.reference` for what a raw sum
     is; rows past M are padding). Throughput: one input-or-reuse beat per cycle, so a vector takes
     ``params.expected_cycles`` cycles in steady state; the input vector is read once, in the first
-    neuron fold, and kept in a buffer for the others. Latency: 3 cycles from the last input beat
-    of a neuron fold to its output beat. Raw sums are exact: their width is the worst case over
-    the actual weights and every legal input.
+    neuron fold, and kept in a buffer for the others. Latency: :attr:`fifo_latency` cycles (4
+    plus the adder tree's register stages, chosen by width) from the issue of a neuron fold's
+    last beat to its sum entering the output FIFO of :attr:`fifo_depth` sums, then 1 or 2
+    cycles through the FIFO. The datapath has no clock enable; only the issue stage stalls.
+    Raw sums are exact: their width is the worst case over the actual weights and every legal
+    input.
     """
 
     def __new__(cls, params, weight):
@@ -75,6 +78,15 @@ class MVUCore(wiring.Component):
         self.xnor = params.lane_kind is LaneKind.XNOR
         self.raw_shape = _raw_shape(params, weight)
         self._words = weight_words(params, weight)
+        wd, xd = params.weight_dtype, params.in_dtype
+        product = self._lane(Const(0, signed(wd.bits) if wd.signed else unsigned(wd.bits)),
+                             Const(0, signed(xd.bits) if xd.signed else unsigned(xd.bits)),
+                             Const(1, 1)).shape()
+        #: Cycles from a beat's issue to its sum entering the output FIFO.
+        self.fifo_latency = 4 + tree_stages([product] * params.simd)
+        #: Sums the output FIFO holds: as many as are issued while the first one goes round
+        #: (through the FIFO, whose output is up to 2 cycles late, and back as a free slot).
+        self.fifo_depth = cdiv(self.fifo_latency + 3, params.synapse_folds) + 1
         super().__init__({
             "i_data": In(vector_stream(params.in_dtype.shape, params.simd)),
             "o_raw": Out(vector_stream(self.raw_shape, params.pe)),
@@ -87,29 +99,39 @@ class MVUCore(wiring.Component):
         wbits, xbits = p.weight_dtype.bits, p.in_dtype.bits
         i, o = self.i_data, self.o_raw
 
+        # The datapath runs free (no clock enable to fan out over the lanes): back-pressure
+        # stops only the issue stage, which starts a neuron fold's last beat only while the
+        # output FIFO has room reserved for its sum (``pending`` counts the sums issued and not
+        # yet taken from the FIFO).
+        depth = self.fifo_depth
+        m.submodules.out_fifo = fifo = StreamFifo(o.payload.shape(), depth)
+        wiring.connect(m, fifo.o_data, wiring.flipped(o))
+        pending = Signal(range(depth + 1))
+
         m.submodules.weights = wrom = Rom(self._words, pe * simd * wbits,
                                           storage=p.weight_storage)
-        advance = Signal()
-        m.d.comb += advance.eq(~o.valid | o.ready)
 
         # Stage A: issue one beat (from the input stream in neuron fold 0, else from the buffer).
         sf = Signal(range(sf_n))
         nf = Signal(range(nf_n))
         waddr = Signal(range(max(sf_n * nf_n, 2)))
-        take = Signal()
-        issue = Signal()
+        take, last_a, room, issue = Signal(), Signal(), Signal(), Signal()
         m.d.comb += [
             take.eq(nf == 0),
-            issue.eq(advance & (~take | i.valid)),
-            i.ready.eq(advance & take),
+            last_a.eq(sf == sf_n - 1),
+            room.eq(~last_a | (pending != depth)),
+            issue.eq(room & (~take | i.valid)),
+            i.ready.eq(room & take),
             wrom.addr.eq(waddr),
-            wrom.en.eq(advance),
+            wrom.en.eq(1),
         ]
         with m.If(issue):
-            m.d.sync += [sf.eq(Mux(sf == sf_n - 1, 0, sf + 1)),
+            m.d.sync += [sf.eq(Mux(last_a, 0, sf + 1)),
                          waddr.eq(Mux(waddr == sf_n * nf_n - 1, 0, waddr + 1))]
-            with m.If(sf == sf_n - 1):
+            with m.If(last_a):
                 m.d.sync += nf.eq(Mux(nf == nf_n - 1, 0, nf + 1))
+        popped = fifo.o_data.valid & fifo.o_data.ready
+        m.d.sync += pending.eq(pending + (issue & last_a) - popped)
 
         xin = i.payload.as_value()
         if nf_n > 1:
@@ -118,34 +140,41 @@ class MVUCore(wiring.Component):
             wp = buf.write_port()
             rp = buf.read_port(domain="sync")
             m.d.comb += [wp.addr.eq(sf), wp.data.eq(xin), wp.en.eq(i.valid & i.ready),
-                         rp.addr.eq(sf), rp.en.eq(advance)]
+                         rp.addr.eq(sf), rp.en.eq(1)]
 
-        # Stage B: operands; lane products.
+        # Stage B: the weight word and the input beat arrive; Stage C: both registered (the
+        # multipliers' input registers).
         v_b, from_b, first_b, last_b = Signal(), Signal(), Signal(), Signal()
         x_b = Signal(simd * xbits)
-        with m.If(advance):
-            m.d.sync += [v_b.eq(issue), from_b.eq(take), first_b.eq(sf == 0),
-                         last_b.eq(sf == sf_n - 1), x_b.eq(xin)]
-        x_word = Mux(from_b, x_b, rp.data) if nf_n > 1 else x_b
-        w_word = wrom.data
+        m.d.sync += [v_b.eq(issue), from_b.eq(take), first_b.eq(sf == 0), last_b.eq(last_a),
+                     x_b.eq(xin)]
+        x_c, w_c = Signal(simd * xbits), Signal(pe * simd * wbits)
+        m.d.sync += [x_c.eq(Mux(from_b, x_b, rp.data) if nf_n > 1 else x_b),
+                     w_c.eq(wrom.data)]
+        v_c, first_c, last_c = (delay(m, s, 1, n) for s, n in
+                                ((v_b, "v"), (first_b, "first"), (last_b, "last")))
         tail = p.in_features - (sf_n - 1) * simd  # real lanes in the last synapse fold
-        live = [(j < tail) | ~last_b for j in range(simd)]
-        products = [[self._lane(_field(w_word, q * simd + j, wbits, p.weight_dtype.signed),
-                                _field(x_word, j, xbits, p.in_dtype.signed), live[j])
+        live = [(j < tail) | ~last_c for j in range(simd)]
+        products = [[self._lane(_field(w_c, q * simd + j, wbits, p.weight_dtype.signed),
+                                _field(x_c, j, xbits, p.in_dtype.signed), live[j])
                      for j in range(simd)] for q in range(pe)]
 
-        # Stage C: registered products; Stage D: adder tree and accumulation.
-        v_c, first_c, last_c = Signal(), Signal(), Signal()
-        prod_c = [[Signal(products[q][j].shape(), name=f"prod_{q}_{j}") for j in range(simd)]
+        # Stage D: registered products (the multipliers' output registers); then the adder
+        # trees, pipelined by width; then the accumulators, whose sum goes into the FIFO.
+        prod_d = [[Signal(products[q][j].shape(), name=f"prod_{q}_{j}") for j in range(simd)]
                   for q in range(pe)]
-        with m.If(advance):
-            m.d.sync += [v_c.eq(v_b), first_c.eq(first_b), last_c.eq(last_b)]
-            m.d.sync += [prod_c[q][j].eq(products[q][j]) for q in range(pe) for j in range(simd)]
-            m.d.sync += o.valid.eq(v_c & last_c)
-            with m.If(v_c):
-                for q in range(pe):
-                    m.d.sync += o.payload[q].eq(Mux(first_c, 0, o.payload[q])
-                                                + tree_sum(prod_c[q]))
+        m.d.sync += [prod_d[q][j].eq(products[q][j]) for q in range(pe) for j in range(simd)]
+        sums = [pipelined_tree_sum(m, prod_d[q], f"tree{q}") for q in range(pe)]
+        stages = 1 + sums[0][1]
+        v_e, first_e, last_e = (delay(m, s, stages, n) for s, n in
+                                ((v_c, "v"), (first_c, "first"), (last_c, "last")))
+        acc = Signal(o.payload.shape())
+        total = Signal(o.payload.shape())
+        for q in range(pe):
+            m.d.comb += total[q].eq(Mux(first_e, 0, acc[q]) + sums[q][0])
+        with m.If(v_e):
+            m.d.sync += acc.eq(total)
+        m.d.comb += [fifo.i_data.payload.eq(total), fifo.i_data.valid.eq(v_e & last_e)]
         return m
 
     def _lane(self, w, x, live):
