@@ -72,7 +72,7 @@ def _tool_env_var(tool):
 
 
 def build(network, board, outdir, *, name, baud=115200, log=None, keep_failed=False,
-          finish=None):
+          finish=None, in_beats=1, out_beats=1):
     """Build ``network`` for ``board`` into ``outdir``; return the report.
 
     Parameters
@@ -101,6 +101,9 @@ def build(network, board, outdir, *, name, baud=115200, log=None, keep_failed=Fa
     finish : callable or None
         Called with the report before it is written; it may add to it, and returns
         ``{filename: text}`` of further files for the build directory (or None).
+    in_beats, out_beats : int
+        Beats per input and output vector (the manifest's ``io``): the host link admits and
+        counts whole vectors.
 
     Returns
     -------
@@ -142,7 +145,8 @@ def build(network, board, outdir, *, name, baud=115200, log=None, keep_failed=Fa
             # iCE40 UltraPlus parts have SB_MAC16 blocks, which synth_ice40 uses only when told
             dsp = ["-dsp"] if spec.family == "ice40" and "UP" in spec.device.upper() else []
             plan = platform.build(
-                BoardTop(network, baud=baud), name=name, build_dir=str(staging),
+                BoardTop(network, baud=baud, in_beats=in_beats, out_beats=out_beats),
+                name=name, build_dir=str(staging),
                 do_build=False, do_program=False, synth_opts=dsp,
                 nextpnr_opts=["--report", f"{name}.report.json", "--timing-allow-fail"],
                 script_after_synth=f"tee -q -o {name}.stat.json stat -json")

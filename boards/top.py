@@ -1,21 +1,22 @@
 """Generic board top: a network behind a UART host link.
 
-Data path: UART receiver -> :class:`~nnaccel.boards.link.BytesToBeats` -> network ->
-:class:`~nnaccel.boards.link.BeatsToBytes` -> UART transmitter, all in the platform's default
-clock domain. The wire protocol is that of :mod:`nnaccel.boards.link` over 8N1 serial.
+Data path: UART receiver -> :class:`~nnaccel.boards.framelink.FrameLink` (frames checked by CRC,
+input buffer, feeder) -> network -> FrameLink (output buffer, replies) -> UART transmitter. The
+protocol on the 8N1 serial line is that of :mod:`nnaccel.boards.frame`.
 """
 
-from amaranth import Module, Signal
+from amaranth import Elaboratable, Module, ResetInserter, Signal
 from amaranth.build import ResourceError
 from amaranth.lib import io, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..gen.errors import UsageError
 from ..hw.common.stream import SkidBuffer
-from .link import BeatsToBytes, BytesToBeats
+from .framelink import FrameLink
 from .uart import MIN_DIVISOR, UARTRx, UARTTx, check_divisor
 
-__all__ = ["BAUD_TOLERANCE", "ACTIVITY_BITS", "BoardTop", "baud_divisor", "stream_shape"]
+__all__ = ["BAUD_TOLERANCE", "ACTIVITY_BITS", "TIMEOUT_BYTES", "BoardTop", "baud_divisor",
+           "stream_shape"]
 
 #: Largest accepted relative error between the requested and the achieved baud rate.
 BAUD_TOLERANCE = 0.02
@@ -23,6 +24,11 @@ BAUD_TOLERANCE = 0.02
 #: The activity output stays high this many bit times after the last byte moved either way
 #: (about 36 ms at 115200 baud).
 ACTIVITY_BITS = 4096
+
+#: The link's receive timeout, in byte times at least (on a board at least 20 ms as well, which
+#: covers a USB serial adapter's latency between the packets of one frame).
+TIMEOUT_BYTES = 64
+TIMEOUT_SECONDS = 0.02
 
 
 def baud_divisor(clock_hz, baud):
@@ -79,12 +85,19 @@ class BoardTop(wiring.Component):
     network : wiring.Component
         The stream-level network: members ``i_data: In(stream.Signature(in_layout))`` and
         ``o_data: Out(stream.Signature(out_layout))``, running in the ``sync`` domain.
+    in_beats, out_beats : int
+        Beats per input and per output vector (the link counts vectors and admits only whole
+        ones).
     baud : int
         Serial bit rate; the bit period is derived from the platform's default clock when the
         design is elaborated for a platform.
     divisor : int or None
         Clock cycles per bit, overriding ``baud``. Required when elaborating without a
         platform (simulation).
+    link_options : dict
+        Further keyword arguments of :class:`~nnaccel.boards.framelink.FrameLink` (buffer
+        sizes, ``timeout`` in cycles; the default timeout is :data:`TIMEOUT_BYTES` byte times,
+        and on a platform at least :data:`TIMEOUT_SECONDS`).
 
     Attributes
     ----------
@@ -97,18 +110,18 @@ class BoardTop(wiring.Component):
         High for :data:`ACTIVITY_BITS` bit times after a byte was received or sent. On a board
         it drives ``led`` 0 (or the OrangeCrab's green RGB LED) if there is one.
     error : Out(1)
-        Sticky until reset: a received frame was dropped (framing error or overrun, see
-        :class:`~nnaccel.boards.uart.UARTRx`). On a board it drives ``led`` 1 (or red).
+        Sticky until reset: a serial byte was dropped (framing error, see
+        :class:`~nnaccel.boards.uart.UARTRx`) or a frame was refused for its CRC. On a board it
+        drives ``led`` 1 (or red).
 
     Notes
     -----
-    Host protocol: see :mod:`nnaccel.boards.link`. The receiver holds one byte while it listens
-    to the next, so a host that sends faster than the network consumes loses bytes (and lights
-    ``error``); sending one input vector and reading its whole answer before the next is always
-    safe.
+    Host protocol: see :mod:`nnaccel.boards.frame`. The link takes every byte as it arrives (it
+    never overruns); the RESET command resets the link and the network.
     """
 
-    def __init__(self, network, *, baud=115200, divisor=None):
+    def __init__(self, network, *, in_beats=1, out_beats=1, baud=115200, divisor=None,
+                 **link_options):
         self.in_shape = stream_shape(network, "i_data", In)
         self.out_shape = stream_shape(network, "o_data", Out)
         if not isinstance(baud, int) or isinstance(baud, bool) or baud <= 0:
@@ -116,6 +129,8 @@ class BoardTop(wiring.Component):
         self.network = network
         self.baud = baud
         self.divisor = None if divisor is None else check_divisor(divisor)
+        self.in_beats, self.out_beats = in_beats, out_beats
+        self.link_options = link_options
         super().__init__({
             "rx": In(1, init=1),
             "tx": Out(1, init=1),
@@ -132,22 +147,17 @@ class BoardTop(wiring.Component):
         else:
             raise ValueError("BoardTop needs a divisor when elaborated without a platform")
 
+        options = dict(self.link_options)
+        if "timeout" not in options:
+            seconds = 0 if platform is None else platform.default_clk_frequency * TIMEOUT_SECONDS
+            options["timeout"] = max(10 * divisor * TIMEOUT_BYTES, int(seconds))
+        link = FrameLink(self.in_shape, self.out_shape, in_beats=self.in_beats,
+                         out_beats=self.out_beats, **options)
         m.submodules.uart_rx = uart_rx = UARTRx(divisor=divisor)
-        m.submodules.bytes_to_beats = bytes_to_beats = BytesToBeats(self.in_shape)
-        m.submodules.network = self.network
-        m.submodules.beats_to_bytes = beats_to_bytes = BeatsToBytes(self.out_shape)
         m.submodules.uart_tx = uart_tx = UARTTx(divisor=divisor)
-        # a register slice between the receiver and the network: no combinational path (valid,
-        # ready or data) runs from the serial side into a network placed across the chip. (One
-        # on the output side too made yosys 0.70's ABC9 pass fail an assertion on the 8x8
-        # systolic design.)
-        m.submodules.in_slice = in_slice = SkidBuffer(self.in_shape)
-
-        wiring.connect(m, receiver=bytes_to_beats.i_data, sender=uart_rx.o_data)
-        wiring.connect(m, receiver=in_slice.i_data, sender=bytes_to_beats.o_data)
-        wiring.connect(m, receiver=self.network.i_data, sender=in_slice.o_data)
-        wiring.connect(m, receiver=beats_to_bytes.i_data, sender=self.network.o_data)
-        wiring.connect(m, receiver=uart_tx.i_data, sender=beats_to_bytes.o_data)
+        m.submodules.core = ResetInserter(link.soft_reset)(_Core(link, self.network))
+        wiring.connect(m, receiver=link.i_rx, sender=uart_rx.o_data)
+        wiring.connect(m, receiver=uart_tx.i_data, sender=link.o_tx)
 
         hold = Signal(range(divisor * ACTIVITY_BITS + 1))
         moved = Signal()  # registered: the LED counter sits by the pins, far from the link
@@ -157,7 +167,7 @@ class BoardTop(wiring.Component):
             m.d.sync += hold.eq(divisor * ACTIVITY_BITS)
         with m.Elif(hold != 0):
             m.d.sync += hold.eq(hold - 1)
-        with m.If(uart_rx.error):
+        with m.If(uart_rx.error | link.crc_error):
             m.d.sync += self.error.eq(1)
         m.d.comb += [self.activity.eq(hold != 0), self.tx.eq(uart_tx.tx)]
 
@@ -191,3 +201,25 @@ class BoardTop(wiring.Component):
                 return []
             leds = [rgb.g, rgb.r]
         return leds
+
+
+class _Core(Elaboratable):
+    """The link and the network, which the link's RESET command resets together.
+
+    A register slice sits between the link and the network: no combinational path (valid, ready
+    or data) runs from the link into a network placed across the chip. (One on the output side
+    too made yosys 0.70's ABC9 pass fail an assertion on the 8x8 systolic design.)
+    """
+
+    def __init__(self, link, network):
+        self.link, self.network = link, network
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.link = self.link
+        m.submodules.network = self.network
+        m.submodules.in_slice = in_slice = SkidBuffer(self.link.in_shape)
+        wiring.connect(m, receiver=in_slice.i_data, sender=self.link.o_data)
+        wiring.connect(m, receiver=self.network.i_data, sender=in_slice.o_data)
+        wiring.connect(m, receiver=self.link.i_data, sender=self.network.o_data)
+        return m

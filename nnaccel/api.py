@@ -351,8 +351,10 @@ class Design:
 
         inputs = () if self.model.path is None else (self.model.path,)
         with output_policy(command="build", force=force, inputs=inputs):
+            io = self.manifest["io"]
             return build(self._design.network, board, outdir, name=self.name, log=log,
-                         finish=finish)
+                         finish=finish, in_beats=io["input"]["beats"],
+                         out_beats=io["output"]["beats"])
 
     def save(self, path, *, force=False):
         """Write ``<name>.v``, ``manifest.json`` and :data:`SOURCE` (the model's absolute path

@@ -457,8 +457,9 @@ def _build(args):
         report["inferences_per_second_at_fmax"] = report["fmax_mhz"] * 1e6 / cycles
         return {"manifest.json": json.dumps(design.manifest, indent=2) + "\n"}
 
+    io = design.manifest["io"]
     report = build(design.network, args.board, outdir, name=design.name, log=log,
-                   finish=finish)
+                   finish=finish, in_beats=io["input"]["beats"], out_beats=io["output"]["beats"])
     print(format_report(report))
     print(f"throughput at Fmax: {report['inferences_per_second_at_fmax']:,.0f} inferences/s "
           f"({cycles} cycles per inference)")

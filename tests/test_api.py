@@ -241,7 +241,7 @@ def test_build_passes_the_design_to_the_board_flow(tiny, tmp_path, monkeypatch):
     d = nnaccel.load(tiny).generate(max_lanes=4)
     calls = []
 
-    def fake(network, board, outdir, *, name, log=None, finish=None):
+    def fake(network, board, outdir, *, name, log=None, finish=None, in_beats=1, out_beats=1):
         from amaranth.hdl import Fragment
 
         Fragment.get(network, None)      # what a real build does first: elaborate it

@@ -1,7 +1,10 @@
-"""BoardTop under amaranth.sim: a stand-in network driven over the serial line bit by bit."""
+"""BoardTop under amaranth.sim: a stand-in network driven over the serial line bit by bit, one
+SEND frame and one READ frame (boards/frame.py; the protocol's own tests are in
+test_frame_link.py)."""
 
 import gc
 import random
+import struct
 
 import numpy as np
 import pytest
@@ -10,13 +13,27 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
 
+from nnaccel.boards import frame as proto
 from nnaccel.boards.link import pack_beat, unpack_beat
 from nnaccel.boards.platforms import board_names, get_board
 from nnaccel.boards.top import BoardTop, baud_divisor
 from nnaccel.gen.errors import UsageError
 
 
-def _simulate(top, to_device, expect_bytes, divisor, serial, *, max_gap, seed):
+def _simulate(top, vectors, expect_bytes, divisor, serial, *, max_gap, seed):
+    """Send ``vectors`` (bytes) in a SEND frame, then a READ frame; return the READ reply's
+    payload (``expect_bytes`` output bytes) and the LED flags."""
+    to_device = (proto.encode_frame(1, proto.SEND, bytes(vectors))
+                 + proto.encode_frame(2, proto.READ, struct.pack("<HH", 0, expect_bytes)))
+    payload, flags = _exchange(top, to_device, 14 + expect_bytes, divisor, serial,
+                               max_gap=max_gap, seed=seed)
+    replies = proto.FrameReader().feed(payload)
+    assert [(r.seq, r.cmd) for r in replies] == [(1, proto.ACK | proto.SEND),
+                                                 (2, proto.ACK | proto.READ)]
+    return list(replies[1].payload), flags
+
+
+def _exchange(top, to_device, expect_bytes, divisor, serial, *, max_gap, seed):
     sim = Simulator(top)
     sim.add_clock(1e-6)
     got, flags = [], {}
