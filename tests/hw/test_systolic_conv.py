@@ -1,0 +1,81 @@
+"""Convolutions on the systolic array (window unit -> im2col patches -> array) against SPEC
+2.1b's numpy reference, under random stalls on both streams, batches of images back to back."""
+
+import numpy as np
+import pytest
+
+from nnaccel.hw.common import reference as ref
+from nnaccel.hw.common.dtype import DType
+from nnaccel.hw.systolic.conv import SystolicConv, SystolicConvParams
+from nnaccel.sim.amsim import STALL_PATTERNS, from_beats, run_stream_test, to_beats
+
+from .test_mvu_core import check_stalls_took_effect
+
+CASES = [  # C, H, W, M, kernel, stride, padding, images, rows, cols, dataflow, n_out, stage
+    (1, 5, 7, 4, (3, 3), (1, 1), (1, 1, 1, 1), 2, 4, 2, "ws", 1, "requant"),    # C = 1, odd map
+    (3, 7, 5, 6, (3, 3), (2, 2), (1, 0, 1, 1), 3, 3, 3, "os", 3, "identity"),   # stride 2
+    (4, 5, 5, 8, (1, 1), (1, 1), (0, 0, 0, 0), 4, 4, 4, "ws", 4, "requant"),    # 1x1
+    (2, 6, 5, 3, (2, 3), (2, 1), (0, 1, 1, 0), 2, 6, 1, "ws", 6, "identity"),   # 3 taps a beat
+    (2, 5, 5, 4, (3, 3), (1, 1), (1, 1, 1, 1), 2, 8, 4, "ws", 2, "requant"),    # gearbox 2 -> 8
+    (3, 4, 6, 4, (3, 2), (1, 2), (2, 1, 0, 1), 3, 2, 2, "os", 1, "requant"),    # K tiles, OS
+]
+
+I4, U4 = DType.parse("int4"), DType.parse("uint4")
+
+
+def run_conv(case, pattern, seed=0):
+    c, h, w, m, kernel, stride, padding, images, rows, cols, df, n_out, kind = case
+    rng = np.random.default_rng(seed)
+    xdt, wdt = (I4, I4) if kind == "identity" else (U4, I4)
+    weight = rng.integers(wdt.lo, wdt.hi + 1, size=(m, c, *kernel))
+    bias = rng.integers(-50, 50, size=m)
+    pad_value = int(rng.integers(xdt.lo, xdt.hi + 1))
+    geometry = dict(stride=stride, padding=padding, pad_value=pad_value)
+    if kind == "requant":
+        stage = dict(output_kind="requant", out_dtype=DType.parse("uint4"),
+                     mult=rng.integers(1, 4, size=m), shift=5, relu=True)
+    else:
+        stage = dict(output_kind="identity", out_dtype=DType.parse("int16"))
+    params = SystolicConvParams.for_layer(
+        weight=weight, in_shape=(c, h, w), images=images, rows=rows, cols=cols, dataflow=df,
+        n_out=n_out, in_dtype=xdt, weight_dtype=wdt, bias=bias, **geometry, **stage)
+    batches = 2
+    x = rng.integers(xdt.lo, xdt.hi + 1, size=(images * batches, c, h, w))
+    dut = SystolicConv(params, weight=weight)
+    stream = xdt.encode(x.transpose(0, 2, 3, 1).reshape(len(x), -1))
+    beats = to_beats(stream, params.in_beat)
+    oh, ow = params.window.out_height, params.window.out_width
+    stats = {}
+    (got,) = run_stream_test(dut, [(dut.i_data, beats)],
+                             [(dut.o_data, len(x) * oh * ow * m // cols)],
+                             pattern=pattern, seed=seed, timeout=50_000, stats=stats)
+    check_stalls_took_effect(stats, pattern, len(beats), len(got))
+    out = stage["out_dtype"]
+    bits = np.array(from_beats(got, oh * ow * m, cols), dtype=np.int64)
+    values = out.decode(bits & ((1 << out.bits) - 1)).reshape(len(x), oh, ow, m)
+    acc = ref.conv2d_acc(weight, x, bias, **geometry).transpose(0, 2, 3, 1)  # HWC
+    want = ref.output_stage(acc, kind, out.kind.value, out.bits, mult=stage.get("mult"),
+                            shift=stage.get("shift"), relu=stage.get("relu", False))
+    assert values.tolist() == np.asarray(want).tolist()
+    return params
+
+
+@pytest.mark.parametrize("pattern", STALL_PATTERNS, ids=str)
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "c{}_{}x{}_m{}_{}".format(*c[:4], c[10]))
+def test_conv_bit_exact_under_stalls(case, pattern):
+    run_conv(case, pattern, seed=sum(case[:4]))
+
+
+def test_params_are_checked():
+    weight = np.ones((6, 2, 3, 3), dtype=int)
+    args = dict(weight=weight, in_shape=(2, 5, 5), images=2, rows=4, dataflow="ws",
+                in_dtype=I4, weight_dtype=I4)
+    with pytest.raises(ValueError, match="cols .4. must divide the output channels .6."):
+        SystolicConvParams.for_layer(cols=4, n_out=2, **args)
+    with pytest.raises(ValueError, match=r"in_beat \(3\) and rows \(4\) must divide"):
+        SystolicConvParams.for_layer(cols=3, n_out=3, **{**args, "in_shape": (3, 5, 5),
+                                                         "weight": np.ones((6, 3, 3, 3), int)})
+    p = SystolicConvParams.for_layer(cols=3, n_out=2, **args)
+    assert (p.pixels, p.array.batch, p.array.in_features) == (9, 18, 18)
+    with pytest.raises(ValueError, match="weight has shape"):
+        SystolicConv(p, weight=np.ones((6, 2, 2, 2), dtype=int))
