@@ -8,7 +8,37 @@ from amaranth.lib.wiring import In, Out
 
 from .stream import check_positive
 
-__all__ = ["Storage", "Rom"]
+__all__ = ["Storage", "Rom", "BRAM_SHAPES", "LUT4_PER_BRAM", "bram_blocks", "rom_lut4",
+           "choose_storage"]
+
+#: The (depth, width) configurations of one 18-kbit block RAM (the ECP5's DP16KD in
+#: pseudo-dual-port mode: one read port up to 36 bits wide).
+BRAM_SHAPES = ((512, 36), (1024, 18), (2048, 9), (4096, 4), (8192, 2), (16384, 1))
+#: LUT4s a block RAM must save before a table goes into block RAM rather than logic.
+LUT4_PER_BRAM = 128
+
+
+def bram_blocks(depth, width):
+    """Block RAMs holding a table of ``depth`` words of ``width`` bits (best configuration)."""
+    return min(-(-depth // d) * -(-width // w) for d, w in BRAM_SHAPES)
+
+
+def rom_lut4(depth, width):
+    """LUT4s of the same table as a constant ROM in logic: a LUT4 per output bit and 16 words
+    (the wider multiplexers of the ECP5's slices are free); none for a single word."""
+    return 0 if depth == 1 else width * -(-depth // 16)
+
+
+def choose_storage(depth, width, storage=None):
+    """Where a table of ``depth`` x ``width`` goes: ``storage`` unless it is ``AUTO`` (or None);
+    else block RAM when that saves at least :data:`LUT4_PER_BRAM` LUT4s per block, else logic
+    (the shallow, very wide tables of a wide fold, whose bits are each read every cycle)."""
+    storage = Storage.AUTO if storage is None else Storage(storage)
+    if storage is not Storage.AUTO:
+        return storage
+    if rom_lut4(depth, width) >= LUT4_PER_BRAM * bram_blocks(depth, width):
+        return Storage.BRAM
+    return Storage.LOGIC
 
 
 class Storage(enum.Enum):

@@ -109,7 +109,7 @@ class MVUCore(wiring.Component):
         pending = Signal(range(depth + 1))
 
         m.submodules.weights = wrom = Rom(self._words, pe * simd * wbits,
-                                          storage=p.weight_storage)
+                                          storage=p.weight_memory)
 
         # Stage A: issue one beat (from the input stream in neuron fold 0, else from the buffer).
         sf = Signal(range(sf_n))

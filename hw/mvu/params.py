@@ -8,7 +8,7 @@ from amaranth.hdl import Shape
 from ..common.arith import cdiv
 from ..common.dtype import DType
 from ..common.lanes import LaneKind, RawSumMixin, lane_kind_for
-from ..common.memory import Storage
+from ..common.memory import Storage, bram_blocks, choose_storage
 from ..common.outstage import OutputStageParams
 from ..common.reference import bits_for_range
 from ..common.stream import check_positive
@@ -141,6 +141,26 @@ class MVUParams(RawSumMixin):
     @property
     def lane_kind(self):
         return lane_kind_for(self.weight_dtype, self.in_dtype)
+
+    @property
+    def weight_memory(self):
+        """Where the weights go (``weight_storage`` resolved): a :class:`Storage`, ``BRAM`` or
+        ``LOGIC``; ``AUTO`` chooses by :func:`~nnaccel.hw.common.memory.choose_storage` over the
+        memory of ``neuron_folds * synapse_folds`` words of ``pe * simd`` weights."""
+        return choose_storage(*self.weight_words_shape, self.weight_storage)
+
+    @property
+    def weight_words_shape(self):
+        """``(depth, width)`` of the weight memory in words and bits."""
+        return (self.neuron_folds * self.synapse_folds,
+                self.pe * self.simd * self.weight_dtype.bits)
+
+    @property
+    def weight_brams(self):
+        """Block RAMs of the weight memory (0 when it is in logic)."""
+        if self.weight_memory is Storage.LOGIC:
+            return 0
+        return bram_blocks(*self.weight_words_shape)
 
     @property
     def expected_cycles(self):

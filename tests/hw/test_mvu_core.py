@@ -216,3 +216,24 @@ def test_core_runs_at_the_folding_rate(m, k, pe, simd, wdt, xdt):
         raw_sums(w, x, params.lane_kind is LaneKind.XNOR).tolist()
     gaps = np.diff(out_cycles[params.neuron_folds - 1:])
     assert gaps.tolist() == [params.synapse_folds] * len(gaps)
+
+
+def test_weight_memory_is_chosen_by_shape():
+    """A deep table goes to block RAM, a shallow very wide one (a wide fold's) to logic; an
+    explicit choice stands; the count of blocks follows the best DP16KD configuration."""
+    from nnaccel.hw.common.memory import bram_blocks, choose_storage
+
+    i8, b = DType.parse("int8"), DType.parse("bipolar")
+    deep = MVUParams(in_features=64, out_features=32, pe=1, simd=13, in_dtype=i8,
+                     weight_dtype=i8)
+    assert deep.weight_words_shape == (160, 104)
+    assert deep.weight_memory is Storage.BRAM and deep.weight_brams == 3
+    wide = MVUParams(in_features=576, out_features=64, pe=32, simd=192, in_dtype=b,
+                     weight_dtype=b)
+    assert wide.weight_words_shape == (6, 6144)
+    assert wide.weight_memory is Storage.LOGIC and wide.weight_brams == 0
+    forced = MVUParams(in_features=576, out_features=64, pe=32, simd=192, in_dtype=b,
+                       weight_dtype=b, weight_storage="bram")
+    assert forced.weight_memory is Storage.BRAM and forced.weight_brams == 171
+    assert bram_blocks(16384, 1) == 1 and bram_blocks(513, 36) == 2 and bram_blocks(1, 1) == 1
+    assert choose_storage(1, 4096) is Storage.LOGIC
