@@ -351,6 +351,10 @@ class Model:
     input_shape: tuple
     input_dtype: DType
     layers: tuple = field(default_factory=tuple)
+    #: The optional float boundary (:class:`~nnaccel.gen.boundary.FloatIO`): how real inputs
+    #: become the integer input and what real value an output integer stands for. The integer
+    #: model never reads it.
+    float_io: object = None
 
     def __post_init__(self):
         resolved, seen = [], [MODEL_INPUT]

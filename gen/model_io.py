@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..hw.common import reference as ref
+from . import boundary
 from .atomic import atomic_directory
 from .errors import ModelError
 from .ir import (
@@ -36,8 +37,8 @@ from .safeio import check_elements, load_json, npz_member
 __all__ = ["FORMAT", "read_model", "write_model", "model_to_json", "model_from_arrays"]
 
 FORMAT = "nnaccel-model/1"
-_MODEL_KEYS = {"format", "name", "input", "layers", "description"}
-_INPUT_KEYS = {"shape", "dtype"}
+_MODEL_KEYS = {"format", "name", "input", "layers", "output", "description"}
+_INPUT_KEYS = {"shape", "dtype", "quantizer"}
 _LINEAR_KEYS = {"name", "op", "inputs", "weight", "weight_dtype", "bias", "codebook", "indices",
                 "output"}
 _POOL_KEYS = {"name", "op", "inputs", "kernel", "stride", "padding"}
@@ -531,7 +532,10 @@ def model_from_json(doc, arrays):
         if layer.name not in read:
             raise ModelError(layer.name, "name", "no later layer reads this layer's output "
                              "(only the last layer's output is the model's output)")
-    return Model(name=name, input_shape=tuple(shape), input_dtype=dtype, layers=tuple(layers))
+    float_io = boundary.from_json(inp.get("quantizer"), doc.get("output"), tensor, dtype,
+                                  tuple(layers[-1].out_shape))
+    return Model(name=name, input_shape=tuple(shape), input_dtype=dtype, layers=tuple(layers),
+                 float_io=float_io)
 
 
 class _MemoryArrays:
@@ -646,6 +650,11 @@ def model_to_json(model):
     doc = {"format": FORMAT, "name": model.name,
            "input": {"shape": list(model.input_shape), "dtype": str(model.input_dtype)},
            "layers": layers}
+    quantizer, output = boundary.to_json(model.float_io)
+    if quantizer is not None:
+        doc["input"]["quantizer"] = quantizer
+    if output is not None:
+        doc["output"] = output
     return doc, arrays
 
 

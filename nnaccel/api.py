@@ -137,7 +137,7 @@ class Model:
                 f"{_shape(self.input_shape)} -> {self.ir.output_dtype} x "
                 f"{_shape(self.output_shape)}, {len(self.ir.layers)} layers>")
 
-    def predict(self, x):
+    def predict(self, x, *, float_io=False):
         """The numpy reference on a batch.
 
         Parameters
@@ -145,16 +145,38 @@ class Model:
         x : array_like
             Integers of shape ``(B, *input_shape)`` (feature maps in C, H, W order) in the
             model's input dtype; integral floats are accepted.
+        float_io : bool
+            ``x`` holds real values: quantize them as the source graph's input quantizer does
+            and return real outputs (the model's float boundary, docs/FORMAT.md; an imported
+            model has it).
 
         Returns
         -------
         numpy.ndarray
-            ``(B, *output_shape)`` int64, the exact outputs (SPEC section 2).
+            ``(B, *output_shape)`` int64, the exact outputs (SPEC section 2); float64 real
+            values with ``float_io``.
         """
+        y = np.asarray(self.ir.forward(self.quantize(x) if float_io else self._check(x)),
+                       dtype=np.int64)
+        return self.dequantize(y) if float_io else y
+
+    def _check(self, x):
         from . import cli
 
-        return np.asarray(self.ir.forward(cli.check_input(np.asarray(x), self.ir)),
-                          dtype=np.int64)
+        return cli.check_input(np.asarray(x), self.ir)
+
+    def quantize(self, x_real):
+        """The integer inputs of real inputs ``(B, *input_shape)``, as the source graph's
+        first quantizer computes them (UsageError when the model has no input quantizer)."""
+        from . import cli
+
+        return self._check(cli.float_io(self.ir, outputs=False).quantize(x_real, self.ir))
+
+    def dequantize(self, y):
+        """Real values ``scale * y + offset`` of integer outputs ``y`` (float64)."""
+        from . import cli
+
+        return cli.float_io(self.ir, outputs=False).dequantize(y, self.ir)
 
     def generate(self, *, max_lanes=None, target_cycles=None, batch=1, folds=None,
                  engines=None, storage=None, arrays=None, sparse=None):
@@ -267,7 +289,7 @@ class Design:
                      "per inference")
         return "\n".join(lines)
 
-    def predict(self, x, backend="numpy", stress=False, seed=0):
+    def predict(self, x, backend="numpy", stress=False, seed=0, *, float_io=False):
         """Outputs of the design on a batch.
 
         Parameters
@@ -279,12 +301,15 @@ class Design:
         stress : bool
             Verilator: random idle input cycles and output back-pressure (as ``run
             --stress``), seeded with ``seed``.
+        float_io : bool
+            ``x`` holds real values, quantized by the model's input quantizer; the outputs are
+            real values (``run --float``; see :meth:`Model.predict`).
 
         Returns
         -------
         numpy.ndarray
-            ``(B, *output_shape)`` int64. A Verilator run also sets :attr:`last_simulation`
-            (its measured cycles).
+            ``(B, *output_shape)`` int64 (float64 with ``float_io``). A Verilator run also
+            sets :attr:`last_simulation` (its measured cycles).
 
         Raises
         ------
@@ -297,15 +322,17 @@ class Design:
 
         if backend not in ("numpy", "verilator"):
             raise UsageError(f"backend: expected 'numpy' or 'verilator', not {backend!r}")
-        X = cli.check_input(np.asarray(x), self.model.ir)
+        X = self.model.quantize(x) if float_io else self.model._check(x)
         if backend == "numpy":
-            return self.model.predict(X)
-        from .sim.design import simulate
+            y = self.model.predict(X)
+        else:
+            from .sim.design import simulate
 
-        p = cli.STRESS if stress else 0.0
-        outputs, self.last_simulation = simulate(self._design, X, idle=p, stall=p, seed=seed,
-                                                 check=True)
-        return np.asarray(outputs, dtype=np.int64)
+            p = cli.STRESS if stress else 0.0
+            outputs, self.last_simulation = simulate(self._design, X, idle=p, stall=p,
+                                                     seed=seed, check=True)
+            y = np.asarray(outputs, dtype=np.int64)
+        return self.model.dequantize(y) if float_io else y
 
     def build(self, board, outdir=None, *, force=False, log=None):
         """Synthesis, place and route and bitstream of this design for ``board``, as ``nnaccel

@@ -303,12 +303,31 @@ def _generate(args):
     return 0
 
 
-def _load_input(path, model):
+def _load_input(path, model, real=False):
+    """The batch in ``path`` as the model's integer inputs; ``real``: real values, quantized
+    by the model's input quantizer (``run --float``)."""
     from .gen.safeio import read_npy
 
     path = Path(path)
     X = read_npy(path, lambda message: UsageError(f"field 'input': {message}"))
+    if real:
+        X = float_io(model).quantize(X, model)
     return check_input(X, model, path)
+
+
+def float_io(model, outputs=True):
+    """The model's float boundary, refused (UsageError) when the model lacks the input
+    quantizer or (``outputs``) the output scale."""
+    from .gen.boundary import FloatIO
+
+    fio = model.float_io or FloatIO()
+    if fio.input is None:
+        raise UsageError("field 'input': the model has no input quantizer (input.quantizer in "
+                         "model.json, kept by nnaccel import); give integer inputs")
+    if outputs and fio.output_scale is None:
+        raise UsageError("field 'output': the model has no output scale (output.scale in "
+                         "model.json, kept by nnaccel import)")
+    return fio
 
 
 def check_input(X, model, what="the input"):
@@ -372,7 +391,9 @@ def cmd_run(args):
     if args.output:
         _check_run_output(args.output, (args.input, args.model))
     model = _read(args.model)
-    X = _load_input(args.input, model)
+    if args.float:
+        float_io(model)
+    X = _load_input(args.input, model, real=args.float)
     result = {"backend": args.backend, "model": model.name, "vectors": len(X)}
     status = 0
     if args.backend == "numpy":
@@ -412,6 +433,9 @@ def cmd_run(args):
                   file=sys.stderr, flush=True)
             status = 1
     outputs = np.asarray(outputs).astype(np.int64)
+    if args.float:  # the integers and their real values
+        result["outputs_int"] = outputs.reshape(len(outputs), -1).tolist()
+        outputs = float_io(model).dequantize(outputs, model)
     if args.output:
         _check_run_output(args.output, (args.input, args.model))
         _save_atomic(args.output, outputs)
@@ -421,11 +445,12 @@ def cmd_run(args):
         print(json.dumps(result))
     else:
         for key, value in result.items():
-            print(f"{key}: {value}")
-        print(f"outputs: array of shape {outputs.shape}"
-              + (f", written to {args.output}" if args.output else ""))
+            if key != "outputs_int":
+                print(f"{key}: {value}")
+        print(f"outputs{' (real values)' if args.float else ''}: array of shape "
+              f"{outputs.shape}" + (f", written to {args.output}" if args.output else ""))
         for row in outputs.reshape(len(outputs), -1)[:8]:
-            print("  " + " ".join(str(v) for v in row))
+            print("  " + " ".join(f"{v:.6g}" if args.float else str(v) for v in row))
         if len(outputs) > 8:
             print(f"  ... ({len(outputs) - 8} more)")
     return status
@@ -675,6 +700,10 @@ def build_parser():
     p.add_argument("model", help="model directory or .onnx file")
     p.add_argument("--input", required=True, help="X.npy of shape (B, *input.shape)")
     p.add_argument("--output", help="write the outputs to this .npy")
+    p.add_argument("--float", action="store_true",
+                   help="the input holds real values: quantize them with the model's input "
+                        "quantizer and print real outputs (scale * y + offset), as the source "
+                        "graph of an imported model does")
     p.add_argument("--backend", choices=["numpy", "verilator"], default="numpy",
                    help="numpy: the bit-exact reference model; verilator: generate the design "
                         "and simulate its Verilog, checked against the reference")

@@ -7,6 +7,7 @@ from fractions import Fraction
 import numpy as np
 
 from ...hw.common import reference as ref
+from ..boundary import FloatIO, InputQuantizer
 from ..ir import (
     MODEL_INPUT,
     Add,
@@ -84,6 +85,7 @@ class _Converter(MapOps):
             if c.values.dtype.kind in "iub":
                 c.ints, c.values = c.values.astype(np.int64), c.values.astype(np.float64)
         self.input_dtype = None
+        self.input_quantizer = None
         self.exact = True
         self.ort = any(n.op_type in ("QuantizeLinear", "DequantizeLinear") or
                        n.op_type.startswith("QLinear") for _, n in graph.nodes)
@@ -221,7 +223,8 @@ class _Converter(MapOps):
         lo, hi = _qrange(signed, narrow, bits)
         if isinstance(x, _Float):
             return self._quantized_input(scale, zf, DType(
-                DTypeKind.INT if signed else DTypeKind.UINT, bits), lo, hi)
+                DTypeKind.INT if signed else DTypeKind.UINT, bits), lo, hi,
+                kind="quant", rounding=str(mode).upper())
         pend = self._pending(x, "the input")
         m = pend.channels
         s = self.per_channel(scale, m, "input 1")
@@ -242,7 +245,8 @@ class _Converter(MapOps):
         if np.any(np.asarray(scale) <= 0):
             self.fail("input 1", "quantizer scales must be positive")
         if isinstance(x, _Float):
-            return self._quantized_input(scale, np.zeros(1), DType(DTypeKind.BIPOLAR, 1), -1, 1)
+            return self._quantized_input(scale, np.zeros(1), DType(DTypeKind.BIPOLAR, 1), -1, 1,
+                                         kind="bipolar")
         pend = self._pending(x, "the input")
         m = pend.channels
         s = self.per_channel(scale, m, "input 1")
@@ -380,7 +384,7 @@ class _Converter(MapOps):
         chain, lo, hi, _ = self._shifted(pend)
         return [(chain(m, int(lo[m])), chain(m, int(hi[m]))) for m in range(chain.channels)]
 
-    def _quantized_input(self, scale, zp, dtype, lo, hi):
+    def _quantized_input(self, scale, zp, dtype, lo, hi, *, kind, rounding="ROUND"):
         if self.input_dtype is not None:
             self.fail("input 0", "the graph input is quantized twice")
         n = self.in_shape[0]  # channels of a feature map, elements of a vector
@@ -391,6 +395,9 @@ class _Converter(MapOps):
         z = [int(v) for v in self.per_channel(zp, n, "input 2")]
         zp = np.array(z, dtype=np.int64)
         self.input_grid = (float(s[0]), zp.reshape(-1, 1, 1) if len(self.in_shape) == 3 else zp)
+        self.input_quantizer = InputQuantizer(
+            kind=kind, scale=float(s[0]), zero_point=tuple(z), rounding=rounding,
+            lo=None if lo == dtype.lo else int(lo), hi=None if hi == dtype.hi else int(hi))
         return _Grid(dtype, s, z, tuple(self.in_shape), MODEL_INPUT)
 
     # ---------------------------------------------------------------- linear layers
@@ -595,7 +602,8 @@ class _Converter(MapOps):
         dtype = _ONNX_INT_TYPES[zdt]
         x = states[0]
         if isinstance(x, _Float):
-            return self._quantized_input(scale, zp, dtype, dtype.lo, dtype.hi)
+            return self._quantized_input(scale, zp, dtype, dtype.lo, dtype.hi,
+                                         kind="quantize_linear")
         if isinstance(x, _Const):
             self.fail("input 0", "quantize the weights offline (initializer + "
                                  "DequantizeLinear)")
@@ -920,8 +928,12 @@ class _Converter(MapOps):
                             "through a linear layer")
         if self.input_dtype is None:
             raise OnnxError(None, "graph.input", "the input is not quantized")
+        float_io = FloatIO(input=self.input_quantizer,
+                           output_scale=tuple(float(v) for v in scale.reshape(-1)),
+                           output_offset=tuple(float(v) for v in offset.reshape(-1)))
         model = Model(name=self.name, input_shape=tuple(self.in_shape),
-                      input_dtype=self.input_dtype, layers=tuple(self.layers))
+                      input_dtype=self.input_dtype, layers=tuple(self.layers),
+                      float_io=float_io)
         if len(model.out_shape) == 3:  # per channel of a feature map
             scale, offset = scale.reshape(-1, 1, 1), offset.reshape(-1, 1, 1)
         return Imported(model, scale, offset, exact=self.exact, input_scale=self.input_grid[0],
