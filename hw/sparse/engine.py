@@ -162,22 +162,34 @@ class ProcessingElement(wiring.Component):
     -----
     tok, tok_take, tok_ready
         The broadcast: ``tok_take`` is high in a cycle the broadcast transfers ``tok`` to every
-        PE; ``tok_ready`` (independent of ``tok_take``) says this PE can take one.
+        PE; ``tok_ready`` is a register (it does not depend on this cycle's broadcast): this PE
+        can take a token now.
     lock, done : Out(2)
         Per accumulator bank: ``lock`` once the last entry of a vector has been issued into it,
         ``done`` once that entry has been accumulated (the bank may then be read out).
     release : In(2)
-        Pulse: the bank has been read out; clears its ``lock``, ``done`` and contents.
+        Pulse: the bank has been read out and its last row taken; clears its ``lock`` and
+        ``done``.
     rd_bank, rd_addr, rd_en, rd_data
-        Read-out port: ``rd_data`` shows the accumulator (0 if the row got no entry) of local
-        row ``rd_addr`` one cycle after a cycle with ``rd_en``, and holds while ``rd_en`` is low.
+        Read-out port of a ``done`` bank: ``rd_data`` shows the sum of local row ``rd_addr``
+        one cycle after a cycle with ``rd_en``, and holds while ``rd_en`` is low; every row
+        read is cleared to zero behind the read, so a bank is all zeros when released.
 
-    Pipeline: the pointer lookup register, the queue (``queue_depth`` activations whose column
-    holds entries for this PE, or that end a vector), then one entry per cycle through the entry
-    read (E1: row and codebook lookup), the multiply (E2: accumulator read) and the accumulate
-    (E3: accumulator write). A column with ``n`` entries takes ``max(n, 1)`` iterator cycles
-    and columns follow each other without a bubble; a column without entries for this PE is
-    dropped at the pointer lookup.
+    Pipeline: the token register (T: the column's pointers are read), the queue (activations
+    whose column holds entries for this PE, or that end a vector), then one entry per cycle
+    through the entry read (E1: row and codebook lookup), the multiply (E2: accumulator read)
+    and the accumulate (E3: accumulator write). A column with ``n`` entries takes ``max(n, 1)``
+    iterator cycles and columns follow each other without a bubble; a column without entries
+    for this PE is dropped in T. Every token taken holds a slot (``queue_depth`` in all) from
+    the cycle after it is taken until T drops it (one cycle later) or the iterator pops it, so
+    ``tok_ready`` is registered and T never stalls.
+
+    Memories: one read-only memory holds both the column pointers (word ``j``: the first and
+    the end entry address of column ``j``, one read per token) and the entries (one read per
+    cycle), in block RAM; each accumulator bank is its own memory (one read port and one write
+    port, shared in time between accumulating and read-out). After a reset that interrupted a
+    vector (a bank written and not yet read out), both banks are swept to zero, one row per
+    cycle, before the iterator starts.
     """
 
     def __init__(self, params, matrix, index, raw_shape):
@@ -191,59 +203,98 @@ class ProcessingElement(wiring.Component):
         self.entries = len(self._z)
         rows = params.rows_per_pe
         super().__init__({
-            "tok": In(token_layout(params)), "tok_take": In(1), "tok_ready": Out(1),
+            "tok": In(token_layout(params)), "tok_take": In(1), "tok_ready": Out(1, init=1),
             "lock": Out(2), "done": Out(2), "release": In(2),
             "rd_bank": In(1), "rd_addr": In(range(max(rows, 2))), "rd_en": In(1),
             "rd_data": Out(raw_shape),
         })
 
-    def _entry_words(self):
-        vmask = (1 << self._value_bits) - 1
-        words = [(v & vmask) | (z << self._value_bits) for v, z in zip(self._values, self._z,
-                                                                       strict=True)]
-        return words or [0]
+    @property
+    def _entry_bits(self):
+        return self._value_bits + self.params.index_bits
+
+    @property
+    def _shared(self):
+        """Pointers and entries in one memory: when that fits one block RAM (ECP5 DP16KD
+        with both ports read: 1K x 18, 2K x 9, 4K x 4)."""
+        depth = self.params.in_features + self.entries
+        width = max(2 * max(depth.bit_length(), 1), self._entry_bits)
+        return any(depth <= d and width <= w for d, w in ((1024, 18), (2048, 9), (4096, 4)))
+
+    @property
+    def _base(self):
+        """Address of entry 0: after the pointer words when they share the memory."""
+        return self.params.in_features if self._shared else 0
 
     @property
     def _abits(self):
-        return max(self.entries.bit_length(), 1)  # entry addresses 0 .. entries
+        return max((self._base + self.entries).bit_length(), 1)  # entry addresses .. end
+
+    def _memories(self, m):
+        """The pointer read port (word: first and end entry address of a column) and the
+        entry read port."""
+        abits, base, k = self._abits, self._base, self.params.in_features
+        vmask = (1 << self._value_bits) - 1
+        entries = [(v & vmask) | (z << self._value_bits)
+                   for v, z in zip(self._values, self._z, strict=True)]
+        pointers = [(base + lo) | ((base + hi) << abits)
+                    for lo, hi in zip(self._pointers[:-1], self._pointers[1:], strict=True)]
+        block = {"ram_style": "block"}
+        if self._shared:
+            words = pointers + entries
+            m.submodules.rom = rom = Memory(
+                shape=unsigned(max(2 * abits, self._entry_bits)), depth=len(words),
+                init=words, attrs=block)
+            return rom.read_port(), rom.read_port()
+        m.submodules.pointers = ptr = Memory(shape=unsigned(2 * abits), depth=k,
+                                             init=pointers, attrs=block)
+        m.submodules.entries = ent = Memory(shape=unsigned(self._entry_bits),
+                                            depth=max(self.entries, 1), init=entries or [0],
+                                            attrs=block)
+        return ptr.read_port(), ent.read_port()
 
     def elaborate(self, platform):
         m = Module()
-        queue, queued = self._lookup(m)
-        e1, word = self._iterate(m, queue, queued)
+        ptr_port, e_port = self._memories(m)
+        queue, queued, dropped = self._lookup(m, ptr_port)
+        sweeping = Signal()
+        e1, word = self._iterate(m, queue, queued, e_port, sweeping)
+        self._reserve(m, queue, dropped)
         e2, weight = self._fetch(m, e1, word)
-        self._accumulate(m, e2, weight)
+        self._accumulate(m, e2, weight, sweeping)
         return m
 
-    def _lookup(self, m):
-        """Pointer lookup (T): both pointers of the broadcast column, then into the queue."""
+    def _lookup(self, m, port):
+        """T: the broadcast token and its column's pointers, then into the queue. Returns the
+        queue, its layout, and whether T drops a token this cycle."""
         p = self.params
         abits = self._abits
         queued = data.StructLayout({"value": p.in_dtype.shape, "start": unsigned(abits),
                                     "end": unsigned(abits), "last": 1})
-        m.submodules.pointers = ptr = Memory(shape=unsigned(abits), depth=p.in_features + 1,
-                                             init=self._pointers)
-        lo_port, hi_port = ptr.read_port(), ptr.read_port()
         m.submodules.queue = queue = SyncFIFO(width=Shape.cast(queued).width,
                                               depth=p.queue_depth)
         t_valid, t_work, t_last = Signal(), Signal(), Signal()
         t_value = Signal(p.in_dtype.shape)
-        t_useful = t_valid & ((t_work & (lo_port.data != hi_port.data)) | t_last)
-        t_advance = ~t_useful | queue.w_rdy
+        lo, hi = port.data[:abits], port.data[abits:2 * abits]
+        t_useful = (t_work & (lo != hi)) | t_last
         m.d.comb += [
-            self.tok_ready.eq(t_advance),
-            lo_port.addr.eq(self.tok.col), hi_port.addr.eq(self.tok.col + 1),
-            lo_port.en.eq(t_advance), hi_port.en.eq(t_advance),
-            queue.w_en.eq(t_useful),
-            queue.w_data.eq(Cat(t_value, lo_port.data, Mux(t_work, hi_port.data, lo_port.data),
-                                t_last)),
+            port.addr.eq(self.tok.col), port.en.eq(1),
+            queue.w_en.eq(t_valid & t_useful),
+            queue.w_data.eq(Cat(t_value, lo, Mux(t_work, hi, lo), t_last)),
         ]
-        with m.If(t_advance):
-            m.d.sync += [t_valid.eq(self.tok_take), t_value.eq(self.tok.value),
-                         t_work.eq(self.tok.work), t_last.eq(self.tok.last)]
-        return queue, queued
+        m.d.sync += [t_valid.eq(self.tok_take), t_value.eq(self.tok.value),
+                     t_work.eq(self.tok.work), t_last.eq(self.tok.last)]
+        return queue, queued, t_valid & ~t_useful
 
-    def _iterate(self, m, queue, queued):
+    def _reserve(self, m, queue, dropped):
+        """Slots held: +1 per token taken, -1 when T drops one or the iterator pops one;
+        ``tok_ready`` is registered from the next count."""
+        depth = self.params.queue_depth
+        held = Signal(range(depth + 1))
+        nxt = held + self.tok_take - dropped - queue.r_en
+        m.d.sync += [held.eq(nxt), self.tok_ready.eq(nxt < depth)]
+
+    def _iterate(self, m, queue, queued, e_port, sweeping):
         """Entry iterator: one slot per cycle, the next column right after the last entry;
         the entry read. Returns the E1 registers and the entry word (valid in E1)."""
         p = self.params
@@ -251,7 +302,7 @@ class ProcessingElement(wiring.Component):
         busy, last, bank = Signal(), Signal(), Signal()
         addr, end = Signal(self._abits), Signal(self._abits)
         value = Signal(p.in_dtype.shape)
-        pop = ~busy & queue.r_rdy & ~self.lock.bit_select(bank, 1)
+        pop = ~busy & queue.r_rdy & ~self.lock.bit_select(bank, 1) & ~sweeping
         s_valid = busy | pop
         s_addr = Mux(busy, addr, head.start)
         s_end = Mux(busy, end, head.end)
@@ -266,15 +317,11 @@ class ProcessingElement(wiring.Component):
 
         entry = data.StructLayout({"value": unsigned(self._value_bits),
                                    "z": unsigned(p.index_bits)})
-        m.submodules.entries = emem = Memory(shape=unsigned(Shape.cast(entry).width),
-                                             depth=max(self.entries, 1),
-                                             init=self._entry_words())
-        e_port = emem.read_port()
         m.d.comb += [e_port.addr.eq(s_addr), e_port.en.eq(1)]
         e1 = self._stage(m, "e1", valid=s_valid, write=s_valid & (s_addr != s_end),
                          first=~busy, bank=bank, vend=s_valid & s_final & s_last,
                          act=Mux(busy, value, head.value))
-        return e1, data.View(entry, e_port.data)
+        return e1, data.View(entry, e_port.data[:self._entry_bits])
 
     def _fetch(self, m, e1, word):
         """E1: the entry's local row; the codebook lookup. Returns the E2 registers and the
@@ -299,47 +346,59 @@ class ProcessingElement(wiring.Component):
         m.d.comb += [cb_port.addr.eq(word.value), cb_port.en.eq(1)]
         return e2, cb_port.data
 
-    def _accumulate(self, m, e2, weight):
+    def _accumulate(self, m, e2, weight, sweeping):
         """E2: the product and the accumulator read (transparent to the E3 write); E3: the
-        accumulate and write back; the read-out port and the bank release."""
+        accumulate and write back; the read-out port, clearing each row behind its read; the
+        sweep after a reset; the bank release."""
         p = self.params
         rows = p.rows_per_pe
         act = Mux(e2.act, 1, -1) if p.in_dtype.kind is DTypeKind.BIPOLAR else e2.act
-        m.submodules.acc = acc = Memory(shape=self.raw_shape, depth=2 * rows, init=[])
-        w_port = acc.write_port()
-        a_port = acc.read_port(transparent_for=(w_port,))
-        d_port = acc.read_port()
-        flags = [Signal(rows, name=f"written{b}") for b in range(2)]  # rows written, per bank
-        e3_row, e3_bank = Signal.like(e2.row), Signal()
-        e3_we = Signal()
-        touched = (Mux(e2.bank, flags[1], flags[0]).bit_select(e2.row, 1)
-                   | (e3_we & (e3_row == e2.row) & (e3_bank == e2.bank)))
-        m.d.comb += [a_port.addr.eq(e2.row + Mux(e2.bank, rows, 0)), a_port.en.eq(1)]
-
-        e3 = self._stage(m, "e3", vend=e2.vend, product=weight * act, touched=touched)
-        m.d.sync += [e3_we.eq(e2.write), e3_row.eq(e2.row), e3_bank.eq(e2.bank)]
-        m.d.comb += [
-            w_port.addr.eq(e3_row + Mux(e3_bank, rows, 0)),
-            w_port.en.eq(e3_we),
-            w_port.data.eq(Mux(e3.touched, a_port.data, 0) + e3.product),
-        ]
-        with m.If(e3_we):
-            for b in range(2):
-                with m.If(e3_bank == b):
-                    m.d.sync += flags[b].bit_select(e3_row, 1).eq(1)
-        with m.If(e3.vend):
-            m.d.sync += self.done.bit_select(e3_bank, 1).eq(1)
-
-        rd_touched = Signal()
+        e3 = self._stage(m, "e3", vend=e2.vend, product=weight * act, write=e2.write,
+                         row=e2.row, bank=e2.bank)
+        rd_sel = Signal()
         with m.If(self.rd_en):
-            m.d.sync += rd_touched.eq(Mux(self.rd_bank, flags[1], flags[0])
-                                      .bit_select(self.rd_addr, 1))
-        m.d.comb += [d_port.addr.eq(self.rd_addr + Mux(self.rd_bank, rows, 0)),
-                     d_port.en.eq(self.rd_en),
-                     self.rd_data.eq(Mux(rd_touched, d_port.data, 0))]
+            m.d.sync += rd_sel.eq(self.rd_bank)
+        # dirty: the bank holds non-zero rows; survives a reset, which then starts a sweep
+        dirty = [Signal(name=f"dirty{b}", reset_less=True) for b in range(2)]
+        sweep_row = Signal(range(max(rows, 2)))
+        after_reset = Signal(init=1)
+        m.d.comb += sweeping.eq(after_reset & (dirty[0] | dirty[1]))
+        with m.If(sweeping):
+            m.d.sync += sweep_row.eq(sweep_row + 1)
+            with m.If(sweep_row == rows - 1):
+                m.d.sync += [after_reset.eq(0), dirty[0].eq(0), dirty[1].eq(0)]
+        with m.Else():
+            m.d.sync += after_reset.eq(0)
+        ports = []
         for b in range(2):
+            mem = Memory(shape=self.raw_shape, depth=rows, init=[], attrs={"ram_style": "block"})
+            m.submodules[f"acc{b}"] = mem
+            w_port = mem.write_port()
+            r_port = mem.read_port(transparent_for=(w_port,))
+            ports.append((r_port, w_port))
+        acc_in = Mux(e3.bank, ports[1][0].data, ports[0][0].data)
+        total = Signal(self.raw_shape)
+        m.d.comb += [total.eq(acc_in + e3.product),
+                     self.rd_data.eq(Mux(rd_sel, ports[1][0].data, ports[0][0].data))]
+        for b, (r_port, w_port) in enumerate(ports):
+            out = self.done[b]
+            clear, clear_row = Signal(name=f"clear{b}"), Signal.like(self.rd_addr)
+            reading = self.rd_en & (self.rd_bank == b) & out
+            m.d.sync += [clear.eq(reading), clear_row.eq(self.rd_addr)]
+            mine = e3.write & (e3.bank == b)
+            m.d.comb += [
+                r_port.addr.eq(Mux(out, self.rd_addr, e2.row)),
+                r_port.en.eq(Mux(out, reading, e2.write & (e2.bank == b))),
+                w_port.addr.eq(Mux(sweeping, sweep_row, Mux(clear, clear_row, e3.row))),
+                w_port.en.eq(sweeping | clear | mine),
+                w_port.data.eq(Mux(sweeping | clear, 0, total)),
+            ]
+            with m.If(mine):
+                m.d.sync += dirty[b].eq(1)
             with m.If(self.release[b]):
-                m.d.sync += [flags[b].eq(0), self.lock[b].eq(0), self.done[b].eq(0)]
+                m.d.sync += [dirty[b].eq(0), self.lock[b].eq(0), self.done[b].eq(0)]
+        with m.If(e3.vend):
+            m.d.sync += self.done.bit_select(e3.bank, 1).eq(1)
 
     @staticmethod
     def _stage(m, name, **values):
@@ -356,8 +415,8 @@ class Collector(wiring.Component):
     """Reads finished accumulator banks out, one row of every PE per beat, in bank order.
 
     Starts a bank when every PE has it ``done``; beat ``r`` carries local row ``r`` of PE
-    ``0 .. N-1`` (rows ``r*N .. r*N + N - 1``). One beat per cycle; after the last beat the bank
-    is released. ``o_raw`` is registered (valid does not depend on ready).
+    ``0 .. N-1`` (rows ``r*N .. r*N + N - 1``). One beat per cycle; once the last beat has been
+    taken the bank is released. ``o_raw`` is registered (valid does not depend on ready).
     """
 
     def __init__(self, params, raw_shape):
@@ -380,15 +439,19 @@ class Collector(wiring.Component):
         m.d.comb += ready.eq(Cat(d.bit_select(bank, 1) for d in self.done).all())
         advance = ~o.valid | o.ready
         issue = ready & advance
-        m.d.comb += [self.rd_bank.eq(bank), self.rd_addr.eq(row), self.rd_en.eq(advance)]
+        m.d.comb += [self.rd_bank.eq(bank), self.rd_addr.eq(row), self.rd_en.eq(issue)]
         m.d.comb += [o.payload[q].eq(d) for q, d in enumerate(self.rd_data)]
+        # the bank is released once its last beat has been taken (its read port is then free)
+        pending, pending_bank = Signal(), Signal()
         with m.If(advance):
             m.d.sync += o.valid.eq(issue)
+            with m.If(pending):
+                m.d.comb += self.release.bit_select(pending_bank, 1).eq(1)
+                m.d.sync += pending.eq(0)
         with m.If(issue):
             m.d.sync += row.eq(Mux(row == rows - 1, 0, row + 1))
             with m.If(row == rows - 1):
-                m.d.sync += bank.eq(~bank)
-                m.d.comb += self.release.bit_select(bank, 1).eq(1)
+                m.d.sync += [bank.eq(~bank), pending.eq(1), pending_bank.eq(bank)]
         return m
 
 

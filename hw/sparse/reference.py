@@ -13,18 +13,21 @@ counts from the cycle the first input beat is accepted (cycle 0):
   taken in the cycle the beat's last token leaves; a beat without any non-zero is dropped, so
   the next is taken one cycle after it. The vector's last token ends it; if its last beat holds
   no non-zero, a token without work does.
-* **Broadcast.** A token goes to every PE at once (cycle ``t``), only when every PE's pointer
-  lookup register is free: holding nothing, or a token it does not need, or a token it writes
-  into its queue in that cycle.
+* **Broadcast.** A token goes to every PE at once (cycle ``t``). Every token a PE takes holds
+  one of its ``queue_depth`` slots, from cycle ``t + 1`` until its *release*: ``t + 2`` when
+  the PE does not need it (its pointer lookup drops it), else one cycle after it is popped.
+  Each PE's ready is registered: a token can go at ``t`` only when every PE holds fewer than
+  ``queue_depth`` slots at ``t`` (fewer than ``queue_depth`` earlier tokens are released
+  after ``t``).
 * **PE p** needs a token when its column holds entries for it (``n = counts[p, col]``) or when
   the token ends a vector (``n = 0``). Such a token, broadcast at ``t``, is written into the
-  queue at ``w = max(t + 1, c' + 1)`` where ``c'`` is the pop cycle of the token ``queue_depth``
-  places earlier; it is popped at ``c = max(w + 1, c_prev + n_prev, bank free)`` and occupies
-  the iterator ``max(n, 1)`` cycles. The last token of vector ``v`` leaves the iterator at ``f``;
-  the bank is done at ``f + ISSUE_TO_DONE``.
+  queue at ``w = t + 1``; it is popped at ``c = max(w + 1, c_prev + n_prev, bank free)`` and
+  occupies the iterator ``max(n, 1)`` cycles. The last token of vector ``v`` leaves the
+  iterator at ``f``; the bank is done at ``f + ISSUE_TO_DONE``.
 * **Banks and read-out.** Two accumulator banks alternate between vectors. Vector ``v`` is read
   out, one row (of every PE) per cycle, from ``s = max(all PEs done, previous read-out end + 1)``
-  to ``s + rows_per_pe - 1``; its bank is free again one cycle after. Its output beats are valid
+  to ``s + rows_per_pe - 1``; its bank is free again two cycles after (once the last beat has
+  been taken, the release reaches the PEs). Its output beats are valid
   ``out_latency`` cycles after their rows are read.
 """
 
@@ -153,10 +156,8 @@ def cycle_model(counts, active, *, in_beat, queue_depth, rows_per_pe, out_latenc
         raise ValueError(f"active has {active.shape[1]} columns, counts {k}")
     depth = int(queue_depth)
     pes = np.arange(n_pe)
-    popped = np.full((n_pe, depth), -(1 << 40), dtype=np.int64)  # pop cycles, ring per PE
-    queued = np.zeros(n_pe, dtype=np.int64)  # tokens queued so far per PE
+    held = np.full((n_pe, depth), -(1 << 40), dtype=np.int64)  # the D latest slot releases
     next_pop = np.zeros(n_pe, dtype=np.int64)  # earliest pop: iterator free
-    t_free = np.zeros(n_pe, dtype=np.int64)  # earliest broadcast: pointer register free
     busy = np.zeros(n_pe, dtype=np.int64)
     entries = np.zeros(n_pe, dtype=np.int64)
     released, vector_end = [], []
@@ -164,29 +165,27 @@ def cycle_model(counts, active, *, in_beat, queue_depth, rows_per_pe, out_latenc
     last_issue = np.zeros(n_pe, dtype=np.int64)
 
     for v, row in enumerate(active):
-        bank_free = released[v - 2] + 1 if v >= 2 else 0
+        bank_free = released[v - 2] + 2 if v >= 2 else 0
         for toks in broadcast_tokens(row, in_beat):
             if not toks:
                 load += 1
                 continue
             for col, work, last in toks:
                 earliest = max(last_bcast + 1, load + 1)
-                t = max(earliest, int(t_free.max()))
+                t = max(earliest, int(held.min(axis=1).max()))
                 stalls += t - earliest
                 first_bcast = t if first_bcast is None else first_bcast
                 n = counts[:, col] if work else np.zeros(n_pe, dtype=np.int64)
                 need = (n > 0) | last
-                slot = queued % depth
-                w = np.maximum(t + 1, popped[pes, slot] + 1)
-                c = np.maximum.reduce([w + 1, next_pop, np.full(n_pe, bank_free)])
+                c = np.maximum.reduce([np.full(n_pe, t + 2), next_pop,
+                                       np.full(n_pe, bank_free)])
                 cost = np.maximum(n, 1)
-                popped[pes[need], slot[need]] = c[need]
-                queued += need
+                slot = held.argmin(axis=1)
+                held[pes, slot] = np.maximum(held[pes, slot], np.where(need, c + 1, t + 2))
                 next_pop = np.where(need, c + cost, next_pop)
                 last_issue = np.where(need, c + cost - 1, last_issue)
                 busy += np.where(need, cost, 0)
                 entries += np.where(need, n, 0)
-                t_free = np.where(need, w, t + 1)
                 last_bcast = t
             load = last_bcast
         done = int(last_issue.max()) + ISSUE_TO_DONE

@@ -310,3 +310,19 @@ def test_verilator_bit_exact(monkeypatch, verilated_sparse, pattern):
         model = cycle_model(engine.matrix.column_counts(), x != 0, in_beat=4,
                             queue_depth=2, rows_per_pe=rows, out_latency=params.out_latency)
         assert ends == model.vector_end.tolist()
+
+
+@pytest.mark.parametrize("pattern", STALL_PATTERNS[::3], ids=str)
+def test_reset_mid_vector_then_exact(monkeypatch, pattern):
+    """A reset while accumulator banks hold partial sums (and a bank waits to be read out):
+    the banks are swept to zero, so the next vectors are exact."""
+    from nnaccel.bench.sparse import sparse_options
+    from nnaccel.gen.zoo.sparse_layer import make_layer, sparse_model
+
+    from ..gen import test_reset
+
+    weight, codebook, bias, mult, shift = make_layer(24, 16, density=0.3, codebook_size=8,
+                                                     seed=4)
+    model = sparse_model(weight, codebook, bias, mult, shift, layer="fc")
+    monkeypatch.setitem(test_reset.CASES, "sparse", lambda: (model, sparse_options(4, 2)))
+    test_reset.test_reset_mid_stream_then_exact("sparse", pattern)
