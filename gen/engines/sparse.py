@@ -3,9 +3,13 @@
 SPEC 2.3 gives it the layers of density <= :data:`SPARSE_DENSITY` (bipolar ones excepted: they
 have no zeros). Sizing: ``pe`` N <= M, queue depth D = 8 (EIE: no gain beyond 8); N is judged by
 the cycle model (:func:`nnaccel.hw.sparse.reference.cycle_model`) with every activation non-zero,
-the worst case. A layer with fewer than one non-zero weight per PE per input column gets a
-warning: its PEs idle for part of every column. Input beat: the previous layer's output beat
-when fixed, else a power of two up to 8.
+the worst case. N is chosen by cost against benefit: starting from one PE, the next candidate
+(powers of two, then M) is taken only while it stays within the lane budget and realises at
+least :data:`MIN_PE_GAIN` of its ideal speedup (doubling N must cut the cycles by at least a
+third); the manifest lists the steps (``pe_steps``). With ``--target-cycles``, the fewest PEs
+that meet it. Only a PE count the user forces is warned about when it leaves fewer than one
+non-zero weight per PE per input column. Input beat: the previous layer's output beat when
+fixed, else a power of two up to 8.
 """
 
 from dataclasses import dataclass
@@ -19,13 +23,17 @@ from ...hw.sparse.format import choose_index_bits, decode, encode
 from ...hw.sparse.params import SparseParams
 from ..errors import UsageError
 from ..folding import Fold
-from .base import Engine, EngineAdapter, is_bipolar, is_matrix_layer, number, pick, stage_kwargs
+from .base import Engine, EngineAdapter, is_bipolar, is_matrix_layer, number, stage_kwargs
 
-__all__ = ["SparseAdapter", "SparseChoice", "encoded_matrix", "SPARSE_DENSITY", "QUEUE_DEPTH"]
+__all__ = ["SparseAdapter", "SparseChoice", "encoded_matrix", "pe_steps", "SPARSE_DENSITY",
+           "QUEUE_DEPTH", "MIN_PE_GAIN"]
 
 #: SPEC 2.3: layers at most this dense run on the sparse engine by default.
 SPARSE_DENSITY = 0.35
 QUEUE_DEPTH = 8
+#: A step to more PEs is taken only when it realises at least this fraction of its ideal
+#: speedup (N -> N' ideally divides the cycles by N'/N).
+MIN_PE_GAIN = 0.5
 #: Cycles from a row's read-out to its output beat, for judging PE counts (steady state does
 #: not depend on it).
 _OUT_LATENCY = 6
@@ -49,6 +57,25 @@ def sparse_cycles(layer, pe, in_beat, queue_depth=QUEUE_DEPTH, index_bits=4):
     return sparse_ref.cycle_model(counts, active, in_beat=in_beat, queue_depth=queue_depth,
                                   rows_per_pe=cdiv(layer.out_features, pe),
                                   out_latency=_OUT_LATENCY).cycles_per_inference
+
+
+def _candidates(m):
+    return sorted({1 << i for i in range(m.bit_length()) if 1 << i <= m} | {m})
+
+
+def pe_steps(layer, in_beat, upto):
+    """The PE candidates up to ``upto``: ``(pe, cycles, realised)``, ``realised`` being the
+    fraction of the ideal speedup the step from the previous candidate achieves (None for the
+    first)."""
+    steps = []
+    for pe in (pe for pe in _candidates(layer.out_features) if pe <= upto):
+        cycles = sparse_cycles(layer, pe, in_beat)
+        realised = None
+        if steps:
+            prev_pe, prev_cycles, _ = steps[-1]
+            realised = (prev_cycles / cycles - 1) / (pe / prev_pe - 1)
+        steps.append((pe, cycles, realised))
+    return steps
 
 
 def _sparse_beat(k):
@@ -86,13 +113,20 @@ class SparseAdapter(EngineAdapter):
                              f"{choice.queue_depth}")
 
     def _choose(self, layer, share, target):
-        m, k = layer.weight.shape
-        in_beat = _sparse_beat(k)
-        pes = sorted({1 << i for i in range(m.bit_length()) if 1 << i <= m} | {m})
-        cands = [(pe, sparse_cycles(layer, pe, in_beat), SparseChoice(pe, QUEUE_DEPTH))
-                 for pe in pes if target is not None or pe <= max(share, 1)]
-        (_, cycles, choice), ok = pick(cands, share, target)
-        return choice, ok, cycles
+        in_beat = _sparse_beat(layer.in_features)
+        if target is not None:
+            steps = pe_steps(layer, in_beat, layer.out_features)
+            meets = [(pe, c) for pe, c, _ in steps if c <= target]
+            if meets:
+                return SparseChoice(meets[0][0]), True, meets[0][1]
+        steps = pe_steps(layer, in_beat,
+                         layer.out_features if target is not None else max(share, 1))
+        pe, cycles, _ = steps[0]
+        for step_pe, step_cycles, realised in steps[1:]:
+            if realised < MIN_PE_GAIN:
+                break
+            pe, cycles = step_pe, step_cycles
+        return SparseChoice(pe), target is None, cycles
 
     def configure(self, lp, *, share, prev_beat, options):
         layer = lp.layer
@@ -101,14 +135,16 @@ class SparseAdapter(EngineAdapter):
         if choice is None:
             choice, ok, cycles = self._choose(layer, share, options.target_cycles)
             if not ok:
-                warn.append(f"--target-cycles {options.target_cycles} not met: the fastest "
-                            f"sparse configuration needs {cycles:g} cycles")
+                warn.append(f"--target-cycles {options.target_cycles} not met: no PE count "
+                            f"does; {choice.pe} PEs (more gain less than {MIN_PE_GAIN:g} of "
+                            f"their ideal speedup) need {cycles:g} cycles")
+        else:
+            per = int(np.count_nonzero(layer.weight)) / (choice.pe * layer.in_features)
+            if per < 1:
+                warn.append(f"{per:.2f} non-zero weights per PE per input column (< 1): PEs "
+                            f"idle part of every column; fewer PEs would cost little")
         k = layer.in_features
         in_beat = prev_beat if prev_beat is not None else _sparse_beat(k)
-        per = int(np.count_nonzero(layer.weight)) / (choice.pe * k)
-        if per < 1:
-            warn.append(f"{per:.2f} non-zero weights per PE per input column (< 1): PEs idle "
-                        f"part of every column; fewer PEs would cost little")
         index_bits = choice.index_bits or choose_index_bits(
             layer.weight, choice.pe, codebook=layer.codebook).index_bits
         params = SparseParams.for_layer(
@@ -141,6 +177,12 @@ class SparseAdapter(EngineAdapter):
             "expected_cycles_assumes": "dense activations (every activation non-zero); zero "
                                        "activations are skipped, so real inputs only run faster",
             "dense_cycles": p.dense_cycles,
+            "pe_rule": f"more PEs only while a step realises >= {MIN_PE_GAIN:g} of its ideal "
+                       f"speedup (and fits the lane budget)",
+            "pe_steps": [{"pe": pe, "expected_cycles": number(c),
+                          "realised": None if r is None else round(r, 3)}
+                         for pe, c, r in pe_steps(lp.layer, _sparse_beat(p.in_features),
+                                                  min(2 * p.pe, p.out_features))],
         }
 
     def dump(self, lp):

@@ -1,0 +1,53 @@
+"""The sparse mapper's PE count: more PEs only while a step pays (cost against benefit)."""
+
+import gc
+import warnings
+
+import pytest
+
+from nnaccel.gen.engines import SparseChoice
+from nnaccel.gen.engines.sparse import MIN_PE_GAIN, pe_steps
+from nnaccel.gen.generate import generate
+from nnaccel.gen.plan import Options
+
+from .test_engine_mapping import mixed_model
+
+
+@pytest.fixture(autouse=True)
+def _collect_unused_designs():
+    with warnings.catch_warnings():
+        yield
+        gc.collect()
+
+
+def test_stops_adding_pes_when_the_gain_falls():
+    # 64-256-128 at 10%: with a budget of 256 lanes the fastest choice would take every PE
+    model = mixed_model(7, [64, 256, 128], [0.1, 0.1])
+    plan = generate(model, Options(max_lanes=256), stop_after="configure")
+    for lp in plan.layers:
+        steps = pe_steps(lp.layer, 8, lp.layer.out_features)
+        chosen = [s[0] for s in steps].index(lp.params.pe)
+        assert all(r >= MIN_PE_GAIN for _, _, r in steps[1:chosen + 1])
+        assert steps[chosen + 1][2] < MIN_PE_GAIN          # the next step does not pay
+        assert steps[-1][1] < steps[chosen][1] or lp.params.pe < lp.layer.out_features
+        assert not lp.warnings
+    assert sum(lp.params.pe for lp in plan.layers) < 256 // 2
+
+
+def test_manifest_shows_the_steps_and_a_forced_count_is_warned_about():
+    model = mixed_model(7, [64, 256, 128], [0.1, 0.1])
+    design = generate(model, Options(max_lanes=256))
+    entry = design.manifest["layers"][1]
+    assert str(MIN_PE_GAIN) in entry["pe_rule"]
+    steps = entry["pe_steps"]
+    assert steps[0]["realised"] is None and steps[-1]["pe"] == 2 * entry["pe"]
+    assert steps[-1]["realised"] < MIN_PE_GAIN <= steps[-2]["realised"]
+    assert not design.manifest["warnings"]
+    forced = generate(model, Options(sparse=(("fc1", SparseChoice(64)),)))
+    assert any("per PE per input column" in w for w in forced.manifest["warnings"])
+
+
+def test_budget_still_bounds_the_count():
+    model = mixed_model(7, [64, 256, 128], [0.1, 0.1])
+    plan = generate(model, Options(max_lanes=8), stop_after="configure")
+    assert sum(lp.params.pe for lp in plan.layers) <= 8
