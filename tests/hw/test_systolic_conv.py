@@ -4,9 +4,14 @@
 import numpy as np
 import pytest
 
+from nnaccel.gen.engines import ArrayChoice, Engine
+from nnaccel.gen.errors import UsageError
+from nnaccel.gen.generate import generate
+from nnaccel.gen.plan import Options
 from nnaccel.hw.common import reference as ref
 from nnaccel.hw.common.dtype import DType
 from nnaccel.hw.systolic.conv import SystolicConv, SystolicConvParams
+from nnaccel.hw.systolic.params import Dataflow
 from nnaccel.sim.amsim import STALL_PATTERNS, from_beats, run_stream_test, to_beats
 
 from .test_mvu_core import check_stalls_took_effect
@@ -60,8 +65,13 @@ def run_conv(case, pattern, seed=0):
     return params
 
 
-@pytest.mark.parametrize("pattern", STALL_PATTERNS, ids=str)
-@pytest.mark.parametrize("case", CASES, ids=lambda c: "c{}_{}x{}_m{}_{}".format(*c[:4], c[10]))
+#: every case with idle input and back-pressure together, the first three also alone
+RUNS = [(case, STALL_PATTERNS[3]) for case in CASES] + [
+    (case, pattern) for case, pattern in zip(CASES[:3], STALL_PATTERNS[:3], strict=True)]
+
+
+@pytest.mark.parametrize(("case", "pattern"), RUNS, ids=lambda v: str(v) if hasattr(
+    v, "stall") else "c{}_{}x{}_m{}_{}".format(*v[:4], v[10]))
 def test_conv_bit_exact_under_stalls(case, pattern):
     run_conv(case, pattern, seed=sum(case[:4]))
 
@@ -79,3 +89,48 @@ def test_params_are_checked():
     assert (p.pixels, p.array.batch, p.array.in_features) == (9, 18, 18)
     with pytest.raises(ValueError, match="weight has shape"):
         SystolicConv(p, weight=np.ones((6, 2, 2, 2), dtype=int))
+
+
+E2E_SEEDS = [(5, 3), (8, 4)]  # (seed of the random CNN, batch)
+
+
+@pytest.mark.parametrize(("seed", "batch"), E2E_SEEDS)
+def test_generated_cnns_at_batch_run_their_convolutions_on_the_array(seed, batch):
+    """End to end through generate(): SPEC 2.3 puts the dense (not bipolar) convolutions of a
+    design for batches on the systolic engine, and the design is bit-exact under stalls."""
+    from ..gen.cnn_models import random_cnn
+    from ..gen.test_cnn_lowering import check, inputs
+
+    model = random_cnn(seed)
+    design = generate(model, Options(batch=batch))
+    convs = [lp for lp in design.plan.layers if lp.layer.op.value == "conv2d"]
+    on_array = [lp for lp in convs if lp.engine is Engine.SYSTOLIC]
+    assert on_array, [(lp.layer.name, lp.engine) for lp in convs]
+    for lp in on_array:
+        entry = next(e for e in design.manifest["layers"] if e["name"] == lp.layer.name)
+        assert entry["engine_reason"].startswith("convolution in a design for batches")
+        assert entry["patches_per_batch"] == batch * entry["pixels"]
+    rng = np.random.default_rng(seed)
+    for n, pattern in enumerate(STALL_PATTERNS):
+        check(design, inputs(rng, model, batch), pattern, seed=seed * 4 + n)
+
+
+def test_array_forced_on_a_convolution():
+    """``--array`` forces the array and dataflow of a convolution (shown in the manifest);
+    ``--engine`` puts one on the array at batch 1; cols that do not divide M are refused."""
+    from ..gen.cnn_models import random_cnn
+
+    model = random_cnn(5)
+    conv = model.layers[0]
+    m = conv.out_channels
+    cols = max(d for d in range(1, 5) if m % d == 0)
+    forced = Options(batch=2, arrays=((conv.name, ArrayChoice(2, cols, Dataflow.OS)),))
+    entry = generate(model, forced).manifest["layers"][0]
+    assert (entry["engine"], entry["rows"], entry["cols"], entry["dataflow"]) == (
+        "systolic", 2, cols, "os")
+    assert entry["lanes"] == 2 * cols and entry["out_beat"] == cols
+    one = generate(model, Options(engines=((conv.name, Engine.SYSTOLIC),)))
+    assert one.plan.layers[0].params.images == 1
+    bad = Options(batch=2, arrays=((conv.name, ArrayChoice(2, m + 1)),))
+    with pytest.raises(UsageError, match=f"cols dividing its {m} output channels"):
+        generate(model, bad)
