@@ -435,3 +435,39 @@ def _report(spec, name, staging, outdir, baud, divisor, steps):
         "nextpnr_utilisation": util,
         "yosys": stat.get("creator", ""),
     }
+
+
+# -- per-layer resources from the synthesised netlist --------------------------------------------
+
+#: Cell types counted per layer, per family.
+LAYER_CELL_TYPES = {"ecp5": ("LUT4", "CCU2C", "TRELLIS_FF", "TRELLIS_DPR16X4", "DP16KD",
+                             "MULT18X18D"),
+                    "ice40": ("SB_LUT4", "SB_CARRY", "SB_DFF*", "SB_RAM40_4K", "SB_MAC16")}
+_LAYER_PART = re.compile(r"(?:^|[./])(layer|fifo|gear)(\d+)_[A-Za-z_]")
+
+
+def cell_list_script(stem, family="ecp5"):
+    """yosys commands (after synthesis) that list the cells of each counted type into
+    ``<stem>.<type>.txt`` (one hierarchical cell name a line), for :func:`layer_cells`."""
+    return "\n".join(f"tee -q -o {stem}.{cell.rstrip('*')}.txt select -list t:{cell}"
+                     for cell in LAYER_CELL_TYPES[family])
+
+
+def layer_cells(directory, stem, family="ecp5"):
+    """``{layer index: {cell type: count}}`` from the lists :func:`cell_list_script` wrote.
+
+    The design is flattened, but yosys names every cell after the net it drives, which keeps
+    the path of the module it came from: a cell belongs to layer N when the first module of
+    its path is ``layer<N>_*`` (the engine), ``fifo<N>_*`` (its input FIFO) or ``gear<N>_*``
+    (its gearbox). Cells of the top level (the stream interface) belong to no layer."""
+    out = {}
+    for cell in LAYER_CELL_TYPES[family]:
+        path = Path(directory) / f"{stem}.{cell.rstrip('*')}.txt"
+        if not path.is_file():
+            continue
+        for line in path.read_text(errors="replace").splitlines():
+            m = _LAYER_PART.search(line.split("/", 1)[-1])
+            if m:
+                counts = out.setdefault(int(m.group(2)), {})
+                counts[cell.rstrip("*")] = counts.get(cell.rstrip("*"), 0) + 1
+    return out

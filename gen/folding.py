@@ -97,9 +97,14 @@ def _lanes(shape, fold):
     return fold.lanes if space is None else space.lanes(fold)
 
 
-def _space_candidates(space, target):
-    """Folds of ``space`` meeting ``target``: for each in-beat, the cheapest fold per pe."""
-    meets = [f for f in space.folds() if space.cycles(f) <= target]
+def _space_candidates(space, target, max_simd=None):
+    """Folds of ``space`` meeting ``target`` (with ``simd <= max_simd``, or the least simd when
+    none is that narrow), cheapest first."""
+    folds = space.folds()
+    if max_simd is not None:
+        least = min(f.simd for f in folds)
+        folds = [f for f in folds if f.simd <= max(max_simd, least)]
+    meets = [f for f in folds if space.cycles(f) <= target]
     return sorted(meets, key=lambda f: (space.lanes(f), f.pe, f.simd))
 
 
@@ -115,14 +120,14 @@ def _smallest_pe(m, folds_allowed):
     return cdiv(m, cdiv(m, pe))  # same number of folds, least padding
 
 
-def _candidates(m, k, target, prev_pe=None, next_simd=None):
+def _candidates(m, k, target, prev_pe=None, next_simd=None, max_simd=None):
     """Folds meeting ``target`` cycles: for each simd, the least pe and a few rounder ones.
 
     ``prev_pe`` / ``next_simd`` are those of forced neighbours: every simd that fits ``prev_pe``
     is kept, and each simd also gets the least pe that fits ``next_simd``."""
     out = set()
     divisors = [d for d in range(1, (next_simd or 0) + 1) if next_simd % d == 0]
-    for simd in range(1, k + 1):
+    for simd in range(1, min(k, max_simd or k) + 1):
         sf = cdiv(k, simd)
         pe_min = _smallest_pe(m, target // sf)
         if not pe_min:
@@ -146,11 +151,13 @@ def _candidates(m, k, target, prev_pe=None, next_simd=None):
     return sorted(out, key=lambda f: (f.lanes, f.pe))
 
 
-def choose_folds(shapes, target, fixed=None):
+def choose_folds(shapes, target, fixed=None, max_simd=None):
     """Fewest-lane folds meeting ``target`` cycles for a chain of ``(M, K)`` layer shapes.
 
     ``fixed`` maps a layer index to a :class:`Fold` the user forced (which must meet ``target``
-    too). Returns a list of folds, or None when ``target`` cannot be met under the constraints.
+    too); ``max_simd`` caps every free layer's SIMD (the timing model's cap on adder and
+    popcount trees). Returns a list of folds, or None when ``target`` cannot be met under the
+    constraints.
     """
     fixed = fixed or {}
     layers = []
@@ -158,11 +165,11 @@ def choose_folds(shapes, target, fixed=None):
         if n in fixed:
             layers.append([fixed[n]])
         elif _space(shape) is not None:
-            layers.append(_space_candidates(shape, target))
+            layers.append(_space_candidates(shape, target, max_simd))
         else:
             prev = fixed[n - 1].pe if n - 1 in fixed else None
             after = fixed[n + 1].simd if n + 1 in fixed else None
-            layers.append(_candidates(*shape, target, prev, after))
+            layers.append(_candidates(*shape, target, prev, after, max_simd))
     return cheapest_chain(shapes, layers, target)
 
 

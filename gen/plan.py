@@ -16,7 +16,10 @@ __all__ = ["Engine", "Options", "ArrayChoice", "SparseChoice", "LayerPlan", "Pla
 class Options:
     """What the user asked of ``generate`` (and ``run``/``build``, which generate too).
 
-    At most one of ``target_cycles`` / ``max_lanes``; with neither, ``max_lanes`` is 64.
+    At most one of ``target_cycles`` / ``max_lanes`` / ``fill``; with none, ``max_lanes`` is
+    64. ``fill`` (a fraction in (0, 1]) with ``board`` (a :class:`~nnaccel.gen.resources.Device`)
+    chooses the folds of most throughput whose estimated LUT4, BRAM and DSP stay within ``fill``
+    of the device (:mod:`nnaccel.gen.resources`).
     ``folds``, ``engines``, ``storage``, ``arrays`` (systolic layers) and ``sparse`` (sparse
     layers) map layer names to a forced choice.
     """
@@ -32,6 +35,8 @@ class Options:
     pools: tuple = ()          # ((layer, Fold(n, n)), ...): a pooling layer's beat
     vvau_folds: tuple = ()     # ((layer, Fold(pe*mg, simd)), ...): grouped conv2d folds
     joins: tuple = ()          # never set by the CLI: a join's beat is chosen by the folder
+    board: object = None       # a gen.resources.Device: the budget of ``fill``
+    fill: float | None = None
 
     def forced(self, option, name):
         """The user's forced choice in the field ``option`` (an adapter's ``option``:

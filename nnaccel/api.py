@@ -65,7 +65,7 @@ def _fold_text(value):
 
 
 def _options(model, *, target_cycles=None, max_lanes=None, batch=1, folds=None,
-             engines=None, storage=None, arrays=None, sparse=None):
+             engines=None, storage=None, arrays=None, sparse=None, board=None, fill=None):
     """Options for ``model`` from keyword arguments, validated by the command line's parser of
     the same options (so both refuse the same things with the same messages)."""
     from . import cli
@@ -79,8 +79,10 @@ def _options(model, *, target_cycles=None, max_lanes=None, batch=1, folds=None,
                 1 <= value <= largest):
             raise UsageError(f"{flag}: expected a positive integer up to {largest}, not "
                              f"{value!r}")
-    if target_cycles is not None and max_lanes is not None:
-        raise UsageError("target_cycles and max_lanes: give at most one of them")
+    if sum(v is not None for v in (target_cycles, max_lanes, fill)) > 1:
+        raise UsageError("target_cycles, max_lanes and fill: give at most one of them")
+    if fill is not None:
+        fill = cli._fill_value("fill", fill)
 
     def items(flag, table):
         if table is None:
@@ -90,7 +92,8 @@ def _options(model, *, target_cycles=None, max_lanes=None, batch=1, folds=None,
         return table.items()
 
     args = argparse.Namespace(
-        target_cycles=target_cycles, max_lanes=max_lanes, batch=int(batch),
+        target_cycles=target_cycles, max_lanes=max_lanes, batch=int(batch), board=board,
+        fill=fill,
         fold=[f"{k}={_fold_text(v)}" for k, v in items("folds", folds)],
         engine=[f"{k}={getattr(v, 'value', v)}" for k, v in items("engines", engines)],
         weight_storage=[f"{k}={getattr(v, 'value', v)}" if k != "*" else str(
@@ -179,7 +182,7 @@ class Model:
         return cli.float_io(self.ir, outputs=False).dequantize(y, self.ir)
 
     def generate(self, *, max_lanes=None, target_cycles=None, batch=1, folds=None,
-                 engines=None, storage=None, arrays=None, sparse=None):
+                 engines=None, storage=None, arrays=None, sparse=None, board=None, fill=None):
         """Compile the model into a :class:`Design`, as ``nnaccel generate`` does.
 
         Parameters
@@ -187,6 +190,10 @@ class Model:
         max_lanes, target_cycles : int, optional
             The budget: fastest folding within ``max_lanes`` lanes, or the fewest lanes that
             reach ``target_cycles`` cycles per inference (at most one; default 64 lanes).
+        board, fill : str and float, optional
+            Instead: the folding of most estimated throughput within ``fill`` (0 < fill <= 1)
+            of ``board``'s LUT4, block RAM and DSP (the resource model,
+            :mod:`nnaccel.gen.resources`), as ``--board NAME --fill F``.
         batch : int
             Vectors per batch (dense layers then prefer the systolic engine).
         folds : dict, optional
@@ -209,7 +216,7 @@ class Model:
 
         options = _options(self.ir, max_lanes=max_lanes, target_cycles=target_cycles,
                            batch=batch, folds=folds, engines=engines, storage=storage,
-                           arrays=arrays, sparse=sparse)
+                           arrays=arrays, sparse=sparse, board=board, fill=fill)
         recorded = {"max_lanes": max_lanes, "target_cycles": target_cycles, "batch": batch,
                     "folds": {k: _fold_text(v) for k, v in (folds or {}).items()},
                     "engines": {k: str(getattr(v, "value", v)) for k, v in
@@ -264,30 +271,26 @@ class Design:
         return (f"<nnaccel.Design {self.name!r}: {len(m['layers'])} layers, {m['lanes']} "
                 f"lanes, {m['expected_cycles_per_inference']} cycles per inference>")
 
-    def report(self, *, as_text=True):
-        """The per-layer table: engine, fold (PE x SIMD), lanes and expected cycles.
+    def report(self, *, as_text=True, board="ulx3s-85f"):
+        """The per-layer table: engine, fold (PE x SIMD), lanes, expected cycles and the
+        resource model's estimates on ``board``'s device (LUT4, FF, BRAM, DSP, Fmax; each
+        layer's input FIFO included), as ``nnaccel generate --report`` prints it.
 
         Returns
         -------
         str or list of dict
             The table as text (``as_text=True``), else one dict per layer with the keys
-            ``layer``, ``engine``, ``fold``, ``lanes``, ``expected_cycles``.
+            ``layer``, ``engine``, ``fold``, ``lanes``, ``expected_cycles``, ``lut4``, ``ff``,
+            ``bram``, ``dsp``, ``fmax_mhz``.
         """
-        rows = [{"layer": e["name"], "engine": e["engine"],
-                 "fold": f"{e.get('pe', e['out_beat'])}x{e.get('simd', e['in_beat'])}",
-                 "lanes": e["lanes"], "expected_cycles": e["expected_cycles"]}
-                for e in self.manifest["layers"]]
-        if not as_text:
-            return rows
-        head = ("layer", "engine", "fold", "lanes", "expected_cycles")
-        table = [head] + [tuple(str(r[k]) for k in head) for r in rows]
-        widths = [max(len(row[i]) for row in table) for i in range(len(head))]
-        lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
-                 for row in table]
-        m = self.manifest
-        lines.append(f"total: {m['lanes']} lanes, {m['expected_cycles_per_inference']} cycles "
-                     "per inference")
-        return "\n".join(lines)
+        from .boards.platforms import get_board
+        from .gen.resources import design_report, device_for, format_design_report
+
+        report = design_report(self._design, device_for(get_board(board).device))
+        if as_text:
+            return format_design_report(report)
+        return [{**{k: v for k, v in r.items() if k != "cycles"},
+                 "expected_cycles": r["cycles"]} for r in report["layers"]]
 
     def predict(self, x, backend="numpy", stress=False, seed=0, *, float_io=False):
         """Outputs of the design on a batch.

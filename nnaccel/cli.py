@@ -73,6 +73,24 @@ def _probability(text):
     return value
 
 
+def _fill_value(flag, value):
+    """``value`` as a fraction in (0, 1], else UsageError naming ``flag``."""
+    try:
+        fraction = float(value)
+    except (TypeError, ValueError):
+        fraction = None
+    if isinstance(value, bool) or fraction is None or not 0 < fraction <= 1:
+        raise UsageError(f"{flag}: expected a fraction in (0, 1], not {str(value)[:40]!r}")
+    return fraction
+
+
+def _fill(text):
+    try:
+        return _fill_value("--fill", text)
+    except UsageError as e:
+        raise argparse.ArgumentTypeError(str(e).split(": ", 1)[1]) from None
+
+
 def _add_generate_options(p):
     g = p.add_argument_group("generation (shared by generate, run and build)")
     budget = g.add_mutually_exclusive_group()
@@ -82,6 +100,10 @@ def _add_generate_options(p):
     budget.add_argument("--max-lanes", type=_positive, metavar="N",
                         help="fastest folding using at most N lanes (multipliers or XNOR "
                              "lanes) in all; the default is 64")
+    budget.add_argument("--fill", type=_fill, metavar="F",
+                        help="with --board: the folding of most estimated throughput whose "
+                             "estimated LUT4, block RAM and DSP stay within F (0 < F <= 1) of "
+                             "the board's device (the resource model, generate --report)")
     g.add_argument("--fold", action="append", default=[], metavar="LAYER=PExSIMD",
                    help="force a layer's folding, e.g. fc1=4x8 (repeatable)")
     g.add_argument("--engine", action="append", default=[], metavar="LAYER=ENGINE",
@@ -160,9 +182,24 @@ def _options(args, model):
                              "e.g. fc1=16,8")
         depth = int(m.group(3)) if m.group(3) else 8
         sparse.append((known(m.group(1), "--sparse"), SparseChoice(int(m.group(2)), depth)))
+    device = None
+    if args.fill is not None:
+        device = _board_device(args)
     return Options(target_cycles=args.target_cycles, max_lanes=args.max_lanes,
                    batch=args.batch, folds=tuple(folds), engines=tuple(engines),
-                   storage=tuple(storage), arrays=tuple(arrays), sparse=tuple(sparse))
+                   storage=tuple(storage), arrays=tuple(arrays), sparse=tuple(sparse),
+                   board=device, fill=args.fill)
+
+
+def _board_device(args, default=None):
+    """The resource model's Device of ``--board`` (``default`` board name when not given)."""
+    from .boards.platforms import get_board
+    from .gen.resources import device_for
+
+    name = getattr(args, "board", None) or default
+    if name is None:
+        raise UsageError("--fill: needs --board NAME (the device whose resources it fills)")
+    return device_for(get_board(name).device)
 
 
 def validate_options(model, options):
@@ -297,9 +334,17 @@ def _generate(args):
         f"{design.manifest['expected_cycles_per_inference']} cycles per inference")
     out = design.write(args.output, extra=extra)
     log(f"wrote {out / (design.name + '.v')} and {out / 'manifest.json'}")
+    report = None
+    if args.report:
+        from .gen.resources import design_report, format_design_report
+
+        report = design_report(design, _board_device(args, "ulx3s-85f"))
+        if not args.json:
+            print(format_design_report(report))
     if args.json:
         print(json.dumps({"output": str(out), "verilog": str(out / (design.name + ".v")),
-                          "manifest": design.manifest}))
+                          "manifest": design.manifest,
+                          **({"report": report} if report is not None else {})}))
     return 0
 
 
@@ -690,6 +735,10 @@ def build_parser():
     p.add_argument("--stop-after", choices=["engines", "configure", "folding", "check"],
                    help="stop the compiler after this pass and print its IR as JSON")
     p.add_argument("--dump-ir", action="store_true", help="also write ir.json")
+    p.add_argument("--report", action="store_true",
+                   help="print the per-layer table: engine, fold, lanes, cycles and the "
+                        "resource model's LUT4, FF, BRAM, DSP and Fmax estimates (on --board, "
+                        "default ulx3s-85f)")
     p.add_argument("--json", action="store_true",
                    help="print the output directory and the manifest as one JSON object")
     _add_force(p)
@@ -716,6 +765,7 @@ def build_parser():
                    help=f"verilator: random idle input cycles and output back-pressure, each "
                         f"with probability {STRESS} (instead of --idle/--stall)")
     p.add_argument("--seed", type=int, default=0, help="seed of the idle/stall patterns")
+    p.add_argument("--board", help="the board whose device --fill fills")
     _add_generate_options(p)
     p.set_defaults(func=cmd_run)
 

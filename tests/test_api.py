@@ -86,9 +86,11 @@ def test_generate_report_and_numpy_predict(tiny):
     assert [r["expected_cycles"] for r in rows] == [1, 6]
     assert [r["lanes"] for r in rows] == [12, 1]
     text = d.report()
-    assert text.splitlines()[0].split() == ["layer", "engine", "fold", "lanes",
-                                            "expected_cycles"]
-    assert "fc2" in text and "13 lanes" in text
+    assert text.splitlines()[0].split() == ["layer", "engine", "fold", "lanes", "cycles",
+                                            "lut4", "ff", "bram", "dsp", "fmax_mhz"]
+    total = text.splitlines()[3].split()
+    assert total[:3] == ["total", "13", "6"]
+    assert int(total[3]) == sum(r["lut4"] for r in rows) > 0
     assert "module tiny" in d.verilog
     assert d.manifest["name"] == "tiny"
     np.testing.assert_array_equal(d.predict(X), by_hand(X))

@@ -22,6 +22,9 @@ passes and the emitter ask about its engine, so no other file branches on the en
 ``manifest``        its manifest fields, including ``expected_cycles`` (cycles per inference,
                     steady state) and ``lanes``, computed from the Params alone
 ``dump``            its fields of ``generate --dump-ir``
+``resources``       what its Params instantiate, as a :class:`~nnaccel.gen.resources.Bill`
+                    (lanes, trees, accumulators, output stage, memories, multipliers) for the
+                    resource and timing model (:mod:`nnaccel.gen.resources`)
 ==================  ======================================================================
 
 Adapters are stateless: their methods take a layer or its :class:`~nnaccel.gen.plan.LayerPlan`
@@ -35,6 +38,7 @@ import numpy as np
 from ...hw.common.outstage import StageKind
 from ..errors import UsageError
 from ..ir import DTypeKind, Op
+from ..resources import Bill, lanes_bill, stage_bill, stream_bill
 
 __all__ = ["Engine", "EngineAdapter", "is_bipolar", "is_matrix_layer", "stage_kwargs", "pick",
            "number", "is_map", "stream_order", "layer_macs", "to_stream", "divisors"]
@@ -208,3 +212,23 @@ class EngineAdapter:
     def dump(self, lp):
         """The engine's fields of ``generate --dump-ir``."""
         return {}
+
+    def resources(self, lp):
+        """What ``lp``'s Params instantiate (a :class:`~nnaccel.gen.resources.Bill`). The default
+        reads the attributes most Params share: ``pe``, ``lanes``, ``lane_kind``, ``raw_shape``,
+        ``output``, the dtypes; engines with memories of their own add them."""
+        p, layer = lp.params, lp.layer
+        bill = Bill(quantities={"layer": 1})
+        kind = getattr(p, "lane_kind", None)
+        wd = getattr(layer, "weight_dtype", None)
+        raw = getattr(p, "raw_shape", None)
+        lanes = getattr(p, "lanes", 0) or 0
+        if kind is not None and wd is not None and raw is not None and lanes:
+            pe = getattr(p, "pe", 1)
+            bill = lanes_bill(pe, max(lanes // pe, 1), kind, wd.bits, layer.in_dtype.bits,
+                              raw.width)
+        out = getattr(p, "output", None)
+        if out is not None and hasattr(out, "acc_shape"):
+            bill = bill.plus(stage_bill(out))
+        return bill.plus(stream_bill(self.in_beat(lp) * layer.in_dtype.bits,
+                                     lp.fold.pe * layer.out_dtype.bits))

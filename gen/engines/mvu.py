@@ -16,6 +16,8 @@ convolutions are refused (they belong on a vector-vector unit, which wastes no l
 zeros of a grouped weight).
 """
 
+from dataclasses import replace
+
 import numpy as np
 
 from ...hw.common.arith import cdiv
@@ -28,6 +30,7 @@ from ...hw.window.reference import from_hwc, im2col, patch_weights
 from ..errors import UsageError
 from ..folding import FoldSpace
 from ..ir import Op
+from ..resources import Memory, lanes_bill, stage_bill, stream_bill
 from .base import Engine, EngineAdapter, divisors, is_bipolar, stage_kwargs
 
 __all__ = ["MVUAdapter", "conv_simds"]
@@ -200,3 +203,25 @@ class MVUAdapter(EngineAdapter):
                            "expected_cycles": win.expected_cycles, "latency": win.latency},
             })
         return out
+
+    def resources(self, lp):
+        p = lp.params
+        conv = isinstance(p, ConvParams)
+        v = p.mvu if conv else p
+        wbits, xbits = v.weight_dtype.bits, v.in_dtype.bits
+        raw = v.raw_shape.width
+        force = v.weight_memory.value   # "bram" or "logic": AUTO resolved by the Params
+        sf, nf = v.synapse_folds, v.neuron_folds
+        mems = [Memory(nf * sf, v.pe * v.simd * wbits, force=force),
+                # the output FIFO of raw sums, a few deep
+                Memory(cdiv(8 + v.simd.bit_length(), sf) + 1, v.pe * raw, rom=False)]
+        if nf > 1:   # the input buffer replays a vector for every neuron fold
+            mems.append(Memory(sf, v.simd * xbits, rom=False))
+        if conv:
+            win = p.window
+            mems.append(Memory(win.buffer_depth, win.buffer_width, rom=False,
+                               copies=win.read_ports))
+        bill = lanes_bill(v.pe, v.simd, v.lane_kind, wbits, xbits, raw)
+        bill = bill.plus(stage_bill(v.output))
+        bill = bill.plus(stream_bill(self.in_beat(lp) * xbits, v.pe * lp.layer.out_dtype.bits))
+        return replace(bill, memories=bill.memories + tuple(mems))

@@ -15,6 +15,7 @@ beat must divide one another, as between vector layers.
 from ..engines import adapter_for
 from ..errors import UsageError
 from ..folding import FoldSpace, choose_folds, fold_cycles, folds_for_budget
+from ..resources import budget, estimate, fifo_bill
 
 __all__ = ["choose_folding", "DEFAULT_MAX_LANES"]
 
@@ -59,6 +60,8 @@ def choose_folding(plan):
                                  f"{plan.layers[n - 1].layer.name!r} must divide one another")
     if len(others) == len(shapes):
         folds = [plan.layers[n].fold for n in range(len(shapes))]
+    elif opts.fill is not None:
+        folds = _folds_for_device(plan, shapes, fixed, others)
     elif opts.target_cycles is not None:
         folds = choose_folds(shapes, opts.target_cycles, fixed)
         if folds is None:
@@ -90,3 +93,96 @@ def choose_folding(plan):
             lp = adapter_for(lp.engine).with_fold(lp, fold, opts)
         layers.append(lp)
     return plan.but(layers=tuple(layers))
+
+
+def _slowest(shapes, fixed):
+    slowest = max(s.slowest() if isinstance(s, FoldSpace) else s[0] * s[1] for s in shapes)
+    return max([slowest] + [_cycles(shapes[n], f) for n, f in fixed.items()])
+
+
+class _DeviceSearch:
+    """Estimates of candidate fold chains on ``plan.options.board`` (memoised per layer fold)."""
+
+    def __init__(self, plan, shapes, others):
+        self.plan, self.shapes, self.others = plan, shapes, others
+        self.device = plan.options.board
+        self.limit = budget(self.device, plan.options.fill)
+        self.layers = {}
+        # cycles of the engines sized elsewhere (sparse, systolic) bound the pipeline too
+        self.fixed_cycles = max((adapter_for(plan.layers[n].engine).manifest(
+            plan.layers[n])["expected_cycles"] for n in others), default=1)
+
+    def layer(self, n, fold):
+        key = (n, fold)
+        if key not in self.layers:
+            lp = self.plan.layers[n]
+            if n not in self.others:
+                lp = adapter_for(lp.engine).with_fold(lp, fold, self.plan.options)
+            self.layers[key] = (lp, estimate(lp.adapter.resources(lp), self.device))
+        return self.layers[key]
+
+    def evaluate(self, folds):
+        """``(fits, inferences/s, estimate)`` of a fold chain, FIFOs included."""
+        from ..generate import fifo_plan
+
+        layers = [self.layer(n, f) for n, f in enumerate(folds)]
+        total = layers[0][1]
+        for _, est in layers[1:]:
+            total = total.plus(est)
+        if self.plan.model.is_chain:
+            for fifo in fifo_plan(self.plan.but(layers=tuple(lp for lp, _ in layers))):
+                if fifo.get("depth"):
+                    width = fifo["bits"] // fifo["depth"]
+                    total = total.plus(estimate(fifo_bill(fifo["depth"], width), self.device))
+        cycles = max([self.fixed_cycles] + [_cycles(s, f) for n, (s, f) in
+                                             enumerate(zip(self.shapes, folds, strict=True))
+                                             if n not in self.others])
+        fits = (total.lut4 <= self.limit["lut4"] and total.bram <= self.limit["bram"]
+                and total.dsp <= self.limit["dsp"])
+        return fits, total.fmax_mhz * 1e6 / cycles, total
+
+
+def _folds_for_device(plan, shapes, fixed, others):
+    """The folds of most estimated throughput (Fmax estimate / cycles) whose estimated LUT4,
+    BRAM and DSP stay within ``fill`` of the board's device.
+
+    For every SIMD cap (powers of two, and none: the timing model's Fmax falls with the width
+    of the adder and popcount trees), the smallest cycle target whose fewest-lane folds fit is
+    found by bisection; the cap and target of most inferences per second win (ties: fewer
+    LUT4)."""
+    opts = plan.options
+    search = _DeviceSearch(plan, shapes, others)
+    slowest = _slowest(shapes, fixed)
+    widest = max(s.k if isinstance(s, FoldSpace) else s[1] for s in shapes)
+    caps = [1 << i for i in range(widest.bit_length()) if 1 << i < widest] + [None]
+    best, smallest = None, None
+    for cap in caps:
+        folds = choose_folds(shapes, slowest, fixed, cap)
+        if folds is None:
+            continue
+        ok, rate, total = search.evaluate(folds)
+        if smallest is None or total.lut4 < smallest.lut4:
+            smallest = total
+        if not ok:
+            continue
+        lo, hi, chosen = 1, slowest, (folds, rate, total)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            folds = choose_folds(shapes, mid, fixed, cap)
+            got = search.evaluate(folds) if folds is not None else (False, 0, None)
+            if got[0]:
+                hi, chosen = mid, (folds, got[1], got[2])
+            else:
+                lo = mid + 1
+        key = (chosen[1], -chosen[2].lut4)
+        if best is None or key > best[0]:
+            best = (key, chosen[0])
+    if best is None:
+        device = opts.board
+        need = "" if smallest is None else (f" (the smallest folding needs about "
+                                            f"{smallest.lut4:,} LUT4, {smallest.bram} BRAM, "
+                                            f"{smallest.dsp} DSP)")
+        raise UsageError(f"--fill {opts.fill}: no folding fits {opts.fill:.0%} of the "
+                         f"{device.name}'s {device.lut4:,} LUT4, {device.bram} block RAMs and "
+                         f"{device.dsp} DSP blocks{need}")
+    return best[1]

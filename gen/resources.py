@@ -1,0 +1,374 @@
+"""A resource and timing model of generated designs: LUT4, FF, block RAM, DSP and Fmax per layer.
+
+Each engine adapter describes what a layer instantiates as a :class:`Bill`
+(:meth:`~nnaccel.gen.engines.base.EngineAdapter.resources`), computed from its Params alone:
+counts of lane bits, adder-tree and accumulator bits, output-stage bits, its memories (depth,
+width, read-only or not) and its multipliers (operand widths). :func:`estimate` maps a bill onto a
+:class:`Device`:
+
+* memories go where yosys' ``memory_libmap`` puts them, by the same cost rule: a read-only
+  memory becomes logic when ``bits/16 <= 128 * blocks`` (its logic cost per bit against the block
+  RAM's cost per block), else block RAM; a writable one becomes distributed RAM
+  (``TRELLIS_DPR16X4``, 16 x 4 bits, 6 LUT4 each as nextpnr counts them) when cheaper than block
+  RAM. Block counts are those of the best DP16KD (ECP5) or SB_RAM40_4K (iCE40) aspect ratio.
+* multipliers whose operands are both at least 2 bits wide go to MULT18X18D / SB_MAC16 blocks
+  (``ceil(a/18) * ceil(b/18)`` of them on ECP5, as yosys' ``mul2dsp`` splits them); narrower ones
+  are logic.
+* LUT4 and FF are linear in the bill's quantities, with coefficients fitted to yosys'
+  ``synth_ecp5`` on the bench designs (:mod:`nnaccel.bench.fit`, written to
+  :mod:`nnaccel.gen.resource_fit`).
+
+The Fmax model is deliberately simple: a base frequency per family lowered by the logic depth of
+the widest adder or popcount tree and of the widest carry chain, both fitted to nextpnr figures
+(:data:`FMAX`). It gives the SIMD cap of the fold chooser (:func:`simd_cap`).
+"""
+
+import math
+from dataclasses import dataclass, field
+
+from ..hw.common.arith import cdiv
+from .errors import UsageError
+
+__all__ = ["Device", "DEVICES", "device_for", "Bill", "Memory", "Estimate", "FEATURES",
+           "memory_map", "dsp_blocks", "estimate", "estimate_plan", "fmax_estimate", "simd_cap",
+           "fifo_bill", "fits", "budget"]
+
+
+@dataclass(frozen=True)
+class Device:
+    """What an FPGA offers: LUT4s, flip-flops, block RAMs and DSP multipliers."""
+
+    name: str
+    family: str
+    lut4: int
+    ff: int
+    bram: int
+    dsp: int
+
+    @property
+    def bram_cell(self):
+        return "DP16KD" if self.family == "ecp5" else "SB_RAM40_4K"
+
+    @property
+    def dsp_cell(self):
+        return "MULT18X18D" if self.family == "ecp5" else "SB_MAC16"
+
+
+#: Devices by part name (as the boards' platforms name them), from the vendors' data sheets.
+DEVICES = {d.name: d for d in [
+    Device("LFE5U-12F", "ecp5", 12_096, 12_096, 32, 28),
+    Device("LFE5U-25F", "ecp5", 24_288, 24_288, 56, 28),
+    Device("LFE5U-45F", "ecp5", 43_848, 43_848, 108, 72),
+    Device("LFE5U-85F", "ecp5", 83_640, 83_640, 208, 156),
+    Device("iCE40UP5K", "ice40", 5_280, 5_280, 30, 8),
+]}
+
+
+def device_for(part):
+    """The :class:`Device` of the part ``part`` (``"LFE5U-85F"``), or UsageError."""
+    for name, device in DEVICES.items():
+        if part.upper().replace("-", "").startswith(name.upper().replace("-", "")):
+            return device
+    raise UsageError(f"no resource model for the device {part!r}; known: {', '.join(DEVICES)}")
+
+
+@dataclass(frozen=True)
+class Memory:
+    """A memory of ``depth`` words of ``width`` bits; ``rom``: no write port. ``copies``
+    identical ones. ``force``: ``"logic"`` or ``"bram"`` when the hardware forces it."""
+
+    depth: int
+    width: int
+    rom: bool = True
+    copies: int = 1
+    force: str | None = None
+
+
+#: The quantities of a bill, each with a fitted LUT4 and FF coefficient.
+FEATURES = {
+    "layer": "one per layer: control, counters, stream handshakes",
+    "xnor": "XNOR lanes (popcount inputs)",
+    "lane_bits": "add/subtract lane input bits and LUT multiplier partial-product bits",
+    "tree": "adder-tree input bits after the lanes (products of multiply and add/sub lanes)",
+    "acc": "accumulator bits (pe x accumulator width)",
+    "stage": "output-stage bits (thresholds: pe x levels x width; requant/identity: pe x width)",
+    "stream": "stream payload bits in and out (skid buffers, gearboxes)",
+    "rom": "LUT-mapped read-only memory: width x ceil(depth / 16)",
+    "ram": "flip-flop-mapped or distributed-RAM memory bits (FIFOs, line buffers)",
+    "dsp": "DSP multiplier blocks (glue logic around each)",
+}
+
+
+@dataclass(frozen=True)
+class Bill:
+    """What one layer instantiates, independent of the device (see the module).
+
+    ``quantities`` maps names of :data:`FEATURES` to counts; ``memories`` and ``multipliers``
+    (``(a_bits, b_bits, count)``) are mapped onto the device by :func:`estimate`; ``tree_width``
+    (the widest adder/popcount tree's inputs) and ``carry`` (the widest carry chain, bits) feed
+    the Fmax model."""
+
+    quantities: dict = field(default_factory=dict)
+    memories: tuple = ()
+    multipliers: tuple = ()
+    tree_width: int = 1
+    carry: int = 1
+
+    def plus(self, other):
+        q = dict(self.quantities)
+        for k, v in other.quantities.items():
+            q[k] = q.get(k, 0) + v
+        return Bill(quantities=q, memories=self.memories + other.memories,
+                    multipliers=self.multipliers + other.multipliers,
+                    tree_width=max(self.tree_width, other.tree_width),
+                    carry=max(self.carry, other.carry))
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Estimated resources and Fmax of a layer (or a design, summed)."""
+
+    lut4: int
+    ff: int
+    bram: int
+    dsp: int
+    fmax_mhz: float
+
+    def plus(self, other):
+        return Estimate(self.lut4 + other.lut4, self.ff + other.ff, self.bram + other.bram,
+                        self.dsp + other.dsp, min(self.fmax_mhz, other.fmax_mhz))
+
+    def as_dict(self):
+        return {"lut4": self.lut4, "ff": self.ff, "bram": self.bram, "dsp": self.dsp,
+                "fmax_mhz": round(self.fmax_mhz, 1)}
+
+
+# -- memories and multipliers, as yosys maps them ------------------------------------------------
+
+#: Read aspect ratios (depth, width) of one block RAM.
+_BRAM_SHAPES = {"ecp5": ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36)),
+                "ice40": ((2048, 2), (1024, 4), (512, 8), (256, 16))}
+#: memory_libmap's costs: a block RAM, a distributed RAM cell, a bit of ROM / RAM in logic.
+_BRAM_COST, _LUTRAM_COST, _ROM_BIT, _RAM_BIT = 128, 4, 1 / 16, 1.0
+#: LUT4s nextpnr counts per TRELLIS_DPR16X4.
+LUTRAM_LUT4 = 6
+
+
+def _blocks(depth, width, family):
+    return min(cdiv(depth, d) * cdiv(width, w) for d, w in _BRAM_SHAPES[family])
+
+
+def memory_map(mem, family="ecp5"):
+    """Where yosys puts ``mem``: ``{"bram": blocks, "lutram": DPR16X4 cells, "rom": LUT-ROM
+    quantity, "ram": bits in flip-flops}`` for all its copies."""
+    out = {"bram": 0, "lutram": 0, "rom": 0, "ram": 0}
+    if mem.depth <= 1:
+        return out   # a constant (ROM) or a register (RAM) the logic absorbs
+    blocks = _blocks(mem.depth, mem.width, family)
+    bits = mem.depth * mem.width
+    if mem.rom:
+        logic = bits * _ROM_BIT <= _BRAM_COST * blocks
+        if mem.force == "logic" or (mem.force is None and logic):
+            out["rom"] = mem.width * cdiv(mem.depth, 16) * mem.copies
+        else:
+            out["bram"] = blocks * mem.copies
+        return out
+    lutram = cdiv(mem.depth, 16) * cdiv(mem.width, 4) if family == "ecp5" else None
+    mux = (cdiv(mem.depth, 16) - 1) * mem.width * 0.5
+    options = [(bits * _RAM_BIT, "ram"), (_BRAM_COST * blocks, "bram")]
+    if lutram is not None:
+        options.append((_LUTRAM_COST * lutram + mux, "lutram"))
+    where = mem.force or min(options)[1]
+    out[where] = {"ram": bits, "bram": blocks, "lutram": lutram}[where] * mem.copies
+    return out
+
+
+def dsp_blocks(a_bits, b_bits, family="ecp5"):
+    """DSP blocks of one ``a_bits`` x ``b_bits`` multiplier (0: it stays in logic)."""
+    if min(a_bits, b_bits) < 2:
+        return 0
+    size = 18 if family == "ecp5" else 16
+    return cdiv(a_bits, size) * cdiv(b_bits, size)
+
+
+# -- the estimate --------------------------------------------------------------------------------
+
+#: Fmax model (MHz): ``base / (1 + tree * log2(tree inputs) + carry * carry bits)``, per family.
+#: ECP5: set by nextpnr's Fmax of the SFC network (about 55 MHz with 157-input popcounts, about
+#: 85 MHz with at most 16) and the int8 MLP (73.9 MHz, 13 products into a 17-bit sum), as
+#: measured before issue 16's pipelining; iCE40: the same shape, slower.
+FMAX = {"ecp5": {"base": 275.0, "tree": 0.536, "carry": 0.01},
+        "ice40": {"base": 150.0, "tree": 0.536, "carry": 0.02}}
+
+
+def _coefficients(family):
+    from . import resource_fit
+
+    return resource_fit.COEFFICIENTS.get(family, resource_fit.COEFFICIENTS["ecp5"])
+
+
+def fmax_estimate(tree_width, carry, family="ecp5"):
+    """Estimated Fmax (MHz) of logic whose widest tree has ``tree_width`` inputs and whose
+    widest carry chain has ``carry`` bits."""
+    f = FMAX.get(family, FMAX["ecp5"])
+    return f["base"] / (1 + f["tree"] * math.log2(max(tree_width, 1))
+                        + f["carry"] * max(carry, 1))
+
+
+def simd_cap(target_mhz, family="ecp5"):
+    """The widest popcount/adder tree (SIMD) whose estimated Fmax reaches ``target_mhz``, with
+    the carry chain of its own sum (``log2(simd) + 1`` bits); at least 1."""
+    simd = 1
+    while simd < 1 << 16 and fmax_estimate(2 * simd, math.log2(2 * simd) + 1,
+                                           family) >= target_mhz:
+        simd *= 2
+    return simd
+
+
+def estimate(bill, device):
+    """The :class:`Estimate` of ``bill`` on ``device``."""
+    coeff = _coefficients(device.family)
+    q = dict(bill.quantities)
+    bram = dsp = lutram = 0
+    for mem in bill.memories:
+        mapped = memory_map(mem, device.family)
+        bram += mapped["bram"]
+        lutram += mapped["lutram"]
+        q["rom"] = q.get("rom", 0) + mapped["rom"]
+        q["ram"] = q.get("ram", 0) + mapped["ram"]
+    for a, b, count in bill.multipliers:
+        blocks = dsp_blocks(a, b, device.family)
+        if blocks:
+            dsp += blocks * count
+        else:
+            q["lane_bits"] = q.get("lane_bits", 0) + a * b * count
+    q["dsp"] = q.get("dsp", 0) + dsp
+    lut = sum(coeff["lut4"].get(k, 0.0) * v for k, v in q.items()) + LUTRAM_LUT4 * lutram
+    ff = sum(coeff["ff"].get(k, 0.0) * v for k, v in q.items())
+    return Estimate(lut4=round(lut), ff=round(ff), bram=bram, dsp=dsp,
+                    fmax_mhz=fmax_estimate(bill.tree_width, bill.carry, device.family))
+
+
+def fifo_bill(depth, width):
+    """The bill of a stream FIFO of ``depth`` words of ``width`` bits."""
+    return Bill(quantities={"stream": width}, memories=(Memory(depth, width, rom=False),),
+                carry=max(depth, 2).bit_length())
+
+
+def estimate_plan(plan, device, fifos=None):
+    """``[(layer name, Bill, Estimate)]`` for every layer of ``plan`` (after the folding pass);
+    ``fifos`` (one ``{"depth", "beat", "bits"}`` per layer, as the generator sizes them) adds
+    each layer's input FIFO to its figures."""
+    rows = []
+    for n, lp in enumerate(plan.layers):
+        bill = lp.adapter.resources(lp)
+        if fifos is not None:
+            fifo = fifos[n] if isinstance(fifos[n], dict) else fifos[n][0]
+            if fifo.get("depth"):
+                width = fifo["bits"] // max(fifo["depth"], 1)
+                bill = bill.plus(fifo_bill(fifo["depth"], width))
+        rows.append((lp.layer.name, bill, estimate(bill, device)))
+    return rows
+
+
+def budget(device, fill):
+    """The usable LUT4, BRAM and DSP of ``device`` at ``fill`` (a fraction in (0, 1])."""
+    return {"lut4": device.lut4 * fill, "bram": device.bram * fill, "dsp": device.dsp * fill}
+
+
+def fits(total, device, fill):
+    """Whether an :class:`Estimate` stays within ``fill`` of ``device``'s LUT4, BRAM and DSP."""
+    b = budget(device, fill)
+    return total.lut4 <= b["lut4"] and total.bram <= b["bram"] and total.dsp <= b["dsp"]
+
+
+# -- bills of the shared blocks, for the adapters ------------------------------------------------
+
+def lanes_bill(pe, simd, lane_kind, weight_bits, in_bits, raw_width):
+    """The lanes and adder tree of ``pe`` x ``simd`` lanes of ``lane_kind`` (a
+    :class:`~nnaccel.hw.common.lanes.LaneKind` value: ``xnor``, ``addsub_w``, ``addsub_x``,
+    ``mul``) and the ``pe`` raw sums of ``raw_width`` bits they accumulate into."""
+    lanes = pe * simd
+    kind = getattr(lane_kind, "value", lane_kind)
+    q = {"layer": 1, "acc": pe * raw_width}
+    mults = ()
+    if kind == "xnor":
+        q["xnor"] = lanes
+    elif kind == "mul":
+        mults = ((weight_bits, in_bits, lanes),)
+        q["tree"] = lanes * (weight_bits + in_bits)
+    else:
+        width = in_bits if kind == "addsub_w" else weight_bits
+        q["lane_bits"] = lanes * width
+        q["tree"] = lanes * (width + 1)
+    return Bill(quantities=q, multipliers=mults, tree_width=simd, carry=raw_width)
+
+
+def stage_bill(out):
+    """The output stage of an :class:`~nnaccel.hw.common.outstage.OutputStageParams`: its
+    datapath per lane, its per-channel tables (read-only memories of ``folds`` words when the
+    channels take several beats) and its requantising multipliers."""
+    kind = getattr(out.kind, "value", out.kind)
+    acc = out.acc_shape.width
+    pe, folds = out.pe, out.folds
+    mems, mults = [], []
+    if kind == "threshold":
+        levels = out.levels
+        q = {"stage": pe * levels * acc}
+        mems.append(Memory(folds, pe * levels * acc))
+    else:
+        q = {"stage": pe * (acc + out.out_shape.width)}
+        mems.append(Memory(folds, pe * acc))
+        if kind == "requant":
+            mw = max(max(out.mult).bit_length(), 1)
+            mults.append((acc, mw, pe))
+            mems.append(Memory(folds, pe * (mw + 5)))
+    return Bill(quantities=q, memories=tuple(m for m in mems if m.depth > 1),
+                multipliers=tuple(mults), carry=acc)
+
+
+def stream_bill(in_bits, out_bits):
+    """Stream payloads in and out of a block (skid buffers, gearboxes)."""
+    return Bill(quantities={"stream": in_bits + out_bits})
+
+
+def design_report(design, device):
+    """The per-layer table of a generated design (a :class:`~nnaccel.gen.generate.Design`) on
+    ``device``: one dict per layer (``layer``, ``engine``, ``fold``, ``lanes``, ``cycles`` and
+    the estimate's ``lut4``, ``ff``, ``bram``, ``dsp``, ``fmax_mhz``, its input FIFO included),
+    and the totals (``cycles`` the pipeline's, ``fmax_mhz`` the slowest layer's,
+    ``inferences_per_second`` their quotient, ``device`` and its capacities)."""
+    rows, total = [], None
+    entries = design.manifest["layers"]
+    for entry, (name, _, est) in zip(entries, estimate_plan(design.plan, device, design.fifos),
+                                     strict=True):
+        rows.append({"layer": name, "engine": entry["engine"],
+                     "fold": f"{entry.get('pe', entry['out_beat'])}x"
+                             f"{entry.get('simd', entry['in_beat'])}",
+                     "lanes": entry["lanes"], "cycles": entry["expected_cycles"],
+                     **est.as_dict()})
+        total = est if total is None else total.plus(est)
+    cycles = design.manifest["expected_cycles_per_inference"]
+    return {"device": {"name": device.name, "lut4": device.lut4, "ff": device.ff,
+                       "bram": device.bram, "dsp": device.dsp},
+            "layers": rows,
+            "total": {**total.as_dict(), "lanes": design.manifest["lanes"], "cycles": cycles,
+                      "inferences_per_second": round(total.fmax_mhz * 1e6 / cycles, 1)}}
+
+
+def format_design_report(report):
+    """:func:`design_report` as a text table."""
+    head = ("layer", "engine", "fold", "lanes", "cycles", "lut4", "ff", "bram", "dsp",
+            "fmax_mhz")
+    rows = [head] + [tuple(str(r[k]) for k in head) for r in report["layers"]]
+    t, d = report["total"], report["device"]
+    rows.append(("total", "", "", str(t["lanes"]), str(t["cycles"]), str(t["lut4"]),
+                 str(t["ff"]), str(t["bram"]), str(t["dsp"]), str(t["fmax_mhz"])))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
+    lines = ["  ".join(c.rjust(w) if i > 2 else c.ljust(w)
+                       for i, (c, w) in enumerate(zip(row, widths, strict=True))).rstrip()
+             for row in rows]
+    lines.append(f"estimated on the {d['name']}: {t['lut4'] / d['lut4']:.1%} of its LUT4, "
+                 f"{t['bram']}/{d['bram']} block RAMs, {t['dsp']}/{d['dsp']} DSP blocks; "
+                 f"{t['inferences_per_second']:,.0f} inferences/s at the estimated Fmax")
+    return "\n".join(lines)

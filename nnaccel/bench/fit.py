@@ -1,0 +1,308 @@
+"""Fit the resource model (:mod:`nnaccel.gen.resources`) to yosys, and compare the two.
+
+``python -m nnaccel.bench.fit [-o out/fit] [--only NAME ...] [--no-write]``:
+
+1. generates every design of :data:`DESIGNS` (the bench designs) through the public API;
+2. synthesises each design with yosys ``synth_ecp5`` (flattened, as the build flow does) and
+   gives every cell to the layer whose module (``layer<N>_*``, its input ``fifo<N>_*`` or
+   gearbox ``gear<N>_*``: the Verilog keeps one module per layer) its name comes from: LUT4 (as
+   nextpnr counts them: ``LUT4 + 2 CCU2C + 6 TRELLIS_DPR16X4``), flip-flops, DP16KD and
+   MULT18X18D; the results are cached by the Verilog's hash in ``OUTDIR/cache``;
+3. fits the LUT4 and FF coefficients of the model's quantities by non-negative least squares on
+   the layers' relative errors, and writes them to ``gen/resource_fit.py`` (unless
+   ``--no-write``);
+4. writes ``OUTDIR/fit.json`` and ``OUTDIR/fit.md``: every design's estimate beside yosys, and
+   the relative error of each figure.
+
+Block RAM and DSP counts are not fitted: the model maps memories and multipliers by yosys' own
+rules. Synthesis only (no place and route): LUT4/FF/BRAM/DSP need no nextpnr.
+"""
+
+import argparse
+import hashlib
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..boards.build import cell_list_script, layer_cells
+from ..gen.generate import generate
+from ..gen.plan import Options
+from ..gen.resources import DEVICES, FEATURES, LUTRAM_LUT4, estimate, estimate_plan
+from ..gen.tools import find_yowasp
+
+__all__ = ["DESIGNS", "FitDesign", "measure_layers", "fit", "main"]
+
+DEVICE = DEVICES["LFE5U-85F"]
+FIGURES = ("lut4", "ff", "bram", "dsp")
+
+
+@dataclass(frozen=True)
+class FitDesign:
+    """A bench design: ``make()`` returns ``(model IR, Options)``."""
+
+    name: str
+    make: object
+
+
+def _mlp(which, options):
+    def make():
+        from ..gen.zoo.digits import binarized_mlp, int8_mlp
+
+        return (int8_mlp if which == "int8" else binarized_mlp)(0).model, options
+    return make
+
+
+def _random(factory, options):
+    def make():
+        return factory(0), options
+    return make
+
+
+def _sparse():
+    from ..gen.zoo import sparse_layer
+    from .sparse import CODEBOOK_SIZE, DENSITY, make_layer, sparse_options
+
+    weight, codebook, bias, mult, shift = make_layer(256, density=DENSITY,
+                                                     codebook_size=CODEBOOK_SIZE)
+    model = sparse_layer.sparse_model(weight, codebook, bias, mult, shift, name="sparse_fit")
+    return model, sparse_options(8, 8)
+
+
+def _systolic():
+    from ..gen.zoo.gemm import gemm_model, make_gemm
+    from .systolic import gemm_options
+
+    w, bias = make_gemm(8, 64, 64)[:2]
+    return gemm_model(w, bias, mult=1 << 10, shift=16), gemm_options(8, 8, "ws", 8)
+
+
+def _digits_cnn(kind):
+    def make():
+        from ..gen.zoo.digits_cnn import digits_cnn
+
+        return digits_cnn(kind).model, Options(max_lanes=64)
+    return make
+
+
+def _cnv(target):
+    def make():
+        from ..gen.zoo.cnv import cnv_model
+
+        return cnv_model(), Options(target_cycles=target)
+    return make
+
+
+def _sfc(target):
+    def make():
+        from ..gen.zoo.random_mlp import sfc_model
+
+        return sfc_model(0), Options(target_cycles=target)
+    return make
+
+
+#: The designs of the fit: the bench's networks (some at a smaller fold, so synthesis stays
+#: within minutes on two cores).
+DESIGNS = (
+    FitDesign("mlp_int8", _mlp("int8", Options(max_lanes=16))),
+    FitDesign("digits_bnn", _mlp("bnn", Options(max_lanes=128))),
+    FitDesign("prime_int4", lambda: _random_prime()),
+    FitDesign("sfc_t512", _sfc(512)),
+    FitDesign("sfc_t128", _sfc(128)),
+    FitDesign("sparse", _sparse),
+    FitDesign("systolic", _systolic),
+    FitDesign("digits_cnn_int8", _digits_cnn("int8")),
+    FitDesign("digits_cnn_bin", _digits_cnn("binarized")),
+    FitDesign("cnv_t200k", _cnv(200_000)),
+)
+
+
+def _random_prime():
+    from ..gen.zoo.random_mlp import prime_int4_model
+
+    return prime_int4_model(0), Options(max_lanes=32)
+
+
+# -- yosys ---------------------------------------------------------------------------------------
+
+def _cells_figures(cells):
+    return {"lut4": cells.get("LUT4", 0) + 2 * cells.get("CCU2C", 0)
+            + LUTRAM_LUT4 * cells.get("TRELLIS_DPR16X4", 0),
+            "ff": cells.get("TRELLIS_FF", 0), "bram": cells.get("DP16KD", 0),
+            "dsp": cells.get("MULT18X18D", 0), "lutram": cells.get("TRELLIS_DPR16X4", 0)}
+
+
+def measure_layers(verilog, top, cache_dir=None, log=print):
+    """Per-layer yosys figures of the design ``verilog`` (top module ``top``), from one
+    ``synth_ecp5`` of the whole design (:func:`nnaccel.boards.build.layer_cells`):
+    ``{layer index: {"lut4", "ff", "bram", "dsp", "lutram"}}``."""
+    key = hashlib.sha256(verilog.encode()).hexdigest()[:16]
+    cached = Path(cache_dir) / f"{top}-{key}.json" if cache_dir else None
+    if cached is not None and cached.is_file():
+        return {int(k): v for k, v in json.loads(cached.read_text()).items()}
+    with tempfile.TemporaryDirectory(prefix="nnaccel-fit-") as tmp:
+        tmp = Path(tmp)
+        (tmp / "d.v").write_text(verilog)
+        script = ["read_verilog d.v", f"synth_ecp5 -top {top}", cell_list_script("cells")]
+        (tmp / "fit.ys").write_text("\n".join(script) + "\n")
+        t0 = time.monotonic()
+        proc = subprocess.run([find_yowasp("yosys"), "-q", "-l", "fit.log", "-s", "fit.ys"],
+                              cwd=tmp, capture_output=True, text=True)
+        if proc.returncode != 0:
+            tail = (tmp / "fit.log").read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"yosys failed on {top} (exit {proc.returncode}):\n{tail}")
+        log(f"  yosys synth_ecp5: {time.monotonic() - t0:.0f} s")
+        per_layer = layer_cells(tmp, "cells")
+    result = {n: _cells_figures(cells) for n, cells in per_layer.items()}
+    if cached is not None:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        cached.write_text(json.dumps(result))
+    return result
+
+
+# -- the fit -------------------------------------------------------------------------------------
+
+def _quantities(bill):
+    """The bill's quantities after memories and multipliers are mapped (what the coefficients
+    multiply), and the LUT4 that distributed RAM adds (known, not fitted)."""
+    from ..gen.resources import dsp_blocks, memory_map
+
+    q = dict(bill.quantities)
+    lutram = 0
+    for mem in bill.memories:
+        mapped = memory_map(mem, DEVICE.family)
+        lutram += mapped["lutram"]
+        q["rom"] = q.get("rom", 0) + mapped["rom"]
+        q["ram"] = q.get("ram", 0) + mapped["ram"]
+    for a, b, count in bill.multipliers:
+        blocks = dsp_blocks(a, b, DEVICE.family)
+        if blocks:
+            q["dsp"] = q.get("dsp", 0) + blocks * count
+        else:
+            q["lane_bits"] = q.get("lane_bits", 0) + a * b * count
+    return q, lutram
+
+
+def fit(rows):
+    """NNLS coefficients ``{"lut4": {...}, "ff": {...}}`` from ``rows``: ``(quantities,
+    lutram LUT4 estimate, measured figures)`` per layer, each row weighted by 1/measured (the
+    error that matters is relative)."""
+    from scipy.optimize import nnls
+
+    names = list(FEATURES)
+    x = np.array([[q.get(f, 0) for f in names] for q, _, _ in rows], dtype=float)
+    out = {}
+    for fig in ("lut4", "ff"):
+        y = np.array([m[fig] - (lut if fig == "lut4" else 0) for _, lut, m in rows],
+                     dtype=float)
+        w = 1 / np.maximum(np.array([m[fig] for _, _, m in rows], dtype=float), 50)
+        coef, _ = nnls(x * w[:, None], y * w)
+        out[fig] = {f: round(float(c), 4) for f, c in zip(names, coef, strict=True)}
+    return out
+
+
+def _write_coefficients(coeffs, path):
+    lines = ['"""Coefficients of the resource model (:mod:`nnaccel.gen.resources`), LUT4 and FF '
+             'per quantity.', "",
+             "Written by ``python -m nnaccel.bench.fit`` (non-negative least squares against "
+             "yosys", "``synth_ecp5`` per layer on the bench designs); do not edit by hand.",
+             '"""', "", "COEFFICIENTS = {", '    "ecp5": {']
+    for fig in ("lut4", "ff"):
+        items = ", ".join(f'"{k}": {v!r}' for k, v in coeffs[fig].items())
+        lines.append(f'        "{fig}": {{{items}}},')
+    lines += ["    },", "}", ""]
+    text = "\n".join(lines)
+    # keep within 100 columns
+    text = text.replace(", \"", ",\n                 \"")
+    path.write_text(text)
+
+
+def _error(est, meas):
+    if meas == 0:
+        return 0.0 if est == 0 else None
+    return (est - meas) / meas
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m nnaccel.bench.fit", description=__doc__.split(
+        "\n")[0])
+    ap.add_argument("-o", "--output", default="out/fit")
+    ap.add_argument("--only", nargs="*", help="design names (default: all)")
+    ap.add_argument("--no-write", action="store_true", help="do not rewrite gen/resource_fit.py")
+    args = ap.parse_args(argv)
+    outdir = Path(args.output)
+    outdir.mkdir(parents=True, exist_ok=True)
+    log = print
+    designs = [d for d in DESIGNS if not args.only or d.name in args.only]
+    per_design, rows = [], []
+    for d in designs:
+        log(f"{d.name}: generating")
+        model, options = d.make()
+        design = generate(model, options)
+        verilog = design.verilog()
+        measured = measure_layers(verilog, design.name, outdir / "cache", log)
+        layers = []
+        for n, (name, bill, _) in enumerate(estimate_plan(design.plan, DEVICE, design.fifos)):
+            q, lutram = _quantities(bill)
+            m = measured.get(n)
+            if m is None:
+                continue
+            rows.append((q, LUTRAM_LUT4 * lutram, m))
+            layers.append((name, bill, m))
+        per_design.append((d.name, design, layers))
+    if not args.no_write and len(designs) == len(DESIGNS):
+        coeffs = fit(rows)
+        _write_coefficients(coeffs, Path(__file__).resolve().parents[1] / "gen" /
+                            "resource_fit.py")
+        import importlib
+
+        from ..gen import resource_fit
+
+        importlib.reload(resource_fit)
+        log(f"coefficients: {json.dumps(coeffs)}")
+    summary = []
+    for name, design, layers in per_design:
+        est_tot = dict.fromkeys(FIGURES, 0)
+        meas_tot = dict.fromkeys(FIGURES, 0)
+        per_layer = []
+        for lname, bill, m in layers:
+            e = estimate(bill, DEVICE).as_dict()
+            per_layer.append({"layer": lname, "estimate": e,
+                              "yosys": {k: m[k] for k in FIGURES}})
+            for k in FIGURES:
+                est_tot[k] += e[k]
+                meas_tot[k] += m[k]
+        errors = {k: _error(est_tot[k], meas_tot[k]) for k in FIGURES}
+        summary.append({"design": name, "estimate": est_tot, "yosys": meas_tot,
+                        "error": errors, "layers": per_layer,
+                        "cycles": design.manifest["expected_cycles_per_inference"]})
+    (outdir / "fit.json").write_text(json.dumps(summary, indent=2) + "\n")
+    md = markdown(summary)
+    (outdir / "fit.md").write_text(md + "\n")
+    log(md)
+    return 0
+
+
+def markdown(summary):
+    """Estimate beside yosys for every design (markdown)."""
+    head = ["design"] + [f"{k.upper()} est / yosys" for k in FIGURES] + ["worst error"]
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for s in summary:
+        cells = [s["design"]]
+        for k in FIGURES:
+            err = s["error"][k]
+            pct = "" if err is None else f" ({100 * err:+.0f} %)"
+            cells.append(f"{s['estimate'][k]:,} / {s['yosys'][k]:,}{pct}")
+        worst = max((abs(e) for e in s["error"].values() if e is not None), default=0)
+        cells.append(f"{100 * worst:.0f} %")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
