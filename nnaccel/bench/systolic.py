@@ -15,6 +15,12 @@ reports:
   output is compared with the numpy reference (``X @ W.T + bias``, then a requantising output
   stage);
 * the engine's cycle model (:attr:`~nnaccel.hw.systolic.params.SystolicParams.expected_cycles`);
+* cycles per GEMM with GEMMs back to back (:data:`BACK_TO_BACK` of them, each on its own random
+  inputs, in one simulation): the cycles between the last output beats of the last two, against
+  the model's :attr:`~nnaccel.hw.systolic.params.SystolicParams.steady_cycles` and against the
+  double-buffered bound (:func:`double_buffered_bound`), the fewest cycles per GEMM of any
+  engine on this array with one input beat and one output beat per cycle whose buffers overlap
+  loading the next GEMM and draining the last one with the compute;
 * the ideal ``M*K*N / (R*C)`` and the utilisation ``ideal / measured``;
 * SCALE-Sim 3.0's cycle count for the same array and GEMM, from its closed forms
   (:func:`scalesim_cycles`; they are SCALE-Sim's analytical numbers, not a SCALE-Sim run);
@@ -44,7 +50,8 @@ from ..hw.common.pipeline import INPUT_LATENCY
 from ..hw.systolic.params import Dataflow
 from .report import critical_path, fits, fmt, pyplot, synthesis_row, write_results
 
-__all__ = ["ARRAYS", "GEMMS", "SCALESIM_TABLE", "scalesim_cycles", "make_gemm",
+__all__ = ["ARRAYS", "GEMMS", "SCALESIM_TABLE", "scalesim_cycles", "double_buffered_bound",
+           "BOUND_MARGIN", "BACK_TO_BACK", "make_gemm",
            "gemm_options", "SystolicBenchConfig", "cycle_row", "run_systolic_bench"]
 
 #: Array sizes (rows, cols) of the cycle benchmark.
@@ -57,6 +64,10 @@ SCALESIM_TABLE = {(8, 8, "ws", 64, 64, 64): 5503, (8, 8, "os", 64, 64, 64): 4991
                   (16, 16, "ws", 256, 784, 256): 236767, (16, 16, "os", 256, 784, 256): 208383}
 #: Utilisation target on the largest GEMM.
 TARGET_UTILISATION = 0.95
+#: Target: GEMMs back to back take at most this much more than the double-buffered bound.
+BOUND_MARGIN = 0.02
+#: GEMMs simulated back to back per row (the steady state is measured between the last two).
+BACK_TO_BACK = 3
 BOARD = "ulx3s-85f"
 SMALL_BOARD = "icebreaker"
 SYNTH_ARRAYS = (4, 8, 16)
@@ -78,6 +89,29 @@ def scalesim_cycles(dataflow, rows, cols, m, k, n):
     if dataflow == "os":
         return cdiv(m, rows) * cdiv(n, cols) * (rows + cols + k - 2) - 1
     raise ValueError(f"dataflow must be 'ws' or 'os', not {dataflow!r}")
+
+
+def double_buffered_bound(dataflow, rows, cols, m, k, n, in_beat):
+    """The fewest cycles per GEMM ``(M, K, N)``, GEMMs back to back, on an R x C array with
+    double buffers that hide loading the next GEMM's inputs and draining the last GEMM's outputs
+    behind the compute: the largest of
+
+    * ``M * ceil(K/in_beat)`` input beats and ``M * ceil(N/C)`` output beats (one per cycle);
+    * the array's steps: weight-stationary ``ceil(N/C) * ceil(K/R) * max(M, R)`` -- every weight
+      tile streams the M vectors through once, and its R weight rows enter the cells one per
+      cycle; output-stationary ``ceil(N/C) * ceil(M/R) * K`` -- every output tile of R vectors
+      takes K steps.
+
+    The array's fill and drain latency, and the whole of one GEMM's input and output streaming,
+    are hidden in this steady state; they count once, in a GEMM that starts after reset (the
+    ``cycles`` column)."""
+    if dataflow == "ws":
+        steps = cdiv(n, cols) * cdiv(k, rows) * max(m, rows)
+    elif dataflow == "os":
+        steps = cdiv(n, cols) * cdiv(m, rows) * k
+    else:
+        raise ValueError(f"dataflow must be 'ws' or 'os', not {dataflow!r}")
+    return max(steps, m * cdiv(k, in_beat), m * cdiv(n, cols))
 
 
 #: The layer's name in the GEMM models.
@@ -111,19 +145,34 @@ class SystolicBenchConfig:
         that are built and never used)."""
         return Design(self.plan)
 
-    def simulate(self, *, idle=0.0, stall=0.0, seed=0):
-        """Simulate the GEMM under Verilator, every output checked; returns the SimResult."""
+    def inputs(self, gemms=1):
+        """The inputs of ``gemms`` GEMMs back to back: ``x``, then other random int8 vectors."""
+        rows, cols, dataflow, m, k, n = self.shape
+        more = [make_gemm(m, k, n, seed=1000 + g)[0] for g in range(1, gemms)]
+        return np.concatenate([self.x, *more]) if more else self.x
+
+    def simulate(self, *, gemms=BACK_TO_BACK, idle=0.0, stall=0.0, seed=0):
+        """Simulate ``gemms`` GEMMs back to back under Verilator, every output checked; returns
+        the SimResult."""
         from ..sim.design import simulate
 
-        _, result = simulate(self.design(), self.x, idle=idle, stall=stall, seed=seed)
+        _, result = simulate(self.design(), self.inputs(gemms), idle=idle, stall=stall,
+                             seed=seed)
         return result
 
 
-def measured_cycles(result):
-    """Cycles spanned by a simulated batch at the engine: from the engine's first input beat
-    (:data:`INPUT_LATENCY` cycles after the design accepted it) to the last output beat,
-    inclusive."""
-    return int(result.output_cycles[-1] - result.input_cycles[0] + 1) - INPUT_LATENCY
+def gemm_ends(result, batch):
+    """Cycle of the last output beat of each GEMM (``batch`` vectors) of a simulation."""
+    per_gemm = len(result.output_cycles) // (len(result.outputs_bits) // batch)
+    return [int(c) for c in result.output_cycles[per_gemm - 1::per_gemm]]
+
+
+def measured_cycles(result, batch=None):
+    """Cycles spanned by the first simulated GEMM (``batch`` vectors; None: the whole run) at
+    the engine: from the engine's first input beat (:data:`INPUT_LATENCY` cycles after the
+    design accepted it) to its last output beat, inclusive."""
+    end = result.output_cycles[-1] if batch is None else gemm_ends(result, batch)[0]
+    return int(end - result.input_cycles[0] + 1) - INPUT_LATENCY
 
 
 def cycle_row(cfg, result):
@@ -131,7 +180,12 @@ def cycle_row(cfg, result):
     rows, cols, dataflow, m, k, n = cfg.shape
     p = cfg.params
     model = p.expected_cycles
-    cycles = model if result is None else measured_cycles(result)
+    cycles = model if result is None else measured_cycles(result, m)
+    steady = p.steady_cycles
+    if result is not None:
+        ends = gemm_ends(result, m)
+        steady = ends[-1] - ends[-2] if len(ends) > 1 else None
+    bound = double_buffered_bound(dataflow, rows, cols, m, k, n, p.in_beat)
     scalesim = {df: scalesim_cycles(df, rows, cols, m, k, n) for df in DATAFLOWS}
     best = min(scalesim.values())
     return {
@@ -140,11 +194,15 @@ def cycle_row(cfg, result):
         "cycles_source": "model" if result is None else "verilator",
         "cycles": cycles, "model_cycles": model,
         "model_error": abs(cycles - model) / model,
+        "steady_cycles": steady, "model_steady_cycles": p.steady_cycles,
+        "bound_cycles": bound, "steady_vs_bound": None if steady is None else steady / bound,
+        "first_vs_bound": cycles / bound,
         "ideal_cycles": p.ideal_cycles, "utilisation": p.ideal_cycles / cycles,
         "scalesim_cycles": scalesim[dataflow], "scalesim_ws": scalesim["ws"],
         "scalesim_os": scalesim["os"], "scalesim_best": best,
         "vs_scalesim_best": cycles / best, "beats_scalesim_best": cycles < best,
         "outputs_checked": 0 if result is None else int(result.outputs_bits.size),
+        "gemms_simulated": 0 if result is None else len(result.outputs_bits) // m,
         "batch_tile": p.batch_tile, "in_beat": p.in_beat, "acc_width": p.acc_width,
     }
 
@@ -178,16 +236,25 @@ def _markdown(summary):
              "checked against numpy) or from the cycle model. Ideal: `M*K*N/(R*C)`. SCALE-Sim: "
              "SCALE-Sim 3.0's closed-form cycle counts (WS `ceil(K/R)*ceil(N/C)*(2R+C+M-2)-1`, "
              "OS `ceil(M/R)*ceil(N/C)*(R+C+K-2)-1`), not a SCALE-Sim run; `vs best` is our "
-             "cycles over the better of its two dataflows.", "",
+             "cycles over the better of its two dataflows. `back to back`: cycles per GEMM "
+             f"with {BACK_TO_BACK} GEMMs back to back (between the last output beats of the "
+             "last two), against the double-buffered bound `max(M*ceil(K/in_beat), "
+             "M*ceil(N/C), steps)` with steps WS `ceil(N/C)*ceil(K/R)*max(M,R)`, OS "
+             "`ceil(N/C)*ceil(M/R)*K`.", "",
              "| array | dataflow | M, K, N | cycles | source | model | ideal | utilisation | "
-             "SCALE-Sim (same dataflow) | SCALE-Sim best | vs best |",
-             "| --- | --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "SCALE-Sim (same dataflow) | SCALE-Sim best | vs best | back to back | model | "
+             "bound | vs bound |",
+             "| --- | --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | "
+             "---: | ---: | ---: |"]
     for r in summary["rows"]:
+        steady = "" if r["steady_cycles"] is None else f"{r['steady_cycles']:,}"
+        ratio = "" if r["steady_vs_bound"] is None else f"{r['steady_vs_bound']:.4f}"
         lines.append(f"| {r['array']} | {r['dataflow'].upper()} | {r['M']}, {r['K']}, {r['N']} "
                      f"| {r['cycles']:,} | {r['cycles_source']} | {r['model_cycles']:,} | "
                      f"{r['ideal_cycles']:,.0f} | {100 * r['utilisation']:.1f} % | "
                      f"{r['scalesim_cycles']:,} | {r['scalesim_best']:,} | "
-                     f"{r['vs_scalesim_best']:.3f} |")
+                     f"{r['vs_scalesim_best']:.3f} | {steady} | {r['model_steady_cycles']:,} | "
+                     f"{r['bound_cycles']:,} | {ratio} |")
     lines += ["", "Targets: " + "; ".join(
         f"{name}: {'met' if c['met'] else 'NOT met'} ({c['detail']})"
         for name, c in summary["targets"].items()), ""]
@@ -220,6 +287,15 @@ def _targets(rows):
             "met": not losing,
             "detail": "all rows" if not losing else ", ".join(
                 f"{r['array']} {r['dataflow']} {r['M']},{r['K']},{r['N']}" for r in losing)}
+    if rows:
+        over = [r for r in rows if r["steady_vs_bound"] is None
+                or r["steady_vs_bound"] > 1 + BOUND_MARGIN]
+        worst = max((r["steady_vs_bound"] or float("inf")) for r in rows)
+        checks[f"back to back within {100 * BOUND_MARGIN:.0f} % of the double-buffered bound "
+               "on every row"] = {
+            "met": not over,
+            "detail": f"worst {worst:.4f}" + ("" if not over else ", over: " + ", ".join(
+                f"{r['array']} {r['dataflow']} {r['M']},{r['K']},{r['N']}" for r in over))}
     big = [r for r in rows if (r["M"], r["K"], r["N"]) == (256, 784, 256)]
     if big:
         worst = min(r["utilisation"] for r in big)
@@ -336,8 +412,9 @@ def run_systolic_bench(outdir, *, quick=False, synthesis=True, log=print, arrays
                 log(f"  {row['array']} {df.upper()} {gemm}: {row['cycles']:,} cycles "
                     f"({row['cycles_source']}; model {row['model_cycles']:,}), "
                     f"utilisation {100 * row['utilisation']:.1f} %, SCALE-Sim "
-                    f"{row['scalesim_cycles']:,} (best {row['scalesim_best']:,}) "
-                    f"[{time.monotonic() - t0:.0f} s]")
+                    f"{row['scalesim_cycles']:,} (best {row['scalesim_best']:,}); back to "
+                    f"back {row['steady_cycles']} per GEMM (model {row['model_steady_cycles']})"
+                    f", bound {row['bound_cycles']:,} [{time.monotonic() - t0:.0f} s]")
                 save()
     if rows:
         _plot(rows, outdir / "systolic.png")
