@@ -175,15 +175,19 @@ class Design:
         return verilog.convert(self.top, name=self.name, emit_src=False)
 
     def write(self, outdir, *, extra=None):
-        """Write ``<name>.v`` and ``manifest.json`` (and ``extra`` {filename: text}) to
-        ``outdir``, atomically: the directory is complete or absent."""
+        """Write ``<name>.v`` and ``manifest.json`` (and ``extra`` {relative path: text or
+        bytes}) to ``outdir``, atomically: the directory is complete or absent."""
         outdir = Path(outdir)
         text = self.verilog()
         with atomic_directory(outdir) as tmp:
             (tmp / f"{self.name}.v").write_text(text)
             (tmp / "manifest.json").write_text(json.dumps(self.manifest, indent=2) + "\n")
             for fname, content in (extra or {}).items():
-                (tmp / fname).write_text(content)
+                (tmp / fname).parent.mkdir(parents=True, exist_ok=True)
+                if isinstance(content, bytes):
+                    (tmp / fname).write_bytes(content)
+                else:
+                    (tmp / fname).write_text(content)
         return outdir
 
 

@@ -1,5 +1,5 @@
 """nnaccel: compressed neural networks to verified accelerators with open tools."""
 
-from .api import Design, Model, from_onnx, load, open
+from .api import Design, Model, from_onnx, from_torch, load, open
 
-__all__ = ["Model", "Design", "load", "from_onnx", "open"]
+__all__ = ["Model", "Design", "load", "from_onnx", "from_torch", "open"]

@@ -19,11 +19,11 @@ import numpy as np
 
 from .gen.errors import UsageError
 
-__all__ = ["Model", "Design", "load", "from_onnx", "open"]
+__all__ = ["Model", "Design", "load", "from_onnx", "from_torch", "open"]
 
-#: The file :meth:`Design.save` writes beside the Verilog and manifest, to re-open the design.
+#: The file :meth:`Design.save` (and ``nnaccel generate``) writes beside the Verilog and
+#: manifest: the generation options (the model is copied into ``model/``).
 SOURCE = "nnaccel-source.json"
-_SOURCE_FORMAT = "nnaccel-source/1"
 
 
 def _shape(shape):
@@ -60,14 +60,80 @@ def from_onnx(path):
     return load(path)
 
 
+def from_torch(module, example_input, *, name=None):
+    """Import a Brevitas-quantized PyTorch module: exported to QONNX with Brevitas'
+    ``export_qonnx`` (in eval mode; the module's mode is restored), then read as
+    :func:`from_onnx` reads a file.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        A network whose input passes through a Brevitas quantizer first (``QuantIdentity``,
+        ...) and whose layers are the ones ``nnaccel import`` accepts (docs/FORMAT.md).
+    example_input : torch.Tensor or array_like
+        One input batch, ``(1, *input_shape)``: it fixes the shapes of the export.
+    name : str, optional
+        The model's name (default: the module's class name in lower case).
+
+    Returns
+    -------
+    Model
+        With the float boundary of the module's quantizers: ``predict(x, float_io=True)``
+        takes and returns the module's real values.
+
+    Raises
+    ------
+    UsageError
+        torch or brevitas is missing, or the export failed.
+    OnnxError
+        The exported graph cannot be imported (the node and the reason named).
+    """
+    import tempfile
+    import warnings
+
+    from . import cli
+    from .gen.names import name_problem, safe_name
+
+    try:
+        with warnings.catch_warnings():  # brevitas warns about its own deprecations
+            warnings.simplefilter("ignore")
+            import torch
+            from brevitas.export import export_qonnx
+    except ImportError as e:
+        raise UsageError(f"from_torch: needs torch and brevitas (pip install -e '.[onnx]'): "
+                         f"{e}") from None
+    if name is None:
+        name = safe_name(type(module).__name__.lower())
+    elif name_problem(name) is not None:
+        raise UsageError(f"name: {name_problem(name)}")
+    x = torch.as_tensor(np.asarray(example_input, dtype=np.float32)) if not isinstance(
+        example_input, torch.Tensor) else example_input
+    training = module.training
+    with tempfile.TemporaryDirectory(prefix="nnaccel-torch-") as tmp:
+        path = Path(tmp) / "model.onnx"
+        try:
+            module.eval()
+            with warnings.catch_warnings(), torch.no_grad():
+                warnings.simplefilter("ignore")
+                export_qonnx(module, x, str(path), dynamo=False)
+        except Exception as e:  # the module, not nnaccel: bad input
+            text = " ".join(str(e).split())[:300]
+            raise UsageError(f"from_torch: Brevitas' QONNX export failed: {type(e).__name__}: "
+                             f"{text}") from None
+        finally:
+            module.train(training)
+        return Model(cli._import(path, name=name).model)
+
+
 def _fold_text(value):
     return value if isinstance(value, str) else "x".join(str(int(v)) for v in value)
 
 
 def _options(model, *, target_cycles=None, max_lanes=None, batch=1, folds=None,
              engines=None, storage=None, arrays=None, sparse=None, board=None, fill=None):
-    """Options for ``model`` from keyword arguments, validated by the command line's parser of
-    the same options (so both refuse the same things with the same messages)."""
+    """``(record, options)`` for ``model`` from keyword arguments: the command line's form of
+    them (:func:`nnaccel.cli.generation_record`) and the Options its parser of the same
+    options makes (so both refuse the same things with the same messages)."""
     from . import cli
 
     for flag, value, largest in (("target_cycles", target_cycles, cli._MAX_COUNT),
@@ -105,7 +171,7 @@ def _options(model, *, target_cycles=None, max_lanes=None, batch=1, folds=None,
         sparse=[f"{k}={v}" if isinstance(v, str) else
                 f"{k}={','.join(str(int(n)) for n in (v if isinstance(v, tuple) else (v,)))}"
                 for k, v in items("sparse", sparse)])
-    return cli._options(args, model)
+    return cli.generation_record(args), cli._options(args, model)
 
 
 class Model:
@@ -214,20 +280,10 @@ class Model:
         """
         from .gen.generate import generate
 
-        options = _options(self.ir, max_lanes=max_lanes, target_cycles=target_cycles,
-                           batch=batch, folds=folds, engines=engines, storage=storage,
-                           arrays=arrays, sparse=sparse, board=board, fill=fill)
-        recorded = {"max_lanes": max_lanes, "target_cycles": target_cycles, "batch": batch,
-                    "folds": {k: _fold_text(v) for k, v in (folds or {}).items()},
-                    "engines": {k: str(getattr(v, "value", v)) for k, v in
-                                (engines or {}).items()},
-                    "storage": {k: str(getattr(v, "value", v)) for k, v in
-                                (storage or {}).items()},
-                    "arrays": {k: v if isinstance(v, str) else
-                               [getattr(e, "value", e) for e in v]
-                               for k, v in (arrays or {}).items()},
-                    "sparse": {k: v if isinstance(v, (str, int)) else list(v)
-                               for k, v in (sparse or {}).items()}}
+        recorded, options = _options(self.ir, max_lanes=max_lanes, target_cycles=target_cycles,
+                                     batch=batch, folds=folds, engines=engines,
+                                     storage=storage, arrays=arrays, sparse=sparse,
+                                     board=board, fill=fill)
         return Design(generate(self.ir, options), model=self, options=recorded)
 
 
@@ -240,6 +296,9 @@ class Design:
         The model it computes.
     manifest : dict
         The manifest (``manifest.json``): IO, per-layer engine, fold, lanes, cycles.
+    options : dict
+        The generation options in the command line's form (``{"max_lanes": 16, "fold":
+        ["fc1=4x8"], ...}``), recorded by :meth:`save`.
     """
 
     def __init__(self, design, *, model, options):
@@ -387,47 +446,38 @@ class Design:
                          out_beats=io["output"]["beats"])
 
     def save(self, path, *, force=False):
-        """Write ``<name>.v``, ``manifest.json`` and :data:`SOURCE` (the model's absolute path
-        and the options) to the directory ``path``, as ``nnaccel generate`` writes: complete or
+        """Write ``<name>.v``, ``manifest.json``, :data:`SOURCE` (the options) and a copy of the
+        model (``model/``) to the directory ``path``, as ``nnaccel generate`` writes: complete or
         absent, never over anything but an earlier output of ``generate`` (and that only with
-        ``force``). Returns ``path`` as a Path."""
+        ``force``). ``nnaccel run path``, ``nnaccel build path`` and :func:`open` use exactly
+        this design. Returns ``path`` as a Path."""
+        from . import cli
         from .gen.atomic import output_policy
 
-        if self.model.path is None:
-            raise UsageError("save: the model was not loaded from a path; nnaccel.open could "
-                             "not find it again")
-        source = {"format": _SOURCE_FORMAT, "model": str(self.model.path.resolve()),
-                  "options": self.options}
-        with output_policy(command="generate", force=force, inputs=(self.model.path,)):
-            return self._design.write(path, extra={
-                SOURCE: json.dumps(source, indent=2) + "\n"})
+        inputs = () if self.model.path is None else (self.model.path,)
+        with output_policy(command="generate", force=force, inputs=inputs):
+            return self._design.write(path, extra=cli.source_files(self.model.ir,
+                                                                   self.options))
 
 
 def open(path):  # noqa: A001 - nnaccel.open, as the brief names it
-    """Re-open a design written by :meth:`Design.save`.
+    """Re-open a design written by :meth:`Design.save` or ``nnaccel generate``.
 
-    The design is regenerated from the model at the absolute path recorded in :data:`SOURCE`
-    with the recorded options, and its manifest is compared with the saved one: a model changed
-    since (or a different nnaccel) is refused rather than silently giving another design.
+    The design is generated again from the directory's model copy with the recorded options,
+    and its manifest and Verilog are compared with the saved ones: edited files (or a different
+    nnaccel) are refused rather than silently giving another design.
 
     Raises
     ------
     UsageError
-        ``path`` is not a saved design, its model is gone, or the design differs.
+        ``path`` is not a generated directory, or the design differs.
     """
+    from . import cli
+
     path = Path(path)
-    try:
-        source = json.loads((path / SOURCE).read_text())
-        saved = json.loads((path / "manifest.json").read_text())
-    except (OSError, ValueError) as e:
-        raise UsageError(f"{str(path)!r} is not a design saved by nnaccel's Design.save: "
-                         f"{e}") from None
-    if not isinstance(source, dict) or source.get("format") != _SOURCE_FORMAT:
-        raise UsageError(f"{str(path / SOURCE)!r}: not format {_SOURCE_FORMAT!r}")
-    options = source["options"]
-    model = load(source["model"])
-    design = model.generate(**options)
-    if design.manifest != saved:
-        raise UsageError(f"{str(path)!r}: regenerating from {source['model']!r} gives a "
-                         "different design (the model or nnaccel changed since it was saved)")
-    return design
+    if not cli.is_generated(path):
+        raise UsageError(f"{str(path)!r} is not a design written by nnaccel generate or "
+                         "Design.save")
+    ir, record, manifest = cli.open_generated(path)
+    design = cli.regenerate(path, ir, record, manifest)
+    return Design(design, model=Model(ir, path=path / "model"), options=record)

@@ -211,6 +211,118 @@ def validate_options(model, options):
     generate(model, options, stop_after="folding")
 
 
+#: The file of a generated directory that records how it was generated: the generation
+#: options; the model itself is copied into the directory's ``model/`` (model.json +
+#: weights.npz), so that ``run DIR`` and ``build DIR`` use exactly the generated design.
+SOURCE = "nnaccel-source.json"
+SOURCE_FORMAT = "nnaccel-source/1"
+
+
+def _generation_defaults():
+    parser = argparse.ArgumentParser(add_help=False)
+    _add_generate_options(parser)
+    return vars(parser.parse_args([]))
+
+
+def generation_record(args):
+    """The generation options of ``args`` (every option of :func:`_add_generate_options`, and
+    the ``board`` that ``--fill`` fills) as a JSON-able dict, the form a generated directory
+    records."""
+    return {**{k: getattr(args, k, v) for k, v in _generation_defaults().items()},
+            "board": getattr(args, "board", None)}
+
+
+def source_files(model, record):
+    """The files (``Design.write``'s ``extra``) that make a generated directory reproducible:
+    :data:`SOURCE` with ``record`` and a copy of ``model`` in ``model/``."""
+    import io
+
+    from .gen.model_io import model_to_json
+
+    doc, arrays = model_to_json(model)
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    source = {"format": SOURCE_FORMAT, "model": "model", "options": record}
+    return {SOURCE: json.dumps(source, indent=2) + "\n",
+            "model/model.json": json.dumps(doc, indent=2) + "\n",
+            "model/weights.npz": buf.getvalue()}
+
+
+def is_generated(path):
+    """True when ``path`` is a directory written by ``generate`` (or ``Design.save``)."""
+    path = Path(path)
+    return path.is_dir() and (path / SOURCE).is_file() and (path / "manifest.json").is_file()
+
+
+def open_generated(path):
+    """``(model, record, manifest)`` of the generated directory ``path``.
+
+    Raises
+    ------
+    UsageError
+        ``path`` is not a generated directory, or its files are damaged.
+    """
+    from .gen.model_io import read_model
+
+    path = Path(path)
+    try:
+        source = json.loads((path / SOURCE).read_text())
+        manifest = json.loads((path / "manifest.json").read_text())
+    except (OSError, ValueError) as e:
+        raise UsageError(f"{str(path)!r} is not a directory written by nnaccel generate: "
+                         f"{e}") from None
+    defaults = {**_generation_defaults(), "board": None}
+    if (not isinstance(source, dict) or source.get("format") != SOURCE_FORMAT
+            or not isinstance(source.get("options"), dict)
+            or not isinstance(source.get("model"), str)
+            or not set(source["options"]) <= set(defaults)):
+        raise UsageError(f"{str(path / SOURCE)!r}: not a {SOURCE_FORMAT!r} record of nnaccel "
+                         "generate")
+    model = read_model(path / source["model"])
+    return model, {**defaults, **source["options"]}, manifest
+
+
+def regenerate(path, model, record, manifest):
+    """The design of the generated directory ``path``, generated again from its model copy
+    and recorded options, and checked to be the one written there (manifest and Verilog)."""
+    from .gen.generate import generate
+
+    design = generate(model, _options(argparse.Namespace(**record), model))
+    if "board" in manifest:
+        design.manifest["board"] = manifest["board"]
+    path = Path(path)
+    verilog = path / f"{design.name}.v"
+    if (design.manifest != manifest or not verilog.is_file()
+            or verilog.read_text() != design.verilog()):
+        raise UsageError(f"{str(path)!r}: generating it again from its model copy and "
+                         "recorded options gives a different design (its files were edited, or "
+                         "nnaccel changed since): generate it again")
+    return design
+
+
+def _refuse_conflicts(args, record, path):
+    """Generation options given to ``run`` or ``build`` of a generated directory must be its
+    recorded ones (or absent)."""
+    for key, default in _generation_defaults().items():
+        given = getattr(args, key, default)
+        if given != default and given != record.get(key):
+            raise UsageError(f"--{key.replace('_', '-')}: {str(path)!r} is a generated design, "
+                             f"used exactly as generated (with {key} {record.get(key)!r}); "
+                             "give its model to generate another")
+
+
+def _source(args):
+    """``(model, manifest, make_design)`` for ``run`` and ``build``: a generated directory
+    gives its recorded design (conflicting generation options refused, manifest its own), a
+    model the design of the options given (manifest None)."""
+    if is_generated(args.model):
+        model, record, manifest = open_generated(args.model)
+        _refuse_conflicts(args, record, args.model)
+        return model, manifest, lambda: regenerate(args.model, model, record, manifest)
+    model = _read(args.model)
+    return model, None, lambda: _design(args, model)
+
+
 def _read(path):
     """A model directory, or an ONNX/QONNX file imported on the fly (nnaccel.gen.onnx), named
     after its file's stem -- made an acceptable name, with a note, if it is not one."""
@@ -329,6 +441,7 @@ def _generate(args):
     if args.board is not None:
         design.manifest["board"] = args.board
     extra = {"ir.json": json.dumps(design.plan.dump(), indent=2) + "\n"} if args.dump_ir else {}
+    extra.update(source_files(model, generation_record(args)))
     log(f"generating {design.name}: {len(model.layers)} layers, "
         f"{design.manifest['lanes']} lanes, "
         f"{design.manifest['expected_cycles_per_inference']} cycles per inference")
@@ -435,16 +548,16 @@ STRESS = 0.3
 def cmd_run(args):
     if args.output:
         _check_run_output(args.output, (args.input, args.model))
-    model = _read(args.model)
+    model, manifest, make_design = _source(args)
     if args.float:
         float_io(model)
     X = _load_input(args.input, model, real=args.float)
     result = {"backend": args.backend, "model": model.name, "vectors": len(X)}
     status = 0
     if args.backend == "numpy":
-        options = _options(args, model)
         from .gen.plan import Options
 
+        options = Options() if manifest is not None else _options(args, model)
         if options != Options():       # nothing to refuse without generation options
             validate_options(model, options)
         try:
@@ -455,7 +568,7 @@ def cmd_run(args):
     else:
         from .sim.design import first_mismatch, simulate
 
-        design = _design(args, model)
+        design = make_design()
         idle, stall = (STRESS, STRESS) if args.stress else (args.idle, args.stall)
         log(f"generated {design.name}: {design.manifest['lanes']} lanes, "
             f"{design.manifest['expected_cycles_per_inference']} cycles per inference "
@@ -512,13 +625,18 @@ def _build(args):
 
     if args.target == "asic":
         return _build_asic(args)
+    model, manifest, make_design = _source(args)
+    recorded = (manifest or {}).get("board")
+    if args.board is not None and recorded is not None and args.board != recorded:
+        raise UsageError(f"--board: {args.model!r} was generated for {recorded!r}, not "
+                         f"{args.board!r}; generate it again for {args.board!r}")
+    args.board = args.board or recorded
     if args.board is None:
         raise UsageError("--board: required with --target fpga (e.g. ulx3s-85f, icebreaker)")
     get_board(args.board)
-    model = _read(args.model)
     outdir = Path(args.output or Path("build") / f"{model.name}-{args.board}")
     check_output(outdir)
-    design = _design(args, model)
+    design = make_design()
     log(f"building {design.name} for {args.board} in {outdir}")
     cycles = design.manifest["expected_cycles_per_inference"]
 
@@ -531,6 +649,10 @@ def _build(args):
     report = build(design.network, args.board, outdir, name=design.name, log=log,
                    finish=finish, in_beats=io["input"]["beats"], out_beats=io["output"]["beats"])
     print(format_report(report))
+    if report.get("layers"):
+        from .gen.resources import design_report, format_measured
+
+        print(format_measured(report["layers"], design_report(design, _board_device(args))))
     print(f"throughput at Fmax: {report['inferences_per_second_at_fmax']:,.0f} inferences/s "
           f"({cycles} cycles per inference)")
     return 0
@@ -544,10 +666,10 @@ def _build_asic(args):
     if args.board is not None:
         raise UsageError("--board: applies to --target fpga only; --target asic takes --lib")
     find_liberty(args.lib)
-    model = _read(args.model)
+    model, _, make_design = _source(args)
     outdir = Path(args.output or Path("build") / f"{model.name}-{args.lib}")
     check_output(outdir)
-    design = _design(args, model)
+    design = make_design()
     log(f"building {design.name} for {args.lib} standard cells in {outdir}")
     cycles = design.manifest["expected_cycles_per_inference"]
 
@@ -594,6 +716,21 @@ def cmd_bench(args):
     if args.suite in ("all", "cnv"):
         status |= run_cnv_bench(out / "cnv", quick=args.quick, synthesis=synthesis, log=log)
     return status
+
+
+def cmd_sweep(args):
+    """Every point of the ``--grid`` generated, measured under Verilator and built, as Ray
+    tasks (nnaccel/sweep.py); the table on stdout; exit status 1 when a point failed."""
+    from .sweep import format_table, sweep
+
+    with _writing(args, "sweep", args.model):
+        result = sweep(args.model, args.grid, board=args.board, target=args.target,
+                       lib=args.lib, period_ns=args.period, build=not args.no_build,
+                       vectors=args.vectors, seed=args.seed, address=args.address,
+                       cache=args.cache, retries=args.retries, output=args.output,
+                       force=args.force, log=log)
+    print(format_table(result.points))
+    return int(result.failed > 0)
 
 
 def _missed_targets(summary_path):
@@ -746,7 +883,8 @@ def build_parser():
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("run", help="run inference with numpy or on simulated hardware")
-    p.add_argument("model", help="model directory or .onnx file")
+    p.add_argument("model", help="model directory, .onnx file, or a directory written by "
+                                 "generate (its design exactly as generated)")
     p.add_argument("--input", required=True, help="X.npy of shape (B, *input.shape)")
     p.add_argument("--output", help="write the outputs to this .npy")
     p.add_argument("--float", action="store_true",
@@ -771,7 +909,8 @@ def build_parser():
 
     p = sub.add_parser("build", help="synthesis, place and route and bitstream for a board, "
                                      "or (--target asic) standard-cell area and timing")
-    p.add_argument("model", help="model directory or .onnx file")
+    p.add_argument("model", help="model directory, .onnx file, or a directory written by "
+                                 "generate (its design exactly as generated, for its board)")
     p.add_argument("--target", choices=["fpga", "asic"], default="fpga",
                    help="fpga: a bitstream for --board; asic: yosys on standard cells (--lib) "
                         "and OpenSTA timing (default fpga)")
@@ -820,6 +959,36 @@ def build_parser():
                    help="which tables: the MVU networks, the systolic GEMMs, the sparse layer, "
                         "FINN's CNV-W1A1 (default all; the full run takes hours on two cores)")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("sweep", help="generate, measure (Verilator) and build every point of "
+                                     "a grid of options, as Ray tasks, cached")
+    p.add_argument("model", help="model directory or .onnx file")
+    p.add_argument("--grid", action="append", required=True, metavar="KEY=V1,V2,...",
+                   help="a swept option and its values (repeatable; the sweep is the product): "
+                        "max-lanes, target-cycles, batch, storage[.LAYER], fold.LAYER, "
+                        "engine.LAYER, array.LAYER, sparse.LAYER; ':' stands for an option's "
+                        "own comma, e.g. array.fc1=4x4:ws,8x8:os")
+    p.add_argument("--board", help="fpga: the board every point is built for")
+    p.add_argument("--target", choices=["fpga", "asic"], default="fpga",
+                   help="fpga: build for --board; asic: standard cells (--lib, --period)")
+    p.add_argument("--lib", default="osu018", help="asic: standard-cell library")
+    p.add_argument("--period", type=_period, default=10.0,
+                   help="asic: clock period of the timing constraint in ns")
+    p.add_argument("--no-build", action="store_true",
+                   help="generate and measure cycles under Verilator only")
+    p.add_argument("--vectors", type=functools.partial(_positive, largest=1 << 16), default=8,
+                   help="random input vectors simulated per point")
+    p.add_argument("--seed", type=int, default=0, help="seed of the input vectors")
+    p.add_argument("--address", help="join this Ray cluster (e.g. 10.0.0.1:6379 or auto) "
+                                     "instead of starting Ray on this machine")
+    p.add_argument("--cache", help="directory of finished points (default "
+                                   "$NNACCEL_CACHE/sweep, i.e. ~/.cache/nnaccel/sweep)")
+    p.add_argument("--retries", type=int, choices=range(0, 11), default=2, metavar="N",
+                   help="retries of a point whose Ray worker died")
+    p.add_argument("-o", "--output", help="write results.json, results.csv and the Pareto "
+                                          "plot pareto.png/.svg to this directory")
+    _add_force(p)
+    p.set_defaults(func=cmd_sweep)
     return parser
 
 

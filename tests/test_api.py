@@ -164,9 +164,13 @@ def test_save_and_open(tiny, tmp_path):
 
 def test_open_refuses_a_changed_model(tiny, tmp_path):
     out = nnaccel.load(tiny).generate(max_lanes=4).save(tmp_path / "design")
+    # the design keeps its own copy of the model: changing the original changes nothing
     data = dict(np.load(tiny / "weights.npz"))
     data["fc2.w"] = np.full((2, 3), 7)
     np.savez(tiny / "weights.npz", **data)
+    np.testing.assert_array_equal(nnaccel.open(out).predict(X), by_hand(X))
+    # an edited copy gives another design, refused
+    np.savez(out / "model" / "weights.npz", **data)
     with pytest.raises(UsageError, match="different design"):
         nnaccel.open(out)
     with pytest.raises(UsageError, match="not a design"):

@@ -96,7 +96,8 @@ def test_generate_subprocess(good, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
     assert sorted(p.name for p in out.iterdir()) == [".nnaccel-output.json", "manifest.json",
-                                                     "tiny.v"]
+                                                     "model", "nnaccel-source.json", "tiny.v"]
+    assert read_model(out / "model").name == "tiny"     # the copy run and build use
     verilog = (out / "tiny.v").read_text()
     assert "module tiny(" in verilog.replace(" (", "(")
     assert "endmodule" in verilog
@@ -292,18 +293,21 @@ def test_verilog_keyword_name_is_caught_at_generate(tmp_path, capsys):
 def test_failed_generate_keeps_the_previous_output(good, tmp_path, capsys):
     out = tmp_path / "out"
     assert cli.main(["generate", str(good), "-o", str(out)]) == 0
-    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    def files():
+        return {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+
+    before = files()
     capsys.readouterr()
     bad = write_model_dir(tmp_path / "bad", arrays={**model_arrays(), "fc1.b": B1[:2]})
     assert cli.main(["generate", str(bad), "-o", str(out), "--force"]) == 2
     assert_one_error(capsys.readouterr().err, "'fc1'", "'bias'")
-    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert files() == before
     assert cli.main(["generate", str(good), "-o", str(out), "--fold", "fc1=9x9", "--force"]) == 2
-    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert files() == before
     capsys.readouterr()
     assert cli.main(["generate", str(good), "-o", str(out)]) == 2   # no --force: refused
     assert_one_error(capsys.readouterr().err, "--output", "--force")
-    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert files() == before
     assert cli.main(["generate", str(good), "-o", str(out), "--force", "--dump-ir"]) == 0
     assert "ir.json" in {p.name for p in out.iterdir()}
     assert siblings(out) == ["bad", "good", "out"]
@@ -605,3 +609,116 @@ def test_import_json(tmp_path, capsys):
     (layer,) = doc["layers"]
     assert (layer["op"], layer["in_shapes"], layer["out_shape"]) == ("linear", [[4]], [3])
     assert read_model(out).layers[0].name == layer["name"]
+
+
+# --- runs and builds of a generated directory ---------------------------------------------------
+
+@pytest.fixture
+def generated(good, tmp_path):
+    out = tmp_path / "gen"
+    assert cli.main(["generate", str(good), "-o", str(out), "--fold", "fc1=3x2",
+                     "--board", "icebreaker"]) == 0
+    return out
+
+
+def test_generated_dir_keeps_its_model_and_options(generated, good, tmp_path, capsys):
+    record = json.loads((generated / cli.SOURCE).read_text())
+    assert record["options"]["fold"] == ["fc1=3x2"]
+    # the model is a copy: the original may change or vanish
+    for f in good.iterdir():
+        f.unlink()
+    good.rmdir()
+    x = tmp_path / "x.npy"
+    X = np.random.default_rng(4).integers(-8, 8, size=(5, 4))
+    np.save(x, X)
+    capsys.readouterr()
+    assert cli.main(["run", str(generated), "--input", str(x), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["outputs"] == spec_forward(X)
+
+
+@pytest.mark.parametrize(("argv", "needle"), [
+    (["--fold", "fc1=1x1"], "--fold"),
+    (["--max-lanes", "2"], "--max-lanes"),
+    (["--batch", "2"], "--batch"),
+])
+def test_generated_dir_refuses_other_generation_options(generated, tmp_path, capsys, argv,
+                                                        needle):
+    x = tmp_path / "x.npy"
+    np.save(x, np.zeros((2, 4), dtype=np.int64))
+    for command in (["run", str(generated), "--input", str(x)],
+                    ["build", str(generated), "-o", str(tmp_path / "b")]):
+        assert cli.main(command + argv) == 2
+        assert_one_error(capsys.readouterr().err, needle, "generated")
+    assert not (tmp_path / "b").exists()
+    # the recorded options themselves are no conflict
+    assert cli.main(["run", str(generated), "--input", str(x), "--fold", "fc1=3x2"]) == 0
+
+
+def _fake_board_flow(monkeypatch):
+    import nnaccel.boards.build as board_build
+
+    calls = []
+
+    def fake(network, board, outdir, *, name, log=None, finish=None, **kwargs):
+        from amaranth.hdl import Fragment
+
+        Fragment.get(network, None)
+        report = {"fmax_mhz": 50.0}
+        calls.append((board, finish(report)))
+        return report
+
+    monkeypatch.setattr(board_build, "build", fake)
+    monkeypatch.setattr(board_build, "format_report", lambda report: "report")
+    return calls
+
+
+def test_build_generated_dir_is_the_generated_design(generated, tmp_path, capsys,
+                                                     monkeypatch):
+    calls = _fake_board_flow(monkeypatch)
+    saved = json.loads((generated / "manifest.json").read_text())
+    assert cli.main(["build", str(generated), "-o", str(tmp_path / "b")]) == 0
+    capsys.readouterr()
+    (board, files), = calls
+    assert board == "icebreaker"                     # the board it was generated for
+    assert json.loads(files["manifest.json"]) == saved
+    assert [(e["pe"], e["simd"]) for e in saved["layers"]][0] == (3, 2)
+    # another board than the recorded one is a conflict
+    assert cli.main(["build", str(generated), "--board", "ulx3s-85f", "-o",
+                     str(tmp_path / "c")]) == 2
+    assert_one_error(capsys.readouterr().err, "--board", "icebreaker")
+    # so is an edited Verilog file (run and build would not use it)
+    verilog = generated / "tiny.v"
+    text = verilog.read_text()
+    verilog.write_text(text + "// edited\n")
+    assert cli.main(["build", str(generated), "-o", str(tmp_path / "d")]) == 2
+    assert_one_error(capsys.readouterr().err, "different design")
+    verilog.write_text(text)
+    # a model copy edited after generation is another design: refused, nothing built
+    arrays = model_arrays()
+    arrays["fc2.w"] = np.full((2, 3), 7)
+    np.savez(generated / "model" / "weights.npz", **arrays)
+    assert cli.main(["build", str(generated), "-o", str(tmp_path / "d")]) == 2
+    assert_one_error(capsys.readouterr().err, "different design")
+    assert len(calls) == 1 and not (tmp_path / "d").exists()
+
+
+def test_not_a_generated_dir(generated, tmp_path, capsys):
+    (generated / cli.SOURCE).write_text("{}")
+    x = tmp_path / "x.npy"
+    np.save(x, np.zeros((2, 4), dtype=np.int64))
+    assert cli.main(["run", str(generated), "--input", str(x)]) == 2
+    assert_one_error(capsys.readouterr().err, cli.SOURCE)
+
+
+@pytest.mark.verilator
+def test_run_generated_dir_on_verilator(generated, tmp_path, capsys):
+    x = tmp_path / "x.npy"
+    X = np.random.default_rng(5).integers(-8, 8, size=(4, 4))
+    np.save(x, X)
+    capsys.readouterr()
+    assert cli.main(["run", str(generated), "--input", str(x), "--backend", "verilator",
+                     "--stress", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["outputs"] == spec_forward(X) and result["matches_reference"]
+    saved = json.loads((generated / "manifest.json").read_text())
+    assert result["expected_cycles_per_inference"] == saved["expected_cycles_per_inference"]
