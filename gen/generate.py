@@ -265,6 +265,11 @@ def _input_beat(plan):
     raise AssertionError("no layer reads the model input")
 
 
+#: Beats an MVU on a vector leaves unread between two vectors (measured: a graph's dense head
+#: behind a 2-beat FIFO ran at half its rate at 64 lanes).
+_VECTOR_GAP = 2
+
+
 def _single_port(plan, lp, beat):
     """``(depth, wide, rule)`` of the FIFO in front of a one-input layer whose producer's beat
     is ``beat`` (the rules of :func:`fifo_plan`)."""
@@ -284,24 +289,31 @@ def _single_port(plan, lp, beat):
         rule = "window/pool consumer: one producer pixel + slack"
     elif is_map(shape) and isinstance(lp.params, MVUParams) and from_layer:
         p = lp.params
-        depth = min(whole, (p.neuron_folds - 1) * p.synapse_folds) + FIFO_SLACK
-        rule = "MVU after a map: beats arriving during its other neuron folds + slack"
+        depth = min(whole, max((p.neuron_folds - 1) * p.synapse_folds, _VECTOR_GAP))
+        depth += FIFO_SLACK
+        rule = ("MVU after a map: beats arriving during its other neuron folds (at least "
+                f"{_VECTOR_GAP}, its pause between vectors) + slack")
     else:
         depth = whole + FIFO_SLACK
         rule = "vector consumer: whole input vector + slack"
     return depth, wide, rule
 
 
+def _pixels(shape):
+    """Pixels of a map (H*W); 1 for a vector."""
+    return _elements(shape[1:]) if is_map(shape) else 1
+
+
 def _lead_pixels(lp):
-    """Pixels of input a same-resolution layer must read past an output pixel's own position
-    before it can emit that pixel: a window's reach below and right of its anchor, plus one row
-    for the window unit's row-wise emission; None when the layer changes the resolution."""
+    """Input pixels a layer reads past an output pixel's own position (on the input's grid)
+    before it can emit that pixel: a window's reach below and right of its anchor plus one row
+    for the window unit's row-wise emission; the whole input for a layer that needs all of it
+    (a dense layer, global pooling); none for an element-wise layer or an MVU on pixels."""
     layer = lp.layer
-    if not (is_map(layer.in_shape) and is_map(layer.out_shape)
-            and tuple(layer.in_shape[1:]) == tuple(layer.out_shape[1:])):
-        return None
-    if getattr(layer, "stride", (1, 1)) != (1, 1):
-        return None
+    if not (is_map(layer.in_shape) and is_map(layer.out_shape)):
+        return _pixels(layer.in_shape)
+    if getattr(lp.params, "is_global", False):
+        return _pixels(layer.in_shape)
     window = _window_of(lp.params)
     if window is None:
         return 0
@@ -309,6 +321,17 @@ def _lead_pixels(lp):
     top, left = window.padding[0], window.padding[1]
     width = layer.in_shape[2]
     return max(0, (kh - 1) * dh - top) * width + max(0, (kw - 1) * dw - left) + width
+
+
+def _layer_lag(lp, pace):
+    """Cycles from a pixel's arrival at a layer to the layer's output at that position, when
+    the graph runs at ``pace`` cycles per image: the time its :func:`_lead_pixels` take to
+    arrive at that pace, the layer's own cycles for one output pixel (engines with lanes; a
+    pool or a join only passes data on) and :data:`_LAYER_OVERHEAD`."""
+    layer = lp.layer
+    own = lp.adapter.manifest(lp)
+    compute = own["expected_cycles"] / _pixels(layer.out_shape) if own["lanes"] else 0
+    return (_lead_pixels(lp) * pace / _pixels(layer.in_shape) + compute + _LAYER_OVERHEAD)
 
 
 def _ancestors(model, name):
@@ -324,34 +347,31 @@ def _ancestors(model, name):
     return seen
 
 
-def _branch_delays(plan, join):
-    """``(fork, {input: (lead pixels, layers)})`` of a join: ``fork`` is the latest tensor every
-    input derives from; each input's lead is the longest sum of :func:`_lead_pixels` on a path
-    from the fork to it, with the number of layers on that path (None if a layer on a path
-    changes the resolution)."""
+def _branch_delays(plan, join, pace):
+    """``(fork, {input: (lag cycles, layers)})`` of a join: ``fork`` is the latest tensor every
+    input derives from; each input's lag is the longest sum of :func:`_layer_lag` on a path from
+    the fork to it, with the number of layers on that path."""
     model = plan.model
     common = set.intersection(*(_ancestors(model, src) for src in join.inputs))
     order = [MODEL_INPUT] + [lp.layer.name for lp in plan.layers]
     fork = max(common, key=order.index)
     plans = {lp.layer.name: lp for lp in plan.layers}
-    memo = {fork: (0, 0)}
+    memo = {fork: (0.0, 0)}
 
     def delay(name):
         if name not in memo:
-            if name == MODEL_INPUT or fork not in _ancestors(model, name):
-                memo[name] = None
-                return None
-            own = _lead_pixels(plans[name])
             ups = [delay(src) for src in model.layer(name).inputs
                    if src == fork or fork in _ancestors(model, src)]
-            if own is None or any(u is None for u in ups):
-                memo[name] = None
-            else:
-                lead, depth = max(ups)
-                memo[name] = (lead + own, depth + 1)
+            lag, depth = max(ups)
+            memo[name] = (lag + _layer_lag(plans[name], pace), depth + 1)
         return memo[name]
 
     return fork, {src: delay(src) for src in join.inputs}
+
+
+def _pace(plan):
+    """Cycles per image of the slowest layer: the rate every layer runs at in a graph."""
+    return max(lp.adapter.manifest(lp)["expected_cycles"] for lp in plan.layers)
 
 
 def _join_ports(plan, lp):
@@ -359,29 +379,25 @@ def _join_ports(plan, lp):
     """
     model, layer = plan.model, lp.layer
     in_beat = lp.adapter.in_beat(lp)
-    fork, delays = _branch_delays(plan, layer)
-    known = all(d is not None for d in delays.values())
-    longest = max(d[0] for d in delays.values()) if known else None
-    layers = max(d[1] for d in delays.values()) if known else None
+    pace = _pace(plan)
+    fork, delays = _branch_delays(plan, layer, pace)
+    longest = max(d[0] for d in delays.values())
     out = []
     for src in layer.inputs:
         producer = next((p for p in plan.layers if p.layer.name == src), None)
         beat = producer.fold.pe if producer is not None else _input_beat(plan)
         wide = edge_beats(beat, in_beat)[1]
         shape = model.shape_of(src)
-        channels = shape[0]
+        pixel = cdiv(shape[0], wide) if is_map(shape) else cdiv(_elements(shape), wide)
+        row = shape[2] * pixel if is_map(shape) else 0
         whole = cdiv(_elements(shape), wide)
-        if known:
-            lead = longest - delays[src][0]
-            need = cdiv((lead + 1) * channels, wide) + layers * _LAYER_OVERHEAD
-            depth = min(whole, need) + FIFO_SLACK
-            rule = (f"join branch from {fork}: {lead} pixels behind the longest branch "
-                    f"({longest} pixels of window reach and rows) + one pixel + {layers} "
-                    f"layers x {_LAYER_OVERHEAD} cycles in flight (at most a whole map) + slack")
-        else:
-            depth = whole + FIFO_SLACK
-            rule = (f"join branch from {fork} through a change of resolution: a whole map + "
-                    "slack")
+        lag = longest - delays[src][0]
+        held = math.ceil(lag * whole / pace)
+        depth = held + row + pixel + FIFO_SLACK
+        rule = (f"join branch from {fork}: {round(lag)} cycles behind the longest branch "
+                f"(window reach and rows at the pace of {pace} cycles per image, per-pixel "
+                f"compute, {_LAYER_OVERHEAD} cycles a layer) x {whole} beats per image / {pace}"
+                f" = {held} beats, + one row and a pixel of burst + slack")
         out.append((depth, wide, rule, src))
     return out
 
@@ -391,19 +407,28 @@ def graph_fifo_plan(plan):
     input port, in port order.
 
     A one-input layer gets :func:`fifo_plan`'s rule for its consumer kind, with its producer's
-    beat. A join's input ``i`` sits on a branch from the fork ``F`` (the latest tensor all
-    its inputs derive from). While the join waits for the first beat of its longest branch, the
-    fork keeps feeding the short ones (the fork moves only when every consumer takes a beat,
-    so no branch gets further ahead than this), so input ``i``'s FIFO holds
+    beat (an MVU on a vector holds at least :data:`_VECTOR_GAP` beats, its pause between
+    vectors). A join's input ``i`` sits on a branch from the fork ``F`` (the latest tensor all
+    its inputs derive from). The graph runs at the pace ``T`` of its slowest layer (cycles per
+    image); a beat that leaves the fork reaches the join through input ``j`` ``D_j`` cycles
+    later, the sum over the layers on the longest path from ``F`` to input ``j`` of
 
-    ``min(whole map, ceil((lead_i + 1) * C_i / wide) + L * LAYER_OVERHEAD) + FIFO_SLACK``
+    ``lag = lead * T / in_pixels + own_cycles / out_pixels + LAYER_OVERHEAD``
 
-    beats, where ``lead_i = max_j D_j - D_i`` and ``D_j`` is the sum over the layers on the
-    longest path from ``F`` to input ``j`` of the pixels a layer reads past an output's
-    position (a window's reach below and right of its anchor, ``((KH-1)*DH - top) * W +
-    (KW-1)*DW - left``, plus one row for the window unit's row-wise emission), and ``L`` is
-    the number of layers on the longest path (their pipeline registers, one beat per cycle).
-    When a layer on a branch changes the resolution, the FIFO holds a whole map (+ slack).
+    where ``lead`` is the pixels the layer reads past an output's position (a window's reach
+    below and right of its anchor, ``((KH-1)*DH - top) * W + (KW-1)*DW - left``, plus one row
+    for the window unit's row-wise emission; the whole input for a dense layer or global
+    pooling), arriving at the pace ``T / in_pixels`` per pixel; ``own_cycles / out_pixels``
+    the layer's own compute per output pixel (engines with lanes). Input ``i`` waits
+    ``max_j D_j - D_i`` cycles for the slowest branch, while its producer keeps delivering
+    ``beats_i / T`` beats a cycle (``beats_i`` per image at the FIFO's width), so its FIFO holds
+
+    ``ceil((max_j D_j - D_i) * beats_i / T) + (W_i + 1) * ceil(C_i / wide) + FIFO_SLACK``
+
+    beats: the rate term, then one row and a pixel for the row-wise bursts of window units, and
+    the handshakes. It also covers the long branch's data dependency (the pixels it must read
+    before its first output), so the graph cannot deadlock; a branch that changes resolution
+    is timed the same way (its lead is a fraction of an image at every resolution).
     """
     model = plan.model
     out = []
