@@ -1,7 +1,7 @@
 """The FINN-like matrix-vector unit (SPEC engine ``mvu``)."""
 
 import numpy as np
-from amaranth import Const, Module, Mux, Signal, signed, unsigned
+from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -83,7 +83,7 @@ class MVUCore(wiring.Component):
                              Const(0, signed(xd.bits) if xd.signed else unsigned(xd.bits)),
                              Const(1, 1)).shape()
         #: Cycles from a beat's issue to its sum entering the output FIFO.
-        self.fifo_latency = 4 + tree_stages([product] * params.simd)
+        self.fifo_latency = 4 + params.packed_products + tree_stages([product] * params.simd)
         #: Sums the output FIFO holds: as many as are issued while the first one goes round
         #: (through the FIFO, whose output is up to 2 cycles late, and back as a free slot).
         self.fifo_depth = cdiv(self.fifo_latency + 3, params.synapse_folds) + 1
@@ -159,13 +159,16 @@ class MVUCore(wiring.Component):
                                 _field(x_c, j, xbits, p.in_dtype.signed), live[j])
                      for j in range(simd)] for q in range(pe)]
 
-        # Stage D: registered products (the multipliers' output registers); then the adder
-        # trees, pipelined by width; then the accumulators, whose sum goes into the FIFO.
+        # Stage D: registered products (the multipliers' output registers); with two products
+        # per multiplier, one more stage splits them. Then the adder trees, pipelined by width;
+        # then the accumulators, whose sum goes into the FIFO.
+        if p.packed_products:
+            prod_d, products = [], self._packed(m, products, w_c, x_c)
         prod_d = [[Signal(products[q][j].shape(), name=f"prod_{q}_{j}") for j in range(simd)]
                   for q in range(pe)]
         m.d.sync += [prod_d[q][j].eq(products[q][j]) for q in range(pe) for j in range(simd)]
         sums = [pipelined_tree_sum(m, prod_d[q], f"tree{q}") for q in range(pe)]
-        stages = 1 + sums[0][1]
+        stages = 1 + p.packed_products + sums[0][1]
         v_e, first_e, last_e = (delay(m, s, stages, n) for s, n in
                                 ((v_c, "v"), (first_c, "first"), (last_c, "last")))
         acc = Signal(o.payload.shape())
@@ -176,6 +179,40 @@ class MVUCore(wiring.Component):
             m.d.sync += acc.eq(total)
         m.d.comb += [fifo.i_data.payload.eq(total), fifo.i_data.valid.eq(v_e & last_e)]
         return m
+
+    def _packed(self, m, products, w_word, x_word):
+        """Two products per multiplier (``params.packed_products``): PEs ``2r`` and ``2r+1``
+        share input ``j``, so ``(w_a + w_b * 2**S) * x = w_a*x + (w_b*x) * 2**S`` with ``S`` the
+        width of a product; the low ``S`` bits are ``w_a*x`` (two's complement when signed), the
+        rest ``w_b*x`` less the low part's sign. Registers the packed products (the
+        multipliers' output registers) and returns the split products."""
+        p = self.params
+        simd, wbits, xbits = p.simd, p.weight_dtype.bits, p.in_dtype.bits
+        w_signed = p.weight_dtype.signed
+        out = [list(row) for row in products]
+        for r in range(p.pe // 2):
+            for j in range(simd):
+                shape = products[2 * r][j].shape()
+                s = shape.width
+                wa = _field(w_word, 2 * r * simd + j, wbits, w_signed)
+                wb = _field(w_word, (2 * r + 1) * simd + j, wbits, w_signed)
+                if w_signed:
+                    high = (wb - wa[-1])[:wbits + 1]
+                    a = Cat(wa, wa[-1].replicate(s - wbits), high).as_signed()
+                else:
+                    a = Cat(wa, Const(0, s - wbits), wb)
+                packed = Signal(signed(2 * s + 1), name=f"pair_{r}_{j}")
+                m.d.sync += packed.eq(a * _field(x_word, j, xbits, p.in_dtype.signed))
+                low = packed[:s].as_signed() if shape.signed else packed[:s]
+                high = packed[s:] + (low[-1] if shape.signed else 0)
+                out[2 * r][j], out[2 * r + 1][j] = low, high[:s].as_signed() \
+                    if shape.signed else high[:s]
+        for q in range(p.pe - p.pe % 2, p.pe):  # an odd PE: its products registered alike
+            for j in range(simd):
+                reg = Signal(products[q][j].shape(), name=f"single_{q}_{j}")
+                m.d.sync += reg.eq(products[q][j])
+                out[q][j] = reg
+        return out
 
     def _lane(self, w, x, live):
         kind = self.params.lane_kind

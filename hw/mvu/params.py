@@ -143,6 +143,25 @@ class MVUParams(RawSumMixin):
         return lane_kind_for(self.weight_dtype, self.in_dtype)
 
     @property
+    def packed_products(self):
+        """Whether two products share one multiplier (18x18 signed, as the ECP5's DSP blocks):
+        multiply lanes with weights of at most 4 bits and two PEs or more, where a product of
+        two weights packed with a guard band of a product's width fits the multiplier."""
+        wb, xb = self.weight_dtype.bits, self.in_dtype.bits
+        return (self.lane_kind is LaneKind.MUL and wb <= 4 and self.pe >= 2
+                and 2 * wb + xb + 2 <= 18 and xb + (not self.in_dtype.signed) <= 18)
+
+    @property
+    def multipliers(self):
+        """Multipliers the lanes use: one per lane, one per pair of PEs with
+        :attr:`packed_products`, none for XNOR and add/subtract lanes."""
+        if self.lane_kind is not LaneKind.MUL:
+            return 0
+        if self.packed_products:
+            return cdiv(self.pe, 2) * self.simd
+        return self.lanes
+
+    @property
     def weight_memory(self):
         """Where the weights go (``weight_storage`` resolved): a :class:`Storage`, ``BRAM`` or
         ``LOGIC``; ``AUTO`` chooses by :func:`~nnaccel.hw.common.memory.choose_storage` over the

@@ -237,3 +237,41 @@ def test_weight_memory_is_chosen_by_shape():
     assert forced.weight_memory is Storage.BRAM and forced.weight_brams == 171
     assert bram_blocks(16384, 1) == 1 and bram_blocks(513, 36) == 2 and bram_blocks(1, 1) == 1
     assert choose_storage(1, 4096) is Storage.LOGIC
+
+
+@pytest.mark.parametrize("wdt,xdt", [("int4", "int8"), ("uint4", "uint8"), ("int4", "uint8"),
+                                     ("uint4", "int8"), ("int3", "int10"), ("int2", "int12")])
+def test_two_products_per_multiplier_over_the_whole_range(wdt, xdt):
+    """Weights of <= 4 bits: PEs 2r and 2r+1 share a multiplier. Every weight value in either
+    half of a pair (with the other half at every value too: the reversed row and the same
+    row), times every input value up to 8 bits (wider: the edges and 40 random values), one
+    product per output (K = 1)."""
+    wdt, xdt = DType.parse(wdt), DType.parse(xdt)
+    values = np.arange(wdt.lo, wdt.hi + 1)
+    xs = np.arange(xdt.lo, xdt.hi + 1)
+    if len(xs) > 256:
+        edges = [xdt.lo, xdt.lo + 1, -2, -1, 0, 1, xdt.hi - 1, xdt.hi]
+        xs = np.concatenate([edges, np.random.default_rng(1).choice(xs, 40)])
+    pairs = [np.stack([values, partner], axis=1) for partner in (values[::-1], values)]
+    w = np.concatenate(pairs).reshape(-1, 1)  # rows a0, b0, a1, b1, ...: all in one fold
+    x = xs.reshape(-1, 1)
+    params = MVUParams(in_features=1, out_features=len(w), pe=len(w), simd=1, in_dtype=xdt,
+                       weight_dtype=wdt)
+    assert params.packed_products and params.multipliers == len(w) // 2
+    dut = MVUCore(params, w)
+    (out,) = run_stream_test(dut, [(dut.i_data, to_beats(xdt.encode(x), 1))],
+                             [(dut.o_raw, len(x))], pattern=STALL_PATTERNS[3], seed=len(x))
+    got = np.array(from_beats(out, len(w), len(w)), dtype=object)
+    assert got.tolist() == (x @ w.T).tolist()
+
+
+def test_which_layers_pack_two_products():
+    def p(wdt, xdt, pe=2, simd=3):
+        return MVUParams(in_features=6, out_features=5, pe=pe, simd=simd,
+                         in_dtype=DType.parse(xdt), weight_dtype=DType.parse(wdt))
+    assert p("int4", "int8").multipliers == 3
+    assert p("int4", "int8", pe=5).multipliers == 9      # two pairs and a single PE
+    assert not p("int5", "int8").packed_products and p("int5", "int8").multipliers == 6
+    assert not p("int4", "int11").packed_products        # the pair would not fit 18 bits
+    assert not p("int4", "int8", pe=1).packed_products
+    assert p("bipolar", "int8").multipliers == 0
