@@ -74,10 +74,10 @@ ERROR_REASONS = {
 
 PROTOCOL_VERSION = 1
 
-#: STATUS reply payload: vectors_done, busy_cycles (u32), crc_errors, timeouts, out_level,
-#: outstanding, in_vector_bytes, out_vector_bytes, in_capacity, out_capacity, read_pointer,
-#: max_read (u16), version (u8).
-STATUS_FORMAT = "<IIHHHHHHHHHHB"
+#: STATUS reply payload: vectors_done, busy_cycles, clock_cycles (u32), crc_errors, timeouts,
+#: out_level, outstanding, in_vector_bytes, out_vector_bytes, in_capacity, out_capacity,
+#: read_pointer, max_read, last_send (u16), version (u8).
+STATUS_FORMAT = "<IIIHHHHHHHHHHHB"
 
 _POLY = 0x1021
 
@@ -191,12 +191,16 @@ class Status:
         Output bytes freed by READ acknowledgements since reset, modulo 2**16.
     max_read : int
         Most output bytes in one READ reply.
+    last_send : int
+        ``0x100 | seq`` of the last SEND the device accepted since reset, 0 if none: a host
+        that lost the reply to a SEND learns here whether it was fed.
     version : int
         :data:`PROTOCOL_VERSION` of the device.
     """
 
     vectors_done: int
     busy_cycles: int
+    clock_cycles: int
     crc_errors: int
     timeouts: int
     out_level: int
@@ -207,6 +211,7 @@ class Status:
     out_capacity: int
     read_pointer: int
     max_read: int
+    last_send: int
     version: int
 
     @classmethod

@@ -166,7 +166,8 @@ class FrameLink(wiring.Component):
             m.d.sync += wr_ptr.eq(wr_ptr + 1)
 
         # -- counters ----------------------------------------------------------------------
-        vectors_done, busy_cycles = Signal(32), Signal(32)
+        vectors_done, busy_cycles, clock_cycles = Signal(32), Signal(32), Signal(32)
+        m.d.sync += clock_cycles.eq(clock_cycles + 1)
         crc_errors, timeouts = Signal(16), Signal(16)
         outstanding = Signal(32)
         out_byte = Signal(range(self.out_vector_bytes))
@@ -191,10 +192,12 @@ class FrameLink(wiring.Component):
         reset_pending = Signal()
         delta = Signal(16)
         m.d.comb += delta.eq(ack - rd_ptr)
-        status = Cat(vectors_done, busy_cycles, crc_errors, timeouts, level, outstanding[:16],
+        status = Cat(vectors_done, busy_cycles, clock_cycles, crc_errors, timeouts, level,
+                     outstanding[:16],
                      Const(self.in_vector_bytes, 16), Const(self.out_vector_bytes, 16),
                      Const(self.in_capacity, 16), Const(self.out_capacity, 16), rd_ptr,
-                     Const(self.max_read, 16), Const(proto.PROTOCOL_VERSION, 8))
+                     Const(self.max_read, 16), last_send, last_send_valid, Const(0, 7),
+                     Const(proto.PROTOCOL_VERSION, 8))
 
         def reply(code, kind=_Transmitter.NONE, length=0, reason=0):
             m.d.comb += [tx.start.eq(1), tx.code.eq(code), tx.kind.eq(kind),
@@ -381,7 +384,8 @@ class _Transmitter(wiring.Component):
                             with m.Case(self.REASON):
                                 emit(reason)
                             with m.Case(self.STATUS):
-                                emit(status.word_select(self.index[:5], 8))
+                                emit(status.word_select(
+                                    self.index[:(self.status_bytes - 1).bit_length()], 8))
                             with m.Default():
                                 emit(self.data_byte)
                         m.d.sync += [self.index.eq(self.index + 1), primed.eq(0)]

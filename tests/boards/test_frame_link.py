@@ -131,6 +131,7 @@ def test_send_read_status(standin, serial):
         assert (status.vectors_done, status.crc_errors, status.timeouts) == (9, 0, 0)
         assert (status.out_level, status.outstanding, status.read_pointer) == (3, 0, 24)
         assert (status.in_vector_bytes, status.out_vector_bytes) == (3, 3)
+        assert status.last_send == 0x100 | 2 and status.clock_cycles > status.busy_cycles
         assert status.busy_cycles > 0 and status.version == proto.PROTOCOL_VERSION
         assert ctx_get(host, top.error) == 0
 
@@ -208,7 +209,7 @@ def test_errors_busy_and_reset(standin, serial):
         assert (await host.command(9, proto.RESET)).cmd == proto.ACK | proto.RESET
         status = await host.status(seq=9)   # a SEND seq 8 after reset would be fed again
         assert (status.vectors_done, status.busy_cycles, status.out_level,
-                status.read_pointer, status.crc_errors) == (0, 0, 0, 0, 0)
+                status.read_pointer, status.crc_errors, status.last_send) == (0, 0, 0, 0, 0, 0)
         assert (await host.command(8, proto.SEND, one)).cmd == proto.ACK | proto.SEND
         reply = await host.command(10, proto.READ, struct.pack("<HH", 0, 10))
         assert reply.payload == _vectors(standin, shape, [[2, 3, 4]])
