@@ -211,10 +211,11 @@ class BoardSim:
         self.port = json.loads(ready.read_text())["pty"]
         return self
 
-    def wait(self):
-        """Serve until interrupted (Ctrl-C)."""
-        while self._thread.is_alive():
-            self._thread.join(0.5)
+    def wait(self, seconds=None):
+        """Serve until interrupted (Ctrl-C), or for ``seconds``."""
+        end = None if seconds is None else time.monotonic() + seconds
+        while self._thread.is_alive() and (end is None or time.monotonic() < end):
+            self._thread.join(0.5 if end is None else max(0.0, min(0.5, end - time.monotonic())))
 
     def __exit__(self, *exc):
         (self._tmp / "stop").touch()

@@ -565,6 +565,8 @@ def cmd_run(args):
         except MemoryError:
             raise UsageError(f"field 'input': {len(X)} vectors through {model.name} do not fit "
                              "in memory; run fewer at a time") from None
+    elif args.backend == "board":
+        outputs = _run_board(args, make_design(), X, result)
     else:
         from .sim.design import first_mismatch, simulate
 
@@ -612,6 +614,65 @@ def cmd_run(args):
         if len(outputs) > 8:
             print(f"  ... ({len(outputs) - 8} more)")
     return status
+
+
+def _run_board(args, design, X, result):
+    """``run --backend board``: the batch over the board's framed serial link (nnaccel.board);
+    the outputs are checked against numpy unless ``--no-check``."""
+    from .board import link_baud, run_on_board
+    from .boards.host import BoardLink
+    from .boards.platforms import get_board
+
+    if args.board is None or args.port is None:
+        raise UsageError("--board and --port: both required with --backend board (e.g. "
+                         "--board ulx3s-85f --port /dev/ttyUSB0, or the pty nnaccel board-sim "
+                         "prints)")
+    spec = get_board(args.board)
+    clock_mhz = args.clock or spec.clock_hz / 1e6
+    baud = args.baud or link_baud(args.board)
+    with BoardLink(args.port, baudrate=baud, timeout=args.reply_timeout,
+                   byte_seconds=args.byte_time) as link:
+        outputs, measured = run_on_board(design, X, link, clock_hz=clock_mhz * 1e6,
+                                         check=not args.no_check)
+    result.update(measured)
+    rate = measured["link_vectors_per_second"]
+    busy = measured["busy_cycles_per_vector"]
+    log(f"link: {rate:,.0f} vectors/s at {baud:,} baud ({measured['device_cycles']} device "
+        f"cycles at {clock_mhz:g} MHz; {measured['retries']} frames resent); on chip: "
+        f"{busy:.1f} busy cycles per vector")
+    return outputs
+
+
+def cmd_board_sim(args):
+    """``board-sim``: the whole board top under Verilator behind a pty, until Ctrl-C or
+    ``--seconds``."""
+    from .board import BoardSim
+
+    _model, _manifest, make_design = _source(args)
+    design = make_design()
+    with BoardSim(design, board=args.board, corrupt=args.corrupt, seed=args.seed) as sim:
+        print(f"board-sim: {design.name} on a simulated {args.board}: {sim.baud:,} baud, "
+              f"clock {sim.clock_hz / 1e6:g} MHz (PLL bypassed), serial port {sim.port}",
+              flush=True)
+        print(f"try: nnaccel run {args.model} --input X.npy --backend board --board "
+              f"{args.board} --port {sim.port} --clock {sim.clock_hz / 1e6:g} "
+              f"--reply-timeout 2 --byte-time 0.002", flush=True)
+        try:
+            if args.seconds:
+                sim.wait(args.seconds)
+            else:
+                sim.wait()
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+def cmd_program(args):
+    from .board import program
+
+    argv = program(args.build_dir, cable=args.cable, flash=args.flash)
+    print(f"programmed: {' '.join(argv)}")
+    return 0
 
 
 def cmd_build(args):
@@ -683,6 +744,44 @@ def _build_asic(args):
     print(format_asic_report(report))
     print(f"throughput at Fmax: {report['inferences_per_second_at_fmax']:,.0f} inferences/s "
           f"({cycles} cycles per inference)")
+    return 0
+
+
+def cmd_zoo(args):
+    """``zoo``: list the zoo, or write one of its models (and sample inputs)."""
+    from .gen.zoo.catalog import ZOO
+
+    if args.name is None:
+        if args.json:
+            print(json.dumps({name: e.summary for name, e in ZOO.items()}))
+        else:
+            for name, entry in ZOO.items():
+                print(f"{name:12} {entry.summary}")
+        return 0
+    if args.output is None:
+        raise UsageError("--output: required with a model name (the model directory to write)")
+    if args.inputs is not None:
+        _check_run_output(args.inputs, ())
+    from .gen.model_io import write_model
+
+    entry = ZOO[args.name]
+    with _writing(args, "zoo"):
+        model = entry.make(args.seed)
+        X = entry.inputs(model, args.count, args.seed) if args.inputs is not None else None
+        path = write_model(model, args.output)
+    if X is not None:
+        _save_atomic(args.inputs, np.asarray(X, dtype=np.int64))
+    shape = "x".join(str(d) for d in model.input_shape)
+    summary = {"name": model.name, "output": str(path),
+               "input": {"shape": list(model.input_shape), "dtype": str(model.input_dtype)},
+               "layers": len(model.layers),
+               "inputs": None if X is None else str(args.inputs)}
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(f"{model.name}: input {model.input_dtype} x {shape}, {len(model.layers)} layers, "
+              f"written to {path}" + (f"; {len(X)} sample inputs in {args.inputs}"
+                                      if X is not None else ""))
     return 0
 
 
@@ -891,9 +990,21 @@ def build_parser():
                    help="the input holds real values: quantize them with the model's input "
                         "quantizer and print real outputs (scale * y + offset), as the source "
                         "graph of an imported model does")
-    p.add_argument("--backend", choices=["numpy", "verilator"], default="numpy",
+    p.add_argument("--backend", choices=["numpy", "verilator", "board"], default="numpy",
                    help="numpy: the bit-exact reference model; verilator: generate the design "
-                        "and simulate its Verilog, checked against the reference")
+                        "and simulate its Verilog, checked against the reference; board: over "
+                        "the serial link of a board built from it (--board, --port)")
+    p.add_argument("--port", help="board: the serial port (/dev/ttyUSB0, or board-sim's pty)")
+    p.add_argument("--baud", type=int, help="board: bit rate (default the board's link rate)")
+    p.add_argument("--clock", type=float, help="board: the clock of the board's network in MHz, "
+                                                "the report's clock_mhz (default the board's "
+                                                "oscillator)")
+    p.add_argument("--reply-timeout", type=float, default=0.1,
+                   help="board: seconds to wait for a reply beyond its transfer (default 0.1)")
+    p.add_argument("--byte-time", type=float,
+                   help="board: seconds allowed per byte (default twice the byte's time)")
+    p.add_argument("--no-check", action="store_true",
+                   help="board: do not compare the outputs with numpy")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.add_argument("--idle", type=_probability, default=0.0,
                    help="verilator: probability of an idle input cycle (default 0)")
@@ -927,6 +1038,24 @@ def build_parser():
 
     _add_compress_parser(sub)
 
+    p = sub.add_parser("board-sim", help="simulate a board (UART pins, framed link, network) "
+                                         "under Verilator behind a pseudo-terminal")
+    p.add_argument("model", help="model directory, .onnx file, or a generated directory")
+    p.add_argument("--board", required=True, help="the board whose link rate is modelled")
+    p.add_argument("--corrupt", type=_probability, default=0.0,
+                   help="probability that a byte on the simulated wire has a bit flipped")
+    p.add_argument("--seed", type=int, default=0, help="seed of the corruption")
+    p.add_argument("--seconds", type=float, default=0,
+                   help="stop after this many seconds (default: serve until Ctrl-C)")
+    _add_generate_options(p)
+    p.set_defaults(func=cmd_board_sim)
+
+    p = sub.add_parser("program", help="load a build's bitstream with openFPGALoader")
+    p.add_argument("build_dir", help="a directory written by nnaccel build")
+    p.add_argument("--cable", help="openFPGALoader cable name (default: the board's)")
+    p.add_argument("--flash", action="store_true", help="write the SPI flash (persistent)")
+    p.set_defaults(func=cmd_program)
+
     p = sub.add_parser("import", help="translate an ONNX/QONNX file (Brevitas, FINN, "
                                       "onnxruntime int8) into a model directory")
     p.add_argument("file", help="the .onnx file")
@@ -936,6 +1065,20 @@ def build_parser():
                    help="print the imported model's layers as one JSON object")
     _add_force(p)
     p.set_defaults(func=cmd_import)
+
+    from .gen.zoo.catalog import ZOO
+
+    p = sub.add_parser("zoo", help="list the example models, or write one as a model directory")
+    p.add_argument("name", nargs="?", choices=list(ZOO), metavar="NAME",
+                   help=f"the model: {', '.join(ZOO)} (without it: list them)")
+    p.add_argument("-o", "--output", help="model directory to write (required with NAME)")
+    p.add_argument("--inputs", metavar="X.npy", help="also write sample inputs to this .npy")
+    p.add_argument("--count", type=_positive, default=8, metavar="N",
+                   help="how many sample inputs --inputs writes")
+    p.add_argument("--seed", type=int, default=0, help="seed of training or random weights")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    _add_force(p)
+    p.set_defaults(func=cmd_zoo)
 
     p = sub.add_parser("demo", help="train, compress, generate, simulate and synthesise the "
                                     "digits models end to end")
