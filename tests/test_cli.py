@@ -722,3 +722,34 @@ def test_run_generated_dir_on_verilator(generated, tmp_path, capsys):
     assert result["outputs"] == spec_forward(X) and result["matches_reference"]
     saved = json.loads((generated / "manifest.json").read_text())
     assert result["expected_cycles_per_inference"] == saved["expected_cycles_per_inference"]
+
+
+# --- the zoo ------------------------------------------------------------------------------------
+
+def test_zoo_lists_and_writes_a_model_with_inputs(tmp_path, capsys):
+    from nnaccel.gen.zoo.catalog import ZOO
+
+    assert cli.main(["zoo", "--json"]) == 0
+    assert set(json.loads(capsys.readouterr().out)) == set(ZOO) >= {"digits_int8", "resnet8"}
+    out, x = tmp_path / "m", tmp_path / "x.npy"
+    assert cli.main(["zoo", "prime_int4", "-o", str(out), "--inputs", str(x), "--count", "3",
+                     "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    model = read_model(out)
+    assert summary["name"] == model.name == "prime_int4" and summary["inputs"] == str(x)
+    X = np.load(x)
+    assert X.shape == (3, *model.input_shape)
+    assert X.min() >= model.input_dtype.lo and X.max() <= model.input_dtype.hi
+    assert cli.main(["run", str(out), "--input", str(x), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["outputs"] == model.forward(X).tolist()
+    # the same seed gives the same model; an existing output needs --force
+    assert cli.main(["zoo", "prime_int4", "-o", str(out)]) == 2
+    assert_one_error(capsys.readouterr().err, "--force")
+    assert cli.main(["zoo", "prime_int4", "-o", str(tmp_path / "again")]) == 0
+    assert read_model(tmp_path / "again").layers[0].weight.tolist() == \
+        model.layers[0].weight.tolist()
+
+
+def test_zoo_needs_an_output(capsys):
+    assert cli.main(["zoo", "digits_int8"]) == 2
+    assert_one_error(capsys.readouterr().err, "--output")
