@@ -129,14 +129,16 @@ class SystolicConvParams:
     def steady_cycles(self):
         """Cycles per batch of images back to back: the array's steady state, or the window
         unit's when it is the slower (it emits ``ceil(K/n_out)`` beats per patch, the array
-        takes ``ceil(M/C) * ceil(K/R)`` steps per patch, weight-stationary)."""
+        takes ``ceil(M/C) * ceil(K/R)`` steps per patch, weight-stationary). Exact when the
+        array binds; when the window unit binds, a cycle or so may be lost per batch where the
+        two meet at an image boundary (measured in the tests)."""
         return max(self.array.steady_cycles, self.window_cycles)
 
     @property
     def expected_cycles(self):
-        """Cycles for the first batch after a reset, estimated: the array's, plus the window
-        unit's latency, or the window unit's whole batch and the array's drain when the window
-        is the slower."""
+        """Cycles for the first batch after a reset, estimated (for the design's latency
+        figure; measured a few percent more): the array's, plus the window unit's latency, or
+        the window unit's whole batch and the array's drain when the window is the slower."""
         a = self.array
         window = self.window_cycles + self.window.latency
         return max(a.expected_cycles + self.window.latency,
