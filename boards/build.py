@@ -28,6 +28,7 @@ from pathlib import Path
 from ..gen.atomic import check_output, publish
 from ..gen.errors import ToolError, UsageError
 from ..gen.names import name_problem
+from ..gen.resources import LUTRAM_LUT4
 from ..gen.tools import amaranth_build_env
 from .platforms import Board, get_board
 from .top import BoardTop, baud_divisor
@@ -72,7 +73,7 @@ def _tool_env_var(tool):
 
 
 def build(network, board, outdir, *, name, baud=115200, log=None, keep_failed=False,
-          finish=None, in_beats=1, out_beats=1):
+          finish=None, in_beats=1, out_beats=1, pll=None):
     """Build ``network`` for ``board`` into ``outdir``; return the report.
 
     Parameters
@@ -104,6 +105,10 @@ def build(network, board, outdir, *, name, baud=115200, log=None, keep_failed=Fa
     in_beats, out_beats : int
         Beats per input and output vector (the manifest's ``io``): the host link admits and
         counts whole vectors.
+    pll : nnaccel.boards.pll.PLLSetting or None
+        Clock the design from the board's PLL at this setting (default: the oscillator). The
+        report's ``clock_mhz`` is the clock that drives the network, ``fmax_mhz`` nextpnr's
+        figure for it.
 
     Returns
     -------
@@ -128,7 +133,8 @@ def build(network, board, outdir, *, name, baud=115200, log=None, keep_failed=Fa
     problem = name_problem(name)
     if problem is not None:
         raise UsageError(f"design name: {problem}")
-    divisor = baud_divisor(spec.clock_hz, baud)
+    divisor = baud_divisor(spec.clock_hz if pll is None else pll.f_out, baud)
+    manifest = getattr(network, "manifest", None)
     network = getattr(network, "network", network)
     outdir = Path(outdir).absolute()
     check_output(outdir, command="build")
@@ -145,11 +151,12 @@ def build(network, board, outdir, *, name, baud=115200, log=None, keep_failed=Fa
             # iCE40 UltraPlus parts have SB_MAC16 blocks, which synth_ice40 uses only when told
             dsp = ["-dsp"] if spec.family == "ice40" and "UP" in spec.device.upper() else []
             plan = platform.build(
-                BoardTop(network, baud=baud, in_beats=in_beats, out_beats=out_beats),
+                BoardTop(network, baud=baud, in_beats=in_beats, out_beats=out_beats, pll=pll),
                 name=name, build_dir=str(staging),
                 do_build=False, do_program=False, synth_opts=dsp,
                 nextpnr_opts=["--report", f"{name}.report.json", "--timing-allow-fail"],
-                script_after_synth=f"tee -q -o {name}.stat.json stat -json")
+                script_after_synth=f"tee -q -o {name}.stat.json stat -json\n"
+                                   + cell_list_script(f"{name}.cells", spec.family))
             plan.extract(str(staging))
         steps.append(progress.last)
         commands = json.loads((staging / f"build_{name}.json").read_text())["commands"]
@@ -157,7 +164,8 @@ def build(network, board, outdir, *, name, baud=115200, log=None, keep_failed=Fa
             ran = _run_step(argv, staging, env, progress, name)
             if ran:
                 steps.append(progress.last)
-        report = _report(spec, name, staging, outdir, baud, divisor, steps)
+        report = _report(spec, name, staging, outdir, baud, divisor, steps, pll)
+        report["layers"] = layer_resources(staging, f"{name}.cells", spec.family, manifest)
         for fname, text in ((finish(report) if finish is not None else None) or {}).items():
             (staging / fname).write_text(text)
         (staging / "report.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -367,7 +375,7 @@ def _nextpnr_totals(log_text):
     return found
 
 
-def _report(spec, name, staging, outdir, baud, divisor, steps):
+def _report(spec, name, staging, outdir, baud, divisor, steps, pll=None):
     family = spec.family
     stat = _read_json(staging / f"{name}.stat.json", "yosys")
     pnr = _read_json(staging / f"{name}.report.json", "nextpnr")
@@ -400,7 +408,12 @@ def _report(spec, name, staging, outdir, baud, divisor, steps):
     fmax = pnr.get("fmax", {})
     if not fmax:
         raise ToolError("nextpnr's report has no clock (fmax is empty)")
-    net, worst = min(fmax.items(), key=lambda item: item[1]["achieved"])
+    clock_mhz = spec.clock_hz / 1e6 if pll is None else pll.f_out / 1e6
+    if pll is None:
+        net, worst = min(fmax.items(), key=lambda item: item[1]["achieved"])
+    else:   # the PLL's output: the clock whose constraint is the PLL's frequency
+        net, worst = min(fmax.items(),
+                         key=lambda item: abs(float(item[1]["constraint"]) - clock_mhz))
     fmax_mhz = round(float(worst["achieved"]), 2)
     constraint_mhz = round(float(worst["constraint"]), 2)
     met = all(c["achieved"] >= c["constraint"] for c in fmax.values())
@@ -418,6 +431,8 @@ def _report(spec, name, staging, outdir, baud, divisor, steps):
         "package": spec.package,
         "clock": {"resource": spec.clock, "net": net, "constraint_mhz": constraint_mhz,
                   "fmax_mhz": fmax_mhz},
+        "clock_mhz": round(clock_mhz, 4),
+        "pll": None if pll is None else dict(pll.dividers, f_vco_mhz=pll.f_vco / 1e6),
         "fmax_mhz": fmax_mhz,
         "constraint_mhz": constraint_mhz,
         "timing_met": met,
@@ -451,6 +466,26 @@ def cell_list_script(stem, family="ecp5"):
     ``<stem>.<type>.txt`` (one hierarchical cell name a line), for :func:`layer_cells`."""
     return "\n".join(f"tee -q -o {stem}.{cell.rstrip('*')}.txt select -list t:{cell}"
                      for cell in LAYER_CELL_TYPES[family])
+
+
+def layer_resources(directory, stem, family="ecp5", manifest=None):
+    """Per-layer figures of a synthesised design (:func:`layer_cells`): one dict per layer with
+    ``layer`` (its name from ``manifest``, else its index), ``lut4`` (as nextpnr counts them on
+    ECP5: ``LUT4 + 2 CCU2C + 6 TRELLIS_DPR16X4``), ``ff``, ``bram``, ``dsp`` (and on ECP5
+    ``lutram``, the TRELLIS_DPR16X4 cells)."""
+    names = [e["name"] for e in manifest["layers"]] if manifest else None
+    out = []
+    for n, c in sorted(layer_cells(directory, stem, family).items()):
+        if family == "ecp5":
+            row = {"lut4": c.get("LUT4", 0) + 2 * c.get("CCU2C", 0)
+                   + LUTRAM_LUT4 * c.get("TRELLIS_DPR16X4", 0), "ff": c.get("TRELLIS_FF", 0),
+                   "bram": c.get("DP16KD", 0), "dsp": c.get("MULT18X18D", 0),
+                   "lutram": c.get("TRELLIS_DPR16X4", 0)}
+        else:
+            row = {"lut4": c.get("SB_LUT4", 0), "ff": c.get("SB_DFF", 0),
+                   "bram": c.get("SB_RAM40_4K", 0), "dsp": c.get("SB_MAC16", 0)}
+        out.append({"layer": names[n] if names and n < len(names) else n, **row})
+    return out
 
 
 def layer_cells(directory, stem, family="ecp5"):

@@ -372,3 +372,23 @@ def format_design_report(report):
                  f"{t['bram']}/{d['bram']} block RAMs, {t['dsp']}/{d['dsp']} DSP blocks; "
                  f"{t['inferences_per_second']:,.0f} inferences/s at the estimated Fmax")
     return "\n".join(lines)
+
+
+def format_measured(measured, report):
+    """Per-layer figures measured from synthesis (``nnaccel build``'s ``report["layers"]``)
+    beside the estimates of :func:`design_report` ``report``, as a text table."""
+    est = {r["layer"]: r for r in report["layers"]}
+    head = ("layer", "lut4", "(est.)", "ff", "(est.)", "bram", "(est.)", "dsp", "(est.)")
+    rows = [head]
+    for m in measured:
+        name = m["layer"]   # a layer's name, or its index when the build knew no names
+        if isinstance(name, int) and name < len(report["layers"]):
+            name = report["layers"][name]["layer"]
+        e = est.get(name, {})
+        rows.append((str(name), *[str(v) for k in ("lut4", "ff", "bram", "dsp")
+                                        for v in (m[k], e.get(k, "-"))]))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
+    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                       for i, (c, w) in enumerate(zip(row, widths, strict=True))).rstrip()
+             for row in rows]
+    return "per layer, from yosys (the resource model's estimate beside):\n" + "\n".join(lines)

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..boards.build import cell_list_script, layer_cells
+from ..boards.build import cell_list_script, layer_resources
 from ..gen.generate import generate
 from ..gen.plan import Options
 from ..gen.resources import DEVICES, FEATURES, LUTRAM_LUT4, estimate, estimate_plan
@@ -78,8 +78,8 @@ def _systolic():
     from ..gen.zoo.gemm import gemm_model, make_gemm
     from .systolic import gemm_options
 
-    w, bias = make_gemm(8, 64, 64)[:2]
-    return gemm_model(w, bias, mult=1 << 10, shift=16), gemm_options(8, 8, "ws", 8)
+    _, w, bias, mult, shift = make_gemm(8, 64, 64)
+    return gemm_model(w, bias, mult=mult, shift=shift), gemm_options(8, 8, "ws", 8)
 
 
 def _digits_cnn(kind):
@@ -130,16 +130,9 @@ def _random_prime():
 
 # -- yosys ---------------------------------------------------------------------------------------
 
-def _cells_figures(cells):
-    return {"lut4": cells.get("LUT4", 0) + 2 * cells.get("CCU2C", 0)
-            + LUTRAM_LUT4 * cells.get("TRELLIS_DPR16X4", 0),
-            "ff": cells.get("TRELLIS_FF", 0), "bram": cells.get("DP16KD", 0),
-            "dsp": cells.get("MULT18X18D", 0), "lutram": cells.get("TRELLIS_DPR16X4", 0)}
-
-
 def measure_layers(verilog, top, cache_dir=None, log=print):
     """Per-layer yosys figures of the design ``verilog`` (top module ``top``), from one
-    ``synth_ecp5`` of the whole design (:func:`nnaccel.boards.build.layer_cells`):
+    ``synth_ecp5`` of the whole design (:func:`nnaccel.boards.build.layer_resources`):
     ``{layer index: {"lut4", "ff", "bram", "dsp", "lutram"}}``."""
     key = hashlib.sha256(verilog.encode()).hexdigest()[:16]
     cached = Path(cache_dir) / f"{top}-{key}.json" if cache_dir else None
@@ -157,8 +150,7 @@ def measure_layers(verilog, top, cache_dir=None, log=print):
             tail = (tmp / "fit.log").read_text(errors="replace")[-3000:]
             raise RuntimeError(f"yosys failed on {top} (exit {proc.returncode}):\n{tail}")
         log(f"  yosys synth_ecp5: {time.monotonic() - t0:.0f} s")
-        per_layer = layer_cells(tmp, "cells")
-    result = {n: _cells_figures(cells) for n, cells in per_layer.items()}
+        result = {row["layer"]: row for row in layer_resources(tmp, "cells")}
     if cached is not None:
         cached.parent.mkdir(parents=True, exist_ok=True)
         cached.write_text(json.dumps(result))
