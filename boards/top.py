@@ -5,7 +5,7 @@ input buffer, feeder) -> network -> FrameLink (output buffer, replies) -> UART t
 protocol on the 8N1 serial line is that of :mod:`nnaccel.boards.frame`.
 """
 
-from amaranth import Elaboratable, Module, ResetInserter, Signal
+from amaranth import ClockDomain, Elaboratable, Module, ResetInserter, Signal
 from amaranth.build import ResourceError
 from amaranth.lib import io, stream, wiring
 from amaranth.lib.wiring import In, Out
@@ -13,10 +13,11 @@ from amaranth.lib.wiring import In, Out
 from ..gen.errors import UsageError
 from ..hw.common.stream import SkidBuffer
 from .framelink import FrameLink
+from .pll import PLLClock
 from .uart import MIN_DIVISOR, UARTRx, UARTTx, check_divisor
 
-__all__ = ["BAUD_TOLERANCE", "ACTIVITY_BITS", "TIMEOUT_BYTES", "BoardTop", "baud_divisor",
-           "stream_shape"]
+__all__ = ["BAUD_TOLERANCE", "ACTIVITY_BITS", "TIMEOUT_BYTES", "LINK_BAUDS", "BoardTop",
+           "baud_divisor", "link_bauds", "stream_shape"]
 
 #: Largest accepted relative error between the requested and the achieved baud rate.
 BAUD_TOLERANCE = 0.02
@@ -29,6 +30,22 @@ ACTIVITY_BITS = 4096
 #: covers a USB serial adapter's latency between the packets of one frame).
 TIMEOUT_BYTES = 64
 TIMEOUT_SECONDS = 0.02
+
+#: The host link's bit rates per board, fastest first: the ULX3S's FT231X is specified to
+#: 3 Mbaud (its 48 MHz clock / 16); the iCEBreaker's FT2232H reaches 12 Mbaud (120 MHz / 10,
+#: then / n). Other boards use an external USB adapter: 3 Mbaud, which the common FT232R,
+#: FT231X and CP2102N reach. The clock must make one of them within BAUD_TOLERANCE.
+LINK_BAUDS = {"ulx3s": (3_000_000, 1_500_000, 1_000_000),
+              "icebreaker": (12_000_000, 6_000_000, 4_000_000, 3_000_000, 2_000_000)}
+DEFAULT_BAUDS = (3_000_000, 1_500_000, 1_000_000)
+
+
+def link_bauds(board):
+    """The host link's bit rates for the board named ``board``, fastest first."""
+    for prefix, bauds in LINK_BAUDS.items():
+        if board.startswith(prefix):
+            return bauds
+    return DEFAULT_BAUDS
 
 
 def baud_divisor(clock_hz, baud):
@@ -94,6 +111,9 @@ class BoardTop(wiring.Component):
     divisor : int or None
         Clock cycles per bit, overriding ``baud``. Required when elaborating without a
         platform (simulation).
+    pll : PLLSetting or None
+        Run everything from the board's PLL (:class:`~nnaccel.boards.pll.PLLClock`) at this
+        setting instead of the oscillator (boards only); the baud divisor follows its clock.
     link_options : dict
         Further keyword arguments of :class:`~nnaccel.boards.framelink.FrameLink` (buffer
         sizes, ``timeout`` in cycles; the default timeout is :data:`TIMEOUT_BYTES` byte times,
@@ -121,7 +141,7 @@ class BoardTop(wiring.Component):
     """
 
     def __init__(self, network, *, in_beats=1, out_beats=1, baud=115200, divisor=None,
-                 **link_options):
+                 pll=None, **link_options):
         self.in_shape = stream_shape(network, "i_data", In)
         self.out_shape = stream_shape(network, "o_data", Out)
         if not isinstance(baud, int) or isinstance(baud, bool) or baud <= 0:
@@ -130,6 +150,7 @@ class BoardTop(wiring.Component):
         self.baud = baud
         self.divisor = None if divisor is None else check_divisor(divisor)
         self.in_beats, self.out_beats = in_beats, out_beats
+        self.pll = pll
         self.link_options = link_options
         super().__init__({
             "rx": In(1, init=1),
@@ -140,16 +161,23 @@ class BoardTop(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
+        clock_hz = None
+        if platform is not None:
+            clock_hz = platform.default_clk_frequency
+            if self.pll is not None:
+                m.domains.sync = ClockDomain("sync")
+                m.submodules.clocking = PLLClock(self.pll)
+                clock_hz = self.pll.f_out
         if self.divisor is not None:
             divisor = self.divisor
         elif platform is not None:
-            divisor = baud_divisor(platform.default_clk_frequency, self.baud)
+            divisor = baud_divisor(clock_hz, self.baud)
         else:
             raise ValueError("BoardTop needs a divisor when elaborated without a platform")
 
         options = dict(self.link_options)
         if "timeout" not in options:
-            seconds = 0 if platform is None else platform.default_clk_frequency * TIMEOUT_SECONDS
+            seconds = 0 if platform is None else clock_hz * TIMEOUT_SECONDS
             options["timeout"] = max(10 * divisor * TIMEOUT_BYTES, int(seconds))
         link = FrameLink(self.in_shape, self.out_shape, in_beats=self.in_beats,
                          out_beats=self.out_beats, **options)

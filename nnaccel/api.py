@@ -19,7 +19,7 @@ import numpy as np
 
 from .gen.errors import UsageError
 
-__all__ = ["Model", "Design", "load", "from_onnx", "from_torch", "open"]
+__all__ = ["Model", "Design", "load", "from_onnx", "from_torch", "open", "program"]
 
 #: The file :meth:`Design.save` (and ``nnaccel generate``) writes beside the Verilog and
 #: manifest: the generation options (the model is copied into ``model/``).
@@ -396,7 +396,7 @@ class Design:
             y = np.asarray(outputs, dtype=np.int64)
         return self.model.dequantize(y) if float_io else y
 
-    def build(self, board, outdir=None, *, force=False, log=None):
+    def build(self, board, outdir=None, *, force=False, log=None, clock=None):
         """Synthesis, place and route and bitstream of this design for ``board``, as ``nnaccel
         build`` does (yosys + nextpnr; minutes to an hour).
 
@@ -410,6 +410,10 @@ class Design:
             ``force``.
         log : callable or text stream, optional
             Progress (stderr when None).
+        clock : None, "auto" or float
+            None: the board's oscillator (link at 115200 baud); "auto": build once, read
+            nextpnr's Fmax and build again from the PLL just below it; a number: that PLL clock
+            in MHz (``nnaccel build --clock``; :mod:`nnaccel.boards.clocking`).
 
         Returns
         -------
@@ -441,9 +445,62 @@ class Design:
         inputs = () if self.model.path is None else (self.model.path,)
         with output_policy(command="build", force=force, inputs=inputs):
             io = self.manifest["io"]
-            return build(self._design.network, board, outdir, name=self.name, log=log,
-                         finish=finish, in_beats=io["input"]["beats"],
-                         out_beats=io["output"]["beats"])
+            options = dict(name=self.name, log=log, finish=finish,
+                           in_beats=io["input"]["beats"], out_beats=io["output"]["beats"])
+            if clock is None:
+                return build(self._design.network, board, outdir, **options)
+            from . import cli
+            from .boards.clocking import build_clocked
+
+            if log is None:
+                options["log"] = cli.log
+            return build_clocked(self._design.network, board, outdir,
+                                 clock_mhz=None if clock == "auto" else clock, **options)
+
+    def run_on_board(self, x, port, *, board, clock_mhz=None, check=True, **link_options):
+        """Run the batch ``x`` on a board programmed with this design, over its serial link
+        (``nnaccel run --backend board``).
+
+        Parameters
+        ----------
+        x : array_like
+            The batch, ``(B, *input_shape)``.
+        port : str
+            The serial port, or the pty of :meth:`board_sim`.
+        board : str
+            The board's name (its link rate).
+        clock_mhz : float, optional
+            The network's clock (the build report's ``clock_mhz``; default the oscillator), to
+            turn the device's cycle counts into seconds.
+        check : bool
+            Compare with numpy; a difference raises ToolError.
+        link_options
+            Of :class:`nnaccel.boards.host.BoardLink` (``baudrate``, ``timeout``, ...).
+
+        Returns
+        -------
+        (numpy.ndarray, dict)
+            The outputs and the measurements (:func:`nnaccel.board.run_on_board`).
+        """
+        from . import cli
+        from .board import link_baud, run_on_board
+        from .boards.host import BoardLink
+        from .boards.platforms import get_board
+
+        spec = get_board(board)
+        X = cli.check_input(np.asarray(x), self.model.ir)
+        clock_hz = (clock_mhz or spec.clock_hz / 1e6) * 1e6
+        link_options.setdefault("baudrate", link_baud(board))
+        with BoardLink(port, **link_options) as link:
+            return run_on_board(self._design, X, link, clock_hz=clock_hz, check=check)
+
+    def board_sim(self, board, *, corrupt=0.0, seed=0):
+        """The whole board top under Verilator behind a pty (``nnaccel board-sim``): a context
+        manager whose ``port`` any serial program opens; its ``link()`` is a host driver with
+        deadlines for simulation speed, ``clock_hz`` the simulated clock."""
+        from .board import BoardSim
+
+        return BoardSim(self._design, board=board, corrupt=corrupt, seed=seed)
 
     def save(self, path, *, force=False):
         """Write ``<name>.v``, ``manifest.json``, :data:`SOURCE` (the options) and a copy of the
@@ -458,6 +515,14 @@ class Design:
         with output_policy(command="generate", force=force, inputs=inputs):
             return self._design.write(path, extra=cli.source_files(self.model.ir,
                                                                    self.options))
+
+
+def program(build_dir, *, cable=None, flash=False):
+    """Load the bitstream of a build directory with openFPGALoader (``nnaccel program``);
+    UsageError says what is missing when it cannot run."""
+    from .board import program as _program
+
+    return _program(build_dir, cable=cable, flash=flash)
 
 
 def open(path):  # noqa: A001 - nnaccel.open, as the brief names it

@@ -20,26 +20,18 @@ from pathlib import Path
 
 from .boards.host import BoardLink
 from .boards.link import beat_bytes
+from .boards.top import link_bauds
 from .gen.errors import ToolError, UsageError
 from .sim import runner
 from .sim.design import first_mismatch, from_stream, to_stream
 from .sim.packing import pack, unpack
 
-__all__ = ["LINK_BAUD", "link_baud", "wire_format", "run_on_board", "BoardSim", "program"]
-
-#: UART rate of the host link per board family: the ULX3S's FT231X is specified to 3 Mbaud;
-#: the iCEBreaker's FT2232H reaches 12 Mbaud (its 60 MHz base clock / 5). Other boards use an
-#: external adapter: 3 Mbaud, which the common FT232R/FT231X/CP2102N adapters reach.
-LINK_BAUD = {"ulx3s": 3_000_000, "icebreaker": 12_000_000}
-DEFAULT_BAUD = 3_000_000
-
+__all__ = ["link_baud", "wire_format", "run_on_board", "BoardSim", "program"]
 
 def link_baud(board):
-    """The host link's bit rate for the board named ``board``."""
-    for prefix, baud in LINK_BAUD.items():
-        if board.startswith(prefix):
-            return baud
-    return DEFAULT_BAUD
+    """The host link's fastest bit rate for the board named ``board``
+    (:data:`nnaccel.boards.top.LINK_BAUDS`)."""
+    return link_bauds(board)[0]
 
 
 def wire_format(io):

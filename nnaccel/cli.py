@@ -667,6 +667,19 @@ def cmd_board_sim(args):
     return 0
 
 
+def _clock(text):
+    """``build --clock``: auto, oscillator, or a positive number of MHz."""
+    if text in ("auto", "oscillator"):
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be auto, oscillator or MHz > 0, not {text!r}")
+    return value
+
+
 def cmd_program(args):
     from .board import program
 
@@ -707,8 +720,15 @@ def _build(args):
         return {"manifest.json": json.dumps(design.manifest, indent=2) + "\n"}
 
     io = design.manifest["io"]
-    report = build(design.network, args.board, outdir, name=design.name, log=log,
-                   finish=finish, in_beats=io["input"]["beats"], out_beats=io["output"]["beats"])
+    options = dict(name=design.name, log=log, finish=finish, in_beats=io["input"]["beats"],
+                   out_beats=io["output"]["beats"])
+    if args.clock == "oscillator":
+        report = build(design.network, args.board, outdir, **options)
+    else:
+        from .boards.clocking import build_clocked
+
+        clock = None if args.clock == "auto" else args.clock
+        report = build_clocked(design.network, args.board, outdir, clock_mhz=clock, **options)
     print(format_report(report))
     if report.get("layers"):
         from .gen.resources import design_report, format_measured
@@ -1030,6 +1050,10 @@ def build_parser():
                    help="asic: standard-cell library (default osu018, OSU 0.18 um)")
     p.add_argument("--period", type=_period, default=10.0,
                    help="asic: clock period of the timing constraint in ns (default 10)")
+    p.add_argument("--clock", type=_clock, default="auto",
+                   help="fpga: auto: build at a first guess, read nextpnr's Fmax and build "
+                        "again from the PLL just below it; MHz: that PLL clock; oscillator: "
+                        "the board's oscillator, link at 115200 baud (default auto)")
     p.add_argument("-o", "--output", help="build directory (default build/<name>-<board> or "
                                           "build/<name>-<lib>)")
     _add_force(p)

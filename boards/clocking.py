@@ -1,0 +1,110 @@
+"""Build a board design at the highest PLL clock that meets timing, or at the user's clock.
+
+:func:`build_clocked` runs :func:`nnaccel.boards.build.build` with a PLL setting
+(:mod:`nnaccel.boards.pll`) and the host link at the board's fastest bit rate that the clock can
+make (:data:`nnaccel.boards.top.LINK_BAUDS`):
+
+* ``clock_mhz`` given: the legal setting closest below it;
+* otherwise: a first build at :data:`FIRST_GUESS_MHZ` (into a scratch directory, removed), then
+  the final build at the setting below ``MARGIN`` times the first build's Fmax (nextpnr's
+  figure varies a little from one placement to the next).
+
+Among the settings within 10% below the limit, the one that allows the fastest link wins, then
+the fastest clock.
+"""
+
+import shutil
+from pathlib import Path
+
+from ..gen.errors import UsageError
+from .build import build
+from .platforms import Board, get_board
+from .pll import ecp5_settings, ice40_settings
+from .top import BAUD_TOLERANCE, link_bauds
+
+__all__ = ["FIRST_GUESS_MHZ", "MARGIN", "choose_clock", "build_clocked"]
+
+#: Clock of the exploratory first build per FPGA family.
+FIRST_GUESS_MHZ = {"ecp5": 100.0, "ice40": 48.0}
+
+#: The final build aims at this fraction of the first build's Fmax.
+MARGIN = 0.97
+
+#: Settings up to this fraction below the limit compete on link speed.
+WINDOW = 0.9
+
+
+def _baud_ok(clock_hz, baud):
+    divisor = round(clock_hz / baud)
+    return divisor >= 4 and abs(clock_hz / divisor - baud) / baud <= BAUD_TOLERANCE
+
+
+def choose_clock(spec, limit_hz):
+    """``(setting, baud)``: the PLL setting at most ``limit_hz`` and the link's bit rate.
+
+    Raises
+    ------
+    UsageError
+        No setting at or below ``limit_hz`` makes any of the board's bit rates.
+    """
+    table = {"ecp5": ecp5_settings, "ice40": ice40_settings}[spec.family](spec.clock_hz)
+    bauds = link_bauds(spec.name)
+    usable = []
+    for setting in table:
+        if setting.f_out > limit_hz:
+            continue
+        rank = next((i for i, b in enumerate(bauds) if _baud_ok(setting.f_out, b)), None)
+        if rank is not None:
+            usable.append((setting, rank))
+    if not usable:
+        raise UsageError(f"--clock: no {spec.family} PLL setting at or below "
+                         f"{limit_hz / 1e6:g} MHz makes a link rate of {spec.name} "
+                         f"({', '.join(f'{b:,}' for b in bauds)} baud)")
+    top = max(s.f_out for s, _ in usable)
+    near = [(s, r) for s, r in usable if s.f_out >= WINDOW * top]
+    setting, rank = min(near, key=lambda item: (item[1], -item[0].f_out))
+    return setting, bauds[rank]
+
+
+def build_clocked(network, board, outdir, *, name, clock_mhz=None, log=print, finish=None,
+                  **options):
+    """Build for ``board`` from its PLL; the report gains ``clock_passes``.
+
+    Parameters are those of :func:`~nnaccel.boards.build.build` (``baud`` is chosen here),
+    plus ``clock_mhz`` (float or None: see the module's description). ``log`` takes lines.
+    """
+    spec = board if isinstance(board, Board) else get_board(board)
+    passes = []
+    if clock_mhz is None:
+        guess = FIRST_GUESS_MHZ[spec.family]
+        setting, baud = choose_clock(spec, guess * 1e6)
+        outdir = Path(outdir).absolute()
+        scratch = outdir.parent / f".{outdir.name}.first-pass"
+        shutil.rmtree(scratch, ignore_errors=True)
+        log(f"clock: first build at {setting.mhz:g} MHz to read Fmax")
+        try:
+            first = build(network, spec, scratch, name=name, baud=baud, log=log,
+                          pll=setting, **options)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        passes.append({"clock_mhz": first["clock_mhz"], "fmax_mhz": first["fmax_mhz"],
+                       "timing_met": first["timing_met"]})
+        limit = MARGIN * first["fmax_mhz"] * 1e6
+        log(f"clock: Fmax {first['fmax_mhz']:.2f} MHz at {setting.mhz:g} MHz; building at "
+            f"most {limit / 1e6:.2f} MHz")
+    else:
+        if not isinstance(clock_mhz, (int, float)) or clock_mhz <= 0:
+            raise UsageError(f"--clock must be a positive number of MHz, not {clock_mhz!r}")
+        limit = clock_mhz * 1e6 * 1.000001
+    setting, baud = choose_clock(spec, limit)
+    log(f"clock: {setting.mhz:g} MHz from the PLL ({dict(setting.dividers)}), link at "
+        f"{baud:,} baud")
+
+    def finishing(report):
+        report["clock_passes"] = passes + [{"clock_mhz": report["clock_mhz"],
+                                            "fmax_mhz": report["fmax_mhz"],
+                                            "timing_met": report["timing_met"]}]
+        return finish(report) if finish is not None else None
+
+    return build(network, spec, outdir, name=name, baud=baud, log=log, pll=setting,
+                 finish=finishing, **options)
