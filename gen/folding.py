@@ -151,13 +151,14 @@ def _candidates(m, k, target, prev_pe=None, next_simd=None, max_simd=None):
     return sorted(out, key=lambda f: (f.lanes, f.pe))
 
 
-def choose_folds(shapes, target, fixed=None, max_simd=None):
+def choose_folds(shapes, target, fixed=None, max_simd=None, cost=None):
     """Fewest-lane folds meeting ``target`` cycles for a chain of ``(M, K)`` layer shapes.
 
     ``fixed`` maps a layer index to a :class:`Fold` the user forced (which must meet ``target``
     too); ``max_simd`` caps every free layer's SIMD (the timing model's cap on adder and
-    popcount trees). Returns a list of folds, or None when ``target`` cannot be met under the
-    constraints.
+    popcount trees); ``cost(n, fold)``, when given, replaces the lanes as what the chain
+    spends (e.g. the resource model's share of a device). Returns a list of folds, or None
+    when ``target`` cannot be met under the constraints.
     """
     fixed = fixed or {}
     layers = []
@@ -170,17 +171,17 @@ def choose_folds(shapes, target, fixed=None, max_simd=None):
             prev = fixed[n - 1].pe if n - 1 in fixed else None
             after = fixed[n + 1].simd if n + 1 in fixed else None
             layers.append(_candidates(*shape, target, prev, after, max_simd))
-    return cheapest_chain(shapes, layers, target)
+    return cheapest_chain(shapes, layers, target, cost)
 
 
-def cheapest_chain(shapes, candidates, target):
+def cheapest_chain(shapes, candidates, target, cost=None):
     """Fewest-lane choice of one fold per layer among ``candidates`` (a list per layer), every
     layer within ``target`` cycles and each producer's ``pe`` compatible with its consumer's
     ``simd`` (a :class:`FoldSpace`'s in-beat); None when no choice is legal. A dynamic
-    programme over the previous layer's pe."""
+    programme over the previous layer's pe. ``cost(n, fold)`` replaces the lanes when given."""
     # states: pe of the previous layer -> (total lanes, folds so far)
     states = {None: (0, [])}
-    for shape, cands in zip(shapes, candidates, strict=True):
+    for n, (shape, cands) in enumerate(zip(shapes, candidates, strict=True)):
         new = {}
         for fold in cands:
             if _cycles(shape, fold) > target:
@@ -191,7 +192,7 @@ def cheapest_chain(shapes, candidates, target):
                        key=lambda s: s[0], default=None)
             if best is None:
                 continue
-            total = best[0] + _lanes(shape, fold)
+            total = best[0] + (_lanes(shape, fold) if cost is None else cost(n, fold))
             if fold.pe not in new or total < new[fold.pe][0]:
                 new[fold.pe] = (total, best[1] + [fold])
         if not new:

@@ -222,6 +222,8 @@ class MVUAdapter(EngineAdapter):
             mems.append(Memory(win.buffer_depth, win.buffer_width, rom=False,
                                copies=win.read_ports))
         bill = lanes_bill(v.pe, v.simd, v.lane_kind, wbits, xbits, raw)
+        if v.packed_products:   # two weights a product apart in one multiplier per PE pair
+            bill = replace(bill, multipliers=((2 * wbits + xbits + 2, xbits, v.multipliers),))
         bill = bill.plus(stage_bill(v.output))
         bill = bill.plus(stream_bill(self.in_beat(lp) * xbits, v.pe * lp.layer.out_dtype.bits))
         return replace(bill, memories=bill.memories + tuple(mems))

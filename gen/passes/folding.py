@@ -121,6 +121,14 @@ class _DeviceSearch:
             self.layers[key] = (lp, estimate(lp.adapter.resources(lp), self.device))
         return self.layers[key]
 
+    def cost(self, n, fold):
+        """What a layer's fold spends: its estimated share of the budget's LUT4, BRAM and DSP
+        (summed, so the chain of least cost balances the three)."""
+        if n in self.others:
+            return 0.0
+        est = self.layer(n, fold)[1]
+        return sum(getattr(est, k) / max(self.limit[k], 1e-9) for k in ("lut4", "bram", "dsp"))
+
     def evaluate(self, folds):
         """``(fits, inferences/s, estimate)`` of a fold chain, FIFOs included."""
         from ..generate import fifo_plan
@@ -157,7 +165,7 @@ def _folds_for_device(plan, shapes, fixed, others):
     caps = [1 << i for i in range(widest.bit_length()) if 1 << i < widest] + [None]
     best, smallest = None, None
     for cap in caps:
-        folds = choose_folds(shapes, slowest, fixed, cap)
+        folds = choose_folds(shapes, slowest, fixed, cap, search.cost)
         if folds is None:
             continue
         ok, rate, total = search.evaluate(folds)
@@ -168,7 +176,7 @@ def _folds_for_device(plan, shapes, fixed, others):
         lo, hi, chosen = 1, slowest, (folds, rate, total)
         while lo < hi:
             mid = (lo + hi) // 2
-            folds = choose_folds(shapes, mid, fixed, cap)
+            folds = choose_folds(shapes, mid, fixed, cap, search.cost)
             got = search.evaluate(folds) if folds is not None else (False, 0, None)
             if got[0]:
                 hi, chosen = mid, (folds, got[1], got[2])
