@@ -64,14 +64,16 @@ def _tree(values, budget, register):
         values, spent = paired, spent + cost
 
 
-def pipelined_tree_sum(m, values, name, *, budget=LEVEL_BUDGET):
+def pipelined_tree_sum(m, values, name, *, budget=LEVEL_BUDGET, enable=None):
     """Sum ``values`` as a balanced adder tree with a register of ``m``'s ``sync`` domain
     after every group of levels whose cost (see :data:`LEVEL_BUDGET`) fits ``budget``, and after
     the last level. Returns ``(sum, stages)``: the registered sum, :func:`tree_stages` cycles
-    after the operands (with one value, that value registered)."""
+    after the operands (with one value, that value registered). ``enable``: the registers load
+    only while it is high (a pipeline that stalls), else every cycle."""
     def register(values, n):
         regs = [Signal(v.shape(), name=f"{name}_s{n}_{k}") for k, v in enumerate(values)]
-        m.d.sync += [r.eq(v) for r, v in zip(regs, values, strict=True)]
+        with m.If(1 if enable is None else enable):
+            m.d.sync += [r.eq(v) for r, v in zip(regs, values, strict=True)]
         return regs
     return _tree(values, budget, register)
 

@@ -16,7 +16,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from nnaccel.hw.common.arith import cdiv
+from nnaccel.hw.common.arith import cdiv, pipelined_tree_sum, tree_stages
 from nnaccel.hw.common.reference import bits_for_range
 
 __all__ = ["StageKind", "OutputStageParams", "OutputStage", "MULT_MAX", "SHIFT_MAX"]
@@ -301,7 +301,8 @@ class OutputStage(wiring.Component):
     LATENCY = {StageKind.IDENTITY: 2, StageKind.REQUANT: 5, StageKind.THRESHOLD: 3}
 
     def __init__(self, *, kind, pe, channels, raw_shape, out_shape, scale=1, offset=None,
-                 mult=None, shift=None, lo=None, hi=None, thresholds=None):
+                 mult=None, shift=None, lo=None, hi=None, thresholds=None, pipelined=False):
+        self.pipelined = bool(pipelined)
         self.params = OutputStageParams(
             kind=kind, pe=pe, channels=channels, raw_shape=raw_shape, out_shape=out_shape,
             scale=scale, offset=offset, mult=mult, shift=shift, lo=lo, hi=hi,
@@ -313,13 +314,18 @@ class OutputStage(wiring.Component):
         })
 
     @classmethod
-    def from_params(cls, params):
-        """Build the stage from an :class:`OutputStageParams`."""
-        return cls(**{f.name: getattr(params, f.name) for f in fields(params)})
+    def from_params(cls, params, *, pipelined=False):
+        """Build the stage from an :class:`OutputStageParams` (``pipelined``: see the class)."""
+        return cls(**{f.name: getattr(params, f.name) for f in fields(params)},
+                   pipelined=pipelined)
 
     @property
     def latency(self):
         """Cycles from an input transfer to the corresponding output beat becoming valid."""
+        if self.pipelined and self.params.kind is StageKind.REQUANT:
+            shape = self._tables()["mult"][0]
+            parts = _partial_products(Const(0, self.params.acc_shape), Const(0, shape))
+            return 6 + tree_stages([v.shape() for v in parts])
         return self.LATENCY[self.params.kind]
 
     def _tables(self):
@@ -404,6 +410,8 @@ class OutputStage(wiring.Component):
         return st.reg(self.params.scale * raw + offset, self.params.out_shape, "acc")
 
     def _requant(self, st, raw, *, offset, mult, shift):
+        if self.pipelined:
+            return self._requant_pipelined(st, raw, offset=offset, mult=mult, shift=shift)
         p = self.params
         rmin, rmax = p.raw_range
         pairs = list(zip(p.offset, p.mult, strict=True))
@@ -424,22 +432,71 @@ class OutputStage(wiring.Component):
         r = (u + 1).shift_right(1)
         return st.reg(Mux(r < p.lo, p.lo, Mux(r > p.hi, p.hi, r)), p.out_shape, "y")
 
+    def _requant_pipelined(self, st, raw, *, offset, mult, shift):
+        """``_requant`` for Fmax: the product split into DSP-sized partial products (registered
+        inputs and outputs), summed by a pipelined adder tree; rounding and clamping in two
+        stages. Latency :attr:`latency` (6 plus the tree's stages)."""
+        p = self.params
+        rmin, rmax = p.raw_range
+        pairs = list(zip(p.offset, p.mult, strict=True))
+        lows = [(p.scale * rmin + off) * k for off, k in pairs]
+        highs = [(p.scale * rmax + off) * k for off, k in pairs]
+        acc = st.reg(p.scale * raw + offset, p.acc_shape, "acc")
+        mult = st.delay(mult, 1, "mult")
+        shift = st.delay(shift, 2, "shift")
+        parts = [st.reg(v, v.shape(), f"part{n}")
+                 for n, v in enumerate(_partial_products(acc, mult))]
+        total, stages = pipelined_tree_sum(st.m, parts, f"{st.prefix}_sum", enable=st.enable)
+        t = Signal(_shape_for(min(lows), max(highs)), name=f"{st.prefix}_product")
+        st.m.d.comb += t.eq(total)
+        shift = st.delay(shift, stages, "shift")
+        if isinstance(shift, Const):
+            u = t.shift_left(1).shift_right(shift.value)
+        else:
+            u = t.shift_left(1) >> shift
+        u = st.reg(u, u.shape(), "shifted")
+        r = st.reg((u + 1).shift_right(1), u.shape(), "rounded")
+        return st.reg(Mux(r < p.lo, p.lo, Mux(r > p.hi, p.hi, r)), p.out_shape, "y")
+
     def _threshold(self, st, raw, *, thresholds):
         levels = self.params.levels
         above = st.reg(Cat(raw >= thresholds[n] for n in range(levels)), levels, "above")
         return st.reg(sum(above[n] for n in range(levels)), self.params.out_shape, "count")
 
 
+def _limbs(value):
+    """``value`` as ``[(limb, offset)]`` with ``value == sum(limb << offset)``, each limb an
+    operand of an 18x18 signed multiplier (17-bit unsigned slices, the top one signed when
+    ``value`` is)."""
+    shape = value.shape()
+    limit = 18 if shape.signed else 17
+    if shape.width <= limit:
+        return [(value, 0)]
+    limbs, low = [], 0
+    while shape.width - low > limit:
+        limbs.append((value[low:low + 17], low))
+        low += 17
+    top = value[low:]
+    limbs.append((top.as_signed() if shape.signed else top, low))
+    return limbs
+
+
+def _partial_products(a, b):
+    """The partial products of ``a * b``, each from one 18x18 multiplier, shifted into place."""
+    return [(x * y).shift_left(i + j) if i + j else x * y
+            for x, i in _limbs(a) for y, j in _limbs(b)]
+
+
 class _Stages:
     """Pipeline registers of one lane, all clock-enabled by the pipeline's advance signal."""
 
     def __init__(self, m, enable, prefix):
-        self._m, self._enable, self._prefix = m, enable, prefix
+        self.m, self.enable, self.prefix = m, enable, prefix
 
     def reg(self, value, shape, name):
-        reg = Signal(shape, name=f"{self._prefix}_{name}")
-        with self._m.If(self._enable):
-            self._m.d.sync += reg.eq(value)
+        reg = Signal(shape, name=f"{self.prefix}_{name}")
+        with self.m.If(self.enable):
+            self.m.d.sync += reg.eq(value)
         return reg
 
     def delay(self, value, stages, name):

@@ -262,7 +262,7 @@ class MatrixVectorUnit(wiring.Component):
     def __init__(self, params, *, weight):
         self.params = params
         self.core = MVUCore(params, weight)
-        self.stage = OutputStage.from_params(params.output)
+        self.stage = OutputStage.from_params(params.output, pipelined=True)
         super().__init__({
             "i_data": In(vector_stream(params.in_dtype.shape, params.simd)),
             "o_data": Out(vector_stream(params.output.out_shape, params.pe)),
