@@ -30,8 +30,10 @@ from ..hw.common.arith import cdiv
 from .errors import UsageError
 
 __all__ = ["Device", "DEVICES", "device_for", "Bill", "Memory", "Estimate", "FEATURES",
-           "memory_map", "dsp_blocks", "estimate", "estimate_plan", "fmax_estimate", "simd_cap",
-           "fifo_bill", "fits", "budget"]
+           "memory_map", "dsp_blocks", "mapped_quantities", "estimate", "estimate_plan",
+           "fmax_estimate", "simd_cap", "fifo_bill", "fits", "budget", "lanes_bill",
+           "stage_bill", "stream_bill", "design_report", "format_design_report",
+           "format_measured", "LUTRAM_LUT4", "FMAX"]
 
 
 @dataclass(frozen=True)
@@ -225,24 +227,31 @@ def simd_cap(target_mhz, family="ecp5"):
     return simd
 
 
-def estimate(bill, device):
-    """The :class:`Estimate` of ``bill`` on ``device``."""
-    coeff = _coefficients(device.family)
+def mapped_quantities(bill, family="ecp5"):
+    """The bill's quantities once its memories and multipliers are mapped onto ``family``
+    (what the fitted coefficients multiply), with ``(bram, dsp, lutram)`` counts."""
     q = dict(bill.quantities)
     bram = dsp = lutram = 0
     for mem in bill.memories:
-        mapped = memory_map(mem, device.family)
+        mapped = memory_map(mem, family)
         bram += mapped["bram"]
         lutram += mapped["lutram"]
         q["rom"] = q.get("rom", 0) + mapped["rom"]
         q["ram"] = q.get("ram", 0) + mapped["ram"]
     for a, b, count in bill.multipliers:
-        blocks = dsp_blocks(a, b, device.family)
+        blocks = dsp_blocks(a, b, family)
         if blocks:
             dsp += blocks * count
         else:
             q["lane_bits"] = q.get("lane_bits", 0) + a * b * count
     q["dsp"] = q.get("dsp", 0) + dsp
+    return q, (bram, dsp, lutram)
+
+
+def estimate(bill, device):
+    """The :class:`Estimate` of ``bill`` on ``device``."""
+    coeff = _coefficients(device.family)
+    q, (bram, dsp, lutram) = mapped_quantities(bill, device.family)
     lut = sum(coeff["lut4"].get(k, 0.0) * v for k, v in q.items()) + LUTRAM_LUT4 * lutram
     ff = sum(coeff["ff"].get(k, 0.0) * v for k, v in q.items())
     return Estimate(lut4=round(lut), ff=round(ff), bram=bram, dsp=dsp,

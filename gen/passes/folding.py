@@ -15,7 +15,7 @@ beat must divide one another, as between vector layers.
 from ..engines import adapter_for
 from ..errors import UsageError
 from ..folding import FoldSpace, choose_folds, fold_cycles, folds_for_budget
-from ..resources import budget, estimate, fifo_bill
+from ..resources import budget, estimate, fifo_bill, fits
 
 __all__ = ["choose_folding", "DEFAULT_MAX_LANES"]
 
@@ -145,9 +145,8 @@ class _DeviceSearch:
         cycles = max([self.fixed_cycles] + [_cycles(s, f) for n, (s, f) in
                                              enumerate(zip(self.shapes, folds, strict=True))
                                              if n not in self.others])
-        fits = (total.lut4 <= self.limit["lut4"] and total.bram <= self.limit["bram"]
-                and total.dsp <= self.limit["dsp"])
-        return fits, total.fmax_mhz * 1e6 / cycles, total
+        return (fits(total, self.device, self.plan.options.fill),
+                total.fmax_mhz * 1e6 / cycles, total)
 
 
 def _folds_for_device(plan, shapes, fixed, others):

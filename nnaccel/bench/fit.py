@@ -33,7 +33,14 @@ import numpy as np
 from ..boards.build import cell_list_script, layer_resources
 from ..gen.generate import generate
 from ..gen.plan import Options
-from ..gen.resources import DEVICES, FEATURES, LUTRAM_LUT4, estimate, estimate_plan
+from ..gen.resources import (
+    DEVICES,
+    FEATURES,
+    LUTRAM_LUT4,
+    estimate,
+    estimate_plan,
+    mapped_quantities,
+)
 from ..gen.tools import find_yowasp
 
 __all__ = ["DESIGNS", "FitDesign", "measure_layers", "fit", "main"]
@@ -122,6 +129,21 @@ DESIGNS = (
 )
 
 
+def _cnv_board(fill):
+    def make():
+        from ..gen.resources import DEVICES
+        from ..gen.zoo.cnv import cnv_model
+
+        return cnv_model(), Options(board=DEVICES["LFE5U-85F"], fill=fill)
+    return make
+
+
+#: Designs compared (not fitted) only when named with ``--only``: their synthesis takes long.
+EXTRA = (
+    FitDesign("cnv_board85", _cnv_board(0.85)),
+)
+
+
 def _random_prime():
     from ..gen.zoo.random_mlp import prime_int4_model
 
@@ -158,27 +180,6 @@ def measure_layers(verilog, top, cache_dir=None, log=print):
 
 
 # -- the fit -------------------------------------------------------------------------------------
-
-def _quantities(bill):
-    """The bill's quantities after memories and multipliers are mapped (what the coefficients
-    multiply), and the LUT4 that distributed RAM adds (known, not fitted)."""
-    from ..gen.resources import dsp_blocks, memory_map
-
-    q = dict(bill.quantities)
-    lutram = 0
-    for mem in bill.memories:
-        mapped = memory_map(mem, DEVICE.family)
-        lutram += mapped["lutram"]
-        q["rom"] = q.get("rom", 0) + mapped["rom"]
-        q["ram"] = q.get("ram", 0) + mapped["ram"]
-    for a, b, count in bill.multipliers:
-        blocks = dsp_blocks(a, b, DEVICE.family)
-        if blocks:
-            q["dsp"] = q.get("dsp", 0) + blocks * count
-        else:
-            q["lane_bits"] = q.get("lane_bits", 0) + a * b * count
-    return q, lutram
-
 
 def fit(rows):
     """NNLS coefficients ``{"lut4": {...}, "ff": {...}}`` from ``rows``: ``(quantities,
@@ -230,7 +231,8 @@ def main(argv=None):
     outdir = Path(args.output)
     outdir.mkdir(parents=True, exist_ok=True)
     log = print
-    designs = [d for d in DESIGNS if not args.only or d.name in args.only]
+    designs = ([d for d in DESIGNS + EXTRA if d.name in args.only] if args.only
+               else list(DESIGNS))
     per_design, rows = [], []
     for d in designs:
         log(f"{d.name}: generating")
@@ -240,14 +242,14 @@ def main(argv=None):
         measured = measure_layers(verilog, design.name, outdir / "cache", log)
         layers = []
         for n, (name, bill, _) in enumerate(estimate_plan(design.plan, DEVICE, design.fifos)):
-            q, lutram = _quantities(bill)
+            q, (_, _, lutram) = mapped_quantities(bill, DEVICE.family)
             m = measured.get(n)
             if m is None:
                 continue
             rows.append((q, LUTRAM_LUT4 * lutram, m))
             layers.append((name, bill, m))
         per_design.append((d.name, design, layers))
-    if not args.no_write and len(designs) == len(DESIGNS):
+    if not args.no_write and all(d in designs for d in DESIGNS):
         coeffs = fit(rows)
         _write_coefficients(coeffs, Path(__file__).resolve().parents[1] / "gen" /
                             "resource_fit.py")
