@@ -322,7 +322,7 @@ def _error_text(e):
 
 
 def sweep(model_path, grid, *, board=None, target="fpga", lib="osu018", period_ns=10.0,
-          build=True, vectors=DEFAULT_VECTORS, seed=0, address=None, cache=None,
+          build=True, vectors=DEFAULT_VECTORS, seed=0, address=None, cpus=None, cache=None,
           retries=DEFAULT_RETRIES, output=None, force=False, log=None):
     """Run the design points of ``grid`` on Ray; see the module docstring.
 
@@ -342,6 +342,8 @@ def sweep(model_path, grid, *, board=None, target="fpga", lib="osu018", period_n
         Random input vectors simulated per point, and their seed.
     address : str, optional
         A Ray cluster to join (``ray.init(address)``); default a local Ray on this machine.
+    cpus : int, optional
+        CPUs of the local Ray (default all): points run at most this many at a time.
     cache : path-like, optional
         Directory of finished points (default :func:`default_cache`).
     retries : int
@@ -374,7 +376,10 @@ def sweep(model_path, grid, *, board=None, target="fpga", lib="osu018", period_n
         raise UsageError(f"target: expected 'fpga' or 'asic', not {target!r}")
     if isinstance(grid, (list, tuple)):
         grid = parse_grid(grid)
-    for name, value, largest in (("vectors", vectors, 1 << 16), ("retries", retries, 100)):
+    if cpus is not None and address is not None:
+        raise UsageError("cpus: applies to a local Ray only, not with an address")
+    for name, value, largest in (("vectors", vectors, 1 << 16), ("retries", retries, 100),
+                                 ("cpus", 1 if cpus is None else cpus, 1 << 10)):
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= largest:
             raise UsageError(f"{name}: expected an integer in 0..{largest}, not {value!r}")
     if vectors < 1:
@@ -432,7 +437,7 @@ def sweep(model_path, grid, *, board=None, target="fpga", lib="osu018", period_n
             log(f"  [{e['point'] + 1}/{len(points)}] {_label(e['options'])}: "
                 f"{'cached, ' if e['cached'] else ''}{_summary(e)}")
     if todo:
-        _run_on_ray(model, todo, spec, len(points), cache=cache, address=address,
+        _run_on_ray(model, todo, spec, len(points), cache=cache, address=address, cpus=cpus,
                     retries=retries, log=log)
     failed = sum(e["status"] == "failed" for e in results)
     log(f"sweep done: {len(todo)} computed, {hits} cached, {failed} failed")
@@ -445,7 +450,7 @@ def sweep(model_path, grid, *, board=None, target="fpga", lib="osu018", period_n
     return result
 
 
-def _run_on_ray(model, todo, spec, total, *, cache, address, retries, log):
+def _run_on_ray(model, todo, spec, total, *, cache, address, cpus, retries, log):
     """Submit the points of ``todo`` as Ray tasks and fill in their entries as they finish;
     each finished point is cached at once."""
     import logging
@@ -454,7 +459,7 @@ def _run_on_ray(model, todo, spec, total, *, cache, address, retries, log):
 
     started = not ray.is_initialized()
     if started:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False,
+        ray.init(address=address, num_cpus=cpus, include_dashboard=False, log_to_driver=False,
                  logging_level=logging.WARNING, configure_logging=True)
     try:
         nodes = [n for n in ray.nodes() if n.get("Alive")]
