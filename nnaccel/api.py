@@ -286,6 +286,35 @@ class Model:
                                      board=board, fill=fill)
         return Design(generate(self.ir, options), model=self, options=recorded)
 
+    def sweep(self, grid, **kwargs):
+        """Generate, measure under Verilator and build every point of ``grid``, each point a
+        Ray task, as ``nnaccel sweep`` does (:func:`nnaccel.sweep.sweep`, whose keyword
+        arguments this takes: ``board``, ``target``, ``build``, ``address``, ``cache``,
+        ``output``, ...).
+
+        >>> r = nnaccel.load("models/tiny").sweep({"max-lanes": [8, 16]}, build=False)
+        >>> [p["cycles_per_inference"] for p in r.points]
+
+        Parameters
+        ----------
+        grid : dict
+            ``{key: [values]}``: ``max-lanes``, ``target-cycles``, ``batch``,
+            ``storage[.LAYER]``, ``fold.LAYER``, ``engine.LAYER``, ``array.LAYER``,
+            ``sparse.LAYER``.
+
+        Returns
+        -------
+        nnaccel.sweep.SweepResult
+            ``points`` (one dict per point: options, ``cycles_per_inference``, resources and
+            ``fmax_mhz`` when built, ...), and the counts ``computed``, ``cached``, ``failed``.
+        """
+        from .sweep import sweep
+
+        if self.path is None:
+            raise UsageError("sweep: the model was not loaded from a path, which the design "
+                             "hash of the cache is taken from")
+        return sweep(self.path, grid, **kwargs)
+
 
 class Design:
     """A generated accelerator.

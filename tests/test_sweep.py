@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+import nnaccel
 from nnaccel import sweep as sweep_mod
 from nnaccel.cli import main
 from nnaccel.gen.errors import UsageError
@@ -103,6 +104,8 @@ def test_points_refused_by_the_generator_are_recorded_without_ray(mlp, tmp_path)
     still written, and Ray never started (nothing to run)."""
     result = sweep_mod.sweep(mlp, ["engine.fc1=gpu,tpu"], build=False, cache=tmp_path / "c",
                              output=tmp_path / "out", log=lambda line: None)
+    with pytest.raises(UsageError, match="not loaded from a path"):
+        nnaccel.Model(nnaccel.load(mlp).ir).sweep({"max-lanes": [8]}, build=False)
     assert (result.computed, result.cached, result.failed) == (0, 0, 2)
     points = json.loads((tmp_path / "out" / "results.json").read_text())
     assert [p["status"] for p in points] == ["failed", "failed"]
@@ -281,9 +284,10 @@ def test_sweep_spreads_over_both_nodes_records_a_failure_and_resumes(ray_cluster
     assert [r["status"] for r in rows] == ["ok", "ok", "failed", "ok", "ok"]
 
     # resumed, through the Python API: every point is a cache hit, no task runs
-    result = sweep_mod.sweep(mlp, {"max-lanes": [18, 19, 0, 20, 21]}, build=False,
-                             address=ray_cluster["address"], cache=tmp_path / "cache",
-                             output=tmp_path / "again", log=lambda line: None)
+    result = nnaccel.load(mlp).sweep({"max-lanes": [18, 19, 0, 20, 21]}, build=False,
+                                     address=ray_cluster["address"],
+                                     cache=tmp_path / "cache", output=tmp_path / "again",
+                                     log=lambda line: None)
     assert (result.computed, result.cached, result.failed) == (0, 4, 1)
     again = _results(tmp_path / "again")
     assert [p["cached"] for p in again] == [True, True, False, True, True]
