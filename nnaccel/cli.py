@@ -846,8 +846,8 @@ def cmd_sweep(args):
         result = sweep(args.model, args.grid, board=args.board, target=args.target,
                        lib=args.lib, period_ns=args.period, build=not args.no_build,
                        vectors=args.vectors, seed=args.seed, address=args.address,
-                       cache=args.cache, retries=args.retries, output=args.output,
-                       force=args.force, log=log)
+                       cpus=args.cpus, cache=args.cache, retries=args.retries,
+                       output=args.output, force=args.force, log=log)
     print(format_table(result.points))
     return int(result.failed > 0)
 
@@ -1148,6 +1148,8 @@ def build_parser():
     p.add_argument("--seed", type=int, default=0, help="seed of the input vectors")
     p.add_argument("--address", help="join this Ray cluster (e.g. 10.0.0.1:6379 or auto) "
                                      "instead of starting Ray on this machine")
+    p.add_argument("--cpus", type=functools.partial(_positive, largest=1024), metavar="N",
+                   help="local Ray: run at most N points at a time (default: all CPUs)")
     p.add_argument("--cache", help="directory of finished points (default "
                                    "$NNACCEL_CACHE/sweep, i.e. ~/.cache/nnaccel/sweep)")
     p.add_argument("--retries", type=int, choices=range(0, 11), default=2, metavar="N",
