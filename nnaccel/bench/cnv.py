@@ -72,20 +72,22 @@ def fast_target(rate=FAST_RATE, fmax_guess_mhz=FMAX_GUESS_MHZ, margin=MARGIN):
     return cycle_budget(fmax_guess_mhz, rate, margin)
 
 
-class _Steps:
-    def __init__(self, log):
-        self.log, self.start = log, time.monotonic()
+class Steps:
+    """Logs each step of a bench with its time, prefixed ``[tag]``."""
+
+    def __init__(self, log, tag="cnv"):
+        self.log, self.tag, self.start = log, tag, time.monotonic()
 
     def run(self, what, fn, *args, **kwargs):
         t0 = time.monotonic()
-        self.log(f"[cnv] {what} ...")
+        self.log(f"[{self.tag}] {what} ...")
         out = fn(*args, **kwargs)
-        self.log(f"[cnv]   {what}: done in {time.monotonic() - t0:.1f} s "
+        self.log(f"[{self.tag}]   {what}: done in {time.monotonic() - t0:.1f} s "
                  f"(total {time.monotonic() - self.start:.0f} s)")
         return out
 
     def note(self, text):
-        self.log(f"[cnv]   {text}")
+        self.log(f"[{self.tag}]   {text}")
 
 
 def _folds(man):
@@ -106,7 +108,7 @@ def measure_fold(model, target, X, *, outdir=None, label="cnv", simulate_it=True
     from ..gen.plan import Options
     from ..sim.design import simulate
 
-    steps = log if isinstance(log, _Steps) else _Steps(log)
+    steps = log if isinstance(log, Steps) else Steps(log)
     design = steps.run(f"{label}: generate for at most {target} cycles per image", generate,
                        model, Options(target_cycles=target))
     man = design.manifest
@@ -240,7 +242,7 @@ def run_cnv_bench(outdir, *, quick=False, synthesis=True, log=print, images=None
     spec = get_board(board)
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
-    steps = _Steps(log)
+    steps = Steps(log)
     if model is None:
         model = steps.run("model", cnv_model, seed)
         what = (f"CNV-W1A1 on 3x32x32 uint8, {cnv_macs():,} MACs per image, random bipolar "

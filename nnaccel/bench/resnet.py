@@ -1,0 +1,192 @@
+"""``nnaccel bench --suite resnet8`` / ``--suite mobilenet``: residual and depthwise-separable
+CNNs on the ECP5-85F (issue 11).
+
+The models are :func:`nnaccel.gen.zoo.resnet8.resnet8_model` (MLPerf Tiny's ResNet-8: 3x32x32
+int8, three residual stacks of 16/32/64 filters with 1x1 stride-2 projection shortcuts, global
+average pooling, dense 10) and :func:`~nnaccel.gen.zoo.resnet8.mobilenet_model`
+(MobileNet-v1-style depthwise-separable blocks), int8 with random weights (random weights
+change neither the cycles nor, to first order, the resources).
+
+One fold per suite, ``generate(model, Options(target_cycles=T))`` with ``T`` from
+:data:`SUITES`; a few random images simulated back to back under Verilator
+(:func:`nnaccel.sim.design.simulate`), every output compared bit for bit with
+``Model.forward``, the measured cycles per image against the folding formula (the manifest's
+expected cycles, the slowest layer's); then yosys + nextpnr on the ULX3S ECP5-85F
+(:func:`nnaccel.boards.build.build`): LUT4, FF, DP16KD, MULT18X18D, Fmax, and inferences/s at
+Fmax (``Fmax / measured cycles``). Every weight sits in the design (ROMs or block RAM): there is
+no external memory, so the figures are "all weights on chip".
+
+The published figures of :data:`ANCHORS` are printed beside ours and labelled as cited.
+
+Outputs in ``outdir``: ``<suite>.json``, ``<suite>.md``, the fold's manifest and the build
+directory.
+"""
+
+import contextlib
+import os
+import time
+from pathlib import Path
+
+from ..gen.zoo.resnet8 import mobilenet_model, resnet8_model, zoo_inputs
+from .cnv import RATIO_TOLERANCE, Steps, measure_fold
+from .report import fits, synthesis_row, write_results
+
+__all__ = ["BOARD", "SUITES", "ANCHORS", "DEFAULT_IMAGES", "QUICK_IMAGES", "weight_bits",
+           "run_graph_bench"]
+
+BOARD = "ulx3s-85f"
+#: Images simulated back to back (``quick``: :data:`QUICK_IMAGES`).
+DEFAULT_IMAGES = 4
+QUICK_IMAGES = 3
+
+#: Per suite: the model factory, its description, the cycle target of the fold, the
+#: inferences/s wanted at Fmax and options of yosys' ``synth_ecp5``. ResNet-8's target: the
+#: fold's slowest layer then needs 36,864 cycles (341 int8 lanes), so 1,000 inferences/s needs
+#: only 37 MHz, and 2,431 (the moonshot) 90 MHz. Its 341 lane multipliers and the output
+#: stages' want about 380 MULT18X18D where the ECP5-85F has 156 (placement fails), so its
+#: multipliers are built in logic (``-nodsp``); a fold within the 156 blocks
+#: (``--board ulx3s-85f --fill 0.85``: 86 lanes, 147,456 cycles) would need 148 MHz.
+SUITES = {
+    "resnet8": {"model": resnet8_model, "target_cycles": 45_000, "rate": 1_000,
+                "synth_opts": "-nodsp",
+                "what": "MLPerf Tiny ResNet-8 (3x32x32 int8; stacks of 16/32/64 filters, 1x1 "
+                        "stride-2 projections; global average pool; dense 10), random int8 "
+                        "weights, requant multipliers calibrated on random images"},
+    "mobilenet": {"model": mobilenet_model, "target_cycles": 5_000, "rate": None,
+                  "synth_opts": None,
+                  "what": "MobileNet-v1-style blocks (3x32x32 int8; 3x3 stride-2 stem to 16; "
+                          "four depthwise 3x3 + pointwise 1x1 blocks to 32/64/64/128, stride 2 "
+                          "in the second and fourth; global average pool; dense 10), random "
+                          "int8 weights"},
+}
+
+#: Published ResNet-8 figures (cited in issue 11, not measured here).
+ANCHORS = (
+    {"name": "fpgaConvNet, ResNet-8 int8 on a ZedBoard (Zynq-7020: 47K LUT, 211 DSP, 143 MHz)",
+     "inferences_per_second": 2431},
+    {"name": "hls4ml RN08 on a PYNQ-Z2", "inferences_per_second": 130.8},
+)
+
+
+@contextlib.contextmanager
+def _synth_opts(opts):
+    """Amaranth's ``synth_opts`` override (its ``AMARANTH_synth_opts`` environment variable)
+    set to ``opts`` for the build inside (None: left as it is)."""
+    key = "AMARANTH_synth_opts"
+    old = os.environ.get(key)
+    if opts is not None:
+        os.environ[key] = opts
+    try:
+        yield
+    finally:
+        if opts is not None:
+            if old is None:
+                del os.environ[key]
+            else:
+                os.environ[key] = old
+
+
+def weight_bits(manifest):
+    """Bits of every weight the design holds (the manifest's ``weight_bits`` per layer)."""
+    return sum(int(e.get("weight_bits") or 0) for e in manifest["layers"])
+
+
+def _markdown(result):
+    r, syn = result["fold"], result.get("synthesis")
+    meas = r.get("cycles_per_image")
+    lines = [f"## {result['suite']} on the {result['board']} ({result['device']})", "",
+             f"Model: {result['model']}; {r['macs']:,} MACs per image; "
+             f"{result['weight_bits']:,} weight bits, all on chip.", "",
+             "| target cycles | lanes | expected cycles | measured cycles/image | ratio | "
+             "bit-exact |", "|---:|---:|---:|---:|---:|---|",
+             f"| {r['target_cycles']:,} | {r['lanes']:,} | {r['expected_cycles']:,} | "
+             f"{'-' if meas is None else f'{meas:,.1f}'} | "
+             f"{'-' if meas is None else format(r['ratio'], '.4f')} | "
+             f"{'-' if meas is None else ('yes' if r['outputs_equal'] else 'NO')} |", "",
+             "Folds (PExSIMD): " + ", ".join(f"{k} {v}" for k, v in r["folds"].items()) + "."]
+    if syn:
+        lines += ["", "| LUT4 | FF | DP16KD | MULT18X18D | Fmax MHz | cycles/image | "
+                  "inferences/s | synth_ecp5 options |", "|---:|---:|---:|---:|---:|---:|---:|---|",
+                  f"| {syn['lut4']:,} | {syn['ff']:,} | {syn['bram']} | {syn['mult']} | "
+                  f"{syn['fmax_mhz']:.1f} | {syn['cycles']:,.1f} | "
+                  f"{syn['inferences_per_second']:,.0f} | {syn['synth_opts'] or '-'} |"]
+    if result["suite"] == "resnet8":
+        lines += ["", "Anchors (published, cited in issue 11, not measured here):", ""]
+        lines += [f"* {a['name']}: {a['inferences_per_second']:,} inferences/s."
+                  for a in ANCHORS]
+    lines += ["", "Targets:", ""]
+    for key, t in result["targets"].items():
+        lines.append(f"* {key}: {t['value']} (want {t['want']}): "
+                     f"{'met' if t['met'] else 'MISSED'}")
+    return "\n".join(lines) + "\n"
+
+
+def run_graph_bench(outdir, suite, *, quick=False, synthesis=True, log=print, images=None,
+                    board=BOARD, seed=0, model=None, target_cycles=None):
+    """Measure ``suite`` (a key of :data:`SUITES`) into ``outdir``; returns 0, or 1 when a
+    target was missed.
+
+    Parameters
+    ----------
+    quick : bool
+        :data:`QUICK_IMAGES` images, no synthesis.
+    synthesis : bool
+        Place and route the fold (LUT4, Fmax, inferences/s).
+    model : nnaccel.gen.ir.Model, optional
+        Another model (a scaled-down one in the tests); the default is the suite's.
+    target_cycles : int, optional
+        The fold's cycle target (default: the suite's).
+    """
+    from ..boards.platforms import get_board
+
+    cfg = SUITES[suite]
+    spec = get_board(board)
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    steps = Steps(log, suite)
+    what = cfg["what"] if model is None else f"{model.name}, given by the caller"
+    if model is None:
+        model = steps.run("model", cfg["model"], seed)
+    images = images or (QUICK_IMAGES if quick else DEFAULT_IMAGES)
+    X = zoo_inputs(model.input_shape, images, seed)
+    target = target_cycles or cfg["target_cycles"]
+    fold = measure_fold(model, target, X, outdir=outdir, label=f"{model.name}_t{target}",
+                        log=steps)
+    design = fold.pop("design")
+    targets = {"bit_exact": {"value": fold["outputs_equal"], "want": True,
+                             "met": fold["outputs_equal"]},
+               "cycles_within_5pct": {"value": round(fold["ratio"], 4),
+                                      "want": f"1 +- {RATIO_TOLERANCE}",
+                                      "met": fold["ratio_ok"]}}
+    syn = None
+    if synthesis and not quick:
+        from ..boards.build import build, format_report
+
+        with _synth_opts(cfg["synth_opts"]):
+            report = steps.run(f"{fold['name']}: synthesis, place and route for {board}",
+                               build, design.network, board, outdir / f"{fold['name']}-{board}",
+                               name=design.name, log=steps.note)
+        for line in format_report(report).splitlines():
+            steps.note(line)
+        syn = synthesis_row(report, board=board, fold=fold["name"],
+                            synth_opts=cfg["synth_opts"])
+        syn["cycles"] = fold["cycles_per_image"]
+        syn["inferences_per_second"] = syn["fmax_mhz"] * 1e6 / syn["cycles"]
+        syn["fits"] = fits(report)
+        targets["fits"] = {"value": syn["fits"], "want": True, "met": syn["fits"]}
+        if cfg["rate"]:
+            rate = syn["inferences_per_second"]
+            targets["inferences_per_second"] = {"value": round(rate), "want": f">= {cfg['rate']}",
+                                                "met": rate >= cfg["rate"]}
+    result = {"format": "nnaccel-bench-graph/1", "suite": suite, "board": board,
+              "device": spec.device, "model": what, "seed": seed, "images": images,
+              "quick": quick, "weight_bits": weight_bits(design.manifest), "fold": fold,
+              "synthesis": syn, "anchors": list(ANCHORS) if suite == "resnet8" else [],
+              "targets": targets, "seconds_total": round(time.monotonic() - steps.start, 1)}
+    write_results(outdir, suite, result, _markdown(result))
+    missed = [k for k, t in targets.items() if not t["met"]]
+    for k in missed:
+        log(f"[{suite}] PROBLEM: target {k} missed: {targets[k]['value']} "
+            f"(want {targets[k]['want']})")
+    log(f"[{suite}] {suite}.json, {suite}.md in {outdir.resolve()}")
+    return 1 if missed else 0
