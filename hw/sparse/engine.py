@@ -21,7 +21,6 @@ from types import SimpleNamespace
 import numpy as np
 from amaranth import Cat, Const, Module, Mux, Shape, Signal, unsigned
 from amaranth.lib import data, stream, wiring
-from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
@@ -35,6 +34,12 @@ from .reference import raw_bounds
 
 __all__ = ["check_matrix", "encode_weight", "token_layout", "LeadingNonZero",
            "ProcessingElement", "Collector", "SparseCore", "SparseEngine"]
+
+
+#: yosys attributes of the PE memories: block RAM, and no logic around it for a read of the row
+#: written in the same cycle (the PE never uses such a read: it forwards the accumulator's sum
+#: and counts a queue entry readable only from the cycle after its write).
+BLOCK_RAM = {"ram_style": "block", "no_rw_check": 1}
 
 
 def _shape(lo, hi):
@@ -182,14 +187,14 @@ class ProcessingElement(wiring.Component):
     iterator cycles and columns follow each other without a bubble; a column without entries
     for this PE is dropped in T. Every token taken holds a slot (``queue_depth`` in all) from
     the cycle after it is taken until T drops it (one cycle later) or the iterator pops it, so
-    ``tok_ready`` is registered and T never stalls.
+    ``tok_ready`` is registered and T never stalls; a PE holds :attr:`slots` tokens at most.
 
     Memories: one read-only memory holds both the column pointers (word ``j``: the first and
     the end entry address of column ``j``, one read per token) and the entries (one read per
-    cycle), in block RAM; each accumulator bank is its own memory (one read port and one write
-    port, shared in time between accumulating and read-out). After a reset that interrupted a
-    vector (a bank written and not yet read out), both banks are swept to zero, one row per
-    cycle, before the iterator starts.
+    cycle), in block RAM; so is the queue; each accumulator bank is its own memory (one read
+    port and one write port, shared in time between accumulating and read-out). After a reset
+    that interrupted a vector (a bank written and not yet read out), both banks are swept to
+    zero, one row per cycle, before the iterator starts.
     """
 
     def __init__(self, params, matrix, index, raw_shape):
@@ -239,7 +244,7 @@ class ProcessingElement(wiring.Component):
                    for v, z in zip(self._values, self._z, strict=True)]
         pointers = [(base + lo) | ((base + hi) << abits)
                     for lo, hi in zip(self._pointers[:-1], self._pointers[1:], strict=True)]
-        block = {"ram_style": "block"}
+        block = BLOCK_RAM
         if self._shared:
             words = pointers + entries
             m.submodules.rom = rom = Memory(
@@ -264,6 +269,39 @@ class ProcessingElement(wiring.Component):
         self._accumulate(m, e2, weight, sweeping)
         return m
 
+    @property
+    def slots(self):
+        """Tokens a PE holds at most: ``queue_depth`` plus the two in flight (the token register
+        and the queue memory's read)."""
+        return self.params.queue_depth + 2
+
+    def _queue(self, m, width):
+        """The activation queue, in block RAM: ``slots`` words; an entry written at ``w`` can be
+        popped from ``w + 2`` (``r_data`` is the memory's registered read of the head)."""
+        depth = self.slots
+        m.submodules.queue = mem = Memory(shape=unsigned(width), depth=depth, init=[],
+                                          attrs=BLOCK_RAM)
+        w_port, r_port = mem.write_port(), mem.read_port()
+        q = SimpleNamespace(w_en=Signal(name="q_w_en"), w_data=Signal(width, name="q_w_data"),
+                            r_en=Signal(name="q_r_en"), r_rdy=Signal(name="q_r_rdy"),
+                            r_data=r_port.data)
+        w_ptr, r_ptr = Signal(range(depth), name="q_w_ptr"), Signal(range(depth), name="q_r_ptr")
+        readable = Signal(range(depth + 1))  # written two cycles ago or more, not popped
+        written = Signal()
+
+        def step(ptr):
+            return Mux(ptr == depth - 1, 0, ptr + 1)
+
+        m.d.comb += [w_port.addr.eq(w_ptr), w_port.en.eq(q.w_en), w_port.data.eq(q.w_data),
+                     r_port.addr.eq(Mux(q.r_en, step(r_ptr), r_ptr)), r_port.en.eq(1),
+                     q.r_rdy.eq(readable != 0)]
+        m.d.sync += [written.eq(q.w_en), readable.eq(readable + written - q.r_en)]
+        with m.If(q.w_en):
+            m.d.sync += w_ptr.eq(step(w_ptr))
+        with m.If(q.r_en):
+            m.d.sync += r_ptr.eq(step(r_ptr))
+        return q
+
     def _lookup(self, m, port):
         """T: the broadcast token and its column's pointers, then into the queue. Returns the
         queue, its layout, and whether T drops a token this cycle."""
@@ -271,8 +309,7 @@ class ProcessingElement(wiring.Component):
         abits = self._abits
         queued = data.StructLayout({"value": p.in_dtype.shape, "start": unsigned(abits),
                                     "end": unsigned(abits), "last": 1})
-        m.submodules.queue = queue = SyncFIFO(width=Shape.cast(queued).width,
-                                              depth=p.queue_depth)
+        queue = self._queue(m, Shape.cast(queued).width)
         t_valid, t_work, t_last = Signal(), Signal(), Signal()
         t_value = Signal(p.in_dtype.shape)
         lo, hi = port.data[:abits], port.data[abits:2 * abits]
@@ -289,10 +326,9 @@ class ProcessingElement(wiring.Component):
     def _reserve(self, m, queue, dropped):
         """Slots held: +1 per token taken, -1 when T drops one or the iterator pops one;
         ``tok_ready`` is registered from the next count."""
-        depth = self.params.queue_depth
-        held = Signal(range(depth + 1))
+        held = Signal(range(self.slots + 1))
         nxt = held + self.tok_take - dropped - queue.r_en
-        m.d.sync += [held.eq(nxt), self.tok_ready.eq(nxt < depth)]
+        m.d.sync += [held.eq(nxt), self.tok_ready.eq(nxt < self.slots)]
 
     def _iterate(self, m, queue, queued, e_port, sweeping):
         """Entry iterator: one slot per cycle, the next column right after the last entry;
@@ -355,6 +391,9 @@ class ProcessingElement(wiring.Component):
         act = Mux(e2.act, 1, -1) if p.in_dtype.kind is DTypeKind.BIPOLAR else e2.act
         e3 = self._stage(m, "e3", vend=e2.vend, product=weight * act, write=e2.write,
                          row=e2.row, bank=e2.bank)
+        # the entry before writes the row as this one reads it: take that sum, not the memory's
+        forward = Signal()
+        m.d.sync += forward.eq(e2.write & e3.write & (e2.row == e3.row) & (e2.bank == e3.bank))
         rd_sel = Signal()
         with m.If(self.rd_en):
             m.d.sync += rd_sel.eq(self.rd_bank)
@@ -371,13 +410,14 @@ class ProcessingElement(wiring.Component):
             m.d.sync += after_reset.eq(0)
         ports = []
         for b in range(2):
-            mem = Memory(shape=self.raw_shape, depth=rows, init=[], attrs={"ram_style": "block"})
+            mem = Memory(shape=self.raw_shape, depth=rows, init=[], attrs=BLOCK_RAM)
             m.submodules[f"acc{b}"] = mem
             w_port = mem.write_port()
-            r_port = mem.read_port(transparent_for=(w_port,))
-            ports.append((r_port, w_port))
-        acc_in = Mux(e3.bank, ports[1][0].data, ports[0][0].data)
-        total = Signal(self.raw_shape)
+            ports.append((mem.read_port(), w_port))
+        total, last_total = Signal(self.raw_shape), Signal(self.raw_shape)
+        acc_in = Mux(forward, last_total,
+                     Mux(e3.bank, ports[1][0].data, ports[0][0].data))
+        m.d.sync += last_total.eq(total)
         m.d.comb += [total.eq(acc_in + e3.product),
                      self.rd_data.eq(Mux(rd_sel, ports[1][0].data, ports[0][0].data))]
         for b, (r_port, w_port) in enumerate(ports):

@@ -14,14 +14,14 @@ counts from the cycle the first input beat is accepted (cycle 0):
   the next is taken one cycle after it. The vector's last token ends it; if its last beat holds
   no non-zero, a token without work does.
 * **Broadcast.** A token goes to every PE at once (cycle ``t``). Every token a PE takes holds
-  one of its ``queue_depth`` slots, from cycle ``t + 1`` until its *release*: ``t + 2`` when
-  the PE does not need it (its pointer lookup drops it), else one cycle after it is popped.
-  Each PE's ready is registered: a token can go at ``t`` only when every PE holds fewer than
-  ``queue_depth`` slots at ``t`` (fewer than ``queue_depth`` earlier tokens are released
-  after ``t``).
+  one of its ``queue_depth + 2`` slots (the queue and the two tokens in flight), from cycle
+  ``t + 1`` until its *release*: ``t + 2`` when the PE does not need it (its pointer lookup
+  drops it), else one cycle after it is popped. Each PE's ready is registered: a token can go
+  at ``t`` only when every PE holds fewer than ``queue_depth + 2`` slots at ``t`` (fewer than
+  that many earlier tokens are released after ``t``).
 * **PE p** needs a token when its column holds entries for it (``n = counts[p, col]``) or when
   the token ends a vector (``n = 0``). Such a token, broadcast at ``t``, is written into the
-  queue at ``w = t + 1``; it is popped at ``c = max(w + 1, c_prev + n_prev, bank free)`` and
+  queue at ``w = t + 1``; it is popped at ``c = max(w + 2, c_prev + n_prev, bank free)`` and
   occupies the iterator ``max(n, 1)`` cycles. The last token of vector ``v`` leaves the
   iterator at ``f``; the bank is done at ``f + ISSUE_TO_DONE``.
 * **Banks and read-out.** Two accumulator banks alternate between vectors. Vector ``v`` is read
@@ -156,7 +156,7 @@ def cycle_model(counts, active, *, in_beat, queue_depth, rows_per_pe, out_latenc
         raise ValueError(f"active has {active.shape[1]} columns, counts {k}")
     depth = int(queue_depth)
     pes = np.arange(n_pe)
-    held = np.full((n_pe, depth), -(1 << 40), dtype=np.int64)  # the D latest slot releases
+    held = np.full((n_pe, depth + 2), -(1 << 40), dtype=np.int64)  # latest slot releases
     next_pop = np.zeros(n_pe, dtype=np.int64)  # earliest pop: iterator free
     busy = np.zeros(n_pe, dtype=np.int64)
     entries = np.zeros(n_pe, dtype=np.int64)
@@ -177,7 +177,7 @@ def cycle_model(counts, active, *, in_beat, queue_depth, rows_per_pe, out_latenc
                 first_bcast = t if first_bcast is None else first_bcast
                 n = counts[:, col] if work else np.zeros(n_pe, dtype=np.int64)
                 need = (n > 0) | last
-                c = np.maximum.reduce([np.full(n_pe, t + 2), next_pop,
+                c = np.maximum.reduce([np.full(n_pe, t + 3), next_pop,
                                        np.full(n_pe, bank_free)])
                 cost = np.maximum(n, 1)
                 slot = held.argmin(axis=1)

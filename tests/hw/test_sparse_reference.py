@@ -37,11 +37,12 @@ def test_single_pe_timeline():
     counts = np.full((1, 4), 3)
     rep = cycle_model(counts, np.ones((1, 4), dtype=bool), in_beat=1, queue_depth=1,
                       rows_per_pe=2, out_latency=4)
-    # token j broadcast at 1 + j... until the queue fills; pops at 3, 6, 9, 12; the last
-    # entry leaves at 14; done at 14 + 4; read-out at 18, 19; last output beat at 19 + 4.
-    assert rep.vector_end.tolist() == [14 + ISSUE_TO_DONE + 1 + 4]
+    # token j broadcast at 1 + j... while the PE holds fewer than D + 2 = 3; pops at 4, 7, 10,
+    # 13; the last entry leaves at 15; done at 15 + 4; read-out at 19, 20; last output beat at
+    # 20 + 4.
+    assert rep.vector_end.tolist() == [15 + ISSUE_TO_DONE + 1 + 4]
     assert rep.busy.tolist() == [12] and rep.entries.tolist() == [12]
-    assert rep.compute_cycles == 14 and rep.efficiency == pytest.approx(12 / 14)
+    assert rep.compute_cycles == 15 and rep.efficiency == pytest.approx(12 / 15)
 
 
 def test_banks_overlap_read_out_with_compute():
