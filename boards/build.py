@@ -73,7 +73,7 @@ def _tool_env_var(tool):
 
 
 def build(network, board, outdir, *, name, baud=115200, log=None, keep_failed=False,
-          finish=None, in_beats=1, out_beats=1, pll=None):
+          finish=None, in_beats=1, out_beats=1, pll=None, selftest=None):
     """Build ``network`` for ``board`` into ``outdir``; return the report.
 
     Parameters
@@ -109,6 +109,9 @@ def build(network, board, outdir, *, name, baud=115200, log=None, keep_failed=Fa
         Clock the design from the board's PLL at this setting (default: the oscillator). The
         report's ``clock_mhz`` is the clock that drives the network, ``fmax_mhz`` nextpnr's
         figure for it.
+    selftest : (list of int, list of int) or None
+        Input and expected output beats of an on-chip self-test in block RAM
+        (:class:`~nnaccel.boards.framelink.SelfTest`).
 
     Returns
     -------
@@ -151,7 +154,8 @@ def build(network, board, outdir, *, name, baud=115200, log=None, keep_failed=Fa
             # iCE40 UltraPlus parts have SB_MAC16 blocks, which synth_ice40 uses only when told
             dsp = ["-dsp"] if spec.family == "ice40" and "UP" in spec.device.upper() else []
             plan = platform.build(
-                BoardTop(network, baud=baud, in_beats=in_beats, out_beats=out_beats, pll=pll),
+                BoardTop(network, baud=baud, in_beats=in_beats, out_beats=out_beats, pll=pll,
+                         selftest=selftest),
                 name=name, build_dir=str(staging),
                 do_build=False, do_program=False, synth_opts=dsp,
                 nextpnr_opts=["--report", f"{name}.report.json", "--timing-allow-fail"],

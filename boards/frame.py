@@ -35,6 +35,12 @@ Commands (host to device):
 ``RESET`` (0x04)
     No payload. Reply ``ACK``, then the device resets the link, its buffers and counters and the
     network.
+``SELFTEST`` (0x05)
+    No payload. On a device built with a self-test (``nnaccel build --self-test N``): reply
+    ``ACK`` and feed the N stored input vectors to the network back to back at full clock,
+    comparing its outputs with the N stored expected ones; STATUS reports the run's cycles and
+    mismatches. ``BUSY`` while a batch or a self-test is in the network; ``ERROR`` 1 on a
+    device without one.
 
 Replies (device to host) carry the command's ``seq``: ``ACK`` is ``0x80 | cmd``; ``NAK``
 (0xE0) refuses a frame whose CRC is wrong (the host resends it); ``BUSY`` (0xE1); ``ERROR``
@@ -51,7 +57,8 @@ import struct
 from dataclasses import dataclass
 
 __all__ = [
-    "MAGIC", "HEADER_BYTES", "CRC_BYTES", "SEND", "READ", "STATUS", "RESET", "ACK", "NAK",
+    "MAGIC", "HEADER_BYTES", "CRC_BYTES", "SEND", "READ", "STATUS", "RESET", "SELFTEST",
+    "ACK", "NAK",
     "BUSY", "ERROR", "ERROR_REASONS", "STATUS_FORMAT", "PROTOCOL_VERSION", "crc16",
     "encode_frame", "Frame", "FrameError", "FrameReader", "Status",
 ]
@@ -60,7 +67,7 @@ MAGIC = 0xA5
 HEADER_BYTES = 5
 CRC_BYTES = 2
 
-SEND, READ, STATUS, RESET = 0x01, 0x02, 0x03, 0x04
+SEND, READ, STATUS, RESET, SELFTEST = 0x01, 0x02, 0x03, 0x04, 0x05
 ACK = 0x80
 NAK, BUSY, ERROR = 0xE0, 0xE1, 0xE2
 
@@ -76,8 +83,9 @@ PROTOCOL_VERSION = 1
 
 #: STATUS reply payload: vectors_done, busy_cycles, clock_cycles (u32), crc_errors, timeouts,
 #: out_level, outstanding, in_vector_bytes, out_vector_bytes, in_capacity, out_capacity,
-#: read_pointer, max_read, last_send (u16), version (u8).
-STATUS_FORMAT = "<IIIHHHHHHHHHHHB"
+#: read_pointer, max_read, last_send (u16), version (u8), selftest_vectors (u16),
+#: selftest_cycles (u32), selftest_mismatches (u16), selftest_running (u8).
+STATUS_FORMAT = "<IIIHHHHHHHHHHHBHIHB"
 
 _POLY = 0x1021
 
@@ -196,6 +204,11 @@ class Status:
         that lost the reply to a SEND learns here whether it was fed.
     version : int
         :data:`PROTOCOL_VERSION` of the device.
+    selftest_vectors : int
+        Vectors of the built-in self-test (0: none).
+    selftest_cycles, selftest_mismatches, selftest_running : int
+        Of the last self-test run: clock cycles from its start to its last output, output
+        beats that differed from the expected ones, and whether it is still running.
     """
 
     vectors_done: int
@@ -213,6 +226,10 @@ class Status:
     max_read: int
     last_send: int
     version: int
+    selftest_vectors: int
+    selftest_cycles: int
+    selftest_mismatches: int
+    selftest_running: int
 
     @classmethod
     def unpack(cls, payload):

@@ -8,7 +8,7 @@ reads and acknowledges them, and answers every complete frame with one reply fra
 
 import struct
 
-from amaranth import Cat, Const, Module, Mux, Signal
+from amaranth import Cat, Const, Module, Mux, Shape, Signal, Value
 from amaranth.lib import stream, wiring
 from amaranth.lib.crc import catalog
 from amaranth.lib.memory import Memory
@@ -17,7 +17,7 @@ from amaranth.lib.wiring import In, Out
 from . import frame as proto
 from .link import BeatsToBytes, BytesToBeats, beat_bytes
 
-__all__ = ["FrameLink"]
+__all__ = ["FrameLink", "SelfTest"]
 
 _STATUS_BYTES = struct.calcsize(proto.STATUS_FORMAT)
 
@@ -48,6 +48,9 @@ class FrameLink(wiring.Component):
     timeout : int
         Receive timeout in clock cycles: a frame whose next byte does not come within it is
         dropped.
+    selftest : (list of int, list of int) or None
+        Input beats and expected output beats (bit patterns, whole vectors) of an on-chip
+        self-test (:class:`SelfTest`) that the SELFTEST command runs.
 
     Attributes
     ----------
@@ -69,7 +72,7 @@ class FrameLink(wiring.Component):
     """
 
     def __init__(self, in_shape, out_shape, *, in_beats=1, out_beats=1, in_capacity=None,
-                 out_capacity=2048, max_read=256, timeout):
+                 out_capacity=2048, max_read=256, timeout, selftest=None):
         self.in_shape, self.out_shape = in_shape, out_shape
         self.in_vector_bytes = _positive("in_beats", in_beats) * beat_bytes(in_shape)
         self.out_vector_bytes = _positive("out_beats", out_beats) * beat_bytes(out_shape)
@@ -90,6 +93,8 @@ class FrameLink(wiring.Component):
         self.out_capacity = out_capacity
         self.max_read = min(_positive("max_read", max_read), 65535)
         self.timeout = _positive("timeout", timeout)
+        self.selftest = selftest
+        self.selftest_vectors = 0 if selftest is None else len(selftest[0]) // in_beats
         super().__init__({
             "i_rx": In(stream.Signature(8)),
             "o_tx": Out(stream.Signature(8)),
@@ -115,7 +120,6 @@ class FrameLink(wiring.Component):
         feeding = Signal()
         m.d.comb += feeding.eq((feed_addr != feed_end) | feed_valid)
         m.submodules.to_beats = to_beats = BytesToBeats(self.in_shape)
-        wiring.connect(m, wiring.flipped(self.o_data), to_beats.o_data)
         m.d.comb += [to_beats.i_data.payload.eq(in_r.data), to_beats.i_data.valid.eq(feed_valid),
                      in_r.addr.eq(feed_addr), in_r.en.eq(~feed_valid | to_beats.i_data.ready)]
         with m.If(in_r.en):
@@ -153,7 +157,8 @@ class FrameLink(wiring.Component):
         out_w = out_mem.write_port()
         out_r = out_mem.read_port()
         m.submodules.to_bytes = to_bytes = BeatsToBytes(self.out_shape)
-        wiring.connect(m, wiring.flipped(self.i_data), to_bytes.i_data)
+        st_mode = Signal()
+        st = self._network_streams(m, to_beats.o_data, to_bytes.i_data, st_mode)
         wr_ptr, rd_ptr = Signal(16), Signal(16)
         level = Signal(16)
         m.d.comb += level.eq(wr_ptr - rd_ptr)
@@ -197,7 +202,10 @@ class FrameLink(wiring.Component):
                      Const(self.in_vector_bytes, 16), Const(self.out_vector_bytes, 16),
                      Const(self.in_capacity, 16), Const(self.out_capacity, 16), rd_ptr,
                      Const(self.max_read, 16), last_send, last_send_valid, Const(0, 7),
-                     Const(proto.PROTOCOL_VERSION, 8))
+                     Const(proto.PROTOCOL_VERSION, 8), Const(self.selftest_vectors, 16),
+                     Const(0, 32) if st is None else st.cycles,
+                     Const(0, 16) if st is None else st.mismatches,
+                     Const(0, 8) if st is None else st.running)
 
         def reply(code, kind=_Transmitter.NONE, length=0, reason=0):
             m.d.comb += [tx.start.eq(1), tx.code.eq(code), tx.kind.eq(kind),
@@ -234,6 +242,16 @@ class FrameLink(wiring.Component):
                     reply(proto.ACK | proto.READ, _Transmitter.DATA, Mux(left > most, most, left))
             with m.Elif(rx.cmd == proto.STATUS):
                 reply(proto.ACK | proto.STATUS, _Transmitter.STATUS, _STATUS_BYTES)
+            with m.Elif(rx.cmd == proto.SELFTEST):
+                if st is None:
+                    reply(proto.ERROR, _Transmitter.REASON, 1, 1)
+                else:
+                    with m.If(feeding | (outstanding != 0) | to_beats.o_data.valid | st_mode):
+                        reply(proto.BUSY)
+                    with m.Else():
+                        m.d.comb += st.start.eq(1)
+                        m.d.sync += st_mode.eq(1)
+                        reply(proto.ACK | proto.SELFTEST)
             with m.Elif(rx.cmd == proto.RESET):
                 m.d.sync += reset_pending.eq(1)
                 reply(proto.ACK | proto.RESET)
@@ -241,7 +259,29 @@ class FrameLink(wiring.Component):
                 reply(proto.ERROR, _Transmitter.REASON, 1, 1)
         with m.If(reset_pending & tx.idle & ~tx.start):
             m.d.comb += self.soft_reset.eq(1)
+        if st is not None:
+            with m.If(st_mode & ~st.running & ~st.start):
+                m.d.sync += st_mode.eq(0)
         return m
+
+    def _network_streams(self, m, link_in, link_out, st_mode):
+        """Connect the network's streams to the link (and, while ``st_mode``, to the
+        self-test instead); return the :class:`SelfTest` or None."""
+        if self.selftest is None:
+            wiring.connect(m, wiring.flipped(self.o_data), link_in)
+            wiring.connect(m, wiring.flipped(self.i_data), link_out)
+            return None
+        m.submodules.selftest = st = SelfTest(self.in_shape, self.out_shape,
+                                              inputs=self.selftest[0], expected=self.selftest[1])
+        for mode, (source, sink) in ((1, (st.o_data, st.i_data)), (0, (link_in, link_out))):
+            with m.If(st_mode == mode):
+                m.d.comb += [self.o_data.payload.eq(source.payload),
+                             self.o_data.valid.eq(source.valid),
+                             source.ready.eq(self.o_data.ready),
+                             sink.payload.eq(self.i_data.payload),
+                             sink.valid.eq(self.i_data.valid),
+                             self.i_data.ready.eq(sink.ready)]
+        return st
 
 
 class _Receiver(wiring.Component):
@@ -401,4 +441,78 @@ class _Transmitter(wiring.Component):
                 with m.If(~o.valid):
                     emit(crc.crc[:8], in_crc=False)
                     m.next = "IDLE"
+        return m
+
+
+class SelfTest(wiring.Component):
+    """On-chip self-test: stored input beats fed to the network back to back, its output beats
+    compared with stored expected beats.
+
+    Parameters
+    ----------
+    in_shape, out_shape : shape-castable
+        The network's beat shapes.
+    inputs, expected : sequence of int
+        Bit patterns of every input beat and of every expected output beat (whole vectors).
+
+    Attributes
+    ----------
+    o_data : Out(stream.Signature(in_shape))
+        Input beats, one per cycle while the network takes them, from ``start`` on.
+    i_data : In(stream.Signature(out_shape))
+        Output beats; always ready.
+    start : In(1)
+        Strobe: run (again) from the first beat; ignored while running.
+    running : Out(1)
+        From ``start`` until the last expected beat arrived.
+    cycles : Out(32)
+        Cycles of the last run, from ``start`` to the last output beat.
+    mismatches : Out(16)
+        Output beats of the last run that differed from the expected ones (saturating).
+    """
+
+    def __init__(self, in_shape, out_shape, *, inputs, expected):
+        self.in_shape, self.out_shape = in_shape, out_shape
+        self.inputs, self.expected = list(inputs), list(expected)
+        if not self.inputs or not self.expected:
+            raise ValueError("a self-test needs at least one input and one expected beat")
+        super().__init__({
+            "o_data": Out(stream.Signature(in_shape)),
+            "i_data": In(stream.Signature(out_shape)),
+            "start": In(1), "running": Out(1), "cycles": Out(32), "mismatches": Out(16),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        in_width = Shape.cast(self.in_shape).width
+        out_width = Shape.cast(self.out_shape).width
+        m.submodules.in_rom = in_rom = Memory(shape=in_width, depth=len(self.inputs),
+                                              init=self.inputs)
+        m.submodules.out_rom = out_rom = Memory(shape=out_width, depth=len(self.expected),
+                                                init=self.expected)
+        in_r, out_r = in_rom.read_port(), out_rom.read_port()
+        feed = Signal(range(len(self.inputs) + 1), init=len(self.inputs))
+        valid = Signal()
+        m.d.comb += [Value.cast(self.o_data.payload).eq(in_r.data), self.o_data.valid.eq(valid),
+                     in_r.addr.eq(feed), in_r.en.eq(~valid | self.o_data.ready)]
+        with m.If(in_r.en):
+            m.d.sync += valid.eq(feed != len(self.inputs))
+            with m.If(feed != len(self.inputs)):
+                m.d.sync += feed.eq(feed + 1)
+
+        got = Signal(range(len(self.expected) + 1), init=len(self.expected))
+        beat = Signal(out_width)
+        compare = Signal()
+        m.d.comb += [self.i_data.ready.eq(1), out_r.addr.eq(got), self.running.eq(
+            (got != len(self.expected)) | compare)]
+        m.d.sync += compare.eq(0)
+        with m.If(self.i_data.valid & (got != len(self.expected))):
+            m.d.sync += [beat.eq(Value.cast(self.i_data.payload)), compare.eq(1),
+                         got.eq(got + 1)]
+        with m.If(compare & (beat != out_r.data) & (self.mismatches != 0xFFFF)):
+            m.d.sync += self.mismatches.eq(self.mismatches + 1)
+        with m.If(self.running):
+            m.d.sync += self.cycles.eq(self.cycles + 1)
+        with m.If(self.start & ~self.running & ~valid):
+            m.d.sync += [feed.eq(0), got.eq(0), self.cycles.eq(0), self.mismatches.eq(0)]
         return m

@@ -187,6 +187,26 @@ class BoardLink:
         self.command(proto.RESET, expect=0)
         self._last_send = None
 
+    def selftest(self, *, seconds=10.0):
+        """Run the device's built-in self-test; return the STATUS after it finished.
+
+        Raises
+        ------
+        LinkError
+            The device has no self-test, or it did not finish within ``seconds``.
+        """
+        reply, _ = self.command(proto.SELFTEST, expect=1)
+        if reply.cmd == proto.BUSY:
+            raise LinkError("the device is busy with a batch; reset it and run the self-test "
+                            "again")
+        deadline = time.monotonic() + seconds
+        while True:
+            status = self.status()
+            if not status.selftest_running:
+                return status
+            if time.monotonic() > deadline:
+                raise LinkError(f"the self-test did not finish within {seconds:g} s")
+
     def run(self, vectors, *, vector_bytes, out_vector_bytes, status=None):
         """Send the input vectors and collect every output vector.
 

@@ -18,6 +18,8 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
+
 from .boards.host import BoardLink
 from .boards.link import beat_bytes
 from .boards.top import link_bauds
@@ -26,7 +28,8 @@ from .sim import runner
 from .sim.design import first_mismatch, from_stream, to_stream
 from .sim.packing import pack, unpack
 
-__all__ = ["link_baud", "wire_format", "run_on_board", "BoardSim", "program"]
+__all__ = ["link_baud", "wire_format", "run_on_board", "selftest_beats", "run_selftest",
+           "BoardSim", "program"]
 
 def link_baud(board):
     """The host link's fastest bit rate for the board named ``board``
@@ -115,6 +118,8 @@ def run_on_board(design, X, link, *, clock_hz, check=True, reset=True):
     }
     if done != len(X):
         raise ToolError(f"the device counted {done} vectors, the host sent {len(X)}")
+    if after.selftest_vectors:
+        result.update(run_selftest(link, clock_hz=clock_hz))
     if check:
         mismatch = first_mismatch(model.forward(X), outputs)
         result["matches_reference"] = mismatch is None
@@ -123,6 +128,47 @@ def run_on_board(design, X, link, *, clock_hz, check=True, reset=True):
                             f"{mismatch['vector']}, element {mismatch['element']}: board "
                             f"{mismatch['hardware']}, reference {mismatch['reference']}")
     return outputs, result
+
+
+def selftest_beats(design, count, *, seed=0):
+    """``(input_beats, expected_beats)`` of ``count`` random valid input vectors and their
+    numpy outputs, as the design's streams carry them (for ``build --self-test``)."""
+    model = design.plan.model
+    io = design.manifest["io"]
+    rng = np.random.default_rng(seed)
+    dtype = model.input_dtype
+    shape = (count, *model.input_shape)
+    if str(dtype) == "bipolar":
+        X = rng.choice([-1, 1], size=shape)
+    else:
+        X = rng.integers(dtype.lo, dtype.hi + 1, size=shape)
+    Y = model.forward(X)
+    beats = []
+    for side, values, dt in (("input", X, dtype), ("output", Y, model.output_dtype)):
+        d = io[side]
+        beats.append(pack(dt.encode(to_stream(values)), d["elements_per_beat"],
+                          d["bits_per_element"]))
+    return tuple(beats)
+
+
+def run_selftest(link, *, clock_hz):
+    """Run the board's self-test; its figures as a dict (``selftest_*``).
+
+    Raises
+    ------
+    ToolError
+        An output of the self-test differed from the expected one.
+    """
+    status = link.selftest()
+    n, cycles = status.selftest_vectors, status.selftest_cycles
+    result = {"selftest_vectors": n, "selftest_cycles": cycles,
+              "selftest_mismatches": status.selftest_mismatches,
+              "selftest_cycles_per_vector": cycles / n,
+              "selftest_vectors_per_second": n * clock_hz / cycles}
+    if status.selftest_mismatches:
+        raise ToolError(f"the board's self-test: {status.selftest_mismatches} output beats of "
+                        f"{n} vectors differ from numpy's")
+    return result
 
 
 class BoardSim:
@@ -143,12 +189,14 @@ class BoardSim:
         Probability that a byte on the simulated wire gets one bit flipped (each way).
     seed : int
         Seed of the corruption.
+    selftest : int
+        Vectors of an on-chip self-test to build in (:func:`selftest_beats`), 0 for none.
     """
 
     TOP = "board_top"
     PERIOD_NS = 10
 
-    def __init__(self, design, *, board, divisor=4, corrupt=0.0, seed=0):
+    def __init__(self, design, *, board, divisor=4, corrupt=0.0, seed=0, selftest=0):
         from .boards.platforms import get_board
 
         get_board(board)
@@ -156,6 +204,7 @@ class BoardSim:
             raise UsageError(f"--corrupt must be a probability in [0, 1), not {corrupt!r}")
         self.design, self.board = design, board
         self.divisor, self.corrupt, self.seed = divisor, corrupt, seed
+        self.selftest = selftest_beats(design, selftest) if selftest else None
         self.baud = link_baud(board)
         self.clock_hz = divisor * self.baud
         self.port = None
@@ -171,7 +220,8 @@ class BoardSim:
 
         io = self.design.manifest["io"]
         top = BoardTop(self.design.network, divisor=self.divisor,
-                       in_beats=io["input"]["beats"], out_beats=io["output"]["beats"])
+                       in_beats=io["input"]["beats"], out_beats=io["output"]["beats"],
+                       selftest=self.selftest)
         return verilog.convert(top, name=self.TOP)
 
     def __enter__(self):

@@ -650,7 +650,8 @@ def cmd_board_sim(args):
 
     _model, _manifest, make_design = _source(args)
     design = make_design()
-    with BoardSim(design, board=args.board, corrupt=args.corrupt, seed=args.seed) as sim:
+    with BoardSim(design, board=args.board, corrupt=args.corrupt, seed=args.seed,
+                  selftest=args.self_test) as sim:
         print(f"board-sim: {design.name} on a simulated {args.board}: {sim.baud:,} baud, "
               f"clock {sim.clock_hz / 1e6:g} MHz (PLL bypassed), serial port {sim.port}",
               flush=True)
@@ -722,6 +723,10 @@ def _build(args):
     io = design.manifest["io"]
     options = dict(name=design.name, log=log, finish=finish, in_beats=io["input"]["beats"],
                    out_beats=io["output"]["beats"])
+    if args.self_test:
+        from .board import selftest_beats
+
+        options["selftest"] = selftest_beats(design, args.self_test)
     if args.clock == "oscillator":
         report = build(design.network, args.board, outdir, **options)
     else:
@@ -1054,6 +1059,10 @@ def build_parser():
                    help="fpga: auto: build at a first guess, read nextpnr's Fmax and build "
                         "again from the PLL just below it; MHz: that PLL clock; oscillator: "
                         "the board's oscillator, link at 115200 baud (default auto)")
+    p.add_argument("--self-test", type=_positive, default=0, metavar="N",
+                   help="fpga: store N random input vectors and their numpy outputs in block "
+                        "RAM; run --backend board runs them back to back at full clock and "
+                        "reports cycles and mismatches")
     p.add_argument("-o", "--output", help="build directory (default build/<name>-<board> or "
                                           "build/<name>-<lib>)")
     _add_force(p)
@@ -1071,6 +1080,8 @@ def build_parser():
     p.add_argument("--seed", type=int, default=0, help="seed of the corruption")
     p.add_argument("--seconds", type=float, default=0,
                    help="stop after this many seconds (default: serve until Ctrl-C)")
+    p.add_argument("--self-test", type=_positive, default=0, metavar="N",
+                   help="build in a self-test of N random vectors and their numpy outputs")
     _add_generate_options(p)
     p.set_defaults(func=cmd_board_sim)
 

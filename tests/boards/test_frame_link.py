@@ -215,3 +215,43 @@ def test_errors_busy_and_reset(standin, serial):
         assert reply.payload == _vectors(standin, shape, [[2, 3, 4]])
 
     _run(standin, serial, script, out_capacity=8)
+
+
+def test_selftest_runs_back_to_back_and_counts_mismatches(standin, serial):
+    """20 stored vectors through AddOne at one beat per cycle; one expected beat is wrong on
+    purpose: the status reports 1 mismatch and about 20 cycles (not the link's pace)."""
+    rng = np.random.default_rng(7)
+    x = rng.integers(-32, 32, size=(20, standin.lanes))
+    y = standin.reference(x)
+    inputs = [standin.pack(row, standin.bits) for row in x]
+    expected = [standin.pack(row, standin.bits) for row in y]
+    expected[13] ^= 1
+
+    async def script(host, shape, top):
+        status = await host.status()
+        assert (status.selftest_vectors, status.selftest_running) == (20, 0)
+        reply = await host.command(1, proto.SELFTEST)
+        assert reply.cmd == proto.ACK | proto.SELFTEST
+        status = await host.status()
+        assert status.selftest_running == 0 and status.selftest_mismatches == 1
+        assert 20 <= status.selftest_cycles <= 26
+        assert status.vectors_done == 0           # self-test outputs never reach the buffer
+        # the link still works afterwards, and a second run starts afresh
+        reply = await host.command(2, proto.SEND, _vectors(standin, shape, x[:2]))
+        assert reply.cmd == proto.ACK | proto.SEND
+        reply = await host.command(3, proto.READ, struct.pack("<HH", 0, 100))
+        np.testing.assert_array_equal(_outputs(standin, shape, reply.payload), y[:2])
+        assert (await host.command(4, proto.SELFTEST)).cmd == proto.ACK | proto.SELFTEST
+        status = await host.status(seq=201)
+        assert (status.selftest_mismatches, status.vectors_done) == (1, 2)
+
+    _run(standin, serial, script, selftest=(inputs, expected))
+
+
+def test_selftest_absent_is_an_error(standin, serial):
+    async def script(host, shape, top):
+        reply = await host.command(1, proto.SELFTEST)
+        assert (reply.cmd, reply.payload) == (proto.ERROR, b"\x01")
+        assert (await host.status()).selftest_vectors == 0
+
+    _run(standin, serial, script)
