@@ -1,0 +1,99 @@
+"""The network alone, placed and routed out of context on the ECP5-85F: its own Fmax and size.
+
+``nnaccel bench`` builds each network inside the board's top level (host link, buffers), so its
+Fmax is that of the slowest path of the whole design, which may lie in the link. This module
+synthesises only the network (yosys ``synth_ecp5``) and places and routes it with nextpnr's
+``--out-of-context`` (no I/O buffers, the clock on general routing: slightly pessimistic), so
+the figures are the engines' own.
+
+Run ``python -m nnaccel.bench.network NAME [-o DIR]`` with a benchmark name of
+:data:`nnaccel.bench.mvu.BENCHMARKS` (``mlp_int8``, ``digits_bnn``, ``prime_int4``,
+``sfc_bnn`` at its 80-cycle fold); it prints one line of figures and writes ``network.json``.
+"""
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+__all__ = ["DEVICE", "PACKAGE", "FREQ_MHZ", "SFC_TARGET_CYCLES", "network_build", "main"]
+
+#: nextpnr-ecp5 device and package of the ULX3S's ECP5-85F.
+DEVICE, PACKAGE = "--85k", "CABGA381"
+#: Clock constraint handed to nextpnr (the issue's moonshot); the Fmax reached is reported.
+FREQ_MHZ = 150
+#: Cycles per inference of the SFC network's fold (the one ``nnaccel bench`` chose).
+SFC_TARGET_CYCLES = 80
+
+_CELLS = {"lut4": "TRELLIS_COMB", "ff": "TRELLIS_FF", "lutram": "TRELLIS_RAMW",
+          "bram": "DP16KD", "mult": "MULT18X18D"}
+
+
+def _tool(name):
+    return str(Path(sys.executable).with_name(f"yowasp-{name}"))
+
+
+def network_build(network, outdir, *, freq_mhz=FREQ_MHZ):
+    """Synthesise, place and route ``network`` (a stream component) out of context in
+    ``outdir``; returns ``{"fmax_mhz", "lut4", "ff", "lutram", "bram", "mult", "seconds"}``."""
+    from amaranth.back import verilog
+
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    (outdir / "network.v").write_text(verilog.convert(network, name="network", emit_src=False))
+    start = time.monotonic()
+    # the WebAssembly tools see the working directory: relative paths only
+    subprocess.run([_tool("yosys"), "-q", "-l", "yosys.log", "-p",
+                    "read_verilog network.v; synth_ecp5 -top network -json network.json"],
+                   cwd=outdir, check=True)
+    # exit status 1 when the constraint is missed: the report holds the Fmax reached
+    subprocess.run([_tool("nextpnr-ecp5"), DEVICE, "--package", PACKAGE, "--json",
+                    "network.json", "--out-of-context", "--freq", str(freq_mhz), "--report",
+                    "report.json", "--log", "nextpnr.log", "--quiet"], cwd=outdir, check=False)
+    report = json.loads((outdir / "report.json").read_text())
+    used = {cell: v["used"] for cell, v in report["utilization"].items()}
+    result = {"fmax_mhz": round(min(c["achieved"] for c in report["fmax"].values()), 2)}
+    result.update({key: int(used.get(cell, 0)) for key, cell in _CELLS.items()})
+    result["seconds"] = round(time.monotonic() - start, 1)
+    return result
+
+
+def _design(name, seed=0):
+    from ..gen.generate import generate
+    from ..gen.plan import Options
+    from .mvu import BENCHMARKS, capped_folds
+
+    bench = next((b for b in BENCHMARKS if b.name == name), None)
+    if bench is None:
+        raise SystemExit(f"unknown benchmark {name!r}; choose from "
+                         + ", ".join(b.name for b in BENCHMARKS))
+    model, _, _ = bench.make(seed, 1)
+    if bench.max_lanes is not None:
+        return generate(model, Options(max_lanes=bench.max_lanes))
+    shapes = [layer.weight.shape for layer in model.layers]
+    folds = capped_folds(shapes, SFC_TARGET_CYCLES, bench.max_simd)
+    return generate(model, Options(target_cycles=SFC_TARGET_CYCLES, folds=tuple(
+        (layer.name, fold) for layer, fold in zip(model.layers, folds, strict=True))))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m nnaccel.bench.network",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("name", help="a benchmark of nnaccel.bench.mvu.BENCHMARKS")
+    parser.add_argument("-o", "--output", default="out/network", help="build directory root")
+    args = parser.parse_args(argv)
+    design = _design(args.name)
+    result = network_build(design.network, Path(args.output) / args.name)
+    folds = [f"{e['pe']}x{e['simd']}" for e in design.manifest["layers"] if "pe" in e]
+    result.update(name=args.name, folds=folds)
+    (Path(args.output) / args.name / "network.json").write_text(json.dumps(result, indent=2))
+    print(f"{args.name}: folds {', '.join(folds)}; Fmax {result['fmax_mhz']:.1f} MHz, "
+          f"{result['lut4']:,} LUT4 (+{result['lutram']} as RAM), {result['ff']:,} FF, "
+          f"{result['bram']} DP16KD, {result['mult']} MULT18X18D ({result['seconds']:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
