@@ -823,6 +823,7 @@ def cmd_bench(args):
     exit status 1 when a check or target of any suite failed."""
     from pathlib import Path
 
+    from .bench.asic import run_asic_bench
     from .bench.cnv import run_cnv_bench
     from .bench.mvu import run_bench
     from .bench.sparse import run_sparse_bench
@@ -839,6 +840,8 @@ def cmd_bench(args):
         status |= _missed_targets(out / "sparse" / "sparse.json")
     if args.suite in ("all", "cnv"):
         status |= run_cnv_bench(out / "cnv", quick=args.quick, synthesis=synthesis, log=log)
+    if args.suite in ("all", "asic") and synthesis:
+        status |= run_asic_bench(out / "asic", log=log)
     return status
 
 
@@ -1132,7 +1135,7 @@ def build_parser():
                    help="16 vectors per network instead of 128, and no synthesis of the large "
                         "SFC network (its fold then rests on a first Fmax guess)")
     p.add_argument("--no-synthesis", action="store_true", help="skip yosys/nextpnr")
-    p.add_argument("--suite", choices=("all", "mvu", "systolic", "sparse", "cnv"),
+    p.add_argument("--suite", choices=("all", "mvu", "systolic", "sparse", "cnv", "asic"),
                    default="all",
                    help="which tables: the MVU networks, the systolic GEMMs, the sparse layer, "
                         "FINN's CNV-W1A1 (default all; the full run takes hours on two cores)")
