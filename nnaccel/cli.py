@@ -734,6 +734,9 @@ def _build(args):
 
         clock = None if args.clock == "auto" else args.clock
         report = build_clocked(design.network, args.board, outdir, clock_mhz=clock, **options)
+    if args.json:  # the report of report.json, on stdout
+        print(json.dumps(report, default=str))
+        return 0
     print(format_report(report))
     if report.get("layers"):
         from .gen.resources import design_report, format_measured
@@ -766,6 +769,9 @@ def _build_asic(args):
 
     report = build_asic(design.verilog(), outdir, name=design.name, lib=args.lib,
                         period_ns=args.period, log=log, finish=finish)
+    if args.json:
+        print(json.dumps(report, default=str))
+        return 0
     print(format_asic_report(report))
     print(f"throughput at Fmax: {report['inferences_per_second_at_fmax']:,.0f} inferences/s "
           f"({cycles} cycles per inference)")
@@ -810,15 +816,51 @@ def cmd_zoo(args):
     return 0
 
 
+@contextlib.contextmanager
+def _results_only(json_output):
+    """With ``--json``, what a long command prints on stdout goes to stderr instead, so that
+    stdout holds only the one JSON object printed after it."""
+    if not json_output:
+        yield
+        return
+    with contextlib.redirect_stdout(sys.stderr):
+        yield
+
+
+def _json_file(path):
+    path = Path(path)
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
 def cmd_demo(args):
     from .demo import run_demo
 
-    with _writing(args, "demo"):
-        return run_demo(args.output, full=args.full, vectors=args.vectors, board=args.board,
-                        synthesis=not args.no_synthesis, log=log)
+    with _writing(args, "demo"), _results_only(args.json):
+        status = run_demo(args.output, full=args.full, vectors=args.vectors, board=args.board,
+                          synthesis=not args.no_synthesis, log=log)
+    if args.json:  # summary.json: the table's rows and each step's time
+        print(json.dumps({"status": status, "output": str(args.output),
+                          "summary": _json_file(Path(args.output) / "summary.json")}))
+    return status
+
+
+#: ``bench --json``: where each suite writes its summary, below the output directory.
+_BENCH_SUMMARIES = {"mvu": "bench.json", "systolic": "systolic/systolic.json",
+                    "sparse": "sparse/sparse.json", "cnv": "cnv/cnv.json",
+                    "resnet8": "resnet8/resnet8.json", "mobilenet": "mobilenet/mobilenet.json"}
 
 
 def cmd_bench(args):
+    with _results_only(args.json):
+        status = _bench(args)
+    if args.json:
+        print(json.dumps({"status": status, "output": str(args.output), "suites": {
+            suite: _json_file(Path(args.output) / path)
+            for suite, path in _BENCH_SUMMARIES.items() if args.suite in ("all", suite)}}))
+    return status
+
+
+def _bench(args):
     """The MVU networks in ``OUTPUT``, the systolic and sparse tables in its subdirectories;
     exit status 1 when a check or target of any suite failed."""
     from pathlib import Path
@@ -1068,6 +1110,8 @@ def build_parser():
                         "reports cycles and mismatches")
     p.add_argument("-o", "--output", help="build directory (default build/<name>-<board> or "
                                           "build/<name>-<lib>)")
+    p.add_argument("--json", action="store_true",
+                   help="print the report (report.json) as one JSON object instead of tables")
     _add_force(p)
     _add_generate_options(p)
     p.set_defaults(func=cmd_build)
@@ -1124,6 +1168,9 @@ def build_parser():
     p.add_argument("--vectors", type=_positive, help="simulate only this many test vectors")
     p.add_argument("--board", default="ulx3s-85f", help="board of the synthesis report")
     p.add_argument("--no-synthesis", action="store_true", help="skip yosys/nextpnr")
+    p.add_argument("--json", action="store_true",
+                   help="print the summary (summary.json) as one JSON object on stdout; the "
+                        "tables and progress go to stderr")
     p.add_argument("--full", action="store_true",
                    help="also the sparse design (about half an hour more of place and route)")
     _add_force(p)
@@ -1139,6 +1186,9 @@ def build_parser():
                    default="all",
                    help="which tables: the MVU networks, the systolic GEMMs, the sparse layer, "
                         "FINN's CNV-W1A1 (default all; the full run takes hours on two cores)")
+    p.add_argument("--json", action="store_true",
+                   help="print every suite's summary as one JSON object on stdout; the tables "
+                        "and progress go to stderr")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("sweep", help="generate, measure (Verilator) and build every point of "
