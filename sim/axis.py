@@ -162,7 +162,7 @@ class AxisSink(_AxisPort):
             await ReadOnly()
             beat = None
             if ready and self.tvalid.value:
-                beat = (self.tdata.value.to_unsigned(), bool(self.tlast.value))
+                beat = (_unsigned(self.tdata.value), bool(self.tlast.value))
             elif self.tvalid.value:
                 self.refused_cycles += 1
             await RisingEdge(self.clk)
@@ -185,3 +185,9 @@ class AxisSink(_AxisPort):
             await RisingEdge(self.clk)
             await FallingEdge(self.clk)
         self.tready.value = 0
+
+
+def _unsigned(value):
+    """A handle's value as an unsigned integer: a 1-bit ``tdata`` reads as a ``Logic``, which
+    has no ``to_unsigned``."""
+    return value.to_unsigned() if hasattr(value, "to_unsigned") else int(value)
