@@ -106,23 +106,28 @@ async def serial_receive(ctx, line, count, divisor, *, timeout):
             cycles += 1
             if cycles > timeout:
                 raise TimeoutError(f"received {len(out)} of {count} bytes in {cycles} cycles")
-        await ctx.tick().repeat(divisor // 2)
-        assert ctx.get(line) == 0, "start bit too short"
-        byte = 0
-        for n in range(8):
-            await ctx.tick().repeat(divisor)
-            byte |= ctx.get(line) << n
-        await ctx.tick().repeat(divisor)
-        assert ctx.get(line) == 1, "stop bit missing"
+        out.append(await serial_read_byte(ctx, line, divisor))
         cycles += 10 * divisor
-        out.append(byte)
     return out
+
+
+async def serial_read_byte(ctx, line, divisor):
+    """One 8N1 frame from ``line``, whose start bit has just begun (checking start and stop)."""
+    await ctx.tick().repeat(divisor // 2)
+    assert ctx.get(line) == 0, "start bit too short"
+    byte = 0
+    for n in range(8):
+        await ctx.tick().repeat(divisor)
+        byte |= ctx.get(line) << n
+    await ctx.tick().repeat(divisor)
+    assert ctx.get(line) == 1, "stop bit missing"
+    return byte
 
 
 @pytest.fixture
 def serial():
     """The bit-level serial host helpers."""
-    return SimpleNamespace(send=serial_send, receive=serial_receive)
+    return SimpleNamespace(send=serial_send, receive=serial_receive, read_byte=serial_read_byte)
 
 
 @pytest.fixture

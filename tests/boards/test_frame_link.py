@@ -34,19 +34,12 @@ def test_frame_reader_resynchronises():
     assert reader.feed(b"") == [proto.Frame(7, proto.STATUS, b"")]
 
 
-def _uart_monitor(line, out, divisor):
+def _uart_monitor(line, out, divisor, serial):
     async def monitor(ctx):
         while True:
             while ctx.get(line):
                 await ctx.tick()
-            await ctx.tick().repeat(divisor // 2)
-            byte = 0
-            for n in range(8):
-                await ctx.tick().repeat(divisor)
-                byte |= ctx.get(line) << n
-            await ctx.tick().repeat(divisor)
-            assert ctx.get(line) == 1, "stop bit missing"
-            out.append(byte)
+            out.append(await serial.read_byte(ctx, line, divisor))
     return monitor
 
 
@@ -91,7 +84,7 @@ def _run(standin, serial, script, *, seed=0, **options):
     async def bench(ctx):
         await script(Host(ctx), shape, top)
 
-    sim.add_testbench(_uart_monitor(top.tx, received, DIVISOR), background=True)
+    sim.add_testbench(_uart_monitor(top.tx, received, DIVISOR, serial), background=True)
     sim.add_testbench(bench)
     sim.run()
 
