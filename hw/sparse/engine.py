@@ -42,6 +42,19 @@ __all__ = ["check_matrix", "encode_weight", "token_layout", "LeadingNonZero",
 BLOCK_RAM = {"ram_style": "block", "no_rw_check": 1}
 
 
+def _registered_read(m, mem, name):
+    """A read port of ``mem`` whose ``data`` is registered, like a synchronous port's: the
+    memory's asynchronous read into a register loaded when ``en``. yosys merges the two into a
+    block RAM port, and the memory's ``no_rw_check`` then spares it the logic for a read of a
+    row written in the same cycle (:data:`BLOCK_RAM`)."""
+    port = mem.read_port(domain="comb")
+    out = SimpleNamespace(addr=port.addr, en=Signal(name=f"{name}_rd_en"),
+                          data=Signal(port.data.shape(), name=f"{name}_rd_data"))
+    with m.If(out.en):
+        m.d.sync += out.data.eq(port.data)
+    return out
+
+
 def _shape(lo, hi):
     width, is_signed = bits_for_range(lo, hi)
     return Shape(width, is_signed)
@@ -281,7 +294,7 @@ class ProcessingElement(wiring.Component):
         depth = self.slots
         m.submodules.queue = mem = Memory(shape=unsigned(width), depth=depth, init=[],
                                           attrs=BLOCK_RAM)
-        w_port, r_port = mem.write_port(), mem.read_port()
+        w_port, r_port = mem.write_port(), _registered_read(m, mem, "queue")
         q = SimpleNamespace(w_en=Signal(name="q_w_en"), w_data=Signal(width, name="q_w_data"),
                             r_en=Signal(name="q_r_en"), r_rdy=Signal(name="q_r_rdy"),
                             r_data=r_port.data)
@@ -413,7 +426,7 @@ class ProcessingElement(wiring.Component):
             mem = Memory(shape=self.raw_shape, depth=rows, init=[], attrs=BLOCK_RAM)
             m.submodules[f"acc{b}"] = mem
             w_port = mem.write_port()
-            ports.append((mem.read_port(), w_port))
+            ports.append((_registered_read(m, mem, f"acc{b}"), w_port))
         total, last_total = Signal(self.raw_shape), Signal(self.raw_shape)
         acc_in = Mux(forward, last_total,
                      Mux(e3.bank, ports[1][0].data, ports[0][0].data))
