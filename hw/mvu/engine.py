@@ -83,7 +83,8 @@ class MVUCore(wiring.Component):
                              Const(0, signed(xd.bits) if xd.signed else unsigned(xd.bits)),
                              Const(1, 1)).shape()
         #: Cycles from a beat's issue to its sum entering the output FIFO.
-        self.fifo_latency = 4 + params.packed_products + tree_stages([product] * params.simd)
+        self.fifo_latency = (4 + 2 * params.packed_products
+                             + tree_stages([product] * params.simd))
         #: Sums the output FIFO holds: as many as are issued while the first one goes round
         #: (through the FIFO, whose output is up to 2 cycles late, and back as a free slot).
         self.fifo_depth = cdiv(self.fifo_latency + 3, params.synapse_folds) + 1
@@ -160,15 +161,15 @@ class MVUCore(wiring.Component):
                      for j in range(simd)] for q in range(pe)]
 
         # Stage D: registered products (the multipliers' output registers); with two products
-        # per multiplier, one more stage splits them. Then the adder trees, pipelined by width;
-        # then the accumulators, whose sum goes into the FIFO.
+        # per multiplier, two more stages pack the operands and split the products. Then the
+        # adder trees, pipelined by width; then the accumulators, whose sum goes into the FIFO.
         if p.packed_products:
             prod_d, products = [], self._packed(m, products, w_c, x_c)
         prod_d = [[Signal(products[q][j].shape(), name=f"prod_{q}_{j}") for j in range(simd)]
                   for q in range(pe)]
         m.d.sync += [prod_d[q][j].eq(products[q][j]) for q in range(pe) for j in range(simd)]
         sums = [pipelined_tree_sum(m, prod_d[q], f"tree{q}") for q in range(pe)]
-        stages = 1 + p.packed_products + sums[0][1]
+        stages = 1 + 2 * p.packed_products + sums[0][1]
         v_e, first_e, last_e = (delay(m, s, stages, n) for s, n in
                                 ((v_c, "v"), (first_c, "first"), (last_c, "last")))
         acc = Signal(o.payload.shape())
@@ -184,8 +185,9 @@ class MVUCore(wiring.Component):
         """Two products per multiplier (``params.packed_products``): PEs ``2r`` and ``2r+1``
         share input ``j``, so ``(w_a + w_b * 2**S) * x = w_a*x + (w_b*x) * 2**S`` with ``S`` the
         width of a product; the low ``S`` bits are ``w_a*x`` (two's complement when signed), the
-        rest ``w_b*x`` less the low part's sign. Registers the packed products (the
-        multipliers' output registers) and returns the split products."""
+        rest ``w_b*x`` less the low part's sign. Registers the packed operands (the multipliers'
+        input registers) and the packed products (their output registers) and returns the split
+        products, two cycles after ``products``."""
         p = self.params
         simd, wbits, xbits = p.simd, p.weight_dtype.bits, p.in_dtype.bits
         w_signed = p.weight_dtype.signed
@@ -201,17 +203,20 @@ class MVUCore(wiring.Component):
                     a = Cat(wa, wa[-1].replicate(s - wbits), high).as_signed()
                 else:
                     a = Cat(wa, Const(0, s - wbits), wb)
+                # registered operands, so nothing but the multiplier lies between registers
+                a_reg = Signal(a.shape(), name=f"pair_a_{r}_{j}")
+                x_reg = Signal(signed(xbits) if p.in_dtype.signed else unsigned(xbits),
+                               name=f"pair_x_{r}_{j}")
                 packed = Signal(signed(2 * s + 1), name=f"pair_{r}_{j}")
-                m.d.sync += packed.eq(a * _field(x_word, j, xbits, p.in_dtype.signed))
+                m.d.sync += [a_reg.eq(a), x_reg.eq(_field(x_word, j, xbits, p.in_dtype.signed)),
+                             packed.eq(a_reg * x_reg)]
                 low = packed[:s].as_signed() if shape.signed else packed[:s]
                 high = packed[s:] + (low[-1] if shape.signed else 0)
                 out[2 * r][j], out[2 * r + 1][j] = low, high[:s].as_signed() \
                     if shape.signed else high[:s]
-        for q in range(p.pe - p.pe % 2, p.pe):  # an odd PE: its products registered alike
+        for q in range(p.pe - p.pe % 2, p.pe):  # an odd PE: its products delayed alike
             for j in range(simd):
-                reg = Signal(products[q][j].shape(), name=f"single_{q}_{j}")
-                m.d.sync += reg.eq(products[q][j])
-                out[q][j] = reg
+                out[q][j] = delay(m, products[q][j], 2, f"single_{q}_{j}")
         return out
 
     def _lane(self, w, x, live):

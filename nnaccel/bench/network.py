@@ -8,7 +8,9 @@ the figures are the engines' own.
 
 Run ``python -m nnaccel.bench.network NAME [-o DIR]`` with a benchmark name of
 :data:`nnaccel.bench.mvu.BENCHMARKS` (``mlp_int8``, ``digits_bnn``, ``prime_int4``,
-``sfc_bnn`` at its 80-cycle fold); it prints one line of figures and writes ``network.json``.
+``sfc_bnn`` at its 80-cycle fold) or a CNN of the demo (``digits_cnn_int8``,
+``digits_cnn_binarized``, at the demo's lane budgets); it prints one line of figures and
+writes ``network.json``.
 """
 
 import argparse
@@ -61,14 +63,23 @@ def network_build(network, outdir, *, freq_mhz=FREQ_MHZ):
 
 
 def _design(name, seed=0):
+    from ..demo import DEMO_DESIGNS
     from ..gen.generate import generate
     from ..gen.plan import Options
     from .mvu import BENCHMARKS, capped_folds
 
+    demo = next((d for d in DEMO_DESIGNS if d.model == name), None)
+    if name.startswith("digits_cnn_") and demo is not None:
+        from ..gen.zoo.digits_cnn import digits_cnn
+
+        model = digits_cnn(name.removeprefix("digits_cnn_"), seed).model
+        return generate(model, Options(max_lanes=demo.max_lanes))
     bench = next((b for b in BENCHMARKS if b.name == name), None)
     if bench is None:
-        raise SystemExit(f"unknown benchmark {name!r}; choose from "
-                         + ", ".join(b.name for b in BENCHMARKS))
+        raise SystemExit(f"unknown design {name!r}; choose from "
+                         + ", ".join([b.name for b in BENCHMARKS]
+                                     + [d.model for d in DEMO_DESIGNS
+                                        if d.model.startswith("digits_cnn_")]))
     model, _, _ = bench.make(seed, 1)
     if bench.max_lanes is not None:
         return generate(model, Options(max_lanes=bench.max_lanes))
@@ -81,7 +92,8 @@ def _design(name, seed=0):
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m nnaccel.bench.network",
                                      description=__doc__.split("\n\n")[0])
-    parser.add_argument("name", help="a benchmark of nnaccel.bench.mvu.BENCHMARKS")
+    parser.add_argument("name", help="a benchmark of nnaccel.bench.mvu.BENCHMARKS or a digits "
+                        "CNN of the demo")
     parser.add_argument("-o", "--output", default="out/network", help="build directory root")
     args = parser.parse_args(argv)
     design = _design(args.name)
