@@ -426,7 +426,11 @@ def cmd_generate(args):
 
 def _generate(args):
     from .gen.generate import generate
+    from .plots import check_figure_path
 
+    for flag, path in (("--diagram", args.diagram), ("--plot", args.plot)):
+        if path is not None:
+            check_figure_path(path, flag)
     model = _read(args.model)
     if args.board is not None:
         from .boards.platforms import get_board
@@ -447,6 +451,13 @@ def _generate(args):
         f"{design.manifest['expected_cycles_per_inference']} cycles per inference")
     out = design.write(args.output, extra=extra)
     log(f"wrote {out / (design.name + '.v')} and {out / 'manifest.json'}")
+    if args.diagram is not None or args.plot is not None:
+        from .plots import block_diagram, budget_plot
+
+        if args.diagram is not None:
+            log(f"wrote the block diagram {block_diagram(model, design.manifest, args.diagram)}")
+        if args.plot is not None:
+            log(f"wrote the cycles and lanes plot {budget_plot(design.manifest, args.plot)}")
     report = None
     if args.report:
         from .gen.resources import design_report, format_design_report
@@ -1041,6 +1052,11 @@ def build_parser():
     p.add_argument("--stop-after", choices=["engines", "configure", "folding", "check"],
                    help="stop the compiler after this pass and print its IR as JSON")
     p.add_argument("--dump-ir", action="store_true", help="also write ir.json")
+    p.add_argument("--diagram", metavar="FILE",
+                   help="also draw the dataflow graph as a block diagram (FILE.svg or .png)")
+    p.add_argument("--plot", metavar="FILE",
+                   help="also plot each layer's cycles and lanes against the budget (FILE.svg "
+                        "or .png)")
     p.add_argument("--report", action="store_true",
                    help="print the per-layer table: engine, fold, lanes, cycles and the "
                         "resource model's LUT4, FF, BRAM, DSP and Fmax estimates (on --board, "

@@ -809,3 +809,43 @@ def test_demo_and_bench_json(tmp_path, capsys, monkeypatch):
     result = json.loads(capsys.readouterr().out)
     assert result == {"status": 1, "output": str(tmp_path / "b"),
                       "suites": {"mvu": {"networks": 3}}}
+
+
+# --- pictures -----------------------------------------------------------------------------------
+
+def _fork_join_dir(path):
+    """input -> a, input -> b, add(a, b) -> out: a fork of the input and a join."""
+    doc = {"format": "nnaccel-model/1", "name": "fj", "input": {"shape": [4], "dtype": "int4"},
+           "layers": [
+               {"name": "a", "op": "linear", "weight": "w1", "weight_dtype": "int8",
+                "output": {"kind": "requant", "mult": 1, "shift": 4, "dtype": "int4"}},
+               {"name": "b", "op": "linear", "inputs": ["input"], "weight": "w2",
+                "weight_dtype": "int8",
+                "output": {"kind": "requant", "mult": 1, "shift": 4, "dtype": "int4"}},
+               {"name": "j", "op": "add", "inputs": ["a", "b"],
+                "output": {"kind": "requant", "mult": 1, "shift": 1, "dtype": "int4"}},
+               {"name": "out", "op": "linear", "weight": "w3", "weight_dtype": "int4",
+                "output": {"kind": "identity"}}]}
+    rng = np.random.default_rng(0)
+    return write_model_dir(path, doc, {"w1": rng.integers(-9, 9, (3, 4)),
+                                       "w2": rng.integers(-9, 9, (3, 4)),
+                                       "w3": rng.integers(-8, 8, (2, 3))})
+
+
+def test_generate_diagram_and_plot(tmp_path, capsys):
+    from nnaccel.plots import layout
+
+    model_dir = _fork_join_dir(tmp_path / "fj")
+    assert layout(read_model(model_dir)) == {"input": (0, 0), "a": (1, 0), "b": (1, 1),
+                                             "j": (2, 0), "out": (3, 0)}
+    assert cli.main(["generate", str(model_dir), "-o", str(tmp_path / "g"), "--diagram",
+                     str(tmp_path / "d.svg"), "--plot", str(tmp_path / "p.png")]) == 0
+    svg = (tmp_path / "d.svg").read_text()
+    assert svg.lstrip().startswith("<?xml") and "<svg" in svg
+    assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
+    # a figure format matplotlib would guess from another suffix is refused before any work
+    capsys.readouterr()
+    assert cli.main(["generate", str(model_dir), "-o", str(tmp_path / "h"), "--diagram",
+                     str(tmp_path / "d.pdf")]) == 2
+    assert_one_error(capsys.readouterr().err, "--diagram", ".svg or .png")
+    assert not (tmp_path / "h").exists()
