@@ -275,3 +275,56 @@ def test_which_layers_pack_two_products():
     assert not p("int4", "int11").packed_products        # the pair would not fit 18 bits
     assert not p("int4", "int8", pe=1).packed_products
     assert p("bipolar", "int8").multipliers == 0
+
+
+@pytest.fixture(scope="module")
+def verilated_pairs(tmp_path_factory):
+    """A whole MVU with two products per multiplier (int4 weights, int8 inputs, M=7 folded 3
+    PEs: a pair and a single; K=9 by 4, padded) and the pipelined requantising output stage
+    (31-bit multipliers: partial products), in the AXI top level, as Verilog."""
+    from amaranth.back import verilog
+
+    from nnaccel.hw.common.pipeline import AxisTop
+    from nnaccel.hw.mvu.engine import MatrixVectorUnit
+
+    rng = np.random.default_rng(21)
+    wdt, xdt, out = DType.parse("int4"), DType.parse("int8"), DType.parse("int8")
+    w = extreme_values(rng, wdt, (7, 9)) * (rng.random((7, 9)) < 0.8)
+    bias = rng.integers(-500, 500, size=7)
+    mult = rng.integers(1 << 20, 1 << 31, size=7)
+    shift = rng.integers(20, 32, size=7)
+    params = MVUParams.for_layer(weight=w, pe=3, simd=4, in_dtype=xdt, weight_dtype=wdt,
+                                 bias=bias, output_kind="requant", out_dtype=out, mult=mult,
+                                 shift=shift)
+    assert params.packed_products and params.multipliers == 2 * 4
+    engine = MatrixVectorUnit(params, weight=w)
+    path = tmp_path_factory.mktemp("mvu_pairs") / "mvu_pairs.v"
+    path.write_text(verilog.convert(AxisTop(engine, out_vector_beats=params.neuron_folds),
+                                    name="mvu_pairs", emit_src=False))
+    io = {"input": {"elements": 9, "elements_per_beat": 4, "bits_per_element": 8},
+          "output": {"elements": 7, "elements_per_beat": 3, "bits_per_element": 8}}
+    return path, io, params, w, bias, mult, shift
+
+
+@pytest.mark.verilator
+@pytest.mark.parametrize("pattern", STALL_PATTERNS[::3], ids=str)
+def test_verilator_pairs_bit_exact(monkeypatch, verilated_pairs, pattern):
+    """Two products per multiplier and the split requantising multiply under Verilator: inputs
+    at the dtype's edges, garbage in the padding lanes, stalls; back to back, exactly
+    ``expected_cycles`` per vector."""
+    from nnaccel.hw.common.reference import requant
+    from nnaccel.sim.scoreboard import compare
+
+    from ..sim.test_verilator_axis import check_stalls, run_with_garbage
+
+    path, io, params, w, bias, mult, shift = verilated_pairs
+    rng = np.random.default_rng(22)
+    x = np.concatenate([extreme_values(rng, params.in_dtype, (6, 9)),
+                        random_values(rng, params.in_dtype, (6, 9))])
+    result = run_with_garbage(monkeypatch, path, "mvu_pairs", io, params.in_dtype.encode(x),
+                              idle=pattern.idle, stall=pattern.stall, seed=6)
+    want = requant(linear_acc(w, x, bias), mult, shift, -128, 127)
+    assert compare(want, DType.parse("int8").decode(result.outputs_bits), "mvu") == 12 * 7
+    check_stalls(result, pattern.idle, pattern.stall)
+    if pattern == STALL_PATTERNS[0]:
+        assert result.cycles_per_inference == params.expected_cycles == 3 * 3
