@@ -30,7 +30,7 @@ class AddUnit(wiring.Component):
             "i_data": In(vector_stream(p.in_dtypes[0].shape, p.n)).array(p.k)
             if len({d.shape for d in p.in_dtypes}) == 1 else
             In(wiring.Signature({
-                f"in{i}": In(vector_stream(d.shape, p.n)) for i, d in enumerate(p.in_dtypes)})),
+                f"in{i}": Out(vector_stream(d.shape, p.n)) for i, d in enumerate(p.in_dtypes)})),
             "o_data": Out(vector_stream(p.out_dtype.shape, p.n)),
         })
 

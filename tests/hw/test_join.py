@@ -58,6 +58,30 @@ def test_add_unit(pattern, case):
         assert stats["refused"][0] > 0
 
 
+@pytest.mark.parametrize("dtypes", [("uint4", "uint4"), ("int8", "uint8")])
+def test_add_unit_inputs_connect_as_inputs(dtypes):
+    """Every input port (one array when the dtypes agree, named members when they differ) is an
+    input of the unit: wiring.connect joins a producer's output to it (a graph of an int8
+    branch and a uint8 skip failed here)."""
+    from amaranth.hdl import Fragment, Module
+    from amaranth.lib import wiring
+    from amaranth.lib.wiring import Out
+
+    from nnaccel.hw.common.stream import vector_stream
+
+    dts = [DType.parse(d) for d in dtypes]
+    p = AddParams(in_dtypes=dts, scales=(1, 1), channels=2, pixels=1, n=2,
+                  out_kind=StageKind.IDENTITY, out_dtype=DType.parse("int16"))
+    dut = AddUnit(p)
+    m = Module()
+    m.submodules.dut = dut
+    for d, port in zip(dts, dut.in_ports, strict=True):
+        src = wiring.Signature({"o": Out(vector_stream(d.shape, 2))}).create()
+        wiring.connect(m, src.o, port)
+    assert all(isinstance(port.signature, wiring.FlippedSignature) for port in dut.in_ports)
+    Fragment.get(m, None)  # elaborates (an unelaborated component warns at collection)
+
+
 @pytest.mark.parametrize("pattern", STALL_PATTERNS, ids=str)
 @pytest.mark.parametrize("channels,n", [((2, 4, 6), 2), ((3, 1), 1)])
 def test_concat_unit(pattern, channels, n):
