@@ -879,6 +879,7 @@ def _bench(args):
     from .bench.asic import run_asic_bench
     from .bench.cnv import run_cnv_bench
     from .bench.mvu import run_bench
+    from .bench.resnet import run_graph_bench
     from .bench.sparse import run_sparse_bench
     from .bench.systolic import run_systolic_bench
 
@@ -895,6 +896,10 @@ def _bench(args):
         status |= run_cnv_bench(out / "cnv", quick=args.quick, synthesis=synthesis, log=log)
     if args.suite in ("all", "asic") and synthesis:
         status |= run_asic_bench(out / "asic", log=log)
+    for suite in ("resnet8", "mobilenet"):
+        if args.suite in ("all", suite):
+            status |= run_graph_bench(out / suite, suite, quick=args.quick, synthesis=synthesis,
+                                      log=log)
     return status
 
 
@@ -1198,10 +1203,12 @@ def build_parser():
                    help="16 vectors per network instead of 128, and no synthesis of the large "
                         "SFC network (its fold then rests on a first Fmax guess)")
     p.add_argument("--no-synthesis", action="store_true", help="skip yosys/nextpnr")
-    p.add_argument("--suite", choices=("all", "mvu", "systolic", "sparse", "cnv", "asic"),
+    p.add_argument("--suite", choices=("all", "mvu", "systolic", "sparse", "cnv", "asic",
+                                       "resnet8", "mobilenet"),
                    default="all",
                    help="which tables: the MVU networks, the systolic GEMMs, the sparse layer, "
-                        "FINN's CNV-W1A1 (default all; the full run takes hours on two cores)")
+                        "FINN's CNV-W1A1, MLPerf Tiny's ResNet-8, MobileNet-v1-style blocks "
+                        "(default all; the full run takes hours on two cores)")
     p.add_argument("--json", action="store_true",
                    help="print every suite's summary as one JSON object on stdout; the tables "
                         "and progress go to stderr")
