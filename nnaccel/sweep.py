@@ -457,10 +457,16 @@ def _run_on_ray(model, todo, spec, total, *, cache, address, cpus, retries, log)
 
     import ray
 
+    from .gen.errors import ToolError
+
     started = not ray.is_initialized()
     if started:
-        ray.init(address=address, num_cpus=cpus, include_dashboard=False, log_to_driver=False,
-                 logging_level=logging.WARNING, configure_logging=True)
+        try:
+            ray.init(address=address, num_cpus=cpus, include_dashboard=False,
+                     log_to_driver=False, logging_level=logging.WARNING, configure_logging=True)
+        except Exception as e:  # ConnectionError, a timeout: Ray's own, of several kinds
+            where = f"the Ray cluster at {address}" if address else "a local Ray"
+            raise ToolError(f"{where} did not start or answer: {_error_text(e)}") from None
     try:
         nodes = [n for n in ray.nodes() if n.get("Alive")]
         cpus = ray.cluster_resources().get("CPU", 0)
