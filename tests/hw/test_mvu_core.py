@@ -288,11 +288,13 @@ def verilated_pairs(tmp_path_factory):
     from nnaccel.hw.mvu.engine import MatrixVectorUnit
 
     rng = np.random.default_rng(21)
-    wdt, xdt, out = DType.parse("int4"), DType.parse("int8"), DType.parse("int8")
+    wdt, xdt, out = DType.parse("int4"), DType.parse("int8"), DType.parse("int16")
     w = extreme_values(rng, wdt, (7, 9)) * (rng.random((7, 9)) < 0.8)
     bias = rng.integers(-500, 500, size=7)
-    mult = rng.integers(1 << 20, 1 << 31, size=7)
-    shift = rng.integers(20, 32, size=7)
+    # mult / 2**shift just below 1: the output is the accumulator rounded, so an error of one
+    # in a product shows, and a 31-bit multiplier takes two partial products
+    mult = rng.integers((1 << 31) - 1000, 1 << 31, size=7)
+    shift = np.full(7, 31)
     params = MVUParams.for_layer(weight=w, pe=3, simd=4, in_dtype=xdt, weight_dtype=wdt,
                                  bias=bias, output_kind="requant", out_dtype=out, mult=mult,
                                  shift=shift)
@@ -302,7 +304,7 @@ def verilated_pairs(tmp_path_factory):
     path.write_text(verilog.convert(AxisTop(engine, out_vector_beats=params.neuron_folds),
                                     name="mvu_pairs", emit_src=False))
     io = {"input": {"elements": 9, "elements_per_beat": 4, "bits_per_element": 8},
-          "output": {"elements": 7, "elements_per_beat": 3, "bits_per_element": 8}}
+          "output": {"elements": 7, "elements_per_beat": 3, "bits_per_element": 16}}
     return path, io, params, w, bias, mult, shift
 
 
@@ -323,8 +325,8 @@ def test_verilator_pairs_bit_exact(monkeypatch, verilated_pairs, pattern):
                         random_values(rng, params.in_dtype, (6, 9))])
     result = run_with_garbage(monkeypatch, path, "mvu_pairs", io, params.in_dtype.encode(x),
                               idle=pattern.idle, stall=pattern.stall, seed=6)
-    want = requant(linear_acc(w, x, bias), mult, shift, -128, 127)
-    assert compare(want, DType.parse("int8").decode(result.outputs_bits), "mvu") == 12 * 7
+    want = requant(linear_acc(w, x, bias), mult, shift, -(1 << 15), (1 << 15) - 1)
+    assert compare(want, DType.parse("int16").decode(result.outputs_bits), "mvu") == 12 * 7
     check_stalls(result, pattern.idle, pattern.stall)
     if pattern == STALL_PATTERNS[0]:
         assert result.cycles_per_inference == params.expected_cycles == 3 * 3
