@@ -48,11 +48,11 @@ def network_build(network, outdir, *, freq_mhz=FREQ_MHZ):
     start = time.monotonic()
     # the WebAssembly tools see the working directory: relative paths only
     subprocess.run([_tool("yosys"), "-q", "-l", "yosys.log", "-p",
-                    "read_verilog network.v; synth_ecp5 -top network -json network.json"],
+                    "read_verilog network.v; synth_ecp5 -top network -json synth.json"],
                    cwd=outdir, check=True)
     # exit status 1 when the constraint is missed: the report holds the Fmax reached
     subprocess.run([_tool("nextpnr-ecp5"), DEVICE, "--package", PACKAGE, "--json",
-                    "network.json", "--out-of-context", "--freq", str(freq_mhz), "--report",
+                    "synth.json", "--out-of-context", "--freq", str(freq_mhz), "--report",
                     "report.json", "--log", "nextpnr.log", "--quiet"], cwd=outdir, check=False)
     report = json.loads((outdir / "report.json").read_text())
     used = {cell: v["used"] for cell, v in report["utilization"].items()}
