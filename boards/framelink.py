@@ -21,6 +21,9 @@ __all__ = ["FrameLink", "SelfTest"]
 
 _STATUS_BYTES = struct.calcsize(proto.STATUS_FORMAT)
 
+#: Cycles per tick of the receive timeout's counter.
+_PRESCALE = 64
+
 
 def _positive(name, value):
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -195,9 +198,23 @@ class FrameLink(wiring.Component):
         last_send = Signal(8)
         last_send_valid = Signal()
         reset_pending = Signal()
-        delta = Signal(16)
-        m.d.comb += delta.eq(ack - rd_ptr)
-        status = Cat(vectors_done, busy_cycles, clock_cycles, crc_errors, timeouts, level,
+        # a frame is executed three cycles after it is complete: two register stages cut the
+        # arithmetic (buffer level, room, acknowledged bytes) into short paths. level_q and
+        # out_q are a consistent snapshot (a written byte moves one from out_q to level_q).
+        level_q, out_q = Signal(16), Signal(32)
+        m.d.sync += [level_q.eq(level), out_q.eq(outstanding)]
+        prep = Signal(range(3))
+        delta, left, used, most = Signal(16), Signal(16), Signal(33), Signal(16)
+        room, bad_ack = Signal(), Signal()
+        with m.If(~rx.complete):
+            m.d.sync += prep.eq(0)
+        with m.Elif(prep == 0):
+            m.d.sync += [prep.eq(1), delta.eq(ack - rd_ptr), used.eq(level_q + out_q + pend),
+                         most.eq(Mux(limit > self.max_read, self.max_read, limit))]
+        with m.Elif(prep == 1):
+            m.d.sync += [prep.eq(2), room.eq(used <= self.out_capacity),
+                         bad_ack.eq(delta > level_q), left.eq(level_q - delta)]
+        status = Cat(vectors_done, busy_cycles, clock_cycles, crc_errors, timeouts, level_q,
                      outstanding[:16],
                      Const(self.in_vector_bytes, 16), Const(self.out_vector_bytes, 16),
                      Const(self.in_capacity, 16), Const(self.out_capacity, 16), rd_ptr,
@@ -211,14 +228,15 @@ class FrameLink(wiring.Component):
             m.d.comb += [tx.start.eq(1), tx.code.eq(code), tx.kind.eq(kind),
                          tx.length.eq(length), tx.reason.eq(reason)]
 
-        m.d.comb += [tx.seq.eq(rx.seq), tx.status.eq(status), rx.done.eq(tx.idle)]
-        with m.If(rx.complete & tx.idle):
+        fire = Signal()
+        m.d.comb += [fire.eq(rx.complete & (prep == 2) & tx.idle),
+                     tx.seq.eq(rx.seq), tx.status.eq(status), rx.done.eq(fire)]
+        with m.If(fire):
             with m.If(~rx.crc_ok):
                 m.d.sync += crc_errors.eq(crc_errors + 1)
                 m.d.comb += self.crc_error.eq(1)
                 reply(proto.NAK)
             with m.Elif(rx.cmd == proto.SEND):
-                room = level + outstanding + pend <= self.out_capacity
                 with m.If((rx.length == 0) | (rx.length > self.in_capacity) | (vec_byte != 0)):
                     reply(proto.ERROR, _Transmitter.REASON, 1, 2)
                 with m.Elif(last_send_valid & (last_send == rx.seq)):
@@ -233,11 +251,9 @@ class FrameLink(wiring.Component):
             with m.Elif(rx.cmd == proto.READ):
                 with m.If(rx.length != 4):
                     reply(proto.ERROR, _Transmitter.REASON, 1, 2)
-                with m.Elif(delta > level):
+                with m.Elif(bad_ack):
                     reply(proto.ERROR, _Transmitter.REASON, 1, 3)
                 with m.Else():
-                    left = level - delta
-                    most = Mux(limit > self.max_read, self.max_read, limit)
                     m.d.sync += rd_ptr.eq(ack)
                     reply(proto.ACK | proto.READ, _Transmitter.DATA, Mux(left > most, most, left))
             with m.Elif(rx.cmd == proto.STATUS):
@@ -305,14 +321,20 @@ class _Receiver(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         m.submodules.crc = crc = catalog.CRC16_IBM_3740(data_width=8).create()
-        timer = Signal(range(self.timeout + 1))
+        # the timeout counts ticks of a prescaler (short carry chains): it fires between
+        # ``timeout`` and ``timeout + _PRESCALE`` cycles after the last byte
+        ticks = -(-self.timeout // _PRESCALE)
+        prescaler = Signal(range(_PRESCALE))
+        tick = Signal()
+        m.d.sync += [prescaler.eq(prescaler + 1), tick.eq(prescaler == _PRESCALE - 1)]
+        timer = Signal(range(ticks + 2))
         got = Signal()
         byte = self.i_rx.payload
         m.d.comb += [self.i_rx.ready.eq(1), got.eq(self.i_rx.valid), self.byte.eq(byte),
                      crc.data.eq(byte), self.crc_ok.eq(crc.match_detected)]
         with m.If(got):
-            m.d.sync += timer.eq(self.timeout)
-        with m.Elif(timer != 0):
+            m.d.sync += timer.eq(ticks + 1)
+        with m.Elif(tick & (timer != 0)):
             m.d.sync += timer.eq(timer - 1)
         with m.FSM():
             with m.State("HUNT"):

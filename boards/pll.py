@@ -146,11 +146,11 @@ class PLLClock(Elaboratable):
         m = Module()
         s = self.setting
         clk_in = platform.request(platform.default_clk, dir="-")
-        m.submodules.clk_buffer = buf = io.Buffer("i", clk_in)
         locked, clk = Signal(), Signal()
         m.d.comb += ClockSignal("sync").eq(clk)
         params = dict(s.dividers)
         if s.family == "ecp5":
+            m.submodules.clk_buffer = buf = io.Buffer("i", clk_in)
             m.submodules.pll = Instance(
                 "EHXPLLL",
                 a_FREQUENCY_PIN_CLKI=f"{s.f_in / 1e6:g}",
@@ -164,11 +164,12 @@ class PLLClock(Elaboratable):
                 i_PHASELOADREG=0, i_PLLWAKESYNC=0, i_ENCLKOP=0,
                 o_CLKOP=clk, o_LOCK=locked)
         else:
+            # the iCE40's PLL input pin feeds the PLL directly (no SB_IO in between)
             m.submodules.pll = Instance(
-                "SB_PLL40_CORE",
+                "SB_PLL40_PAD",
                 p_FEEDBACK_PATH="SIMPLE", p_DIVR=params["DIVR"], p_DIVF=params["DIVF"],
                 p_DIVQ=params["DIVQ"], p_FILTER_RANGE=params["FILTER_RANGE"],
-                i_REFERENCECLK=buf.i, i_RESETB=1, i_BYPASS=0,
+                i_PACKAGEPIN=clk_in.io, i_RESETB=1, i_BYPASS=0,
                 o_PLLOUTGLOBAL=clk, o_LOCK=locked)
         platform.add_clock_constraint(clk, s.f_out)
         m.submodules.reset_sync = ResetSynchronizer(~locked, domain="sync")

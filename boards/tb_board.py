@@ -12,29 +12,37 @@ file whose path is in the environment variable ``NNACCEL_BOARD_JOB``::
 
 Bytes written to the pty are sent bit by bit on ``rx`` (8N1, ``divisor`` clock cycles per bit);
 bytes the design sends on ``tx`` are sampled in the middle of each bit and written to the pty.
-The line's corruption (one random bit flipped in a byte) applies in both directions.
+The line's corruption (one random bit flipped in a byte) applies in both directions. While the
+device is idle (its reply sent, or its receive timeout passed) simulated time stands still until
+the host writes again: the device's cycle counters time the link alone, as with a host of no
+latency.
 """
 
 import json
 import os
 import random
-import time
+import select
 import tty
 from pathlib import Path
 
 import cocotb
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, FallingEdge, Timer
+from cocotb.utils import get_sim_time
 
 JOB_VARIABLE = "NNACCEL_BOARD_JOB"
-_IDLE_BYTES = 4         # bit times x 10 the receiver idles between polls of the pty
+#: After the device's last reply byte, the simulation runs this many byte times more, then
+#: stops the clock until the host sends again (so device cycles measure the link, not the
+#: host's latency). Without a reply it runs long enough for the receive timeout to fire.
+_REPLIED_BYTES = 2
+_TIMEOUT_BYTES = 80
 
 
 def _corrupt(byte, rng, p):
     return byte ^ (1 << rng.randrange(8)) if p and rng.random() < p else byte
 
 
-async def _transmit_to_host(dut, master, bit_ns, rng, p):
+async def _transmit_to_host(dut, master, bit_ns, rng, p, line):
     while True:
         await FallingEdge(dut.tx)
         await Timer(bit_ns // 2, "ns")
@@ -46,6 +54,7 @@ async def _transmit_to_host(dut, master, bit_ns, rng, p):
             byte |= int(dut.tx.value) << n
         await Timer(bit_ns, "ns")           # the stop bit's middle
         os.write(master, bytes([_corrupt(byte, rng, p)]))
+        line["tx_end"] = get_sim_time("ns")
 
 
 @cocotb.test()
@@ -69,10 +78,11 @@ async def serve(dut):
     tmp = ready.with_name(ready.name + ".tmp")
     tmp.write_text(json.dumps({"pty": os.ttyname(slave)}))
     os.replace(tmp, ready)
-    cocotb.start_soon(_transmit_to_host(dut, master, bit_ns, rng, p))
+    line = {"tx_end": 0, "rx_end": 0}
+    cocotb.start_soon(_transmit_to_host(dut, master, bit_ns, rng, p, line))
 
-    polls = 0
-    while True:
+    byte_ns = 10 * bit_ns
+    while not stop.exists():
         try:
             data = os.read(master, 4096)
         except BlockingIOError:
@@ -83,11 +93,14 @@ async def serve(dut):
                 for bit in [0, *((byte >> n) & 1 for n in range(8)), 1]:
                     dut.rx.value = bit
                     await Timer(bit_ns, "ns")
+            line["rx_end"] = get_sim_time("ns")
             continue
-        await Timer(10 * bit_ns * _IDLE_BYTES, "ns")
-        polls += 1
-        time.sleep(0.0002)
-        if polls % 256 == 0 and stop.exists():
-            break
+        now = get_sim_time("ns")
+        replied = line["tx_end"] > line["rx_end"]
+        quiet = _REPLIED_BYTES if replied else _TIMEOUT_BYTES
+        if now - max(line["tx_end"], line["rx_end"]) < quiet * byte_ns:
+            await Timer(byte_ns, "ns")
+        else:   # the device is idle: its clock stops while the host thinks
+            select.select([master], [], [], 0.05)
     os.close(master)
     os.close(slave)

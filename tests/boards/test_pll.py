@@ -66,7 +66,7 @@ def test_choose_clock_makes_the_fastest_link_rate_near_the_limit(board, limit):
 
 
 @pytest.mark.parametrize("board,primitive", [("ulx3s-85f", "EHXPLLL"),
-                                             ("icebreaker", "SB_PLL40_CORE")])
+                                             ("icebreaker", "SB_PLL40_PAD")])
 def test_board_top_with_pll_prepares(board, primitive, standin):
     spec = get_board(board)
     setting, baud = choose_clock(spec, 60e6)
