@@ -639,8 +639,11 @@ def _run_board(args, design, X, result):
                          "--board ulx3s-85f --port /dev/ttyUSB0, or the pty nnaccel board-sim "
                          "prints)")
     spec = get_board(args.board)
-    clock_mhz = args.clock or spec.clock_hz / 1e6
-    baud = args.baud or link_baud(args.board)
+    clock_mhz, baud = spec.clock_hz / 1e6, link_baud(args.board)
+    if args.build:
+        report = _build_report(args.build)
+        clock_mhz, baud = report.get("clock_mhz", clock_mhz), report.get("baud", baud)
+    clock_mhz, baud = args.clock or clock_mhz, args.baud or baud
     with BoardLink(args.port, baudrate=baud, timeout=args.reply_timeout,
                    byte_seconds=args.byte_time) as link:
         outputs, measured = run_on_board(design, X, link, clock_hz=clock_mhz * 1e6,
@@ -652,6 +655,15 @@ def _run_board(args, design, X, result):
         f"cycles at {clock_mhz:g} MHz; {measured['retries']} frames resent); on chip: "
         f"{busy:.1f} busy cycles per vector")
     return outputs
+
+
+def _build_report(build_dir):
+    """The report.json of a ``nnaccel build`` directory (``run --build``)."""
+    path = Path(build_dir) / "report.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"--build: {str(build_dir)!r} is not a build directory ({exc})") from None
 
 
 def cmd_board_sim(args):
@@ -1096,6 +1108,8 @@ def build_parser():
                    help="board: seconds allowed per byte (default twice the byte's time)")
     p.add_argument("--no-check", action="store_true",
                    help="board: do not compare the outputs with numpy")
+    p.add_argument("--build", help="board: the build directory the board was programmed from "
+                                   "(its report gives the clock and the link rate)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.add_argument("--idle", type=_probability, default=0.0,
                    help="verilator: probability of an idle input cycle (default 0)")

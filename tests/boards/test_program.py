@@ -65,3 +65,7 @@ def test_run_board_needs_board_and_port(tmp_path, capsys):
                  "--backend", "board", "--board", "ulx3s-85f", "--port",
                  str(tmp_path / "no-such-tty")]) == 3
     assert "cannot open the serial port" in capsys.readouterr().err
+    assert main(["run", str(tmp_path / "m"), "--input", str(tmp_path / "x.npy"),
+                 "--backend", "board", "--board", "ulx3s-85f", "--port", "/dev/null",
+                 "--build", str(tmp_path)]) == 2
+    assert "--build: " in capsys.readouterr().err
