@@ -409,19 +409,24 @@ class OutputStage(wiring.Component):
     def _identity(self, st, raw, *, offset):
         return st.reg(self.params.scale * raw + offset, self.params.out_shape, "acc")
 
-    def _requant(self, st, raw, *, offset, mult, shift):
-        if self.pipelined:
-            return self._requant_pipelined(st, raw, offset=offset, mult=mult, shift=shift)
+    def _product_shape(self):
+        """Shape holding ``acc * mult`` of every channel (worst case)."""
         p = self.params
         rmin, rmax = p.raw_range
         pairs = list(zip(p.offset, p.mult, strict=True))
         lows = [(p.scale * rmin + off) * k for off, k in pairs]
         highs = [(p.scale * rmax + off) * k for off, k in pairs]
+        return _shape_for(min(lows), max(highs))
+
+    def _requant(self, st, raw, *, offset, mult, shift):
+        if self.pipelined:
+            return self._requant_pipelined(st, raw, offset=offset, mult=mult, shift=shift)
+        p = self.params
         # Registered multiplier inputs and output, so the product maps to a DSP block.
         acc = st.reg(p.scale * raw + offset, p.acc_shape, "acc")
         mult = st.delay(mult, 1, "mult")
         shift = st.delay(shift, 1, "shift")
-        t = st.reg(acc * mult, _shape_for(min(lows), max(highs)), "product")
+        t = st.reg(acc * mult, self._product_shape(), "product")
         shift = st.delay(shift, 1, "shift")
         # (t + 2**(s-1)) >> s == (((2t) >> s) + 1) >> 1 for s >= 1, and t == (2t + 1) >> 1.
         if isinstance(shift, Const):
@@ -437,17 +442,13 @@ class OutputStage(wiring.Component):
         inputs and outputs), summed by a pipelined adder tree; rounding and clamping in two
         stages. Latency :attr:`latency` (6 plus the tree's stages)."""
         p = self.params
-        rmin, rmax = p.raw_range
-        pairs = list(zip(p.offset, p.mult, strict=True))
-        lows = [(p.scale * rmin + off) * k for off, k in pairs]
-        highs = [(p.scale * rmax + off) * k for off, k in pairs]
         acc = st.reg(p.scale * raw + offset, p.acc_shape, "acc")
         mult = st.delay(mult, 1, "mult")
         shift = st.delay(shift, 2, "shift")
         parts = [st.reg(v, v.shape(), f"part{n}")
                  for n, v in enumerate(_partial_products(acc, mult))]
         total, stages = pipelined_tree_sum(st.m, parts, f"{st.prefix}_sum", enable=st.enable)
-        t = Signal(_shape_for(min(lows), max(highs)), name=f"{st.prefix}_product")
+        t = Signal(self._product_shape(), name=f"{st.prefix}_product")
         st.m.d.comb += t.eq(total)
         shift = st.delay(shift, stages, "shift")
         if isinstance(shift, Const):

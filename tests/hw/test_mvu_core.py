@@ -121,16 +121,30 @@ def test_params_are_validated():
         MVUParams(in_features=4, out_features=4, pe=1, simd=1, in_dtype="int8", weight_dtype=i8)
 
 
-@pytest.fixture(scope="module")
-def verilated_mvu(tmp_path_factory):
-    """A whole MVU (bipolar weights on int5 inputs: add/subtract lanes, whose padding mask
-    matters; M=5, K=7 folded 2 x 3, so the last beat of a vector has two padding lanes) in the
-    AXI top level, as Verilog; the Verilator build is cached by :mod:`nnaccel.sim.runner`."""
+def _axis_verilog(tmp_path_factory, name, params, w):
+    """The MVU of ``params`` and ``w`` in the AXI top level, as Verilog ``name``.v, and the
+    run's stream description."""
     from amaranth.back import verilog
 
     from nnaccel.hw.common.pipeline import AxisTop
     from nnaccel.hw.mvu.engine import MatrixVectorUnit
 
+    engine = MatrixVectorUnit(params, weight=w)
+    path = tmp_path_factory.mktemp(name) / f"{name}.v"
+    path.write_text(verilog.convert(AxisTop(engine, out_vector_beats=params.neuron_folds),
+                                    name=name, emit_src=False))
+    io = {"input": {"elements": params.in_features, "elements_per_beat": params.simd,
+                    "bits_per_element": params.in_dtype.bits},
+          "output": {"elements": params.out_features, "elements_per_beat": params.pe,
+                     "bits_per_element": params.output.out_shape.width}}
+    return path, io
+
+
+@pytest.fixture(scope="module")
+def verilated_mvu(tmp_path_factory):
+    """A whole MVU (bipolar weights on int5 inputs: add/subtract lanes, whose padding mask
+    matters; M=5, K=7 folded 2 x 3, so the last beat of a vector has two padding lanes) in the
+    AXI top level, as Verilog; the Verilator build is cached by :mod:`nnaccel.sim.runner`."""
     rng = np.random.default_rng(11)
     wdt, xdt, out = DType.parse("bipolar"), DType.parse("int5"), DType.parse("int16")
     w = random_values(rng, wdt, (5, 7))
@@ -138,12 +152,7 @@ def verilated_mvu(tmp_path_factory):
     params = MVUParams.for_layer(weight=w, pe=2, simd=3, in_dtype=xdt, weight_dtype=wdt,
                                  bias=bias, out_dtype=out)
     assert params.lane_kind is LaneKind.ADDSUB_W
-    engine = MatrixVectorUnit(params, weight=w)
-    path = tmp_path_factory.mktemp("mvu_addsub") / "mvu_addsub.v"
-    path.write_text(verilog.convert(AxisTop(engine, out_vector_beats=params.neuron_folds),
-                                    name="mvu_addsub", emit_src=False))
-    io = {"input": {"elements": 7, "elements_per_beat": 3, "bits_per_element": 5},
-          "output": {"elements": 5, "elements_per_beat": 2, "bits_per_element": 16}}
+    path, io = _axis_verilog(tmp_path_factory, "mvu_addsub", params, w)
     return path, io, params, w, bias
 
 
@@ -282,11 +291,6 @@ def verilated_pairs(tmp_path_factory):
     """A whole MVU with two products per multiplier (int4 weights, int8 inputs, M=7 folded 3
     PEs: a pair and a single; K=9 by 4, padded) and the pipelined requantising output stage
     (31-bit multipliers: partial products), in the AXI top level, as Verilog."""
-    from amaranth.back import verilog
-
-    from nnaccel.hw.common.pipeline import AxisTop
-    from nnaccel.hw.mvu.engine import MatrixVectorUnit
-
     rng = np.random.default_rng(21)
     wdt, xdt, out = DType.parse("int4"), DType.parse("int8"), DType.parse("int16")
     w = extreme_values(rng, wdt, (7, 9)) * (rng.random((7, 9)) < 0.8)
@@ -299,12 +303,7 @@ def verilated_pairs(tmp_path_factory):
                                  bias=bias, output_kind="requant", out_dtype=out, mult=mult,
                                  shift=shift)
     assert params.packed_products and params.multipliers == 2 * 4
-    engine = MatrixVectorUnit(params, weight=w)
-    path = tmp_path_factory.mktemp("mvu_pairs") / "mvu_pairs.v"
-    path.write_text(verilog.convert(AxisTop(engine, out_vector_beats=params.neuron_folds),
-                                    name="mvu_pairs", emit_src=False))
-    io = {"input": {"elements": 9, "elements_per_beat": 4, "bits_per_element": 8},
-          "output": {"elements": 7, "elements_per_beat": 3, "bits_per_element": 16}}
+    path, io = _axis_verilog(tmp_path_factory, "mvu_pairs", params, w)
     return path, io, params, w, bias, mult, shift
 
 
