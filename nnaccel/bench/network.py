@@ -20,14 +20,16 @@ import sys
 import time
 from pathlib import Path
 
-__all__ = ["DEVICE", "PACKAGE", "FREQ_MHZ", "SFC_TARGET_CYCLES", "network_build", "main"]
+__all__ = ["DEVICE", "PACKAGE", "FREQ_MHZ", "SFC_TARGET_CYCLES", "SFC_MAX_SIMD", "network_build",
+           "main"]
 
 #: nextpnr-ecp5 device and package of the ULX3S's ECP5-85F.
 DEVICE, PACKAGE = "--85k", "CABGA381"
 #: Clock constraint handed to nextpnr (the issue's moonshot); the Fmax reached is reported.
 FREQ_MHZ = 150
-#: Cycles per inference of the SFC network's fold (the one ``nnaccel bench`` chose).
-SFC_TARGET_CYCLES = 80
+#: Cycles per inference of the SFC network's fold (the one ``nnaccel bench`` chose) and its
+#: SIMD cap (that of the bench's fold, 256x10, 52x16, 64x13, 2x16).
+SFC_TARGET_CYCLES, SFC_MAX_SIMD = 80, 16
 
 _CELLS = {"lut4": "TRELLIS_COMB", "ff": "TRELLIS_FF", "lutram": "TRELLIS_RAMW",
           "bram": "DP16KD", "mult": "MULT18X18D"}
@@ -84,7 +86,7 @@ def _design(name, seed=0):
     if bench.max_lanes is not None:
         return generate(model, Options(max_lanes=bench.max_lanes))
     shapes = [layer.weight.shape for layer in model.layers]
-    folds = capped_folds(shapes, SFC_TARGET_CYCLES, bench.max_simd)
+    folds = capped_folds(shapes, SFC_TARGET_CYCLES, bench.max_simd or SFC_MAX_SIMD)
     return generate(model, Options(target_cycles=SFC_TARGET_CYCLES, folds=tuple(
         (layer.name, fold) for layer, fold in zip(model.layers, folds, strict=True))))
 
