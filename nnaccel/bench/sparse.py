@@ -40,7 +40,8 @@ from ..hw.sparse.format import choose_index_bits
 from ..hw.sparse.reference import performed_macs
 from .report import pyplot, write_results
 
-__all__ = ["TARGETS", "make_layer", "sparse_options", "SparseBenchConfig", "run_sparse_bench"]
+__all__ = ["TARGETS", "make_layer", "sparse_options", "SparseBenchConfig", "run_sparse_bench",
+           "pe_resources"]
 
 SIZE = 512
 DENSITY = 0.10
@@ -367,3 +368,30 @@ def run_sparse_bench(outdir, *, quick=False, synthesis=True, log=print, size=SIZ
         log(f"  {name}: {check['value']:.3f} (target {check['target']}, "
             f"{'met' if check['met'] else 'NOT met'})")
     return rows
+
+
+def pe_resources(params, matrix, workdir, *, index=0):
+    """One processing element (PE ``index`` of ``matrix`` on ``params``) synthesised alone by
+    yosys for the ECP5 (``synth_ecp5``): its cells, and the LUT4s nextpnr will count for them
+    (``lut4``: logic LUT4s, two per carry cell CCU2C, six per distributed-RAM cell
+    TRELLIS_DPR16X4, as in nextpnr's "Total LUT4s")."""
+    import json
+    import subprocess
+
+    from amaranth.back import rtlil
+
+    from ..gen.tools import find_yowasp
+    from ..hw.sparse.engine import ProcessingElement
+
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    pe = ProcessingElement(params, matrix, index, params.raw_shape)
+    (workdir / "pe.il").write_text(rtlil.convert(pe, name="pe"))
+    subprocess.run([find_yowasp("yosys"), "-q", "-l", "pe.log", "-p",
+                    "read_rtlil pe.il; synth_ecp5 -top pe; tee -q -o pe.stat.json stat -json"],
+                   cwd=workdir, check=True, stdin=subprocess.DEVNULL, capture_output=True)
+    stat = json.loads((workdir / "pe.stat.json").read_text())
+    cells = {k: v for k, v in stat["design"]["num_cells_by_type"].items()
+             if not k.startswith("$")}
+    lut4 = cells.get("LUT4", 0) + 2 * cells.get("CCU2C", 0) + 6 * cells.get("TRELLIS_DPR16X4", 0)
+    return {"cells": cells, "lut4": lut4}

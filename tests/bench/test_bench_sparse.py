@@ -54,3 +54,16 @@ def test_verilator_matches_model(tmp_path):
         assert r["outputs_checked"] == 4 * 32
         assert r["model_error"] <= 0.05
         assert r["model_error"] == 0  # exact when the output never stalls
+
+
+def test_pe_memories_are_block_ram(tmp_path):
+    """One PE synthesised alone: pointers, entries, queue and both accumulator banks are block
+    RAM (no distributed RAM), and its LUT4 count is nextpnr's (logic + 2 per carry cell)."""
+    from nnaccel.bench.sparse import SparseBenchConfig, pe_resources
+
+    weight, codebook, bias, mult, shift = make_layer(64, density=0.1)
+    cfg = SparseBenchConfig(weight, codebook, bias, mult, shift, 4, 8)
+    res = pe_resources(cfg.params, cfg.matrix, tmp_path)
+    cells = res["cells"]
+    assert cells["DP16KD"] == 4 and "TRELLIS_DPR16X4" not in cells
+    assert res["lut4"] == cells["LUT4"] + 2 * cells.get("CCU2C", 0) <= 340  # 307 measured
