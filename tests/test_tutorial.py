@@ -1,0 +1,80 @@
+"""docs/TUTORIAL.md runs as written: its files are written, its commands run in order in an
+empty directory, and each command's stdout must be the text shown under it (``...`` stands for
+any text within a line)."""
+
+import os
+import re
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    pytest.importorskip("torch", reason="the 'onnx' extra (torch) is not installed")
+    pytest.importorskip("brevitas", reason="the 'onnx' extra (brevitas) is missing")
+
+TUTORIAL = Path(__file__).resolve().parents[1] / "docs" / "TUTORIAL.md"
+_BLOCK = re.compile(r"(?:<!-- file: (\S+) -->\n)?```(\w+)\n(.*?)```", re.S)
+
+
+def steps(text):
+    """``[("file", name, content) | ("run", command, expected stdout lines)]`` in order."""
+    out = []
+    for m in _BLOCK.finditer(text):
+        name, lang, body = m.group(1), m.group(2), m.group(3)
+        if name is not None:
+            out.append(("file", name, body))
+        elif lang == "console":
+            for chunk in body.split("$ ")[1:]:
+                command, *lines = chunk.rstrip("\n").split("\n")
+                out.append(("run", command, lines))
+    return out
+
+
+def _matches(expected, line):
+    pattern = ".*".join(re.escape(part) for part in expected.split("..."))
+    return re.fullmatch(pattern, line) is not None
+
+
+def run_tutorial(tmp_path, *, build):
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    ran = 0
+    for kind, what, body in steps(TUTORIAL.read_text()):
+        if kind == "file":
+            (tmp_path / what).write_text(body)
+            continue
+        if what.startswith("nnaccel build") and not build:
+            continue
+        result = subprocess.run(what, shell=True, cwd=tmp_path, env=env, capture_output=True,
+                                text=True, timeout=3600)
+        assert result.returncode == 0, (what, result.stderr[-2000:])
+        got = result.stdout.rstrip("\n").split("\n") if result.stdout.strip() else []
+        assert len(got) == len(body) and all(
+            _matches(e, g) for e, g in zip(body, got, strict=True)), (what, got, body)
+        ran += 1
+    return ran
+
+
+def test_steps_are_found():
+    """The parser sees every command of the tutorial (a renamed block would skip silently)."""
+    found = steps(TUTORIAL.read_text())
+    assert [w for k, w, _ in found if k == "file"] == ["make_model.py"]
+    commands = [w for k, w, _ in found if k == "run"]
+    assert commands[0] == "python make_model.py" and len(commands) == 8
+    assert sum(c.startswith("nnaccel build") for c in commands) == 1
+    assert _matches("built in ... s", "built in 3.5 s") and not _matches("a...b", "ab\nc")
+
+
+@pytest.mark.verilator
+def test_tutorial_up_to_simulation(tmp_path):
+    assert run_tutorial(tmp_path, build=False) == 7
+
+
+@pytest.mark.slow
+@pytest.mark.verilator
+def test_tutorial_with_bitstream(tmp_path):
+    assert run_tutorial(tmp_path, build=True) == 8
+    assert (tmp_path / "build" / "digits_mlp" / "report.json").is_file()
