@@ -46,10 +46,12 @@ def _registered_read(m, mem, name):
     """A read port of ``mem`` whose ``data`` is registered, like a synchronous port's: the
     memory's asynchronous read into a register loaded when ``en``. yosys merges the two into a
     block RAM port, and the memory's ``no_rw_check`` then spares it the logic for a read of a
-    row written in the same cycle (:data:`BLOCK_RAM`)."""
+    row written in the same cycle (:data:`BLOCK_RAM`). The register has no reset, like the
+    port's own (with one, yosys 0.70's ABC9 step failed an assertion on the whole engine)."""
     port = mem.read_port(domain="comb")
     out = SimpleNamespace(addr=port.addr, en=Signal(name=f"{name}_rd_en"),
-                          data=Signal(port.data.shape(), name=f"{name}_rd_data"))
+                          data=Signal(port.data.shape(), name=f"{name}_rd_data",
+                                      reset_less=True))
     with m.If(out.en):
         m.d.sync += out.data.eq(port.data)
     return out
