@@ -94,9 +94,10 @@ def _folds(man):
     return {e["name"]: f"{e['pe']}x{e['simd']}" for e in man["layers"] if "pe" in e}
 
 
-def measure_fold(model, target, X, *, outdir=None, label="cnv", simulate_it=True, log=print):
+def measure_fold(model, target, X, *, outdir=None, label="cnv", simulate_it=True, log=print,
+                 options=None):
     """Generate ``model`` for ``target`` cycles per image and (``simulate_it``) run ``X`` back
-    to back under Verilator.
+    to back under Verilator (``options``: these generation Options instead of the target).
 
     Returns a dict: ``target_cycles``, ``folds`` (layer -> ``PExSIMD``), ``lanes``, ``macs``,
     ``expected_cycles`` (the manifest's folding formula), ``ideal_cycles``, and, when simulated,
@@ -109,11 +110,12 @@ def measure_fold(model, target, X, *, outdir=None, label="cnv", simulate_it=True
     from ..sim.design import simulate
 
     steps = log if isinstance(log, Steps) else Steps(log)
-    design = steps.run(f"{label}: generate for at most {target} cycles per image", generate,
-                       model, Options(target_cycles=target))
+    what = f"at most {target} cycles per image" if options is None else "the given options"
+    design = steps.run(f"{label}: generate for {what}", generate, model,
+                       Options(target_cycles=target) if options is None else options)
     man = design.manifest
-    row = {"name": label, "target_cycles": int(target), "folds": _folds(man),
-           "lanes": int(man["lanes"]), "macs": int(man["macs"]),
+    row = {"name": label, "target_cycles": None if target is None else int(target),
+           "folds": _folds(man), "lanes": int(man["lanes"]), "macs": int(man["macs"]),
            "expected_cycles": int(man["expected_cycles_per_inference"]),
            "ideal_cycles": -(-int(man["macs"]) // int(man["lanes"])),
            "planned_utilisation": utilisation(man["macs"], man["lanes"],

@@ -7,8 +7,8 @@ average pooling, dense 10) and :func:`~nnaccel.gen.zoo.resnet8.mobilenet_model`
 (MobileNet-v1-style depthwise-separable blocks), int8 with random weights (random weights
 change neither the cycles nor, to first order, the resources).
 
-One fold per suite, ``generate(model, Options(target_cycles=T))`` with ``T`` from
-:data:`SUITES`; a few random images simulated back to back under Verilator
+One fold per suite, ``generate(model, Options(...))`` with the cycle target or device share
+of :data:`SUITES`; a few random images simulated back to back under Verilator
 (:func:`nnaccel.sim.design.simulate`), every output compared bit for bit with
 ``Model.forward``, the measured cycles per image against the folding formula (the manifest's
 expected cycles, the slowest layer's); then yosys + nextpnr on the ULX3S ECP5-85F
@@ -22,8 +22,6 @@ Outputs in ``outdir``: ``<suite>.json``, ``<suite>.md``, the fold's manifest and
 directory.
 """
 
-import contextlib
-import os
 import time
 from pathlib import Path
 
@@ -39,21 +37,21 @@ BOARD = "ulx3s-85f"
 DEFAULT_IMAGES = 4
 QUICK_IMAGES = 3
 
-#: Per suite: the model factory, its description, the cycle target of the fold, the
-#: inferences/s wanted at Fmax and options of yosys' ``synth_ecp5``. ResNet-8's target: the
-#: fold's slowest layer then needs 36,864 cycles (341 int8 lanes), so 1,000 inferences/s needs
-#: only 37 MHz, and 2,431 (the moonshot) 90 MHz. Its 341 lane multipliers and the output
-#: stages' want about 380 MULT18X18D where the ECP5-85F has 156 (placement fails), so its
-#: multipliers are built in logic (``-nodsp``); a fold within the 156 blocks
-#: (``--board ulx3s-85f --fill 0.85``: 86 lanes, 147,456 cycles) would need 148 MHz.
+#: Per suite: the model factory, its description, the fold (a cycle target, or ``fill``: the
+#: folds of most throughput within that share of the board's device by the resource model,
+#: ``--board ulx3s-85f --fill F``) and the inferences/s wanted at Fmax. ResNet-8: the fold for
+#: 1,000 inferences/s at a plausible Fmax (``target_cycles=45000``: 341 int8 lanes, 36,864
+#: cycles, 37 MHz would do) does not fit the ECP5-85F either way (measured: nextpnr runs out
+#: of the 156 MULT18X18D, the resource model counts 381; built in logic with ``synth_ecp5
+#: -nodsp`` it needs 127 % of the LUT4s), so the bench measures the fold that fits (0.85: 86 lanes, 147,456 cycles), which
+#: needs 148 MHz for 1,000/s.
 SUITES = {
-    "resnet8": {"model": resnet8_model, "target_cycles": 45_000, "rate": 1_000,
-                "synth_opts": "-nodsp",
+    "resnet8": {"model": resnet8_model, "target_cycles": None, "fill": 0.85, "rate": 1_000,
                 "what": "MLPerf Tiny ResNet-8 (3x32x32 int8; stacks of 16/32/64 filters, 1x1 "
                         "stride-2 projections; global average pool; dense 10), random int8 "
                         "weights, requant multipliers calibrated on random images"},
-    "mobilenet": {"model": mobilenet_model, "target_cycles": 5_000, "rate": None,
-                  "synth_opts": None,
+    "mobilenet": {"model": mobilenet_model, "target_cycles": 5_000, "fill": None,
+                  "rate": None,
                   "what": "MobileNet-v1-style blocks (3x32x32 int8; 3x3 stride-2 stem to 16; "
                           "four depthwise 3x3 + pointwise 1x1 blocks to 32/64/64/128, stride 2 "
                           "in the second and fourth; global average pool; dense 10), random "
@@ -68,24 +66,6 @@ ANCHORS = (
 )
 
 
-@contextlib.contextmanager
-def _synth_opts(opts):
-    """Amaranth's ``synth_opts`` override (its ``AMARANTH_synth_opts`` environment variable)
-    set to ``opts`` for the build inside (None: left as it is)."""
-    key = "AMARANTH_synth_opts"
-    old = os.environ.get(key)
-    if opts is not None:
-        os.environ[key] = opts
-    try:
-        yield
-    finally:
-        if opts is not None:
-            if old is None:
-                del os.environ[key]
-            else:
-                os.environ[key] = old
-
-
 def weight_bits(manifest):
     """Bits of every weight the design holds (the manifest's ``weight_bits`` per layer)."""
     return sum(int(e.get("weight_bits") or 0) for e in manifest["layers"])
@@ -97,19 +77,19 @@ def _markdown(result):
     lines = [f"## {result['suite']} on the {result['board']} ({result['device']})", "",
              f"Model: {result['model']}; {r['macs']:,} MACs per image; "
              f"{result['weight_bits']:,} weight bits, all on chip.", "",
-             "| target cycles | lanes | expected cycles | measured cycles/image | ratio | "
-             "bit-exact |", "|---:|---:|---:|---:|---:|---|",
-             f"| {r['target_cycles']:,} | {r['lanes']:,} | {r['expected_cycles']:,} | "
+             "| fold | lanes | expected cycles | measured cycles/image | ratio | "
+             "bit-exact |", "|---|---:|---:|---:|---:|---|",
+             f"| {r['name']} | {r['lanes']:,} | {r['expected_cycles']:,} | "
              f"{'-' if meas is None else f'{meas:,.1f}'} | "
              f"{'-' if meas is None else format(r['ratio'], '.4f')} | "
              f"{'-' if meas is None else ('yes' if r['outputs_equal'] else 'NO')} |", "",
              "Folds (PExSIMD): " + ", ".join(f"{k} {v}" for k, v in r["folds"].items()) + "."]
     if syn:
         lines += ["", "| LUT4 | FF | DP16KD | MULT18X18D | Fmax MHz | cycles/image | "
-                  "inferences/s | synth_ecp5 options |", "|---:|---:|---:|---:|---:|---:|---:|---|",
+                  "inferences/s |", "|---:|---:|---:|---:|---:|---:|---:|",
                   f"| {syn['lut4']:,} | {syn['ff']:,} | {syn['bram']} | {syn['mult']} | "
                   f"{syn['fmax_mhz']:.1f} | {syn['cycles']:,.1f} | "
-                  f"{syn['inferences_per_second']:,.0f} | {syn['synth_opts'] or '-'} |"]
+                  f"{syn['inferences_per_second']:,.0f} |"]
     if result["suite"] == "resnet8":
         lines += ["", "Anchors (published, cited in issue 11, not measured here):", ""]
         lines += [f"* {a['name']}: {a['inferences_per_second']:,} inferences/s."
@@ -150,8 +130,15 @@ def run_graph_bench(outdir, suite, *, quick=False, synthesis=True, log=print, im
     images = images or (QUICK_IMAGES if quick else DEFAULT_IMAGES)
     X = zoo_inputs(model.input_shape, images, seed)
     target = target_cycles or cfg["target_cycles"]
-    fold = measure_fold(model, target, X, outdir=outdir, label=f"{model.name}_t{target}",
-                        log=steps)
+    options = None
+    if target is None:
+        from ..gen.plan import Options
+        from ..gen.resources import device_for
+
+        options = Options(board=device_for(spec.device), fill=cfg["fill"])
+    label = f"{model.name}_t{target}" if target else f"{model.name}_fill{cfg['fill']}"
+    fold = measure_fold(model, target, X, outdir=outdir, label=label, log=steps,
+                        options=options)
     design = fold.pop("design")
     targets = {"bit_exact": {"value": fold["outputs_equal"], "want": True,
                              "met": fold["outputs_equal"]},
@@ -162,14 +149,12 @@ def run_graph_bench(outdir, suite, *, quick=False, synthesis=True, log=print, im
     if synthesis and not quick:
         from ..boards.build import build, format_report
 
-        with _synth_opts(cfg["synth_opts"]):
-            report = steps.run(f"{fold['name']}: synthesis, place and route for {board}",
-                               build, design.network, board, outdir / f"{fold['name']}-{board}",
-                               name=design.name, log=steps.note)
+        report = steps.run(f"{fold['name']}: synthesis, place and route for {board}", build,
+                           design.network, board, outdir / f"{fold['name']}-{board}",
+                           name=design.name, log=steps.note)
         for line in format_report(report).splitlines():
             steps.note(line)
-        syn = synthesis_row(report, board=board, fold=fold["name"],
-                            synth_opts=cfg["synth_opts"])
+        syn = synthesis_row(report, board=board, fold=fold["name"])
         syn["cycles"] = fold["cycles_per_image"]
         syn["inferences_per_second"] = syn["fmax_mhz"] * 1e6 / syn["cycles"]
         syn["fits"] = fits(report)

@@ -3,7 +3,6 @@ factories (topology by hand), their calibration, and scaled-down bench runs unde
 (no place and route here)."""
 
 import json
-import os
 
 import numpy as np
 import pytest
@@ -82,15 +81,3 @@ def test_scaled_down_bench_under_verilator(tmp_path):
     assert status == 0
     assert result["weight_bits"] > 0 and (tmp_path / f"{suite}.md").exists()
 
-
-def test_synth_opts_override_is_set_for_the_build_only(monkeypatch):
-    monkeypatch.delenv("AMARANTH_synth_opts", raising=False)
-    with bench_resnet._synth_opts("-nodsp"):
-        assert os.environ["AMARANTH_synth_opts"] == "-nodsp"
-    assert "AMARANTH_synth_opts" not in os.environ
-    monkeypatch.setenv("AMARANTH_synth_opts", "-abc9")
-    with bench_resnet._synth_opts(None):
-        assert os.environ["AMARANTH_synth_opts"] == "-abc9"
-    with bench_resnet._synth_opts("-nodsp"):
-        pass
-    assert os.environ["AMARANTH_synth_opts"] == "-abc9"
