@@ -42,11 +42,17 @@ def _quiet(m, i, o, drain):
 class VectorProof(wiring.Component):
     """Port properties of a vector engine: ``in_per_vector`` input beats give ``out_per_vector``
     output beats, all out within ``drain`` quiet cycles. ``bound`` sizes the model's counter
-    (at least the output beats a run of the proof's depth can owe)."""
+    (at least the output beats a run of the proof's depth can owe).
 
-    def __init__(self, dut, *, in_per_vector, out_per_vector, drain, bound, mutant=None):
+    ``streaming``: the device may emit a vector's output beats before its input is complete (a
+    window or pool unit emits an output pixel once its window is in); its output beats are then
+    owed from the vector's first input beat, and the no-beat-lost check applies when no vector
+    is partly in."""
+
+    def __init__(self, dut, *, in_per_vector, out_per_vector, drain, bound, mutant=None,
+                 streaming=False):
         self.dut, self.in_per_vector, self.out_per_vector = dut, in_per_vector, out_per_vector
-        self.drain, self.bound = drain, bound
+        self.drain, self.bound, self.streaming = drain, bound, streaming
         self.outer = mutant(dut) if mutant else dut
         super().__init__(_signature(dut))
 
@@ -61,12 +67,13 @@ class VectorProof(wiring.Component):
         rules.assert_output(o)
         beat = Signal(range(self.in_per_vector))
         owed = Signal(range(-self.bound - 1, self.bound + self.out_per_vector + 1))
-        ends = transfer(i) & (beat == self.in_per_vector - 1)
+        owing_beat = 0 if self.streaming else self.in_per_vector - 1
+        ends = transfer(i) & (beat == owing_beat)
         with m.If(transfer(i)):
             m.d.sync += beat.eq(Mux(beat == self.in_per_vector - 1, 0, beat + 1))
         m.d.sync += owed.eq(owed + Value.cast(ends) * self.out_per_vector - transfer(o))
         m.d.comb += Assert(~o.valid | (owed > 0), "an output beat no input vector asked for")
-        with m.If(_quiet(m, i, o, self.drain)):
+        with m.If(_quiet(m, i, o, self.drain) & (beat == 0)):
             m.d.comb += Assert(owed == 0, "output beats missing after draining")
         with m.If(rules.past_rst):
             m.d.comb += [Assert(~o.valid, "valid after reset"),
