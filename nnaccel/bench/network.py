@@ -20,8 +20,8 @@ import sys
 import time
 from pathlib import Path
 
-__all__ = ["DEVICE", "PACKAGE", "FREQ_MHZ", "SFC_TARGET_CYCLES", "SFC_MAX_SIMD", "network_build",
-           "main"]
+__all__ = ["DEVICE", "PACKAGE", "FREQ_MHZ", "SFC_TARGET_CYCLES", "SFC_MAX_SIMD", "CNN_LANES",
+           "network_build", "main"]
 
 #: nextpnr-ecp5 device and package of the ULX3S's ECP5-85F.
 DEVICE, PACKAGE = "--85k", "CABGA381"
@@ -30,6 +30,10 @@ FREQ_MHZ = 150
 #: Cycles per inference of the SFC network's fold (the one ``nnaccel bench`` chose) and its
 #: SIMD cap (that of the bench's fold, 256x10, 52x16, 64x13, 2x16).
 SFC_TARGET_CYCLES, SFC_MAX_SIMD = 80, 16
+
+#: The digits CNNs and their lane budgets in the demo (``nnaccel.demo.DEMO_DESIGNS``, which a
+#: benchmark may not import).
+CNN_LANES = {"digits_cnn_int8": 64, "digits_cnn_binarized": 256}
 
 _CELLS = {"lut4": "TRELLIS_COMB", "ff": "TRELLIS_FF", "lutram": "TRELLIS_RAMW",
           "bram": "DP16KD", "mult": "MULT18X18D"}
@@ -65,23 +69,19 @@ def network_build(network, outdir, *, freq_mhz=FREQ_MHZ):
 
 
 def _design(name, seed=0):
-    from ..demo import DEMO_DESIGNS
     from ..gen.generate import generate
     from ..gen.plan import Options
     from .mvu import BENCHMARKS, capped_folds
 
-    demo = next((d for d in DEMO_DESIGNS if d.model == name), None)
-    if name.startswith("digits_cnn_") and demo is not None:
+    if name in CNN_LANES:
         from ..gen.zoo.digits_cnn import digits_cnn
 
         model = digits_cnn(name.removeprefix("digits_cnn_"), seed).model
-        return generate(model, Options(max_lanes=demo.max_lanes))
+        return generate(model, Options(max_lanes=CNN_LANES[name]))
     bench = next((b for b in BENCHMARKS if b.name == name), None)
     if bench is None:
         raise SystemExit(f"unknown design {name!r}; choose from "
-                         + ", ".join([b.name for b in BENCHMARKS]
-                                     + [d.model for d in DEMO_DESIGNS
-                                        if d.model.startswith("digits_cnn_")]))
+                         + ", ".join([b.name for b in BENCHMARKS] + list(CNN_LANES)))
     model, _, _ = bench.make(seed, 1)
     if bench.max_lanes is not None:
         return generate(model, Options(max_lanes=bench.max_lanes))
