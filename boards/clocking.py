@@ -5,17 +5,19 @@
 make (:data:`nnaccel.boards.top.LINK_BAUDS`):
 
 * ``clock_mhz`` given: the legal setting closest below it;
-* otherwise: a first build at :data:`FIRST_GUESS_MHZ` (into a scratch directory, removed), then
-  the final build at the setting below ``MARGIN`` times the first build's Fmax (nextpnr's
-  figure varies a little from one placement to the next).
+* otherwise: a first build at :data:`FIRST_GUESS_MHZ`, then builds at the setting below
+  ``MARGIN`` times the previous build's Fmax (nextpnr's figure varies from one placement to the
+  next), until one meets timing within 10% of its Fmax or :data:`MAX_PASSES` were made.
 
 Among the settings within 10% below the limit, the one that allows the fastest link wins, then
 the fastest clock.
 """
 
+import json
 import shutil
 from pathlib import Path
 
+from ..gen.atomic import check_output, publish
 from ..gen.errors import UsageError
 from .build import build
 from .platforms import Board, get_board
@@ -30,8 +32,12 @@ FIRST_GUESS_MHZ = {"ecp5": 100.0, "ice40": 48.0}
 #: The final build aims at this fraction of the first build's Fmax.
 MARGIN = 0.97
 
-#: Settings up to this fraction below the limit compete on link speed.
+#: Settings up to this fraction below the limit compete on link speed; a pass whose clock is
+#: at least this fraction of its Fmax, with timing met, is kept.
 WINDOW = 0.9
+
+#: Most builds of one ``--clock auto``.
+MAX_PASSES = 3
 
 
 def _baud_ok(clock_hz, baud):
@@ -72,39 +78,62 @@ def build_clocked(network, board, outdir, *, name, clock_mhz=None, log=print, fi
 
     Parameters are those of :func:`~nnaccel.boards.build.build` (``baud`` is chosen here),
     plus ``clock_mhz`` (float or None: see the module's description). ``log`` takes lines.
+    Without ``clock_mhz`` every pass builds into a scratch directory beside ``outdir``; the
+    kept pass (timing met, its clock within 10% of its Fmax, else the last that met timing,
+    else the last) becomes ``outdir``.
     """
     spec = board if isinstance(board, Board) else get_board(board)
-    passes = []
-    if clock_mhz is None:
-        guess = FIRST_GUESS_MHZ[spec.family]
-        setting, baud = choose_clock(spec, guess * 1e6)
-        outdir = Path(outdir).absolute()
-        scratch = outdir.parent / f".{outdir.name}.first-pass"
-        shutil.rmtree(scratch, ignore_errors=True)
-        log(f"clock: first build at {setting.mhz:g} MHz to read Fmax")
-        try:
-            first = build(network, spec, scratch, name=name, baud=baud, log=log,
-                          pll=setting, **options)
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
-        passes.append({"clock_mhz": first["clock_mhz"], "fmax_mhz": first["fmax_mhz"],
-                       "timing_met": first["timing_met"]})
-        limit = MARGIN * first["fmax_mhz"] * 1e6
-        log(f"clock: Fmax {first['fmax_mhz']:.2f} MHz at {setting.mhz:g} MHz; building at "
-            f"most {limit / 1e6:.2f} MHz")
-    else:
+    if clock_mhz is not None:
         if not isinstance(clock_mhz, (int, float)) or clock_mhz <= 0:
             raise UsageError(f"--clock must be a positive number of MHz, not {clock_mhz!r}")
-        limit = clock_mhz * 1e6 * 1.000001
-    setting, baud = choose_clock(spec, limit)
-    log(f"clock: {setting.mhz:g} MHz from the PLL ({dict(setting.dividers)}), link at "
-        f"{baud:,} baud")
+        setting, baud = choose_clock(spec, clock_mhz * 1e6 * 1.000001)
+        log(f"clock: {setting.mhz:g} MHz from the PLL ({dict(setting.dividers)}), link at "
+            f"{baud:,} baud")
 
-    def finishing(report):
-        report["clock_passes"] = passes + [{"clock_mhz": report["clock_mhz"],
-                                            "fmax_mhz": report["fmax_mhz"],
-                                            "timing_met": report["timing_met"]}]
-        return finish(report) if finish is not None else None
+        def finishing(report):
+            report["clock_passes"] = [_pass(report)]
+            return finish(report) if finish is not None else None
 
-    return build(network, spec, outdir, name=name, baud=baud, log=log, pll=setting,
-                 finish=finishing, **options)
+        return build(network, spec, outdir, name=name, baud=baud, log=log, pll=setting,
+                     finish=finishing, **options)
+
+    outdir = Path(outdir).absolute()
+    check_output(outdir, command="build")
+    limit = FIRST_GUESS_MHZ[spec.family] * 1e6
+    passes, kept, scratches = [], None, []
+    try:
+        for number in range(1, MAX_PASSES + 1):
+            setting, baud = choose_clock(spec, limit)
+            if any(p["clock_mhz"] == round(setting.mhz, 4) for p in passes):
+                break                   # the same setting again: nothing new to learn
+            scratch = outdir.parent / f".{outdir.name}.clock-pass-{number}"
+            shutil.rmtree(scratch, ignore_errors=True)
+            scratches.append(scratch)
+            log(f"clock: pass {number} at {setting.mhz:g} MHz ({dict(setting.dividers)}), "
+                f"link at {baud:,} baud")
+            report = build(network, spec, scratch, name=name, baud=baud, log=log, pll=setting,
+                           finish=finish, **options)
+            passes.append(_pass(report))
+            verdict = "met" if report["timing_met"] else "NOT met"
+            log(f"clock: pass {number}: Fmax {report['fmax_mhz']:.2f} MHz at "
+                f"{report['clock_mhz']:g} MHz, timing {verdict}")
+            if report["timing_met"] or kept is None or not kept[1]["timing_met"]:
+                kept = (scratch, report)
+            if report["timing_met"] and report["clock_mhz"] >= WINDOW * report["fmax_mhz"]:
+                break
+            limit = MARGIN * report["fmax_mhz"] * 1e6
+        scratch, report = kept
+        report["clock_passes"] = passes
+        report["bitstream"] = str(outdir / Path(report["bitstream"]).name)
+        report["outdir"] = str(outdir)
+        (scratch / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+        publish(scratch, outdir, command="build")
+    finally:
+        for scratch in scratches:
+            shutil.rmtree(scratch, ignore_errors=True)
+    return report
+
+
+def _pass(report):
+    return {"clock_mhz": report["clock_mhz"], "fmax_mhz": report["fmax_mhz"],
+            "timing_met": report["timing_met"]}

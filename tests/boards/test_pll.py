@@ -74,3 +74,36 @@ def test_board_top_with_pll_prepares(board, primitive, standin):
                                  name="top", do_build=False)
     rtlil = plan.files["top.il"]
     assert primitive in rtlil and "uart_0__tx" in rtlil
+
+
+def test_build_clocked_steps_down_until_timing_is_met(tmp_path, monkeypatch):
+    """--clock auto with a stand-in build whose Fmax moves as the measured ULX3S one did: pass 1
+    at the 100 MHz guess (Fmax 68.72), pass 2 below 97% of that misses (62.94), pass 3 meets
+    timing and becomes the build directory, with every pass in clock_passes."""
+    import json
+
+    import nnaccel.boards.clocking as clocking
+    from nnaccel.gen.atomic import atomic_directory
+
+    calls = []
+
+    def fake_build(network, spec, outdir, *, name, baud, log, pll, finish, **options):
+        mhz = pll.f_out / 1e6
+        fmax = 68.72 if mhz > 90 else 62.94 if mhz > 62 else 63.5
+        report = {"clock_mhz": round(mhz, 4), "fmax_mhz": fmax, "timing_met": fmax >= mhz,
+                  "baud": baud, "bitstream": str(outdir / f"{name}.bit"), "outdir": str(outdir)}
+        with atomic_directory(outdir, command="build") as staging:
+            (staging / f"{name}.bit").write_bytes(b"bits")
+            (staging / "report.json").write_text(json.dumps(report))
+        calls.append(mhz)
+        return report
+
+    monkeypatch.setattr(clocking, "build", fake_build)
+    out = tmp_path / "b"
+    report = clocking.build_clocked(object(), "ulx3s-85f", out, name="d", log=lambda _: None)
+    assert calls[0] == 100 and len(calls) == 3 and calls[2] <= 0.97 * 62.94
+    assert report["timing_met"] and report["clock_mhz"] >= 0.9 * report["fmax_mhz"]
+    assert [p["clock_mhz"] for p in report["clock_passes"]] == [round(c, 4) for c in calls]
+    assert json.loads((out / "report.json").read_text()) == report
+    assert report["bitstream"] == str(out / "d.bit") and (out / "d.bit").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]      # scratch passes removed
