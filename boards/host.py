@@ -242,10 +242,13 @@ class BoardLink:
         most = max(1, min(st.in_capacity // vector_bytes, st.out_capacity // out_vector_bytes))
         batch, limit = 1, min(64, st.max_read)      # grown while frames pass
         ack = st.read_pointer
-        sent, out = 0, bytearray()
+        sent, out, freed = 0, bytearray(), 0
         while len(out) < count * out_vector_bytes:
-            if sent < count:
-                k = min(batch, count - sent)
+            # the outputs the device still holds (not yet freed by a READ's ack) limit a SEND:
+            # a batch that would not fit would only be refused with BUSY after its transfer
+            room = (st.out_capacity - (sent * out_vector_bytes - freed)) // out_vector_bytes
+            if sent < count and room > 0:
+                k = min(batch, count - sent, room)
                 payload = vectors[sent * vector_bytes:(sent + k) * vector_bytes]
                 reply, attempts = self.command(proto.SEND, payload, expect=0, shrink=k > 1)
                 if reply is None:
@@ -261,6 +264,7 @@ class BoardLink:
             if reply is None:
                 limit = max(8, limit // 2)
                 continue
+            freed = len(out)
             out += reply.payload
             ack = (ack + len(reply.payload)) & 0xFFFF
             limit = max(8, limit // 2) if attempts > 1 else min(st.max_read, limit * 2)
