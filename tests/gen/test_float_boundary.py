@@ -10,22 +10,24 @@ import numpy as np
 import pytest
 
 from nnaccel.cli import main
+from nnaccel.gen.boundary import FloatIO, InputQuantizer, from_json
+from nnaccel.gen.errors import ModelError, UsageError
+from nnaccel.gen.model_io import read_model
+from nnaccel.gen.onnx import import_onnx
 
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore")
-    torch = pytest.importorskip("torch", reason="the 'onnx' extra (torch) is not installed")
-    qnn = pytest.importorskip("brevitas.nn", reason="the 'onnx' extra (brevitas) is missing")
-    pytest.importorskip("qonnx", reason="the 'onnx' extra (qonnx) is not installed")
-    ort = pytest.importorskip("onnxruntime", reason="the 'onnx' extra is not installed")
-    from brevitas.export import export_qonnx
-    from onnxruntime.quantization import QuantFormat, quantize_static
-
-from nnaccel.gen.boundary import FloatIO, InputQuantizer, from_json  # noqa: E402
-from nnaccel.gen.errors import ModelError, UsageError  # noqa: E402
-from nnaccel.gen.model_io import read_model  # noqa: E402
-from nnaccel.gen.onnx import import_onnx  # noqa: E402
-
-from .test_onnx_cnn import _brevitas_nets, _qonnx_run, _Reader, _TorchCnn  # noqa: E402
+# the exporters and executors as test_onnx_cnn imports them (that module skips without them)
+from .test_onnx_cnn import (
+    QuantFormat,
+    _brevitas_nets,
+    _qonnx_run,
+    _Reader,
+    _TorchCnn,
+    export_qonnx,
+    ort,
+    qnn,
+    quantize_static,
+    torch,
+)
 
 pytestmark = pytest.mark.xdist_group("onnx_exporters")
 
