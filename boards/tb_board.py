@@ -8,7 +8,8 @@ file whose path is in the environment variable ``NNACCEL_BOARD_JOB``::
      "corrupt": float,        # probability that a byte on the wire gets one bit flipped
      "seed": int,
      "ready": "<path>",       # written with {"pty": "<path of the pty>"} once serving
-     "stop": "<path>"}        # the testbench stops once this file exists
+     "stop": "<path>"}        # the testbench stops once this file exists (or the job file
+                              # is gone)
 
 Bytes written to the pty are sent bit by bit on ``rx`` (8N1, ``divisor`` clock cycles per bit);
 bytes the design sends on ``tx`` are sampled in the middle of each bit and written to the pty.
@@ -59,7 +60,8 @@ async def _transmit_to_host(dut, master, bit_ns, rng, p, line):
 
 @cocotb.test()
 async def serve(dut):
-    job = json.loads(Path(os.environ[JOB_VARIABLE]).read_text())
+    job_path = Path(os.environ[JOB_VARIABLE])
+    job = json.loads(job_path.read_text())
     period = int(job["period_ns"])
     bit_ns = period * int(job["divisor"])
     rng = random.Random(int(job["seed"]))
@@ -82,7 +84,7 @@ async def serve(dut):
     cocotb.start_soon(_transmit_to_host(dut, master, bit_ns, rng, p, line))
 
     byte_ns = 10 * bit_ns
-    while not stop.exists():
+    while not stop.exists() and job_path.exists():   # the job goes when its owner does
         try:
             data = os.read(master, 4096)
         except BlockingIOError:
