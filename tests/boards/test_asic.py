@@ -6,6 +6,8 @@ The area is checked against the liberty's own cell areas times the reported coun
 against the slack and the period, and the critical path against OpenSTA's log.
 """
 
+import contextlib
+import io
 import json
 import re
 import shutil
@@ -193,3 +195,51 @@ def test_gate_level_netlist_is_bit_exact(built, tmp_path, idle, stall):
     result = vsim.run(source, "mlp484", io, np.mod(X, 16), idle=idle, stall=stall, seed=5)
     want = np.mod(model.forward(X), 1 << io["output"]["bits_per_element"])
     np.testing.assert_array_equal(result.outputs_bits, want)
+
+
+def mutate_one_cell(netlist):
+    """``netlist`` with one cell flipped: the first XOR2X1 adding two multiplier products (an
+    adder-tree sum bit) becomes an XNOR2X1, inverting that bit for every input."""
+    mutated, count = re.subn(r"\bXOR2X1(\s+\S+\s*\(\s*\.A\(\\\S*\.core\.prod_)", r"XNOR2X1\1",
+                             netlist, count=1)
+    assert count == 1, "no XOR2X1 on a product in the netlist"
+    return mutated
+
+
+def dot_dir(path):
+    """The smallest design with an adder of products: y = w . x over two int4 inputs."""
+    doc = {"format": "nnaccel-model/1", "name": "dot2",
+           "input": {"shape": [2], "dtype": "int4"},
+           "layers": [{"name": "fc", "op": "linear", "weight": "fc.w", "weight_dtype": "int4",
+                       "output": {"kind": "identity", "dtype": "int10"}}]}
+    path.mkdir(parents=True)
+    (path / "model.json").write_text(json.dumps(doc))
+    np.savez(path / "weights.npz", **{"fc.w": np.array([[5, -3]])})
+    return path
+
+
+@needs_tools
+@pytest.mark.slow
+@pytest.mark.verilator
+@pytest.mark.parametrize("flipped", [False, True])
+def test_gate_level_check_fails_on_a_flipped_cell(tmp_path, flipped):
+    """The gate-level check can fail: a one-layer dot product's netlist is exact under
+    Verilator as synthesised, and differs from numpy once one cell is flipped (XOR -> XNOR in
+    the adder of its products)."""
+    from nnaccel.gen.model_io import read_model
+    from nnaccel.sim import verilator as vsim
+
+    model_dir = dot_dir(tmp_path / "dot2")
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert cli.main(["build", str(model_dir), "--target", "asic", "-o",
+                         str(tmp_path / "out")]) == 0
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    netlist = (tmp_path / "out" / "dot2.netlist.v").read_text()
+    source = tmp_path / "gl.v"
+    source.write_text(asic.gate_level_verilog(mutate_one_cell(netlist) if flipped else netlist))
+    io_ = report["manifest"]["io"]
+    X = np.random.default_rng(3).integers(-8, 8, (16, 2))
+    result = vsim.run(source, "dot2", io_, np.mod(X, 16), seed=5)
+    want = np.mod(read_model(model_dir).forward(X), 1 << io_["output"]["bits_per_element"])
+    assert result.outputs_bits.shape == want.shape
+    assert (result.outputs_bits != want).any() == flipped
