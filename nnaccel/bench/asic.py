@@ -84,8 +84,9 @@ ASIC_DESIGNS = (
      _systolic(8, 8, (64, 64, 64))),
 )
 #: Left out, with the reason.
-SKIPPED = {"sfc_bnn": "784-256-256-256-10: its 0.33 Mbit of weights become 0.33 M flip-flops "
-                      "without an SRAM macro, beyond what yosys maps here in reasonable time"}
+SKIPPED = {"sfc_bnn": "784-256-256-256-10: its 0.33 Mbit of read-only weights would become "
+                      "logic (no SRAM macro in the library), beyond what yosys maps here in "
+                      "reasonable time"}
 
 
 def _one(name, what, make, outdir, *, lib, period_ns, seed, log):
