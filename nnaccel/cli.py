@@ -675,12 +675,17 @@ def cmd_board_sim(args):
     design = make_design()
     with BoardSim(design, board=args.board, corrupt=args.corrupt, seed=args.seed,
                   selftest=args.self_test) as sim:
+        if args.json:  # printed once the port exists, so a script can read it and connect
+            print(json.dumps({"design": design.name, "board": args.board, "baud": sim.baud,
+                              "clock_hz": sim.clock_hz, "port": sim.port,
+                              "self_test": args.self_test}), flush=True)
         print(f"board-sim: {design.name} on a simulated {args.board}: {sim.baud:,} baud, "
               f"clock {sim.clock_hz / 1e6:g} MHz (PLL bypassed), serial port {sim.port}",
-              flush=True)
+              file=sys.stderr if args.json else sys.stdout, flush=True)
         print(f"try: nnaccel run {args.model} --input X.npy --backend board --board "
               f"{args.board} --port {sim.port} --clock {sim.clock_hz / 1e6:g} "
-              f"--reply-timeout 2 --byte-time 0.002", flush=True)
+              f"--reply-timeout 2 --byte-time 0.002",
+              file=sys.stderr if args.json else sys.stdout, flush=True)
         try:
             if args.seconds:
                 sim.wait(args.seconds)
@@ -708,7 +713,11 @@ def cmd_program(args):
     from .board import program
 
     argv = program(args.build_dir, cable=args.cable, flash=args.flash)
-    print(f"programmed: {' '.join(argv)}")
+    if args.json:
+        print(json.dumps({"programmed": True, "build_dir": str(args.build_dir),
+                          "flash": args.flash, "command": argv}))
+    else:
+        print(f"programmed: {' '.join(argv)}")
     return 0
 
 
@@ -926,7 +935,14 @@ def cmd_sweep(args):
                        vectors=args.vectors, seed=args.seed, address=args.address,
                        cpus=args.cpus, cache=args.cache, retries=args.retries,
                        output=args.output, force=args.force, log=log)
-    print(format_table(result.points))
+    if args.json:  # the table goes to stderr, the points (as in results.json) to stdout
+        log(format_table(result.points))
+        print(json.dumps({"points": result.points, "computed": result.computed,
+                          "cached": result.cached, "failed": result.failed,
+                          "output": None if result.output is None else str(result.output)},
+                         default=str))
+    else:
+        print(format_table(result.points))
     return int(result.failed > 0)
 
 
@@ -1164,6 +1180,9 @@ def build_parser():
                    help="stop after this many seconds (default: serve until Ctrl-C)")
     p.add_argument("--self-test", type=_positive, default=0, metavar="N",
                    help="build in a self-test of N random vectors and their numpy outputs")
+    p.add_argument("--json", action="store_true",
+                   help="print the simulated board (serial port, baud, clock) as one JSON "
+                        "object on stdout once it is up; the notes go to stderr")
     _add_generate_options(p)
     p.set_defaults(func=cmd_board_sim)
 
@@ -1171,6 +1190,8 @@ def build_parser():
     p.add_argument("build_dir", help="a directory written by nnaccel build")
     p.add_argument("--cable", help="openFPGALoader cable name (default: the board's)")
     p.add_argument("--flash", action="store_true", help="write the SPI flash (persistent)")
+    p.add_argument("--json", action="store_true",
+                   help="print the openFPGALoader command run as one JSON object on stdout")
     p.set_defaults(func=cmd_program)
 
     p = sub.add_parser("import", help="translate an ONNX/QONNX file (Brevitas, FINN, "
@@ -1257,6 +1278,10 @@ def build_parser():
                    help="retries of a point whose Ray worker died")
     p.add_argument("-o", "--output", help="write results.json, results.csv and the Pareto "
                                           "plot pareto.png/.svg to this directory")
+    p.add_argument("--json", action="store_true",
+                   help="print the points (as in results.json) and the counts of computed, "
+                        "cached and failed points as one JSON object on stdout; the table "
+                        "goes to stderr")
     _add_force(p)
     p.set_defaults(func=cmd_sweep)
     return parser

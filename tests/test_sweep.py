@@ -115,6 +115,20 @@ def test_points_refused_by_the_generator_are_recorded_without_ray(mlp, tmp_path)
     assert (tmp_path / "out" / "pareto.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_cli_json(mlp, tmp_path, capsys):
+    """sweep --json: stdout is one JSON object, the points as results.json holds them; the
+    table goes to stderr."""
+    from nnaccel.cli import main
+
+    assert main(["sweep", str(mlp), "--grid", "engine.fc1=gpu", "--no-build", "--cache",
+                 str(tmp_path / "c"), "-o", str(tmp_path / "out"), "--json"]) == 1
+    captured = capsys.readouterr()
+    doc = json.loads(captured.out)
+    assert doc["points"] == json.loads((tmp_path / "out" / "results.json").read_text())
+    assert (doc["computed"], doc["cached"], doc["failed"]) == (0, 0, 1)
+    assert doc["output"] == str(tmp_path / "out") and "engine.fc1" in captured.err
+
+
 def test_pareto_front():
     costs = [10, 20, 20, 30, 5, 40]
     gains = [1.0, 3.0, 2.0, 3.0, 0.5, 4.0]

@@ -50,6 +50,18 @@ def test_program_runs_openfpgaloader(build_dir, tmp_path, monkeypatch, capsys):
     assert "unable to open ftdi device" in err and "connected over USB" in err
 
 
+def test_program_json(build_dir, tmp_path, monkeypatch, capsys):
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
+    _fake_loader(bindir, 0, "done")
+    assert main(["program", str(build_dir), "--flash", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc == {"programmed": True, "build_dir": str(build_dir), "flash": True,
+                   "command": [str(bindir / "openFPGALoader"), "-b", "ulx3s", "-f",
+                               str(build_dir / "top.bit")]}
+
+
 def test_run_board_needs_board_and_port(tmp_path, capsys):
     import numpy as np
 
