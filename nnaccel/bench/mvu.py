@@ -4,8 +4,10 @@ For every benchmark network, :func:`run_bench`
 
 1. builds the model (trained on scikit-learn's digits, or random weights of a given shape: random
    weights change neither the cycles nor, to first order, the resources of a dense design);
-2. generates it with a lane budget (``Options(max_lanes=...)``) or, for a throughput target, with
-   the fold found by :func:`search_fold` (``Options(target_cycles=...)``);
+2. generates it with a lane budget (``Options(max_lanes=...)``), with the folds the resource
+   model chooses within a fraction of the board (``Options(board=..., fill=...)``, the command
+   line's ``--board NAME --fill F``), or, for a throughput target, with the fold found by
+   :func:`search_fold` (``Options(target_cycles=...)``);
 3. simulates a batch of vectors *back to back* under Verilator through cocotb, every output
    compared bit for bit with the numpy reference, and takes the steady-state cycles per inference
    from the simulation;
@@ -39,7 +41,7 @@ from .report import fits, fmt_int, pyplot, write_results
 
 __all__ = [
     "Benchmark", "BENCHMARKS", "NNGEN_REFERENCE", "RATIO_TOLERANCE", "UTILISATION_TARGET",
-    "BOARD", "DEFAULT_VECTORS", "QUICK_VECTORS", "SFC_FMAX_GUESS_MHZ", "SFC_MAX_SIMD",
+    "BOARD", "DEFAULT_VECTORS", "QUICK_VECTORS", "SFC_FMAX_GUESS_MHZ", "SFC_MAX_SIMD", "SFC_FILL",
     "SEARCH_MARGIN",
     "BENCH_FORMAT", "ideal_cycles", "utilisation", "ratio_ok", "cycle_budget", "search_fold",
     "capped_folds", "dtype_chain", "markdown_table", "reference_table", "run_bench",
@@ -62,6 +64,10 @@ SFC_FMAX_GUESS_MHZ = 85.0
 #: SIMD cap of the SFC network's folds: popcounts of at most 16 bits keep the adder trees shallow
 #: (the uncapped fold of 3,419 lanes has 157-wide popcounts and a pre-route Fmax near 55 MHz).
 SFC_MAX_SIMD = 16
+#: Fraction of the board's LUT4, BRAM and DSP the SFC network's folds may fill: the fold is
+#: the resource model's (``nnaccel generate --board ulx3s-85f --fill SFC_FILL``), no search and
+#: no SIMD cap of the bench's own.
+SFC_FILL = 0.5
 #: Headroom kept below the cycle budget, so the measured cycles and Fmax may vary a little.
 SEARCH_MARGIN = 0.05
 #: Most folds synthesised while searching for a throughput target.
@@ -222,7 +228,11 @@ class Benchmark:
     max_lanes : int or None
         Lane budget (``Options(max_lanes=...)``); exclusive with ``target_rate``.
     target_rate : float or None
-        Inferences per second wanted at Fmax; the fold is searched (:func:`search_fold`).
+        Inferences per second wanted at Fmax; the fold is searched (:func:`search_fold`), or
+        with ``fill`` only checked.
+    fill : float or None
+        With ``target_rate``: the folds are those ``--board BOARD --fill FILL`` chooses (the
+        resource model), not searched.
     max_simd : int or None
         With ``target_rate``: cap on every layer's SIMD (:func:`capped_folds`), for Fmax.
     fmax_guess_mhz : float
@@ -239,6 +249,7 @@ class Benchmark:
     max_lanes: int | None = None
     target_rate: float | None = None
     max_simd: int | None = None
+    fill: float | None = None
     fmax_guess_mhz: float = SFC_FMAX_GUESS_MHZ
     large: bool = False
     reference: dict | None = None
@@ -255,7 +266,7 @@ BENCHMARKS = (
               _digits("int8"), max_lanes=16, reference=NNGEN_REFERENCE),
     Benchmark("sfc_bnn", "(b) SFC-like binarized MLP 784-256-256-256-10, folded for "
               ">= 1,000,000 inferences/s at Fmax", _random(sfc_model), target_rate=1e6,
-              max_simd=SFC_MAX_SIMD, large=True),
+              fill=SFC_FILL, large=True),
     Benchmark("digits_bnn", "(c) binarized MLP 64-128-128-10, uint4 input, at most 128 XNOR "
               "lanes", _digits("bnn"), max_lanes=128),
     Benchmark("prime_int4", "(c) int4 MLP 97-61-13 (prime widths), at most 32 multipliers",
@@ -453,6 +464,13 @@ def _run_one(bench, outdir, steps, *, vectors, quick, synthesis, board, seed, pr
     if bench.max_lanes is not None:
         design = steps.run(f"{label}: generate for at most {bench.max_lanes} lanes", generate,
                            model, Options(max_lanes=bench.max_lanes))
+    elif bench.fill is not None:
+        from ..boards.platforms import get_board
+        from ..gen.resources import device_for
+
+        device = device_for(get_board(board).device)
+        design = steps.run(f"{label}: generate with --board {board} --fill {bench.fill}",
+                           generate, model, Options(board=device, fill=bench.fill))
     else:
         designs = {}
 
@@ -510,6 +528,7 @@ def _run_one(bench, outdir, steps, *, vectors, quick, synthesis, board, seed, pr
         "folds": folds,
         "layers": _layers(man),
         "options": {"max_lanes": bench.max_lanes, "target_rate": bench.target_rate,
+                    "fill": bench.fill,
                     "target_cycles": man["options"]["target_cycles"]},
         "lanes": int(man["lanes"]), "macs": int(man["macs"]),
         "vectors": int(len(X)), "outputs_checked": int(np.asarray(hw_out).size),
