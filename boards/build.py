@@ -28,6 +28,8 @@ from pathlib import Path
 from ..gen.atomic import check_output, publish
 from ..gen.errors import ToolError, UsageError
 from ..gen.names import name_problem
+from ..gen.progress import Timed
+from ..gen.progress import enabled as bars_enabled
 from ..gen.resources import LUTRAM_LUT4
 from ..gen.tools import amaranth_build_env
 from .platforms import Board, get_board
@@ -95,7 +97,7 @@ def build(network, board, outdir, *, name, baud=115200, log=None, keep_failed=Fa
     baud : int
         Bit rate of the UART host link.
     log : text stream, callable taking one line, or None
-        Where progress goes (``sys.stderr`` when None). A terminal gets a live line per step.
+        Where progress goes (``sys.stderr`` when None). A terminal gets a bar per step.
     keep_failed : bool
         Keep the temporary directory of a failed build (its path is in the error) instead of
         deleting it.
@@ -288,50 +290,50 @@ def _tail(path, lines=_TAIL_LINES):
 
 
 class _Progress:
-    """Progress lines on a text stream: a live-updated line on a terminal, else start/end."""
+    """Progress of a build's steps: a tqdm bar per step on a terminal (its ETA is the step's
+    time in the last build of the same design and board; :mod:`nnaccel.gen.progress`), and a
+    line as each step ends (with a start line too off a terminal)."""
 
     def __init__(self, stream, what):
         self.stream = stream
+        self.what = what
         self.prefix = f"nnaccel build {what}: "
-        # A callable (such as print, or a prefixing logger) gets whole lines, never live ones.
+        # A callable (such as print, or a prefixing logger) gets whole lines, never bars.
         self.lines = None if hasattr(stream, "write") else stream
-        self.live = bool(getattr(stream, "isatty", lambda: False)())
-        self.current = None
+        self.live = self.lines is None and bars_enabled(stream)
+        self.bar = None
         self.last = None
 
-    def _write(self, text, *, live=False):
+    def _write(self, text):
         if self.lines is not None:
-            if not live:
-                self.lines(text)
+            self.lines(text)
             return
-        if self.live:
-            text = "\r" + text + "\033[K"
-        self.stream.write(text if live else text + "\n")
+        self.stream.write(text + "\n")
         self.stream.flush()
 
     @contextlib.contextmanager
     def step(self, step, tool):
         """Context of one step; afterwards ``last`` holds its name, tool and seconds."""
         start = time.monotonic()
-        self.current = (f"{step} ({tool})", start)
         if not self.live:
             self._write(f"{self.prefix}{step} ({tool}) ...")
-        self.tick()
         status = "FAILED"
         try:
-            yield
+            with (Timed(f"build {self.what} {step}", f"{step} ({tool})",
+                        stream=self.stream)
+                  if self.live else contextlib.nullcontext()) as self.bar:
+                yield
             status = "done"
         finally:
             elapsed = time.monotonic() - start
-            self.current = None
+            self.bar = None
             self.last = {"step": step, "tool": tool, "seconds": round(elapsed, 2)}
             self._write(f"{self.prefix}{step} ({tool}) {status} in {elapsed:.1f} s")
 
     def tick(self):
-        """Refresh the live line (terminals only)."""
-        if self.live and self.current is not None:
-            what, start = self.current
-            self._write(f"{self.prefix}{what} {time.monotonic() - start:.0f} s", live=True)
+        """Move the step's bar on (terminals only)."""
+        if self.bar is not None:
+            self.bar.tick()
 
     def note(self, text):
         self._write(f"{self.prefix}{text}")

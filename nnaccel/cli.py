@@ -1324,8 +1324,11 @@ def main(argv=None):
     """Run the command line ``argv``; return the exit status: 0, 1 for a failed check (a
     hardware mismatch, a missed target) or an internal error (a bug), 2 for bad input, 3 for a
     failed tool, 130 after Ctrl-C, 143 after SIGTERM."""
+    from .gen import progress
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    progress.disable(getattr(args, "json", False))  # bars on stderr, never with --json
     try:
         previous = signal.signal(signal.SIGTERM, _on_sigterm)
     except ValueError:  # not the main thread: leave signals alone

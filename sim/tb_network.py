@@ -11,7 +11,8 @@ Not collected by pytest (``tb_`` prefix); run by :func:`nnaccel.sim.verilator.ru
      "idle": float, "stall": float,       # source idle / sink backpressure probabilities
      "seed": int,
      "timeout_cycles": int,               # fail after this many cycles with no beat accepted
-     "results": "<path>"}
+     "results": "<path>",
+     "progress": "<path>" or null}      # optional: vectors received so far, as they arrive
 
 The testbench resets the DUT (``rst`` high for a few cycles), sends the input beats while
 collecting output beats, fails on a framing error (``m_axis_tlast`` not high exactly on the last
@@ -57,10 +58,16 @@ def _framing_errors(lasts, beats_per_vector, limit=5):
 
 async def _watchdog(clk, source, sink, job):
     limit = int(job["timeout_cycles"])
-    seen, quiet = None, 0
+    # vectors received so far, for the caller's progress bar (only when it draws one)
+    progress = Path(job["progress"]) if job.get("progress") else None
+    out_bpv = int(job["out_beats_per_vector"])
+    seen, quiet, vectors = None, 0, 0
     while True:
         await ClockCycles(clk, _WATCH_EVERY)
         now = (len(source.cycles), len(sink.cycles))
+        if progress is not None and now[1] // out_bpv != vectors:
+            vectors = now[1] // out_bpv
+            progress.write_text(str(vectors))
         quiet = 0 if now != seen else quiet + _WATCH_EVERY
         seen = now
         if quiet >= limit:
@@ -92,6 +99,8 @@ async def network(dut):
     lasts = [(i + 1) % in_bpv == 0 for i in range(len(beats))]
     await select(gather(source.send(beats, lasts), sink.receive(n_out)),
                  _watchdog(dut.clk, source, sink, job))
+    if job.get("progress"):  # the last vectors, received after the watchdog's last look
+        Path(job["progress"]).write_text(str(len(sink.cycles) // out_bpv))
 
     errors = _framing_errors(sink.lasts, out_bpv)
     assert not errors, "framing error: " + "; ".join(errors)

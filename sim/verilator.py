@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..gen.progress import file_bar
 from . import runner
 from .packing import beats_per_vector, pack, unpack
 from .tb_network import JOB_VARIABLE
@@ -131,12 +132,14 @@ def run(verilog_path, top, io, X_bits, *, idle=0.0, stall=0.0, seed=0,
 
     build_dir = runner.build(verilog_path, top, build_args=build_args)
     runner.progress(f"simulating {batch} vectors ...")
-    with tempfile.TemporaryDirectory(prefix="nnaccel-sim-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="nnaccel-sim-") as tmp, \
+            file_bar(Path(tmp) / "progress", batch, f"simulating {top}", unit="vec") as bar:
         job_path, results_path = Path(tmp) / "job.json", Path(tmp) / "results.json"
         job = {"input_beats": [str(b) for b in beats], "in_beats_per_vector": in_bpv,
                "output_beats": batch * out_bpv, "out_beats_per_vector": out_bpv,
                "idle": float(idle), "stall": float(stall), "seed": int(seed),
-               "timeout_cycles": int(timeout_cycles), "results": str(results_path)}
+               "timeout_cycles": int(timeout_cycles), "results": str(results_path),
+               "progress": None if bar is None else str(bar)}
         job_path.write_text(json.dumps(job))
         runner.test(build_dir, top, TEST_MODULE, extra_env={JOB_VARIABLE: str(job_path)},
                     test_dir=Path(tmp) / "run", seed=seed)

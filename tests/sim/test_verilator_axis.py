@@ -6,7 +6,9 @@ stage, a gather buffer and a 2-vector FIFO. Its steady state is one vector per 4
 input beat count). Every Verilator test shares one cached build.
 """
 
+import io
 import os
+import sys
 import time
 
 import numpy as np
@@ -248,6 +250,28 @@ def test_cycles_back_to_back(standin_verilog, standin_build):
     assert result.cycles_total == result.latency_cycles + (batch - 1) * IN_BEATS
     single = run(standin_verilog, TOP, IO, random_inputs(1, 2))
     assert single.cycles_per_inference == single.latency_cycles == result.latency_cycles
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+@pytest.mark.verilator
+def test_progress_bar_counts_vectors_on_stderr(monkeypatch, capsys, standin_verilog,
+                                               standin_build):
+    """On a terminal, a bar follows the vectors the testbench has received (on stderr, never
+    stdout), and the outputs stay exact."""
+    from nnaccel.gen import progress
+
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    progress.disable(False)
+    x = random_inputs(12, 7)
+    result = run(standin_verilog, TOP, IO, x, stall=0.3, seed=7)
+    compare(standin_reference(x), result.outputs_bits)
+    assert f"simulating {TOP}: 100%" in terminal.getvalue() and "12/12" in terminal.getvalue()
+    assert capsys.readouterr().out == ""
 
 
 @pytest.mark.verilator
