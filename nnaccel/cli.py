@@ -917,6 +917,10 @@ def _bench(args):
         status |= run_cnv_bench(out / "cnv", quick=args.quick, synthesis=synthesis, log=log)
     if args.suite in ("all", "asic") and synthesis:
         status |= run_asic_bench(out / "asic", log=log)
+    if args.suite in ("all", "resources") and synthesis:
+        from .bench.fit import main as compare_resources  # estimate vs yosys, no refit
+
+        status |= compare_resources(["-o", str(out / "resources"), "--no-write"], log=log)
     for suite in ("resnet8", "mobilenet"):
         if args.suite in ("all", suite):
             status |= run_graph_bench(out / suite, suite, quick=args.quick, synthesis=synthesis,
@@ -1239,7 +1243,7 @@ def build_parser():
                         "SFC network (its fold then rests on a first Fmax guess)")
     p.add_argument("--no-synthesis", action="store_true", help="skip yosys/nextpnr")
     p.add_argument("--suite", choices=("all", "mvu", "systolic", "sparse", "cnv", "asic",
-                                       "resnet8", "mobilenet"),
+                                       "resnet8", "mobilenet", "resources"),
                    default="all",
                    help="which tables: the MVU networks, the systolic GEMMs, the sparse layer, "
                         "FINN's CNV-W1A1, MLPerf Tiny's ResNet-8, MobileNet-v1-style blocks "

@@ -231,7 +231,7 @@ def _error(est, meas):
     return (est - meas) / meas
 
 
-def main(argv=None):
+def main(argv=None, log=print):
     ap = argparse.ArgumentParser(prog="python -m nnaccel.bench.fit", description=__doc__.split(
         "\n")[0])
     ap.add_argument("-o", "--output", default="out/fit")
@@ -243,7 +243,6 @@ def main(argv=None):
     args = ap.parse_args(argv)
     outdir = Path(args.output)
     outdir.mkdir(parents=True, exist_ok=True)
-    log = print
     designs = ([d for d in DESIGNS + EXTRA if d.name in args.only] if args.only
                else list(DESIGNS))
     per_design, rows = [], []
