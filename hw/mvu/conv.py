@@ -10,14 +10,10 @@ that order, ``W'[m, (i*KW + j)*C + c] = W[m, c, i, j]``
 from dataclasses import dataclass
 
 import numpy as np
-from amaranth import Module
-from amaranth.lib import wiring
-from amaranth.lib.wiring import In, Out
 
 from ..common.dtype import DType
-from ..common.stream import vector_stream
-from ..window.engine import WindowUnit
 from ..window.params import WindowParams
+from ..window.patches import PatchFed
 from ..window.reference import patch_weights
 from .engine import MatrixVectorUnit, check_weight
 from .params import MVUParams
@@ -146,7 +142,7 @@ def _check(params, weight):
     return check_weight(params.mvu, patch_weights(w), whole_layer=True)
 
 
-class ConvUnit(wiring.Component):
+class ConvUnit(PatchFed):
     """One SPEC ``conv2d`` layer (groups = 1), output stage included.
 
     ``i_data`` takes the map ``(C, H, W)`` in HWC raster order, ``params.in_beat`` elements per
@@ -170,18 +166,5 @@ class ConvUnit(wiring.Component):
 
     def __init__(self, params, *, weight):
         self.params = params
-        self.window = WindowUnit(params.window)
         self.mvu = MatrixVectorUnit(params.mvu, weight=_check(params, weight))
-        super().__init__({
-            "i_data": In(vector_stream(params.window.elem_shape, params.in_beat)),
-            "o_data": Out(vector_stream(params.mvu.output.out_shape, params.out_beat)),
-        })
-
-    def elaborate(self, platform):
-        m = Module()
-        m.submodules.window = self.window
-        m.submodules.mvu = self.mvu
-        wiring.connect(m, wiring.flipped(self.i_data), self.window.i_data)
-        wiring.connect(m, self.window.o_data, self.mvu.i_data)
-        wiring.connect(m, self.mvu.o_data, wiring.flipped(self.o_data))
-        return m
+        super().__init__(params.window, self.mvu)

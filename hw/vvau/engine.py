@@ -9,7 +9,7 @@ from ..common.arith import pack_words, tree_sum
 from ..common.memory import Rom
 from ..common.outstage import OutputStage
 from ..common.stream import core_then_stage, vector_stream
-from ..window.engine import WindowUnit
+from ..window.patches import PatchFed
 from .params import LaneKind, VVAUParams
 from .reference import raw_bounds, weight_words
 
@@ -174,7 +174,7 @@ class VectorVectorUnit(wiring.Component):
         return m
 
 
-class VVAUConvolution(wiring.Component):
+class VVAUConvolution(PatchFed):
     """One grouped or depthwise ``conv2d`` layer: a :class:`~nnaccel.hw.window.engine.
     WindowUnit` in the depthwise patch order feeding a :class:`VectorVectorUnit`.
 
@@ -194,18 +194,5 @@ class VVAUConvolution(wiring.Component):
 
     def __init__(self, params, *, weight):
         self.params = params
-        self.window = WindowUnit(params.window)
         self.unit = VectorVectorUnit(params, weight=weight)
-        super().__init__({
-            "i_data": In(vector_stream(params.in_dtype.shape, params.n_in)),
-            "o_data": Out(vector_stream(params.output.out_shape, params.out_beat)),
-        })
-
-    def elaborate(self, platform):
-        m = Module()
-        m.submodules.window = self.window
-        m.submodules.unit = self.unit
-        wiring.connect(m, wiring.flipped(self.i_data), self.window.i_data)
-        wiring.connect(m, self.window.o_data, self.unit.i_data)
-        wiring.connect(m, self.unit.o_data, wiring.flipped(self.o_data))
-        return m
+        super().__init__(params.window, self.unit)
