@@ -39,6 +39,10 @@ def _matches(expected, line):
     return re.fullmatch(pattern, line) is not None
 
 
+def _digits_masked(lines):
+    return [re.sub(r"[0-9][0-9,.]*", "#", line) for line in lines]
+
+
 def run_tutorial(tmp_path, *, build):
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     ran = 0
@@ -52,6 +56,10 @@ def run_tutorial(tmp_path, *, build):
                                 text=True, timeout=3600)
         assert result.returncode == 0, (what, result.stderr[-2000:])
         got = result.stdout.rstrip("\n").split("\n") if result.stdout.strip() else []
+        if what.startswith("nnaccel build"):
+            # place and route's figures move with every change to the hardware and the tools:
+            # the report's lines and their order must match, its numbers need not
+            got, body = _digits_masked(got), _digits_masked(body)
         assert len(got) == len(body) and all(
             _matches(e, g) for e, g in zip(body, got, strict=True)), (what, got, body)
         ran += 1

@@ -130,8 +130,10 @@ def test_build_standin(board, tmp_path, standin):
         assert row["utilisation"] == pytest.approx(row["used"] / row["available"], abs=1e-6)
     for key in ("lut4", "ff", "logic_cells"):
         assert resources[key]["used"] > 0
-        assert 0 < resources[key]["utilisation"] < 0.2      # a stand-in is small
-    assert resources["bram"]["used"] == 0 and resources["mult"]["used"] == 0
+        # a stand-in is small; the board top's framed host link adds about 1,300 LUT4
+        assert 0 < resources[key]["utilisation"] < 0.5
+    # the link's input and output buffers take a few block RAMs, the stand-in none
+    assert resources["bram"]["used"] <= 8 and resources["mult"]["used"] == 0
     if board == "icebreaker":
         assert resources["bram"]["cell"] == "SB_RAM40_4K" and "spram" in resources
         assert resources["lut4"]["available"] == 5280
