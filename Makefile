@@ -4,7 +4,7 @@ PYTHON ?= python3
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: asic-tools install demo demo-full test test-fast formal fuzz mutate bench lint clean
+.PHONY: asic-tools install demo demo-full test test-long test-fast formal fuzz mutate bench lint clean
 
 install: $(STAMP)
 
@@ -23,7 +23,10 @@ asic-tools:
 	@if ! command -v sta >/dev/null || [ ! -f /usr/share/qflow/tech/osu018/osu018_stdcells.lib ]; then if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq opensta qflow-tech-osu018 || echo "apt-get failed: the ASIC tests will skip"; else echo "ASIC tests skip: sudo apt-get install -y opensta qflow-tech-osu018"; fi; fi
 
 test: $(STAMP) asic-tools
-	$(BIN)/python -m pytest -n 2 --dist loadgroup -m "not formal_long"
+	$(BIN)/python -m pytest -n 2 --dist loadgroup -m "not formal_long and not long"
+
+test-long: $(STAMP) asic-tools
+	$(BIN)/python -m pytest -n 2 --dist loadgroup -m "formal_long or long"
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadgroup -m "not slow and not verilator"

@@ -83,6 +83,7 @@ def test_tutorial_up_to_simulation(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.verilator
+@pytest.mark.long  # two place-and-route passes: make test-long, not make test
 def test_tutorial_with_bitstream(tmp_path):
     assert run_tutorial(tmp_path, build=True) == 8
     assert (tmp_path / "build" / "digits_mlp" / "report.json").is_file()
