@@ -43,8 +43,8 @@ QUICK_IMAGES = 3
 #: 1,000 inferences/s at a plausible Fmax (``target_cycles=45000``: 341 int8 lanes, 36,864
 #: cycles, 37 MHz would do) does not fit the ECP5-85F either way (measured: nextpnr runs out
 #: of the 156 MULT18X18D, the resource model counts 381; built in logic with ``synth_ecp5
-#: -nodsp`` it needs 127 % of the LUT4s), so the bench measures the fold that fits (0.85: 86 lanes, 147,456 cycles), which
-#: needs 148 MHz for 1,000/s.
+#: -nodsp`` it needs 127 % of the LUT4s), so the bench measures the fold that fits (0.85: 86
+#: lanes, 147,456 cycles), which needs 148 MHz for 1,000/s.
 SUITES = {
     "resnet8": {"model": resnet8_model, "target_cycles": None, "fill": 0.85, "rate": 1_000,
                 "what": "MLPerf Tiny ResNet-8 (3x32x32 int8; stacks of 16/32/64 filters, 1x1 "
