@@ -329,3 +329,13 @@ def test_verilator_pairs_bit_exact(monkeypatch, verilated_pairs, pattern):
     check_stalls(result, pattern.idle, pattern.stall)
     if pattern == STALL_PATTERNS[0]:
         assert result.cycles_per_inference == params.expected_cycles == 3 * 3
+
+
+@pytest.mark.parametrize("m,k,pe,simd", [(8, 4, 1, 4), (6, 6, 2, 6), (9, 8, 3, 4)])
+def test_core_under_long_backpressure(m, k, pe, simd):
+    """The sink refuses 90% of its cycles while the source never idles, so the core's sum FIFO
+    fills: the issue stage must wait for room (a core that issues regardless loses sums)."""
+    from nnaccel.sim.amsim import StallPattern
+
+    run_core(m, k, pe, simd, "int8", "int8", pattern=StallPattern(0, 0.9), seed=m + k,
+             vectors=6)
