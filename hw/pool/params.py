@@ -224,10 +224,6 @@ class PoolParams:
         """The :class:`OutputStageParams` after a sum (None for max)."""
         if self.kind is PoolKind.MAX:
             return None
-        if self.out_kind is StageKind.REQUANT and (self.mult is None or self.shift is None):
-            raise ValueError("mult and shift are required for a requant output")
-        if self.out_kind is StageKind.THRESHOLD and self.thresholds is None:
-            raise ValueError("thresholds is required for a threshold output")
         return OutputStageParams.for_dtype(
             self.out_kind, self.out_dtype, pe=self.n, channels=self.channels,
             raw_shape=self.acc_shape, mult=self.mult, shift=self.shift, relu=self.relu,
