@@ -225,10 +225,6 @@ class OutputStageParams:
         ``thresholds``; ``pe``, ``channels``, ``raw_shape``, ``scale`` and ``offset`` are the
         engine's hand-over (see the class)."""
         kind = StageKind(kind)
-        if kind is StageKind.REQUANT and (mult is None or shift is None):
-            raise ValueError("mult and shift are required for a requant output")
-        if kind is StageKind.THRESHOLD and thresholds is None:
-            raise ValueError("thresholds is required for a threshold output")
         extra = {}
         if kind is StageKind.REQUANT:
             extra = dict(mult=mult, shift=shift, hi=out_dtype.hi,

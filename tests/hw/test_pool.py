@@ -91,7 +91,7 @@ BASE = dict(kind="max", channels=4, height=6, width=6, kernel=2, dtype="int8", n
     (dict(out_dtype="int8"), ValueError, "out_dtype does not apply to a max pool"),
     (dict(relu=True), ValueError, "relu does not apply"),
     (dict(kind="sum", out_dtype="int8"), ValueError, r"cannot hold every sum \(-512..508\)"),
-    (dict(kind="sum", out_kind="requant", out_dtype="int8"), ValueError, "mult and shift"),
+    (dict(kind="sum", out_kind="requant", out_dtype="int8"), ValueError, "mult is required"),
     (dict(kind="sum", out_kind="requant", out_dtype="int8", mult=1 << 31, shift=2),
      ValueError, "mult"),
     (dict(kind="sum", out_kind="threshold", out_dtype="uint2"), ValueError, "thresholds"),
