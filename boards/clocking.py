@@ -5,12 +5,13 @@
 make (:data:`nnaccel.boards.top.LINK_BAUDS`):
 
 * ``clock_mhz`` given: the legal setting closest below it;
-* otherwise: a first build at :data:`FIRST_GUESS_MHZ`, then builds at the setting below
-  ``MARGIN`` times the previous build's Fmax (nextpnr's figure varies from one placement to the
-  next), until one meets timing within 10% of its Fmax or :data:`MAX_PASSES` were made.
+* otherwise: a first build at :data:`FIRST_GUESS_MHZ`, then builds at a setting between
+  ``FLOOR`` and ``MARGIN`` times the previous build's Fmax (nextpnr's figure varies from one
+  placement to the next), until one meets timing within 10% of its Fmax or :data:`MAX_PASSES`
+  were made.
 
-Among the settings within 10% below the limit, the one that allows the fastest link wins, then
-the fastest clock.
+Among the settings in that window, the one that allows the fastest link wins, then the fastest
+clock; when none is in it, the fastest setting below the limit.
 """
 
 import json
@@ -24,7 +25,7 @@ from .platforms import Board, get_board
 from .pll import ecp5_settings, ice40_settings
 from .top import BAUD_TOLERANCE, link_bauds
 
-__all__ = ["FIRST_GUESS_MHZ", "MARGIN", "choose_clock", "build_clocked"]
+__all__ = ["FIRST_GUESS_MHZ", "MARGIN", "FLOOR", "choose_clock", "build_clocked"]
 
 #: Clock of the exploratory first build per FPGA family.
 FIRST_GUESS_MHZ = {"ecp5": 100.0, "ice40": 48.0}
@@ -32,9 +33,14 @@ FIRST_GUESS_MHZ = {"ecp5": 100.0, "ice40": 48.0}
 #: The final build aims at this fraction of the first build's Fmax.
 MARGIN = 0.97
 
-#: Settings up to this fraction below the limit compete on link speed; a pass whose clock is
-#: at least this fraction of its Fmax, with timing met, is kept.
+#: A pass whose clock is at least this fraction of its Fmax, with timing met, is kept; on the
+#: first pass, settings down to this fraction of the guess compete on link speed.
 WINDOW = 0.9
+
+#: After a pass, settings down to this fraction of its Fmax compete on link speed: a little
+#: above WINDOW, so that the next pass's Fmax may come out a little higher and the clock still
+#: be within 10% of it.
+FLOOR = 0.91
 
 #: Most builds of one ``--clock auto``.
 MAX_PASSES = 3
@@ -45,8 +51,11 @@ def _baud_ok(clock_hz, baud):
     return divisor >= 4 and abs(clock_hz / divisor - baud) / baud <= BAUD_TOLERANCE
 
 
-def choose_clock(spec, limit_hz):
+def choose_clock(spec, limit_hz, floor_hz=None):
     """``(setting, baud)``: the PLL setting at most ``limit_hz`` and the link's bit rate.
+
+    Settings from ``floor_hz`` (default: :data:`WINDOW` times the fastest usable setting) to
+    ``limit_hz`` compete on link rate, then on clock.
 
     Raises
     ------
@@ -67,7 +76,8 @@ def choose_clock(spec, limit_hz):
                          f"{limit_hz / 1e6:g} MHz makes a link rate of {spec.name} "
                          f"({', '.join(f'{b:,}' for b in bauds)} baud)")
     top = max(s.f_out for s, _ in usable)
-    near = [(s, r) for s, r in usable if s.f_out >= WINDOW * top]
+    floor = WINDOW * top if floor_hz is None else min(floor_hz, top)
+    near = [(s, r) for s, r in usable if s.f_out >= floor]
     setting, rank = min(near, key=lambda item: (item[1], -item[0].f_out))
     return setting, bauds[rank]
 
@@ -99,11 +109,11 @@ def build_clocked(network, board, outdir, *, name, clock_mhz=None, log=print, fi
 
     outdir = Path(outdir).absolute()
     check_output(outdir, command="build")
-    limit = FIRST_GUESS_MHZ[spec.family] * 1e6
+    limit, floor = FIRST_GUESS_MHZ[spec.family] * 1e6, None
     passes, kept, scratches = [], None, []
     try:
         for number in range(1, MAX_PASSES + 1):
-            setting, baud = choose_clock(spec, limit)
+            setting, baud = choose_clock(spec, limit, floor)
             if any(p["clock_mhz"] == round(setting.mhz, 4) for p in passes):
                 break                   # the same setting again: nothing new to learn
             scratch = outdir.parent / f".{outdir.name}.clock-pass-{number}"
@@ -121,7 +131,7 @@ def build_clocked(network, board, outdir, *, name, clock_mhz=None, log=print, fi
                 kept = (scratch, report)
             if report["timing_met"] and report["clock_mhz"] >= WINDOW * report["fmax_mhz"]:
                 break
-            limit = MARGIN * report["fmax_mhz"] * 1e6
+            limit, floor = MARGIN * report["fmax_mhz"] * 1e6, FLOOR * report["fmax_mhz"] * 1e6
         scratch, report = kept
         report["clock_passes"] = passes
         report["bitstream"] = str(outdir / Path(report["bitstream"]).name)

@@ -188,7 +188,9 @@ class FrameLink(wiring.Component):
         with m.If(rx.timed_out):
             m.d.sync += timeouts.eq(timeouts + 1)
         accepted = Signal()         # a SEND starts feeding this cycle
-        m.d.sync += outstanding.eq(outstanding + Mux(accepted, pend, 0) - written)
+        added = Signal(32)          # registered: the frame decision stays off the adder
+        m.d.sync += [added.eq(Mux(accepted, pend, 0)),
+                     outstanding.eq(outstanding + added - written)]
 
         # -- executing a received frame ----------------------------------------------------
         tx = _Transmitter(_STATUS_BYTES)
@@ -199,18 +201,24 @@ class FrameLink(wiring.Component):
         last_send_valid = Signal()
         reset_pending = Signal()
         # a frame is executed three cycles after it is complete: two register stages cut the
-        # arithmetic (buffer level, room, acknowledged bytes) into short paths. level_q and
-        # out_q are a consistent snapshot (a written byte moves one from out_q to level_q).
+        # arithmetic (buffer level, room, acknowledged bytes) and the frame's checks (length,
+        # repeated SEND) into short paths. level_q and out_q are a consistent snapshot (a
+        # written byte moves one from out_q to level_q).
         level_q, out_q = Signal(16), Signal(32)
         m.d.sync += [level_q.eq(level), out_q.eq(outstanding)]
         prep = Signal(range(3))
         delta, left, used, most = Signal(16), Signal(16), Signal(33), Signal(16)
         room, bad_ack = Signal(), Signal()
+        bad_send, repeat, bad_read = Signal(), Signal(), Signal()
         with m.If(~rx.complete):
             m.d.sync += prep.eq(0)
         with m.Elif(prep == 0):
             m.d.sync += [prep.eq(1), delta.eq(ack - rd_ptr), used.eq(level_q + out_q + pend),
-                         most.eq(Mux(limit > self.max_read, self.max_read, limit))]
+                         most.eq(Mux(limit > self.max_read, self.max_read, limit)),
+                         bad_send.eq((rx.length == 0) | (rx.length > self.in_capacity)
+                                     | (vec_byte != 0)),
+                         repeat.eq(last_send_valid & (last_send == rx.seq)),
+                         bad_read.eq(rx.length != 4)]
         with m.Elif(prep == 1):
             m.d.sync += [prep.eq(2), room.eq(used <= self.out_capacity),
                          bad_ack.eq(delta > level_q), left.eq(level_q - delta)]
@@ -237,9 +245,9 @@ class FrameLink(wiring.Component):
                 m.d.comb += self.crc_error.eq(1)
                 reply(proto.NAK)
             with m.Elif(rx.cmd == proto.SEND):
-                with m.If((rx.length == 0) | (rx.length > self.in_capacity) | (vec_byte != 0)):
+                with m.If(bad_send):
                     reply(proto.ERROR, _Transmitter.REASON, 1, 2)
-                with m.Elif(last_send_valid & (last_send == rx.seq)):
+                with m.Elif(repeat):
                     reply(proto.ACK | proto.SEND)
                 with m.Elif(~write_ok | feeding | ~room):
                     reply(proto.BUSY)
@@ -249,7 +257,7 @@ class FrameLink(wiring.Component):
                                  last_send.eq(rx.seq), last_send_valid.eq(1)]
                     reply(proto.ACK | proto.SEND)
             with m.Elif(rx.cmd == proto.READ):
-                with m.If(rx.length != 4):
+                with m.If(bad_read):
                     reply(proto.ERROR, _Transmitter.REASON, 1, 2)
                 with m.Elif(bad_ack):
                     reply(proto.ERROR, _Transmitter.REASON, 1, 3)
