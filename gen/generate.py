@@ -138,8 +138,10 @@ class Design:
         latency = arrival[plan.layers[-1].layer.name]
         cycles = max(entry["expected_cycles"] for entry in layers)
         macs = sum(entry["macs"] for entry in layers)
-        # The work a sparse layer really does is one MAC per stored non-zero weight.
-        work = sum(entry.get("nonzeros", entry["macs"]) for entry in layers)
+        # The work a sparse layer really does is one MAC per stored non-zero weight (per
+        # patch for a convolution).
+        work = sum(entry.get("nonzero_macs", entry.get("nonzeros", entry["macs"]))
+                   for entry in layers)
         lanes = sum(entry["lanes"] for entry in layers)
         last = plan.layers[-1]
         return {
