@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 
+import nnaccel.gen.generate as generate_mod
 from nnaccel.gen.engines import Engine, SparseChoice
 from nnaccel.gen.errors import ModelError, UsageError
 from nnaccel.gen.generate import generate
@@ -17,7 +18,7 @@ from nnaccel.sim.amsim import STALL_PATTERNS
 
 from .cnn_models import _mult, every_feature, tiny_res_doc
 from .test_cnn_lowering import check, inputs
-from .test_graph_lowering import assert_runs_at_rate
+from .test_graph_lowering import assert_runs_at_rate, run_back_to_back
 
 
 def pruned_res(seed=0, channels=4, size=6, density=0.25):
@@ -118,6 +119,25 @@ def test_residual_block_runs_at_rate_within_its_fifos():
     rate, expected, peak, depth = assert_runs_at_rate(model, Options(max_lanes=16), X, 1)
     print(f"pruned tiny_res: {rate} cycles/image (slowest layer {expected}); FIFO peak/depth "
           + ", ".join(f"{k[0]}.{k[1]} {peak[k]}/{depth[k]}" for k in peak))
+
+
+def test_skip_fifo_at_half_its_computed_depth_deadlocks(monkeypatch):
+    """The same block with the skip FIFO (r's port 0) at half the depth computed from the
+    sparse convolution's timing: the fork stalls on the full skip branch before the sparse
+    branch emits its first pixel, and the graph stops (at three quarters it ran at rate)."""
+    computed = generate_mod.graph_fifo_plan
+
+    def halved(plan):
+        out = computed(plan)
+        r = [lp.layer.name for lp in plan.layers].index("r")
+        out[r][0] = dict(out[r][0], depth=out[r][0]["depth"] // 2)
+        return out
+
+    monkeypatch.setattr(generate_mod, "graph_fifo_plan", halved)
+    model = pruned_res(1)
+    design = generate(model, Options(max_lanes=16))
+    ends, _ = run_back_to_back(design, inputs(np.random.default_rng(3), model, 2), limit=20_000)
+    assert len(ends) < 2
 
 
 def test_sparse_forced_on_a_convolution():
