@@ -105,9 +105,12 @@ def conv_params(layer, pe, n_out, queue_depth=QUEUE_DEPTH, index_bits=4):
         **stage_kwargs(layer))
 
 
-def sparse_cycles(layer, pe, in_beat, queue_depth=QUEUE_DEPTH, index_bits=4):
+def sparse_cycles(layer, pe, in_beat, queue_depth=QUEUE_DEPTH, index_bits=None):
     """Steady-state cycles per inference with every activation non-zero (a convolution's
-    ``in_beat`` is its patch beat)."""
+    ``in_beat`` is its patch beat); ``index_bits`` None: the width :meth:`SparseAdapter.configure`
+    picks for ``pe`` (the one storing the fewest bits), whose padding entries cost cycles."""
+    if index_bits is None:
+        index_bits = choose_index_bits(_matrix(layer), pe, codebook=layer.codebook).index_bits
     if _is_conv(layer):
         counts = encode(_matrix(layer), pe, index_bits=index_bits,
                         codebook=layer.codebook).column_counts()

@@ -140,6 +140,23 @@ def test_skip_fifo_at_half_its_computed_depth_deadlocks(monkeypatch):
     assert len(ends) < 2
 
 
+def test_pe_count_by_the_rule_and_by_a_target():
+    """16 output channels, about 5 non-zero weights per patch column: more PEs pay until the
+    broadcast (one non-zero activation a cycle) binds. By default the PEs (dividing M) grow while
+    a step realises half its ideal speedup; under ``--target-cycles`` the fewest that meet it,
+    and the manifest's cycles then meet it (the steps use the index width the layer gets)."""
+    model = pruned_res(0, channels=16, size=4, density=0.3)
+    e = entry_of(generate(model, Options()), "c2")
+    steps = e["pe_steps"]
+    assert [s["pe"] for s in steps] == [1, 2, 4, 8] and e["pe"] == 4
+    assert steps[2]["realised"] >= 0.5 > steps[3]["realised"]
+    assert e["expected_cycles"] == steps[2]["expected_cycles"]
+    target = steps[1]["expected_cycles"]
+    t = entry_of(generate(model, Options(target_cycles=target)), "c2")
+    assert t["pe"] == 2 and t["expected_cycles"] <= target
+    assert not t["warnings"]
+
+
 def test_sparse_forced_on_a_convolution():
     """``--engine`` puts a dense convolution on the sparse engine, ``--sparse`` forces its PEs
     (shown in the manifest); PEs that do not divide M are refused; grouped and bipolar
