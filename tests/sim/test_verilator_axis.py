@@ -221,6 +221,23 @@ def test_build_is_cached(standin_verilog, standin_build):
 
 
 @pytest.mark.verilator
+def test_new_design_reuses_the_runtime_objects(monkeypatch, tmp_path, standin_verilog):
+    # In an empty cache the first build compiles Verilator's run-time library; the stand-in under
+    # another name is a new design with the same library: make must not compile it again.
+    monkeypatch.setenv("NNACCEL_CACHE", str(tmp_path / "cache"))
+    first = (runner.build(standin_verilog, TOP) / "build.log").read_text()
+    assert "verilated.cpp" in first and "verilated_vpi.cpp" in first
+    other = standin_verilog.parent / "standin_again.v"
+    other.write_text(standin_verilog.read_text().replace(f"module {TOP}", "module standin_again"))
+    log = (runner.build(other, "standin_again") / "build.log").read_text()
+    assert "verilated.cpp" not in log and "verilated_vpi.cpp" not in log
+    assert "Vtop__ALL" in log  # the design itself was compiled here
+    x = random_inputs(3, seed=5)
+    result = run(other, "standin_again", IO, x, idle=0.3, stall=0.3, seed=2)
+    assert compare(standin_reference(x), result.outputs_bits, "stand-in outputs") == 3 * K
+
+
+@pytest.mark.verilator
 @pytest.mark.parametrize(("idle", "stall"), PATTERNS,
                          ids=[f"idle{i:g}-stall{s:g}" for i, s in PATTERNS])
 def test_bit_exact_under_stalls(monkeypatch, standin_verilog, standin_build, idle, stall):
