@@ -19,6 +19,7 @@ output directory follows the FPGA build's rules (:func:`nnaccel.gen.atomic.check
 written complete or not at all, an earlier build replaced only under its marker.
 """
 
+import functools
 import json
 import os
 import re
@@ -31,6 +32,8 @@ from ..gen.atomic import check_output, publish
 from ..gen.errors import ToolError, UsageError
 from ..gen.names import name_problem
 from ..gen.tools import find_yowasp
+from . import asic_place
+from .asic_place import find_place_route_tools
 from .build import _Progress
 
 __all__ = ["ASIC_REPORT_FORMAT", "LIBRARIES", "INSTALL_HINT", "build_asic", "find_liberty",
@@ -45,6 +48,10 @@ LIBRARIES = {
                "/usr/share/qflow/tech/osu018/osu018_stdcells.v",
                "qflow-tech-osu018", "0.18 um"),
 }
+
+#: Library name -> (buffer cell ABC drives its inputs with, output load in the liberty's
+#: capacitance unit: about four BUFX2 inputs) for the fanout buffering.
+_BUFFER = {"osu018": ("BUFX2", 0.04)}
 
 #: What to install when OpenSTA or the cells are missing.
 INSTALL_HINT = "sudo apt-get install -y opensta qflow-tech-osu018"
@@ -84,7 +91,7 @@ def _find_sta():
 
 
 def build_asic(network_verilog, outdir, *, name, lib="osu018", period_ns=DEFAULT_PERIOD_NS,
-               log=None, finish=None):
+               place_route=False, log=None, finish=None):
     """Synthesise ``network_verilog`` (top module ``name``) to ``lib``'s cells and time it.
 
     Parameters
@@ -99,6 +106,10 @@ def build_asic(network_verilog, outdir, *, name, lib="osu018", period_ns=DEFAULT
         Standard-cell library (``osu018``).
     period_ns : float
         Clock period of the timing constraint, in ns (> 0).
+    place_route : bool
+        Also place (graywolf) and route (qrouter) the netlist: the report's ``place_route``
+        holds the die area, wire length and failed nets (:mod:`nnaccel.boards.asic_place`),
+        the build directory the placed and routed DEF.
     log : text stream, callable taking one line, or None
         Where progress lines go (``sys.stderr`` when None).
     finish : callable or None
@@ -111,12 +122,14 @@ def build_asic(network_verilog, outdir, *, name, lib="osu018", period_ns=DEFAULT
         The report, also in ``outdir/report.json``: ``area_um2``, ``cells`` (count by cell
         name), ``cell_count``, ``flip_flops``, ``fmax_mhz``, ``period_ns``, ``slack_ns``,
         ``timing_met``, ``critical_path`` (``startpoint``, ``endpoint``, ``delay_ns``),
-        ``power_w`` (or None), ``library``, ``steps``; the netlist is ``outdir/<name>.netlist.v``.
+        ``power_w`` (or None), ``library``, ``steps``, ``place_route`` (None without it);
+        the netlist is ``outdir/<name>.netlist.v``.
 
     Raises
     ------
     UsageError
-        Bad name, library or period, or ``outdir`` may not be written.
+        Bad name, library or period, ``outdir`` may not be written, or ``place_route`` and
+        its tools are missing (the message says what to install).
     ToolError
         yosys, OpenSTA or the library is missing, or a tool failed.
     """
@@ -131,6 +144,7 @@ def build_asic(network_verilog, outdir, *, name, lib="osu018", period_ns=DEFAULT
     liberty, _models = find_liberty(lib)
     yosys = find_yowasp("yosys")
     sta = _find_sta()
+    layout_tools = find_place_route_tools(lib) if place_route else None
     outdir = Path(outdir).absolute()
     check_output(outdir, command="build")
 
@@ -144,7 +158,9 @@ def build_asic(network_verilog, outdir, *, name, lib="osu018", period_ns=DEFAULT
         # yosys reads the liberty from a private copy: it needs no space-free path rules then
         lib_copy = staging / "cells.lib"
         shutil.copyfile(liberty, lib_copy)
-        (staging / "synth.ys").write_text(_yosys_script(name))
+        abc_script = _abc_files(staging, period_ns, lib)
+        (staging / "synth.ys").write_text(_yosys_script(name, abc_script,
+                                                         blif=layout_tools is not None))
         with progress.step("synthesis", "yosys"):
             _run([yosys, "-q", "-l", f"{name}.rpt", "synth.ys"], staging, "yosys",
                  staging / f"{name}.rpt")
@@ -155,7 +171,13 @@ def build_asic(network_verilog, outdir, *, name, lib="osu018", period_ns=DEFAULT
                  staging / f"{name}.sta.rpt")
         steps.append(progress.last)
         lib_copy.unlink()
+        layout = None
+        if layout_tools is not None:
+            layout = _place_route(staging, name, layout_tools, progress, steps)
         report = _report(name, lib, staging, period_ns, steps)
+        if layout is not None:
+            layout["utilization"] = round(report["area_um2"] / layout["die_area_um2"], 4)
+        report["place_route"] = layout
         for fname, text in ((finish(report) if finish is not None else None) or {}).items():
             (staging / fname).write_text(text)
         (staging / "report.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -168,12 +190,50 @@ def build_asic(network_verilog, outdir, *, name, lib="osu018", period_ns=DEFAULT
     return report
 
 
-def _yosys_script(name):
+#: ABC's mapping against the delay target ``{D}`` (ps), then fanout buffering (``-p``:
+#: flip-flop outputs and the design's inputs too, ABC's primary inputs) and gate sizing. The
+#: buffering and sizing need the constraint file (``abc -constr``: driving cell, load).
+_ABC_SCRIPT = ("strash; dc2; strash; &get -n; &dch -f; &nf -D {D}; &put; buffer -p -N {N}; "
+               "upsize -D {D}; dnsize -D {D}; stime -p")
+
+#: Maximum fanout ABC's buffering leaves on a net.
+MAX_FANOUT = 16
+
+
+def _abc_files(staging, period_ns, lib):
+    """ABC's constraint file (a driving cell and an output load for the mapped logic)."""
+    buf, load_pf = _BUFFER[lib]
+    (staging / "abc.constr").write_text(f"set_driving_cell {buf}\nset_load {load_pf}\n")
+    script = _ABC_SCRIPT.format(D=int(period_ns * 1000), N=MAX_FANOUT)
+    return "+" + script.replace(" ", ",")
+
+
+def _place_route(staging, name, tools, progress, steps):
+    """Place and route in ``staging/place-route`` (removed after); the placed and routed DEF
+    and the tools' logs are kept in ``staging``. Returns the report's ``place_route``."""
+    work = staging / "place-route"
+    work.mkdir()
+    (staging / f"{name}.blif").rename(work / f"{name}.blif")
+    try:
+        figures, more = asic_place.place_route(
+            work, name, tools, progress, functools.partial(_run, keep=True))
+    finally:
+        for fname in (f"{name}.def", f"{name}_route.def", "graywolf.log", "qrouter.log"):
+            if (work / fname).is_file():
+                (work / fname).rename(staging / fname.replace("_route.def", ".route.def"))
+        shutil.rmtree(work, ignore_errors=True)
+    steps.extend(more)
+    return {**figures, "die_area_mm2": round(figures["die_area_um2"] / 1e6, 6),
+            "placed_def": f"{name}.def", "routed_def": f"{name}.route.def",
+            "tools": "graywolf (placement), qrouter (routing), qflow's blif2cel/place2def"}
+
+
+def _yosys_script(name, abc_script, *, blif=False):
     return "\n".join([
         f"read_verilog {name}.v",
         f"synth -flatten -top {name}",      # includes memory_map: memories become flip-flops
         "dfflibmap -liberty cells.lib",
-        "abc -liberty cells.lib",
+        f"abc -script {abc_script} -constr abc.constr -liberty cells.lib",
         "setundef -zero",
         "splitnets",                        # OpenSTA reads no concatenations in assigns
         "opt_clean -purge",
@@ -181,6 +241,7 @@ def _yosys_script(name):
         f"tee -q -o {name}.stat.txt stat -liberty cells.lib",
         f"tee -q -o {name}.stat.json stat -json -liberty cells.lib",
         f"write_verilog -noattr -noexpr {name}.netlist.v",
+        *(asic_place.blif_script(name) if blif else []),
         "",
     ])
 
@@ -204,9 +265,11 @@ def _sta_script(name, period_ns):
     ])
 
 
-def _run(argv, cwd, tool, logfile):
-    """Run a tool with its output in ``logfile``; ToolError with the log's tail on failure."""
-    out = logfile if tool == "sta" else cwd / f"{tool}.out"
+def _run(argv, cwd, tool, logfile, *, keep=None):
+    """Run a tool with its output in ``logfile``; ToolError with the log's tail on failure.
+    The tool's output stays in ``logfile`` when ``keep`` (default: OpenSTA's only)."""
+    keep = tool == "sta" if keep is None else keep
+    out = logfile if keep else cwd / f"{tool}.out"
     with open(out, "wb") as f:
         try:
             proc = subprocess.run(argv, cwd=cwd, stdout=f, stderr=subprocess.STDOUT,
@@ -220,7 +283,7 @@ def _run(argv, cwd, tool, logfile):
         own = logfile.read_text(errors="replace") if logfile.is_file() else text
         raise ToolError(f"{tool} failed with exit status {proc.returncode}; last lines:\n"
                         f"{_tail(own or text)}")
-    if tool != "sta":
+    if not keep:
         out.unlink()
 
 
@@ -316,6 +379,14 @@ def format_asic_report(report):
                  f"{path['delay_ns']:.3f} ns")
     if report.get("power_w") is not None:
         lines.append(f"  {'power':<24} {report['power_w'] * 1e3:.3f} mW (default activity)")
+    layout = report.get("place_route")
+    if layout:
+        lines.append(f"  {'die (placed, routed)':<24} {layout['die_width_um']:,.1f} x "
+                     f"{layout['die_height_um']:,.1f} um = {layout['die_area_mm2']:.4f} mm^2 "
+                     f"(cells {layout['utilization']:.0%} of it)")
+        lines.append(f"  {'routing':<24} {layout['nets']} nets, "
+                     f"{layout['wire_length_um'] / 1e3:,.1f} mm of wire, "
+                     f"{layout['failed_nets']} failed")
     times = ", ".join(f"{s['step']} {s['seconds']:.1f} s" for s in report["steps"])
     lines.append(f"  {'time':<24} {report['seconds_total']:.1f} s ({times})")
     return "\n".join(lines)

@@ -732,6 +732,8 @@ def _build(args):
 
     if args.target == "asic":
         return _build_asic(args)
+    if args.place_route:
+        raise UsageError("--place-route: applies to --target asic only")
     model, manifest, make_design = _source(args)
     recorded = (manifest or {}).get("board")
     if args.board is not None and recorded is not None and args.board != recorded:
@@ -787,6 +789,10 @@ def _build_asic(args):
     if args.board is not None:
         raise UsageError("--board: applies to --target fpga only; --target asic takes --lib")
     find_liberty(args.lib)
+    if args.place_route:
+        from .boards.asic_place import find_place_route_tools
+
+        find_place_route_tools(args.lib)
     model, _, make_design = _source(args)
     outdir = Path(args.output or Path("build") / f"{model.name}-{args.lib}")
     check_output(outdir)
@@ -800,7 +806,8 @@ def _build_asic(args):
         return {"manifest.json": json.dumps(design.manifest, indent=2) + "\n"}
 
     report = build_asic(design.verilog(), outdir, name=design.name, lib=args.lib,
-                        period_ns=args.period, log=log, finish=finish)
+                        period_ns=args.period, place_route=args.place_route, log=log,
+                        finish=finish)
     if args.json:
         print(json.dumps(report, default=str))
         return 0
@@ -1155,6 +1162,9 @@ def build_parser():
                    help="asic: standard-cell library (default osu018, OSU 0.18 um)")
     p.add_argument("--period", type=_period, default=10.0,
                    help="asic: clock period of the timing constraint in ns (default 10)")
+    p.add_argument("--place-route", action="store_true",
+                   help="asic: also place (graywolf) and route (qrouter) the netlist: die "
+                        "area, wire length (needs Debian's qflow)")
     p.add_argument("--clock", type=_clock, default="auto",
                    help="fpga: auto: build at a first guess, read nextpnr's Fmax and build "
                         "again from the PLL just below it; MHz: that PLL clock; oscillator: "

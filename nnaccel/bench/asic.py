@@ -83,13 +83,15 @@ ASIC_DESIGNS = (
     ("systolic_8x8", "8x8 weight-stationary array, int8 GEMM 64x64x64",
      _systolic(8, 8, (64, 64, 64))),
 )
+#: Designs the bench also places and routes (when qflow's tools are installed).
+PLACE_ROUTE = ("mlp_int8",)
 #: Left out, with the reason.
 SKIPPED = {"sfc_bnn": "784-256-256-256-10: its 0.33 Mbit of read-only weights would become "
                       "logic (no SRAM macro in the library), beyond what yosys maps here in "
                       "reasonable time"}
 
 
-def _one(name, what, make, outdir, *, lib, period_ns, seed, log):
+def _one(name, what, make, outdir, *, lib, period_ns, seed, log, place_route=False):
     from ..boards.asic import build_asic
     from ..gen.generate import generate
     from ..gen.zoo.random_mlp import random_inputs
@@ -105,7 +107,7 @@ def _one(name, what, make, outdir, *, lib, period_ns, seed, log):
     log(f"[asic] {name}: {sim.cycles_per_inference:g} cycles per inference measured "
         f"({time.monotonic() - start:.0f} s)")
     report = build_asic(design.verilog(), outdir / f"{name}-{lib}", name=design.name, lib=lib,
-                        period_ns=period_ns, log=log)
+                        period_ns=period_ns, place_route=place_route, log=log)
     area_mm2 = report["area_um2"] / 1e6
     macs_per_s = man["macs"] * report["fmax_mhz"] * 1e6 / sim.cycles_per_inference
     return {"name": name, "what": what, "lanes": man["lanes"], "macs": man["macs"],
@@ -115,7 +117,18 @@ def _one(name, what, make, outdir, *, lib, period_ns, seed, log):
             "cells": report["cell_count"], "flip_flops": report["flip_flops"],
             "fmax_mhz": report["fmax_mhz"], "critical_path": report["critical_path"],
             "power_w": report.get("power_w"), "macs_per_s": macs_per_s,
-            "macs_per_s_per_mm2": macs_per_s / area_mm2}
+            "macs_per_s_per_mm2": macs_per_s / area_mm2,
+            "place_route": _layout_row(report.get("place_route"), macs_per_s),
+            "seconds": report["seconds_total"]}
+
+
+def _layout_row(layout, macs_per_s):
+    if layout is None:
+        return None
+    keep = ("die_width_um", "die_height_um", "die_area_mm2", "utilization", "nets",
+            "wire_length_um", "failed_nets")
+    return {**{k: layout[k] for k in keep},
+            "macs_per_s_per_die_mm2": macs_per_s / layout["die_area_mm2"]}
 
 
 def _reference_rows(to_nm):
@@ -145,6 +158,19 @@ def _markdown(summary):
                      f"{r['macs_per_s'] / 1e9:.3f} | {r['macs_per_s_per_mm2'] / 1e9:.4f} |")
     for name, why in summary["skipped"].items():
         lines.append(f"| {name}: not built ({why}) | | | | | | | | |")
+    placed = [r for r in summary["designs"] if r.get("place_route")]
+    if placed:
+        lines += ["", "Placed (graywolf) and routed (qrouter), 4 metal layers, no fillers or "
+                  "power stripes:", "",
+                  "| design | die um | die mm^2 | cells / die | nets | wire mm | failed nets "
+                  "| GMAC/s per die mm^2 |", "|---|---|---|---|---|---|---|---|"]
+        for r in placed:
+            pr = r["place_route"]
+            lines.append(f"| {r['name']} | {pr['die_width_um']:,.0f} x "
+                         f"{pr['die_height_um']:,.0f} | {pr['die_area_mm2']:.3f} | "
+                         f"{pr['utilization']:.0%} | {fmt(pr['nets'])} | "
+                         f"{pr['wire_length_um'] / 1e3:,.1f} | {pr['failed_nets']} | "
+                         f"{pr['macs_per_s_per_die_mm2'] / 1e9:.4f} |")
     lines += ["", f"Published accelerators, and scaled to {summary['feature_nm']} nm (area x "
               "(L'/L)^2, Fmax x L/L'):", "",
               "| accelerator | node | area mm^2 | Fmax MHz | GMAC/s per mm^2 | scaled area mm^2 "
@@ -158,13 +184,16 @@ def _markdown(summary):
     return "\n".join(lines)
 
 
-def run_asic_bench(outdir, *, lib="osu018", period_ns=10.0, designs=None, seed=0, log=print):
+def run_asic_bench(outdir, *, lib="osu018", period_ns=10.0, designs=None, seed=0, log=print,
+                   place_route=PLACE_ROUTE):
     """Synthesise and time the designs of :data:`ASIC_DESIGNS` into ``outdir``: ``asic.json``,
     ``asic.md`` and one build directory each. ``designs`` chooses some: names from
-    :data:`ASIC_DESIGNS`, or ``(name, what, make)`` tuples of one's own. Returns 0, or 1 when
-    a design failed (its error is listed)."""
+    :data:`ASIC_DESIGNS`, or ``(name, what, make)`` tuples of one's own; the designs named in
+    ``place_route`` are also placed and routed when qflow's tools are installed. Returns 0,
+    or 1 when a design failed (its error is listed)."""
     from ..boards.asic import INSTALL_HINT, find_liberty
-    from ..gen.errors import ToolError
+    from ..boards.asic_place import find_place_route_tools
+    from ..gen.errors import ToolError, UsageError
 
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
@@ -176,6 +205,12 @@ def run_asic_bench(outdir, *, lib="osu018", period_ns=10.0, designs=None, seed=0
         (outdir / "asic.md").write_text(f"# ASIC bench: not run\n\n{e}\n")
         log(f"[asic] skipped: {e}")
         return 0
+    if place_route:
+        try:
+            find_place_route_tools(lib)
+        except UsageError as e:
+            log(f"[asic] no placement and routing: {e}")
+            place_route = ()
     by_name = {d[0]: d for d in ASIC_DESIGNS}
     chosen = list(ASIC_DESIGNS) if designs is None else [
         by_name[d] if isinstance(d, str) else d for d in designs]
@@ -184,7 +219,7 @@ def run_asic_bench(outdir, *, lib="osu018", period_ns=10.0, designs=None, seed=0
         log(f"[asic] == {name}: {what}")
         try:
             rows.append(_one(name, what, make, outdir, lib=lib, period_ns=period_ns,
-                             seed=seed, log=log))
+                             seed=seed, log=log, place_route=name in place_route))
         except Exception as e:  # noqa: BLE001 - recorded; the other designs go on
             failures[name] = f"{type(e).__name__}: {e}"
             log(f"[asic] {name} FAILED: {failures[name]}")
@@ -198,7 +233,10 @@ def run_asic_bench(outdir, *, lib="osu018", period_ns=10.0, designs=None, seed=0
     return int(bool(failures))
 
 
-if __name__ == "__main__":  # python -m nnaccel.bench.asic OUTDIR [DESIGN ...]
+if __name__ == "__main__":  # python -m nnaccel.bench.asic OUTDIR [DESIGN ...] [--place-route]
     import sys
 
-    sys.exit(run_asic_bench(sys.argv[1], designs=sys.argv[2:] or None))
+    names = [a for a in sys.argv[2:] if a != "--place-route"]
+    sys.exit(run_asic_bench(sys.argv[1], designs=names or None,
+                            place_route=tuple(names) if "--place-route" in sys.argv else
+                            PLACE_ROUTE))

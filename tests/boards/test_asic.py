@@ -108,15 +108,16 @@ def test_tiny_mlp_area_cells_and_timing(built):
 
 @needs_tools
 def test_tighter_clock_lowers_slack_not_fmax(built, tmp_path):
-    """Timing the same design at another period: the same path delay, so the same Fmax."""
+    """The same design at half its Fmax period: timing not met, and the Fmax no lower (ABC
+    maps and sizes against the period, so a tighter one gives as fast a netlist or faster)."""
     report, out, _ = built
     verilog = (out / "mlp484.v").read_text()
     period = round(1e3 / report["fmax_mhz"] * 0.5, 3)
     again = build_asic(verilog, tmp_path / "b", name="mlp484", period_ns=period,
                        log=lambda line: None)
     assert again["slack_ns"] < 0 and not again["timing_met"]
-    assert again["fmax_mhz"] == pytest.approx(report["fmax_mhz"], rel=0.02)
-    assert again["area_um2"] == report["area_um2"]
+    assert again["fmax_mhz"] == pytest.approx(1e3 / (period - again["slack_ns"]), rel=1e-3)
+    assert again["fmax_mhz"] >= report["fmax_mhz"] * 0.98
     assert "NOT MET" in format_asic_report(again)
 
 
