@@ -116,13 +116,20 @@ class WindowUnit(wiring.Component):
 
     def _reader(self, m, ports, written, column, release):
         """Walk the windows, one beat of window positions at a time; read the line buffer (one
-        read port per position of a beat) or emit padding."""
+        read port per position of a beat) or emit padding.
+
+        Three registered stages, so that no path runs from the window counters through the
+        address arithmetic into the read decision: a generator (the counters, with running
+        offsets instead of multiplications) describes the next beat; stage ``s1`` holds each
+        position's row, column and partial addresses; stage ``d`` (the next beat to issue)
+        holds its read addresses, padding flags and the sequence numbers of the rows it needs.
+        The generator never waits, so both stages stay full; a beat issues from ``d`` when its
+        rows are written and the output register is free."""
         p = self.params
         top, left = p.padding[0], p.padding[1]
         (kh, kw), (sh, sw), (dh, dw) = p.kernel, p.stride, p.dilation
         rows, cw, depth = p.buffer_rows, p.pixel_words, p.buffer_depth
-        valid = Signal()
-        advance = ~valid | self.o_data.ready
+        seq = len(written)
 
         def wrap(value):  # value in 0 .. 2*depth-1, modulo depth
             return Mux(value >= depth, value - depth, value)
@@ -136,30 +143,94 @@ class WindowUnit(wiring.Component):
         cb = Signal(range(cw))
         y0 = Signal(range(-top - 1, p.padded_height + 1), init=-top)    # oh*SH - top
         x0 = Signal(range(-left - 1, p.padded_width + 1), init=-left)   # ow*SW - left
-        base = Signal(len(written))                                     # image's first row
+        base = Signal(seq)                                              # image's first row
         base_addr = Signal(range(depth))
         row0 = Signal(range(depth), init=row_offset(-top))              # address of row y0
         col0 = Signal(signed(len(x0) + cw.bit_length() + 1), init=-left * cw)  # x0 * C/word
+        # running offsets of the beat's first window position: ig*r*DH rows, jg*q*DW columns
+        iy = Signal(range(kh * dh + 1))
+        ioff = Signal(range(kh * dh * p.row_words + 1))
+        jx = Signal(range(kw * dw + 1))
+        joff = Signal(range(kw * dw * cw + 1))
 
-        def rows_done(row):  # rows written past ``row`` of this image (modular, signed)
-            return (written - (base + row)[:len(written)])[:len(written)].as_signed()
+        n = len(ports)
+        taps = [((t // cols_per_beat) * dh, (t % cols_per_beat) * dw) for t in range(n)]
+        # stage s1: per position its row y, column x and the two halves of its address
+        s1_valid = Signal()
+        s1_y = [Signal.like(y0, name=f"s1_y{t}") for t in range(n)]
+        s1_x = [Signal.like(x0, name=f"s1_x{t}") for t in range(n)]
+        s1_row = [Signal(range(depth), name=f"s1_row{t}") for t in range(n)]
+        s1_col = [Signal.like(col0, name=f"s1_col{t}") for t in range(n)]
+        s1_base, s1_y0 = Signal(seq), Signal.like(y0)
+        # stage d: the next beat to issue
+        d_valid = Signal()
+        d_addr = [Signal(range(depth), name=f"d_addr{t}") for t in range(n)]
+        d_seq = [Signal(seq, name=f"d_seq{t}") for t in range(n)]    # base + y
+        d_pad = Signal(n)
+        d_base = Signal(seq)
+        d_release = Signal(seq)    # base + y0 clamped to the image: the oldest row d needs
+
+        def rows_done(row_seq):  # rows written past the row of sequence number ``row_seq``
+            return (written - row_seq)[:seq].as_signed()
 
         # An image's padding waits for its first input word, so that nothing is emitted for an
         # image that has not begun.
-        issue = (rows_done(0) > 0) | ((rows_done(0) == 0) & (column != 0))
-        pads = []
+        ready = (rows_done(d_base) > 0) | ((rows_done(d_base) == 0) & (column != 0))
+        for t in range(n):
+            ready &= d_pad[t] | (rows_done(d_seq[t]) > 0)
+        valid = Signal()
+        advance = ~valid | self.o_data.ready
+        take = d_valid & ready & advance
+        load_d = ~d_valid | take
+        load_s1 = ~s1_valid | (load_d & s1_valid)
         for t, port in enumerate(ports):
-            i = ig * rows_per_beat + t // cols_per_beat
-            j = jg * cols_per_beat + t % cols_per_beat
-            y, x = y0 + i * dh, x0 + j * dw
-            pad = (y < 0) | (y >= p.height) | (x < 0) | (x >= p.width)
-            issue &= pad | (rows_done(y) > 0)
-            addr = wrap(row0 + i * (dh * p.row_words)) + col0 + j * (dw * cw) + cb
-            m.d.comb += [port.addr.eq(addr[:len(port.addr)]), port.en.eq(advance)]
-            pads.append(pad)
-        m.d.comb += release.eq(base + Mux(y0 < 0, 0, Mux(y0 > p.height, p.height, y0)))
+            m.d.comb += [port.addr.eq(d_addr[t]), port.en.eq(advance)]
+        m.d.comb += release.eq(d_release)
 
-        padded = Signal(len(ports))
+        with m.If(load_d & s1_valid):
+            m.d.sync += d_valid.eq(1)
+            for t in range(n):
+                y, x = s1_y[t], s1_x[t]
+                m.d.sync += [
+                    d_addr[t].eq((s1_row[t] + s1_col[t])[:len(d_addr[t])]),
+                    d_seq[t].eq((s1_base + y)[:seq]),
+                    d_pad[t].eq((y < 0) | (y >= p.height) | (x < 0) | (x >= p.width)),
+                ]
+            m.d.sync += [d_base.eq(s1_base),
+                         d_release.eq(s1_base + Mux(s1_y0 < 0, 0,
+                                                    Mux(s1_y0 > p.height, p.height, s1_y0)))]
+        with m.Elif(take):
+            m.d.sync += d_valid.eq(0)
+
+        with m.If(load_s1):
+            m.d.sync += [s1_valid.eq(1), s1_base.eq(base), s1_y0.eq(y0)]
+            for t, (di, dj) in enumerate(taps):
+                m.d.sync += [
+                    s1_y[t].eq(y0 + iy + di),
+                    s1_x[t].eq(x0 + jx + dj),
+                    s1_row[t].eq(wrap(row0 + ioff + di * p.row_words)),
+                    s1_col[t].eq(col0 + joff + cb + dj * cw),
+                ]
+            tap_levels = [(jg, kw // cols_per_beat,
+                           [jx.eq(jx + cols_per_beat * dw),
+                            joff.eq(joff + cols_per_beat * dw * cw)],
+                           [jx.eq(0), joff.eq(0)]),
+                          (ig, kh // rows_per_beat,
+                           [iy.eq(iy + rows_per_beat * dh),
+                            ioff.eq(ioff + rows_per_beat * dh * p.row_words)],
+                           [iy.eq(0), ioff.eq(0)])]
+            block = [(cb, cw, [], [])]
+            _count(m, [
+                *(tap_levels + block if p.order is PatchOrder.DEPTHWISE else block + tap_levels),
+                (ow, p.out_width, [x0.eq(x0 + sw), col0.eq(col0 + sw * cw)],
+                 [x0.eq(-left), col0.eq(-left * cw)]),
+                (oh, p.out_height, [y0.eq(y0 + sh), row0.eq(wrap(row0 + row_offset(sh)))],
+                 [y0.eq(-top), base.eq(base + p.height),
+                  base_addr.eq(wrap(base_addr + row_offset(p.height))),
+                  row0.eq(wrap(base_addr + row_offset(p.height - top)))]),
+            ])
+
+        padded = Signal(n)
         pad_word = word_const(p)
         m.d.comb += [
             self.o_data.valid.eq(valid),
@@ -167,19 +238,7 @@ class WindowUnit(wiring.Component):
                                        for t, port in enumerate(ports))),
         ]
         with m.If(advance):
-            m.d.sync += [valid.eq(issue), padded.eq(Cat(pads))]
-            with m.If(issue):
-                taps = [(jg, kw // cols_per_beat, [], []), (ig, kh // rows_per_beat, [], [])]
-                block = [(cb, cw, [], [])]
-                _count(m, [
-                    *(taps + block if p.order is PatchOrder.DEPTHWISE else block + taps),
-                    (ow, p.out_width, [x0.eq(x0 + sw), col0.eq(col0 + sw * cw)],
-                     [x0.eq(-left), col0.eq(-left * cw)]),
-                    (oh, p.out_height, [y0.eq(y0 + sh), row0.eq(wrap(row0 + row_offset(sh)))],
-                     [y0.eq(-top), base.eq(base + p.height),
-                      base_addr.eq(wrap(base_addr + row_offset(p.height))),
-                      row0.eq(wrap(base_addr + row_offset(p.height - top)))]),
-                ])
+            m.d.sync += [valid.eq(take), padded.eq(d_pad)]
 
 
 def word_const(p):

@@ -334,7 +334,9 @@ class WindowParams:
         word; a read also waits for its row to be complete. So the latency is ``w0 + 2`` when
         the first beat is all padding, else ``(y + 1) *`` :attr:`row_cycles` ``+ 1 + min(w0,
         0)`` with ``y`` the last input row that beat reads (its last word is written, then the
-        synchronous read)."""
+        synchronous read). The first beat comes 3 cycles after reset at the earliest (the
+        reader's two address stages fill first), so with the input offered from reset the
+        latency is at least ``3 + min(w0, 0)``."""
         w, n = self.word_elems, self.n_in
         w0 = w // n - 1 if n < w else -(n // w - 1)
         rows, cols = self.beat_shape
@@ -342,6 +344,7 @@ class WindowParams:
         (dh, dw) = self.dilation
         read = [i * dh - top for i in range(rows) for j in range(cols)
                 if 0 <= i * dh - top < self.height and 0 <= j * dw - left < self.width]
+        fill = 3 + min(w0, 0)
         if not read:
-            return w0 + 2
-        return (max(read) + 1) * self.row_cycles + 1 + min(w0, 0)
+            return max(w0 + 2, fill)
+        return max((max(read) + 1) * self.row_cycles + 1 + min(w0, 0), fill)
