@@ -30,7 +30,7 @@ from ...hw.window.reference import from_hwc, im2col, patch_weights
 from ..errors import UsageError
 from ..folding import FoldSpace
 from ..ir import Op
-from ..resources import Memory, lanes_bill, stage_bill, stream_bill
+from ..resources import Bill, Memory, dsp_blocks, lanes_bill, stage_bill, stream_bill
 from .base import Engine, EngineAdapter, divisors, is_bipolar, stage_kwargs
 
 __all__ = ["MVUAdapter", "conv_simds"]
@@ -148,7 +148,9 @@ class MVUAdapter(EngineAdapter):
     def in_beat(self, lp):
         return lp.params.in_beat if isinstance(lp.params, ConvParams) else lp.fold.simd
 
-    def with_fold(self, lp, fold, options):
+    def with_fold(self, lp, fold, options, dsp=None):
+        """``lp`` folded ``fold``; ``dsp``: how many of its multipliers go to DSP blocks
+        (default all; see :meth:`with_dsps`)."""
         layer = lp.layer
         if layer.op is Op.CONV2D:
             params = ConvParams.for_layer(
@@ -156,13 +158,28 @@ class MVUAdapter(EngineAdapter):
                 dilation=layer.dilation, padding=layer.padding, pad_value=layer.pad_value,
                 bias=layer.bias, pe=fold.pe, simd=fold.simd, in_dtype=layer.in_dtype,
                 weight_dtype=layer.weight_dtype, weight_storage=lp.storage,
-                **stage_kwargs(layer))
+                dsp_multipliers=dsp, **stage_kwargs(layer))
             return lp.but(fold=fold, params=params)
         params = MVUParams.for_layer(weight=layer.weight, bias=layer.bias, pe=fold.pe,
                                      simd=fold.simd, in_dtype=layer.in_dtype,
                                      weight_dtype=layer.weight_dtype, weight_storage=lp.storage,
-                                     **stage_kwargs(layer))
+                                     dsp_multipliers=dsp, **stage_kwargs(layer))
         return lp.but(fold=fold, params=params)
+
+    def splittable_multipliers(self, lp):
+        """``(count, weight bits, input bits)``: the lane multipliers of ``lp`` that may go to
+        logic instead of one DSP block each (multiply lanes, one product per multiplier, which
+        synthesis maps to one block: operands of 2 to 16 bits) and their operands' widths."""
+        v = lp.params.mvu if isinstance(lp.params, ConvParams) else lp.params
+        wbits, xbits = v.weight_dtype.bits, v.in_dtype.bits
+        if v.packed_products or dsp_blocks(wbits, xbits, "ice40") != 1:
+            return 0, wbits, xbits
+        return v.multipliers, wbits, xbits
+
+    def with_dsps(self, lp, dsp, options):
+        """``lp`` with ``dsp`` of its :meth:`splittable_multipliers` in DSP blocks, the rest in
+        logic."""
+        return self.with_fold(lp, lp.fold, options, dsp=dsp)
 
     def model_acc(self, lp, x):
         layer, p = lp.layer, lp.params
@@ -191,6 +208,8 @@ class MVUAdapter(EngineAdapter):
             "neuron_folds": v.neuron_folds, "synapse_folds": v.synapse_folds,
             "acc_width": v.acc_width, "raw_width": v.raw_shape.width,
             "weight_storage": v.weight_storage.value, "weight_bits": weights,
+            "dsp_multipliers": v.multipliers - v.logic_multipliers,
+            "logic_multipliers": v.logic_multipliers,
             "expected_cycles": p.expected_cycles,
         }
         if conv:
@@ -224,6 +243,11 @@ class MVUAdapter(EngineAdapter):
         bill = lanes_bill(v.pe, v.simd, v.lane_kind, wbits, xbits, raw)
         if v.packed_products:   # two weights a product apart in one multiplier per PE pair
             bill = replace(bill, multipliers=((2 * wbits + xbits + 2, xbits, v.multipliers),))
+        elif v.logic_multipliers:   # shift-and-add multipliers: lane bits, one stage more
+            bill = replace(bill, multipliers=((wbits, xbits, v.multipliers
+                                               - v.logic_multipliers),))
+            bill = bill.plus(Bill(quantities={"lane_bits": wbits * xbits
+                                              * v.logic_multipliers}))
         bill = bill.plus(stage_bill(v.output))
         bill = bill.plus(stream_bill(self.in_beat(lp) * xbits, v.pe * lp.layer.out_dtype.bits))
         return replace(bill, memories=bill.memories + tuple(mems))

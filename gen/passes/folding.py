@@ -15,9 +15,9 @@ beat must divide one another, as between vector layers.
 from ..engines import adapter_for
 from ..errors import UsageError
 from ..folding import FoldSpace, choose_folds, fold_cycles, folds_for_budget
-from ..resources import budget, estimate, fifo_bill, fits
+from ..resources import budget, estimate, fifo_bill, fits, spill_to_logic
 
-__all__ = ["choose_folding", "DEFAULT_MAX_LANES"]
+__all__ = ["choose_folding", "share_dsps", "DEFAULT_MAX_LANES"]
 
 DEFAULT_MAX_LANES = 64
 
@@ -92,7 +92,37 @@ def choose_folding(plan):
         if n not in others:
             lp = adapter_for(lp.engine).with_fold(lp, fold, opts)
         layers.append(lp)
+    if opts.board is not None:
+        layers = share_dsps(layers, opts.board, opts.fill or 1.0, opts)
     return plan.but(layers=tuple(layers))
+
+
+def _splittable(lp):
+    """``(count, a_bits, b_bits)`` of the lane multipliers of ``lp`` that may go to logic."""
+    split = getattr(adapter_for(lp.engine), "splittable_multipliers", None)
+    return split(lp) if split is not None else (0, 1, 1)
+
+
+def share_dsps(layers, device, fill, options):
+    """``layers`` with their lane multipliers split between DSP blocks and logic so that the
+    design's DSP blocks stay within ``fill`` of ``device``'s: the DSP blocks nothing else can
+    give up (output stages' requantising multipliers, other engines) come off the budget, and
+    the rest go to the splittable lane multipliers (:meth:`MVUAdapter.splittable_multipliers
+    <nnaccel.gen.engines.mvu.MVUAdapter.splittable_multipliers>`) layer by layer in order; the
+    multipliers left over are built in logic, as few as the budget allows."""
+    split = [_splittable(lp)[0] for lp in layers]
+    used = sum(estimate(lp.adapter.resources(lp), device).dsp for lp in layers)
+    left = max(int(device.dsp * fill) - (used - sum(split)), 0)
+    if sum(split) <= left:
+        return layers
+    out = []
+    for lp, n in zip(layers, split, strict=True):
+        if n:
+            give = min(n, left)
+            left -= give
+            lp = adapter_for(lp.engine).with_dsps(lp, give, options)
+        out.append(lp)
+    return out
 
 
 def _slowest(shapes, fixed):
@@ -142,6 +172,13 @@ class _DeviceSearch:
                 if fifo.get("depth"):
                     width = fifo["bits"] // fifo["depth"]
                     total = total.plus(estimate(fifo_bill(fifo["depth"], width), self.device))
+        # lane multipliers past the DSP budget are built in logic (share_dsps)
+        split = [s for n, (lp, _) in enumerate(layers) if n not in self.others
+                 for s in [_splittable(lp)] if s[0]]
+        over = min(total.dsp - int(self.limit["dsp"]), sum(c for c, _, _ in split))
+        if over > 0:
+            total = spill_to_logic(total, over, *max(split, key=lambda s: s[1] * s[2])[1:],
+                                   self.device)
         cycles = max([self.fixed_cycles] + [_cycles(s, f) for n, (s, f) in
                                              enumerate(zip(self.shapes, folds, strict=True))
                                              if n not in self.others])

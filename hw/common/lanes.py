@@ -4,12 +4,13 @@ raw-sum properties their Params share."""
 import enum
 import numbers
 
-from amaranth import Shape
+from amaranth import Mux, Shape, Signal
 
+from .arith import tree_sum
 from .dtype import DTypeKind
 from .reference import bits_for_range
 
-__all__ = ["LaneKind", "lane_kind_for", "positive_int", "RawSumMixin"]
+__all__ = ["LaneKind", "lane_kind_for", "positive_int", "RawSumMixin", "logic_product"]
 
 
 class LaneKind(enum.Enum):
@@ -64,3 +65,23 @@ class RawSumMixin:
         """Width of the SPEC accumulator the output stage forms from a raw sum (None without
         an output stage)."""
         return None if self.output is None else self.output.acc_shape.width
+
+
+def logic_product(m, a, b, name):
+    """``a * b`` in look-up tables and carry chains, not a DSP block, one cycle late: the
+    partial products of ``b``'s bits (the last one negative when ``b`` is signed) are summed in
+    pairs into registers of module ``m``'s ``sync`` domain; the value returned is the sum of
+    those registers (combinational, to be registered by the caller); it may be wider than
+    ``a * b`` but holds the same value."""
+    width = len(b)
+    parts = []
+    for i in range(width):
+        part = Mux(b[i], a, 0) << i
+        parts.append(-part if b.shape().signed and i == width - 1 else part)
+    pairs = []
+    for n in range(0, width, 2):
+        pair = parts[n] + parts[n + 1] if n + 1 < width else parts[n]
+        reg = Signal(pair.shape(), name=f"{name}_s{n // 2}")
+        m.d.sync += reg.eq(pair)
+        pairs.append(reg)
+    return tree_sum(pairs)

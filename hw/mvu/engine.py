@@ -6,6 +6,7 @@ from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..common.arith import cdiv, delay, pack_words, pipelined_tree_sum, tree_stages
+from ..common.lanes import logic_product
 from ..common.memory import Rom
 from ..common.outstage import OutputStage
 from ..common.reference import bits_for_range
@@ -83,7 +84,7 @@ class MVUCore(wiring.Component):
                              Const(0, signed(xd.bits) if xd.signed else unsigned(xd.bits)),
                              Const(1, 1)).shape()
         #: Cycles from a beat's issue to its sum entering the output FIFO.
-        self.fifo_latency = (4 + 2 * params.packed_products
+        self.fifo_latency = (4 + 2 * params.packed_products + (params.logic_multipliers > 0)
                              + tree_stages([product] * params.simd))
         #: Sums the output FIFO holds: as many as are issued while the first one goes round
         #: (through the FIFO, whose output is up to 2 cycles late, and back as a free slot).
@@ -165,11 +166,13 @@ class MVUCore(wiring.Component):
         # adder trees, pipelined by width; then the accumulators, whose sum goes into the FIFO.
         if p.packed_products:
             prod_d, products = [], self._packed(m, products, w_c, x_c)
+        if p.logic_multipliers:
+            products = self._split(m, products, w_c, x_c)
         prod_d = [[Signal(products[q][j].shape(), name=f"prod_{q}_{j}") for j in range(simd)]
                   for q in range(pe)]
         m.d.sync += [prod_d[q][j].eq(products[q][j]) for q in range(pe) for j in range(simd)]
         sums = [pipelined_tree_sum(m, prod_d[q], f"tree{q}") for q in range(pe)]
-        stages = 1 + 2 * p.packed_products + sums[0][1]
+        stages = 1 + 2 * p.packed_products + (p.logic_multipliers > 0) + sums[0][1]
         v_e, first_e, last_e = (delay(m, s, stages, n) for s, n in
                                 ((v_c, "v"), (first_c, "first"), (last_c, "last")))
         acc = Signal(o.payload.shape())
@@ -217,6 +220,28 @@ class MVUCore(wiring.Component):
         for q in range(p.pe - p.pe % 2, p.pe):  # an odd PE: its products delayed alike
             for j in range(simd):
                 out[q][j] = delay(m, products[q][j], 2, f"single_{q}_{j}")
+        return out
+
+    def _split(self, m, products, w_word, x_word):
+        """Multipliers split between DSP blocks and logic (``params.dsp_multipliers``): a DSP
+        lane's product is registered once more (between the multiplier's output register and
+        the adder tree), a logic lane's is a shift-and-add over the weight's bits
+        (:func:`~nnaccel.hw.common.lanes.logic_product`); both one cycle later than
+        ``products``, in the products' shapes."""
+        p = self.params
+        simd, wbits, xbits = p.simd, p.weight_dtype.bits, p.in_dtype.bits
+        out = []
+        for q, row in enumerate(products):
+            out.append([])
+            for j, product in enumerate(row):
+                late = Signal(product.shape(), name=f"late_{q}_{j}")
+                if p.dsp_lane(q, j):
+                    m.d.sync += late.eq(product)
+                else:
+                    w = _field(w_word, q * simd + j, wbits, p.weight_dtype.signed)
+                    x = _field(x_word, j, xbits, p.in_dtype.signed)
+                    m.d.comb += late.eq(logic_product(m, x, w, f"lmul_{q}_{j}"))
+                out[q].append(late)
         return out
 
     def _lane(self, w, x, live):

@@ -45,6 +45,12 @@ class MVUParams(RawSumMixin):
         The output stage: ``pe`` lanes, ``out_features`` channels, ``raw_shape ==``
         :attr:`raw_shape`, ``scale`` 2 for XNOR lanes (else 1), ``offset`` from the bias
         (:func:`.reference.affine`).
+    dsp_multipliers : int, optional
+        How many of the lanes' :attr:`multipliers` are inferred multiplications that synthesis
+        puts in DSP blocks (the first ones, lane ``q*simd + j`` in order); the others are
+        shift-and-add multipliers in logic, for folds with more multipliers than the device has
+        DSP blocks. Default: all. Only multiply lanes without :attr:`packed_products` can
+        split.
     """
 
     in_features: int
@@ -57,6 +63,7 @@ class MVUParams(RawSumMixin):
     raw_lo: int = None
     raw_hi: int = None
     output: OutputStageParams = None
+    dsp_multipliers: int = None
 
     def __post_init__(self):
         check_positive("in_features", self.in_features)
@@ -83,6 +90,18 @@ class MVUParams(RawSumMixin):
                                  f"{self.raw_lo}..{self.raw_hi}")
         if self.output is not None:
             self._check_output()
+        self._check_dsp()
+
+    def _check_dsp(self):
+        n = self.dsp_multipliers
+        if n is None:
+            return
+        if not isinstance(n, int) or isinstance(n, bool) or not 0 <= n <= self.multipliers:
+            raise ValueError(f"dsp_multipliers must be an integer in 0..{self.multipliers} "
+                             f"(the lanes' multipliers), not {n!r}")
+        if n != self.multipliers and self.packed_products:
+            raise ValueError("dsp_multipliers: lanes with two products per multiplier keep "
+                             "every multiplier in a DSP block")
 
     def _check_output(self):
         out = self.output
@@ -100,17 +119,19 @@ class MVUParams(RawSumMixin):
     @classmethod
     def for_layer(cls, *, weight, pe, simd, in_dtype, weight_dtype, bias=None,
                   weight_storage=Storage.AUTO, output_kind="identity", out_dtype=None,
-                  mult=None, shift=None, relu=False, thresholds=None):
+                  mult=None, shift=None, relu=False, thresholds=None, dsp_multipliers=None):
         """Parameters of the layer with weights ``weight`` (M, K) and ``bias`` (M,) folded
         ``pe`` x ``simd``, its output stage of kind ``output_kind`` to ``out_dtype`` (a DType,
-        default ``int32``) with ``mult``, ``shift``, ``relu`` or ``thresholds`` (SPEC 2.2)."""
+        default ``int32``) with ``mult``, ``shift``, ``relu`` or ``thresholds`` (SPEC 2.2), and
+        ``dsp_multipliers`` of its multipliers in DSP blocks (default all)."""
         w = np.asarray(weight)
         if w.ndim != 2 or 0 in w.shape or w.dtype.kind not in "iuO":
             raise ValueError(f"weight must be a non-empty 2-D integer array, not shape "
                              f"{w.shape} of {w.dtype}")
         m, k = w.shape
         bare = cls(in_features=k, out_features=m, pe=pe, simd=simd, in_dtype=in_dtype,
-                   weight_dtype=weight_dtype, weight_storage=weight_storage)
+                   weight_dtype=weight_dtype, weight_storage=weight_storage,
+                   dsp_multipliers=dsp_multipliers)
         xnor = bare.lane_kind is LaneKind.XNOR
         lo, hi = raw_bounds(w, in_dtype.lo, in_dtype.hi, xnor)
         raw = Shape(*bits_for_range(lo, hi))
@@ -160,6 +181,15 @@ class MVUParams(RawSumMixin):
         if self.packed_products:
             return cdiv(self.pe, 2) * self.simd
         return self.lanes
+
+    @property
+    def logic_multipliers(self):
+        """Multipliers built in logic (shift-and-add), not in DSP blocks."""
+        return 0 if self.dsp_multipliers is None else self.multipliers - self.dsp_multipliers
+
+    def dsp_lane(self, q, j):
+        """Whether lane ``(q, j)`` (PE ``q``, input ``j``) multiplies in a DSP block."""
+        return q * self.simd + j < self.multipliers - self.logic_multipliers
 
     @property
     def weight_memory(self):
