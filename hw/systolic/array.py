@@ -13,7 +13,8 @@ from amaranth import Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..common.arith import cdiv, delay, tree_sum
+from ..common.arith import cdiv, delay
+from ..common.lanes import logic_product
 from ..common.stream import check_positive
 from .params import MUL_LATENCY, Dataflow
 
@@ -75,19 +76,8 @@ def _multiply(m, a, b, *, dsp=True):
         product = Signal(shape, name="mul_p")
         m.d.sync += product.eq(a_reg * b_reg)
         return delay(m, product, MUL_LATENCY - 3, "mul_q")
-    width = len(b_reg)
-    parts = []
-    for i in range(width):
-        part = Mux(b_reg[i], a_reg, 0) << i
-        parts.append(-part if b_reg.shape().signed and i == width - 1 else part)
-    pairs = []
-    for n in range(0, width, 2):
-        pair = parts[n] + parts[n + 1] if n + 1 < width else parts[n]
-        reg = Signal(pair.shape(), name=f"mul_s{n // 2}")
-        m.d.sync += reg.eq(pair)
-        pairs.append(reg)
     product = Signal(shape, name="mul_p")
-    m.d.sync += product.eq(tree_sum(pairs))
+    m.d.sync += product.eq(logic_product(m, a_reg, b_reg, "mul"))
     return delay(m, product, MUL_LATENCY - 3, "mul_q")
 
 
