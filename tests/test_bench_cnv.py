@@ -96,10 +96,11 @@ def test_cnv_fold_at_20000_cycles(cnv):
     assert CNV_MACS / lanes / cycles >= bench_cnv.UTILISATION_TARGET
 
 
-def test_fast_target_from_the_fmax_guess():
-    # 50 MHz less 5 % headroom at 9,116 images/s
-    assert bench_cnv.fast_target() == int(50e6 * 0.95 // 9116) == 5210
-    assert bench_cnv.fast_target(rate=10_000, fmax_guess_mhz=100.0, margin=0.0) == 10_000
+def test_fast_fold_is_the_board_choosers():
+    """The throughput fold is what ``--board ulx3s-85f --fill 0.85`` picks on the ECP5-85F."""
+    opts = bench_cnv.fast_options()
+    assert opts.board.name == "LFE5U-85F" and opts.fill == bench_cnv.FILL == 0.85
+    assert opts.target_cycles is None and opts.max_lanes is None
 
 
 @pytest.mark.verilator

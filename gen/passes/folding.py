@@ -12,6 +12,7 @@ feed; a pool's beat divides C and costs no lanes. The producer's PE and the cons
 beat must divide one another, as between vector layers.
 """
 
+from ...hw.common.memory import Storage
 from ..engines import adapter_for
 from ..errors import UsageError
 from ..folding import FoldSpace, choose_folds, fold_cycles, folds_for_budget
@@ -20,6 +21,10 @@ from ..resources import budget, estimate, fifo_bill, fits, spill_to_logic
 __all__ = ["choose_folding", "share_dsps", "DEFAULT_MAX_LANES"]
 
 DEFAULT_MAX_LANES = 64
+#: With ``--fill``, a folding within this fraction of the fastest estimated rate that needs
+#: fewer LUT4 is preferred (the Fmax estimate is not that precise; a wide memory moved from
+#: block RAM into logic may buy a few percent for thousands of LUT4).
+RATE_SLACK = 0.02
 
 
 def _cycles(shape, fold):
@@ -58,10 +63,11 @@ def choose_folding(plan):
                 raise UsageError(f"layer {lp.layer.name!r}: --fold {fold.pe}x{fold.simd}: "
                                  f"{what} and the pe {before.pe} of layer "
                                  f"{plan.layers[n - 1].layer.name!r} must divide one another")
+    storages = {}
     if len(others) == len(shapes):
         folds = [plan.layers[n].fold for n in range(len(shapes))]
     elif opts.fill is not None:
-        folds = _folds_for_device(plan, shapes, fixed, others)
+        folds, storages = _folds_for_device(plan, shapes, fixed, others)
     elif opts.target_cycles is not None:
         folds = choose_folds(shapes, opts.target_cycles, fixed)
         if folds is None:
@@ -90,7 +96,8 @@ def choose_folding(plan):
     layers = []
     for n, (lp, fold) in enumerate(zip(plan.layers, folds, strict=True)):
         if n not in others:
-            lp = adapter_for(lp.engine).with_fold(lp, fold, opts)
+            lp = adapter_for(lp.engine).with_fold(
+                lp.but(storage=storages.get(n, lp.storage)), fold, opts)
         layers.append(lp)
     if opts.board is not None:
         layers = share_dsps(layers, opts.board, opts.fill or 1.0, opts)
@@ -143,27 +150,68 @@ class _DeviceSearch:
             plan.layers[n])["expected_cycles"] for n in others), default=1)
 
     def layer(self, n, fold):
+        """``(layer plan, estimate)`` of layer ``n`` folded ``fold``. A weight memory whose
+        storage the user left to ``auto`` goes where it costs least of the budget: block RAM,
+        or a ROM in logic (a shallow, wide memory of a fast fold fills many block RAMs of
+        which it uses a few words; in logic it costs ``width * depth / 16`` LUT4)."""
         key = (n, fold)
         if key not in self.layers:
             lp = self.plan.layers[n]
+            kinds = [None]   # as the user (or auto) says first: it stays on a tie
+            if n not in self.others and lp.storage is Storage.AUTO:
+                kinds += [Storage.BRAM, Storage.LOGIC]
+            self.layers[key] = min((self.layer_as(n, fold, k) for k in kinds),
+                                   key=lambda o: self._share(o[1]))
+        return self.layers[key]
+
+    def layer_as(self, n, fold, kind=None):
+        """``(layer plan, estimate)`` of layer ``n`` folded ``fold`` with its weights in
+        ``kind`` of storage (None: the plan's)."""
+        key = (n, fold, kind)
+        if key not in self.layers:
+            lp = self.plan.layers[n]
             if n not in self.others:
+                lp = lp if kind is None else lp.but(storage=kind)
                 lp = adapter_for(lp.engine).with_fold(lp, fold, self.plan.options)
             self.layers[key] = (lp, estimate(lp.adapter.resources(lp), self.device))
         return self.layers[key]
+
+    def storages(self, folds):
+        """Weight storage per free layer of ``folds``: block RAM where the plan leaves it to
+        ``auto`` and it fits, then, while the design does not fit, the memory of most block
+        RAMs saved per LUT4 added moves into logic."""
+        kinds = {n: None for n in range(len(folds)) if n not in self.others}
+        while not self.evaluate(folds, kinds)[0]:
+            moves = []
+            for n, kind in kinds.items():
+                if kind is None and self.plan.layers[n].storage is Storage.AUTO:
+                    now, logic = (self.layer_as(n, folds[n], k)[1] for k in (None,
+                                                                             Storage.LOGIC))
+                    if logic.bram < now.bram:
+                        moves.append(((now.bram - logic.bram) / max(logic.lut4 - now.lut4, 1),
+                                      n))
+            if not moves:
+                break
+            kinds[max(moves)[1]] = Storage.LOGIC
+        return {n: self.layer_as(n, folds[n], k)[0].storage for n, k in kinds.items()}
+
+    def _share(self, est):
+        return sum(getattr(est, k) / max(self.limit[k], 1e-9) for k in ("lut4", "bram", "dsp"))
 
     def cost(self, n, fold):
         """What a layer's fold spends: its estimated share of the budget's LUT4, BRAM and DSP
         (summed, so the chain of least cost balances the three)."""
         if n in self.others:
             return 0.0
-        est = self.layer(n, fold)[1]
-        return sum(getattr(est, k) / max(self.limit[k], 1e-9) for k in ("lut4", "bram", "dsp"))
+        return self._share(self.layer(n, fold)[1])
 
-    def evaluate(self, folds):
-        """``(fits, inferences/s, estimate)`` of a fold chain, FIFOs included."""
+    def evaluate(self, folds, kinds=None):
+        """``(fits, inferences/s, estimate)`` of a fold chain, FIFOs included; ``kinds``: the
+        weight storage of each layer (:meth:`layer_as`) instead of the cheapest."""
         from ..generate import fifo_plan
 
-        layers = [self.layer(n, f) for n, f in enumerate(folds)]
+        layers = [self.layer(n, f) if kinds is None else self.layer_as(n, f, kinds.get(n))
+                  for n, f in enumerate(folds)]
         total = layers[0][1]
         for _, est in layers[1:]:
             total = total.plus(est)
@@ -192,14 +240,15 @@ def _folds_for_device(plan, shapes, fixed, others):
 
     For every SIMD cap (powers of two, and none: the timing model's Fmax falls with the width
     of the adder and popcount trees), the smallest cycle target whose fewest-lane folds fit is
-    found by bisection; the cap and target of most inferences per second win (ties: fewer
-    LUT4)."""
+    found by bisection; of every fitting folding met on the way, the one of fewest LUT4 within
+    :data:`RATE_SLACK` of the most inferences per second wins. Returns the folds and, per
+    layer, its weight storage (:meth:`_DeviceSearch.storages`)."""
     opts = plan.options
     search = _DeviceSearch(plan, shapes, others)
     slowest = _slowest(shapes, fixed)
     widest = max(s.k if isinstance(s, FoldSpace) else s[1] for s in shapes)
     caps = [1 << i for i in range(widest.bit_length()) if 1 << i < widest] + [None]
-    best, smallest = None, None
+    smallest, fitting = None, []
     for cap in caps:
         folds = choose_folds(shapes, slowest, fixed, cap, search.cost)
         if folds is None:
@@ -209,19 +258,18 @@ def _folds_for_device(plan, shapes, fixed, others):
             smallest = total
         if not ok:
             continue
-        lo, hi, chosen = 1, slowest, (folds, rate, total)
+        fitting.append((folds, rate, total))
+        lo, hi = 1, slowest
         while lo < hi:
             mid = (lo + hi) // 2
             folds = choose_folds(shapes, mid, fixed, cap, search.cost)
             got = search.evaluate(folds) if folds is not None else (False, 0, None)
             if got[0]:
-                hi, chosen = mid, (folds, got[1], got[2])
+                hi = mid
+                fitting.append((folds, got[1], got[2]))
             else:
                 lo = mid + 1
-        key = (chosen[1], -chosen[2].lut4)
-        if best is None or key > best[0]:
-            best = (key, chosen[0])
-    if best is None:
+    if not fitting:
         device = opts.board
         need = "" if smallest is None else (f" (the smallest folding needs about "
                                             f"{smallest.lut4:,} LUT4, {smallest.bram} BRAM, "
@@ -229,4 +277,8 @@ def _folds_for_device(plan, shapes, fixed, others):
         raise UsageError(f"--fill {opts.fill}: no folding fits {opts.fill:.0%} of the "
                          f"{device.name}'s {device.lut4:,} LUT4, {device.bram} block RAMs and "
                          f"{device.dsp} DSP blocks{need}")
-    return best[1]
+    # of the foldings within RATE_SLACK of the fastest, the one of fewest LUT4
+    fastest = max(rate for _, rate, _ in fitting)
+    best = min((f for f in fitting if f[1] >= (1 - RATE_SLACK) * fastest),
+               key=lambda f: (f[2].lut4, -f[1]))[0]
+    return best, search.storages(best)

@@ -9,9 +9,10 @@ the first convolution; int32 class scores out). Two folds:
     are compared with the folding formula (the manifest's expected cycles, ``max`` over layers
     of ``OH*OW*ceil(M/PE)*ceil(K/SIMD)``; within :data:`RATIO_TOLERANCE`) and give the
     utilisation ``all MACs / lanes / measured cycles`` (target :data:`UTILISATION_TARGET`).
-(b) **Throughput fold**: the target cycles are the budget of :data:`FAST_RATE` images/s at a
-    first Fmax guess (:data:`FMAX_GUESS_MHZ`, less :data:`MARGIN` of headroom), as the MVU
-    bench does for SFC; the design is synthesised, placed and routed for the ULX3S ECP5-85F
+(b) **Throughput fold**: the fold the device-budget chooser picks for the board's device
+    (``--board ulx3s-85f --fill`` :data:`FILL`: the fastest estimated folding within that share
+    of its LUT4, block RAMs and DSP blocks, weight memories in block RAM or logic ROMs where
+    they fit best); the design is synthesised, placed and routed for the ULX3S ECP5-85F
     (:func:`nnaccel.boards.build.build`), which gives LUT4, FF, DP16KD, DSP and Fmax; the
     throughput is ``Fmax / cycles`` images/s (measured cycles when the fold was simulated, the
     manifest's otherwise) and the figure of merit images/s per LUT4 (target
@@ -30,12 +31,12 @@ from pathlib import Path
 import numpy as np
 
 from ..gen.zoo.cnv import cnv_inputs, cnv_macs, cnv_model
-from .mvu import cycle_budget, ratio_ok, utilisation
+from .mvu import ratio_ok, utilisation
 from .report import fits, pyplot, synthesis_row, write_results
 
 __all__ = ["BOARD", "TARGET_CYCLES", "RATIO_TOLERANCE", "UTILISATION_TARGET", "FAST_RATE",
-           "FMAX_GUESS_MHZ", "MARGIN", "PER_LUT_TARGET", "ANCHORS", "DEFAULT_IMAGES",
-           "QUICK_IMAGES", "fast_target", "measure_fold", "run_cnv_bench"]
+           "FILL", "PER_LUT_TARGET", "ANCHORS", "DEFAULT_IMAGES", "QUICK_IMAGES",
+           "fast_options", "measure_fold", "run_cnv_bench"]
 
 BOARD = "ulx3s-85f"
 #: Cycles per image of the utilisation fold (issue 10).
@@ -46,10 +47,8 @@ RATIO_TOLERANCE = 0.05
 UTILISATION_TARGET = 0.75
 #: Images/s wanted at Fmax from the throughput fold (BNN-PYNQ's batched CNV-W1A1).
 FAST_RATE = 9_116
-#: First guess of the throughput fold's Fmax on the ECP5-85F, only to choose its cycle target.
-FMAX_GUESS_MHZ = 50.0
-#: Headroom kept below the cycle budget.
-MARGIN = 0.05
+#: Share of the device the throughput fold may fill (``--fill``).
+FILL = 0.85
 #: Images/s per LUT4 wanted (FINN on the PYNQ-Z1: 0.116).
 PER_LUT_TARGET = 0.2
 #: Images simulated back to back per fold (``quick``: :data:`QUICK_IMAGES`).
@@ -67,9 +66,13 @@ ANCHORS = (
 )
 
 
-def fast_target(rate=FAST_RATE, fmax_guess_mhz=FMAX_GUESS_MHZ, margin=MARGIN):
-    """Cycle target of the throughput fold: ``floor(fmax_guess * (1 - margin) / rate)``."""
-    return cycle_budget(fmax_guess_mhz, rate, margin)
+def fast_options(board=BOARD, fill=FILL):
+    """Generation options of the throughput fold: ``--board board --fill fill``."""
+    from ..boards.platforms import get_board
+    from ..gen.plan import Options
+    from ..gen.resources import device_for
+
+    return Options(board=device_for(get_board(board).device), fill=fill)
 
 
 class Steps:
@@ -152,6 +155,10 @@ def measure_fold(model, target, X, *, outdir=None, label="cnv", simulate_it=True
     return row
 
 
+def _target(row):
+    return f"--fill {FILL}" if row["target_cycles"] is None else f"{row['target_cycles']:,}"
+
+
 def _markdown(result):
     a, b = result["folds"]["utilisation"], result["folds"].get("throughput")
     lines = [f"## CNV-W1A1 on the {result['board']} ({result['device']})", "",
@@ -161,7 +168,7 @@ def _markdown(result):
     for r in filter(None, (a, b)):
         meas = r.get("cycles_per_image")
         lines.append(
-            f"| {r['name']} | {r['target_cycles']:,} | {r['lanes']:,} | "
+            f"| {r['name']} | {_target(r)} | {r['lanes']:,} | "
             f"{r['expected_cycles']:,} | {'-' if meas is None else f'{meas:,.1f}'} | "
             f"{'-' if meas is None else format(r['ratio'], '.4f')} | "
             f"{100 * r.get('utilisation', r['planned_utilisation']):.1f} %"
@@ -268,8 +275,8 @@ def run_cnv_bench(outdir, *, quick=False, synthesis=True, log=print, images=None
     syn = None
     if fast:
         sim_fast = (not quick) if simulate_fast is None else simulate_fast
-        b = measure_fold(model, fast_target(), X, outdir=outdir,
-                         label=f"{model.name}_fast", simulate_it=sim_fast, log=steps)
+        b = measure_fold(model, None, X, outdir=outdir, label=f"{model.name}_fast",
+                         simulate_it=sim_fast, log=steps, options=fast_options(board))
         folds["throughput"] = b
         if sim_fast:
             targets["fast_bit_exact"] = {"value": b["outputs_equal"], "want": True,

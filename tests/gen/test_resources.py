@@ -222,3 +222,25 @@ def test_fill_board_errors_exit_2(tiny, tmp_path, capsys, argv, needle):
     assert cli.main(["generate", str(tiny), "-o", str(tmp_path / "o"), *argv]) == 2
     assert_one_error(capsys.readouterr().err, needle)
     assert not (tmp_path / "o").exists()
+
+
+def test_chooser_moves_weights_into_logic_when_block_ram_runs_out():
+    """On a device of few block RAMs the fold chooser puts weight memories that the fixed rule
+    (``choose_storage``) would give block RAM into logic ROMs, and still keeps the budget;
+    forcing every weight memory into block RAM leaves no folding that fits."""
+    from dataclasses import replace
+
+    from nnaccel.gen.zoo.random_mlp import sfc_model
+    from nnaccel.hw.common.memory import Storage
+
+    model = sfc_model(0, widths=(196, 64, 64, 10))
+    device = replace(ECP5_85, name="few-brams", bram=4)
+    design = generate(model, Options(board=device, fill=0.05))
+    total = _total(design, device)
+    assert total.lut4 <= 0.05 * device.lut4 and total.bram <= 0.05 * device.bram
+    moved = [lp for lp in design.plan.layers if lp.storage is Storage.LOGIC
+             and replace(lp.params, weight_storage=Storage.AUTO).weight_memory
+             is Storage.BRAM]
+    assert moved, [lp.storage for lp in design.plan.layers]
+    with pytest.raises(UsageError, match="no folding fits"):
+        generate(model, Options(board=device, fill=0.05, storage=(("*", Storage.BRAM),)))
