@@ -9,8 +9,10 @@ the figures are the engines' own.
 Run ``python -m nnaccel.bench.network NAME [-o DIR]`` with a benchmark name of
 :data:`nnaccel.bench.mvu.BENCHMARKS` (``mlp_int8``, ``digits_bnn``, ``prime_int4``,
 ``sfc_bnn`` at its 80-cycle fold) or a CNN of the demo (``digits_cnn_int8``,
-``digits_cnn_binarized``, at the demo's lane budgets); it prints one line of figures and
-writes ``network.json``.
+``digits_cnn_binarized``, at the demo's lane budgets), or FINN's CNV-W1A1 (``cnv_w1a1``, at
+the fold ``--board ulx3s-85f --fill 0.85`` chooses, or its head ``cnv_head``,
+:data:`CNV_HEAD_FOLDS`); it prints one line of figures (with inferences per second at Fmax,
+from the folding formula's cycles) and writes ``network.json``.
 """
 
 import argparse
@@ -34,6 +36,13 @@ SFC_TARGET_CYCLES, SFC_MAX_SIMD = 80, 16
 #: The digits CNNs and their lane budgets in the demo (``nnaccel.demo.DEMO_DESIGNS``, which a
 #: benchmark may not import).
 CNN_LANES = {"digits_cnn_int8": 64, "digits_cnn_binarized": 256}
+#: FINN's CNV-W1A1 (``cnv_w1a1``: random bipolar weights, :func:`nnaccel.gen.zoo.cnv.cnv_model`)
+#: at the fold the device-budget chooser picks for the ULX3S's ECP5-85F at this fill.
+CNV_FILL = 0.85
+#: ``cnv_head``: CNV-W1A1's first two convolutions and pool (its largest convolution, c1) and a
+#: dense layer to 10, at the folds the chooser gives c0 and c1 in ``cnv_w1a1`` (a proxy that
+#: places and routes in minutes where the whole network takes most of an hour).
+CNV_HEAD_FOLDS, CNV_HEAD_CYCLES = {"c0": (16, 9), "c1": (64, 32)}, 14_400
 
 _CELLS = {"lut4": "TRELLIS_COMB", "ff": "TRELLIS_FF", "lutram": "TRELLIS_RAMW",
           "bram": "DP16KD", "mult": "MULT18X18D"}
@@ -73,6 +82,18 @@ def _design(name, seed=0):
     from ..gen.plan import Options
     from .mvu import BENCHMARKS, capped_folds
 
+    if name == "cnv_w1a1":
+        from ..gen.resources import DEVICES
+        from ..gen.zoo.cnv import cnv_model
+
+        return generate(cnv_model(seed), Options(board=DEVICES["LFE5U-85F"], fill=CNV_FILL))
+    if name == "cnv_head":
+        from ..gen.folding import Fold
+        from ..gen.zoo.cnv import cnv_model
+
+        model = cnv_model(seed, convs=(64, 64), pools_after=(1,), dense=(10,), name=name)
+        return generate(model, Options(target_cycles=CNV_HEAD_CYCLES, folds=tuple(
+            (n, Fold(*f)) for n, f in CNV_HEAD_FOLDS.items())))
     if name in CNN_LANES:
         from ..gen.zoo.digits_cnn import digits_cnn
 
@@ -81,7 +102,8 @@ def _design(name, seed=0):
     bench = next((b for b in BENCHMARKS if b.name == name), None)
     if bench is None:
         raise SystemExit(f"unknown design {name!r}; choose from "
-                         + ", ".join([b.name for b in BENCHMARKS] + list(CNN_LANES)))
+                         + ", ".join([b.name for b in BENCHMARKS] + list(CNN_LANES)
+                                     + ["cnv_w1a1", "cnv_head"]))
     model, _, _ = bench.make(seed, 1)
     if bench.max_lanes is not None:
         return generate(model, Options(max_lanes=bench.max_lanes))
@@ -101,11 +123,15 @@ def main(argv=None):
     design = _design(args.name)
     result = network_build(design.network, Path(args.output) / args.name)
     folds = [f"{e['pe']}x{e['simd']}" for e in design.manifest["layers"] if "pe" in e]
-    result.update(name=args.name, folds=folds)
+    cycles = design.manifest["expected_cycles_per_inference"]
+    result.update(name=args.name, folds=folds, expected_cycles=cycles,
+                  inferences_per_second=round(result["fmax_mhz"] * 1e6 / cycles, 1))
     (Path(args.output) / args.name / "network.json").write_text(json.dumps(result, indent=2))
     print(f"{args.name}: folds {', '.join(folds)}; Fmax {result['fmax_mhz']:.1f} MHz, "
           f"{result['lut4']:,} LUT4 (+{result['lutram']} as RAM), {result['ff']:,} FF, "
-          f"{result['bram']} DP16KD, {result['mult']} MULT18X18D ({result['seconds']:.0f} s)")
+          f"{result['bram']} DP16KD, {result['mult']} MULT18X18D ({result['seconds']:.0f} s); "
+          f"{cycles:,} cycles per inference (folding formula), "
+          f"{result['inferences_per_second']:,.0f} per second at Fmax")
     return 0
 
 
