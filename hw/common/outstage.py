@@ -260,6 +260,15 @@ class OutputStageParams:
         """Smallest shape holding every accumulator value (:attr:`acc_range`)."""
         return _shape_for(*self.acc_range)
 
+    def latency(self, *, pipelined=False):
+        """Cycles from an input transfer to its output beat becoming valid in an
+        :class:`OutputStage` of these parameters (``pipelined``: see the class)."""
+        if pipelined and self.kind is StageKind.REQUANT:
+            mult = unsigned(max(max(self.mult).bit_length(), 1))
+            parts = _partial_products(Const(0, self.acc_shape), Const(0, mult))
+            return 6 + tree_stages([v.shape() for v in parts])
+        return OutputStage.LATENCY[self.kind]
+
 
 class OutputStage(wiring.Component):
     """SPEC 2.2 output stage on a stream of folded lane beats.
@@ -322,11 +331,7 @@ class OutputStage(wiring.Component):
     @property
     def latency(self):
         """Cycles from an input transfer to the corresponding output beat becoming valid."""
-        if self.pipelined and self.params.kind is StageKind.REQUANT:
-            shape = self._tables()["mult"][0]
-            parts = _partial_products(Const(0, self.params.acc_shape), Const(0, shape))
-            return 6 + tree_stages([v.shape() for v in parts])
-        return self.LATENCY[self.params.kind]
+        return self.params.latency(pipelined=self.pipelined)
 
     def _tables(self):
         """Per-parameter ``(shape, per-lane-slot values)`` padded to ``folds * pe`` slots."""

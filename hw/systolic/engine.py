@@ -457,7 +457,7 @@ class SystolicEngine(wiring.Component):
 
     def __init__(self, params, *, weight):
         p = self.params
-        self.stage = OutputStage.from_params(p.output)
+        self.stage = OutputStage.from_params(p.output, pipelined=True)
         super().__init__({
             "i_data": In(vector_stream(p.in_dtype.shape, p.in_beat)),
             "o_data": Out(vector_stream(p.output.out_shape, p.cols)),

@@ -339,7 +339,7 @@ class SystolicParams:
         else:
             # the last row (nb - 1) leaves the read-out of the last column
             lat = self.readout_levels + c + nb + fixed - (self.period(nb) - self.in_features)
-        return 1, lat, 4 + _STAGE_LATENCY[self.output.kind]
+        return 1, lat, 4 + self.output.latency(pipelined=True)
 
     @property
     def prologue(self):
@@ -402,7 +402,6 @@ class SystolicParams:
         return self.batch * self.out_features * self.in_features / (self.rows * self.cols)
 
 
-_STAGE_LATENCY = {StageKind.IDENTITY: 2, StageKind.REQUANT: 5, StageKind.THRESHOLD: 3}
 #: Cycles from a cell's operand registers to its registered product (see ``array.py``).
 MUL_LATENCY = 4
 #: Cycles from an address to the data of the engine's activation buffer and weight memory (the

@@ -62,6 +62,7 @@ def run_engine(rows, cols, dataflow, m, k, batch, wdt="int8", xdt="int8", *, kin
     rng = np.random.default_rng(seed)
     wdt, xdt, out = DType.parse(wdt), DType.parse(xdt), DType.parse(out)
     w, bias, stage = layer(rng, m, k, wdt, xdt, kind, out)
+    stage.update({name: extra.pop(name) for name in ("mult", "shift") if name in extra})
     x = np.concatenate([rng.integers(xdt.lo, xdt.hi + 1, size=(batch * batches - 1, k)),
                         rng.choice([xdt.lo, xdt.hi], size=(1, k))])
     params = SystolicParams.for_layer(weight=w, bias=bias, rows=rows, cols=cols,
@@ -195,6 +196,27 @@ def test_cycles_match_the_model(shape, dataflow):
     steady = ends[2] - ends[1]
     # the model is exact for this implementation; keep it so
     assert (measured, steady) == (params.expected_cycles, params.steady_cycles)
+
+
+@pytest.mark.parametrize("dataflow", ["ws", "os"])
+@pytest.mark.parametrize("mult", [3, (1 << 31) - 1], ids=["narrow", "split"])
+def test_cycles_match_the_model_with_a_requant_stage(dataflow, mult):
+    """The requantising stage is pipelined (its multiply split into partial products summed by
+    a pipelined tree when ``mult`` is wide): the model still counts every cycle, and the
+    outputs stay bit-exact under stalls."""
+    rows, cols, m, k, batch = 3, 2, 5, 7, 4
+    w = np.random.default_rng(4).integers(-128, 128, size=(m, k))
+    stage = dict(output_kind="requant", out_dtype=I8, mult=mult, shift=31)
+    params = SystolicParams.for_layer(weight=w, rows=rows, cols=cols, dataflow=dataflow,
+                                      batch=batch, in_dtype=I8, weight_dtype=I8, **stage)
+    first, outputs = measure_cycles(params, w, batches=3)
+    per_batch = batch * params.m_tiles
+    ends = outputs[per_batch - 1::per_batch]
+    assert (ends[0] - first + 1, ends[2] - ends[1]) == (params.expected_cycles,
+                                                        params.steady_cycles)
+    for pattern in STALL_PATTERNS[1:]:
+        run_engine(rows, cols, dataflow, m, k, batch, kind="requant", out="int8",
+                   pattern=pattern, mult=mult, shift=29)
 
 
 @pytest.mark.parametrize("dataflow", ["ws", "os"])
