@@ -1,9 +1,9 @@
 """Small arithmetic helpers shared by the engines."""
 
-from amaranth import Const, Signal, Value
+from amaranth import Cat, Const, Signal, Value
 
 __all__ = ["cdiv", "delay", "tree_sum", "pipelined_tree_sum", "tree_stages",
-           "LEVEL_BUDGET", "pack_words"]
+           "pipelined_popcount", "popcount_stages", "LEVEL_BUDGET", "pack_words"]
 
 #: Delay budget of one pipeline stage of an adder tree, in units of one LUT level (an adder
 #: level of output width ``w`` costs ``1 + w/16``: a LUT and routing, then the carry chain);
@@ -82,6 +82,58 @@ def pipelined_tree_sum(m, values, name, *, budget=LEVEL_BUDGET, enable=None):
 def tree_stages(shapes, *, budget=LEVEL_BUDGET):
     """Register stages of :func:`pipelined_tree_sum` over operands of ``shapes``."""
     return _tree([Const(0, s) for s in shapes], budget, lambda values, n: values)[1]
+
+
+def _logic_add(a, b):
+    """``a + b`` of two unsigned values as gates (a ripple of XOR/AND/OR, no ``+``), so that
+    synthesis maps it into look-up tables with the logic around it instead of a carry chain."""
+    a, b = Value.cast(a), Value.cast(b)
+    width = max(len(a), len(b))
+    bits, carry = [], Const(0, 1)
+    for i in range(width):
+        ai = a[i] if i < len(a) else Const(0, 1)
+        bi = b[i] if i < len(b) else Const(0, 1)
+        bits.append(ai ^ bi ^ carry)
+        carry = (ai & bi) | (carry & (ai ^ bi))
+    return Cat(*bits, carry)
+
+
+def _pairs(values, add):
+    """One level of a tree: neighbours summed with ``add``, an odd last value passed on."""
+    out = [add(values[i], values[i + 1]) for i in range(0, len(values) - 1, 2)]
+    return out + values[len(values) - len(values) % 2:]
+
+
+#: Tree levels of a popcount built as look-up-table logic before its first register: two,
+#: so every output bit of a level depends on four bits of the level before (1+1 -> 2 bits and
+#: 2+2 -> 3 bits), one LUT4 each on the ECP5.
+POPCOUNT_LUT_LEVELS = 2
+
+
+def pipelined_popcount(m, bits, name, *, budget=LEVEL_BUDGET):
+    """The number of ones among the 1-bit values ``bits``, for four-input LUTs: the first
+    :data:`POPCOUNT_LUT_LEVELS` tree levels are gates (:func:`_logic_add`), so synthesis packs
+    each lane's own logic (an XNOR) with the pair sum into one LUT4 per output bit and spends
+    no carry chain on 1- and 2-bit sums; their results are registered, then summed by
+    :func:`pipelined_tree_sum` on carry chains. Returns ``(sum, stages)``: the registered
+    count, :func:`popcount_stages` cycles after ``bits``."""
+    values = [Value.cast(b) for b in bits]
+    if not values:
+        raise ValueError("a popcount needs at least one bit")
+    for _ in range(POPCOUNT_LUT_LEVELS):
+        values = _pairs(values, _logic_add)
+    regs = [Signal(len(v), name=f"{name}_l{k}") for k, v in enumerate(values)]
+    m.d.sync += [r.eq(v) for r, v in zip(regs, values, strict=True)]
+    total, stages = pipelined_tree_sum(m, regs, name, budget=budget)
+    return total, 1 + stages
+
+
+def popcount_stages(n, *, budget=LEVEL_BUDGET):
+    """Register stages of :func:`pipelined_popcount` over ``n`` bits."""
+    values = [Const(0, 1)] * n
+    for _ in range(POPCOUNT_LUT_LEVELS):
+        values = _pairs(values, _logic_add)
+    return 1 + tree_stages([len(v) for v in values], budget=budget)
 
 
 def pack_words(fields, width):

@@ -5,7 +5,15 @@ from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..common.arith import cdiv, delay, pack_words, pipelined_tree_sum, tree_stages
+from ..common.arith import (
+    cdiv,
+    delay,
+    pack_words,
+    pipelined_popcount,
+    pipelined_tree_sum,
+    popcount_stages,
+    tree_stages,
+)
 from ..common.lanes import logic_product
 from ..common.memory import Rom
 from ..common.outstage import OutputStage
@@ -84,8 +92,10 @@ class MVUCore(wiring.Component):
                              Const(0, signed(xd.bits) if xd.signed else unsigned(xd.bits)),
                              Const(1, 1)).shape()
         #: Cycles from a beat's issue to its sum entering the output FIFO.
-        self.fifo_latency = (4 + 2 * params.packed_products + (params.logic_multipliers > 0)
-                             + tree_stages([product] * params.simd))
+        tree = (popcount_stages(params.simd) if self.xnor
+                else 1 + tree_stages([product] * params.simd))
+        self.fifo_latency = (3 + 2 * params.packed_products + (params.logic_multipliers > 0)
+                             + tree)
         #: Sums the output FIFO holds: as many as are issued while the first one goes round
         #: (through the FIFO, whose output is up to 2 cycles late, and back as a free slot).
         self.fifo_depth = cdiv(self.fifo_latency + 3, params.synapse_folds) + 1
@@ -136,7 +146,7 @@ class MVUCore(wiring.Component):
         m.d.sync += pending.eq(pending + (issue & last_a) - popped)
 
         xin = i.payload.as_value()
-        if nf_n > 1:
+        if nf_n > 1 and sf_n > 1:
             m.submodules.buffer = buf = memory.Memory(shape=unsigned(simd * xbits), depth=sf_n,
                                                       init=[])
             wp = buf.write_port()
@@ -151,8 +161,13 @@ class MVUCore(wiring.Component):
         m.d.sync += [v_b.eq(issue), from_b.eq(take), first_b.eq(sf == 0), last_b.eq(last_a),
                      x_b.eq(xin)]
         x_c, w_c = Signal(simd * xbits), Signal(pe * simd * wbits)
-        m.d.sync += [x_c.eq(Mux(from_b, x_b, rp.data) if nf_n > 1 else x_b),
-                     w_c.eq(wrom.data)]
+        m.d.sync += w_c.eq(wrom.data)
+        if nf_n > 1 and sf_n > 1:
+            m.d.sync += x_c.eq(Mux(from_b, x_b, rp.data))
+        else:
+            # one beat per vector: x_c keeps it for the other neuron folds (no buffer, no mux)
+            with m.If(from_b):
+                m.d.sync += x_c.eq(x_b)
         v_c, first_c, last_c = (delay(m, s, 1, n) for s, n in
                                 ((v_b, "v"), (first_b, "first"), (last_b, "last")))
         tail = p.in_features - (sf_n - 1) * simd  # real lanes in the last synapse fold
@@ -165,14 +180,11 @@ class MVUCore(wiring.Component):
         # per multiplier, two more stages pack the operands and split the products. Then the
         # adder trees, pipelined by width; then the accumulators, whose sum goes into the FIFO.
         if p.packed_products:
-            prod_d, products = [], self._packed(m, products, w_c, x_c)
+            products = self._packed(m, products, w_c, x_c)
         if p.logic_multipliers:
             products = self._split(m, products, w_c, x_c)
-        prod_d = [[Signal(products[q][j].shape(), name=f"prod_{q}_{j}") for j in range(simd)]
-                  for q in range(pe)]
-        m.d.sync += [prod_d[q][j].eq(products[q][j]) for q in range(pe) for j in range(simd)]
-        sums = [pipelined_tree_sum(m, prod_d[q], f"tree{q}") for q in range(pe)]
-        stages = 1 + 2 * p.packed_products + (p.logic_multipliers > 0) + sums[0][1]
+        sums = self._sums(m, products)
+        stages = 2 * p.packed_products + (p.logic_multipliers > 0) + sums[0][1]
         v_e, first_e, last_e = (delay(m, s, stages, n) for s, n in
                                 ((v_c, "v"), (first_c, "first"), (last_c, "last")))
         acc = Signal(o.payload.shape())
@@ -183,6 +195,21 @@ class MVUCore(wiring.Component):
             m.d.sync += acc.eq(total)
         m.d.comb += [fifo.i_data.payload.eq(total), fifo.i_data.valid.eq(v_e & last_e)]
         return m
+
+    def _sums(self, m, products):
+        """``[(sum, stages)]`` of every PE: XNOR lanes into a popcount whose first levels are
+        look-up-table logic before its first register (:func:`pipelined_popcount`), other
+        lanes' products registered (the multipliers' output registers), then an adder tree
+        pipelined by width."""
+        if self.xnor:
+            return [pipelined_popcount(m, row, f"tree{q}") for q, row in enumerate(products)]
+        sums = []
+        for q, row in enumerate(products):
+            prod_d = [Signal(v.shape(), name=f"prod_{q}_{j}") for j, v in enumerate(row)]
+            m.d.sync += [r.eq(v) for r, v in zip(prod_d, row, strict=True)]
+            total, stages = pipelined_tree_sum(m, prod_d, f"tree{q}")
+            sums.append((total, 1 + stages))
+        return sums
 
     def _packed(self, m, products, w_word, x_word):
         """Two products per multiplier (``params.packed_products``): PEs ``2r`` and ``2r+1``

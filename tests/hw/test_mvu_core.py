@@ -89,6 +89,9 @@ def run_core(m, k, pe, simd, wdt, xdt, *, pattern, seed, storage=Storage.AUTO, v
     (3, 7, 1, 3, "int6", "bipolar"),      # add/subtract weight
     (1, 1, 1, 1, "int8", "int8"),         # K = 1, M = 1
     (3, 5, 2, 1, "uint3", "int16"),       # SIMD = 1, wide inputs
+    (7, 6, 2, 6, "bipolar", "bipolar"),   # XNOR, one beat per vector kept for 4 neuron folds
+    (5, 11, 1, 11, "int4", "int8"),       # MUL, one beat per vector kept for 5 neuron folds
+    (3, 37, 1, 37, "bipolar", "bipolar"),  # XNOR, a popcount over several carry levels
 ])
 def test_core_matches_model(m, k, pe, simd, wdt, xdt, pattern):
     run_core(m, k, pe, simd, wdt, xdt, pattern=pattern, seed=m * 31 + k)
