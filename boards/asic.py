@@ -173,7 +173,8 @@ def build_asic(network_verilog, outdir, *, name, lib="osu018", period_ns=DEFAULT
         lib_copy.unlink()
         layout = None
         if layout_tools is not None:
-            layout = _place_route(staging, name, layout_tools, progress, steps)
+            layout = _place_route(staging, name, layout_tools, progress, steps,
+                                  liberty=liberty, sta=sta, period_ns=period_ns)
         report = _report(name, lib, staging, period_ns, steps)
         if layout is not None:
             layout["utilization"] = round(report["area_um2"] / layout["die_area_um2"], 4)
@@ -208,17 +209,22 @@ def _abc_files(staging, period_ns, lib):
     return "+" + script.replace(" ", ",")
 
 
-def _place_route(staging, name, tools, progress, steps):
+def _place_route(staging, name, tools, progress, steps, *, liberty, sta, period_ns):
     """Place and route in ``staging/place-route`` (removed after); the placed and routed DEF
     and the tools' logs are kept in ``staging``. Returns the report's ``place_route``."""
     work = staging / "place-route"
     work.mkdir()
     (staging / f"{name}.blif").rename(work / f"{name}.blif")
     try:
-        figures, more = asic_place.place_route(
-            work, name, tools, progress, functools.partial(_run, keep=True))
+        run = functools.partial(_run, keep=True)
+        figures, more = asic_place.place_route(work, name, tools, progress, run)
+        with progress.step("post-route timing", "rc2dly, OpenSTA"):
+            figures["post_route"] = _post_route_timing(work, name, tools, liberty, sta,
+                                                       period_ns, run)
+        more.append(progress.last)
     finally:
-        for fname in (f"{name}.def", f"{name}_route.def", "graywolf.log", "qrouter.log"):
+        for fname in (f"{name}.def", f"{name}_route.def", "graywolf.log", "qrouter.log",
+                      f"{name}.post.sta.rpt"):
             if (work / fname).is_file():
                 (work / fname).rename(staging / fname.replace("_route.def", ".route.def"))
         shutil.rmtree(work, ignore_errors=True)
@@ -226,6 +232,25 @@ def _place_route(staging, name, tools, progress, steps):
     return {**figures, "die_area_mm2": round(figures["die_area_um2"] / 1e6, 6),
             "placed_def": f"{name}.def", "routed_def": f"{name}.route.def",
             "tools": "graywolf (placement), qrouter (routing), qflow's blif2cel/place2def"}
+
+
+def _post_route_timing(work, name, tools, liberty, sta, period_ns, run):
+    """OpenSTA on the placed netlist with the routed wires: their RC delays (qrouter's delay
+    file through qflow's rc2dly, as SDF) and their capacitance as net loads."""
+    rc = (work / f"{name}_route.rc").read_text()
+    run([tools["rc2dly"], "-r", f"{name}_route.rc", "-l", liberty, "-d", f"{name}.sdf"], work,
+        "rc2dly", work / "rc2dly.log")
+    sdf = (work / f"{name}.sdf").read_text()
+    (work / f"{name}.sdf").write_text(sdf.replace("<", "[").replace(">", "]"))
+    (work / f"{name}.placed.v").write_text(
+        asic_place.blif_verilog((work / f"{name}.blif").read_text(), name))
+    (work / "post.tcl").write_text(_sta_script(
+        name, period_ns, liberty=liberty, netlist=f"{name}.placed.v", sdf=f"{name}.sdf",
+        loads=asic_place.wire_loads(rc)))
+    run([sta, "-no_init", "-no_splash", "-exit", "post.tcl"], work, "sta",
+        work / f"{name}.post.sta.rpt")
+    timing = _timing((work / f"{name}.post.sta.rpt").read_text(errors="replace"), period_ns)
+    return {k: timing[k] for k in ("fmax_mhz", "slack_ns", "critical_path")}
 
 
 def _yosys_script(name, abc_script, *, blif=False):
@@ -246,14 +271,18 @@ def _yosys_script(name, abc_script, *, blif=False):
     ])
 
 
-def _sta_script(name, period_ns):
+def _sta_script(name, period_ns, *, liberty="cells.lib", netlist=None, sdf=None, loads=None):
+    """OpenSTA's script; after routing, ``netlist`` is the placed one, ``sdf`` the routed
+    wires' delays and ``loads`` their capacitances (net -> pF)."""
     return "\n".join([
-        "read_liberty cells.lib",
-        f"read_verilog {name}.netlist.v",
+        f"read_liberty {liberty}",
+        f"read_verilog {netlist or name + '.netlist.v'}",
         f"link_design {name}",
+        *([f"read_sdf {sdf}"] if sdf else []),
         f"create_clock -name clk -period {period_ns:g} [get_ports clk]",
         "set_input_delay 0 -clock clk [delete_from_list [all_inputs] [get_ports clk]]",
         "set_output_delay 0 -clock clk [all_outputs]",
+        *(f"set_load {cap:.6g} [get_nets {{{net}}}]" for net, cap in (loads or {}).items()),
         "puts \"== checks\"",
         "report_checks -path_delay max -format full -digits 4",
         "puts \"== wns\"",
@@ -387,6 +416,11 @@ def format_asic_report(report):
         lines.append(f"  {'routing':<24} {layout['nets']} nets, "
                      f"{layout['wire_length_um'] / 1e3:,.1f} mm of wire, "
                      f"{layout['failed_nets']} failed")
+        post = layout["post_route"]
+        lines.append(f"  {'Fmax after routing':<24} {post['fmax_mhz']:.2f} MHz (routed wires' "
+                     f"RC and load; path {post['critical_path']['startpoint']} -> "
+                     f"{post['critical_path']['endpoint']}, "
+                     f"{post['critical_path']['delay_ns']:.3f} ns)")
     times = ", ".join(f"{s['step']} {s['seconds']:.1f} s" for s in report["steps"])
     lines.append(f"  {'time':<24} {report['seconds_total']:.1f} s ({times})")
     return "\n".join(lines)

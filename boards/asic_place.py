@@ -25,7 +25,8 @@ from pathlib import Path
 
 from ..gen.errors import ToolError, UsageError
 
-__all__ = ["PLACE_ROUTE_HINT", "find_place_route_tools", "place_route", "read_routed_def"]
+__all__ = ["PLACE_ROUTE_HINT", "find_place_route_tools", "place_route", "read_routed_def",
+           "blif_verilog", "wire_loads"]
 
 #: What to install for ``--place-route``.
 PLACE_ROUTE_HINT = "sudo apt-get install -y qflow qflow-tech-osu018 tcl"
@@ -55,7 +56,7 @@ def find_place_route_tools(lib):
         (``--place-route`` is an option the user chose; without the tools it cannot run).
     """
     found, missing = {}, []
-    for tool in ("graywolf", "qrouter", "tclsh"):
+    for tool in ("graywolf", "qrouter", "tclsh", "rc2dly"):
         path = shutil.which(tool) or (
             str(Path("/usr/lib/qflow/bin") / tool)
             if (Path("/usr/lib/qflow/bin") / tool).is_file() else None)
@@ -123,6 +124,7 @@ def place_route(workdir, name, tools, progress, run):
         obs.read_text() if obs.is_file() else "",
         f"read_def {name}.def",
         f"qrouter::standard_route {name}_route.def false",
+        f"qrouter::write_delays {name}_route.rc",
         "quit",
         "",
     ]))
@@ -194,3 +196,61 @@ def _route_length(routes):
             total += abs(point[0] - last[0]) + abs(point[1] - last[1])
             last = point
     return total
+
+
+def blif_verilog(blif, name):
+    """The placed netlist as Verilog, its instances named as graywolf and qrouter name them
+    (blif2cel: ``<cell>_<n>``, n counting each cell type from 1 in BLIF order), so that
+    OpenSTA can read the routed wires' delays (SDF) and loads against it."""
+    lines = [ln for ln in blif.replace("\\\n", " ").splitlines()]
+    ports = {"input": [], "output": []}
+    gates = []
+    for line in lines:
+        words = line.split()
+        if not words:
+            continue
+        if words[0] in (".inputs", ".outputs"):
+            ports["input" if words[0] == ".inputs" else "output"] += words[1:]
+        elif words[0] == ".gate":
+            gates.append((words[1], [w.split("=", 1) for w in words[2:]]))
+    buses = {}
+    for direction, bits in ports.items():
+        for bit in bits:
+            m = re.fullmatch(r"(\w+)\[(\d+)\]", bit)
+            base, index = (m.group(1), int(m.group(2))) if m else (bit, None)
+            buses.setdefault(base, [direction, set()])[1].add(index)
+
+    def ref(net):
+        if net in ("vdd", "gnd"):
+            return "1'b1" if net == "vdd" else "1'b0"
+        m = re.fullmatch(r"(\w+)\[(\d+)\]", net)
+        if (m and m.group(1) in buses) or net in buses:
+            return net
+        return f"\\{net} "
+
+    out = [f"module {name} ({', '.join(buses)});"]
+    for base, (direction, indices) in buses.items():
+        width = f"[{max(indices)}:0] " if indices != {None} else ""
+        out.append(f"  {direction} {width}{base};")
+    wires = sorted({net for _, pins in gates for _, net in pins
+                    if ref(net).startswith("\\")})
+    out += [f"  wire \\{net} ;" for net in wires]
+    count = {}
+    for cell, pins in gates:
+        count[cell] = count.get(cell, 0) + 1
+        conns = ", ".join(f".{pin}({ref(net)})" for pin, net in pins)
+        out.append(f"  {cell} {cell}_{count[cell]} ({conns});")
+    out.append("endmodule")
+    return "\n".join(out) + "\n"
+
+
+def wire_loads(rc):
+    """Net name -> routed wire capacitance (the liberty's unit, pF) summed over the RC tree
+    of qrouter's delay file (``qrouter::write_delays``: per net, nested ``( R C ...)``)."""
+    caps = {}
+    for line in rc.splitlines():
+        parts = line.split(None, 4)
+        if len(parts) == 5:
+            caps[parts[0]] = sum(float(c) for c in re.findall(
+                r"\(\s*[-0-9.eE+]+\s+([-0-9.eE+]+)", parts[4]))
+    return caps

@@ -236,7 +236,8 @@ def run_asic_bench(outdir, *, lib="osu018", period_ns=10.0, designs=None, seed=0
 if __name__ == "__main__":  # python -m nnaccel.bench.asic OUTDIR [DESIGN ...] [--place-route]
     import sys
 
+    # --place-route: place and route the designs named (or PLACE_ROUTE's); without: none
     names = [a for a in sys.argv[2:] if a != "--place-route"]
     sys.exit(run_asic_bench(sys.argv[1], designs=names or None,
-                            place_route=tuple(names) if "--place-route" in sys.argv else
-                            PLACE_ROUTE))
+                            place_route=(tuple(names) or PLACE_ROUTE)
+                            if "--place-route" in sys.argv else ()))

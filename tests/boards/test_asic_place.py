@@ -106,6 +106,13 @@ def test_tiny_design_places_and_routes(tmp_path):
     assert layout["nets"] > 10 and layout["wire_length_um"] > layout["die_width_um"]
     routed = (out / layout["routed_def"]).read_text()
     assert read_routed_def(routed)["die_area_um2"] == layout["die_area_um2"]
-    assert [s["step"] for s in report["steps"]] == ["synthesis", "static timing", "placement",
-                                                     "routing"]
+    assert [s["step"] for s in report["steps"]] == [
+        "synthesis", "static timing", "placement", "routing", "post-route timing"]
+    # the same netlist with the routed wires' delays and loads: slower, not by 10x
+    post = layout["post_route"]
+    assert report["fmax_mhz"] / 10 < post["fmax_mhz"] < report["fmax_mhz"]
+    assert post["fmax_mhz"] == pytest.approx(1e3 / (10.0 - post["slack_ns"]), rel=1e-3)
+    log = (out / "dot2.post.sta.rpt").read_text()
+    assert f"Endpoint: {post['critical_path']['endpoint']}" in log and "read_sdf" not in log
     assert "die (placed, routed)" in stdout.getvalue() and "0 failed" in stdout.getvalue()
+    assert "Fmax after routing" in stdout.getvalue()
