@@ -11,9 +11,15 @@ previous layer's output beat:
   that meet the target (the fastest it can do, and a warning, if none does).
 * Beats: a layer's input beat follows the previous layer's output beat when that is fixed (an
   engine sized here, or an MVU layer whose fold the user forced).
+* Balance: without ``--target-cycles``, a sparse layer gets no more PEs than it needs to keep
+  pace with the slowest sparse layer (their expected cycles, every activation non-zero): the
+  layers are sized again with that as their cycle target. The network's pace is its slowest
+  layer's, so this costs no cycles and saves the PEs a fast layer would idle on.
 """
 
-from ..engines import ADAPTERS, adapter_for
+from dataclasses import replace
+
+from ..engines import ADAPTERS, Engine, adapter_for
 from ..engines.base import layer_macs
 from .folding import DEFAULT_MAX_LANES
 
@@ -40,14 +46,31 @@ def _check_overrides(plan):
             adapter.check_choice(lp, choice)
 
 
+def _configure(plan, shares, pace=None):
+    """Every layer sized in order; ``pace``: the cycle target of the balanced (sparse) layers
+    whose PE count the user did not force."""
+    opts = plan.options
+    layers = []
+    prev_beat = None   # out beat of the previous layer when fixed
+    for lp, share in zip(plan.layers, shares, strict=True):
+        adapter = adapter_for(lp.engine)
+        here = opts
+        if (pace is not None and lp.engine is Engine.SPARSE
+                and opts.forced(adapter.option, lp.layer.name) is None):
+            here = replace(opts, target_cycles=pace)
+        lp, prev_beat = adapter.configure(lp, share=share, prev_beat=prev_beat, options=here)
+        layers.append(lp)
+    return layers
+
+
 def configure_engines(plan):
     _check_overrides(plan)
     opts = plan.options
     shares = _shares(plan, opts.max_lanes or DEFAULT_MAX_LANES)
-    layers = []
-    prev_beat = None   # out beat of the previous layer when fixed
-    for lp, share in zip(plan.layers, shares, strict=True):
-        lp, prev_beat = adapter_for(lp.engine).configure(lp, share=share, prev_beat=prev_beat,
-                                                         options=opts)
-        layers.append(lp)
+    layers = _configure(plan, shares)
+    sparse = [lp for lp in layers if lp.engine is Engine.SPARSE]
+    if opts.target_cycles is None and len(sparse) > 1:
+        adapter = adapter_for(Engine.SPARSE)
+        pace = max(adapter.manifest(lp)["expected_cycles"] for lp in sparse)
+        layers = _configure(plan, shares, pace)
     return plan.but(layers=tuple(layers))

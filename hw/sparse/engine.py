@@ -30,7 +30,7 @@ from ..common.reference import bits_for_range
 from ..common.stream import core_then_stage, vector_stream
 from .format import SparseMatrix, decode, encode
 from .params import SparseParams
-from .reference import raw_bounds
+from .reference import IN_FLIGHT, raw_bounds
 
 __all__ = ["check_matrix", "encode_weight", "token_layout", "LeadingNonZero",
            "ProcessingElement", "Collector", "SparseCore", "SparseEngine"]
@@ -143,16 +143,23 @@ class LeadingNonZero(wiring.Component):
         final = Signal()  # the held beat is the vector's last
         load_idx = Signal(range(beats))
 
-        sel = Signal(range(max(n, 2)))
-        for j in reversed(range(n)):
-            with m.If(mask[j]):
-                m.d.comb += sel.eq(j)
+        def lowest(bits):
+            """Index of the lowest set bit of ``bits`` (0 when none)."""
+            sel = Signal(range(max(n, 2)))
+            for j in reversed(range(n)):
+                with m.If(bits[j]):
+                    m.d.comb += sel.eq(j)
+            return sel
+
+        # the token's value and column are registers, loaded with the next token's (its lowest
+        # set mask bit) whenever the mask changes: the broadcast to every PE starts at a flop
+        value, col = Signal(p.in_dtype.shape), Signal.like(o.payload.col)
         rest = mask & (mask - 1)
         fire = o.valid & o.ready
         m.d.comb += [
             o.valid.eq(valid & ((mask != 0) | final)),
-            o.payload.value.eq(held[sel]),
-            o.payload.col.eq(base + sel),
+            o.payload.value.eq(value),
+            o.payload.col.eq(col),
             o.payload.work.eq(mask != 0),
             o.payload.last.eq(final & (rest == 0)),
             i.ready.eq(~valid | ((mask == 0) & ~final) | (fire & (rest == 0))),
@@ -162,12 +169,14 @@ class LeadingNonZero(wiring.Component):
         last_in = load_idx == beats - 1
         nonzero = Cat((Const(1) if bipolar else (i.payload[j] != 0)) & ((j < tail) | ~last_in)
                       for j in range(n))
+        first, after = lowest(nonzero), lowest(rest)
         with m.If(i.valid & i.ready):
             m.d.sync += [held.eq(i.payload), mask.eq(nonzero), valid.eq(1), final.eq(last_in),
-                         base.eq(load_idx * n),
+                         base.eq(load_idx * n), value.eq(i.payload[first]),
+                         col.eq(load_idx * n + first),
                          load_idx.eq(Mux(last_in, 0, load_idx + 1))]
         with m.Elif(fire):
-            m.d.sync += mask.eq(rest)
+            m.d.sync += [mask.eq(rest), value.eq(held[after]), col.eq(base + after)]
             with m.If(rest == 0):
                 m.d.sync += valid.eq(0)
         with m.Elif(i.ready):
@@ -286,14 +295,16 @@ class ProcessingElement(wiring.Component):
 
     @property
     def slots(self):
-        """Tokens a PE holds at most: ``queue_depth`` plus the two in flight (the token register
-        and the queue memory's read)."""
-        return self.params.queue_depth + 2
+        """Tokens a PE holds at most: ``queue_depth`` plus the three in flight (the token
+        register, the pointer register and the queue memory's read)."""
+        return self.params.queue_depth + IN_FLIGHT
 
     def _queue(self, m, width):
-        """The activation queue, in block RAM: ``slots`` words; an entry written at ``w`` can be
-        popped from ``w + 2`` (``r_data`` is the memory's registered read of the head)."""
-        depth = self.slots
+        """The activation queue, in block RAM: more words than ``slots`` (a power of two, so
+        the pointers wrap by themselves and never meet when it is full); an entry written at
+        ``w`` can be popped from ``w + 2`` (``r_data`` is the memory's registered read of the
+        head)."""
+        depth = 1 << self.slots.bit_length()
         m.submodules.queue = mem = Memory(shape=unsigned(width), depth=depth, init=[],
                                           attrs=BLOCK_RAM)
         w_port, r_port = mem.write_port(), _registered_read(m, mem, "queue")
@@ -301,42 +312,38 @@ class ProcessingElement(wiring.Component):
                             r_en=Signal(name="q_r_en"), r_rdy=Signal(name="q_r_rdy"),
                             r_data=r_port.data)
         w_ptr, r_ptr = Signal(range(depth), name="q_w_ptr"), Signal(range(depth), name="q_r_ptr")
-        readable = Signal(range(depth + 1))  # written two cycles ago or more, not popped
-        written = Signal()
-
-        def step(ptr):
-            return Mux(ptr == depth - 1, 0, ptr + 1)
-
+        w_seen = Signal(range(depth))  # w_ptr a cycle ago: what is readable
         m.d.comb += [w_port.addr.eq(w_ptr), w_port.en.eq(q.w_en), w_port.data.eq(q.w_data),
-                     r_port.addr.eq(Mux(q.r_en, step(r_ptr), r_ptr)), r_port.en.eq(1),
-                     q.r_rdy.eq(readable != 0)]
-        m.d.sync += [written.eq(q.w_en), readable.eq(readable + written - q.r_en)]
-        with m.If(q.w_en):
-            m.d.sync += w_ptr.eq(step(w_ptr))
-        with m.If(q.r_en):
-            m.d.sync += r_ptr.eq(step(r_ptr))
+                     r_port.addr.eq(r_ptr + q.r_en), r_port.en.eq(1),
+                     q.r_rdy.eq(w_seen != r_ptr)]
+        m.d.sync += [w_seen.eq(w_ptr), w_ptr.eq(w_ptr + q.w_en), r_ptr.eq(r_ptr + q.r_en)]
         return q
 
     def _lookup(self, m, port):
-        """T: the broadcast token and its column's pointers, then into the queue. Returns the
-        queue, its layout, and whether T drops a token this cycle."""
+        """T: the broadcast token while its column's pointers are read; P: the pointers
+        registered (the block RAM's output drives nothing else), then into the queue with what
+        the iterator needs of them precomputed (``empty``: no entry; ``single``, ``double``: at
+        most one, two entries). Returns the queue, its layout, and whether P drops a token
+        this cycle."""
         p = self.params
         abits = self._abits
         queued = data.StructLayout({"value": p.in_dtype.shape, "start": unsigned(abits),
-                                    "end": unsigned(abits), "last": 1})
+                                    "end": unsigned(abits), "last": 1, "empty": 1,
+                                    "single": 1, "double": 1})
         queue = self._queue(m, Shape.cast(queued).width)
-        t_valid, t_work, t_last = Signal(), Signal(), Signal()
-        t_value = Signal(p.in_dtype.shape)
-        lo, hi = port.data[:abits], port.data[abits:2 * abits]
-        t_useful = (t_work & (lo != hi)) | t_last
+        t = self._stage(m, "t", valid=self.tok_take, value=self.tok.value, work=self.tok.work,
+                        last=self.tok.last)
+        m.d.comb += [port.addr.eq(self.tok.col), port.en.eq(1)]
+        t2 = self._stage(m, "p", valid=t.valid, value=t.value, work=t.work, last=t.last,
+                         lo=port.data[:abits], hi=port.data[abits:2 * abits])
+        end = Mux(t2.work, t2.hi, t2.lo)
+        useful = (t2.work & (t2.lo != t2.hi)) | t2.last
         m.d.comb += [
-            port.addr.eq(self.tok.col), port.en.eq(1),
-            queue.w_en.eq(t_valid & t_useful),
-            queue.w_data.eq(Cat(t_value, lo, Mux(t_work, hi, lo), t_last)),
+            queue.w_en.eq(t2.valid & useful),
+            queue.w_data.eq(Cat(t2.value, t2.lo, end, t2.last, t2.lo == end,
+                                t2.lo + 1 >= end, t2.lo + 2 >= end)),
         ]
-        m.d.sync += [t_valid.eq(self.tok_take), t_value.eq(self.tok.value),
-                     t_work.eq(self.tok.work), t_last.eq(self.tok.last)]
-        return queue, queued, t_valid & ~t_useful
+        return queue, queued, t2.valid & ~useful
 
     def _reserve(self, m, queue, dropped):
         """Slots held: +1 per token taken, -1 when T drops one or the iterator pops one;
@@ -353,23 +360,27 @@ class ProcessingElement(wiring.Component):
         busy, last, bank = Signal(), Signal(), Signal()
         addr, end = Signal(self._abits), Signal(self._abits)
         value = Signal(p.in_dtype.shape)
+        final = Signal()  # addr is the last entry of the column
         pop = ~busy & queue.r_rdy & ~self.lock.bit_select(bank, 1) & ~sweeping
         s_valid = busy | pop
         s_addr = Mux(busy, addr, head.start)
-        s_end = Mux(busy, end, head.end)
         s_last = Mux(busy, last, head.last)
-        s_final = s_addr + 1 >= s_end
+        s_final = Mux(busy, final, head.single)
         m.d.comb += queue.r_en.eq(pop)
+        with m.If(busy):
+            m.d.sync += [addr.eq(addr + 1), final.eq(addr + 2 >= end)]
+        with m.Elif(pop):
+            m.d.sync += [addr.eq(head.start + 1), end.eq(head.end), last.eq(head.last),
+                         value.eq(head.value), final.eq(head.double)]
         with m.If(s_valid):
-            m.d.sync += [busy.eq(~s_final), addr.eq(s_addr + 1), end.eq(s_end),
-                         last.eq(s_last), value.eq(Mux(busy, value, head.value))]
+            m.d.sync += busy.eq(~s_final)
             with m.If(s_final & s_last):
                 m.d.sync += [bank.eq(~bank), self.lock.bit_select(bank, 1).eq(1)]
 
         entry = data.StructLayout({"value": unsigned(self._value_bits),
                                    "z": unsigned(p.index_bits)})
         m.d.comb += [e_port.addr.eq(s_addr), e_port.en.eq(1)]
-        e1 = self._stage(m, "e1", valid=s_valid, write=s_valid & (s_addr != s_end),
+        e1 = self._stage(m, "e1", valid=s_valid, write=busy | (pop & ~head.empty),
                          first=~busy, bank=bank, vend=s_valid & s_final & s_last,
                          act=Mux(busy, value, head.value))
         return e1, data.View(entry, e_port.data[:self._entry_bits])
@@ -398,17 +409,26 @@ class ProcessingElement(wiring.Component):
         return e2, cb_port.data
 
     def _accumulate(self, m, e2, weight, sweeping):
-        """E2: the product and the accumulator read (transparent to the E3 write); E3: the
-        accumulate and write back; the read-out port, clearing each row behind its read; the
-        sweep after a reset; the bank release."""
+        """E2: the product and the accumulator read; E3: the product and the row read
+        registered; E4: the accumulate and write back (the two entries before may write the
+        row after this one read it: their sums are forwarded); the read-out port, clearing
+        each row behind its read; the sweep after a reset; the bank release."""
         p = self.params
         rows = p.rows_per_pe
         act = Mux(e2.act, 1, -1) if p.in_dtype.kind is DTypeKind.BIPOLAR else e2.act
-        e3 = self._stage(m, "e3", vend=e2.vend, product=weight * act, write=e2.write,
-                         row=e2.row, bank=e2.bank)
-        # the entry before writes the row as this one reads it: take that sum, not the memory's
-        forward = Signal()
-        m.d.sync += forward.eq(e2.write & e3.write & (e2.row == e3.row) & (e2.bank == e3.bank))
+        keys = ("vend", "write", "row", "bank")
+        e3 = self._stage(m, "e3", product=weight * act, **{k: getattr(e2, k) for k in keys})
+
+        def same_row(a, b):
+            return a.write & b.write & (a.row == b.row) & (a.bank == b.bank)
+
+        # forward[0]: the entry just before wrote the row after this one's read; forward[1]:
+        # the one before that, as this one read it
+        fwd2_early = Signal()
+        forward = [Signal(name="forward1"), Signal(name="forward2")]
+        e4 = self._stage(m, "e4", product=e3.product, **{k: getattr(e3, k) for k in keys})
+        m.d.sync += [fwd2_early.eq(same_row(e2, e4)), forward[0].eq(same_row(e3, e4)),
+                     forward[1].eq(fwd2_early)]
         rd_sel = Signal()
         with m.If(self.rd_en):
             m.d.sync += rd_sel.eq(self.rd_bank)
@@ -430,21 +450,22 @@ class ProcessingElement(wiring.Component):
             w_port = mem.write_port()
             ports.append((_registered_read(m, mem, f"acc{b}"), w_port))
         total, last_total = Signal(self.raw_shape), Signal(self.raw_shape)
-        acc_in = Mux(forward, last_total,
-                     Mux(e3.bank, ports[1][0].data, ports[0][0].data))
-        m.d.sync += last_total.eq(total)
-        m.d.comb += [total.eq(acc_in + e3.product),
+        before_last, stored = Signal(self.raw_shape), Signal(self.raw_shape)
+        acc_in = Mux(forward[0], last_total, Mux(forward[1], before_last, stored))
+        m.d.sync += [last_total.eq(total), before_last.eq(last_total),
+                     stored.eq(Mux(e3.bank, ports[1][0].data, ports[0][0].data))]
+        m.d.comb += [total.eq(acc_in + e4.product),
                      self.rd_data.eq(Mux(rd_sel, ports[1][0].data, ports[0][0].data))]
         for b, (r_port, w_port) in enumerate(ports):
             out = self.done[b]
             clear, clear_row = Signal(name=f"clear{b}"), Signal.like(self.rd_addr)
             reading = self.rd_en & (self.rd_bank == b) & out
             m.d.sync += [clear.eq(reading), clear_row.eq(self.rd_addr)]
-            mine = e3.write & (e3.bank == b)
+            mine = e4.write & (e4.bank == b)
             m.d.comb += [
                 r_port.addr.eq(Mux(out, self.rd_addr, e2.row)),
                 r_port.en.eq(Mux(out, reading, e2.write & (e2.bank == b))),
-                w_port.addr.eq(Mux(sweeping, sweep_row, Mux(clear, clear_row, e3.row))),
+                w_port.addr.eq(Mux(sweeping, sweep_row, Mux(clear, clear_row, e4.row))),
                 w_port.en.eq(sweeping | clear | mine),
                 w_port.data.eq(Mux(sweeping | clear, 0, total)),
             ]
@@ -452,8 +473,8 @@ class ProcessingElement(wiring.Component):
                 m.d.sync += dirty[b].eq(1)
             with m.If(self.release[b]):
                 m.d.sync += [dirty[b].eq(0), self.lock[b].eq(0), self.done[b].eq(0)]
-        with m.If(e3.vend):
-            m.d.sync += self.done.bit_select(e3.bank, 1).eq(1)
+        with m.If(e4.vend):
+            m.d.sync += self.done.bit_select(e4.bank, 1).eq(1)
 
     @staticmethod
     def _stage(m, name, **values):

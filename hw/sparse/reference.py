@@ -14,14 +14,14 @@ counts from the cycle the first input beat is accepted (cycle 0):
   the next is taken one cycle after it. The vector's last token ends it; if its last beat holds
   no non-zero, a token without work does.
 * **Broadcast.** A token goes to every PE at once (cycle ``t``). Every token a PE takes holds
-  one of its ``queue_depth + 2`` slots (the queue and the two tokens in flight), from cycle
-  ``t + 1`` until its *release*: ``t + 2`` when the PE does not need it (its pointer lookup
-  drops it), else one cycle after it is popped. Each PE's ready is registered: a token can go
-  at ``t`` only when every PE holds fewer than ``queue_depth + 2`` slots at ``t`` (fewer than
-  that many earlier tokens are released after ``t``).
+  one of its ``queue_depth + IN_FLIGHT`` slots (the queue and the tokens in flight), from cycle
+  ``t + 1`` until its *release*: ``t + LOOKUP + 1`` when the PE does not need it (its pointer
+  lookup drops it), else one cycle after it is popped. Each PE's ready is registered: a token
+  can go at ``t`` only when every PE holds fewer than ``queue_depth + IN_FLIGHT`` slots at
+  ``t`` (fewer than that many earlier tokens are released after ``t``).
 * **PE p** needs a token when its column holds entries for it (``n = counts[p, col]``) or when
   the token ends a vector (``n = 0``). Such a token, broadcast at ``t``, is written into the
-  queue at ``w = t + 1``; it is popped at ``c = max(w + 2, c_prev + n_prev, bank free)`` and
+  queue at ``w = t + LOOKUP``; it is popped at ``c = max(w + 2, c_prev + n_prev, bank free)`` and
   occupies the iterator ``max(n, 1)`` cycles. The last token of vector ``v`` leaves the
   iterator at ``f``; the bank is done at ``f + ISSUE_TO_DONE``.
 * **Banks and read-out.** Two accumulator banks alternate between vectors. Vector ``v`` is read
@@ -35,11 +35,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["ISSUE_TO_DONE", "raw_bounds", "raw_sums", "performed_macs", "broadcast_tokens",
-           "CycleReport", "cycle_model"]
+__all__ = ["ISSUE_TO_DONE", "LOOKUP", "IN_FLIGHT", "raw_bounds", "raw_sums", "performed_macs",
+           "broadcast_tokens", "CycleReport", "cycle_model"]
 
 #: From the cycle the last entry of a vector is issued to the cycle its bank shows ``done``.
-ISSUE_TO_DONE = 4
+ISSUE_TO_DONE = 5
+#: From a token's broadcast to its queue write (the pointer read, then its register).
+LOOKUP = 2
+#: Tokens a PE holds beyond its queue: the ``LOOKUP`` registers and the queue memory's read.
+IN_FLIGHT = LOOKUP + 1
 
 
 def raw_bounds(weight, in_lo, in_hi):
@@ -156,7 +160,7 @@ def cycle_model(counts, active, *, in_beat, queue_depth, rows_per_pe, out_latenc
         raise ValueError(f"active has {active.shape[1]} columns, counts {k}")
     depth = int(queue_depth)
     pes = np.arange(n_pe)
-    held = np.full((n_pe, depth + 2), -(1 << 40), dtype=np.int64)  # latest slot releases
+    held = np.full((n_pe, depth + IN_FLIGHT), -(1 << 40), dtype=np.int64)  # slot releases
     next_pop = np.zeros(n_pe, dtype=np.int64)  # earliest pop: iterator free
     busy = np.zeros(n_pe, dtype=np.int64)
     entries = np.zeros(n_pe, dtype=np.int64)
@@ -177,11 +181,12 @@ def cycle_model(counts, active, *, in_beat, queue_depth, rows_per_pe, out_latenc
                 first_bcast = t if first_bcast is None else first_bcast
                 n = counts[:, col] if work else np.zeros(n_pe, dtype=np.int64)
                 need = (n > 0) | last
-                c = np.maximum.reduce([np.full(n_pe, t + 3), next_pop,
+                c = np.maximum.reduce([np.full(n_pe, t + LOOKUP + 2), next_pop,
                                        np.full(n_pe, bank_free)])
                 cost = np.maximum(n, 1)
                 slot = held.argmin(axis=1)
-                held[pes, slot] = np.maximum(held[pes, slot], np.where(need, c + 1, t + 2))
+                release = np.where(need, c + 1, t + LOOKUP + 1)
+                held[pes, slot] = np.maximum(held[pes, slot], release)
                 next_pop = np.where(need, c + cost, next_pop)
                 last_issue = np.where(need, c + cost - 1, last_issue)
                 busy += np.where(need, cost, 0)

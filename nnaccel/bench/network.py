@@ -9,10 +9,10 @@ the figures are the engines' own.
 Run ``python -m nnaccel.bench.network NAME [-o DIR]`` with a benchmark name of
 :data:`nnaccel.bench.mvu.BENCHMARKS` (``mlp_int8``, ``digits_bnn``, ``prime_int4``,
 ``sfc_bnn`` at its 80-cycle fold) or a CNN of the demo (``digits_cnn_int8``,
-``digits_cnn_binarized``, at the demo's lane budgets), or FINN's CNV-W1A1 (``cnv_w1a1``, at
-the fold ``--board ulx3s-85f --fill 0.85`` chooses, or its head ``cnv_head``,
-:data:`CNV_HEAD_FOLDS`); it prints one line of figures (with inferences per second at Fmax,
-from the folding formula's cycles) and writes ``network.json``.
+``digits_cnn_binarized``, at the demo's lane budgets), its sparse MLP (``digits_sparse``), or
+FINN's CNV-W1A1 (``cnv_w1a1``, at the fold ``--board ulx3s-85f --fill 0.85`` chooses, or its
+head ``cnv_head``, :data:`CNV_HEAD_FOLDS`); it prints one line of figures (with inferences per
+second at Fmax, from the folding formula's cycles) and writes ``network.json``.
 """
 
 import argparse
@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 __all__ = ["DEVICE", "PACKAGE", "FREQ_MHZ", "SFC_TARGET_CYCLES", "SFC_MAX_SIMD", "CNN_LANES",
-           "network_build", "main"]
+           "SPARSE_LANES", "network_build", "main"]
 
 #: nextpnr-ecp5 device and package of the ULX3S's ECP5-85F.
 DEVICE, PACKAGE = "--85k", "CABGA381"
@@ -36,6 +36,8 @@ SFC_TARGET_CYCLES, SFC_MAX_SIMD = 80, 16
 #: The digits CNNs and their lane budgets in the demo (``nnaccel.demo.DEMO_DESIGNS``, which a
 #: benchmark may not import).
 CNN_LANES = {"digits_cnn_int8": 64, "digits_cnn_binarized": 256}
+#: The demo's sparse MLP (``digits_sparse``: pruned to 10%, 16 shared weights) and its budget.
+SPARSE_LANES = {"digits_sparse": 64}
 #: FINN's CNV-W1A1 (``cnv_w1a1``: random bipolar weights, :func:`nnaccel.gen.zoo.cnv.cnv_model`)
 #: at the fold the device-budget chooser picks for the ULX3S's ECP5-85F at this fill.
 CNV_FILL = 0.85
@@ -99,11 +101,15 @@ def _design(name, seed=0):
 
         model = digits_cnn(name.removeprefix("digits_cnn_"), seed).model
         return generate(model, Options(max_lanes=CNN_LANES[name]))
+    if name in SPARSE_LANES:
+        from ..gen.compress.digits import compress_digits
+
+        return generate(compress_digits(seed=seed).model, Options(max_lanes=SPARSE_LANES[name]))
     bench = next((b for b in BENCHMARKS if b.name == name), None)
     if bench is None:
         raise SystemExit(f"unknown design {name!r}; choose from "
                          + ", ".join([b.name for b in BENCHMARKS] + list(CNN_LANES)
-                                     + ["cnv_w1a1", "cnv_head"]))
+                                     + list(SPARSE_LANES) + ["cnv_w1a1", "cnv_head"]))
     model, _, _ = bench.make(seed, 1)
     if bench.max_lanes is not None:
         return generate(model, Options(max_lanes=bench.max_lanes))

@@ -20,18 +20,47 @@ def _collect_unused_designs():
         gc.collect()
 
 
+def _gain_rule(steps):
+    """Index of the step the gain rule alone stops at."""
+    chosen = 0
+    while chosen + 1 < len(steps) and steps[chosen + 1][2] >= MIN_PE_GAIN:
+        chosen += 1
+    return chosen
+
+
 def test_stops_adding_pes_when_the_gain_falls():
     # 64-256-128 at 10%: with a budget of 256 lanes the fastest choice would take every PE
     model = mixed_model(7, [64, 256, 128], [0.1, 0.1])
     plan = generate(model, Options(max_lanes=256), stop_after="configure")
-    for lp in plan.layers:
-        steps = pe_steps(lp.layer, 8, lp.layer.out_features)
-        chosen = [s[0] for s in steps].index(lp.params.pe)
-        assert all(r >= MIN_PE_GAIN for _, _, r in steps[1:chosen + 1])
-        assert steps[chosen + 1][2] < MIN_PE_GAIN          # the next step does not pay
-        assert steps[-1][1] < steps[chosen][1] or lp.params.pe < lp.layer.out_features
+    steps = [pe_steps(lp.layer, 8, lp.layer.out_features) for lp in plan.layers]
+    gain = [s[_gain_rule(s)] for s in steps]
+    pace = max(cycles for _, cycles, _ in gain)
+    for lp, layer_steps, (gain_pe, _, _) in zip(plan.layers, steps, gain, strict=True):
+        chosen = [s[0] for s in layer_steps].index(lp.params.pe)
+        assert all(r >= MIN_PE_GAIN for _, _, r in layer_steps[1:chosen + 1])
+        # the fewest PEs that keep pace with the slowest layer, never more than the gain rule's
+        assert lp.params.pe <= gain_pe
+        assert layer_steps[chosen][1] <= pace
+        assert chosen == 0 or layer_steps[chosen - 1][1] > pace
         assert not lp.warnings
     assert sum(lp.params.pe for lp in plan.layers) < 256 // 2
+
+
+def test_balance_saves_pes_and_no_cycles():
+    # the first layer (64 inputs) alone would take twice the PEs it needs to keep pace with the
+    # second (256 inputs: at least 256 cycles, one broadcast per input)
+    model = mixed_model(7, [64, 256, 128], [0.1, 0.1])
+    plan = generate(model, Options(max_lanes=256), stop_after="configure")
+    steps = [pe_steps(lp.layer, 8, lp.layer.out_features) for lp in plan.layers]
+    gain = [s[_gain_rule(s)] for s in steps]
+    assert plan.layers[0].params.pe < gain[0][0]
+    cycles = [s[[c[0] for c in s].index(lp.params.pe)][1]
+              for lp, s in zip(plan.layers, steps, strict=True)]
+    assert max(cycles) == max(c for _, c, _ in gain)
+    # a target or a forced count is not balanced away
+    forced = generate(model, Options(max_lanes=256, sparse=(("fc0", SparseChoice(gain[0][0])),)),
+                      stop_after="configure")
+    assert forced.layers[0].params.pe == gain[0][0]
 
 
 def test_manifest_shows_the_steps_and_a_forced_count_is_warned_about():
