@@ -33,7 +33,8 @@ from .errors import UsageError
 __all__ = ["Device", "DEVICES", "device_for", "Bill", "Memory", "Estimate", "FEATURES",
            "memory_map", "dsp_blocks", "mapped_quantities", "estimate", "estimate_plan",
            "spill_to_logic", "fmax_estimate", "simd_cap", "fifo_bill", "fits", "budget",
-           "lanes_bill", "stage_bill", "stream_bill", "design_report", "format_design_report",
+           "lanes_bill", "stage_bill", "stream_bill", "window_bill", "sparse_bill",
+           "systolic_bill", "design_report", "format_design_report",
            "format_measured", "LUTRAM_LUT4", "FMAX"]
 
 
@@ -99,6 +100,10 @@ FEATURES = {
     "rom": "LUT-mapped read-only memory: width x ceil(depth / 16)",
     "ram": "flip-flop-mapped or distributed-RAM memory bits (FIFOs, line buffers)",
     "dsp": "DSP multiplier blocks (glue logic around each)",
+    "window": "sliding-window units: address generation, row bookkeeping",
+    "window_bits": "window read-port words and output beat bits (multiplexers, padding)",
+    "pe": "sparse PEs: token, pointer, entry and accumulate pipeline, iterator, forwarding",
+    "cell": "systolic cell bits (activation, weight and partial-sum registers and adders)",
 }
 
 
@@ -352,6 +357,80 @@ def stage_bill(out):
 def stream_bill(in_bits, out_bits):
     """Stream payloads in and out of a block (skid buffers, gearboxes)."""
     return Bill(quantities={"stream": in_bits + out_bits})
+
+
+def window_bill(win):
+    """A sliding-window unit (:class:`~nnaccel.hw.window.params.WindowParams`): its line buffer,
+    one copy per read port (yosys duplicates a memory for each), its address generation
+    (``window``) and its per-port output words and padding multiplexers (``window_bits``)."""
+    width = win.elem_shape.width
+    return Bill(quantities={"window": 1,
+                            "window_bits": win.read_ports * win.buffer_width + win.n_out * width},
+                memories=(Memory(win.buffer_depth, win.buffer_width, rom=False,
+                                 copies=win.read_ports),),
+                carry=max(win.buffer_depth, 2).bit_length())
+
+
+def sparse_bill(p, matrix, in_flight):
+    """The PEs of a sparse engine (:class:`~nnaccel.hw.sparse.params.SparseParams` ``p``, its
+    encoded ``matrix``; ``in_flight``: tokens a PE holds beyond its queue), the broadcast and the
+    collector, without the output stage. Per PE (``pe`` quantity: the token, pointer and entry
+    pipeline, the row iterator, the accumulator forwarding): the pointer and entry memory (one
+    block RAM when both fit one DP16KD read on both ports, else two), the activation queue and
+    two accumulator banks, all in block RAM (the engine asks for it), a codebook ROM and one
+    multiplier."""
+    k, raw = p.in_features, p.raw_shape.width
+    xbits = p.in_dtype.bits
+    value_bits = matrix.value_bits
+    wbits = value_bits
+    if matrix.codebook is not None:
+        wbits = max(max(abs(int(v)) for v in matrix.codebook).bit_length() + 1, 2)
+    mems, mults = [], []
+    slots = p.queue_depth + in_flight
+    entry_bits = value_bits + p.index_bits
+    for pe in range(p.pe):
+        entries = len(matrix.z[pe])
+        depth = k + entries
+        abits = max(depth.bit_length(), 1)
+        width = max(2 * abits, entry_bits)
+        if any(depth <= d and width <= w for d, w in ((1024, 18), (2048, 9), (4096, 4))):
+            mems.append(Memory(depth, width, force="bram"))
+        else:
+            abits = max(entries.bit_length(), 1)
+            mems += [Memory(k, 2 * abits, force="bram"),
+                     Memory(max(entries, 1), entry_bits, force="bram")]
+        mems.append(Memory(1 << slots.bit_length(), xbits + 2 * abits + 4, rom=False,
+                           force="bram"))
+        mems.append(Memory(p.rows_per_pe, raw, rom=False, copies=2, force="bram"))
+        if matrix.codebook is not None:
+            mems.append(Memory(len(matrix.codebook), wbits))
+        mults.append((wbits, xbits, 1))
+    q = {"layer": 1, "pe": p.pe, "acc": 4 * p.pe * raw,
+         "stream": p.in_beat * xbits + p.pe * raw}
+    return Bill(quantities=q, memories=tuple(mems), multipliers=tuple(mults),
+                tree_width=p.pe, carry=raw)
+
+
+def systolic_bill(p, psum_bits):
+    """A systolic array engine (:class:`~nnaccel.hw.systolic.params.SystolicParams` ``p``,
+    ``psum_bits`` wide partial sums in the array) without its output stage: ``R x C`` cells
+    (``cell`` bits: the activation, weight and partial-sum registers and adder of each; the
+    ``dsp_cells`` multiply in DSP blocks, the others in logic), the weight ROM, the activation
+    buffer (two banks) and the collector's ``C`` accumulator memories (two read ports each)."""
+    cells = p.rows * p.cols
+    xbits, wbits = p.in_dtype.bits, p.weight_dtype.bits
+    dsp = cells if p.dsp_cells is None else p.dsp_cells
+    words = (p.batch_tile * p.k_tiles if p.dataflow.value == "ws" else p.in_beats)
+    low = max((p.batch_tile - 1).bit_length(), 0)
+    acc = p.acc_shape.width
+    mems = [Memory(p.weight_words, p.cols * wbits),
+            Memory(2 * words, p.rows * xbits, rom=False),
+            Memory(2 * p.m_tiles << low, acc, rom=False, copies=2 * p.cols)]
+    q = {"layer": 1, "cell": cells * (xbits + wbits + psum_bits),
+         "lane_bits": (cells - dsp) * xbits * wbits, "acc": p.cols * acc,
+         "stream": p.in_beat * xbits + p.cols * acc}
+    return Bill(quantities=q, memories=tuple(mems), multipliers=((xbits, wbits, dsp),),
+                tree_width=p.rows, carry=psum_bits)
 
 
 def design_report(design, device):

@@ -93,6 +93,22 @@ class JoinAdapter(EngineAdapter):
             return concat(xs, _channels(layer))
         return add_acc(xs, layer.scales)
 
+    def resources(self, lp):
+        """Add: the scaled sum of ``n`` elements of each input (``stage``: ``n`` x the sum's
+        width per input) and its output stage; concat: the beat multiplexer; the streams."""
+        from ..resources import Bill, stage_bill, stream_bill
+
+        p, layer = lp.params, lp.layer
+        dtypes = getattr(layer, "in_dtypes", None) or (layer.in_dtype,) * len(layer.inputs)
+        ins = sum(d.bits for d in dtypes)
+        bill = stream_bill(p.n * ins, p.n * layer.out_dtype.bits).plus(
+            Bill(quantities={"layer": 1}))
+        if isinstance(p, AddParams):
+            acc = p.acc_shape.width
+            bill = bill.plus(Bill(quantities={"stage": p.n * acc * len(p.scales)}, carry=acc))
+            bill = bill.plus(stage_bill(p.stage_params))
+        return bill
+
     def build(self, lp):
         if lp.layer.op is Op.CONCAT:
             return ConcatUnit(lp.params)

@@ -30,7 +30,15 @@ from ...hw.window.reference import from_hwc, im2col, patch_weights
 from ..errors import UsageError
 from ..folding import FoldSpace
 from ..ir import Op
-from ..resources import Bill, Memory, dsp_blocks, lanes_bill, stage_bill, stream_bill
+from ..resources import (
+    Bill,
+    Memory,
+    dsp_blocks,
+    lanes_bill,
+    stage_bill,
+    stream_bill,
+    window_bill,
+)
 from .base import Engine, EngineAdapter, divisors, is_bipolar, stage_kwargs
 
 __all__ = ["MVUAdapter", "conv_simds"]
@@ -236,10 +244,6 @@ class MVUAdapter(EngineAdapter):
                 Memory(cdiv(8 + v.simd.bit_length(), sf) + 1, v.pe * raw, rom=False)]
         if nf > 1:   # the input buffer replays a vector for every neuron fold
             mems.append(Memory(sf, v.simd * xbits, rom=False))
-        if conv:
-            win = p.window
-            mems.append(Memory(win.buffer_depth, win.buffer_width, rom=False,
-                               copies=win.read_ports))
         bill = lanes_bill(v.pe, v.simd, v.lane_kind, wbits, xbits, raw)
         if v.packed_products:   # two weights a product apart in one multiplier per PE pair
             bill = replace(bill, multipliers=((2 * wbits + xbits + 2, xbits, v.multipliers),))
@@ -249,5 +253,7 @@ class MVUAdapter(EngineAdapter):
             bill = bill.plus(Bill(quantities={"lane_bits": wbits * xbits
                                               * v.logic_multipliers}))
         bill = bill.plus(stage_bill(v.output))
+        if conv:   # the window unit and its line buffer
+            bill = bill.plus(window_bill(p.window))
         bill = bill.plus(stream_bill(self.in_beat(lp) * xbits, v.pe * lp.layer.out_dtype.bits))
         return replace(bill, memories=bill.memories + tuple(mems))

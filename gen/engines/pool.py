@@ -79,6 +79,22 @@ class PoolAdapter(EngineAdapter):
     def build(self, lp):
         return Pool(lp.params)
 
+    def resources(self, lp):
+        """The window unit (none for a global pool), the running values of a pixel's channel
+        words (a memory of ``n`` accumulators a word) with the comparators or adders
+        (``stage``), and a sum's output stage."""
+        from ..resources import Bill, Memory, stage_bill, stream_bill, window_bill
+
+        p = lp.params
+        acc = p.acc_shape.width
+        bill = Bill(quantities={"layer": 1, "stage": p.n * acc},
+                    memories=(Memory(p.channel_words, p.n * acc, rom=False),), carry=acc)
+        if not p.is_global:
+            bill = bill.plus(window_bill(p.window_params))
+        if p.stage_params is not None:
+            bill = bill.plus(stage_bill(p.stage_params))
+        return bill.plus(stream_bill(p.n * p.dtype.bits, p.n * lp.layer.out_dtype.bits))
+
     def manifest(self, lp):
         p = lp.params
         return {"lanes": 0, "n": p.n, "kind": p.kind.value, "global": p.is_global,

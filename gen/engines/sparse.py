@@ -253,6 +253,14 @@ class SparseAdapter(EngineAdapter):
             return (sparse_ref.raw_sums(weight, patches) + bias).reshape(len(x), -1)
         return sparse_ref.raw_sums(weight, x) + bias
 
+    def resources(self, lp):
+        from ..resources import sparse_bill, stage_bill, window_bill
+
+        p = lp.params
+        sp = getattr(p, "sparse", p)
+        bill = sparse_bill(sp, encoded_matrix(lp), sparse_ref.IN_FLIGHT).plus(stage_bill(sp.output))
+        return bill.plus(window_bill(p.window)) if _is_conv(lp.layer) else bill
+
     def build(self, lp):
         if isinstance(lp.params, SparseConvParams):
             return SparseConv(lp.params, weight=lp.layer.weight, codebook=lp.layer.codebook)

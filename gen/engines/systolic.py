@@ -256,6 +256,15 @@ class SystolicAdapter(EngineAdapter):
     def first_cycles(self, manifest):
         return manifest["expected_cycles_first_batch"]
 
+    def resources(self, lp):
+        from ..resources import stage_bill, systolic_bill, window_bill
+
+        p = lp.params
+        conv = isinstance(p, SystolicConvParams)
+        array = p.array if conv else p
+        bill = systolic_bill(array, array.acc_shape.width).plus(stage_bill(array.output))
+        return bill.plus(window_bill(p.window)) if conv else bill
+
     def dump(self, lp):
         p = lp.params
         return {"rows": p.rows, "cols": p.cols, "dataflow": p.dataflow.value}

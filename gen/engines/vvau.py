@@ -17,7 +17,7 @@ for it yet). Cycles per image: ``OH*OW*KH*KW*G/(pe*simd)``, or the window unit's
 when larger (:attr:`~nnaccel.hw.vvau.params.VVAUParams.expected_cycles`).
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -146,6 +146,17 @@ class VVAUAdapter(EngineAdapter):
 
     def build(self, lp):
         return VVAUConvolution(lp.params, weight=lp.layer.weight)
+
+    def resources(self, lp):
+        """The lanes and stage as the default bill counts them, the weight memory (``lanes``
+        weights a word) and the window unit."""
+        from ..resources import Memory, window_bill
+
+        p = lp.params
+        force = None if p.weight_storage.value == "auto" else p.weight_storage.value
+        weights = Memory(p.weight_depth, p.lanes * p.weight_dtype.bits, force=force)
+        bill = super().resources(lp).plus(window_bill(p.window))
+        return replace(bill, memories=bill.memories + (weights,))
 
     def manifest(self, lp):
         p = lp.params

@@ -64,7 +64,7 @@ def choose_folding(plan):
                                  f"{what} and the pe {before.pe} of layer "
                                  f"{plan.layers[n - 1].layer.name!r} must divide one another")
     storages = {}
-    if len(others) == len(shapes):
+    if len(others) == len(shapes) and opts.fill is None:
         folds = [plan.layers[n].fold for n in range(len(shapes))]
     elif opts.fill is not None:
         folds, storages = _folds_for_device(plan, shapes, fixed, others)

@@ -45,7 +45,8 @@ from ..gen.resources import (
 )
 from ..gen.tools import find_yowasp
 
-__all__ = ["DESIGNS", "FitDesign", "measure_layers", "fit", "main"]
+__all__ = ["DESIGNS", "EXTRA", "FitDesign", "measure_layers", "measure_design", "summarise",
+           "by_name", "fit", "main"]
 
 DEVICE = DEVICES["LFE5U-85F"]
 FIGURES = ("lut4", "ff", "bram", "dsp")
@@ -73,22 +74,28 @@ def _random(factory, options):
     return make
 
 
-def _sparse():
-    from ..gen.zoo import sparse_layer
-    from .sparse import CODEBOOK_SIZE, DENSITY, make_layer, sparse_options
+def _sparse(size=256, pe=8):
+    def make():
+        from ..gen.zoo import sparse_layer
+        from .sparse import CODEBOOK_SIZE, DENSITY, make_layer, sparse_options
 
-    weight, codebook, bias, mult, shift = make_layer(256, density=DENSITY,
-                                                     codebook_size=CODEBOOK_SIZE)
-    model = sparse_layer.sparse_model(weight, codebook, bias, mult, shift, name="sparse_fit")
-    return model, sparse_options(8, 8)
+        weight, codebook, bias, mult, shift = make_layer(size, density=DENSITY,
+                                                         codebook_size=CODEBOOK_SIZE)
+        model = sparse_layer.sparse_model(weight, codebook, bias, mult, shift,
+                                          name="sparse_fit")
+        return model, sparse_options(pe, 8)
+    return make
 
 
-def _systolic():
-    from ..gen.zoo.gemm import gemm_model, make_gemm
-    from .systolic import gemm_options
+def _systolic(size=8, k=64):
+    def make():
+        from ..gen.zoo.gemm import gemm_model, make_gemm
+        from .systolic import gemm_options
 
-    _, w, bias, mult, shift = make_gemm(8, 64, 64)
-    return gemm_model(w, bias, mult=mult, shift=shift), gemm_options(8, 8, "ws", 8)
+        _, w, bias, mult, shift = make_gemm(size, k, k)
+        return gemm_model(w, bias, mult=mult, shift=shift), gemm_options(size, size, "ws",
+                                                                         size)
+    return make
 
 
 def _digits_cnn(kind):
@@ -97,6 +104,37 @@ def _digits_cnn(kind):
 
         return digits_cnn(kind).model, Options(max_lanes=64)
     return make
+
+
+def _small_resnet():
+    """A two-stack ResNet on 8x8 images: convolutions, a strided 1x1 projection, residual
+    adds (joins and their FIFOs), a global sum pool and a dense head."""
+    from ..gen.zoo.resnet8 import resnet8_model
+
+    return resnet8_model(stacks=(4, 8), input_shape=(3, 8, 8), name="res_small"), Options(
+        max_lanes=32)
+
+
+def _small_mobilenet():
+    """Depthwise (VVAU) and pointwise convolutions on 8x8 images."""
+    from ..gen.zoo.resnet8 import mobilenet_model
+
+    return mobilenet_model(blocks=((8, 1), (16, 2)), stem=8, input_shape=(3, 8, 8),
+                           name="mobile_small"), Options(max_lanes=32)
+
+
+def _sparse_conv():
+    """The small ResNet with its 3x3 convolutions pruned to a quarter: they run on the sparse
+    engine behind the window unit (:mod:`nnaccel.hw.sparse.conv`)."""
+    from ..gen.model_io import model_from_arrays
+    from ..gen.zoo.resnet8 import resnet8_doc
+
+    doc, arrays = resnet8_doc(stacks=(8,), input_shape=(3, 8, 8), name="sparse_conv")
+    rng = np.random.default_rng(0)
+    for name in ("s1a.w", "s1b.w"):
+        w = arrays[name]
+        arrays[name] = np.where(rng.random(w.shape) < 0.25, w, 0).astype(w.dtype)
+    return model_from_arrays(doc, arrays), Options(max_lanes=32)
 
 
 def _cnv(target):
@@ -123,10 +161,15 @@ DESIGNS = (
     FitDesign("prime_int4", lambda: _random_prime()),
     FitDesign("sfc_t512", _sfc(512)),
     FitDesign("sfc_t128", _sfc(128)),
-    FitDesign("sparse", _sparse),
-    FitDesign("systolic", _systolic),
+    FitDesign("sparse", _sparse()),
+    FitDesign("sparse_small", _sparse(64, 4)),
+    FitDesign("systolic", _systolic()),
+    FitDesign("systolic_small", _systolic(4, 32)),
     FitDesign("digits_cnn_int8", _digits_cnn("int8")),
     FitDesign("digits_cnn_bin", _digits_cnn("binarized")),
+    FitDesign("res_small", _small_resnet),
+    FitDesign("mobile_small", _small_mobilenet),
+    FitDesign("sparse_conv", _sparse_conv),
 )
 
 
@@ -231,6 +274,41 @@ def _error(est, meas):
     return (est - meas) / meas
 
 
+def measure_design(d, cache_dir=None, log=print, stale=False):
+    """Generate the :class:`FitDesign` ``d`` and synthesise it (:func:`measure_layers`):
+    ``(design, [(layer name, Bill, yosys figures)])``, one entry per layer yosys reports."""
+    log(f"{d.name}: generating")
+    model, options = d.make()
+    design = generate(model, options)
+    measured = measure_layers(design.verilog(), design.name, cache_dir, log, stale, tag=d.name)
+    layers = [(name, bill, measured[n])
+              for n, (name, bill, _) in enumerate(estimate_plan(design.plan, DEVICE,
+                                                                design.fifos))
+              if n in measured]
+    return design, layers
+
+
+def summarise(name, design, layers):
+    """The estimate beside yosys for one design (totals, relative errors, per layer)."""
+    est_tot = dict.fromkeys(FIGURES, 0)
+    meas_tot = dict.fromkeys(FIGURES, 0)
+    per_layer = []
+    for lname, bill, m in layers:
+        e = estimate(bill, DEVICE).as_dict()
+        per_layer.append({"layer": lname, "estimate": e, "yosys": {k: m[k] for k in FIGURES}})
+        for k in FIGURES:
+            est_tot[k] += e[k]
+            meas_tot[k] += m[k]
+    return {"design": name, "estimate": est_tot, "yosys": meas_tot,
+            "error": {k: _error(est_tot[k], meas_tot[k]) for k in FIGURES},
+            "layers": per_layer, "cycles": design.manifest["expected_cycles_per_inference"]}
+
+
+def by_name(name):
+    """The :class:`FitDesign` called ``name`` (of :data:`DESIGNS` or :data:`EXTRA`)."""
+    return next(d for d in DESIGNS + EXTRA if d.name == name)
+
+
 def main(argv=None, log=print):
     ap = argparse.ArgumentParser(prog="python -m nnaccel.bench.fit", description=__doc__.split(
         "\n")[0])
@@ -247,43 +325,18 @@ def main(argv=None, log=print):
                else list(DESIGNS))
     per_design, rows = [], []
     for d in designs:
-        log(f"{d.name}: generating")
-        model, options = d.make()
-        design = generate(model, options)
-        verilog = design.verilog()
-        measured = measure_layers(verilog, design.name, outdir / "cache", log, args.stale,
-                                  tag=d.name)
-        layers = []
-        for n, (name, bill, _) in enumerate(estimate_plan(design.plan, DEVICE, design.fifos)):
-            q, (_, _, lutram) = mapped_quantities(bill, DEVICE.family)
-            m = measured.get(n)
-            if m is None:
-                continue
-            if d in DESIGNS:   # the EXTRA designs are compared, never fitted
+        design, layers = measure_design(d, outdir / "cache", log, args.stale)
+        if d in DESIGNS:   # the EXTRA designs are compared, never fitted
+            for _, bill, m in layers:
+                q, (_, _, lutram) = mapped_quantities(bill, DEVICE.family)
                 rows.append((q, LUTRAM_LUT4 * lutram, m))
-            layers.append((name, bill, m))
         per_design.append((d.name, design, layers))
     if not args.no_write and all(d in designs for d in DESIGNS):
         coeffs = fit(rows)
         _write_coefficients(coeffs, Path(resource_fit.__file__))
         importlib.reload(resource_fit)
         log(f"coefficients: {json.dumps(coeffs)}")
-    summary = []
-    for name, design, layers in per_design:
-        est_tot = dict.fromkeys(FIGURES, 0)
-        meas_tot = dict.fromkeys(FIGURES, 0)
-        per_layer = []
-        for lname, bill, m in layers:
-            e = estimate(bill, DEVICE).as_dict()
-            per_layer.append({"layer": lname, "estimate": e,
-                              "yosys": {k: m[k] for k in FIGURES}})
-            for k in FIGURES:
-                est_tot[k] += e[k]
-                meas_tot[k] += m[k]
-        errors = {k: _error(est_tot[k], meas_tot[k]) for k in FIGURES}
-        summary.append({"design": name, "estimate": est_tot, "yosys": meas_tot,
-                        "error": errors, "layers": per_layer,
-                        "cycles": design.manifest["expected_cycles_per_inference"]})
+    summary = [summarise(name, design, layers) for name, design, layers in per_design]
     (outdir / "fit.json").write_text(json.dumps(summary, indent=2) + "\n")
     md = markdown(summary)
     (outdir / "fit.md").write_text(md + "\n")

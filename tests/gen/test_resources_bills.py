@@ -1,0 +1,143 @@
+"""The engines' resource bills (gen/resources.py ``window_bill``, ``sparse_bill``,
+``systolic_bill``, the adapters' ``resources``): block RAM and DSP counts checked by hand on
+small configurations, and every kind of design's estimate against yosys ``synth_ecp5``
+(``python -m nnaccel.bench.fit``, :mod:`nnaccel.bench.fit`): fast against the figures recorded
+from a yosys run, slow (``-m slow``) against a fresh run.
+"""
+
+import numpy as np
+import pytest
+
+from nnaccel.bench import fit
+from nnaccel.gen.generate import generate
+from nnaccel.gen.resources import (
+    DEVICES,
+    Memory,
+    dsp_blocks,
+    estimate,
+    estimate_plan,
+    memory_map,
+    window_bill,
+)
+from nnaccel.hw.common.dtype import DType
+from nnaccel.hw.window.params import WindowParams
+
+ECP5_85 = DEVICES["LFE5U-85F"]
+TOLERANCE = 0.15
+
+
+def _layer(design, engine):
+    return next(lp for lp in design.plan.layers if lp.engine.value == engine)
+
+
+def _stage_dsps(out):
+    """The requantising multipliers' DSP blocks of an output stage (``pe`` of them)."""
+    return out.pe * dsp_blocks(out.acc_shape.width, max(max(out.mult).bit_length(), 1))
+
+
+def test_window_line_buffer_one_copy_per_read_port():
+    # 3x3 window over 8 x 8 x 4 int8, 4 elements a beat: one read port, words of 32 bits,
+    # buffer_rows rows of 8 words; with 8 elements a beat two positions share a beat: two ports
+    one = WindowParams(channels=4, height=8, width=8, kernel=(3, 3), dtype=DType.parse("int8"),
+                       n_in=4, n_out=4)
+    two = WindowParams(channels=4, height=8, width=8, kernel=(3, 3), dtype=DType.parse("int8"),
+                       n_in=4, n_out=12)
+    assert one.read_ports == 1 and two.read_ports == 3
+    for win in (one, two):
+        (mem,) = window_bill(win).memories
+        assert (mem.depth, mem.width, mem.copies, mem.rom) == (
+            win.buffer_rows * 8, 32, win.read_ports, False)
+        assert window_bill(win).quantities["window"] == 1
+
+
+def test_block_ram_by_depth_and_width_as_dp16kd():
+    # DP16KD: 16K x 1, 8K x 2, 4K x 4, 2K x 9, 1K x 18, 512 x 36
+    assert memory_map(Memory(1024, 18, force="bram"))["bram"] == 1
+    assert memory_map(Memory(1025, 18, force="bram"))["bram"] == 2
+    assert memory_map(Memory(2048, 9, force="bram"))["bram"] == 1
+    assert memory_map(Memory(2048, 10, force="bram"))["bram"] == 2
+    assert memory_map(Memory(16, 30, rom=False, force="bram"))["bram"] == 1
+    assert memory_map(Memory(300, 40, rom=False, copies=3, force="bram"))["bram"] == 6
+
+
+def test_sparse_bill_block_rams_and_multipliers_per_pe():
+    """Each PE: its pointer+entry memory (one DP16KD when K + entries <= 1024 words of 18 bits),
+    its queue and two accumulator banks, all block RAM; one multiplier per PE plus the output
+    stage's."""
+    design = generate(*fit.by_name("sparse_small").make())
+    lp = _layer(design, "sparse")
+    p = lp.params
+    est = estimate(lp.adapter.resources(lp), ECP5_85)
+    from nnaccel.gen.engines.sparse import encoded_matrix
+
+    entries = max(len(z) for z in encoded_matrix(lp).z)
+    assert p.in_features + entries <= 1024
+    assert est.bram == 4 * p.pe
+    assert est.dsp == p.pe + _stage_dsps(p.output)
+
+
+def test_systolic_bill_cells_in_dsp_blocks_or_logic():
+    """An R x C array: ``dsp_cells`` multipliers in DSP blocks, the rest in logic (LUT4 grow),
+    plus the output stage's; the collector's C accumulator memories."""
+    from dataclasses import replace
+
+    design = generate(*fit.by_name("systolic_small").make())
+    lp = _layer(design, "systolic")
+    p = lp.params
+    full = estimate(lp.adapter.resources(lp), ECP5_85)
+    assert full.dsp == p.rows * p.cols + _stage_dsps(p.output)
+    half = lp.but(params=replace(p, dsp_cells=p.rows * p.cols // 2))
+    split = estimate(lp.adapter.resources(half), ECP5_85)
+    assert split.dsp == full.dsp - p.rows * p.cols // 2
+    assert split.lut4 > full.lut4
+    cells = [m for m in lp.adapter.resources(lp).memories if m.copies == 2 * p.cols]
+    assert len(cells) == 1 and cells[0].width == p.acc_shape.width
+
+
+def test_every_engine_has_a_bill_of_its_own():
+    """The CNN units and the sparse and systolic engines bill their own parts (the default bill
+    has no window, PE or cell terms)."""
+    seen = {}
+    for name in ("res_small", "mobile_small", "sparse_conv", "sparse_small",
+                 "systolic_small"):
+        design = generate(*fit.by_name(name).make())
+        for lp in design.plan.layers:
+            q = lp.adapter.resources(lp).quantities
+            seen.setdefault(lp.engine.value, set()).update(k for k, v in q.items() if v)
+    assert {"window", "window_bits"} <= seen["vvau"]
+    assert {"window", "pe"} <= seen["sparse"]
+    assert "cell" in seen["systolic"]
+    assert "stage" in seen["pool"]
+    assert "stage" in seen["join"]
+
+
+#: yosys ``synth_ecp5`` figures (LUT4 as nextpnr counts them, FF, DP16KD, MULT18X18D) of each
+#: small design, from ``python -m nnaccel.bench.fit --only NAME --no-write`` (see README
+#: "Resource model" for the commit).
+MEASURED = {}
+
+
+@pytest.mark.parametrize("name", sorted(MEASURED))
+def test_estimate_within_tolerance_of_recorded_yosys(name):
+    design = generate(*fit.by_name(name).make())
+    total = None
+    for _, _, est in estimate_plan(design.plan, ECP5_85, design.fifos):
+        total = est if total is None else total.plus(est)
+    _check(name, total.as_dict(), MEASURED[name])
+
+
+def _check(name, est, measured):
+    for k in fit.FIGURES:
+        assert abs(est[k] - measured[k]) <= TOLERANCE * measured[k], (name, k, est, measured)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["mlp_int8", "sparse_small", "systolic_small", "res_small",
+                                  "mobile_small", "sparse_conv"])
+def test_estimate_within_tolerance_of_yosys(name, tmp_path):
+    """A fresh yosys run on a small design of each kind (MVU, sparse, systolic, CNN units with
+    joins and FIFOs, VVAU, sparse convolution): every figure within +-15%."""
+    design, layers = fit.measure_design(fit.by_name(name), tmp_path, log=lambda *_: None)
+    s = fit.summarise(name, design, layers)
+    _check(name, s["estimate"], s["yosys"])
+    assert np.isfinite(list(s["estimate"].values())).all()
