@@ -232,31 +232,42 @@ def fifo_plan(plan):
     model = plan.model
     out, beat = [], None
     for n, lp in enumerate(plan.layers):
-        shape = model.layer(lp.layer.name).in_shape
         in_beat = lp.adapter.in_beat(lp)
         wide = max(beat or in_beat, in_beat)
-        whole = cdiv(_elements(shape), wide)
-        produced_map = is_map(shape)
-        window = _window_of(lp.params)
-        if is_map(shape) and window is not None and n > 0:
-            rows = max(1, window.span_rows - window.padding[0])
-            depth = (rows * shape[2] + 1) * cdiv(shape[0], wide) + FIFO_SLACK
-            rule = (f"window consumer: the {rows} first rows of an image (written while the "
-                    "window finishes the previous one) + one pixel + slack")
-        elif is_map(shape) and not isinstance(lp.params, MVUParams):
-            depth = cdiv(shape[0], wide) + FIFO_SLACK
-            rule = "window/pool consumer: one producer pixel + slack"
-        elif produced_map and isinstance(lp.params, MVUParams) and n > 0:
-            p = lp.params
-            depth = min(whole, (p.neuron_folds - 1) * p.synapse_folds) + FIFO_SLACK
-            rule = "MVU after a map: beats arriving during its other neuron folds + slack"
-        else:
-            depth = whole + FIFO_SLACK
-            rule = "vector consumer: whole input vector + slack"
+        depth, rule = _consumer_fifo(plan, lp, wide, from_layer=n > 0, gap=0)
         out.append({"depth": depth, "beat": wide, "rule": rule,
                     "bits": depth * wide * model.dtype_of(lp.layer.inputs[0]).bits})
         beat = lp.fold.pe
     return out
+
+
+def _consumer_fifo(plan, lp, wide, *, from_layer, gap):
+    """``(depth, rule)`` of the FIFO in front of a one-input layer, ``wide`` elements a beat,
+    by the consumer kind (the rules listed in :func:`fifo_plan`); ``from_layer``: it reads a
+    layer (not the design's input); ``gap``: beats an MVU after a map holds at least (the
+    graph's :data:`_VECTOR_GAP`; 0 in a chain)."""
+    shape = plan.model.layer(lp.layer.name).in_shape
+    window = _window_of(lp.params)
+    if is_map(shape) and window is not None and from_layer:
+        rows = max(1, window.span_rows - window.padding[0])
+        depth = (rows * shape[2] + 1) * cdiv(shape[0], wide) + FIFO_SLACK
+        rule = (f"window consumer: the {rows} first rows of an image (written while the "
+                "window finishes the previous one) + one pixel + slack")
+    elif is_map(shape) and not isinstance(lp.params, MVUParams):
+        depth = cdiv(shape[0], wide) + FIFO_SLACK
+        rule = "window/pool consumer: one producer pixel + slack"
+    elif is_map(shape) and isinstance(lp.params, MVUParams) and from_layer:
+        p = lp.params
+        whole = cdiv(_elements(shape), wide)
+        depth = min(whole, max((p.neuron_folds - 1) * p.synapse_folds, gap)) + FIFO_SLACK
+        rule = "MVU after a map: beats arriving during its other neuron folds"
+        if gap:
+            rule += f" (at least {gap}, its pause between vectors)"
+        rule += " + slack"
+    else:
+        depth = cdiv(_elements(shape), wide) + FIFO_SLACK
+        rule = "vector consumer: whole input vector + slack"
+    return depth, rule
 
 
 def _input_beat(plan):
@@ -279,30 +290,11 @@ _VECTOR_GAP = 2
 
 def _single_port(plan, lp, beat):
     """``(depth, wide, rule)`` of the FIFO in front of a one-input layer whose producer's beat
-    is ``beat`` (the rules of :func:`fifo_plan`)."""
-    shape = plan.model.layer(lp.layer.name).in_shape
-    in_beat = lp.adapter.in_beat(lp)
-    wide = edge_beats(beat, in_beat)[1]
-    whole = cdiv(_elements(shape), wide)
-    window = _window_of(lp.params)
-    from_layer = lp.layer.inputs[0] != MODEL_INPUT
-    if is_map(shape) and window is not None and from_layer:
-        rows = max(1, window.span_rows - window.padding[0])
-        depth = (rows * shape[2] + 1) * cdiv(shape[0], wide) + FIFO_SLACK
-        rule = (f"window consumer: the {rows} first rows of an image (written while the "
-                "window finishes the previous one) + one pixel + slack")
-    elif is_map(shape) and not isinstance(lp.params, MVUParams):
-        depth = cdiv(shape[0], wide) + FIFO_SLACK
-        rule = "window/pool consumer: one producer pixel + slack"
-    elif is_map(shape) and isinstance(lp.params, MVUParams) and from_layer:
-        p = lp.params
-        depth = min(whole, max((p.neuron_folds - 1) * p.synapse_folds, _VECTOR_GAP))
-        depth += FIFO_SLACK
-        rule = ("MVU after a map: beats arriving during its other neuron folds (at least "
-                f"{_VECTOR_GAP}, its pause between vectors) + slack")
-    else:
-        depth = whole + FIFO_SLACK
-        rule = "vector consumer: whole input vector + slack"
+    is ``beat``: :func:`_consumer_fifo` at the graph gearbox's width, MVUs after a map holding
+    at least :data:`_VECTOR_GAP` beats."""
+    wide = edge_beats(beat, lp.adapter.in_beat(lp))[1]
+    depth, rule = _consumer_fifo(plan, lp, wide, from_layer=lp.layer.inputs[0] != MODEL_INPUT,
+                                 gap=_VECTOR_GAP)
     return depth, wide, rule
 
 
