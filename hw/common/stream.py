@@ -152,17 +152,25 @@ class Gearbox(wiring.Component):
         beat = Signal(range(beats))
         held = [Signal(chunk, name=f"held{j}") for j in range(k - 1)]
         final = (sub == k - 1) | (beat == beats - 1)
+        # every output beat whole (no short last one): the chunks shift through the held
+        # registers, no multiplexer or decoder per chunk
+        whole = beats % k == 0
         m.d.comb += [
-            obits.eq(Cat(*(Mux(sub == j, ibits, held[j]) for j in range(k - 1)), ibits)),
+            obits.eq(Cat(*(held if whole else (Mux(sub == j, ibits, held[j])
+                                              for j in range(k - 1))), ibits)),
             o.valid.eq(i.valid & final),
             i.ready.eq(Mux(final, o.ready, 1)),
         ]
         with m.If(i.valid & i.ready):
             m.d.sync += [sub.eq(Mux(final, 0, sub + 1)),
                          beat.eq(Mux(beat == beats - 1, 0, beat + 1))]
-            for j in range(k - 1):
-                with m.If(~final & (sub == j)):
-                    m.d.sync += held[j].eq(ibits)
+            if whole:
+                with m.If(~final):
+                    m.d.sync += Cat(*held).eq(Cat(*held[1:], ibits))
+            else:
+                for j in range(k - 1):
+                    with m.If(~final & (sub == j)):
+                        m.d.sync += held[j].eq(ibits)
         return m
 
 

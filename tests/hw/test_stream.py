@@ -36,6 +36,7 @@ def _beats(vectors, n, pad=0):
 @pytest.mark.parametrize("n_in,n_out,count", [
     (4, 2, 10), (4, 1, 7), (6, 3, 6), (2, 6, 11), (1, 4, 9), (3, 9, 10), (5, 5, 13),
     (8, 4, 1), (1, 8, 1),
+    (2, 8, 16), (2, 8, 15), (1, 3, 6),  # whole output beats: the chunks shift in
 ])
 def test_gearbox(n_in, n_out, count, pattern):
     rng = np.random.default_rng(n_in * 100 + n_out * 10 + count)
