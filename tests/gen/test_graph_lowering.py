@@ -12,21 +12,17 @@ than the analysis computes deadlocks the graph.
 
 import numpy as np
 import pytest
-from amaranth.hdl import Module
-from amaranth.sim import Simulator
 
 import nnaccel.gen.generate as generate_mod
-from nnaccel.gen.engines.base import to_stream
 from nnaccel.gen.errors import ModelError
 from nnaccel.gen.generate import generate
 from nnaccel.gen.model_io import model_from_arrays
 from nnaccel.gen.plan import Options
 from nnaccel.sim.amsim import STALL_PATTERNS
-from nnaccel.sim.packing import pack
 
+from ..helpers import run_back_to_back
 from .cnn_models import _mult, every_feature, tiny_res
 from .test_cnn_lowering import inputs, run_design
-from .test_network import axis_ports
 
 
 def residual_doc(seed):
@@ -115,59 +111,6 @@ def test_random_graphs_cover_the_cases():
     assert {j["op"] for j in joins} == {"add", "concat"}
     assert {len(j["inputs"]) for j in joins} == {2, 3}
     assert any(j["op"] == "concat" and len(j["inputs"]) == 3 for j in joins)
-
-
-def run_back_to_back(design, X, limit=None):
-    """Inputs back to back, no backpressure: ``(cycle of each image's last output beat, peak
-    occupancy of every FIFO)``; stops at ``limit`` cycles (a deadlocked graph)."""
-    model = design.plan.model
-    ins = design.manifest["io"]["input"]
-    out_beats = design.manifest["io"]["output"]["beats"]
-    bits = model.input_dtype.encode(to_stream(X, model.input_shape))
-    beats = pack(bits, ins["elements_per_beat"], ins["bits_per_element"])
-    src, sink = axis_ports(design.top)
-    top = Module()
-    top.submodules.dut = design.top
-    sim = Simulator(top)
-    sim.add_clock(1e-6)
-    keys = list(design.network.fifos)
-    fifos = [design.network.fifos[k] for k in keys]
-    ports = [s for f in fifos for s in (f.i_data.valid, f.i_data.ready, f.o_data.valid,
-                                         f.o_data.ready)]
-    cycles, level, peak = [], [0] * len(fifos), [0] * len(fifos)
-    limit = limit or 20 * design.manifest["expected_cycles_per_inference"] * len(X) + 2000
-
-    stop = []
-
-    async def source(ctx):
-        for beat in beats:
-            ctx.set(src.valid, 1)
-            ctx.set(src.payload, beat)
-            taken = False
-            while not (taken or stop):
-                _, _, taken = await ctx.tick().sample(src.ready)
-            if stop:
-                break
-        ctx.set(src.valid, 0)
-
-    async def monitor(ctx):
-        ctx.set(sink.ready, 1)
-        now = 0
-        while len(cycles) < len(X) * out_beats and now < limit:
-            _, _, valid, *flags = await ctx.tick().sample(sink.valid, *ports)
-            now += 1
-            if valid:
-                cycles.append(now)
-            for n in range(len(fifos)):
-                iv, ir, ov, orr = flags[4 * n:4 * n + 4]
-                level[n] += int(iv and ir) - int(ov and orr)
-                peak[n] = max(peak[n], level[n])
-        stop.append(True)
-
-    sim.add_testbench(source)
-    sim.add_testbench(monitor)
-    sim.run()
-    return cycles[out_beats - 1::out_beats], dict(zip(keys, peak, strict=True))
 
 
 def assert_runs_at_rate(model, options, X, first):
