@@ -110,6 +110,15 @@ def _pairs(values, add):
 POPCOUNT_LUT_LEVELS = 2
 
 
+def _lut_levels(bits):
+    values = [Value.cast(b) for b in bits]
+    if not values:
+        raise ValueError("a popcount needs at least one bit")
+    for _ in range(POPCOUNT_LUT_LEVELS):
+        values = _pairs(values, _logic_add)
+    return values
+
+
 def pipelined_popcount(m, bits, name, *, budget=LEVEL_BUDGET):
     """The number of ones among the 1-bit values ``bits``, for four-input LUTs: the first
     :data:`POPCOUNT_LUT_LEVELS` tree levels are gates (:func:`_logic_add`), so synthesis packs
@@ -117,11 +126,7 @@ def pipelined_popcount(m, bits, name, *, budget=LEVEL_BUDGET):
     no carry chain on 1- and 2-bit sums; their results are registered, then summed by
     :func:`pipelined_tree_sum` on carry chains. Returns ``(sum, stages)``: the registered
     count, :func:`popcount_stages` cycles after ``bits``."""
-    values = [Value.cast(b) for b in bits]
-    if not values:
-        raise ValueError("a popcount needs at least one bit")
-    for _ in range(POPCOUNT_LUT_LEVELS):
-        values = _pairs(values, _logic_add)
+    values = _lut_levels(bits)
     regs = [Signal(len(v), name=f"{name}_l{k}") for k, v in enumerate(values)]
     m.d.sync += [r.eq(v) for r, v in zip(regs, values, strict=True)]
     total, stages = pipelined_tree_sum(m, regs, name, budget=budget)
@@ -130,9 +135,7 @@ def pipelined_popcount(m, bits, name, *, budget=LEVEL_BUDGET):
 
 def popcount_stages(n, *, budget=LEVEL_BUDGET):
     """Register stages of :func:`pipelined_popcount` over ``n`` bits."""
-    values = [Const(0, 1)] * n
-    for _ in range(POPCOUNT_LUT_LEVELS):
-        values = _pairs(values, _logic_add)
+    values = _lut_levels([Const(0, 1)] * n)
     return 1 + tree_stages([len(v) for v in values], budget=budget)
 
 
