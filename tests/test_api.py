@@ -11,42 +11,12 @@ import pytest
 import nnaccel
 from nnaccel.gen.errors import ModelError, UsageError
 
-W1 = np.array([[1, -2, 3, -4], [5, 6, -7, 8], [-9, 10, 11, -12]])
-B1 = np.array([1, -2, 3])
-W2 = np.array([[1, -2, 3], [0, 1, 1]])
-
-
-def write_tiny(path):
-    """fc1 requant (uint4, relu) -> fc2 identity: the model of tests/test_cli.py."""
-    path.mkdir(parents=True)
-    (path / "model.json").write_text(json.dumps({
-        "format": "nnaccel-model/1", "name": "tiny",
-        "input": {"shape": [4], "dtype": "int4"},
-        "layers": [
-            {"name": "fc1", "op": "linear", "weight": "fc1.w", "weight_dtype": "int8",
-             "bias": "fc1.b",
-             "output": {"kind": "requant", "mult": 3, "shift": 4, "dtype": "uint4",
-                        "relu": True}},
-            {"name": "fc2", "op": "linear", "weight": "fc2.w", "weight_dtype": "int4",
-             "output": {"kind": "identity"}}]}))
-    np.savez(path / "weights.npz", **{"fc1.w": W1, "fc1.b": B1, "fc2.w": W2})
-    return path
-
-
-def by_hand(x, bias=B1):
-    """SPEC 2.1/2.2 in Python integers."""
-    out = []
-    for row in np.asarray(x).tolist():
-        acc = [sum(w * v for w, v in zip(r, row, strict=True)) + b
-               for r, b in zip(W1.tolist(), np.asarray(bias).tolist(), strict=True)]
-        h = [min(max((a * 3 + 8) >> 4, 0), 15) for a in acc]
-        out.append([sum(w * v for w, v in zip(r, h, strict=True)) for r in W2.tolist()])
-    return np.array(out)
+from .helpers import W1, spec_forward, tiny_onnx, write_model_dir
 
 
 @pytest.fixture
 def tiny(tmp_path):
-    return write_tiny(tmp_path / "m")
+    return write_model_dir(tmp_path / "m")
 
 
 X = np.random.default_rng(1).integers(-8, 8, size=(6, 4))
@@ -64,7 +34,7 @@ def test_load_and_model_predict(tiny):
     assert (m.name, m.input_shape, m.output_shape) == ("tiny", (4,), (2,))
     y = m.predict(X)
     assert y.dtype == np.int64 and y.shape == (6, 2)
-    np.testing.assert_array_equal(y, by_hand(X))
+    np.testing.assert_array_equal(y, spec_forward(X))
 
 
 def test_reprs_summarise(tiny):
@@ -93,7 +63,7 @@ def test_generate_report_and_numpy_predict(tiny):
     assert int(total[3]) == sum(r["lut4"] for r in rows) > 0
     assert "module tiny" in d.verilog
     assert d.manifest["name"] == "tiny"
-    np.testing.assert_array_equal(d.predict(X), by_hand(X))
+    np.testing.assert_array_equal(d.predict(X), spec_forward(X))
 
 
 @pytest.mark.parametrize(("kwargs", "error", "needle"), [
@@ -149,7 +119,7 @@ def test_save_and_open(tiny, tmp_path):
     assert json.loads((out / "manifest.json").read_text()) == d.manifest
     again = nnaccel.open(out)
     assert again.manifest == d.manifest and again.options == d.options
-    np.testing.assert_array_equal(again.predict(X), by_hand(X))
+    np.testing.assert_array_equal(again.predict(X), spec_forward(X))
     # an earlier output is replaced only with force; a user's directory never
     with pytest.raises(UsageError):
         d.save(out)
@@ -168,7 +138,7 @@ def test_open_refuses_a_changed_model(tiny, tmp_path):
     data = dict(np.load(tiny / "weights.npz"))
     data["fc2.w"] = np.full((2, 3), 7)
     np.savez(tiny / "weights.npz", **data)
-    np.testing.assert_array_equal(nnaccel.open(out).predict(X), by_hand(X))
+    np.testing.assert_array_equal(nnaccel.open(out).predict(X), spec_forward(X))
     # an edited copy gives another design, refused
     np.savez(out / "model" / "weights.npz", **data)
     with pytest.raises(UsageError, match="different design"):
@@ -181,11 +151,11 @@ def test_open_refuses_a_changed_model(tiny, tmp_path):
 def test_load_generate_predict_on_verilator(tiny):
     d = nnaccel.load(tiny).generate(max_lanes=16)
     assert d.last_simulation is None
-    np.testing.assert_array_equal(d.predict(X, backend="verilator"), by_hand(X))
+    np.testing.assert_array_equal(d.predict(X, backend="verilator"), spec_forward(X))
     calm = d.last_simulation
     assert calm.idle_cycles == 0 and calm.backpressure_cycles == 0
     assert len(calm.outputs_bits) == len(X)
-    np.testing.assert_array_equal(d.predict(X, backend="verilator", stress=True), by_hand(X))
+    np.testing.assert_array_equal(d.predict(X, backend="verilator", stress=True), spec_forward(X))
     stressed = d.last_simulation
     assert stressed.idle_cycles > 0 and stressed.backpressure_cycles > 0  # stalls took effect
     assert stressed.cycles_total > calm.cycles_total
@@ -213,27 +183,11 @@ def test_readme_python_api_example(tmp_path):
     # the example's model is the one of these tests without fc1's bias: its outputs are the
     # hand-computed ones
     x = np.array([[1, 2, 3, 4], [-8, 7, -6, 5]])
-    assert printed.splitlines()[-3] == str(by_hand(x, bias=[0, 0, 0]).tolist())
+    assert printed.splitlines()[-3] == str(spec_forward(x, bias=[0, 0, 0]))
 
 
 def test_from_onnx(tmp_path):
-    pytest.importorskip("onnx", reason="the 'onnx' extra is not installed")
-    from onnx import TensorProto, helper, numpy_helper
-    from onnx import save as save_onnx
-
-    q = "qonnx.custom_op.general"
-    inits = [numpy_helper.from_array(np.asarray(v, dtype=np.float32), n) for n, v in
-             (("s", 1.0), ("z", 0.0), ("b", 4.0), ("w", W1.T))]
-    nodes = [helper.make_node("Quant", ["x", "s", "z", "b"], ["xq"], domain=q, signed=0,
-                              narrow=0, rounding_mode="ROUND"),
-             helper.make_node("MatMul", ["xq", "w"], ["y"], name="fc")]
-    graph = helper.make_graph(
-        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13),
-                                                     helper.make_opsetid(q, 1)])
-    model.ir_version = 8
-    save_onnx(model, str(tmp_path / "one.onnx"))
+    tiny_onnx(tmp_path / "one.onnx")
     m = nnaccel.from_onnx(tmp_path / "one.onnx")
     assert (m.name, m.input_shape, m.output_shape) == ("one", (4,), (3,))
     x = np.array([[0, 1, 2, 15], [7, 7, 0, 3]])

@@ -17,48 +17,7 @@ import pytest
 from nnaccel import cli
 from nnaccel.gen.model_io import read_model
 
-W1 = np.array([[1, -2, 3, -4], [5, 6, -7, 8], [-9, 10, 11, -12]])
-B1 = np.array([1, -2, 3])
-W2 = np.array([[1, -2, 3], [0, 1, 1]])
-
-
-def model_doc():
-    """A small valid model: fc1 requant (uint4, relu) -> fc2 identity (int32 logits)."""
-    return {
-        "format": "nnaccel-model/1", "name": "tiny",
-        "input": {"shape": [4], "dtype": "int4"},
-        "layers": [
-            {"name": "fc1", "op": "linear", "weight": "fc1.w", "weight_dtype": "int8",
-             "bias": "fc1.b",
-             "output": {"kind": "requant", "mult": 3, "shift": 4, "dtype": "uint4",
-                        "relu": True}},
-            {"name": "fc2", "op": "linear", "weight": "fc2.w", "weight_dtype": "int4",
-             "output": {"kind": "identity"}},
-        ],
-    }
-
-
-def model_arrays():
-    return {"fc1.w": W1, "fc1.b": B1, "fc2.w": W2}
-
-
-def write_model_dir(path, doc=None, arrays=None):
-    path = Path(path)
-    path.mkdir(parents=True)
-    (path / "model.json").write_text(json.dumps(doc or model_doc()))
-    np.savez(path / "weights.npz", **(model_arrays() if arrays is None else arrays))
-    return path
-
-
-def spec_forward(x):
-    """The tiny model by hand: SPEC 2.1 and 2.2 in Python integers."""
-    out = []
-    for row in x.tolist():
-        acc = [sum(w * v for w, v in zip(wr, row, strict=True)) + b
-               for wr, b in zip(W1.tolist(), B1.tolist(), strict=True)]
-        h = [min(max((a * 3 + 8) >> 4, 0), 15) for a in acc]
-        out.append([sum(w * v for w, v in zip(wr, h, strict=True)) for wr in W2.tolist()])
-    return out
+from .helpers import B1, W1, model_arrays, model_doc, spec_forward, tiny_onnx, write_model_dir
 
 
 @pytest.fixture
@@ -576,27 +535,6 @@ def test_generate_json(good, tmp_path, capsys):
     assert doc["manifest"] == json.loads((out / "manifest.json").read_text())
     assert [(e["name"], e["pe"], e["simd"]) for e in doc["manifest"]["layers"]][0] == (
         "fc1", 3, 2)
-
-
-def tiny_onnx(path):
-    """x -> Quant(uint4) -> MatMul(integer weights) -> y: an exact one-layer import."""
-    onnx = pytest.importorskip("onnx", reason="the 'onnx' extra is not installed")
-    from onnx import TensorProto, helper, numpy_helper
-
-    q = "qonnx.custom_op.general"
-    inits = [numpy_helper.from_array(np.asarray(v, dtype=np.float32), n) for n, v in
-             (("s", 1.0), ("z", 0.0), ("b", 4.0), ("w", W1.T))]
-    nodes = [helper.make_node("Quant", ["x", "s", "z", "b"], ["xq"], domain=q, signed=0,
-                              narrow=0, rounding_mode="ROUND"),
-             helper.make_node("MatMul", ["xq", "w"], ["y"], name="fc")]
-    graph = helper.make_graph(
-        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13),
-                                                     helper.make_opsetid(q, 1)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
-    return path
 
 
 def test_import_json(tmp_path, capsys):

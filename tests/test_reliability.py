@@ -23,35 +23,7 @@ from nnaccel.gen import atomic, safeio
 from nnaccel.gen.atomic import MARKER
 from nnaccel.gen.model_io import read_model
 
-W1 = np.array([[1, -2, 3, -4], [5, 6, -7, 8], [-9, 10, 11, -12]])
-B1 = np.array([1, -2, 3])
-W2 = np.array([[1, -2, 3], [0, 1, 1]])
-
-
-def model_doc(**changes):
-    doc = {
-        "format": "nnaccel-model/1", "name": "tiny",
-        "input": {"shape": [4], "dtype": "int4"},
-        "layers": [
-            {"name": "fc1", "op": "linear", "weight": "fc1.w", "weight_dtype": "int8",
-             "bias": "fc1.b",
-             "output": {"kind": "requant", "mult": 3, "shift": 4, "dtype": "uint4",
-                        "relu": True}},
-            {"name": "fc2", "op": "linear", "weight": "fc2.w", "weight_dtype": "int4",
-             "output": {"kind": "identity"}},
-        ],
-    }
-    doc.update(changes)
-    return doc
-
-
-def write_model_dir(path, doc=None, arrays=None, text=None):
-    path = Path(path)
-    path.mkdir(parents=True)
-    (path / "model.json").write_text(text if text is not None else json.dumps(doc or model_doc()))
-    np.savez(path / "weights.npz",
-             **({"fc1.w": W1, "fc1.b": B1, "fc2.w": W2} if arrays is None else arrays))
-    return path
+from .helpers import B1, W2, model_doc, write_model_dir
 
 
 @pytest.fixture
