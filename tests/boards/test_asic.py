@@ -106,6 +106,32 @@ def test_tiny_mlp_area_cells_and_timing(built):
     assert "Fmax" in stdout and "um^2" in stdout and "throughput at Fmax" in stdout
 
 
+def net_loads(netlist):
+    """Net -> number of cell inputs it drives in a yosys netlist (named pin connections; the
+    library's outputs are Y, Q, YC and YS)."""
+    loads = {}
+    for pin, net in re.findall(r"\.(\w+)\(([^()]*)\)", netlist):
+        if pin not in ("Y", "Q", "YC", "YS"):
+            loads[net.strip()] = loads.get(net.strip(), 0) + 1
+    return loads
+
+
+@needs_tools
+def test_no_net_but_the_clock_drives_more_than_max_fanout(built):
+    """ABC buffers high-fanout nets (flip-flop outputs and inputs too) to MAX_FANOUT loads.
+    Outside ABC, an output bit that other output bits copy (the sign extension of an output
+    word) feeds one buffer per copy: tens of loads, not the thousands of an unbuffered enable.
+    Only the clock, ideal in the timing, drives every flip-flop."""
+    report, out, _ = built
+    loads = net_loads((out / "mlp484.netlist.v").read_text())
+    assert loads.pop("clk") == report["flip_flops"]
+    worst = sorted(loads.items(), key=lambda kv: -kv[1])[:5]
+    assert max(n for net, n in loads.items() if "m_axis_tdata" not in net) <= asic.MAX_FANOUT, \
+        worst
+    assert max(loads.values()) <= 4 * asic.MAX_FANOUT, worst
+    assert report["cells"].get("BUFX2", 0) + report["cells"].get("BUFX4", 0) > 10
+
+
 @needs_tools
 def test_tighter_clock_lowers_slack_not_fmax(built, tmp_path):
     """The same design at half its Fmax period: timing not met, and the Fmax no lower (ABC
