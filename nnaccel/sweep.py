@@ -455,10 +455,13 @@ def _run_on_ray(model, todo, spec, total, *, cache, address, cpus, retries, log)
     each finished point is cached at once."""
     import logging
 
-    import ray
-
     from .gen.errors import ToolError
 
+    try:
+        import ray
+    except ImportError:
+        raise ToolError("nnaccel sweep runs its points on Ray, which is not installed: "
+                        "pip install -e '.[sweep]' (make install includes it)") from None
     started = not ray.is_initialized()
     if started:
         try:

@@ -27,7 +27,7 @@ import pytest
 import nnaccel
 from nnaccel import sweep as sweep_mod
 from nnaccel.cli import main
-from nnaccel.gen.errors import UsageError
+from nnaccel.gen.errors import ToolError, UsageError
 from nnaccel.gen.model_io import write_model
 from nnaccel.gen.zoo.random_mlp import prime_int4_model
 
@@ -113,6 +113,15 @@ def test_points_refused_by_the_generator_are_recorded_without_ray(mlp, tmp_path)
     rows = _csv(tmp_path / "out" / "results.csv")
     assert [r["grid.engine.fc1"] for r in rows] == ["gpu", "tpu"]
     assert (tmp_path / "out" / "pareto.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_without_ray_a_sweep_says_how_to_install_it(mlp, tmp_path, monkeypatch):
+    """Ray is the optional 'sweep' extra: without it a sweep with points to run is a tool error
+    (exit 3) that names the install, instead of a traceback."""
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray raises ImportError
+    with pytest.raises(ToolError, match=r"not installed: pip install -e '\.\[sweep\]'"):
+        sweep_mod.sweep(mlp, ["max-lanes=8"], build=False, cache=tmp_path / "c",
+                        output=tmp_path / "out", log=lambda line: None)
 
 
 def test_cli_json(mlp, tmp_path, capsys):
