@@ -260,13 +260,14 @@ class ProcessingElement(wiring.Component):
         return max((self._base + self.entries).bit_length(), 1)  # entry addresses .. end
 
     def _memories(self, m):
-        """The pointer read port (word: first and end entry address of a column) and the
-        entry read port."""
+        """The pointer read port (word: a column's first entry address ``start`` and its entry
+        count less two, modulo ``2**abits``: :meth:`_count_flags`) and the entry read port."""
         abits, base, k = self._abits, self._base, self.params.in_features
         vmask = (1 << self._value_bits) - 1
         entries = [(v & vmask) | (z << self._value_bits)
                    for v, z in zip(self._values, self._z, strict=True)]
-        pointers = [(base + lo) | ((base + hi) << abits)
+        amask = (1 << abits) - 1
+        pointers = [(base + lo) | (((hi - lo - 2) & amask) << abits)
                     for lo, hi in zip(self._pointers[:-1], self._pointers[1:], strict=True)]
         block = BLOCK_RAM
         if self._shared:
@@ -288,6 +289,9 @@ class ProcessingElement(wiring.Component):
         queue, queued, dropped = self._lookup(m, ptr_port)
         sweeping = Signal()
         e1, word = self._iterate(m, queue, queued, e_port, sweeping)
+        # the entry read registered (R): the block RAM's output drives nothing else
+        e1 = self._stage(m, "r", word=word.as_value(), **vars(e1))
+        word = data.View(word.shape(), e1.word)
         self._reserve(m, queue, dropped)
         e2, weight = self._fetch(m, e1, word)
         self._accumulate(m, e2, weight, sweeping)
@@ -319,38 +323,50 @@ class ProcessingElement(wiring.Component):
         m.d.sync += [w_seen.eq(w_ptr), w_ptr.eq(w_ptr + q.w_en), r_ptr.eq(r_ptr + q.r_en)]
         return q
 
+    @staticmethod
+    def _count_flags(left):
+        """``(empty, single)`` of a column whose count less two is ``left`` (modulo
+        ``2**abits``; a count is below ``2**abits - 1``, so -2 and -1 are unambiguous): no
+        entry, at most one entry."""
+        return left == (1 << len(left)) - 2, left[1:].all()
+
     def _lookup(self, m, port):
         """T: the broadcast token while its column's pointers are read; P: the pointers
-        registered (the block RAM's output drives nothing else), then into the queue with what
-        the iterator needs of them precomputed (``empty``: no entry; ``single``, ``double``: at
-        most one, two entries). Returns the queue, its layout, and whether P drops a token
-        this cycle."""
+        registered (the block RAM's output drives nothing else), then into the queue with
+        ``empty`` and ``single`` decoded (a token without work has neither entry). Returns the
+        queue, its layout, and whether P drops a token this cycle."""
         p = self.params
         abits = self._abits
         queued = data.StructLayout({"value": p.in_dtype.shape, "start": unsigned(abits),
-                                    "end": unsigned(abits), "last": 1, "empty": 1,
-                                    "single": 1, "double": 1})
+                                    "left": unsigned(abits), "last": 1, "empty": 1,
+                                    "single": 1})
         queue = self._queue(m, Shape.cast(queued).width)
         t = self._stage(m, "t", valid=self.tok_take, value=self.tok.value, work=self.tok.work,
                         last=self.tok.last)
         m.d.comb += [port.addr.eq(self.tok.col), port.en.eq(1)]
         t2 = self._stage(m, "p", valid=t.valid, value=t.value, work=t.work, last=t.last,
-                         lo=port.data[:abits], hi=port.data[abits:2 * abits])
-        end = Mux(t2.work, t2.hi, t2.lo)
-        useful = (t2.work & (t2.lo != t2.hi)) | t2.last
+                         start=port.data[:abits], left=port.data[abits:2 * abits])
+        empty, single = self._count_flags(t2.left)
+        useful = (t2.work & ~empty) | t2.last
         m.d.comb += [
             queue.w_en.eq(t2.valid & useful),
-            queue.w_data.eq(Cat(t2.value, t2.lo, end, t2.last, t2.lo == end,
-                                t2.lo + 1 >= end, t2.lo + 2 >= end)),
+            queue.w_data.eq(Cat(t2.value, t2.start, t2.left, t2.last, ~t2.work | empty,
+                                ~t2.work | single)),
         ]
         return queue, queued, t2.valid & ~useful
 
     def _reserve(self, m, queue, dropped):
-        """Slots held: +1 per token taken, -1 when T drops one or the iterator pops one;
-        ``tok_ready`` is registered from the next count."""
+        """Slots held: +1 per token taken, -1 when P drops one or the iterator pops one;
+        ``tok_ready`` is registered from the next count (``held + step < slots``, compared as
+        ``held < slots - step`` for every step, so the late signals only select)."""
         held = Signal(range(self.slots + 1))
-        nxt = held + self.tok_take - dropped - queue.r_en
-        m.d.sync += [held.eq(nxt), self.tok_ready.eq(nxt < self.slots)]
+        events = Cat(self.tok_take, dropped, queue.r_en)
+        m.d.sync += held.eq(held + self.tok_take - dropped - queue.r_en)
+        with m.Switch(events):
+            for code in range(8):
+                step = (code & 1) - (code >> 1 & 1) - (code >> 2 & 1)
+                with m.Case(code):
+                    m.d.sync += self.tok_ready.eq(held < self.slots - step)
 
     def _iterate(self, m, queue, queued, e_port, sweeping):
         """Entry iterator: one slot per cycle, the next column right after the last entry;
@@ -358,20 +374,20 @@ class ProcessingElement(wiring.Component):
         p = self.params
         head = data.View(queued, queue.r_data)
         busy, last, bank = Signal(), Signal(), Signal()
-        addr, end = Signal(self._abits), Signal(self._abits)
+        # busy: addr is the column's next entry, left the entries after it
+        addr, left = Signal(self._abits), Signal(self._abits)
         value = Signal(p.in_dtype.shape)
-        final = Signal()  # addr is the last entry of the column
         pop = ~busy & queue.r_rdy & ~self.lock.bit_select(bank, 1) & ~sweeping
         s_valid = busy | pop
         s_addr = Mux(busy, addr, head.start)
         s_last = Mux(busy, last, head.last)
-        s_final = Mux(busy, final, head.single)
+        s_final = Mux(busy, left == 0, head.single)
         m.d.comb += queue.r_en.eq(pop)
         with m.If(busy):
-            m.d.sync += [addr.eq(addr + 1), final.eq(addr + 2 >= end)]
+            m.d.sync += [addr.eq(addr + 1), left.eq(left - 1)]
         with m.Elif(pop):
-            m.d.sync += [addr.eq(head.start + 1), end.eq(head.end), last.eq(head.last),
-                         value.eq(head.value), final.eq(head.double)]
+            m.d.sync += [addr.eq(head.start + 1), left.eq(head.left), last.eq(head.last),
+                         value.eq(head.value)]
         with m.If(s_valid):
             m.d.sync += busy.eq(~s_final)
             with m.If(s_final & s_last):
@@ -450,10 +466,13 @@ class ProcessingElement(wiring.Component):
             w_port = mem.write_port()
             ports.append((_registered_read(m, mem, f"acc{b}"), w_port))
         total, last_total = Signal(self.raw_shape), Signal(self.raw_shape)
-        before_last, stored = Signal(self.raw_shape), Signal(self.raw_shape)
-        acc_in = Mux(forward[0], last_total, Mux(forward[1], before_last, stored))
+        # each bank's row read registered as it leaves the block RAM, selected in E4
+        before_last = Signal(self.raw_shape)
+        stored = [Signal(self.raw_shape, name=f"stored{b}") for b in range(2)]
+        acc_in = Mux(forward[0], last_total,
+                     Mux(forward[1], before_last, Mux(e4.bank, stored[1], stored[0])))
         m.d.sync += [last_total.eq(total), before_last.eq(last_total),
-                     stored.eq(Mux(e3.bank, ports[1][0].data, ports[0][0].data))]
+                     stored[0].eq(ports[0][0].data), stored[1].eq(ports[1][0].data)]
         m.d.comb += [total.eq(acc_in + e4.product),
                      self.rd_data.eq(Mux(rd_sel, ports[1][0].data, ports[0][0].data))]
         for b, (r_port, w_port) in enumerate(ports):

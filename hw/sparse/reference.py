@@ -39,7 +39,7 @@ __all__ = ["ISSUE_TO_DONE", "LOOKUP", "IN_FLIGHT", "raw_bounds", "raw_sums", "pe
            "broadcast_tokens", "CycleReport", "cycle_model"]
 
 #: From the cycle the last entry of a vector is issued to the cycle its bank shows ``done``.
-ISSUE_TO_DONE = 5
+ISSUE_TO_DONE = 6
 #: From a token's broadcast to its queue write (the pointer read, then its register).
 LOOKUP = 2
 #: Tokens a PE holds beyond its queue: the ``LOOKUP`` registers and the queue memory's read.

@@ -66,4 +66,5 @@ def test_pe_memories_are_block_ram(tmp_path):
     res = pe_resources(cfg.params, cfg.matrix, tmp_path)
     cells = res["cells"]
     assert cells["DP16KD"] == 4 and "TRELLIS_DPR16X4" not in cells
-    assert res["lut4"] == cells["LUT4"] + 2 * cells.get("CCU2C", 0) <= 340  # 307 measured
+    # 307 measured before issue 16's pipelining for Fmax, 356 after its first commit
+    assert res["lut4"] == cells["LUT4"] + 2 * cells.get("CCU2C", 0) <= 400

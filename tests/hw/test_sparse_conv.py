@@ -120,7 +120,9 @@ def test_image_cycles_match_the_model(case, zeros):
     assert steady == p.image_cycles(counts, patch_activity(x, p.window))
     dense = p.expected_cycles(counts)
     if zeros == 0:
-        assert abs(steady - dense) <= 1, (steady, dense)
+        # the per-patch mean times the patches; the PE's pipeline (issue 16: pointer, entry and
+        # accumulator reads registered) hides up to two cycles less of an image's start
+        assert abs(steady - dense) <= 2, (steady, dense)
     elif n_out > 1:   # a beat of one element costs a cycle, zero or not
         assert steady < dense - p.pixels // 4, (steady, dense)
     else:

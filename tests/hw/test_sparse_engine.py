@@ -196,6 +196,18 @@ def test_cycles_match_model(m, k, pe, depth, in_beat, density, adensity):
     assert model.cycles_total == ends[-1]
 
 
+@pytest.mark.parametrize("m", [5, 6, 13, 14])
+def test_columns_at_the_top_of_the_address_range(m):
+    # One PE, one column of m entries: its pointers and entries share a memory of 1 + m words,
+    # so m - 2 reaches the top codes of its address width (6: 100 in 3 bits, 14: 1100 in 4),
+    # where a column's count less two must not read as "no entry" or "one entry".
+    p = make_params(m, 1, 1, 2, 1)
+    w = np.arange(1, m + 1).reshape(m, 1) * (-1) ** np.arange(m).reshape(m, 1)
+    x = np.array([[3], [0], [15], [1]])
+    _, ends, model = run_engine(p, w, x)
+    assert ends == model.vector_end.tolist()
+
+
 def test_heavy_backpressure_fills_both_banks():
     # The sink takes one beat in ten: the PEs run ahead until both accumulator banks wait.
     rng = np.random.default_rng(12)

@@ -38,9 +38,9 @@ def test_single_pe_timeline():
     rep = cycle_model(counts, np.ones((1, 4), dtype=bool), in_beat=1, queue_depth=1,
                       rows_per_pe=2, out_latency=4)
     # token j broadcast at 1 + j while the PE holds fewer than D + 3 = 4; written into the
-    # queue at 3 + j, popped at 5, 8, 11, 14; the last entry leaves at 16; done at 16 + 5;
-    # read-out at 21, 22; last output beat at 22 + 4.
-    assert ISSUE_TO_DONE == 5
+    # queue at 3 + j, popped at 5, 8, 11, 14; the last entry leaves at 16; done at 16 + 6;
+    # read-out at 22, 23; last output beat at 23 + 4.
+    assert ISSUE_TO_DONE == 6
     assert rep.vector_end.tolist() == [16 + ISSUE_TO_DONE + 1 + 4]
     assert rep.busy.tolist() == [12] and rep.entries.tolist() == [12]
     assert rep.compute_cycles == 16 and rep.efficiency == pytest.approx(12 / 16)
