@@ -6,8 +6,9 @@ For every benchmark network, :func:`run_bench`
    weights change neither the cycles nor, to first order, the resources of a dense design);
 2. generates it with a lane budget (``Options(max_lanes=...)``), with the folds the resource
    model chooses within a fraction of the board (``Options(board=..., fill=...)``, the command
-   line's ``--board NAME --fill F``), or, for a throughput target, with the fold found by
-   :func:`search_fold` (``Options(target_cycles=...)``);
+   line's ``--board NAME --fill F``), with the command line's fold for a cycle target
+   (``--target-cycles N``, the SFC network), or, for a throughput target, with the fold found
+   by :func:`search_fold` (``Options(target_cycles=...)``);
 3. simulates a batch of vectors *back to back* under Verilator through cocotb, every output
    compared bit for bit with the numpy reference, and takes the steady-state cycles per inference
    from the simulation;
@@ -41,8 +42,8 @@ from .report import fits, fmt_int, pyplot, write_results
 
 __all__ = [
     "Benchmark", "BENCHMARKS", "NNGEN_REFERENCE", "RATIO_TOLERANCE", "UTILISATION_TARGET",
-    "BOARD", "DEFAULT_VECTORS", "QUICK_VECTORS", "SFC_FMAX_GUESS_MHZ", "SFC_MAX_SIMD", "SFC_FILL",
-    "SEARCH_MARGIN",
+    "BOARD", "DEFAULT_VECTORS", "QUICK_VECTORS", "SFC_FMAX_GUESS_MHZ", "SFC_MAX_SIMD",
+    "SFC_TARGET_CYCLES", "SEARCH_MARGIN",
     "BENCH_FORMAT", "ideal_cycles", "utilisation", "ratio_ok", "cycle_budget", "search_fold",
     "capped_folds", "dtype_chain", "markdown_table", "reference_table", "run_bench",
 ]
@@ -64,10 +65,10 @@ SFC_FMAX_GUESS_MHZ = 85.0
 #: SIMD cap of the SFC network's folds: popcounts of at most 16 bits keep the adder trees shallow
 #: (the uncapped fold of 3,419 lanes has 157-wide popcounts and a pre-route Fmax near 55 MHz).
 SFC_MAX_SIMD = 16
-#: Fraction of the board's LUT4, BRAM and DSP the SFC network's folds may fill: the fold is
-#: the resource model's (``nnaccel generate --board ulx3s-85f --fill SFC_FILL``), no search and
-#: no SIMD cap of the bench's own.
-SFC_FILL = 0.5
+#: Cycles per inference of the SFC network's fold: the fold is the command line's
+#: (``nnaccel generate --target-cycles SFC_TARGET_CYCLES``: the fewest lanes meeting it), no
+#: search and no SIMD cap of the bench's own; at 128 cycles, 1M inferences/s needs 128 MHz.
+SFC_TARGET_CYCLES = 128
 #: Headroom kept below the cycle budget, so the measured cycles and Fmax may vary a little.
 SEARCH_MARGIN = 0.05
 #: Most folds synthesised while searching for a throughput target.
@@ -233,6 +234,8 @@ class Benchmark:
     fill : float or None
         With ``target_rate``: the folds are those ``--board BOARD --fill FILL`` chooses (the
         resource model), not searched.
+    target_cycles : int or None
+        With ``target_rate``: the folds are those ``--target-cycles N`` chooses, not searched.
     max_simd : int or None
         With ``target_rate``: cap on every layer's SIMD (:func:`capped_folds`), for Fmax.
     fmax_guess_mhz : float
@@ -250,6 +253,7 @@ class Benchmark:
     target_rate: float | None = None
     max_simd: int | None = None
     fill: float | None = None
+    target_cycles: int | None = None
     fmax_guess_mhz: float = SFC_FMAX_GUESS_MHZ
     large: bool = False
     reference: dict | None = None
@@ -266,7 +270,7 @@ BENCHMARKS = (
               _digits("int8"), max_lanes=16, reference=NNGEN_REFERENCE),
     Benchmark("sfc_bnn", "(b) SFC-like binarized MLP 784-256-256-256-10, folded for "
               ">= 1,000,000 inferences/s at Fmax", _random(sfc_model), target_rate=1e6,
-              fill=SFC_FILL, large=True),
+              target_cycles=SFC_TARGET_CYCLES, large=True),
     Benchmark("digits_bnn", "(c) binarized MLP 64-128-128-10, uint4 input, at most 128 XNOR "
               "lanes", _digits("bnn"), max_lanes=128),
     Benchmark("prime_int4", "(c) int4 MLP 97-61-13 (prime widths), at most 32 multipliers",
@@ -464,6 +468,9 @@ def _run_one(bench, outdir, steps, *, vectors, quick, synthesis, board, seed, pr
     if bench.max_lanes is not None:
         design = steps.run(f"{label}: generate for at most {bench.max_lanes} lanes", generate,
                            model, Options(max_lanes=bench.max_lanes))
+    elif bench.target_cycles is not None:
+        design = steps.run(f"{label}: generate with --target-cycles {bench.target_cycles}",
+                           generate, model, Options(target_cycles=bench.target_cycles))
     elif bench.fill is not None:
         from ..boards.platforms import get_board
         from ..gen.resources import device_for

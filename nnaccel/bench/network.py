@@ -8,7 +8,7 @@ the figures are the engines' own.
 
 Run ``python -m nnaccel.bench.network NAME [-o DIR]`` with a benchmark name of
 :data:`nnaccel.bench.mvu.BENCHMARKS` (``mlp_int8``, ``digits_bnn``, ``prime_int4``,
-``sfc_bnn`` at its 80-cycle fold) or a CNN of the demo (``digits_cnn_int8``,
+``sfc_bnn`` at the fold of ``--target-cycles 128``) or a CNN of the demo (``digits_cnn_int8``,
 ``digits_cnn_binarized``, at the demo's lane budgets), its sparse MLP (``digits_sparse``), or
 FINN's CNV-W1A1 (``cnv_w1a1``, at the fold ``--board ulx3s-85f --fill 0.85`` chooses, or its
 head ``cnv_head``, :data:`CNV_HEAD_FOLDS`); it prints one line of figures (with inferences per
@@ -22,16 +22,13 @@ import sys
 import time
 from pathlib import Path
 
-__all__ = ["DEVICE", "PACKAGE", "FREQ_MHZ", "SFC_TARGET_CYCLES", "SFC_MAX_SIMD", "CNN_LANES",
+__all__ = ["DEVICE", "PACKAGE", "FREQ_MHZ", "CNN_LANES",
            "SPARSE_LANES", "network_build", "main"]
 
 #: nextpnr-ecp5 device and package of the ULX3S's ECP5-85F.
 DEVICE, PACKAGE = "--85k", "CABGA381"
 #: Clock constraint handed to nextpnr (the issue's moonshot); the Fmax reached is reported.
 FREQ_MHZ = 150
-#: Cycles per inference of the SFC network's fold (the one ``nnaccel bench`` chose) and its
-#: SIMD cap (that of the bench's fold, 256x10, 52x16, 64x13, 2x16).
-SFC_TARGET_CYCLES, SFC_MAX_SIMD = 80, 16
 
 #: The digits CNNs and their lane budgets in the demo (``nnaccel.demo.DEMO_DESIGNS``, which a
 #: benchmark may not import).
@@ -82,7 +79,7 @@ def network_build(network, outdir, *, freq_mhz=FREQ_MHZ):
 def _design(name, seed=0):
     from ..gen.generate import generate
     from ..gen.plan import Options
-    from .mvu import BENCHMARKS, capped_folds
+    from .mvu import BENCHMARKS
 
     if name == "cnv_w1a1":
         from ..gen.resources import DEVICES
@@ -113,10 +110,8 @@ def _design(name, seed=0):
     model, _, _ = bench.make(seed, 1)
     if bench.max_lanes is not None:
         return generate(model, Options(max_lanes=bench.max_lanes))
-    shapes = [layer.weight.shape for layer in model.layers]
-    folds = capped_folds(shapes, SFC_TARGET_CYCLES, bench.max_simd or SFC_MAX_SIMD)
-    return generate(model, Options(target_cycles=SFC_TARGET_CYCLES, folds=tuple(
-        (layer.name, fold) for layer, fold in zip(model.layers, folds, strict=True))))
+    # the SFC network at the command line's own fold (--target-cycles N), no SIMD cap
+    return generate(model, Options(target_cycles=bench.target_cycles))
 
 
 def main(argv=None):
