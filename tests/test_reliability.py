@@ -23,7 +23,7 @@ from nnaccel.gen import atomic, safeio
 from nnaccel.gen.atomic import MARKER
 from nnaccel.gen.model_io import read_model
 
-from .helpers import B1, W2, model_doc, write_model_dir
+from .helpers import B1, W2, model_doc, tiny_onnx, write_model_dir
 
 
 @pytest.fixture
@@ -259,7 +259,7 @@ def test_run_output_never_overwrites_a_non_npy_or_the_input(good, tmp_path, caps
 
 
 def test_import_writes_a_marker_and_refuses_a_second_time_without_force(tmp_path, capsys):
-    onnx_path = _onnx_mlp(tmp_path, "mlp.onnx")
+    onnx_path = tiny_onnx(tmp_path / "mlp.onnx")
     out = tmp_path / "model"
     assert cli.main(["import", str(onnx_path), "-o", str(out)]) == 0
     capsys.readouterr()
@@ -484,35 +484,10 @@ def test_shared_thresholds_stay_one_row(tmp_path):
 
 # --- 4. names from file stems ---------------------------------------------------------------------
 
-def _onnx_mlp(tmp_path, name):
-    """x -> Quant(uint4) -> MatMul(int weights) -> y, saved as ``name``."""
-    onnx = pytest.importorskip("onnx", reason="the 'onnx' extra is not installed")
-    from onnx import TensorProto, helper, numpy_helper
-
-    def const(n, v):
-        return numpy_helper.from_array(np.asarray(v, dtype=np.float32), n)
-
-    q = "qonnx.custom_op.general"
-    nodes = [helper.make_node("Quant", ["x", "s", "z", "b"], ["xq"], domain=q, signed=0,
-                              narrow=0, rounding_mode="ROUND"),
-             helper.make_node("MatMul", ["xq", "w"], ["y"], name="fc")]
-    inits = [const("s", 1.0), const("z", 0.0), const("b", 4.0),
-             const("w", [[1, -2, 3], [0, 1, -1], [2, 2, 2], [-3, 0, 1]])]
-    graph = helper.make_graph(
-        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13),
-                                                     helper.make_opsetid(q, 1)])
-    model.ir_version = 8
-    path = tmp_path / name
-    onnx.save(model, str(path))
-    return path
-
-
 @pytest.mark.parametrize(("stem", "name"), [("module", "module_"), ("3-layer mlp", "_3_layer_mlp"),
                                             ("clk", "clk_")])
 def test_generate_onnx_file_with_an_unusable_stem(tmp_path, capsys, stem, name):
-    path = _onnx_mlp(tmp_path, f"{stem}.onnx")
+    path = tiny_onnx(tmp_path / f"{stem}.onnx")
     out = tmp_path / "out"
     assert cli.main(["generate", str(path), "-o", str(out), "--stop-after", "engines"]) == 0
     captured = capsys.readouterr()
@@ -526,7 +501,7 @@ def test_generate_onnx_file_with_an_unusable_stem(tmp_path, capsys, stem, name):
 
 def test_onnx_input_dimension_of_a_trillion(tmp_path, capsys):
     onnx = pytest.importorskip("onnx", reason="the 'onnx' extra is not installed")
-    path = _onnx_mlp(tmp_path, "m.onnx")
+    path = tiny_onnx(tmp_path / "m.onnx")
     proto = onnx.load(str(path))
     proto.graph.input[0].type.tensor_type.shape.dim[1].dim_value = 10**12
     onnx.save(proto, str(path))
@@ -537,7 +512,7 @@ def test_onnx_input_dimension_of_a_trillion(tmp_path, capsys):
 
 def test_onnx_initializer_claiming_a_huge_shape(tmp_path, capsys):
     onnx = pytest.importorskip("onnx", reason="the 'onnx' extra is not installed")
-    path = _onnx_mlp(tmp_path, "m.onnx")
+    path = tiny_onnx(tmp_path / "m.onnx")
     proto = onnx.load(str(path))
     init = proto.graph.initializer[3]
     del init.dims[:]
@@ -548,7 +523,7 @@ def test_onnx_initializer_claiming_a_huge_shape(tmp_path, capsys):
 
 def test_onnx_external_data_is_read_only_after_its_shape_is_checked(tmp_path, capsys):
     onnx = pytest.importorskip("onnx", reason="the 'onnx' extra is not installed")
-    path = _onnx_mlp(tmp_path, "m.onnx")
+    path = tiny_onnx(tmp_path / "m.onnx")
     proto = onnx.load(str(path))
     onnx.save_model(proto, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
                     location="m.data", size_threshold=0)
