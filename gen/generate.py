@@ -173,8 +173,11 @@ class Design:
         return out
 
     def verilog(self):
-        """The self-contained Verilog text of the AXI4-Stream top level."""
-        return verilog.convert(self.top, name=self.name, emit_src=False)
+        """The self-contained Verilog text of the AXI4-Stream top level (converted once: a run
+        of a generated directory compares it with the file, then simulates it)."""
+        if getattr(self, "_verilog_text", None) is None:
+            self._verilog_text = verilog.convert(self.top, name=self.name, emit_src=False)
+        return self._verilog_text
 
     def write(self, outdir, *, extra=None):
         """Write ``<name>.v`` and ``manifest.json`` (and ``extra`` {relative path: text or

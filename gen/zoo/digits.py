@@ -58,8 +58,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 
 from ..compress.binarize import (
     BN_EPS,
@@ -168,6 +166,10 @@ def load_split():
     y_train, y_test : (1347,), (450,) int64 arrays
         Labels 0..9.
     """
+    # scikit-learn takes seconds to import: only the commands that train import it
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
     digits = load_digits()
     x = quantize_pixels(digits.data)
     y = digits.target.astype(np.int64)
