@@ -338,20 +338,34 @@ def stage_bill(out):
     kind = getattr(out.kind, "value", out.kind)
     acc = out.acc_shape.width
     pe, folds = out.pe, out.folds
-    mems, mults = [], []
+
+    def lanes(values):
+        """Each lane's values over the folds (padding repeats the first), as the stage builds
+        its tables: a lane whose values are all equal gets a constant instead of a ROM."""
+        values = list(values)
+        values += [values[0]] * (folds * pe - out.channels)
+        return [set(values[q::pe]) for q in range(pe)]
+
+    rom_bits, mults = 0, []
     if kind == "threshold":
         levels = out.levels
         q = {"stage": pe * levels * acc}
-        mems.append(Memory(folds, pe * levels * acc))
+        rom_bits += sum(len(v) > 1 for v in lanes([tuple(t) for t in out.thresholds])) \
+            * levels * acc
     else:
         q = {"stage": pe * (acc + out.out_shape.width)}
-        mems.append(Memory(folds, pe * acc))
+        rom_bits += sum(len(v) > 1 for v in lanes(out.offset)) * acc
         if kind == "requant":
             mw = max(max(out.mult).bit_length(), 1)
-            mults.append((acc, mw, pe))
-            mems.append(Memory(folds, pe * (mw + 5)))
-    return Bill(quantities=q, memories=tuple(m for m in mems if m.depth > 1),
-                multipliers=tuple(mults), carry=acc)
+            mult, shift = lanes(out.mult), lanes(out.shift)
+            rom_bits += sum(len(v) > 1 for v in mult) * mw
+            rom_bits += sum(len(v) > 1 for v in shift) * max(max(out.shift).bit_length(), 1)
+            # a constant power of two is a shift, no multiplier
+            real = sum(not (len(v) == 1 and (c := next(iter(v))) & (c - 1) == 0) for v in mult)
+            if real:
+                mults.append((acc, mw, real))
+    mems = (Memory(folds, rom_bits),) if folds > 1 and rom_bits else ()
+    return Bill(quantities=q, memories=mems, multipliers=tuple(mults), carry=acc)
 
 
 def stream_bill(in_bits, out_bits):

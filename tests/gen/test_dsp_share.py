@@ -11,8 +11,8 @@ from nnaccel.gen.resources import DEVICES, Device, estimate_plan
 from nnaccel.gen.zoo import resnet8 as zoo
 
 TINY = {"stacks": (2, 4, 4), "input_shape": (3, 8, 8), "calibration": 4}
-#: An ECP5 with 40 DSP blocks: the tiny ResNet's requantisers need 24, its lanes 61
-#: more.
+#: An ECP5 with 40 DSP blocks: the tiny ResNet's requantisers need 22 (a lane whose multiplier
+#: is a constant power of two, such as the joins' 1, is a shift), its lanes 61 more.
 SMALL = Device("LFE5U-test", "ecp5", 83_640, 83_640, 208, 40)
 
 
@@ -39,9 +39,9 @@ def test_multipliers_past_the_budget_go_to_logic(tiny):
     used = sum(est.dsp for _, _, est in estimate_plan(small.plan, SMALL))
     full = sum(est.dsp for _, _, est in estimate_plan(free.plan, SMALL))
     assert used == SMALL.dsp < full
-    # every DSP block the requantisers leave goes to a lane: 40 - 24
-    assert full - sum(e["lanes"] for e in before) == 24
-    assert sum(e["dsp_multipliers"] for e in after) == 16
+    # every DSP block the requantisers leave goes to a lane: 40 - 22
+    assert full - sum(e["lanes"] for e in before) == 22
+    assert sum(e["dsp_multipliers"] for e in after) == 18
     # the multipliers moved to logic cost LUT4s instead
     lut = sum(est.lut4 for _, _, est in estimate_plan(small.plan, SMALL))
     assert lut > sum(est.lut4 for _, _, est in estimate_plan(free.plan, SMALL))

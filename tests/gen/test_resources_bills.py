@@ -73,7 +73,9 @@ def test_sparse_bill_block_rams_and_multipliers_per_pe():
     entries = max(len(z) for z in encoded_matrix(lp).z)
     assert p.in_features + entries <= 1024
     assert est.bram == 4 * p.pe
-    assert est.dsp == p.pe + _stage_dsps(p.output)
+    # the requantiser multiplies by one constant power of two: a shift, no DSP block
+    assert set(p.output.mult) == {1024}
+    assert est.dsp == p.pe
 
 
 def test_systolic_bill_cells_in_dsp_blocks_or_logic():
@@ -141,3 +143,27 @@ def test_estimate_within_tolerance_of_yosys(name, tmp_path):
     s = fit.summarise(name, design, layers)
     _check(name, s["estimate"], s["yosys"])
     assert np.isfinite(list(s["estimate"].values())).all()
+
+
+def test_stage_constant_lanes_need_no_table_and_powers_of_two_no_multiplier():
+    """Output stage of 2 lanes x 2 folds (channels 0, 2 on lane 0; 1, 3 on lane 1): a lane whose
+    parameters are equal in every fold gets constants (no ROM bits), and one that multiplies by
+    a constant power of two a shift (no multiplier)."""
+    from amaranth.hdl import Shape
+
+    from nnaccel.gen.resources import stage_bill
+    from nnaccel.hw.common.outstage import OutputStageParams
+
+    def bill(mult, offset):
+        return stage_bill(OutputStageParams.for_dtype(
+            "requant", DType.parse("int8"), pe=2, channels=4, raw_shape=Shape(16, True),
+            offset=offset, mult=mult, shift=[8] * 4))
+
+    varying = bill([3, 5, 7, 9], [1, 2, 3, 4])
+    assert [m[2] for m in varying.multipliers] == [2]
+    (table,) = varying.memories
+    assert table.depth == 2 and table.width > 0
+    const = bill([3, 64, 3, 64], [1, 2, 1, 2])   # lane 1 multiplies by 64
+    assert [m[2] for m in const.multipliers] == [1]
+    assert const.memories == ()
+    assert bill([1, 64, 1, 64], [0] * 4).multipliers == ()
