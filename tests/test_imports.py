@@ -149,3 +149,17 @@ def test_relative_imports_resolve(tmp_path):
     me, names = imports_of(ROOT / "hw" / "mvu" / "engine.py")
     assert me == "nnaccel.hw.mvu.engine"
     assert "nnaccel.hw.common.arith" in names and "nnaccel.hw.mvu.params" in names
+
+
+def test_the_command_line_does_not_import_heavy_libraries_it_does_not_need():
+    """Building the parser (every command does) imports neither scikit-learn (seconds to import;
+    only the zoo's training needs it) nor torch, onnx or ray (the ONNX front end, sweeps)."""
+    import subprocess
+
+    code = ("import sys\n"
+            "from nnaccel import cli\n"
+            "cli.build_parser()\n"
+            "print(' '.join(m for m in ('sklearn', 'torch', 'onnx', 'ray') if m in sys.modules))")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, check=True)
+    assert run.stdout.strip() == ""
