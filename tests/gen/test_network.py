@@ -13,12 +13,11 @@ Every layer runs on the MVU engine (forced, so pruned layers do not move to the 
 the folds and the rate formula are the MVU's.
 """
 
-import random
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from amaranth.hdl import Cat, Module
+from amaranth.hdl import Cat
 from amaranth.sim import Simulator
 
 from nnaccel.gen.folding import Fold, fold_cycles
@@ -26,9 +25,10 @@ from nnaccel.gen.generate import generate
 from nnaccel.gen.plan import Engine, Options
 from nnaccel.hw.common.dtype import DTypeKind
 from nnaccel.hw.common.pipeline import INPUT_LATENCY
-from nnaccel.sim.amsim import StallPattern, run_stream_test, send
+from nnaccel.sim.amsim import StallPattern, run_stream_test
 from nnaccel.sim.packing import beats_per_vector, pack, unpack
 
+from ..helpers import run_back_to_back as run_with_fifo_peaks
 from .random_models import random_folds, random_inputs, random_model
 
 SEEDS = range(30)
@@ -96,33 +96,9 @@ def run_stalled(design, X, pattern, seed):
 
 def run_back_to_back(design, X):
     """Cycle of the last output beat of every vector, inputs back to back, no backpressure."""
-    model = design.plan.model
-    in_beat, _, _, out_beats = io_shape(model, design)
-    beats = pack(model.input_dtype.encode(X), in_beat, model.input_dtype.bits)
-    src, sink = axis_ports(design.top)
-    top = Module()
-    top.submodules.dut = design.top
-    sim = Simulator(top)
-    sim.add_clock(1e-6)
-    cycles = []
-
-    async def source(ctx):
-        await send(ctx, src, beats, rng=random.Random(0))
-
-    async def monitor(ctx):
-        ctx.set(sink.ready, 1)
-        now = 0
-        while len(cycles) < len(X) * out_beats and now < 20_000:
-            _, _, valid = await ctx.tick().sample(sink.valid)
-            now += 1
-            if valid:
-                cycles.append(now)
-
-    sim.add_testbench(source, background=True)
-    sim.add_testbench(monitor)
-    sim.run()
-    assert len(cycles) == len(X) * out_beats, "the design stopped producing outputs"
-    return cycles[out_beats - 1::out_beats]
+    ends, _ = run_with_fifo_peaks(design, X)
+    assert len(ends) == len(X), "the design stopped producing outputs"
+    return ends
 
 
 @pytest.mark.parametrize("seed", SEEDS)
