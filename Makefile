@@ -17,10 +17,11 @@ demo: $(STAMP)
 demo-full: $(STAMP)
 	$(BIN)/nnaccel demo --full -o out/demo-full --force
 
-# ASIC flow (OpenSTA, OSU 0.18 um cells): apt-get installs them when missing and run as root;
-# otherwise the ASIC tests skip. By hand: sudo apt-get install -y opensta qflow-tech-osu018
+# ASIC flow (OpenSTA, OSU 0.18 um cells; qflow's graywolf and qrouter for --place-route):
+# apt-get installs them when missing and run as root; otherwise the ASIC tests skip.
+# By hand: sudo apt-get install -y opensta qflow qflow-tech-osu018
 asic-tools:
-	@if ! command -v sta >/dev/null || [ ! -f /usr/share/qflow/tech/osu018/osu018_stdcells.lib ]; then if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq opensta qflow-tech-osu018 || echo "apt-get failed: the ASIC tests will skip"; else echo "ASIC tests skip: sudo apt-get install -y opensta qflow-tech-osu018"; fi; fi
+	@if ! command -v sta >/dev/null || ! command -v graywolf >/dev/null || ! command -v qrouter >/dev/null || [ ! -f /usr/share/qflow/tech/osu018/osu018_stdcells.lib ]; then if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq opensta qflow qflow-tech-osu018 || echo "apt-get failed: the ASIC tests will skip"; else echo "ASIC tests skip: sudo apt-get install -y opensta qflow qflow-tech-osu018"; fi; fi
 
 test: $(STAMP) asic-tools
 	$(BIN)/python -m pytest -n 2 --dist loadgroup -m "not formal_long and not long"

@@ -29,7 +29,7 @@ __all__ = ["PLACE_ROUTE_HINT", "find_place_route_tools", "place_route", "read_ro
            "blif_verilog", "wire_loads"]
 
 #: What to install for ``--place-route``.
-PLACE_ROUTE_HINT = "sudo apt-get install -y qflow qflow-tech-osu018 tcl"
+PLACE_ROUTE_HINT = "sudo apt-get install -y qflow qflow-tech-osu018"
 
 #: qflow's own scripts (Debian package qflow).
 QFLOW_SCRIPTS = Path("/usr/lib/qflow/scripts")
