@@ -83,24 +83,12 @@ def test_build_clocked_steps_down_until_timing_is_met(tmp_path, monkeypatch):
     import json
 
     import nnaccel.boards.clocking as clocking
-    from nnaccel.gen.atomic import atomic_directory
 
-    calls = []
-
-    def fake_build(network, spec, outdir, *, name, baud, log, pll, finish, **options):
-        mhz = pll.f_out / 1e6
-        fmax = 68.72 if mhz > 90 else 62.94 if mhz > 62 else 63.5
-        report = {"clock_mhz": round(mhz, 4), "fmax_mhz": fmax, "timing_met": fmax >= mhz,
-                  "baud": baud, "bitstream": str(outdir / f"{name}.bit"), "outdir": str(outdir)}
-        with atomic_directory(outdir, command="build") as staging:
-            (staging / f"{name}.bit").write_bytes(b"bits")
-            (staging / "report.json").write_text(json.dumps(report))
-        calls.append(mhz)
-        return report
-
-    monkeypatch.setattr(clocking, "build", fake_build)
+    passes = _fake_builds(monkeypatch, lambda mhz: 68.72 if mhz > 90 else 62.94 if mhz > 62
+                          else 63.5)
     out = tmp_path / "b"
     report = clocking.build_clocked(object(), "ulx3s-85f", out, name="d", log=lambda _: None)
+    calls = [mhz for mhz, _ in passes]
     assert calls[0] == 100 and len(calls) == 3 and calls[2] <= 0.97 * 62.94
     assert report["timing_met"] and report["clock_mhz"] >= 0.9 * report["fmax_mhz"]
     assert [p["clock_mhz"] for p in report["clock_passes"]] == [round(c, 4) for c in calls]
@@ -113,6 +101,21 @@ def test_build_clocked_gives_up_link_rate_to_be_within_10_percent(tmp_path, monk
     """The measured iCEBreaker run: pass 1 at 48 MHz reached 26.71 MHz; 24.375 MHz (6 Mbaud) is
     within 10% of that, but its own pass reached 27.12 MHz, 10.1% above it, so a third pass takes
     a setting from 91% of 27.12 MHz (a slower link rate) and is kept."""
+    import nnaccel.boards.clocking as clocking
+
+    calls = _fake_builds(monkeypatch, lambda mhz: 26.71 if mhz > 40 else 27.12)
+    report = clocking.build_clocked(object(), "icebreaker", tmp_path / "b", name="d",
+                                   log=lambda _: None)
+    assert calls[0] == (48, 12_000_000)
+    assert calls[1] == (24.375, 6_000_000)         # within 10% of pass 1's Fmax, fastest link
+    assert len(calls) == 3 and 0.91 * 27.12 <= calls[2][0] <= 0.97 * 27.12
+    assert report["timing_met"] and report["clock_mhz"] >= 0.9 * report["fmax_mhz"]
+    assert report["clock_mhz"] == round(calls[2][0], 4) and report["baud"] == calls[2][1]
+
+
+def _fake_builds(monkeypatch, fmax_of):
+    """Stand in for ``build`` in boards/clocking.py: each pass's Fmax is ``fmax_of(MHz)``;
+    returns the list of ``(MHz, baud)`` of the passes made."""
     import json
 
     import nnaccel.boards.clocking as clocking
@@ -122,7 +125,7 @@ def test_build_clocked_gives_up_link_rate_to_be_within_10_percent(tmp_path, monk
 
     def fake_build(network, spec, outdir, *, name, baud, log, pll, finish, **options):
         mhz = pll.f_out / 1e6
-        fmax = 26.71 if mhz > 40 else 27.12
+        fmax = fmax_of(mhz)
         report = {"clock_mhz": round(mhz, 4), "fmax_mhz": fmax, "timing_met": fmax >= mhz,
                   "baud": baud, "bitstream": str(outdir / f"{name}.bit"), "outdir": str(outdir)}
         with atomic_directory(outdir, command="build") as staging:
@@ -132,10 +135,4 @@ def test_build_clocked_gives_up_link_rate_to_be_within_10_percent(tmp_path, monk
         return report
 
     monkeypatch.setattr(clocking, "build", fake_build)
-    report = clocking.build_clocked(object(), "icebreaker", tmp_path / "b", name="d",
-                                   log=lambda _: None)
-    assert calls[0] == (48, 12_000_000)
-    assert calls[1] == (24.375, 6_000_000)         # within 10% of pass 1's Fmax, fastest link
-    assert len(calls) == 3 and 0.91 * 27.12 <= calls[2][0] <= 0.97 * 27.12
-    assert report["timing_met"] and report["clock_mhz"] >= 0.9 * report["fmax_mhz"]
-    assert report["clock_mhz"] == round(calls[2][0], 4) and report["baud"] == calls[2][1]
+    return calls
