@@ -306,21 +306,26 @@ class ProcessingElement(wiring.Component):
     def _queue(self, m, width):
         """The activation queue, in block RAM: more words than ``slots`` (a power of two, so
         the pointers wrap by themselves and never meet when it is full); an entry written at
-        ``w`` can be popped from ``w + 2`` (``r_data`` is the memory's registered read of the
-        head)."""
+        ``w`` can be popped from ``w + 3``: the memory's registered read, then the head
+        register ``r_data`` (so the iterator's logic starts at a flop), loaded whenever it is
+        empty or being popped (``r_en``); ``r_rdy``: it holds an entry."""
         depth = 1 << self.slots.bit_length()
         m.submodules.queue = mem = Memory(shape=unsigned(width), depth=depth, init=[],
                                           attrs=BLOCK_RAM)
         w_port, r_port = mem.write_port(), _registered_read(m, mem, "queue")
         q = SimpleNamespace(w_en=Signal(name="q_w_en"), w_data=Signal(width, name="q_w_data"),
                             r_en=Signal(name="q_r_en"), r_rdy=Signal(name="q_r_rdy"),
-                            r_data=r_port.data)
+                            r_data=Signal(width, name="q_head"))
         w_ptr, r_ptr = Signal(range(depth), name="q_w_ptr"), Signal(range(depth), name="q_r_ptr")
-        w_seen = Signal(range(depth))  # w_ptr a cycle ago: what is readable
+        w_seen = Signal(range(depth))  # w_ptr a cycle ago: what the memory can read
+        fill = Signal()  # the memory's read moves into the head register
         m.d.comb += [w_port.addr.eq(w_ptr), w_port.en.eq(q.w_en), w_port.data.eq(q.w_data),
-                     r_port.addr.eq(r_ptr + q.r_en), r_port.en.eq(1),
-                     q.r_rdy.eq(w_seen != r_ptr)]
-        m.d.sync += [w_seen.eq(w_ptr), w_ptr.eq(w_ptr + q.w_en), r_ptr.eq(r_ptr + q.r_en)]
+                     r_port.addr.eq(r_ptr + fill), r_port.en.eq(1),
+                     fill.eq((w_seen != r_ptr) & (~q.r_rdy | q.r_en))]
+        m.d.sync += [w_seen.eq(w_ptr), w_ptr.eq(w_ptr + q.w_en), r_ptr.eq(r_ptr + fill),
+                     q.r_rdy.eq(fill | (q.r_rdy & ~q.r_en))]
+        with m.If(fill):
+            m.d.sync += q.r_data.eq(r_port.data)
         return q
 
     @staticmethod

@@ -21,9 +21,9 @@ counts from the cycle the first input beat is accepted (cycle 0):
   ``t`` (fewer than that many earlier tokens are released after ``t``).
 * **PE p** needs a token when its column holds entries for it (``n = counts[p, col]``) or when
   the token ends a vector (``n = 0``). Such a token, broadcast at ``t``, is written into the
-  queue at ``w = t + LOOKUP``; it is popped at ``c = max(w + 2, c_prev + n_prev, bank free)`` and
-  occupies the iterator ``max(n, 1)`` cycles. The last token of vector ``v`` leaves the
-  iterator at ``f``; the bank is done at ``f + ISSUE_TO_DONE``.
+  queue at ``w = t + LOOKUP``; it is popped at ``c = max(w + QUEUE_TO_POP, c_prev + n_prev,
+  bank free)`` and occupies the iterator ``max(n, 1)`` cycles. The last token of vector ``v``
+  leaves the iterator at ``f``; the bank is done at ``f + ISSUE_TO_DONE``.
 * **Banks and read-out.** Two accumulator banks alternate between vectors. Vector ``v`` is read
   out, one row (of every PE) per cycle, from ``s = max(all PEs done, previous read-out end + 1)``
   to ``s + rows_per_pe - 1``; its bank is free again two cycles after (once the last beat has
@@ -35,15 +35,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["ISSUE_TO_DONE", "LOOKUP", "IN_FLIGHT", "raw_bounds", "raw_sums", "performed_macs",
-           "broadcast_tokens", "CycleReport", "cycle_model"]
+__all__ = ["ISSUE_TO_DONE", "LOOKUP", "QUEUE_TO_POP", "IN_FLIGHT", "raw_bounds", "raw_sums",
+           "performed_macs", "broadcast_tokens", "CycleReport", "cycle_model"]
 
 #: From the cycle the last entry of a vector is issued to the cycle its bank shows ``done``.
 ISSUE_TO_DONE = 6
 #: From a token's broadcast to its queue write (the pointer read, then its register).
 LOOKUP = 2
-#: Tokens a PE holds beyond its queue: the ``LOOKUP`` registers and the queue memory's read.
-IN_FLIGHT = LOOKUP + 1
+#: From a queue write to the earliest pop (the queue memory's read, then its head register).
+QUEUE_TO_POP = 3
+#: Tokens a PE holds beyond its queue: the ``LOOKUP`` registers, the queue memory's read and
+#: the head register.
+IN_FLIGHT = LOOKUP + QUEUE_TO_POP - 1
 
 
 def raw_bounds(weight, in_lo, in_hi):
@@ -181,7 +184,7 @@ def cycle_model(counts, active, *, in_beat, queue_depth, rows_per_pe, out_latenc
                 first_bcast = t if first_bcast is None else first_bcast
                 n = counts[:, col] if work else np.zeros(n_pe, dtype=np.int64)
                 need = (n > 0) | last
-                c = np.maximum.reduce([np.full(n_pe, t + LOOKUP + 2), next_pop,
+                c = np.maximum.reduce([np.full(n_pe, t + LOOKUP + QUEUE_TO_POP), next_pop,
                                        np.full(n_pe, bank_free)])
                 cost = np.maximum(n, 1)
                 slot = held.argmin(axis=1)
