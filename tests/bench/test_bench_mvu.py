@@ -188,3 +188,28 @@ def test_run_bench_on_a_tiny_network(tmp_path):
     assert (tmp_path / "bench.png").stat().st_size > 0
     assert (tmp_path / "tiny" / "manifest.json").is_file()
     assert any("tiny: simulate 12 vectors" in line and "done in" in line for line in lines)
+
+
+@pytest.mark.parametrize("pattern", [0, 3])
+def test_sfc_shape_at_the_command_lines_fold(pattern):
+    """The SFC network's kind of fold (``--target-cycles``: two PEs over whole input vectors,
+    one input beat per vector kept for every neuron fold, 2-bit beats gathered into whole
+    vectors), on a smaller SFC-like chain in amaranth.sim under stalls, equal to numpy."""
+    from nnaccel.gen.generate import generate
+    from nnaccel.gen.plan import Options
+    from nnaccel.sim.amsim import STALL_PATTERNS, from_beats, run_stream_test, to_beats
+
+    model = sfc_model(3, widths=(96, 32, 32, 32, 10), name="sfc_small")
+    design = generate(model, Options(target_cycles=16))
+    folds = [(e["pe"], e["simd"]) for e in design.manifest["layers"]]
+    assert folds == [(2, 96), (2, 32), (2, 32), (5, 4)]
+    x = random_inputs(model, 3, seed=pattern)
+    io = design.manifest["io"]
+    beat_in, beat_out = io["input"]["elements_per_beat"], io["output"]["elements_per_beat"]
+    net = design.network
+    (got,) = run_stream_test(net, [(net.i_data, to_beats(model.input_dtype.encode(x), beat_in))],
+                             [(net.o_data, 3 * -(-10 // beat_out))],
+                             pattern=STALL_PATTERNS[pattern], seed=pattern)
+    out = np.array(from_beats(got, 10, beat_out), dtype=np.int64)
+    out = np.where(out >= 1 << 31, out - (1 << 32), out)
+    assert out.tolist() == np.asarray(model.forward(x)).tolist()
