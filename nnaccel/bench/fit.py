@@ -137,6 +137,22 @@ def _sparse_conv():
     return model_from_arrays(doc, arrays), Options(max_lanes=32)
 
 
+def _digits_sparse(pes=None):
+    """The demo's sparse MLP (:mod:`nnaccel.bench.network` ``digits_sparse``); ``pes``: PEs
+    per layer forced instead of the generator's choice."""
+    def make():
+        from ..gen.compress.digits import compress_digits
+        from ..gen.engines.sparse import SparseChoice
+        from .network import SPARSE_LANES
+
+        options = Options(max_lanes=SPARSE_LANES["digits_sparse"])
+        if pes:
+            options = Options(sparse=tuple((f"fc{n + 1}", SparseChoice(pe))
+                                           for n, pe in enumerate(pes)))
+        return compress_digits(seed=0).model, options
+    return make
+
+
 def _cnv(target):
     def make():
         from ..gen.zoo.cnv import cnv_model
@@ -163,6 +179,7 @@ DESIGNS = (
     FitDesign("sfc_t128", _sfc(128)),
     FitDesign("sparse", _sparse()),
     FitDesign("sparse_small", _sparse(64, 4)),
+    FitDesign("digits_sparse_16", _digits_sparse((16, 16, 1))),
     FitDesign("systolic", _systolic()),
     FitDesign("systolic_small", _systolic(4, 32)),
     FitDesign("digits_cnn_int8", _digits_cnn("int8")),
@@ -186,6 +203,7 @@ def _cnv_board(fill):
 EXTRA = (
     FitDesign("cnv_t200k", _cnv(200_000)),
     FitDesign("cnv_board85", _cnv_board(0.85)),
+    FitDesign("digits_sparse", _digits_sparse()),
 )
 
 
@@ -230,6 +248,29 @@ def measure_layers(verilog, top, cache_dir=None, log=print, stale=False, tag=Non
         cached.parent.mkdir(parents=True, exist_ok=True)
         cached.write_text(json.dumps(result))
     return result
+
+
+def import_synthesis(directory, tag, cache_dir):
+    """Per-layer figures of a design another run has synthesised already (``directory`` holds
+    its ``network.v`` and yosys' ``synth.json``, as ``nnaccel build`` and
+    :mod:`nnaccel.bench.network` leave them), written to ``cache_dir`` as :func:`measure_layers`
+    would (``<tag>-<hash of the Verilog>.json``), so that no second synthesis is needed."""
+    from ..boards.build import LAYER_CELL_TYPES
+
+    directory = Path(directory)
+    verilog = (directory / "network.v").read_text()
+    top = json.loads((directory / "synth.json").read_text())["modules"]
+    cells = next(m for name, m in top.items() if m.get("attributes", {}).get("top"))["cells"]
+    with tempfile.TemporaryDirectory(prefix="nnaccel-fit-") as tmp:
+        for cell in LAYER_CELL_TYPES["ecp5"]:
+            names = [n for n, c in cells.items() if c["type"] == cell]
+            (Path(tmp) / f"cells.{cell}.txt").write_text("".join(f"top/{n}\n" for n in names))
+        result = {row["layer"]: row for row in layer_resources(tmp, "cells")}
+    key = hashlib.sha256(verilog.encode()).hexdigest()[:16]
+    path = Path(cache_dir) / f"{tag}-{key}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result))
+    return path
 
 
 # -- the fit -------------------------------------------------------------------------------------
@@ -318,9 +359,14 @@ def main(argv=None, log=print):
     ap.add_argument("--stale", action="store_true",
                     help="reuse the newest cached yosys figures of a design whose Verilog has "
                          "changed since (when the hardware moves faster than synthesis)")
+    ap.add_argument("--from-synthesis", nargs="*", default=[], metavar="NAME=DIR",
+                    help="take design NAME's yosys figures from DIR/synth.json (a build's)")
     args = ap.parse_args(argv)
     outdir = Path(args.output)
     outdir.mkdir(parents=True, exist_ok=True)
+    for item in args.from_synthesis:
+        name, _, directory = item.partition("=")
+        log(f"{name}: yosys figures from {import_synthesis(directory, name, outdir / 'cache')}")
     designs = ([d for d in DESIGNS + EXTRA if d.name in args.only] if args.only
                else list(DESIGNS))
     per_design, rows = [], []
