@@ -41,7 +41,7 @@ CNV_FILL = 0.85
 #: ``cnv_head``: CNV-W1A1's first two convolutions and pool (its largest convolution, c1) and a
 #: dense layer to 10, at the folds the chooser gives c0 and c1 in ``cnv_w1a1`` (a proxy that
 #: places and routes in minutes where the whole network takes most of an hour).
-CNV_HEAD_FOLDS, CNV_HEAD_CYCLES = {"c0": (16, 9), "c1": (64, 32)}, 14_400
+CNV_HEAD_FOLDS, CNV_HEAD_CYCLES = {"c0": (16, 9), "c1": (64, 64)}, 10_853
 
 _CELLS = {"lut4": "TRELLIS_COMB", "ff": "TRELLIS_FF", "lutram": "TRELLIS_RAMW",
           "bram": "DP16KD", "mult": "MULT18X18D"}
