@@ -202,10 +202,9 @@ def blif_verilog(blif, name):
     """The placed netlist as Verilog, its instances named as graywolf and qrouter name them
     (blif2cel: ``<cell>_<n>``, n counting each cell type from 1 in BLIF order), so that
     OpenSTA can read the routed wires' delays (SDF) and loads against it."""
-    lines = [ln for ln in blif.replace("\\\n", " ").splitlines()]
     ports = {"input": [], "output": []}
     gates = []
-    for line in lines:
+    for line in blif.replace("\\\n", " ").splitlines():   # joined continuation lines
         words = line.split()
         if not words:
             continue
