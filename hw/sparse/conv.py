@@ -28,9 +28,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..common.dtype import DType
 from ..window.params import WindowParams
-from ..window.patches import PatchFed, conv_window
+from ..window.patches import PatchFed, PatchGeometry, conv_patches
 from ..window.reference import im2col, patch_weights
 from .engine import SparseEngine
 from .params import SparseParams
@@ -51,7 +50,7 @@ def patch_activity(x, window):
 
 
 @dataclass(frozen=True, kw_only=True)
-class SparseConvParams:
+class SparseConvParams(PatchGeometry):
     """A SPEC ``conv2d`` layer with ``groups = 1`` on the sparse engine.
 
     Parameters
@@ -87,30 +86,14 @@ class SparseConvParams:
         """The parameters of the convolution ``weight`` (M, C, KH, KW) on maps ``in_shape``
         (C, H, W) of ``in_dtype`` on ``pe`` PEs, the window emitting ``n_out`` elements per
         beat; the output stage as :meth:`SparseParams.for_layer` takes it."""
-        w = np.asarray(weight)
-        if w.ndim != 4 or w.shape[1] != int(in_shape[0]):
-            raise ValueError(f"weight must be (M, C, KH, KW) with C = {in_shape[0]}, not of "
-                             f"shape {w.shape}")
-        if not isinstance(in_dtype, DType):
-            raise TypeError(f"in_dtype must be a DType, not {in_dtype!r}")
-        window = conv_window(in_shape=in_shape, kernel=w.shape[2:], stride=stride,
-                             dilation=dilation, padding=padding, pad_value=pad_value,
-                             dtype=in_dtype, n_out=n_out)
+        window, patch_weight = conv_patches(
+            weight=weight, in_shape=in_shape, in_dtype=in_dtype, n_out=n_out, stride=stride,
+            dilation=dilation, padding=padding, pad_value=pad_value)
         sparse = SparseParams.for_layer(
-            weight=patch_weights(w), pe=pe, queue_depth=queue_depth, in_beat=n_out,
+            weight=patch_weight, pe=pe, queue_depth=queue_depth, in_beat=n_out,
             in_dtype=in_dtype, weight_dtype=weight_dtype, index_bits=index_bits, bias=bias,
             **stage)
         return cls(window=window, sparse=sparse)
-
-    @property
-    def pixels(self):
-        """``OH * OW``: patches (engine vectors) per image."""
-        return self.window.out_height * self.window.out_width
-
-    @property
-    def in_beat(self):
-        """Elements per input beat: the window's line-buffer word."""
-        return self.window.n_in
 
     @property
     def out_beat(self):

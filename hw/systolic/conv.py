@@ -15,9 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..common.arith import cdiv
-from ..common.dtype import DType
 from ..window.params import WindowParams
-from ..window.patches import PatchFed, conv_window
+from ..window.patches import PatchFed, PatchGeometry, conv_patches
 from ..window.reference import patch_weights
 from .engine import SystolicEngine
 from .params import SystolicParams
@@ -26,7 +25,7 @@ __all__ = ["SystolicConvParams", "SystolicConv"]
 
 
 @dataclass(frozen=True, kw_only=True)
-class SystolicConvParams:
+class SystolicConvParams(PatchGeometry):
     """A SPEC ``conv2d`` layer with ``groups = 1`` on batches of ``images`` feature maps.
 
     Parameters
@@ -69,31 +68,15 @@ class SystolicConvParams:
         ``images`` maps ``in_shape`` (C, H, W) of ``in_dtype``, on an R x C array, the window
         emitting ``n_out`` elements per beat; the output stage as
         :meth:`SystolicParams.for_layer` takes it (``output_kind``, ``out_dtype``, ...)."""
-        w = np.asarray(weight)
-        if w.ndim != 4 or w.shape[1] != int(in_shape[0]):
-            raise ValueError(f"weight must be (M, C, KH, KW) with C = {in_shape[0]}, not of "
-                             f"shape {w.shape}")
-        if not isinstance(in_dtype, DType):
-            raise TypeError(f"in_dtype must be a DType, not {in_dtype!r}")
-        window = conv_window(in_shape=in_shape, kernel=w.shape[2:], stride=stride,
-                             dilation=dilation, padding=padding, pad_value=pad_value,
-                             dtype=in_dtype, n_out=n_out)
+        window, patch_weight = conv_patches(
+            weight=weight, in_shape=in_shape, in_dtype=in_dtype, n_out=n_out, stride=stride,
+            dilation=dilation, padding=padding, pad_value=pad_value)
         pixels = window.out_height * window.out_width
         array = SystolicParams.for_layer(
-            weight=patch_weights(w), rows=rows, cols=cols, dataflow=dataflow,
+            weight=patch_weight, rows=rows, cols=cols, dataflow=dataflow,
             batch=images * pixels, in_dtype=in_dtype, weight_dtype=weight_dtype, bias=bias,
             in_beat=n_out, batch_tile=batch_tile, dsp_cells=dsp_cells, **stage)
         return cls(window=window, array=array, images=images)
-
-    @property
-    def pixels(self):
-        """``OH * OW``: patches per image."""
-        return self.window.out_height * self.window.out_width
-
-    @property
-    def in_beat(self):
-        """Elements per input beat: the window's line-buffer word."""
-        return self.window.n_in
 
     @property
     def out_beat(self):

@@ -9,14 +9,17 @@ beats of the window's ``n_out`` and whose weight is
 :func:`~nnaccel.hw.window.reference.patch_weights` of the layer's.
 """
 
+import numpy as np
 from amaranth import Module
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
+from ..common.dtype import DType
 from .engine import WindowUnit
 from .params import WindowParams
+from .reference import patch_weights
 
-__all__ = ["conv_window", "PatchFed"]
+__all__ = ["conv_window", "conv_patches", "PatchGeometry", "PatchFed"]
 
 
 def conv_window(*, in_shape, kernel, stride=(1, 1), dilation=(1, 1), padding=(0, 0, 0, 0),
@@ -28,6 +31,37 @@ def conv_window(*, in_shape, kernel, stride=(1, 1), dilation=(1, 1), padding=(0,
     return WindowParams(channels=c, height=h, width=w, kernel=tuple(kernel), stride=stride,
                         dilation=dilation, padding=padding, pad_value=pad_value, dtype=dtype,
                         n_in=n_out if c % n_out == 0 else c, n_out=n_out)
+
+
+def conv_patches(*, weight, in_shape, in_dtype, n_out, stride=(1, 1), dilation=(1, 1),
+                 padding=(0, 0, 0, 0), pad_value=0):
+    """The window unit (:func:`conv_window`) of the convolution ``weight`` (M, C, KH, KW) on
+    maps ``in_shape`` (C, H, W) of ``in_dtype``, and the weight as the (M, C*KH*KW) matrix in
+    the window's patch order (:func:`~nnaccel.hw.window.reference.patch_weights`)."""
+    w = np.asarray(weight)
+    if w.ndim != 4 or w.shape[1] != int(in_shape[0]):
+        raise ValueError(f"weight must be (M, C, KH, KW) with C = {in_shape[0]}, not of "
+                         f"shape {w.shape}")
+    if not isinstance(in_dtype, DType):
+        raise TypeError(f"in_dtype must be a DType, not {in_dtype!r}")
+    window = conv_window(in_shape=in_shape, kernel=w.shape[2:], stride=stride,
+                         dilation=dilation, padding=padding, pad_value=pad_value,
+                         dtype=in_dtype, n_out=n_out)
+    return window, patch_weights(w)
+
+
+class PatchGeometry:
+    """What a convolution's parameters derive from their ``window`` (:class:`WindowParams`)."""
+
+    @property
+    def pixels(self):
+        """``OH * OW``: patches (engine vectors) per image."""
+        return self.window.out_height * self.window.out_width
+
+    @property
+    def in_beat(self):
+        """Elements per input beat: the window's line-buffer word."""
+        return self.window.n_in
 
 
 class PatchFed(wiring.Component):
