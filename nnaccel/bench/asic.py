@@ -235,11 +235,26 @@ def run_asic_bench(outdir, *, lib="osu018", period_ns=10.0, designs=None, seed=0
     return int(bool(failures))
 
 
-if __name__ == "__main__":  # python -m nnaccel.bench.asic OUTDIR [DESIGN ...] [--place-route]
-    import sys
+def main(argv=None):
+    """``python -m nnaccel.bench.asic OUTDIR [DESIGN ...] [--place-route]``."""
+    import argparse
 
-    # --place-route: place and route the designs named (all without names); without: none
-    names = [a for a in sys.argv[2:] if a != "--place-route"]
-    sys.exit(run_asic_bench(sys.argv[1], designs=names or None,
-                            place_route=(tuple(names) or tuple(d[0] for d in ASIC_DESIGNS))
-                            if "--place-route" in sys.argv else PLACE_ROUTE))
+    parser = argparse.ArgumentParser(
+        prog="python -m nnaccel.bench.asic",
+        description="ASIC bench: the bench designs on the OSU 0.18 um cells (area, Fmax, "
+                    "MACs/s per mm^2)")
+    parser.add_argument("outdir", help="directory for asic.md and asic.json")
+    parser.add_argument("designs", nargs="*", metavar="DESIGN",
+                        help=f"designs to build (default: all of "
+                             f"{', '.join(d[0] for d in ASIC_DESIGNS)})")
+    parser.add_argument("--place-route", action="store_true",
+                        help="also place and route the designs named (all without names)")
+    args = parser.parse_args(argv)
+    names = tuple(args.designs)
+    place_route = ((names or tuple(d[0] for d in ASIC_DESIGNS)) if args.place_route
+                   else PLACE_ROUTE)
+    return run_asic_bench(args.outdir, designs=list(names) or None, place_route=place_route)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
