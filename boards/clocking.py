@@ -42,8 +42,10 @@ WINDOW = 0.9
 #: be within 10% of it.
 FLOOR = 0.91
 
-#: Most builds of one ``--clock auto``.
-MAX_PASSES = 3
+#: Most builds of one ``--clock auto``: nextpnr's Fmax rises with a tighter constraint, so a
+#: pass can land more than 10% below its own Fmax twice in a row (the demo's int8 MLP at 64
+#: lanes on the ECP5-85F: 75 MHz for 85.75, then 82.14 MHz for 92.52).
+MAX_PASSES = 5
 
 
 def _baud_ok(clock_hz, baud):
