@@ -13,7 +13,7 @@ import numpy as np
 
 from ..common.dtype import DType
 from ..window.params import WindowParams
-from ..window.patches import PatchFed
+from ..window.patches import PatchFed, PatchGeometry
 from ..window.reference import patch_weights
 from .engine import MatrixVectorUnit, check_weight
 from .params import MVUParams
@@ -27,7 +27,7 @@ def _word(channels, simd):
 
 
 @dataclass(frozen=True, kw_only=True)
-class ConvParams:
+class ConvParams(PatchGeometry):
     """A SPEC ``conv2d`` layer with ``groups = 1``: a :class:`WindowUnit` emitting patches of
     ``K = KH*KW*C`` elements ordered ``(i, j, c)``, ``simd`` per beat, into a
     :class:`MatrixVectorUnit` of the reordered weight ``(M, K)`` folded ``pe`` x ``simd``.
@@ -85,19 +85,8 @@ class ConvParams:
         return cls(window=window, mvu=mvu)
 
     @property
-    def in_beat(self):
-        """Elements per input beat: the line-buffer word (``simd`` when it divides ``C``,
-        else ``C``)."""
-        return self.window.n_in
-
-    @property
     def out_beat(self):
         return self.mvu.pe
-
-    @property
-    def pixels(self):
-        """``OH * OW``: matrix-vector products per image."""
-        return self.window.out_height * self.window.out_width
 
     @property
     def lanes(self):

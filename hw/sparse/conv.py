@@ -155,7 +155,7 @@ class SparseConvParams(PatchGeometry):
         engine's :meth:`patch_cycles` times the patches, plus the window's wait at each
         image's start (an upper bound: see the module), or the window unit's cycles when
         larger.
-        Within a cycle of the model run on a whole image (measured in the tests)."""
+        Within two cycles of the model run on a whole image (the tests' tolerance)."""
         engine = math.ceil(self.pixels * self.patch_cycles(column_counts))
         return max(engine + self.window.boundary_stall, self.window.expected_cycles)
 
