@@ -123,7 +123,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     design = _design(args.name)
     result = network_build(design.network, Path(args.output) / args.name)
-    folds = [f"{e['pe']}x{e['simd']}" for e in design.manifest["layers"] if "pe" in e]
+    # a sparse layer has PEs and no SIMD
+    folds = [f"{e['pe']}x{e['simd']}" if "simd" in e else f"{e['pe']} PEs"
+             for e in design.manifest["layers"] if "pe" in e]
     cycles = design.manifest["expected_cycles_per_inference"]
     result.update(name=args.name, folds=folds, expected_cycles=cycles,
                   inferences_per_second=round(result["fmax_mhz"] * 1e6 / cycles, 1))
