@@ -10,6 +10,11 @@ step runs and for how long. The report is read from the tools' own outputs:
   the achieved maximum frequency of every clock against its constraint),
 * nextpnr's log (ECP5 LUT4 and flip-flop totals, which count carry LUTs too).
 
+On the ECP5, the synthesised netlist is rewritten between yosys and nextpnr by
+:func:`nnaccel.boards.ecp5_bram.fold_output_registers` (the register behind a block RAM read port
+becomes the DP16KD's own output register); the report's ``bram_output_registers`` says what was
+folded. yosys's cell counts and per-layer lists are from before that fold.
+
 nextpnr runs with ``--timing-allow-fail``: a design that misses the board clock still gets a
 bitstream and a report, with ``timing_met`` false.
 """
@@ -32,6 +37,7 @@ from ..gen.progress import Timed
 from ..gen.progress import enabled as bars_enabled
 from ..gen.resources import LUTRAM_LUT4
 from ..gen.tools import amaranth_build_env
+from .ecp5_bram import fold_file, summary
 from .platforms import Board, get_board
 from .top import BoardTop, baud_divisor
 
@@ -166,11 +172,15 @@ def build(network, board, outdir, *, name, baud=115200, log=None, keep_failed=Fa
             plan.extract(str(staging))
         steps.append(progress.last)
         commands = json.loads((staging / f"build_{name}.json").read_text())["commands"]
+        folded = None
         for argv in commands:
             ran = _run_synthesis_or_step(argv, staging, env, progress, name, spec)
             if ran:
                 steps.append(progress.last)
+            if ran and argv[0] == "yosys" and spec.family == "ecp5":
+                folded = _fold_bram_registers(staging / f"{name}.json", progress)
         report = _report(spec, name, staging, outdir, baud, divisor, steps, pll)
+        report["bram_output_registers"] = folded
         report["layers"] = layer_resources(staging, f"{name}.cells", spec.family, manifest)
         note = staging / "synthesis-note.txt"
         report["abc9_fallback"] = note.is_file()  # synthesised with -noabc9 after ABC9 failed
@@ -213,6 +223,10 @@ def format_report(report):
             label = f"{label} ({row['cell']})"
         lines.append(f"  {label:<32} {row['used']:>7} / {row['available']:<7} "
                      f"{100 * row['utilisation']:6.2f} %")
+    folded = report.get("bram_output_registers")
+    if folded:
+        lines.append(f"  {'block RAM output registers':<32} {folded['ports']} read ports "
+                     f"({folded['flip_flops']} flip-flops folded into DP16KD)")
     clock = report["clock"]
     verdict = "met" if report["timing_met"] else "NOT MET"
     lines.append(f"  {'Fmax':<32} {report['fmax_mhz']:.2f} MHz (constraint "
@@ -263,6 +277,17 @@ def _run_synthesis_or_step(argv, cwd, env, progress, name, spec):
         (cwd / "synthesis-note.txt").write_text("synth_ecp5 -noabc9: ABC9 failed an "
                                                 "internal assertion\n")
         return _run_step(argv, cwd, env, progress, name)
+
+
+def _fold_bram_registers(netlist, progress):
+    """Fold the registers behind block RAM read ports of yosys's ECP5 netlist into the DP16KDs
+    (in place, before nextpnr reads it); the fold's report, noted on the progress log."""
+    try:
+        report = fold_file(netlist, netlist)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ToolError(f"block RAM output registers: cannot fold {netlist.name}: {exc}") from exc
+    progress.note(f"block RAM output registers: {summary(report)}")
+    return report
 
 
 def _run_step(argv, cwd, env, progress, name):

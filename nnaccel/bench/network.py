@@ -53,8 +53,14 @@ def _tool(name):
 
 def network_build(network, outdir, *, freq_mhz=FREQ_MHZ):
     """Synthesise, place and route ``network`` (a stream component) out of context in
-    ``outdir``; returns ``{"fmax_mhz", "lut4", "ff", "lutram", "bram", "mult", "seconds"}``."""
+    ``outdir``; returns ``{"fmax_mhz", "lut4", "ff", "lutram", "bram", "mult",
+    "bram_output_registers", "seconds"}``. Between yosys and nextpnr, the registers behind
+    block RAM read ports are folded into the DP16KDs (:mod:`nnaccel.boards.ecp5_bram`,
+    ``synth.json`` -> ``folded.json``); ``bram_output_registers`` counts the read ports
+    folded."""
     from amaranth.back import verilog
+
+    from ..boards.ecp5_bram import fold_file
 
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
@@ -64,14 +70,16 @@ def network_build(network, outdir, *, freq_mhz=FREQ_MHZ):
     subprocess.run([_tool("yosys"), "-q", "-l", "yosys.log", "-p",
                     "read_verilog network.v; synth_ecp5 -top network -json synth.json"],
                    cwd=outdir, check=True)
+    folded = fold_file(outdir / "synth.json", outdir / "folded.json")
     # exit status 1 when the constraint is missed: the report holds the Fmax reached
     subprocess.run([_tool("nextpnr-ecp5"), DEVICE, "--package", PACKAGE, "--json",
-                    "synth.json", "--out-of-context", "--freq", str(freq_mhz), "--report",
+                    "folded.json", "--out-of-context", "--freq", str(freq_mhz), "--report",
                     "report.json", "--log", "nextpnr.log", "--quiet"], cwd=outdir, check=False)
     report = json.loads((outdir / "report.json").read_text())
     used = {cell: v["used"] for cell, v in report["utilization"].items()}
     result = {"fmax_mhz": round(min(c["achieved"] for c in report["fmax"].values()), 2)}
     result.update({key: int(used.get(cell, 0)) for key, cell in _CELLS.items()})
+    result["bram_output_registers"] = folded["ports"]
     result["seconds"] = round(time.monotonic() - start, 1)
     return result
 
@@ -132,7 +140,8 @@ def main(argv=None):
     (Path(args.output) / args.name / "network.json").write_text(json.dumps(result, indent=2))
     print(f"{args.name}: folds {', '.join(folds)}; Fmax {result['fmax_mhz']:.1f} MHz, "
           f"{result['lut4']:,} LUT4 (+{result['lutram']} as RAM), {result['ff']:,} FF, "
-          f"{result['bram']} DP16KD, {result['mult']} MULT18X18D ({result['seconds']:.0f} s); "
+          f"{result['bram']} DP16KD ({result['bram_output_registers']} read ports "
+          f"registered inside), {result['mult']} MULT18X18D ({result['seconds']:.0f} s); "
           f"{cycles:,} cycles per inference (folding formula), "
           f"{result['inferences_per_second']:,.0f} per second at Fmax")
     return 0

@@ -102,6 +102,22 @@ def test_abc9_assertion_synthesises_again_without_abc9(tmp_path, monkeypatch, st
     assert "synth_ecp5 -noabc9 " in (staging / "standin.ys").read_text()
 
 
+def test_ecp5_netlist_fold_step(tmp_path):
+    """The step between yosys and nextpnr on the ECP5 rewrites the netlist in place and notes
+    what it folded; a netlist it cannot read is a tool error naming the file."""
+    netlist = tmp_path / "top.json"
+    netlist.write_text(json.dumps({"modules": {"top": {"attributes": {"top": "1"},
+                                                       "cells": {}, "ports": {}}}}))
+    log = io.StringIO()
+    progress = build_module._Progress(log, "top")
+    assert build_module._fold_bram_registers(netlist, progress) == {
+        "block_rams": 0, "ports": 0, "flip_flops": 0, "refused": {}}
+    assert "block RAM output registers: 0 block RAM read port(s)" in log.getvalue()
+    netlist.write_text("{")
+    with pytest.raises(ToolError, match="cannot fold top.json"):
+        build_module._fold_bram_registers(netlist, progress)
+
+
 @pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 def test_missing_tool_raises(tmp_path, monkeypatch, standin):
     env = dict(os.environ, YOSYS=str(tmp_path / "no-such-yosys"))
@@ -147,6 +163,12 @@ def test_build_standin(board, tmp_path, standin):
     assert report["bitstream"] == str(bitstream) and bitstream.stat().st_size > 1000
     assert [s["tool"] for s in report["steps"]][:2] == ["amaranth", "yosys"]
     assert "place and route" in log.getvalue() and "finished" in log.getvalue()
+    folded = report["bram_output_registers"]
+    if board == "icebreaker":
+        assert folded is None
+    else:   # the link's buffers are read into logic: no output register to fold
+        assert folded["block_rams"] == resources["bram"]["used"]
+        assert "block RAM output registers: " in log.getvalue()
 
     text = format_report(report)
     assert "LUT4s" in text and "Fmax" in text and board in text
