@@ -5,8 +5,9 @@ graph. Every node is an engine with one input port (``i_data``) or several (a jo
 ``in_ports``) and one output ``o_data``. A tensor read by ``k`` > 1 ports goes through a
 :class:`~nnaccel.hw.join.engine.Broadcast` (a beat leaves when every consumer took it). In front
 of every port: a FIFO (depth chosen by the generator from the graph's timing) and, where the
-producer's beat differs from the port's, gearboxes (through ``gcd`` of the two beats when neither
-divides the other), placed as in the pipeline: the FIFO on the wide side.
+producer's beat differs from the port's, gearboxes (through ``lcm`` of the two beats when neither
+divides the other, so the edge passes as many elements a cycle as the narrower side), placed as in
+the pipeline: the FIFO on the wide side.
 """
 
 import math
@@ -26,11 +27,14 @@ GRAPH_INPUT = "input"
 
 def edge_beats(beat_out, beat_in):
     """``(mid, wide)`` of an edge from a producer's beat to a port's: ``mid`` the beat after
-    the first gearbox (the producer's own when one beat divides the other, else their gcd),
-    ``wide`` the FIFO's width, ``max(mid, beat_in)``."""
+    the first gearbox (the producer's own when one beat divides the other, else their lcm:
+    the first gearbox collects producer beats, the second splits them into the port's, so the
+    edge carries ``min(beat_out, beat_in)`` elements a cycle; through their gcd it would carry
+    only the gcd, below both layers' rates), ``wide`` the FIFO's width, ``max(mid, beat_in)``.
+    """
     mid = beat_out
     if beat_out % beat_in and beat_in % beat_out:
-        mid = math.gcd(beat_out, beat_in)
+        mid = math.lcm(beat_out, beat_in)
     return mid, max(mid, beat_in)
 
 

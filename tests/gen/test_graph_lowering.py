@@ -148,6 +148,17 @@ def test_random_residual_graphs_run_at_the_slowest_layers_rate(seed):
     assert_runs_at_rate(model, Options(max_lanes=64), X, 0)
 
 
+def test_every_feature_runs_at_the_slowest_layers_rate():
+    """At 64 lanes the concat (4 elements a beat) feeds the add (10 a beat) twice through a
+    fork: the edges convert through lcm(4, 10) = 20, so the concat's 640 elements an image
+    pass in 160 cycles, not 320 as through gcd = 2 (then the graph ran at 320 cycles an image
+    against its slowest layers' 288, whatever its FIFO depths). Five images back to back."""
+    model = every_feature(0)
+    X = inputs(np.random.default_rng(3), model, 5)
+    rate, expected, peak, depth = assert_runs_at_rate(model, Options(max_lanes=64), X, 1)
+    assert expected == 288
+
+
 def test_a_skip_fifo_shorter_than_computed_deadlocks(monkeypatch):
     """The skip FIFO at half of its computed depth: the fork stalls on the full skip branch
     before the long branch can emit its first pixel, so the graph stops."""

@@ -133,7 +133,7 @@ def test_params_validated():
 @pytest.mark.parametrize("pattern", STALL_PATTERNS, ids=str)
 def test_graph_fork_and_beats_that_do_not_divide(pattern):
     """A GraphNetwork whose input (3 elements per beat) is forked into both ports of a concat
-    taking 2 per beat: each edge converts through gcd(3, 2) = 1 element per beat."""
+    taking 2 per beat: each edge converts through lcm(3, 2) = 6 elements per beat."""
     from nnaccel.hw.common.graph import GraphNetwork, Node, Port
 
     rng = np.random.default_rng(4)
@@ -150,3 +150,29 @@ def test_graph_fork_and_beats_that_do_not_divide(pattern):
                              [(net.o_data, 2 * c * h * w // 2 * images)], pattern=pattern,
                              seed=6, timeout=5000)
     assert from_beats(got, 2 * c * h * w, 2) == want.tolist()
+
+
+def test_an_edge_of_beats_that_do_not_divide_keeps_the_narrower_rate():
+    """An input of 4 elements a beat forked into both ports of an add taking 10 a beat: the
+    edges (through lcm(4, 10) = 20) pass 4 elements a cycle, so 3 images of 4 pixels x 20
+    channels arrive in 60 cycles plus a few of latency (through gcd(4, 10) = 2 they took
+    120); no stalls, bit-exact."""
+    from nnaccel.hw.common.graph import GraphNetwork, Node, Port
+
+    rng = np.random.default_rng(5)
+    c, h, w, images = 20, 2, 2, 3
+    dt = DType.parse("int4")
+    p = AddParams(in_dtypes=[dt, dt], scales=(1, -2), channels=c, pixels=h * w, n=10,
+                  out_kind="identity", out_dtype=DType.parse("int8"))
+    ports = tuple(Port(source="input", fifo_depth=2, count=c * h * w, group=c)
+                  for _ in range(2))
+    net = GraphNetwork([Node(name="add", engine=AddUnit(p), ports=ports, in_beat=10,
+                             out_beat=10)],
+                       in_shape=dt.shape, in_beat=4, out_shape=p.out_dtype.shape)
+    xs = [_hwc(random_map(rng, dt, c, h, w)) for _ in range(images)]
+    want = [[-v for v in x.tolist()] for x in xs]
+    cycles = images * c * h * w // 4
+    (got,) = run_stream_test(net, [(net.i_data, to_beats(xs, 4))],
+                             [(net.o_data, images * c * h * w // 10)],
+                             pattern=STALL_PATTERNS[0], timeout=cycles + 6)
+    assert from_beats(got, c * h * w, 10) == want
