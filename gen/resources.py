@@ -430,7 +430,8 @@ def systolic_bill(p, psum_bits):
     ``psum_bits`` wide partial sums in the array) without its output stage: ``R x C`` cells
     (``cell`` bits: the activation, weight and partial-sum registers and adder of each; the
     ``dsp_cells`` multiply in DSP blocks, the others in logic), the weight ROM, the activation
-    buffer (two banks) and the collector's ``C`` accumulator memories (two read ports each)."""
+    buffer (two banks) and the collector's ``C`` accumulator memories (two read ports each
+    weight-stationary, which accumulates; one output-stationary, which only writes)."""
     cells = p.rows * p.cols
     xbits, wbits = p.in_dtype.bits, p.weight_dtype.bits
     dsp = cells if p.dsp_cells is None else p.dsp_cells
@@ -439,7 +440,8 @@ def systolic_bill(p, psum_bits):
     acc = p.acc_shape.width
     mems = [Memory(p.weight_words, p.cols * wbits),
             Memory(2 * words, p.rows * xbits, rom=False),
-            Memory(2 * p.m_tiles << low, acc, rom=False, copies=2 * p.cols)]
+            Memory(2 * p.m_tiles << low, acc, rom=False,
+                   copies=(2 if p.dataflow.value == "ws" else 1) * p.cols)]
     q = {"layer": 1, "cell": cells * (xbits + wbits + psum_bits),
          "lane_bits": (cells - dsp) * xbits * wbits, "acc": p.cols * acc,
          "stream": p.in_beat * xbits + p.cols * acc}

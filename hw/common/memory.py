@@ -9,7 +9,7 @@ from amaranth.lib.wiring import In, Out
 from .stream import check_positive
 
 __all__ = ["Storage", "Rom", "BRAM_SHAPES", "LUT4_PER_BRAM", "bram_blocks", "rom_lut4",
-           "choose_storage", "output_register"]
+           "choose_storage", "output_register", "NO_RW_CHECK", "registered_read"]
 
 #: The (depth, width) configurations of one 18-kbit block RAM (the ECP5's DP16KD in
 #: pseudo-dual-port mode: one read port up to 36 bits wide).
@@ -56,6 +56,28 @@ def output_register(m, data, *, en=None, name="bram_q"):
         with m.If(en):
             m.d.sync += q.eq(data)
     return q
+
+
+#: yosys attributes of a RAM (``Memory(..., attrs=NO_RW_CHECK)``) read by
+#: :func:`registered_read`: a read of the word written in the same cycle may return anything,
+#: so synthesis puts no bypass logic between the block RAM's read data and its user.
+NO_RW_CHECK = {"no_rw_check": 1}
+
+
+def registered_read(m, mem, addr, *, en=None, name="bram_rd"):
+    """``mem[addr]`` one cycle later, in a register loaded when ``en`` (None: always); returns
+    the register.
+
+    For a RAM ``mem`` (a :class:`~amaranth.lib.memory.Memory` with write ports) built with
+    ``attrs=NO_RW_CHECK``: the memory's asynchronous read port into a reset-less register,
+    which yosys merges into a block RAM read port of the same latency as a synchronous one. A
+    synchronous port would make yosys emulate the read of a word written in the same cycle
+    (the DP16KD leaves it undefined) with a multiplexer on the read data, which keeps
+    :func:`output_register` from folding into the block RAM. The caller must never use such a
+    read (simulation returns the old word; hardware anything)."""
+    port = mem.read_port(domain="comb")
+    m.d.comb += port.addr.eq(addr)
+    return output_register(m, port.data, en=en, name=name)
 
 
 class Storage(enum.Enum):

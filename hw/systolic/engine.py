@@ -19,7 +19,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..common.arith import delay, pack_words
-from ..common.memory import Rom
+from ..common.memory import NO_RW_CHECK, Rom, output_register, registered_read
 from ..common.outstage import OutputStage
 from ..common.reference import acc_bounds, bits_for_range
 from ..common.stream import Gearbox, SkidBuffer, vector_stream
@@ -73,6 +73,11 @@ class ActivationBuffer(wiring.Component):
     ``i_addr`` to ``o_x``: weight-stationary, word ``(h * batch_tile + b) * KT + kt`` is the
     R-element k tile ``kt`` of vector ``b``; output-stationary, every row ``r`` reads word
     ``h * ceil(K/in_beat) + k // in_beat`` of vector ``r`` of the chunk and lane ``i_lane``.
+
+    The two cycles are the block RAM's read register and :func:`output_register`, which the
+    ECP5 flow folds into the block RAM, so no logic follows its slow clock-to-output. The
+    sequencer reads only a filled half, which the input side writes only after its release, so
+    a read that matters never meets a write of the same word (the RAM is ``NO_RW_CHECK``).
     """
 
     def __init__(self, params):
@@ -124,24 +129,20 @@ class ActivationBuffer(wiring.Component):
 
         xbits = Shape.cast(p.in_dtype.shape).width
         payload = Value.cast(i.payload)
-        if self.ws:
-            m.submodules.mem = mem = Memory(shape=unsigned(len(payload)), depth=2 * self.words,
-                                            init=[])
-            wp, rp = mem.write_port(), mem.read_port(domain="sync")
-            m.d.comb += [wp.addr.eq(waddr), wp.data.eq(payload), wp.en.eq(write),
-                         rp.addr.eq(self.i_addr)]
-            m.d.sync += Value.cast(self.o_x).eq(rp.data)
-            return m
         lane = delay(m, self.i_lane, READ_LATENCY, "lane")
-        for r in range(p.rows):
-            mem = Memory(shape=unsigned(len(payload)), depth=2 * self.words, init=[])
+        for r in range(1 if self.ws else p.rows):
+            mem = Memory(shape=unsigned(len(payload)), depth=2 * self.words, init=[],
+                         attrs=NO_RW_CHECK)
             m.submodules[f"mem{r}"] = mem
-            wp, rp = mem.write_port(), mem.read_port(domain="sync")
-            word = Signal.like(rp.data, name=f"word{r}")
-            m.d.comb += [wp.addr.eq(waddr), wp.data.eq(payload), wp.en.eq(write & (vec == r)),
-                         rp.addr.eq(self.i_addr),
-                         Value.cast(self.o_x[r]).eq(word.word_select(lane, xbits))]
-            m.d.sync += word.eq(rp.data)
+            wp = mem.write_port()
+            m.d.comb += [wp.addr.eq(waddr), wp.data.eq(payload),
+                         wp.en.eq(write if self.ws else write & (vec == r))]
+            word = output_register(m, registered_read(m, mem, self.i_addr, name=f"read{r}"),
+                                   name=f"word{r}")
+            if self.ws:
+                m.d.comb += Value.cast(self.o_x).eq(word)
+            else:
+                m.d.comb += Value.cast(self.o_x[r]).eq(word.word_select(lane, xbits))
         return m
 
 
@@ -318,6 +319,17 @@ class Collector(wiring.Component):
     in vector order (vector ``b``: output tiles ``0 .. ceil(M/C)-1``), one beat of C
     accumulators per cycle on ``o_raw``, and frees the half (``o_busy`` falls; the sequencer
     sets it with ``i_claim``, giving the chunk's vector count).
+
+    Every block RAM read goes through the RAM's register and :func:`output_register` before
+    any logic. The accumulation reads an address when its column output arrives and writes
+    the sum :data:`RMW_LATENCY` cycles later, so a read does not see the writes of the two
+    outputs before it. The weight-stationary schedule (see :mod:`.params`) returns to an
+    accumulator exactly one slot of ``period(nb)`` cycles later (k tile after k tile; outputs
+    1 cycle apart are different vectors or different tiles), so only a period of 2 (R <= 2 and
+    a chunk of at most 2 vectors) reads a word in the cycle it is written: then
+    (:attr:`forwards`) the sum being written is forwarded instead. No read meets a write of
+    its word otherwise: the drain reads a half after its last write, an output-stationary
+    output only writes.
     """
 
     def __init__(self, params, tag, row_shape):
@@ -331,6 +343,14 @@ class Collector(wiring.Component):
             "o_busy": Out(2),
             "o_raw": Out(vector_stream(acc, c)),
         })
+
+    @property
+    def forwards(self):
+        """Whether an accumulator can be read in the cycle its previous sum is written (a
+        weight-stationary slot of 2 cycles), so that sum is forwarded."""
+        p = self.params
+        return (p.dataflow is Dataflow.WS
+                and min(p.period(nb) for nb in p.chunk_sizes) <= RMW_LATENCY)
 
     def elaborate(self, platform):
         m = Module()
@@ -347,32 +367,42 @@ class Collector(wiring.Component):
 
         drain_addr, drain_en = Signal(range(depth)), Signal()
         for c in range(p.cols):
-            mem = Memory(shape=p.acc_shape, depth=depth, init=[])
+            mem = Memory(shape=p.acc_shape, depth=depth, init=[], attrs=NO_RW_CHECK)
             m.submodules[f"acc{c}"] = mem
             wp = mem.write_port()
-            rmw = mem.read_port(domain="sync", transparent_for=(wp,) if ws else ())
-            rd = mem.read_port(domain="sync")
             tag = self.i_tag[c]
             addr = Signal(range(depth), name=f"addr{c}")
             m.d.comb += addr.eq(Cat((tag.b if ws else self.i_row[c])[:low], tag.base))
             end = self.i_valid[c] & tag.end
             if not ws:
                 end &= self.i_row[c] == tag.nbm1
-            # read; register the read data; add and write (RMW_LATENCY cycles)
             late = {name: delay(m, value, RMW_LATENCY, f"{name}{c}") for name, value in
                     (("valid", self.i_valid[c]), ("first", tag.first), ("addr", addr),
                      ("value", self.i_value[c]), ("end", end), ("bank", tag.bank))}
-            old = delay(m, rmw.data, RMW_LATENCY - 1, f"old{c}")
-            m.d.comb += [rmw.addr.eq(addr), wp.addr.eq(late["addr"]), wp.en.eq(late["valid"]),
-                         wp.data.eq(Mux(late["first"], late["value"], old + late["value"])),
-                         rd.addr.eq(drain_addr), rd.en.eq(drain_en)]
-            with m.If(drain_en):  # the drain's second stage: a register after the RAM's
-                m.d.sync += self.o_raw.payload[c].eq(rd.data)
+            total = self._accumulate(m, mem, wp, addr, late, c) if ws else late["value"]
+            m.d.comb += [wp.addr.eq(late["addr"]), wp.en.eq(late["valid"]), wp.data.eq(total)]
+            # the drain: the RAM's register and the output register, advancing together
+            raw = registered_read(m, mem, drain_addr, en=drain_en, name=f"drain{c}")
+            m.d.comb += self.o_raw.payload[c].eq(
+                output_register(m, raw, en=drain_en, name=f"raw{c}"))
             if c == p.cols - 1:
                 with m.If(late["end"]):
                     m.d.comb += done.set.eq(Mux(late["bank"], 0b10, 0b01))
         self._drain(m, busy, done, counts, drain_addr, drain_en)
         return m
+
+    def _accumulate(self, m, mem, wp, addr, late, c):
+        """The sum to write for the output that arrived :data:`RMW_LATENCY` cycles ago
+        (``late``): its value, or its value plus the accumulator read when it arrived."""
+        stored = output_register(m, registered_read(m, mem, addr, name=f"rmw{c}"),
+                                 name=f"stored{c}")
+        if self.forwards:
+            # the output two cycles ahead wrote this word in the cycle it was read
+            hit = Signal(name=f"hit{c}")
+            m.d.comb += hit.eq(late["valid"] & (late["addr"] == addr))
+            hit, written = delay(m, hit, 2, f"hit{c}"), delay(m, wp.data, 2, f"written{c}")
+            stored = Mux(hit, written, stored)
+        return Mux(late["first"], late["value"], stored + late["value"])
 
     def _drain(self, m, busy, done, counts, drain_addr, drain_en):
         p, o = self.params, self.o_raw
@@ -380,7 +410,7 @@ class Collector(wiring.Component):
         bank, active = Signal(), Signal()
         b, mt = Signal(low), Signal(range(p.m_tiles))
         base, last_b = Signal(range(2 * p.m_tiles)), Signal(low)
-        # two stages (the RAM's register, then o_raw's), advancing together
+        # two stages (the RAM's register, then its output register), advancing together
         advance, read = ~o.valid | o.ready, Signal()
         issue = active & advance
         m.d.comb += [drain_addr.eq(Cat(b, base)), drain_en.eq(advance)]
@@ -478,7 +508,9 @@ class SystolicEngine(wiring.Component):
         wiring.connect(m, upstream, buf.i_data)
         seq = (WSSequencer if ws else OSSequencer)(p, buf.words)
         m.submodules.sequencer = seq
-        m.submodules.weights = rom = Rom(self._words, p.cols * p.weight_dtype.bits)
+        # READ_LATENCY: the block RAM's register, then its output register
+        m.submodules.weights = rom = Rom(self._words, p.cols * p.weight_dtype.bits,
+                                         registered=True)
         m.submodules.array = array = SystolicArray(
             dataflow=p.dataflow, rows=p.rows, cols=p.cols, x_shape=p.in_dtype.shape,
             w_shape=p.weight_dtype.shape, acc_shape=self.psum_shape, tag_shape=tag,
@@ -496,7 +528,7 @@ class SystolicEngine(wiring.Component):
             col.i_valid.eq(array.o_valid), col.i_tag.eq(array.o_tag), col.i_row.eq(array.o_row),
         ]
         m.d.comb += [col.i_value[c].eq(array.o_value[c]) for c in range(p.cols)]
-        weights = delay(m, rom.data, READ_LATENCY - 1, "weights")
+        weights = rom.data
         if ws:
             m.d.comb += [Value.cast(array.i_wl).eq(weights), array.i_wl_row.eq(seq.o_wl_row),
                          array.i_wl_en.eq(seq.o_wl_en)]

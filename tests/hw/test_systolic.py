@@ -125,6 +125,28 @@ def test_batch_tile_and_uneven_chunks():
     assert params.chunk_sizes == (3, 3, 1)
 
 
+def test_random_shapes_back_to_back():
+    """Random arrays, layers, batches and chunks, both dataflows, three batches back to back
+    under a random stall pattern on both streams: the collector's read-modify-write (whose
+    sum is forwarded when a weight-stationary slot is two cycles) and the double buffers stay
+    exact."""
+    rng = np.random.default_rng(1)
+    forwarded = []
+    for n in range(8):
+        rows, cols = (int(v) for v in rng.integers(1, 5, size=2))
+        m, k, batch = (int(v) for v in rng.integers(1, [12, 14, 9]))
+        dataflow = ("ws", "os")[n % 2]
+        extra = {}
+        if dataflow == "ws" and n % 4 == 0:
+            extra["batch_tile"] = int(rng.integers(1, batch + 1))
+        pattern = STALL_PATTERNS[int(rng.integers(len(STALL_PATTERNS)))]
+        p = run_engine(rows, cols, dataflow, m, k, batch, pattern=pattern, batches=3, seed=n,
+                       **extra)
+        forwarded.append(dataflow == "ws" and p.k_tiles > 1
+                         and min(map(p.period, p.chunk_sizes)) == 2)
+    assert sum(forwarded) == 2  # sums forwarded in two of the cases
+
+
 def measure_cycles(params, weight, batches, start=0):
     """Cycle of the first input beat accepted and of every output beat accepted, with inputs
     back to back from cycle ``start`` of the simulation (the first cycle out of reset) and no
@@ -311,12 +333,13 @@ def test_engine_checks_its_weights():
 VERILATOR_PATTERNS = [(0.0, 0.0), (0.3, 0.0), (0.0, 0.3), (0.3, 0.3)]
 
 
-@pytest.fixture(scope="module", params=["ws", "os", "ws-tall"])
+@pytest.fixture(scope="module", params=["ws", "os", "ws-tall", "ws-forward"])
 def verilated(request, tmp_path_factory):
     """A 3x2 engine (M=5, K=7, B=4, uint8 x int6 -> requant uint8) in the AXI top level,
     as Verilog; ``ws-tall``: an 8x2 weight-stationary one with B=2, whose first chunk loads in
-    fewer cycles than the weight prologue after reset. The Verilator build is cached by
-    :mod:`nnaccel.sim.runner`."""
+    fewer cycles than the weight prologue after reset; ``ws-forward``: a 2x2 one with B=2,
+    whose two-cycle slots make the collector forward its sums. The Verilator build is cached
+    by :mod:`nnaccel.sim.runner`."""
     from amaranth.back import verilog
 
     from nnaccel.hw.common.pipeline import AxisTop
@@ -324,12 +347,15 @@ def verilated(request, tmp_path_factory):
     rng = np.random.default_rng(5)
     xdt, wdt, out = DType.parse("uint8"), DType.parse("int6"), DType.parse("uint8")
     w, bias, stage = layer(rng, 5, 7, wdt, xdt, "requant", out)
-    tall = request.param == "ws-tall"
-    params = SystolicParams.for_layer(weight=w, bias=bias, rows=8 if tall else 3, cols=2,
-                                      dataflow=request.param[:2], batch=2 if tall else 4,
+    tall, forward = request.param == "ws-tall", request.param == "ws-forward"
+    rows = 8 if tall else 2 if forward else 3
+    params = SystolicParams.for_layer(weight=w, bias=bias, rows=rows, cols=2,
+                                      dataflow=request.param[:2], batch=4 - 2 * (tall or forward),
                                       in_dtype=xdt, weight_dtype=wdt, **stage)
     if tall:  # the prologue binds: the first batch is longer than a later one
         assert params.first_batch_cycles(0) > params.first_batch_cycles(params.prologue)
+    if forward:  # a k tile's slot of two cycles
+        assert params.period(params.batch_tile) == 2 and params.k_tiles > 1
     engine = SystolicEngine(params, weight=w)
     name = f"systolic_{request.param.replace('-', '_')}"
     path = tmp_path_factory.mktemp(name) / f"{name}.v"
