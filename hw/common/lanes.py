@@ -10,7 +10,8 @@ from .arith import tree_sum
 from .dtype import DTypeKind
 from .reference import bits_for_range
 
-__all__ = ["LaneKind", "lane_kind_for", "positive_int", "RawSumMixin", "logic_product"]
+__all__ = ["LaneKind", "lane_kind_for", "positive_int", "RawSumMixin", "logic_product",
+           "logic_product_stages"]
 
 
 class LaneKind(enum.Enum):
@@ -67,21 +68,38 @@ class RawSumMixin:
         return None if self.output is None else self.output.acc_shape.width
 
 
-def logic_product(m, a, b, name):
-    """``a * b`` in look-up tables and carry chains, not a DSP block, one cycle late: the
-    partial products of ``b``'s bits (the last one negative when ``b`` is signed) are summed in
-    pairs into registers of module ``m``'s ``sync`` domain; the value returned is the sum of
-    those registers (combinational, to be registered by the caller); it may be wider than
+def logic_product_stages(stages=1):
+    """The cycles :func:`logic_product` adds with ``stages`` (its latency before the caller's
+    register): ``stages`` itself, checked to be a positive integer. Callers that line other
+    lanes up with logic products (the MVU's DSP lanes, the systolic array's cells) delay those
+    by this count."""
+    return positive_int("stages", stages)
+
+
+def logic_product(m, a, b, name, *, stages=1):
+    """``a * b`` in look-up tables and carry chains, not a DSP block, ``stages`` cycles late
+    (:func:`logic_product_stages`).
+
+    The partial products of ``b``'s bits (``a`` or 0, shifted; the last one negative when
+    ``b`` is signed) are summed as a balanced adder tree; the first ``stages`` levels each end
+    in registers of module ``m``'s ``sync`` domain (past the tree's last level, the sum is
+    registered again), the levels after them are combinational: the value returned is their
+    sum, to be registered by the caller. With the default ``stages=1`` (an int8 ``b``: pairs
+    registered, then two adder levels to the caller's register), ``stages=2`` leaves one adder
+    level before the caller's register, ``stages=3`` none. The value may be wider than
     ``a * b`` but holds the same value."""
+    stages = logic_product_stages(stages)
     width = len(b)
-    parts = []
+    values = []
     for i in range(width):
         part = Mux(b[i], a, 0) << i
-        parts.append(-part if b.shape().signed and i == width - 1 else part)
-    pairs = []
-    for n in range(0, width, 2):
-        pair = parts[n] + parts[n + 1] if n + 1 < width else parts[n]
-        reg = Signal(pair.shape(), name=f"{name}_s{n // 2}")
-        m.d.sync += reg.eq(pair)
-        pairs.append(reg)
-    return tree_sum(pairs)
+        values.append(-part if b.shape().signed and i == width - 1 else part)
+    for level in range(stages):
+        if len(values) > 1:
+            paired = [values[n] + values[n + 1] for n in range(0, len(values) - 1, 2)]
+            values = paired + values[len(paired) * 2:]
+        regs = [Signal(v.shape(), name=f"{name}_s{k}" if level == 0 else
+                       f"{name}_l{level}_{k}") for k, v in enumerate(values)]
+        m.d.sync += [r.eq(v) for r, v in zip(regs, values, strict=True)]
+        values = regs
+    return tree_sum(values)
