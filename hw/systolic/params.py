@@ -405,8 +405,10 @@ class SystolicParams:
 #: Cycles from a cell's operand registers to its registered product (see ``array.py``).
 MUL_LATENCY = 4
 #: Cycles from an address to the data of the engine's activation buffer and weight memory (the
-#: block RAM's own register, then one more, so no logic follows a RAM's slow clock-to-output).
+#: block RAM's own register, then its output register, which the ECP5 flow folds into the
+#: DP16KD: no logic follows a RAM's slow clock-to-output).
 READ_LATENCY = 2
-#: Cycles from a column output to its write into the collector (read, register the read data,
-#: add); a collector address is read again at least this many cycles after it was read.
+#: Cycles from a column output to its write into the collector (the read's two registers as
+#: above, then add and write); a collector address is read again at least this many cycles
+#: after it was read (one in the cycle of its previous write gets that sum forwarded).
 RMW_LATENCY = 2
