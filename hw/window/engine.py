@@ -10,6 +10,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from ..common.memory import NO_RW_CHECK, output_register, registered_read
 from ..common.stream import Gearbox
 from .params import PatchOrder, WindowParams
 
@@ -45,16 +46,18 @@ class WindowUnit(wiring.Component):
 
     The rows a window spans are kept in a line buffer of :attr:`WindowParams.buffer_rows`
     input rows (one :class:`~amaranth.lib.memory.Memory` of ``buffer_depth`` words of
-    ``word_elems`` elements, with one synchronous read port per window position of a beat, so
-    it becomes block RAM). A writer fills it in input order while a reader walks the windows;
-    the writer may run up to ``buffer_rows`` rows ahead of the oldest row the reader still
-    needs, also into the next image. A read waits until its row is complete; padded positions
-    are never stored nor read.
+    ``word_elems`` elements, with one registered read per window position of a beat
+    (:func:`~nnaccel.hw.common.memory.registered_read`), so it becomes block RAM). A writer
+    fills it in input order while a reader walks the windows; the writer may run up to
+    ``buffer_rows`` rows ahead of the oldest row the reader still needs, also into the next
+    image. A read waits until its row is complete; padded positions are never stored nor read.
 
     Throughput: one input beat (or line-buffer word) and one output beat per cycle at the same
     time; an image takes :attr:`WindowParams.expected_cycles` cycles in the steady state, images
     back to back. Latency: :attr:`WindowParams.latency`. ``o_data.valid`` and ``i_data.ready``
-    are registered decisions (neither depends on the other side's handshake).
+    are registers; ``o_data.payload`` is one too: each read's data goes through
+    :func:`~nnaccel.hw.common.memory.output_register`, which the ECP5 flow folds into the block
+    RAM, then, with padding, through the padding choice into a register.
 
     Parameters
     ----------
@@ -79,7 +82,10 @@ class WindowUnit(wiring.Component):
         m = Module()
         p = self.params
         word = data.ArrayLayout(p.elem_shape, p.word_elems)
-        m.submodules.buffer = buffer = Memory(shape=word, depth=p.buffer_depth, init=[])
+        # no read ever meets a write of its word: a row is read only once complete, and
+        # written again only once released
+        m.submodules.buffer = buffer = Memory(shape=word, depth=p.buffer_depth, init=[],
+                                              attrs=NO_RW_CHECK)
         # Row counters are kept modulo 2**seq_bits; every difference compared is far smaller.
         seq_bits = (4 * (p.height + p.buffer_rows + p.padded_height)).bit_length() + 1
 
@@ -93,28 +99,42 @@ class WindowUnit(wiring.Component):
 
         written = Signal(seq_bits)        # sequence number of the row being written
         column = Signal(range(p.row_words))  # words written of that row
-        release = Signal(seq_bits)        # oldest row the reader may still need
-        self._writer(m, buffer.write_port(), source, written, column, release)
-        ports = [buffer.read_port(domain="sync") for _ in range(p.read_ports)]
-        self._reader(m, ports, written, column, release)
+        # ``limit``: the oldest row the reader may still need, plus ``buffer_rows`` (the first
+        # row the writer may not begin); on ``load`` it becomes ``pending`` next cycle
+        limit = Signal(seq_bits, init=p.buffer_rows)
+        pending, load = Signal(seq_bits), Signal()
+        self._writer(m, buffer.write_port(), source, written, column, (limit, pending, load))
+        self._reader(m, buffer, written, column, (limit, pending, load))
         return m
 
-    def _writer(self, m, port, source, written, column, release):
-        """Input words in order into the line buffer, one row slot after another."""
+    def _writer(self, m, port, source, written, column, limits):
+        """Input words in order into the line buffer, one row slot after another, while the
+        row written comes before the reader's limit."""
         p = self.params
         addr = Signal(range(p.buffer_depth))
-        ahead = (written - release)[:len(written)].as_signed()
+        limit, pending, load = limits
+        # ``ready`` is a register holding next cycle's ``written < limit`` (row numbers modulo
+        # 2**seq_bits: the sign of a difference), every candidate compared at once, then chosen
+        ready = Signal(init=1)
+        following = Signal.like(written, init=1)    # written + 1
+        wrap = port.en & (column == p.row_words - 1)
+
+        def fits(bound):
+            return Mux(wrap, before(following, bound), before(written, bound))
+
+        m.d.sync += ready.eq(Mux(load, fits(pending), fits(limit)))
         m.d.comb += [
-            source.ready.eq(ahead < p.buffer_rows),
+            source.ready.eq(ready),
             port.addr.eq(addr),
             port.data.eq(source.payload),
             port.en.eq(source.valid & source.ready),
         ]
         with m.If(port.en):
             m.d.sync += addr.eq(Mux(addr == p.buffer_depth - 1, 0, addr + 1))
-            _count(m, [(column, p.row_words, [], [written.eq(written + 1)])])
+            _count(m, [(column, p.row_words, [],
+                        [written.eq(written + 1), following.eq(following + 1)])])
 
-    def _reader(self, m, ports, written, column, release):
+    def _reader(self, m, buffer, written, column, limits):
         """Walk the windows, one beat of window positions at a time; read the line buffer (one
         read port per position of a beat) or emit padding.
 
@@ -124,7 +144,8 @@ class WindowUnit(wiring.Component):
         position's row, column and partial addresses; stage ``d`` (the next beat to issue)
         holds its read addresses, padding flags and the sequence numbers of the rows it needs.
         The generator never waits, so both stages stay full; a beat issues from ``d`` when its
-        rows are written and the output register is free."""
+        rows are written and the output pipeline moves (:attr:`WindowParams.read_latency`
+        cycles from the read to the output beat)."""
         p = self.params
         top, left = p.padding[0], p.padding[1]
         (kh, kw), (sh, sw), (dh, dw) = p.kernel, p.stride, p.dilation
@@ -144,6 +165,7 @@ class WindowUnit(wiring.Component):
         y0 = Signal(range(-top - 1, p.padded_height + 1), init=-top)    # oh*SH - top
         x0 = Signal(range(-left - 1, p.padded_width + 1), init=-left)   # ow*SW - left
         base = Signal(seq)                                              # image's first row
+        base_limit = Signal(seq, init=rows)                             # base + buffer_rows
         base_addr = Signal(range(depth))
         row0 = Signal(range(depth), init=row_offset(-top))              # address of row y0
         col0 = Signal(signed(len(x0) + cw.bit_length() + 1), init=-left * cw)  # x0 * C/word
@@ -153,7 +175,7 @@ class WindowUnit(wiring.Component):
         jx = Signal(range(kw * dw + 1))
         joff = Signal(range(kw * dw * cw + 1))
 
-        n = len(ports)
+        n = p.read_ports
         taps = [((t // cols_per_beat) * dh, (t % cols_per_beat) * dw) for t in range(n)]
         # stage s1: per position its row y, column x and the two halves of its address
         s1_valid = Signal()
@@ -161,31 +183,30 @@ class WindowUnit(wiring.Component):
         s1_x = [Signal.like(x0, name=f"s1_x{t}") for t in range(n)]
         s1_row = [Signal(range(depth), name=f"s1_row{t}") for t in range(n)]
         s1_col = [Signal.like(col0, name=f"s1_col{t}") for t in range(n)]
-        s1_base, s1_y0 = Signal(seq), Signal.like(y0)
+        s1_base = Signal(seq)
+        s1_limit = Signal(seq, init=rows)    # base + buffer_rows + y0 clamped to the image
         # stage d: the next beat to issue
         d_valid = Signal()
         d_addr = [Signal(range(depth), name=f"d_addr{t}") for t in range(n)]
         d_seq = [Signal(seq, name=f"d_seq{t}") for t in range(n)]    # base + y
         d_pad = Signal(n)
         d_base = Signal(seq)
-        d_release = Signal(seq)    # base + y0 clamped to the image: the oldest row d needs
+        d_limit, pending, d_load = limits    # the writer's limit for d's beat; d loads from s1
 
-        def rows_done(row_seq):  # rows written past the row of sequence number ``row_seq``
-            return (written - row_seq)[:seq].as_signed()
-
-        # An image's padding waits for its first input word, so that nothing is emitted for an
-        # image that has not begun.
-        ready = (rows_done(d_base) > 0) | ((rows_done(d_base) == 0) & (column != 0))
+        # A row is read once complete (before ``written``). An image's padding waits for its
+        # first input word, so that nothing is emitted for an image that has not begun.
+        ready = before(d_base, written) | ((written == d_base) & (column != 0))
         for t in range(n):
-            ready &= d_pad[t] | (rows_done(d_seq[t]) > 0)
-        valid = Signal()
-        advance = ~valid | self.o_data.ready
+            ready &= d_pad[t] | before(d_seq[t], written)
+        # The read pipeline: stage k holds a beat k+1 cycles after its read, the last one the
+        # output beat. A stage loads when it or a later one is empty or the output is taken.
+        stages = [Signal(name=f"read_valid{k}") for k in range(p.read_latency)]
+        moves = [self.o_data.ready | ~Cat(stages[k:]).all() for k in range(len(stages))]
+        valid, advance = stages[-1], moves[0]
         take = d_valid & ready & advance
         load_d = ~d_valid | take
         load_s1 = ~s1_valid | (load_d & s1_valid)
-        for t, port in enumerate(ports):
-            m.d.comb += [port.addr.eq(d_addr[t]), port.en.eq(advance)]
-        m.d.comb += release.eq(d_release)
+        m.d.comb += [pending.eq(s1_limit), d_load.eq(load_d & s1_valid)]
 
         with m.If(load_d & s1_valid):
             m.d.sync += d_valid.eq(1)
@@ -196,14 +217,14 @@ class WindowUnit(wiring.Component):
                     d_seq[t].eq((s1_base + y)[:seq]),
                     d_pad[t].eq((y < 0) | (y >= p.height) | (x < 0) | (x >= p.width)),
                 ]
-            m.d.sync += [d_base.eq(s1_base),
-                         d_release.eq(s1_base + Mux(s1_y0 < 0, 0,
-                                                    Mux(s1_y0 > p.height, p.height, s1_y0)))]
+            m.d.sync += [d_base.eq(s1_base), d_limit.eq(s1_limit)]
         with m.Elif(take):
             m.d.sync += d_valid.eq(0)
 
         with m.If(load_s1):
-            m.d.sync += [s1_valid.eq(1), s1_base.eq(base), s1_y0.eq(y0)]
+            m.d.sync += [s1_valid.eq(1), s1_base.eq(base),
+                         s1_limit.eq(base_limit + Mux(y0 < 0, 0,
+                                                      Mux(y0 > p.height, p.height, y0)))]
             for t, (di, dj) in enumerate(taps):
                 m.d.sync += [
                     s1_y[t].eq(y0 + iy + di),
@@ -225,20 +246,37 @@ class WindowUnit(wiring.Component):
                 (ow, p.out_width, [x0.eq(x0 + sw), col0.eq(col0 + sw * cw)],
                  [x0.eq(-left), col0.eq(-left * cw)]),
                 (oh, p.out_height, [y0.eq(y0 + sh), row0.eq(wrap(row0 + row_offset(sh)))],
-                 [y0.eq(-top), base.eq(base + p.height),
+                 [y0.eq(-top), base.eq(base + p.height), base_limit.eq(base_limit + p.height),
                   base_addr.eq(wrap(base_addr + row_offset(p.height))),
                   row0.eq(wrap(base_addr + row_offset(p.height - top)))]),
             ])
 
-        padded = Signal(n)
+        # Behind the read: each port's data through its block RAM's output register, then, with
+        # padding, the choice of the padding word into the output beat's register; so nothing
+        # but a register follows a block RAM read, and the output beat is a register.
+        q = [output_register(m, registered_read(m, buffer, d_addr[t], en=advance,
+                                                name=f"line{t}"), en=moves[1], name=f"bram_q{t}")
+             for t in range(n)]
+        m.d.comb += self.o_data.valid.eq(valid)
+        for k, stage in enumerate(stages):
+            with m.If(moves[k]):
+                m.d.sync += stage.eq(stages[k - 1] if k else take)
+        if not any(p.padding):
+            m.d.comb += self.o_data.payload.eq(Cat(q))
+            return
+        padded = [Signal(n, name=f"padded{k}") for k in range(p.read_latency - 1)]
         pad_word = word_const(p)
-        m.d.comb += [
-            self.o_data.valid.eq(valid),
-            self.o_data.payload.eq(Cat(Mux(padded[t], pad_word, port.data)
-                                       for t, port in enumerate(ports))),
-        ]
-        with m.If(advance):
-            m.d.sync += [valid.eq(take), padded.eq(d_pad)]
+        for k, flags in enumerate(padded):
+            with m.If(moves[k]):
+                m.d.sync += flags.eq(padded[k - 1] if k else d_pad)
+        with m.If(moves[-1]):
+            m.d.sync += self.o_data.payload.eq(Cat(Mux(padded[-1][t], pad_word, q[t])
+                                                   for t in range(n)))
+
+
+def before(a, b):
+    """``a < b`` for row numbers modulo ``2**len(a)`` that lie less than half of it apart."""
+    return (a - b)[len(a) - 1]
 
 
 def word_const(p):

@@ -325,18 +325,24 @@ class WindowParams:
         return max(self.write_cycles, self.out_beats + self.boundary_stall)
 
     @property
+    def read_latency(self):
+        """Cycles from a line-buffer read to its output beat: 2 (the block RAM's read, then its
+        output register), 3 with padding (the padding choice is registered too)."""
+        return 3 if any(self.padding) else 2
+
+    @property
     def latency(self):
         """Cycles from the first input transfer to the first output beat valid, without stalls.
 
         The first line-buffer word is written ``w0`` cycles after the first input transfer
         (``word_elems/n_in - 1`` when a word gathers several input beats, ``-(n_in/word_elems -
         1)`` when a beat holds several words, else 0). An image's output waits for its first
-        word; a read also waits for its row to be complete. So the latency is ``w0 + 2`` when
-        the first beat is all padding, else ``(y + 1) *`` :attr:`row_cycles` ``+ 1 + min(w0,
-        0)`` with ``y`` the last input row that beat reads (its last word is written, then the
-        synchronous read). The first beat comes 3 cycles after reset at the earliest (the
-        reader's two address stages fill first), so with the input offered from reset the
-        latency is at least ``3 + min(w0, 0)``."""
+        word; a read also waits for its row to be complete. So, with ``r`` the
+        :attr:`read_latency`, the latency is ``w0 + 1 + r`` when the first beat is all padding,
+        else ``(y + 1) *`` :attr:`row_cycles` ``+ r + min(w0, 0)`` with ``y`` the last input
+        row that beat reads (its last word is written, then the read). The first beat is read
+        2 cycles after reset at the earliest (the reader's two address stages fill first), so
+        with the input offered from reset the latency is at least ``2 + r + min(w0, 0)``."""
         w, n = self.word_elems, self.n_in
         w0 = w // n - 1 if n < w else -(n // w - 1)
         rows, cols = self.beat_shape
@@ -344,7 +350,8 @@ class WindowParams:
         (dh, dw) = self.dilation
         read = [i * dh - top for i in range(rows) for j in range(cols)
                 if 0 <= i * dh - top < self.height and 0 <= j * dw - left < self.width]
-        fill = 3 + min(w0, 0)
+        r = self.read_latency
+        fill = 2 + r + min(w0, 0)
         if not read:
-            return max(w0 + 2, fill)
-        return max((max(read) + 1) * self.row_cycles + 1 + min(w0, 0), fill)
+            return max(w0 + 1 + r, fill)
+        return max((max(read) + 1) * self.row_cycles + r + min(w0, 0), fill)

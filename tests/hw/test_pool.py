@@ -262,10 +262,14 @@ def test_cycles_per_image(name):
 
 
 @pytest.mark.parametrize("pattern", STALL_PATTERNS, ids=str)
-@pytest.mark.parametrize(("op", "words"), [("sum", 1), ("sum", 2), ("max", 5), ("sum", 7)])
-def test_reduce_alone(op, words, pattern):
-    """The reduction block on raw groups: 3 positions of ``words`` words of 2 elements."""
-    dut = Reduce(op=op, positions=3, words=words, n=2, in_shape=signed(4), out_shape=signed(6))
+@pytest.mark.parametrize("registered", [False, True], ids=["direct", "registered"])
+@pytest.mark.parametrize(("op", "words"), [("sum", 1), ("sum", 2), ("max", 5), ("sum", 7),
+                                           ("max", 2)])
+def test_reduce_alone(op, words, registered, pattern):
+    """The reduction block on raw groups: 3 positions of ``words`` words of 2 elements, with
+    the input beat used directly or registered first."""
+    dut = Reduce(op=op, positions=3, words=words, n=2, in_shape=signed(4), out_shape=signed(6),
+                 registered=registered)
     rng = np.random.default_rng(5)
     groups = rng.integers(-8, 8, size=(4, 3, words, 2))            # group, position, word, elem
     beats = [[int(v) for v in groups[g, p, w]] for g in range(4) for p in range(3)
