@@ -80,8 +80,8 @@ MUTATIONS = (
     Mutation("systolic-buffer-overwrites-full-half", SYSTOLIC, "i.ready.eq(~filled[bank])",
              "i.ready.eq(1)", SYSTOLIC_EXACT),
     Mutation("systolic-collector-never-restarts", SYSTOLIC,
-             'wp.data.eq(Mux(late["first"], late["value"], old + late["value"]))',
-             'wp.data.eq(old + late["value"])', SYSTOLIC_EXACT),
+             'return Mux(late["first"], late["value"], stored + late["value"])',
+             'return stored + late["value"]', SYSTOLIC_EXACT),
     Mutation("systolic-model-forgets-prologue", SYSTOLIC_MODEL,
              "si = max(si, self.prologue - start)", "si = si", SYSTOLIC_CYCLES),
     # -- stream blocks -----------------------------------------------------------------------
@@ -119,8 +119,9 @@ MUTATIONS = (
     Mutation("mvu-padding-mask-off-by-one", MVU,
              "live = [(j < tail) | ~last_c for j in range(simd)]",
              "live = [(j <= tail) | ~last_c for j in range(simd)]", MVU_CORE),
-    Mutation("systolic-collector-read-before-write", SYSTOLIC,
-             "transparent_for=(wp,) if ws else ()", "transparent_for=()", SYSTOLIC_EXACT),
+    # a two-cycle weight-stationary slot reads an accumulator in the cycle its sum is written
+    Mutation("systolic-collector-read-before-write", SYSTOLIC, "        if self.forwards:",
+             "        if False:", SYSTOLIC_EXACT),
     # the drain reads a vector per ceil(M/C) cycles, never faster than the last tile's writes
     # (one vector per cycle), so the outputs stay right: only the cycle count can catch it
     Mutation("systolic-chunk-end-flag-early", SYSTOLIC,
