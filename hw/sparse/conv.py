@@ -145,18 +145,26 @@ class SparseConvParams(PatchGeometry):
         """The engine's steady-state cycles per patch with every activation non-zero: the
         model's mean over :data:`_PERIOD` patches after as many of warm-up (its two
         accumulator banks may alternate, so two vectors in a row can differ)."""
+        return float(np.sum(self._patch_spans(column_counts))) / _PERIOD
+
+    def _patch_spans(self, column_counts):
+        """Cycles between the ends of consecutive dense patches, :data:`_PERIOD` of them after
+        as many of warm-up."""
         active = np.ones((2 * _PERIOD, self.window.patch_elems), dtype=bool)
         ends = self.cycle_report(column_counts, active).vector_end
-        return float(ends[-1] - ends[_PERIOD - 1]) / _PERIOD
+        return np.diff(ends[_PERIOD - 1:])
 
     def expected_cycles(self, column_counts):
         """Steady-state cycles per image with every activation non-zero (the worst case: zero
         activations and zero padding are skipped, so real images only run faster): the
-        engine's :meth:`patch_cycles` times the patches, plus the window's wait at each
-        image's start (an upper bound: see the module), or the window unit's cycles when
+        engine's cycles for the image's patches (pairs of patches at the mean of
+        :meth:`patch_cycles`, an odd one at the longer of a pair), plus the window's wait at
+        each image's start (an upper bound: see the module), or the window unit's cycles when
         larger.
         Within two cycles of the model run on a whole image (the tests' tolerance)."""
-        engine = math.ceil(self.pixels * self.patch_cycles(column_counts))
+        spans = self._patch_spans(column_counts)
+        pair = float(np.sum(spans)) / (_PERIOD // 2)
+        engine = math.ceil(self.pixels // 2 * pair + self.pixels % 2 * int(spans.max()))
         return max(engine + self.window.boundary_stall, self.window.expected_cycles)
 
     @property

@@ -25,6 +25,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..common.dtype import DTypeKind
+from ..common.memory import NO_RW_CHECK, output_register, registered_read
 from ..common.outstage import OutputStage
 from ..common.reference import bits_for_range
 from ..common.stream import core_then_stage, vector_stream
@@ -39,22 +40,7 @@ __all__ = ["check_matrix", "encode_weight", "token_layout", "LeadingNonZero",
 #: yosys attributes of the PE memories: block RAM, and no logic around it for a read of the row
 #: written in the same cycle (the PE never uses such a read: it forwards the accumulator's sum
 #: and counts a queue entry readable only from the cycle after its write).
-BLOCK_RAM = {"ram_style": "block", "no_rw_check": 1}
-
-
-def _registered_read(m, mem, name):
-    """A read port of ``mem`` whose ``data`` is registered, like a synchronous port's: the
-    memory's asynchronous read into a register loaded when ``en``. yosys merges the two into a
-    block RAM port, and the memory's ``no_rw_check`` then spares it the logic for a read of a
-    row written in the same cycle (:data:`BLOCK_RAM`). The register has no reset, like the
-    port's own (with one, yosys 0.70's ABC9 step failed an assertion on the whole engine)."""
-    port = mem.read_port(domain="comb")
-    out = SimpleNamespace(addr=port.addr, en=Signal(name=f"{name}_rd_en"),
-                          data=Signal(port.data.shape(), name=f"{name}_rd_data",
-                                      reset_less=True))
-    with m.If(out.en):
-        m.d.sync += out.data.eq(port.data)
-    return out
+BLOCK_RAM = {"ram_style": "block", **NO_RW_CHECK}
 
 
 def _shape(lo, hi):
@@ -199,10 +185,14 @@ class ProcessingElement(wiring.Component):
     release : In(2)
         Pulse: the bank has been read out and its last row taken; clears its ``lock`` and
         ``done``.
-    rd_bank, rd_addr, rd_en, rd_data
-        Read-out port of a ``done`` bank: ``rd_data`` shows the sum of local row ``rd_addr``
-        one cycle after a cycle with ``rd_en``, and holds while ``rd_en`` is low; every row
-        read is cleared to zero behind the read, so a bank is all zeros when released.
+    rd_bank, rd_addr, rd_en, rd_load, rd_sel, rd_data
+        Read-out port of a ``done`` bank: a cycle with ``rd_en`` reads local row ``rd_addr``
+        of bank ``rd_bank`` into the bank's read port (which then holds while ``rd_en`` is
+        low); the bank's output register loads the port's word in every cycle with its bit of
+        ``rd_load`` high (the accumulating bank needs it high); ``rd_data`` shows the output
+        register of bank ``rd_sel``: the row two cycles after its ``rd_en`` when ``rd_load``
+        stays high. Every row read is cleared to zero behind the read, so a bank is all zeros
+        when released.
 
     Pipeline: the token register (T: the column's pointers are read), the queue (activations
     whose column holds entries for this PE, or that end a vector), then one entry per cycle
@@ -235,7 +225,7 @@ class ProcessingElement(wiring.Component):
             "tok": In(token_layout(params)), "tok_take": In(1), "tok_ready": Out(1, init=1),
             "lock": Out(2), "done": Out(2), "release": In(2),
             "rd_bank": In(1), "rd_addr": In(range(max(rows, 2))), "rd_en": In(1),
-            "rd_data": Out(raw_shape),
+            "rd_load": In(2, init=3), "rd_sel": In(1), "rd_data": Out(raw_shape),
         })
 
     @property
@@ -290,8 +280,8 @@ class ProcessingElement(wiring.Component):
         sweeping = Signal()
         e1, word = self._iterate(m, queue, queued, e_port, sweeping)
         # the entry read registered (R): the block RAM's output drives nothing else
-        e1 = self._stage(m, "r", word=word.as_value(), **vars(e1))
-        word = data.View(word.shape(), e1.word)
+        word = data.View(word.shape(), output_register(m, word.as_value(), name="entry_q"))
+        e1 = self._stage(m, "r", **vars(e1))
         self._reserve(m, queue, dropped)
         e2, weight = self._fetch(m, e1, word)
         self._accumulate(m, e2, weight, sweeping)
@@ -299,8 +289,8 @@ class ProcessingElement(wiring.Component):
 
     @property
     def slots(self):
-        """Tokens a PE holds at most: ``queue_depth`` plus the three in flight (the token
-        register, the pointer register and the queue memory's read)."""
+        """Tokens a PE holds at most: ``queue_depth`` plus those in flight (:data:`IN_FLIGHT`:
+        the token register, the two pointer registers, the queue memory's read and its head)."""
         return self.params.queue_depth + IN_FLIGHT
 
     def _queue(self, m, width):
@@ -312,20 +302,18 @@ class ProcessingElement(wiring.Component):
         depth = 1 << self.slots.bit_length()
         m.submodules.queue = mem = Memory(shape=unsigned(width), depth=depth, init=[],
                                           attrs=BLOCK_RAM)
-        w_port, r_port = mem.write_port(), _registered_read(m, mem, "queue")
-        q = SimpleNamespace(w_en=Signal(name="q_w_en"), w_data=Signal(width, name="q_w_data"),
-                            r_en=Signal(name="q_r_en"), r_rdy=Signal(name="q_r_rdy"),
-                            r_data=Signal(width, name="q_head"))
         w_ptr, r_ptr = Signal(range(depth), name="q_w_ptr"), Signal(range(depth), name="q_r_ptr")
         w_seen = Signal(range(depth))  # w_ptr a cycle ago: what the memory can read
         fill = Signal()  # the memory's read moves into the head register
+        w_port = mem.write_port()
+        read = registered_read(m, mem, r_ptr + fill, name="queue_rd")
+        q = SimpleNamespace(w_en=Signal(name="q_w_en"), w_data=Signal(width, name="q_w_data"),
+                            r_en=Signal(name="q_r_en"), r_rdy=Signal(name="q_r_rdy"),
+                            r_data=output_register(m, read, en=fill, name="q_head"))
         m.d.comb += [w_port.addr.eq(w_ptr), w_port.en.eq(q.w_en), w_port.data.eq(q.w_data),
-                     r_port.addr.eq(r_ptr + fill), r_port.en.eq(1),
                      fill.eq((w_seen != r_ptr) & (~q.r_rdy | q.r_en))]
         m.d.sync += [w_seen.eq(w_ptr), w_ptr.eq(w_ptr + q.w_en), r_ptr.eq(r_ptr + fill),
                      q.r_rdy.eq(fill | (q.r_rdy & ~q.r_en))]
-        with m.If(fill):
-            m.d.sync += q.r_data.eq(r_port.data)
         return q
 
     @staticmethod
@@ -336,10 +324,11 @@ class ProcessingElement(wiring.Component):
         return left == (1 << len(left)) - 2, left[1:].all()
 
     def _lookup(self, m, port):
-        """T: the broadcast token while its column's pointers are read; P: the pointers
-        registered (the block RAM's output drives nothing else), then into the queue with
-        ``empty`` and ``single`` decoded (a token without work has neither entry). Returns the
-        queue, its layout, and whether P drops a token this cycle."""
+        """T: the broadcast token while its column's pointers are read; P: the pointers in the
+        block RAM's output register; L: registered again (the block RAM may lie far from the
+        logic), then into the queue with ``empty`` and ``single`` decoded (a token without work
+        has neither entry). Returns the queue, its layout, and whether L drops a token this
+        cycle."""
         p = self.params
         abits = self._abits
         queued = data.StructLayout({"value": p.in_dtype.shape, "start": unsigned(abits),
@@ -349,13 +338,15 @@ class ProcessingElement(wiring.Component):
         t = self._stage(m, "t", valid=self.tok_take, value=self.tok.value, work=self.tok.work,
                         last=self.tok.last)
         m.d.comb += [port.addr.eq(self.tok.col), port.en.eq(1)]
-        t2 = self._stage(m, "p", valid=t.valid, value=t.value, work=t.work, last=t.last,
-                         start=port.data[:abits], left=port.data[abits:2 * abits])
-        empty, single = self._count_flags(t2.left)
+        t1 = self._stage(m, "p", valid=t.valid, value=t.value, work=t.work, last=t.last)
+        t2 = self._stage(m, "l", valid=t1.valid, value=t1.value, work=t1.work, last=t1.last,
+                         pointers=output_register(m, port.data[:2 * abits], name="ptr_q"))
+        start, left = t2.pointers[:abits], t2.pointers[abits:]
+        empty, single = self._count_flags(left)
         useful = (t2.work & ~empty) | t2.last
         m.d.comb += [
             queue.w_en.eq(t2.valid & useful),
-            queue.w_data.eq(Cat(t2.value, t2.start, t2.left, t2.last, ~t2.work | empty,
+            queue.w_data.eq(Cat(t2.value, start, left, t2.last, ~t2.work | empty,
                                 ~t2.work | single)),
         ]
         return queue, queued, t2.valid & ~useful
@@ -388,11 +379,11 @@ class ProcessingElement(wiring.Component):
         s_last = Mux(busy, last, head.last)
         s_final = Mux(busy, left == 0, head.single)
         m.d.comb += queue.r_en.eq(pop)
+        m.d.sync += addr.eq(s_addr + 1)  # used only while busy
         with m.If(busy):
-            m.d.sync += [addr.eq(addr + 1), left.eq(left - 1)]
+            m.d.sync += left.eq(left - 1)
         with m.Elif(pop):
-            m.d.sync += [addr.eq(head.start + 1), left.eq(head.left), last.eq(head.last),
-                         value.eq(head.value)]
+            m.d.sync += [left.eq(head.left), last.eq(head.last), value.eq(head.value)]
         with m.If(s_valid):
             m.d.sync += busy.eq(~s_final)
             with m.If(s_final & s_last):
@@ -431,74 +422,96 @@ class ProcessingElement(wiring.Component):
 
     def _accumulate(self, m, e2, weight, sweeping):
         """E2: the product and the accumulator read; E3: the product and the row read
-        registered; E4: the accumulate and write back (the two entries before may write the
-        row after this one read it: their sums are forwarded); the read-out port, clearing
-        each row behind its read; the sweep after a reset; the bank release."""
+        registered (the block RAM's port); E4: the row in the bank's output register; E5: the
+        row of the entry's bank registered again (the block RAMs may lie far from the adder)
+        and the accumulate; W: the sum registered and written back. The four entries before
+        may write the row after this one read it: the latest one's sum is forwarded. Each word
+        carries a valid bit: a row cleared behind its read-out, or swept after a reset, has it
+        low and reads as zero. The read-out port; the sweep; the bank release."""
         p = self.params
         rows = p.rows_per_pe
         act = Mux(e2.act, 1, -1) if p.in_dtype.kind is DTypeKind.BIPOLAR else e2.act
         keys = ("vend", "write", "row", "bank")
         e3 = self._stage(m, "e3", product=weight * act, **{k: getattr(e2, k) for k in keys})
+        e4 = self._stage(m, "e4", **{k: getattr(e3, k) for k in ("product", *keys)})
+        e5 = self._stage(m, "e5", **{k: getattr(e4, k) for k in ("product", *keys)})
+        # W writes the sum; H1..H2 only remember the rows written, for the forwarding
+        later = [self._stage(m, "w", **{k: getattr(e5, k) for k in keys})]
+        for h in range(2):
+            later.append(self._stage(m, f"h{h + 1}", write=later[-1].write,
+                                     row=later[-1].row, bank=later[-1].bank))
 
         def same_row(a, b):
             return a.write & b.write & (a.row == b.row) & (a.bank == b.bank)
 
-        # forward[0]: the entry just before wrote the row after this one's read; forward[1]:
-        # the one before that, as this one read it
-        fwd2_early = Signal()
-        forward = [Signal(name="forward1"), Signal(name="forward2")]
-        e4 = self._stage(m, "e4", product=e3.product, **{k: getattr(e3, k) for k in keys})
-        m.d.sync += [fwd2_early.eq(same_row(e2, e4)), forward[0].eq(same_row(e3, e4)),
-                     forward[1].eq(fwd2_early)]
-        rd_sel = Signal()
-        with m.If(self.rd_en):
-            m.d.sync += rd_sel.eq(self.rd_bank)
+        # fwd[k]: the entry k + 1 places before wrote (or writes) this one's row too, and no
+        # later one did; decided in E4 against the entries in E5, W, H1, H2
+        hit = [same_row(e4, b) for b in (e5, *later)]
+        fwd = [Signal(name=f"forward{k + 1}") for k in range(4)]
+        m.d.sync += [f.eq(hit[k] & ~Cat(hit[:k]).any()) for k, f in enumerate(fwd)]
         # dirty: the bank holds non-zero rows; survives a reset, which then starts a sweep
         dirty = [Signal(name=f"dirty{b}", reset_less=True) for b in range(2)]
-        sweep_row = Signal(range(max(rows, 2)))
+        # the row a sweep (after a reset: 0, 1, ...) or a clear (the row read out a cycle
+        # ago) writes invalid
+        zero_row = Signal.like(self.rd_addr)
         after_reset = Signal(init=1)
         m.d.comb += sweeping.eq(after_reset & (dirty[0] | dirty[1]))
         with m.If(sweeping):
-            m.d.sync += sweep_row.eq(sweep_row + 1)
-            with m.If(sweep_row == rows - 1):
+            m.d.sync += zero_row.eq(zero_row + 1)
+            with m.If(zero_row == rows - 1):
                 m.d.sync += [after_reset.eq(0), dirty[0].eq(0), dirty[1].eq(0)]
         with m.Else():
-            m.d.sync += after_reset.eq(0)
-        ports = []
+            m.d.sync += [after_reset.eq(0), zero_row.eq(self.rd_addr)]
+        width = self.raw_shape.width
+        word = unsigned(width + 1)  # the sum and its valid bit
+        sums = [Signal(self.raw_shape, name=f"sum{k + 1}") for k in range(4)]
+        total = Signal(self.raw_shape)
+        m.d.sync += [sums[0].eq(total)] + [sums[k + 1].eq(sums[k]) for k in range(3)]
+        w = later[0]
+        stored = []
         for b in range(2):
-            mem = Memory(shape=self.raw_shape, depth=rows, init=[], attrs=BLOCK_RAM)
+            mem = Memory(shape=word, depth=rows, init=[], attrs=BLOCK_RAM)
             m.submodules[f"acc{b}"] = mem
             w_port = mem.write_port()
-            ports.append((_registered_read(m, mem, f"acc{b}"), w_port))
-        total, last_total = Signal(self.raw_shape), Signal(self.raw_shape)
-        # each bank's row read registered as it leaves the block RAM, selected in E4
-        before_last = Signal(self.raw_shape)
-        stored = [Signal(self.raw_shape, name=f"stored{b}") for b in range(2)]
-        acc_in = Mux(forward[0], last_total,
-                     Mux(forward[1], before_last, Mux(e4.bank, stored[1], stored[0])))
-        m.d.sync += [last_total.eq(total), before_last.eq(last_total),
-                     stored[0].eq(ports[0][0].data), stored[1].eq(ports[1][0].data)]
-        m.d.comb += [total.eq(acc_in + e4.product),
-                     self.rd_data.eq(Mux(rd_sel, ports[1][0].data, ports[0][0].data))]
-        for b, (r_port, w_port) in enumerate(ports):
             out = self.done[b]
-            clear, clear_row = Signal(name=f"clear{b}"), Signal.like(self.rd_addr)
+            clear = Signal(name=f"clear{b}")
             reading = self.rd_en & (self.rd_bank == b) & out
-            m.d.sync += [clear.eq(reading), clear_row.eq(self.rd_addr)]
-            mine = e4.write & (e4.bank == b)
+            m.d.sync += clear.eq(reading)
+            mine = w.write & (w.bank == b)
+            zero = sweeping | clear
             m.d.comb += [
-                r_port.addr.eq(Mux(out, self.rd_addr, e2.row)),
-                r_port.en.eq(Mux(out, reading, e2.write & (e2.bank == b))),
-                w_port.addr.eq(Mux(sweeping, sweep_row, Mux(clear, clear_row, e4.row))),
-                w_port.en.eq(sweeping | clear | mine),
-                w_port.data.eq(Mux(sweeping | clear, 0, total)),
+                w_port.addr.eq(Mux(zero, zero_row, w.row)),
+                w_port.en.eq(zero | mine),
+                w_port.data.eq(Cat(sums[0], ~zero)),
             ]
+            # the row read into the port's register, then the output register, which holds
+            # while the collector holds its beat
+            port = registered_read(m, mem, Mux(out, self.rd_addr, e2.row),
+                                   en=Mux(out, reading, e2.write & (e2.bank == b)),
+                                   name=f"acc{b}_rd")
+            stored.append(output_register(m, port, en=self.rd_load[b], name=f"acc{b}_q"))
             with m.If(mine):
                 m.d.sync += dirty[b].eq(1)
             with m.If(self.release[b]):
                 m.d.sync += [dirty[b].eq(0), self.lock[b].eq(0), self.done[b].eq(0)]
-        with m.If(e4.vend):
-            m.d.sync += self.done.bit_select(e4.bank, 1).eq(1)
+        # done as the last entry reaches W: the collector sees it a cycle later, after its write
+        with m.If(e5.vend):
+            m.d.sync += self.done.bit_select(e5.bank, 1).eq(1)
+
+        # E5: the row read registered again (with its valid bit); the sum it continues: the
+        # latest forwarded one, else the row's word when valid, else zero
+        row_sum = Signal(word, name="row_sum")
+        use_row = Signal()
+        m.d.sync += [row_sum.eq(Mux(e4.bank, stored[1], stored[0])),
+                     use_row.eq(~Cat(hit).any())]
+        acc_bits = Mux(use_row & row_sum[width], row_sum[:width], 0)
+        for f, s in zip(fwd, sums, strict=True):
+            acc_bits = acc_bits | Mux(f, s.as_unsigned(), 0)
+        acc_in = acc_bits.as_signed() if self.raw_shape.signed else acc_bits
+        m.d.comb += [total.eq(acc_in + e5.product),
+                     self.rd_data.eq(Mux(self.rd_sel & stored[1][width], stored[1][:width], 0)
+                                     | Mux(~self.rd_sel & stored[0][width], stored[0][:width],
+                                           0))]
 
     @staticmethod
     def _stage(m, name, **values):
@@ -516,7 +529,10 @@ class Collector(wiring.Component):
 
     Starts a bank when every PE has it ``done``; beat ``r`` carries local row ``r`` of PE
     ``0 .. N-1`` (rows ``r*N .. r*N + N - 1``). One beat per cycle; once the last beat has been
-    taken the bank is released. ``o_raw`` is registered (valid does not depend on ready).
+    taken the bank is released. Two stages: a row read (its word on the PEs' read ports), then
+    the beat in the banks' output registers, which ``o_raw`` shows (``rd_sel`` selects the bank;
+    ``rd_load`` holds that bank's registers while the beat is refused); valid does not depend on
+    ready.
     """
 
     def __init__(self, params, raw_shape):
@@ -525,7 +541,7 @@ class Collector(wiring.Component):
         super().__init__({
             "done": In(2).array(n), "release": Out(2),
             "rd_bank": Out(1), "rd_addr": Out(range(max(rows, 2))), "rd_en": Out(1),
-            "rd_data": In(raw_shape).array(n),
+            "rd_load": Out(2), "rd_sel": Out(1), "rd_data": In(raw_shape).array(n),
             "o_raw": Out(vector_stream(raw_shape, n)),
         })
 
@@ -535,23 +551,40 @@ class Collector(wiring.Component):
         o = self.o_raw
         bank = Signal()
         row = Signal(range(max(rows, 2)))
-        ready = Signal()
-        m.d.comb += ready.eq(Cat(d.bit_select(bank, 1) for d in self.done).all())
+        # every PE done with a bank, registered; a bank read out waits for its release
+        # (drained), which clears it at once
+        all_done = [Signal(name=f"all_done{b}") for b in range(2)]
+        drained = [Signal(name=f"drained{b}") for b in range(2)]
+        for b in range(2):
+            m.d.sync += all_done[b].eq(Cat(d[b] for d in self.done).all() & ~self.release[b])
+        ready = Mux(bank, all_done[1] & ~drained[1], all_done[0] & ~drained[0])
+        # stage 1: a row read last cycle; stage 2: its beat in the output registers (o_raw)
+        read, read_bank, read_last = Signal(), Signal(), Signal()
+        out_last = Signal()
         advance = ~o.valid | o.ready
-        issue = ready & advance
+        take = ~read | advance
+        issue = ready & take
         m.d.comb += [self.rd_bank.eq(bank), self.rd_addr.eq(row), self.rd_en.eq(issue)]
         m.d.comb += [o.payload[q].eq(d) for q, d in enumerate(self.rd_data)]
-        # the bank is released once its last beat has been taken (its read port is then free)
-        pending, pending_bank = Signal(), Signal()
+        for b in range(2):
+            m.d.comb += self.rd_load[b].eq(advance | (self.rd_sel != b))
+        with m.If(take):
+            m.d.sync += [read.eq(issue), read_bank.eq(bank), read_last.eq(row == rows - 1)]
         with m.If(advance):
-            m.d.sync += o.valid.eq(issue)
-            with m.If(pending):
-                m.d.comb += self.release.bit_select(pending_bank, 1).eq(1)
-                m.d.sync += pending.eq(0)
+            m.d.sync += [o.valid.eq(read), self.rd_sel.eq(read_bank),
+                         out_last.eq(read & read_last)]
+        # the bank is released once its last beat has been taken (its read port is then free)
+        with m.If(o.valid & o.ready & out_last):
+            m.d.comb += self.release.bit_select(self.rd_sel, 1).eq(1)
         with m.If(issue):
             m.d.sync += row.eq(Mux(row == rows - 1, 0, row + 1))
             with m.If(row == rows - 1):
-                m.d.sync += [bank.eq(~bank), pending.eq(1), pending_bank.eq(bank)]
+                m.d.sync += bank.eq(~bank)
+        for b in range(2):  # a bank's release and its last row's read never meet
+            with m.If(self.release[b]):
+                m.d.sync += drained[b].eq(0)
+            with m.If(issue & (row == rows - 1) & (bank == b)):
+                m.d.sync += drained[b].eq(1)
         return m
 
 
@@ -597,6 +630,7 @@ class SparseCore(wiring.Component):
                 pe.tok.eq(lnzd.o_token.payload), pe.tok_take.eq(lnzd.o_token.valid & ready),
                 pe.release.eq(col.release), col.done[q].eq(pe.done),
                 pe.rd_bank.eq(col.rd_bank), pe.rd_addr.eq(col.rd_addr), pe.rd_en.eq(col.rd_en),
+                pe.rd_load.eq(col.rd_load), pe.rd_sel.eq(col.rd_sel),
                 col.rd_data[q].eq(pe.rd_data),
             ]
         return m
@@ -633,7 +667,7 @@ class SparseEngine(wiring.Component):
     def __init__(self, params, *, weight, codebook=None):
         self.params = params
         self.core = SparseCore(params, self._matrix)
-        self.stage = OutputStage.from_params(params.output)
+        self.stage = OutputStage.from_params(params.output, pipelined=True)
         super().__init__({
             "i_data": In(vector_stream(params.in_dtype.shape, params.in_beat)),
             "o_data": Out(vector_stream(params.output.out_shape, params.pe)),

@@ -8,7 +8,7 @@ from amaranth.hdl import Shape
 from ..common.arith import cdiv
 from ..common.dtype import DType, DTypeKind
 from ..common.lanes import RawSumMixin
-from ..common.outstage import OutputStage, OutputStageParams
+from ..common.outstage import OutputStageParams
 from ..common.reference import bits_for_range
 from ..common.stream import check_positive
 from .reference import cycle_model, raw_bounds
@@ -130,8 +130,10 @@ class SparseParams(RawSumMixin):
     @property
     def out_latency(self):
         """Cycles from the collector's read of a row to its output beat being valid: the
-        collector's register and the skid buffer, then the output stage."""
-        return 2 + OutputStage.LATENCY[self.output.kind]
+        read port's register, the banks' output register and the skid buffer, then the output
+        stage (the pipelined one: a requantising multiply split into partial products behind
+        registers)."""
+        return 3 + self.output.latency(pipelined=True)
 
     def cycle_report(self, column_counts, active):
         """The cycle model (:func:`.reference.cycle_model`) of these params on a matrix with

@@ -26,8 +26,9 @@ counts from the cycle the first input beat is accepted (cycle 0):
   leaves the iterator at ``f``; the bank is done at ``f + ISSUE_TO_DONE``.
 * **Banks and read-out.** Two accumulator banks alternate between vectors. Vector ``v`` is read
   out, one row (of every PE) per cycle, from ``s = max(all PEs done, previous read-out end + 1)``
-  to ``s + rows_per_pe - 1``; its bank is free again two cycles after (once the last beat has
-  been taken, the release reaches the PEs). Its output beats are valid
+  to ``s + rows_per_pe - 1``; its bank is free again ``READ_TO_FREE`` cycles after (the last
+  row's word through the read port and the output register, the beat taken, the release
+  reaching the PEs). Its output beats are valid
   ``out_latency`` cycles after their rows are read.
 """
 
@@ -35,18 +36,23 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["ISSUE_TO_DONE", "LOOKUP", "QUEUE_TO_POP", "IN_FLIGHT", "raw_bounds", "raw_sums",
+__all__ = ["ISSUE_TO_DONE", "LOOKUP", "QUEUE_TO_POP", "IN_FLIGHT", "READ_TO_FREE",
+           "raw_bounds", "raw_sums",
            "performed_macs", "broadcast_tokens", "CycleReport", "cycle_model"]
 
-#: From the cycle the last entry of a vector is issued to the cycle its bank shows ``done``.
-ISSUE_TO_DONE = 6
-#: From a token's broadcast to its queue write (the pointer read, then its register).
-LOOKUP = 2
+#: From the cycle the last entry of a vector is issued to the first cycle its bank may be read
+#: out (the PE's ``done``, then the collector's register of every PE's).
+ISSUE_TO_DONE = 8
+#: From a token's broadcast to its queue write (the pointer read, its output register, then a
+#: register near the logic).
+LOOKUP = 3
 #: From a queue write to the earliest pop (the queue memory's read, then its head register).
 QUEUE_TO_POP = 3
 #: Tokens a PE holds beyond its queue: the ``LOOKUP`` registers, the queue memory's read and
 #: the head register.
 IN_FLIGHT = LOOKUP + QUEUE_TO_POP - 1
+#: From the read of a bank's last row to the first cycle a PE may pop into that bank again.
+READ_TO_FREE = 3
 
 
 def raw_bounds(weight, in_lo, in_hi):
@@ -172,7 +178,7 @@ def cycle_model(counts, active, *, in_beat, queue_depth, rows_per_pe, out_latenc
     last_issue = np.zeros(n_pe, dtype=np.int64)
 
     for v, row in enumerate(active):
-        bank_free = released[v - 2] + 2 if v >= 2 else 0
+        bank_free = released[v - 2] + READ_TO_FREE if v >= 2 else 0
         for toks in broadcast_tokens(row, in_beat):
             if not toks:
                 load += 1

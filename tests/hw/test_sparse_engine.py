@@ -213,10 +213,22 @@ def test_heavy_backpressure_fills_both_banks():
     rng = np.random.default_rng(12)
     p = make_params(8, 12, 4, 2, 4)
     w = sparse_weight(rng, p.weight_dtype, (8, 12), 0.5)
-    x = activations(rng, p.in_dtype, 5, 12, 0.7)
+    x = activations(rng, p.in_dtype, 8, 12, 0.7)
     dut, ends, model = run_engine(p, w, x, pattern=StallPattern(0, 0.9), seed=1)
     assert ends[-1] > model.cycles_total + 10
     assert dut.params.expected_cycles(dut.matrix.column_counts()) >= model.cycles_per_inference
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_one_row_per_pe_under_backpressure(seed):
+    # One row per PE and two-element vectors: both banks are often done at once, so right after
+    # a bank's only row is read the collector turns back to it before its release; it must
+    # wait for the release, or the sums come out twice.
+    rng = np.random.default_rng(30 + seed)
+    p = make_params(3, 2, 3, 1, 2)
+    w = sparse_weight(rng, p.weight_dtype, (3, 2), 0.5)
+    x = activations(rng, p.in_dtype, 12, 2, 0.5)
+    run_engine(p, w, x, pattern=StallPattern(0, 0.6), seed=seed)
 
 
 def test_full_throughput_on_busy_columns():

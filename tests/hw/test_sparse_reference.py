@@ -5,6 +5,7 @@ import pytest
 
 from nnaccel.hw.sparse.reference import (
     ISSUE_TO_DONE,
+    LOOKUP,
     broadcast_tokens,
     cycle_model,
     performed_macs,
@@ -37,13 +38,13 @@ def test_single_pe_timeline():
     counts = np.full((1, 4), 3)
     rep = cycle_model(counts, np.ones((1, 4), dtype=bool), in_beat=1, queue_depth=1,
                       rows_per_pe=2, out_latency=4)
-    # token j broadcast at 1 + j while the PE holds fewer than D + 4 = 5; written into the
-    # queue at 3 + j, popped at 6, 9, 12, 15; the last entry leaves at 17; done at 17 + 6;
-    # read-out at 23, 24; last output beat at 24 + 4.
-    assert ISSUE_TO_DONE == 6
-    assert rep.vector_end.tolist() == [17 + ISSUE_TO_DONE + 1 + 4]
+    # token j broadcast at 1 + j while the PE holds fewer than D + 5 = 6; written into the
+    # queue at 4 + j, popped at 7, 10, 13, 16; the last entry leaves at 18; the collector may
+    # read from 18 + 8; read-out at 26, 27; last output beat at 27 + 4.
+    assert (LOOKUP, ISSUE_TO_DONE) == (3, 8)
+    assert rep.vector_end.tolist() == [18 + ISSUE_TO_DONE + 1 + 4]
     assert rep.busy.tolist() == [12] and rep.entries.tolist() == [12]
-    assert rep.compute_cycles == 17 and rep.efficiency == pytest.approx(12 / 17)
+    assert rep.compute_cycles == 18 and rep.efficiency == pytest.approx(12 / 18)
 
 
 def test_banks_overlap_read_out_with_compute():
@@ -80,7 +81,7 @@ def test_deeper_queues_balance_better():
     effs = [cycle_model(counts, active, in_beat=8, queue_depth=d, rows_per_pe=4,
                         out_latency=3).efficiency for d in (1, 2, 4, 8, 16)]
     assert all(a <= b + 1e-9 for a, b in zip(effs, effs[1:], strict=False))
-    assert effs[-1] - effs[0] > 0.04 and effs[-1] > 0.9
+    assert effs[-1] - effs[0] > 0.03 and effs[-1] > 0.9
 
 
 def test_unbalanced_pe_bounds_efficiency():

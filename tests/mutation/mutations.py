@@ -60,13 +60,12 @@ MUTATIONS = (
     # -- sparse engine -----------------------------------------------------------------------
     Mutation("sparse-padding-mask", SPARSE, "& ((j < tail) | ~last_in)", "& 1",
              SPARSE_TESTS),
-    Mutation("sparse-drain-loses-first-row", SPARSE, "m.d.sync += o.valid.eq(issue)",
-             "m.d.sync += o.valid.eq(issue & (row != 0))", SPARSE_TESTS),
+    Mutation("sparse-drain-loses-first-row", SPARSE, "m.d.sync += [read.eq(issue),",
+             "m.d.sync += [read.eq(issue & (row != 0)),", SPARSE_TESTS),
     Mutation("sparse-drain-ignores-backpressure", SPARSE, "advance = ~o.valid | o.ready",
              "advance = 1", SPARSE_TESTS),
-    Mutation("sparse-accumulator-not-cleared", SPARSE,
-             "w_port.data.eq(Mux(sweeping | clear, 0, total))",
-             "w_port.data.eq(Mux(sweeping, 0, total))", SPARSE_TESTS),
+    Mutation("sparse-accumulator-not-cleared", SPARSE, "zero = sweeping | clear",
+             "zero = sweeping", SPARSE_TESTS),
     Mutation("sparse-activation-mask-skips-one", SPARSE, "rest = mask & (mask - 1)",
              "rest = mask & (mask - 2)", SPARSE_TESTS),
     # -- systolic array engine ---------------------------------------------------------------
