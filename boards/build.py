@@ -227,6 +227,11 @@ def format_report(report):
     if folded:
         lines.append(f"  {'block RAM output registers':<32} {folded['ports']} read ports "
                      f"({folded['flip_flops']} flip-flops folded into DP16KD)")
+        mult = folded.get("multipliers") or {}
+        if mult.get("multipliers"):
+            lines.append(f"  {'multiplier registers':<32} {mult['inputs']} input, "
+                         f"{mult['outputs']} output ({mult['flip_flops']} flip-flops folded "
+                         f"into MULT18X18D)")
     clock = report["clock"]
     verdict = "met" if report["timing_met"] else "NOT MET"
     lines.append(f"  {'Fmax':<32} {report['fmax_mhz']:.2f} MHz (constraint "

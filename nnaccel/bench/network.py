@@ -54,10 +54,11 @@ def _tool(name):
 def network_build(network, outdir, *, freq_mhz=FREQ_MHZ):
     """Synthesise, place and route ``network`` (a stream component) out of context in
     ``outdir``; returns ``{"fmax_mhz", "lut4", "ff", "lutram", "bram", "mult",
-    "bram_output_registers", "seconds"}``. Between yosys and nextpnr, the registers behind
-    block RAM read ports are folded into the DP16KDs (:mod:`nnaccel.boards.ecp5_bram`,
-    ``synth.json`` -> ``folded.json``); ``bram_output_registers`` counts the read ports
-    folded."""
+    "bram_output_registers", "mult_registers", "seconds"}``. Between yosys and nextpnr, the
+    registers behind block RAM read ports and around multipliers are folded into the DP16KDs
+    and MULT18X18Ds (:mod:`nnaccel.boards.ecp5_bram`, ``synth.json`` -> ``folded.json``);
+    ``bram_output_registers`` counts the read ports folded, ``mult_registers`` the
+    multipliers with input and with output registers."""
     from amaranth.back import verilog
 
     from ..boards.ecp5_bram import fold_file
@@ -80,6 +81,8 @@ def network_build(network, outdir, *, freq_mhz=FREQ_MHZ):
     result = {"fmax_mhz": round(min(c["achieved"] for c in report["fmax"].values()), 2)}
     result.update({key: int(used.get(cell, 0)) for key, cell in _CELLS.items()})
     result["bram_output_registers"] = folded["ports"]
+    mult = folded["multipliers"]
+    result["mult_registers"] = {"inputs": mult["inputs"], "outputs": mult["outputs"]}
     result["seconds"] = round(time.monotonic() - start, 1)
     return result
 
@@ -141,7 +144,10 @@ def main(argv=None):
     print(f"{args.name}: folds {', '.join(folds)}; Fmax {result['fmax_mhz']:.1f} MHz, "
           f"{result['lut4']:,} LUT4 (+{result['lutram']} as RAM), {result['ff']:,} FF, "
           f"{result['bram']} DP16KD ({result['bram_output_registers']} read ports "
-          f"registered inside), {result['mult']} MULT18X18D ({result['seconds']:.0f} s); "
+          f"registered inside), {result['mult']} MULT18X18D "
+          f"({result['mult_registers']['inputs']} with input, "
+          f"{result['mult_registers']['outputs']} with output registers inside) "
+          f"({result['seconds']:.0f} s); "
           f"{cycles:,} cycles per inference (folding formula), "
           f"{result['inferences_per_second']:,.0f} per second at Fmax")
     return 0

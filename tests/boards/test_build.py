@@ -111,7 +111,9 @@ def test_ecp5_netlist_fold_step(tmp_path):
     log = io.StringIO()
     progress = build_module._Progress(log, "top")
     assert build_module._fold_bram_registers(netlist, progress) == {
-        "block_rams": 0, "ports": 0, "flip_flops": 0, "refused": {}}
+        "block_rams": 0, "ports": 0, "flip_flops": 0, "refused": {},
+        "multipliers": {"multipliers": 0, "outputs": 0, "inputs": 0, "flip_flops": 0,
+                        "refused": {}}}
     assert "block RAM output registers: 0 block RAM read port(s)" in log.getvalue()
     netlist.write_text("{")
     with pytest.raises(ToolError, match="cannot fold top.json"):

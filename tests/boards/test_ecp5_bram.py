@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from amaranth import Module, unsigned
+from amaranth import Module, Signal, signed, unsigned
 from amaranth.back import verilog
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
@@ -212,6 +212,82 @@ def test_summary_and_command_line(tmp_path):
     assert line.endswith("left alone: 2 (a read bit drives logic or a second sink)")
 
 
+def _mult_netlist(bits=4):
+    """A top module: a MULT18X18D whose operands A and B (``bits`` each, upper pins tied to 0)
+    come from reset-less flip-flops (A's with clock enable OCE) and whose product's low
+    ``2*bits`` bits go into reset-less flip-flops that are module outputs."""
+    a_d, b_d = [300 + n for n in range(bits)], [320 + n for n in range(bits)]
+    a_q, b_q = [340 + n for n in range(bits)], [360 + n for n in range(bits)]
+    p_d, p_q = [400 + n for n in range(36)], [500 + n for n in range(2 * bits)]
+    conn = {f"{x}{i}": [q[i] if i < bits else "0"] for x, q in (("A", a_q), ("B", b_q))
+            for i in range(18)}
+    conn.update({f"P{i}": [p_d[i]] for i in range(36)})
+    conn.update(SIGNEDA=["0"], SIGNEDB=["0"], SOURCEA=["0"], SOURCEB=["0"])
+    mult = {"type": "MULT18X18D", "parameters": {},
+            "port_directions": {k: "output" if k[0] == "P" else "input" for k in conn},
+            "connections": conn}
+    cells = {"mult": mult}
+    cells.update({f"a{n}": _ff(a_d[n], a_q[n], ce=OCE) for n in range(bits)})
+    cells.update({f"b{n}": _ff(b_d[n], b_q[n]) for n in range(bits)})
+    cells.update({f"p{n}": _ff(p_d[n], p_q[n]) for n in range(2 * bits)})
+    ports = {"clk": {"direction": "input", "bits": [CLK]},
+             "oce": {"direction": "input", "bits": [OCE]},
+             "a": {"direction": "input", "bits": a_d}, "b": {"direction": "input", "bits": b_d},
+             "p": {"direction": "output", "bits": p_q}}
+    return {"modules": {"top": {"attributes": {"top": "1"}, "ports": ports, "cells": cells}}}
+
+
+def test_multiplier_registers_are_folded_into_the_dsp_block():
+    netlist = _mult_netlist()
+    report = ecp5_bram.fold_multiplier_registers(netlist)
+    assert report == {"multipliers": 1, "outputs": 1, "inputs": 1, "flip_flops": 16,
+                      "refused": {}}
+    cells = netlist["modules"]["top"]["cells"]
+    assert list(cells) == ["mult"]
+    mult = cells["mult"]
+    regs = {k: v for k, v in mult["parameters"].items() if k.startswith("REG_")}
+    assert regs == {"REG_OUTPUT_CLK": "CLK0", "REG_OUTPUT_CE": "CE0", "REG_OUTPUT_RST": "RST0",
+                    "REG_INPUTA_CLK": "CLK0", "REG_INPUTA_CE": "CE1", "REG_INPUTA_RST": "RST0",
+                    "REG_INPUTB_CLK": "CLK0", "REG_INPUTB_CE": "CE2", "REG_INPUTB_RST": "RST0"}
+    conn = mult["connections"]
+    assert (conn["CLK0"], conn["RST0"], conn["CE0"], conn["CE1"], conn["CE2"]) == (
+        [CLK], ["0"], ["1"], [OCE], ["1"])
+    assert [conn[f"A{i}"][0] for i in range(5)] == [300, 301, 302, 303, "0"]
+    assert [conn[f"B{i}"][0] for i in range(4)] == [320, 321, 322, 323]
+    assert [conn[f"P{i}"][0] for i in range(9)] == [500 + n for n in range(8)] + [408]
+
+
+def test_multiplier_sides_are_refused_alone():
+    netlist = _mult_netlist()
+    cells = netlist["modules"]["top"]["cells"]
+    cells["p3"]["connections"]["LSR"] = [EN]            # a product register with a reset
+    cells["b2"]["connections"]["CLK"] = [OTHER_CLK]     # an operand on another clock
+    before = copy.deepcopy(netlist)
+    report = ecp5_bram.fold_multiplier_registers(netlist)
+    assert report == {"multipliers": 1, "outputs": 0, "inputs": 0, "flip_flops": 0,
+                      "refused": {"clock": 1, "reset": 1}}
+    assert netlist == before
+    netlist = _mult_netlist()
+    cells = netlist["modules"]["top"]["cells"]
+    netlist["modules"]["top"]["ports"]["q"] = {"direction": "output", "bits": [341]}
+    report = ecp5_bram.fold_multiplier_registers(netlist)
+    assert (report["inputs"], report["outputs"], report["flip_flops"]) == (1, 1, 15)
+    assert "a1" in cells and cells["mult"]["connections"]["A1"] == [301]
+
+
+def test_a_register_between_two_multipliers_is_folded_once():
+    netlist = _mult_netlist()
+    cells = netlist["modules"]["top"]["cells"]
+    second = copy.deepcopy(cells["mult"])
+    second["connections"].update({f"A{i}": [500 + i] for i in range(4)})
+    second["connections"].update({f"P{i}": [600 + i] for i in range(36)})
+    cells["mult2"] = second
+    report = ecp5_bram.fold_multiplier_registers(netlist)
+    # the product register of the first also drives the second's A: the first's output
+    # register takes it, the second's inputs are left (its product feeds nothing)
+    assert (report["outputs"], report["inputs"], report["refused"]) == (1, 1, {"logic": 1})
+
+
 def test_command_line_rejects_a_file_that_is_not_a_netlist(tmp_path):
     source, target = tmp_path / "synth.json", tmp_path / "folded.json"
     source.write_text("{}")
@@ -229,8 +305,9 @@ ADDR_BITS = 14
 
 
 class _Design(wiring.Component):
-    """Registered ROMs read at one address, and a block RAM read port whose data goes through
-    an output register with its own clock enable."""
+    """Registered ROMs read at one address, a block RAM read port whose data goes through
+    an output register with its own clock enable, and a multiplier between reset-less
+    registers (one operand with a clock enable)."""
 
     def __init__(self, seed=1):
         rng = random.Random(seed)
@@ -238,6 +315,7 @@ class _Design(wiring.Component):
         self.ram = [rng.getrandbits(9) for _ in range(400)]
         ports = {f"d{n}": Out(w) for n, (w, _) in enumerate(ROMS)}
         super().__init__({"addr": In(ADDR_BITS), "en": In(1), "oen": In(1), "dq": Out(9),
+                          "ma": In(signed(9)), "mb": In(signed(7)), "mp": Out(signed(16)),
                           **ports})
 
     def elaborate(self, platform):
@@ -252,6 +330,12 @@ class _Design(wiring.Component):
         port = mem.read_port(domain="sync")
         m.d.comb += [port.addr.eq(self.addr), port.en.eq(self.en),
                      self.dq.eq(output_register(m, port.data, en=self.oen))]
+        ma, mb = Signal(signed(9), reset_less=True), Signal(signed(7), reset_less=True)
+        mp = Signal(signed(16), reset_less=True)
+        with m.If(self.oen):
+            m.d.sync += ma.eq(self.ma)
+        m.d.sync += [mb.eq(self.mb), mp.eq(ma * mb)]
+        m.d.comb += self.mp.eq(mp)
         return m
 
 
@@ -304,11 +388,13 @@ def _dp16kd_step(cell, value, state):
 
 def _simulate(netlist, stimulus):
     """The top module's outputs, cycle by cycle, for ``stimulus`` (a list of input dicts):
-    LUT4/PFUMX/L6MUX21/INV evaluated in order, TRELLIS_FF and DP16KD on the clock edge."""
+    LUT4/PFUMX/L6MUX21/INV/MULT18X18D evaluated in order, TRELLIS_FF, DP16KD and the
+    MULT18X18D's registers on the clock edge."""
     module = ecp5_bram._top(netlist)
     cells = module["cells"]
     kinds = {c["type"] for c in cells.values()}
-    assert kinds <= {"LUT4", "PFUMX", "L6MUX21", "INV", "TRELLIS_FF", "DP16KD", "$scopeinfo"}
+    assert kinds <= {"LUT4", "PFUMX", "L6MUX21", "INV", "MULT18X18D", "TRELLIS_FF", "DP16KD",
+                     "$scopeinfo"}
     nets = {}
 
     def value(bit):
@@ -317,8 +403,10 @@ def _simulate(netlist, stimulus):
     def pin(cell, name):
         return value(cell["connections"].get(name, ["x"])[0])
 
-    comb = [c for c in cells.values() if c["type"] in ("LUT4", "PFUMX", "L6MUX21", "INV")]
-    driver = {c["connections"]["Z"][0]: c for c in comb}
+    comb = [c for c in cells.values()
+            if c["type"] in ("LUT4", "PFUMX", "L6MUX21", "INV", "MULT18X18D")]
+    driver = {bits[0]: c for c in comb for name, bits in c["connections"].items()
+              if c["port_directions"].get(name) == "output"}
     order, seen = [], set()
 
     def visit(cell):
@@ -326,7 +414,7 @@ def _simulate(netlist, stimulus):
             return
         seen.add(id(cell))
         for name, bits in cell["connections"].items():
-            if name != "Z" and bits[0] in driver:
+            if cell["port_directions"].get(name) != "output" and bits[0] in driver:
                 visit(driver[bits[0]])
         order.append(cell)
 
@@ -338,6 +426,11 @@ def _simulate(netlist, stimulus):
         assert ecp5_bram._param(ff, "REGSET", "RESET") == "RESET"
     brams = [c for c in cells.values() if c["type"] == "DP16KD"]
     states = [{} for _ in brams]
+    mults = {id(c): {} for c in comb if c["type"] == "MULT18X18D"}
+
+    def operand(cell, x):
+        bits = sum(pin(cell, f"{x}{i}") << i for i in range(18))
+        return bits - (bits >> 17 << 18) if pin(cell, f"SIGNED{x}") else bits
     ports = module["ports"]
     trace = []
     for inputs in stimulus:
@@ -353,8 +446,21 @@ def _simulate(netlist, stimulus):
                 z = pin(cell, "ALUT") if pin(cell, "C0") else pin(cell, "BLUT")
             elif t == "L6MUX21":
                 z = pin(cell, "D1") if pin(cell, "SD") else pin(cell, "D0")
-            else:
+            elif t == "INV":
                 z = 1 - pin(cell, "A")
+            else:
+                reg = mults[id(cell)]
+                live = {x: operand(cell, x) for x in "AB"}
+                ab = [reg.get(x, 0) if ecp5_bram._param(cell, f"REG_INPUT{x}_CLK", "NONE")
+                      != "NONE" else live[x] for x in "AB"]
+                reg["next"] = {**live, "P": ab[0] * ab[1]}
+                product = reg.get("P", 0) if ecp5_bram._param(cell, "REG_OUTPUT_CLK", "NONE") \
+                    != "NONE" else ab[0] * ab[1]
+                for i in range(36):
+                    bit = cell["connections"].get(f"P{i}", ["x"])[0]
+                    if isinstance(bit, int):
+                        nets[bit] = product >> i & 1
+                continue
             nets[cell["connections"]["Z"][0]] = z
         trace.append({name: sum(value(b) << i for i, b in enumerate(p["bits"]))
                       for name, p in ports.items() if p["direction"] == "output"})
@@ -366,6 +472,13 @@ def _simulate(netlist, stimulus):
                 updates[ff["connections"]["Q"][0]] = 0
             elif enabled:
                 updates[ff["connections"]["Q"][0]] = pin(ff, "DI")
+        for cell in comb:
+            if cell["type"] == "MULT18X18D":   # registers on CLK0, enables on their CE pins
+                reg = mults[id(cell)]
+                for x, r in (("A", "INPUTA"), ("B", "INPUTB"), ("P", "OUTPUT")):
+                    if ecp5_bram._param(cell, f"REG_{r}_CLK", "NONE") == "CLK0" and \
+                            pin(cell, ecp5_bram._param(cell, f"REG_{r}_CE", "CE0")):
+                        reg[x] = reg["next"][x]
         for bram, state in zip(brams, states, strict=True):
             for p, v in _dp16kd_step(bram, value, state).items():
                 bit = bram["connections"].get(p, ["x"])[0]
@@ -381,13 +494,15 @@ def _expected(design, stimulus):
     when ``oen`` is high."""
     trace, port = [], [0] * len(ROMS)
     rom_q, ram_port, dq = [0] * len(ROMS), 0, 0
+    ma = mb = mp = 0
     for inputs in stimulus:
         out = {f"d{n}": rom_q[n] for n in range(len(ROMS))}
-        out["dq"] = dq
+        out.update(dq=dq, mp=mp & 0xFFFF)
         trace.append(out)
         rom_q = list(port)
+        mp, mb = ma * mb, inputs["mb"]
         if inputs["oen"]:
-            dq = ram_port
+            dq, ma = ram_port, inputs["ma"]
         if inputs["en"]:
             port = [t[inputs["addr"]] for t in design.tables]
             ram_port = design.ram[inputs["addr"]]
@@ -408,7 +523,8 @@ def synthesised(tmp_path_factory):
 def _stimulus(seed, cycles, addresses):
     rng = random.Random(seed)
     return [{"addr": rng.randrange(addresses), "en": rng.random() < 0.7,
-             "oen": rng.random() < 0.6} for _ in range(cycles)]
+             "oen": rng.random() < 0.6, "ma": rng.randrange(-256, 256),
+             "mb": rng.randrange(-64, 64)} for _ in range(cycles)]
 
 
 def test_the_fold_keeps_the_behaviour_cycle_for_cycle(synthesised):
@@ -418,6 +534,8 @@ def test_the_fold_keeps_the_behaviour_cycle_for_cycle(synthesised):
     widths = [w for w, _ in ROMS]
     assert report == {"block_rams": len(ROMS) + 1, "ports": len(ROMS) + 1,
                       "flip_flops": sum(widths) + 9, "refused": {}}
+    assert ecp5_bram.fold_multiplier_registers(folded) == {
+        "multipliers": 1, "outputs": 1, "inputs": 1, "flip_flops": 9 + 7 + 16, "refused": {}}
     assert not [c for c in ecp5_bram._top(folded)["cells"].values()
                 if c["type"] == "TRELLIS_FF"]
     for seed in range(2):
