@@ -15,7 +15,7 @@ from ..common.arith import (
     tree_stages,
 )
 from ..common.lanes import logic_product
-from ..common.memory import Rom
+from ..common.memory import Rom, output_register
 from ..common.outstage import OutputStage
 from ..common.reference import bits_for_range
 from ..common.stream import StreamFifo, core_then_stage, vector_stream
@@ -124,26 +124,37 @@ class MVUCore(wiring.Component):
                                           storage=p.weight_memory)
 
         # Stage A: issue one beat (from the input stream in neuron fold 0, else from the buffer).
-        sf = Signal(range(sf_n))
-        nf = Signal(range(nf_n))
+        # ``take`` (neuron fold 0) and ``room`` (the FIFO can take the sum of a neuron fold's
+        # last beat) are registers, computed from the next state, so that the input's ready
+        # (a wide clock enable upstream) leaves two flip-flops and an AND gate.
+        sf, sf_next = Signal(range(sf_n)), Signal(range(sf_n))
+        nf, nf_next = Signal(range(nf_n)), Signal(range(nf_n))
+        pending_next = Signal.like(pending)
         waddr = Signal(range(max(sf_n * nf_n, 2)))
-        take, last_a, room, issue = Signal(), Signal(), Signal(), Signal()
+        waddr_next = Signal.like(waddr)
+        last_a, issue = Signal(), Signal()
+        # Multiplier lanes get the weight word once more in a register beside them (a block
+        # RAM's own output register lies far from the DSP blocks): the word is read a cycle
+        # ahead, at the address the next issue takes, so it reaches stage C with its beat; the
+        # first cycle after reset issues nothing (no room), so that word 0 is read before its
+        # beat.
+        ahead = p.lane_kind is LaneKind.MUL and not p.packed_products
+        take, room = Signal(init=1), Signal(init=not ahead)
+        popped = fifo.o_data.valid & fifo.o_data.ready
         m.d.comb += [
-            take.eq(nf == 0),
             last_a.eq(sf == sf_n - 1),
-            room.eq(~last_a | (pending != depth)),
             issue.eq(room & (~take | i.valid)),
             i.ready.eq(room & take),
-            wrom.addr.eq(waddr),
+            sf_next.eq(Mux(issue, Mux(last_a, 0, sf + 1), sf)),
+            nf_next.eq(Mux(issue & last_a, Mux(nf == nf_n - 1, 0, nf + 1), nf)),
+            pending_next.eq(pending + (issue & last_a) - popped),
+            waddr_next.eq(Mux(issue, Mux(waddr == sf_n * nf_n - 1, 0, waddr + 1), waddr)),
+            wrom.addr.eq(waddr_next if ahead else waddr),
             wrom.en.eq(1),
         ]
-        with m.If(issue):
-            m.d.sync += [sf.eq(Mux(last_a, 0, sf + 1)),
-                         waddr.eq(Mux(waddr == sf_n * nf_n - 1, 0, waddr + 1))]
-            with m.If(last_a):
-                m.d.sync += nf.eq(Mux(nf == nf_n - 1, 0, nf + 1))
-        popped = fifo.o_data.valid & fifo.o_data.ready
-        m.d.sync += pending.eq(pending + (issue & last_a) - popped)
+        m.d.sync += [sf.eq(sf_next), nf.eq(nf_next), pending.eq(pending_next),
+                     waddr.eq(waddr_next), take.eq(nf_next == 0),
+                     room.eq((sf_next != sf_n - 1) | (pending_next != depth))]
 
         xin = i.payload.as_value()
         if nf_n > 1 and sf_n > 1:
@@ -155,13 +166,20 @@ class MVUCore(wiring.Component):
                          rp.addr.eq(sf), rp.en.eq(1)]
 
         # Stage B: the weight word and the input beat arrive; Stage C: both registered (the
-        # multipliers' input registers).
+        # multipliers' input registers; the weight word's is the block RAM's own output
+        # register on the ECP5, nnaccel.boards.ecp5_bram).
         v_b, from_b, first_b, last_b = Signal(), Signal(), Signal(), Signal()
         x_b = Signal(simd * xbits)
         m.d.sync += [v_b.eq(issue), from_b.eq(take), first_b.eq(sf == 0), last_b.eq(last_a),
                      x_b.eq(xin)]
-        x_c, w_c = Signal(simd * xbits), Signal(pe * simd * wbits)
-        m.d.sync += w_c.eq(wrom.data)
+        # datapath registers have no reset (the valid bits say what they hold), so that the
+        # ECP5 flow can fold them into the DSP blocks' registers (nnaccel.boards.ecp5_bram)
+        x_c = Signal(simd * xbits, reset_less=True)
+        if ahead:
+            w_c = Signal(wrom.data.shape(), name="w_c", reset_less=True)
+            m.d.sync += w_c.eq(output_register(m, wrom.data, name="w_b"))
+        else:
+            w_c = output_register(m, wrom.data, name="w_c")
         if nf_n > 1 and sf_n > 1:
             m.d.sync += x_c.eq(Mux(from_b, x_b, rp.data))
         else:
@@ -205,7 +223,8 @@ class MVUCore(wiring.Component):
             return [pipelined_popcount(m, row, f"tree{q}") for q, row in enumerate(products)]
         sums = []
         for q, row in enumerate(products):
-            prod_d = [Signal(v.shape(), name=f"prod_{q}_{j}") for j, v in enumerate(row)]
+            prod_d = [Signal(v.shape(), name=f"prod_{q}_{j}", reset_less=True)
+                      for j, v in enumerate(row)]
             m.d.sync += [r.eq(v) for r, v in zip(prod_d, row, strict=True)]
             total, stages = pipelined_tree_sum(m, prod_d, f"tree{q}")
             sums.append((total, 1 + stages))
@@ -234,10 +253,10 @@ class MVUCore(wiring.Component):
                 else:
                     a = Cat(wa, Const(0, s - wbits), wb)
                 # registered operands, so nothing but the multiplier lies between registers
-                a_reg = Signal(a.shape(), name=f"pair_a_{r}_{j}")
+                a_reg = Signal(a.shape(), name=f"pair_a_{r}_{j}", reset_less=True)
                 x_reg = Signal(signed(xbits) if p.in_dtype.signed else unsigned(xbits),
-                               name=f"pair_x_{r}_{j}")
-                packed = Signal(signed(2 * s + 1), name=f"pair_{r}_{j}")
+                               name=f"pair_x_{r}_{j}", reset_less=True)
+                packed = Signal(signed(2 * s + 1), name=f"pair_{r}_{j}", reset_less=True)
                 m.d.sync += [a_reg.eq(a), x_reg.eq(_field(x_word, j, xbits, p.in_dtype.signed)),
                              packed.eq(a_reg * x_reg)]
                 low = packed[:s].as_signed() if shape.signed else packed[:s]
@@ -261,7 +280,7 @@ class MVUCore(wiring.Component):
         for q, row in enumerate(products):
             out.append([])
             for j, product in enumerate(row):
-                late = Signal(product.shape(), name=f"late_{q}_{j}")
+                late = Signal(product.shape(), name=f"late_{q}_{j}", reset_less=True)
                 if p.dsp_lane(q, j):
                     m.d.sync += late.eq(product)
                 else:

@@ -6,7 +6,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from ..common.arith import pack_words, tree_sum
-from ..common.memory import Rom
+from ..common.memory import Rom, output_register
 from ..common.outstage import OutputStage
 from ..common.stream import core_then_stage, vector_stream
 from ..window.patches import PatchFed
@@ -80,28 +80,44 @@ class VVAUCore(wiring.Component):
         m.submodules.weights = wrom = Rom(self._words, p.lanes * wbits,
                                           storage=p.weight_storage)
 
-        # Stage A: take a beat; read its weights (synchronous read).
-        advance, issue = Signal(), Signal()
+        # Stage A: take a beat; read its weights (synchronous read). Multiplier lanes read them
+        # a cycle ahead (at the address the next beat takes; nothing moves in the first cycle
+        # after reset, while word 0 is read), so that the weights are registered twice, in the
+        # block RAM's output register and once more beside the multipliers.
+        ahead = p.lane_kind is LaneKind.MUL
+        advance, issue, primed = Signal(), Signal(), Signal(init=not ahead)
+        m.d.sync += primed.eq(1)
         tap = Signal(range(beats))
         waddr = Signal(range(max(p.weight_depth, 2)))
-        m.d.comb += [advance.eq(~o.valid | o.ready), issue.eq(advance & i.valid),
-                     i.ready.eq(advance), wrom.addr.eq(waddr), wrom.en.eq(advance)]
+        waddr_next = Signal.like(waddr)
+        m.d.comb += [advance.eq((~o.valid | o.ready) & primed), issue.eq(advance & i.valid),
+                     i.ready.eq(advance),
+                     waddr_next.eq(Mux(issue, Mux(waddr == p.weight_depth - 1, 0, waddr + 1),
+                                       waddr)),
+                     wrom.addr.eq(waddr_next if ahead else waddr),
+                     wrom.en.eq(1 if ahead else advance)]
+        m.d.sync += waddr.eq(waddr_next)
         with m.If(issue):
-            m.d.sync += [tap.eq(Mux(tap == beats - 1, 0, tap + 1)),
-                         waddr.eq(Mux(waddr == p.weight_depth - 1, 0, waddr + 1))]
+            m.d.sync += tap.eq(Mux(tap == beats - 1, 0, tap + 1))
 
         # Stage B: the beat and its weights (the memory's output); Stage R: both registered, so
-        # no path runs from a block RAM output through a multiplier.
+        # no path runs from a block RAM output through a multiplier (the weights' register is
+        # the block RAM's own output register on the ECP5, nnaccel.boards.ecp5_bram).
         v_b, first_b, last_b = Signal(), Signal(), Signal()
         x_b = Signal(p.in_beat * xbits)
         with m.If(advance):
             m.d.sync += [v_b.eq(issue), first_b.eq(tap == 0), last_b.eq(tap == beats - 1),
                          x_b.eq(i.payload.as_value())]
         v_r, first_r, last_r = Signal(), Signal(), Signal()
-        x_r, w_word = Signal.like(x_b), Signal.like(wrom.data)
+        x_r = Signal.like(x_b, reset_less=True)   # no reset: foldable into DSP registers
+        w_word = output_register(m, wrom.data, en=advance, name="w_word")
+        if ahead:
+            w_late = Signal.like(w_word, name="w_late", reset_less=True)
+            with m.If(advance):
+                m.d.sync += w_late.eq(w_word)
+            w_word = w_late
         with m.If(advance):
-            m.d.sync += [v_r.eq(v_b), first_r.eq(first_b), last_r.eq(last_b), x_r.eq(x_b),
-                         w_word.eq(wrom.data)]
+            m.d.sync += [v_r.eq(v_b), first_r.eq(first_b), last_r.eq(last_b), x_r.eq(x_b)]
         sums = []
         for g in range(p.pe):
             for u in range(mg):
@@ -114,7 +130,8 @@ class VVAUCore(wiring.Component):
 
         # Stage C: registered lane values; accumulation into the output register.
         v_c, first_c, last_c = Signal(), Signal(), Signal()
-        regs = [[Signal(v.shape(), name=f"lane_{q}_{c}") for c, v in enumerate(lanes)]
+        regs = [[Signal(v.shape(), name=f"lane_{q}_{c}", reset_less=True)
+                 for c, v in enumerate(lanes)]
                 for q, lanes in enumerate(sums)]
         with m.If(advance):
             m.d.sync += [v_c.eq(v_r), first_c.eq(first_r), last_c.eq(last_r),
