@@ -447,14 +447,17 @@ class OutputStage(wiring.Component):
         a pipelined adder tree; rounding and clamping in two stages. Each DSP block's operands
         and products go through two registers, so that placement can put one next to the
         block on either side (the ECP5's MULT18X18D takes 3.9 ns alone; with one register the
-        routing to and from it added 4.1 ns). Latency :attr:`latency` (8 plus the tree's
-        stages)."""
+        routing to and from it added 4.1 ns), or fold it into the block's own registers.
+        Latency :attr:`latency` (8 plus the tree's stages)."""
         p = self.params
         acc = st.reg(p.scale * raw + offset, p.acc_shape, "acc")
-        acc = st.reg(acc, acc.shape(), "acc_q")
-        mult = st.delay(mult, 2, "mult")
+        # the registers next to the DSP blocks have no reset: the ECP5 flow folds them in
+        acc = st.reg(acc, acc.shape(), "acc_q", reset_less=True)
+        mult = st.delay(mult, 1, "mult")
+        if not isinstance(mult, Const):
+            mult = st.reg(mult, mult.shape(), "mult_q", reset_less=True)
         shift = st.delay(shift, 4, "shift")
-        parts = [st.delay(st.reg(v, v.shape(), f"part{n}"), 1, f"part{n}_q")
+        parts = [st.delay(st.reg(v, v.shape(), f"part{n}", reset_less=True), 1, f"part{n}_q")
                  for n, v in enumerate(_partial_products(acc, mult))]
         total, stages = pipelined_tree_sum(st.m, parts, f"{st.prefix}_sum", enable=st.enable)
         t = Signal(self._product_shape(), name=f"{st.prefix}_product")
@@ -503,8 +506,8 @@ class _Stages:
     def __init__(self, m, enable, prefix):
         self.m, self.enable, self.prefix = m, enable, prefix
 
-    def reg(self, value, shape, name):
-        reg = Signal(shape, name=f"{self.prefix}_{name}")
+    def reg(self, value, shape, name, *, reset_less=False):
+        reg = Signal(shape, name=f"{self.prefix}_{name}", reset_less=reset_less)
         with self.m.If(self.enable):
             self.m.d.sync += reg.eq(value)
         return reg

@@ -15,6 +15,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..common.arith import cdiv, delay
 from ..common.lanes import logic_product
+from ..common.memory import output_register
 from ..common.stream import check_positive
 from .params import MUL_LATENCY, Dataflow
 
@@ -64,17 +65,18 @@ def _multiply(m, a, b, *, dsp=True):
 
     With ``dsp`` the product is an inferred multiplication (a DSP block) between two registers
     on each operand and two on the product, so that placement can put a register next to the
-    DSP block on either side; otherwise it is a shift-and-add of the partial products of
-    ``b``'s bits (look-up tables and carry chains) after one register on each operand, summed
-    in pairs in one stage and completed in the next.
+    DSP block on either side; the ones next to it have no reset, so that the ECP5 flow folds
+    them into the MULT18X18D's own input and output registers. Otherwise it is a shift-and-add
+    of the partial products of ``b``'s bits (look-up tables and carry chains) after one
+    register on each operand, summed in pairs in one stage and completed in the next.
     """
     a_reg, b_reg = Signal(a.shape(), name="mul_a"), Signal(b.shape(), name="mul_b")
     shape = (a_reg * b_reg).shape()
     m.d.sync += [a_reg.eq(a), b_reg.eq(b)]
     if dsp:
-        a_reg, b_reg = delay(m, a_reg, 1, "mul_a"), delay(m, b_reg, 1, "mul_b")
-        product = Signal(shape, name="mul_p")
-        m.d.sync += product.eq(a_reg * b_reg)
+        a_reg = output_register(m, a_reg, name="mul_a_d0")
+        b_reg = output_register(m, b_reg, name="mul_b_d0")
+        product = output_register(m, a_reg * b_reg, name="mul_p")
         return delay(m, product, MUL_LATENCY - 3, "mul_q")
     product = Signal(shape, name="mul_p")
     m.d.sync += product.eq(logic_product(m, a_reg, b_reg, "mul"))
