@@ -140,14 +140,16 @@ class LeadingNonZero(wiring.Component):
         # the token's value and column are registers, loaded with the next token's (its lowest
         # set mask bit) whenever the mask changes: the broadcast to every PE starts at a flop
         value, col = Signal(p.in_dtype.shape), Signal.like(o.payload.col)
+        # so are the token's valid, work and last: decoded from the next mask
+        offer, work, last = Signal(), Signal(), Signal()
         rest = mask & (mask - 1)
         fire = o.valid & o.ready
         m.d.comb += [
-            o.valid.eq(valid & ((mask != 0) | final)),
+            o.valid.eq(offer),
             o.payload.value.eq(value),
             o.payload.col.eq(col),
-            o.payload.work.eq(mask != 0),
-            o.payload.last.eq(final & (rest == 0)),
+            o.payload.work.eq(work),
+            o.payload.last.eq(last),
             i.ready.eq(~valid | ((mask == 0) & ~final) | (fire & (rest == 0))),
         ]
 
@@ -156,17 +158,23 @@ class LeadingNonZero(wiring.Component):
         nonzero = Cat((Const(1) if bipolar else (i.payload[j] != 0)) & ((j < tail) | ~last_in)
                       for j in range(n))
         first, after = lowest(nonzero), lowest(rest)
+        mask_n, valid_n, final_n = Signal(n), Signal(), Signal()
+        m.d.comb += [mask_n.eq(mask), valid_n.eq(valid), final_n.eq(final)]
         with m.If(i.valid & i.ready):
-            m.d.sync += [held.eq(i.payload), mask.eq(nonzero), valid.eq(1), final.eq(last_in),
-                         base.eq(load_idx * n), value.eq(i.payload[first]),
-                         col.eq(load_idx * n + first),
+            m.d.comb += [mask_n.eq(nonzero), valid_n.eq(1), final_n.eq(last_in)]
+            m.d.sync += [held.eq(i.payload), base.eq(load_idx * n),
+                         value.eq(i.payload[first]), col.eq(load_idx * n + first),
                          load_idx.eq(Mux(last_in, 0, load_idx + 1))]
         with m.Elif(fire):
-            m.d.sync += [mask.eq(rest), value.eq(held[after]), col.eq(base + after)]
+            m.d.comb += mask_n.eq(rest)
+            m.d.sync += [value.eq(held[after]), col.eq(base + after)]
             with m.If(rest == 0):
-                m.d.sync += valid.eq(0)
+                m.d.comb += valid_n.eq(0)
         with m.Elif(i.ready):
-            m.d.sync += valid.eq(0)
+            m.d.comb += valid_n.eq(0)
+        m.d.sync += [mask.eq(mask_n), valid.eq(valid_n), final.eq(final_n),
+                     offer.eq(valid_n & ((mask_n != 0) | final_n)), work.eq(mask_n != 0),
+                     last.eq(final_n & ((mask_n & (mask_n - 1)) == 0))]
         return m
 
 
