@@ -48,7 +48,7 @@ def mvu(mutant=None):
                        drain=folds + 8, bound=MVU_DEPTH * -(-M // PE), mutant=mutant)
 
 
-SPARSE_DEPTH = 24
+SPARSE_DEPTH = 28
 
 
 def sparse(mutant=None):
@@ -60,7 +60,7 @@ def sparse(mutant=None):
                                     weight_dtype=DType.parse("int2"),
                                     out_dtype=DType.parse("int8"))
     return VectorProof(SparseEngine(params, weight=weight), in_per_vector=2, out_per_vector=2,
-                       drain=18, bound=2 * SPARSE_DEPTH, mutant=mutant)
+                       drain=22, bound=2 * SPARSE_DEPTH, mutant=mutant)
 
 
 PIPE_DEPTH = 18
