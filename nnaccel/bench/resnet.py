@@ -31,7 +31,7 @@ from .cnv import RATIO_TOLERANCE, Steps, measure_fold
 from .report import fits, synthesis_row, write_results
 
 __all__ = ["BOARD", "SUITES", "ANCHORS", "DEFAULT_IMAGES", "QUICK_IMAGES", "weight_bits",
-           "run_graph_bench"]
+           "run_graph_bench", "layer_proxy"]
 
 BOARD = "ulx3s-85f"
 #: Images simulated back to back (``quick``: :data:`QUICK_IMAGES`).
@@ -185,3 +185,65 @@ def run_graph_bench(outdir, suite, *, quick=False, synthesis=True, log=print, im
             f"(want {targets[k]['want']})")
     log(f"[{suite}] {suite}.json, {suite}.md in {outdir.resolve()}")
     return 1 if missed else 0
+
+
+def layer_proxy(layer, outdir, *, suite="resnet8", core=False, board=BOARD, seed=0):
+    """Place and route one layer of ``suite``'s fold out of context
+    (:func:`nnaccel.bench.network.network_build`, minutes where the whole network takes
+    hours): the layer's engine as the generator builds it for the suite's fold on ``board``
+    (its multipliers split between DSP blocks and logic as in the whole design); ``core``:
+    only a convolution's matrix-vector unit (with its output stage), without the window unit.
+    Returns network_build's figures with the layer's fold and multiplier split."""
+    from ..boards.platforms import get_board
+    from ..gen.generate import generate
+    from ..gen.plan import Options
+    from ..gen.resources import device_for
+    from .network import network_build
+
+    cfg = SUITES[suite]
+    device = device_for(get_board(board).device)
+    design = generate(cfg["model"](seed), Options(target_cycles=cfg["target_cycles"],
+                                                  board=device))
+    lp = next((lp for lp in design.plan.layers if lp.layer.name == layer), None)
+    if lp is None:
+        names = ", ".join(lp.layer.name for lp in design.plan.layers)
+        raise ValueError(f"no layer {layer!r} in {suite} (layers: {names})")
+    mvu = getattr(lp.params, "mvu", lp.params)
+    if core:
+        from ..hw.mvu.engine import MatrixVectorUnit
+        from ..hw.window.reference import patch_weights
+
+        if mvu is lp.params:
+            raise ValueError(f"layer {layer!r} is not a convolution on the MVU")
+        engine = MatrixVectorUnit(mvu, weight=patch_weights(lp.layer.weight))
+    else:
+        engine = lp.adapter.build(lp)
+    result = network_build(engine, outdir)
+    result.update(layer=layer, fold=f"{lp.fold.pe}x{lp.fold.simd}", core=core,
+                  dsp_multipliers=getattr(mvu, "dsp_multipliers", None),
+                  logic_multipliers=getattr(mvu, "logic_multipliers", None))
+    return result
+
+
+def main(argv=None):
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(
+        prog="python -m nnaccel.bench.resnet",
+        description="Place and route one layer of a suite's fold out of context (a proxy of "
+                    "the whole network's timing); the suites themselves run with "
+                    "`nnaccel bench --suite resnet8`.")
+    parser.add_argument("layer", help="a layer name of the suite's model, e.g. s3b")
+    parser.add_argument("-o", "--output", default="out/resnet-proxy", help="build directory")
+    parser.add_argument("--suite", default="resnet8", choices=sorted(SUITES))
+    parser.add_argument("--core", action="store_true",
+                        help="only a convolution's matrix-vector unit, no window unit")
+    args = parser.parse_args(argv)
+    result = layer_proxy(args.layer, Path(args.output), suite=args.suite, core=args.core)
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
