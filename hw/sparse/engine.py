@@ -199,17 +199,21 @@ class ProcessingElement(wiring.Component):
         low); the bank's output register loads the port's word in every cycle with its bit of
         ``rd_load`` high (the accumulating bank needs it high); ``rd_data`` shows the output
         register of bank ``rd_sel``: the row two cycles after its ``rd_en`` when ``rd_load``
-        stays high. Every row read is cleared to zero behind the read, so a bank is all zeros
-        when released.
+        stays high. Every row read is cleared behind the read (its valid bit low: it reads as
+        zero), so a bank is all zeros when released.
 
-    Pipeline: the token register (T: the column's pointers are read), the queue (activations
-    whose column holds entries for this PE, or that end a vector), then one entry per cycle
-    through the entry read (E1: row and codebook lookup), the multiply (E2: accumulator read)
-    and the accumulate (E3: accumulator write). A column with ``n`` entries takes ``max(n, 1)``
-    iterator cycles and columns follow each other without a bubble; a column without entries
-    for this PE is dropped in T. Every token taken holds a slot (``queue_depth`` in all) from
-    the cycle after it is taken until T drops it (one cycle later) or the iterator pops it, so
-    ``tok_ready`` is registered and T never stalls; a PE holds :attr:`slots` tokens at most.
+    Pipeline (every block RAM read goes through the RAM's output register before any logic):
+    the token register (T: the column's pointers are read, then registered twice, P and L),
+    the queue (activations whose column holds entries for this PE, or that end a vector),
+    then one entry per cycle through the entry read (E1: the read port; R: its output
+    register, the row and the codebook lookup), the multiply (E2: accumulator read), the
+    product registered (E3; E4: the row in the bank's output register), the accumulate (E5)
+    and the write back (W). A column with ``n`` entries takes ``max(n, 1)`` iterator cycles
+    and columns follow each other without a bubble; a column without entries for this PE is
+    dropped in L. Every token
+    taken holds a slot (``queue_depth`` in all) from the cycle after it is taken until L drops
+    it or the iterator pops it, so ``tok_ready`` is registered and T never stalls; a PE holds
+    :attr:`slots` tokens at most.
 
     Memories: one read-only memory holds both the column pointers (word ``j``: the first and
     the end entry address of column ``j``, one read per token) and the entries (one read per
