@@ -210,10 +210,9 @@ class ProcessingElement(wiring.Component):
     product registered (E3; E4: the row in the bank's output register), the accumulate (E5)
     and the write back (W). A column with ``n`` entries takes ``max(n, 1)`` iterator cycles
     and columns follow each other without a bubble; a column without entries for this PE is
-    dropped in L. Every token
-    taken holds a slot (``queue_depth`` in all) from the cycle after it is taken until L drops
-    it or the iterator pops it, so ``tok_ready`` is registered and T never stalls; a PE holds
-    :attr:`slots` tokens at most.
+    dropped in L. Every token taken holds a slot (``queue_depth`` in all) from the cycle after
+    it is taken until L drops it or the iterator pops it, so ``tok_ready`` is registered and T
+    never stalls; a PE holds :attr:`slots` tokens at most.
 
     Memories: one read-only memory holds both the column pointers (word ``j``: the first and
     the end entry address of column ``j``, one read per token) and the entries (one read per
