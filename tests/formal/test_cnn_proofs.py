@@ -40,7 +40,7 @@ def window(mutant=None):
     p = WindowParams(channels=1, height=2, width=2, kernel=2, padding=(0, 1, 0, 0),
                      pad_value=1, dtype=U2, n_in=1, n_out=2)
     return VectorProof(WindowUnit(p), in_per_vector=p.in_beats, out_per_vector=p.out_beats,
-                       drain=5, bound=12, mutant=mutant, streaming=True)
+                       drain=7, bound=12, mutant=mutant, streaming=True)
 
 
 def pool(mutant=None):
@@ -105,8 +105,9 @@ def axis(broken=False):
 PROOFS = {"window": (window, 14), "pool": (pool, 20), "vvau": (vvau, 18),
           "add": (add, 12), "concat": (concat, 12)}
 SLOW = {"window", "vvau"}
-#: the VVAU's input is refused only once its output has backed up: a dropped beat shows later
-DEEPER = {("vvau", "drop"): 24}
+#: the VVAU's input is refused only once its output has backed up: a dropped beat shows later;
+#: the window unit's output beats leave three cycles after their read
+DEEPER = {("vvau", "drop"): 24, ("window", "drop"): 17}
 
 
 def _param(name, *rest):
