@@ -13,6 +13,16 @@ cache directory is always either complete or absent. Verilator's run-time librar
 argument list, kept in ``<cache>/verilator/runtime-<key>`` and copied into later builds, so a new
 design compiles only its own model and cocotb's small main file.
 
+The cache is bounded. A finished build keeps only what the simulation needs: the simulator
+executable, ``build.log`` and a ``last-used`` marker (the sources, objects and precompiled
+headers, about 99% of a build, are removed before it enters the cache). Every use of a build
+touches its marker; after each new build, when the cache holds more than :func:`cache_max`
+bytes (``$NNACCEL_CACHE_MAX``, default 5 GiB), the least recently used builds are removed until
+it fits. Never removed: a build used in the last hour (a caller may be about to run it), a
+build another process is building or simulating (both hold its lock; a simulation holds it
+shared), and the run-time objects in use. Temporary directories older than a day, left by
+builds that were killed, are removed at the same time.
+
 Progress goes to stderr; the output of Verilator, the C++ compiler and the simulator goes to log
 files (``build.log`` in the build directory, ``sim.log`` in the test directory), never to
 stdout, whose use is the caller's (``nnaccel run --json``).
@@ -38,12 +48,22 @@ from cocotb_tools.runner import get_runner
 from ..gen.errors import ToolError
 from ..gen.tools import check_simulation_tools
 
-__all__ = ["SimulationError", "DEFAULT_BUILD_ARGS", "cache_dir", "progress", "build", "test"]
+__all__ = ["SimulationError", "DEFAULT_BUILD_ARGS", "DEFAULT_CACHE_MAX", "cache_dir",
+           "cache_max", "evict", "progress", "build", "test"]
 
 #: Verilator arguments for amaranth's output, which has width warnings by design.
 DEFAULT_BUILD_ARGS = ("-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC")
 
 _LOG_TAIL = 40
+
+#: Bound of the build cache in bytes unless ``$NNACCEL_CACHE_MAX`` gives another (5 GiB).
+DEFAULT_CACHE_MAX = 5 << 30
+#: Touched on every use of a cached build: its modification time orders the eviction.
+_MARKER = "last-used"
+#: A build used within this many seconds is never evicted (its caller may be about to run it).
+_RECENT = 3600
+#: Temporary directories of killed builds older than this many seconds are removed.
+_STALE = 86400
 
 
 class SimulationError(ToolError):
@@ -60,6 +80,16 @@ def cache_dir():
     """Directory holding the cached Verilator builds: ``$NNACCEL_CACHE/verilator``."""
     root = os.environ.get("NNACCEL_CACHE") or os.path.join("~", ".cache", "nnaccel")
     return Path(root).expanduser() / "verilator"
+
+
+def cache_max():
+    """Bound of the build cache in bytes: ``$NNACCEL_CACHE_MAX`` or :data:`DEFAULT_CACHE_MAX`.
+    A value that is not a positive integer is ignored (the default applies)."""
+    try:
+        value = int(os.environ.get("NNACCEL_CACHE_MAX", ""))
+    except ValueError:
+        return DEFAULT_CACHE_MAX
+    return value if value > 0 else DEFAULT_CACHE_MAX
 
 
 def _tail(path, lines=_LOG_TAIL):
@@ -86,13 +116,107 @@ def _environ(env):
 
 
 @contextlib.contextmanager
-def _locked(path):
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
+def _locked(path, *, shared=False, wait=True):
+    """Hold the lock file ``path`` (exclusive, or ``shared``); yield True, or False at once when
+    ``wait`` is False and another process holds it. Eviction deletes lock files while holding
+    them, so a lock taken on a file that was deleted meanwhile is taken again on the new one."""
+    mode = (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | (0 if wait else fcntl.LOCK_NB)
+    while True:
+        with open(path, "a") as handle:
+            try:
+                fcntl.flock(handle, mode)
+            except BlockingIOError:
+                yield False
+                return
+            try:
+                current = os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino
+            except FileNotFoundError:
+                current = False
+            if current:
+                try:
+                    yield True
+                finally:
+                    fcntl.flock(handle, fcntl.LOCK_UN)
+                return
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _touch(directory):
+    with contextlib.suppress(OSError):
+        (directory / _MARKER).touch()
+
+
+def _last_used(directory):
+    for path in (directory / _MARKER, directory):
+        with contextlib.suppress(OSError):
+            return path.stat().st_mtime
+    return None
+
+
+def _size(directory):
+    total = 0
+    for path in directory.iterdir():
+        with contextlib.suppress(OSError):
+            total += path.lstat().st_size
+    return total
+
+
+def _remove_compile_files(build_dir, top):
+    """Remove from a finished build what only the compile needed (sources, objects, libraries,
+    precompiled headers, makefiles): the simulator runs from the executable alone."""
+    keep = {top, "build.log", _MARKER}
+    for path in build_dir.iterdir():
+        if path.name not in keep:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+
+
+def evict(limit=None, *, now=None, keep=()):
+    """Bound the build cache: remove the least recently used builds while it holds more than
+    ``limit`` bytes (default :func:`cache_max`), and temporary directories of killed builds.
+
+    A build used within the last hour, one whose lock another process holds (it is being built
+    or simulated) and the directories named in ``keep`` are never removed, so the cache may stay
+    above ``limit`` while they hold it. Returns the removed directories, oldest first."""
+    root = cache_dir()
+    limit = cache_max() if limit is None else limit
+    now = time.time() if now is None else now
+    try:
+        entries = list(root.iterdir())
+    except OSError:
+        return []
+    keep = {Path(k).name for k in keep}
+    removed, builds, total = [], [], 0
+    for path in entries:
+        if not path.is_dir() or path.is_symlink():
+            continue
+        used = _last_used(path)
+        if ".tmp-" in path.name:
+            if used is not None and now - used > _STALE:
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(path)
+            continue
+        size = _size(path)
+        total += size
+        if used is not None and path.name not in keep:
+            builds.append((used, path, size))
+    for used, path, size in sorted(builds, key=lambda entry: entry[0]):
+        if total <= limit or now - used < _RECENT:
+            break
+        lock = root / f"{path.name}.lock"
+        with _locked(lock, wait=False) as held:
+            # re-read under the lock: a user may have touched it since the listing
+            if not held or not path.is_dir() or now - (_last_used(path) or now) < _RECENT:
+                continue
+            shutil.rmtree(path, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                lock.unlink()
+        removed.append(path)
+        total -= size
+    return removed
 
 
 def _build_key(verilog, top, args, verilator):
@@ -135,12 +259,16 @@ def build(verilog_path, top, *, build_args=()):
     key = _build_key(verilog, top, args, verilator)
     root = cache_dir()
     final = root / key
-    if (final / top).is_file():
-        progress(f"using cached Verilator build of {top} ({final})")
-        return final
     root.mkdir(parents=True, exist_ok=True)
-    with _locked(root / f"{key}.lock"):
+    lock = root / f"{key}.lock"
+    with _locked(lock, shared=True):  # eviction cannot remove it between the check and the touch
+        if (final / top).is_file():
+            _touch(final)
+            progress(f"using cached Verilator build of {top} ({final})")
+            return final
+    with _locked(lock):
         if (final / top).is_file():  # another process built it while we waited
+            _touch(final)
             progress(f"using cached Verilator build of {top} ({final})")
             return final
         if final.exists():  # incomplete leftover of an older layout: start again
@@ -167,12 +295,19 @@ def build(verilog_path, top, *, build_args=()):
                 raise ToolError(f"Verilator build of {top} produced no simulator; see the log "
                                 f"{_keep(log)}")
             _save_runtime(tmp, runtime)
+            _remove_compile_files(tmp, top)
+            _touch(tmp)
             tmp.chmod(0o755)  # mkdtemp makes it private; the cache is not
             os.rename(tmp, final)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
     progress(f"built {top} in {time.monotonic() - start:.1f} s ({final})")
+    removed = evict(keep=(final, runtime))
+    if removed:
+        progress(f"removed {len(removed)} least recently used or stale director"
+                 f"{'y' if len(removed) == 1 else 'ies'} from the cache {root} (bound "
+                 f"{cache_max()} bytes, NNACCEL_CACHE_MAX)")
     return final
 
 
@@ -204,6 +339,7 @@ def _copy_runtime(runtime, build_dir, env):
     command-line variables in ``MAKEFLAGS`` (they override the makefile's)."""
     if not all((runtime / f"{name}.o").is_file() for name in _RUNTIME_OBJECTS):
         return
+    _touch(runtime)
     try:
         for name in _RUNTIME_OBJECTS:
             shutil.copyfile(runtime / f"{name}.o", build_dir / f"{name}.o")
@@ -289,7 +425,18 @@ def test(build_dir, top, test_module, *, extra_env=None, test_dir=None, seed=0):
         with tempfile.TemporaryDirectory(prefix="nnaccel-sim-") as tmp:
             return test(build_dir, top, test_module, extra_env=extra_env, test_dir=tmp,
                         seed=seed)
-    test_dir = Path(test_dir)
+    build_dir = Path(build_dir)
+    with contextlib.ExitStack() as stack:
+        if build_dir.parent == cache_dir():  # hold it shared: eviction must not remove it
+            stack.enter_context(_locked(build_dir.parent / f"{build_dir.name}.lock",
+                                        shared=True))
+            _touch(build_dir)
+        if not (build_dir / top).is_file():
+            raise ToolError(f"no simulator {top} in {build_dir}: build it again with build()")
+        return _test(build_dir, top, test_module, extra_env, Path(test_dir), seed)
+
+
+def _test(build_dir, top, test_module, extra_env, test_dir, seed):
     test_dir.mkdir(parents=True, exist_ok=True)
     results = test_dir / "results.xml"
     log = test_dir / "sim.log"
@@ -297,7 +444,7 @@ def test(build_dir, top, test_module, *, extra_env=None, test_dir=None, seed=0):
     try:
         get_runner("verilator").test(
             test_module=test_module, hdl_toplevel=top, hdl_toplevel_lang="verilog",
-            build_dir=Path(build_dir), test_dir=test_dir, extra_env=dict(extra_env or {}),
+            build_dir=build_dir, test_dir=test_dir, extra_env=dict(extra_env or {}),
             results_xml=str(results.resolve()), log_file=log, seed=seed)
     except (RuntimeError, SystemExit) as exc:  # under pytest, cocotb exits when a test fails
         crash = exc
