@@ -11,8 +11,10 @@ Run ``python -m nnaccel.bench.network NAME [-o DIR]`` with a benchmark name of
 ``sfc_bnn`` at the fold of ``--target-cycles 128``) or a CNN of the demo (``digits_cnn_int8``,
 ``digits_cnn_binarized``, at the demo's lane budgets), its sparse MLP (``digits_sparse``), or
 FINN's CNV-W1A1 (``cnv_w1a1``, at the fold ``--board ulx3s-85f --fill 0.85`` chooses, or its
-head ``cnv_head``, :data:`CNV_HEAD_FOLDS`); it prints one line of figures (with inferences per
-second at Fmax, from the folding formula's cycles) and writes ``network.json``.
+head ``cnv_head``, :data:`CNV_HEAD_FOLDS`), or a graph suite of :mod:`nnaccel.bench.resnet`
+(``resnet8``, ``mobilenet``, at the suite's fold); it prints one line of figures (with
+inferences per second at Fmax, from the folding formula's cycles) and writes ``network.json``.
+``--router router2`` and ``--freq MHZ`` go to nextpnr.
 """
 
 import argparse
@@ -23,7 +25,7 @@ import time
 from pathlib import Path
 
 __all__ = ["DEVICE", "PACKAGE", "FREQ_MHZ", "CNN_LANES",
-           "SPARSE_LANES", "network_build", "main"]
+           "SPARSE_LANES", "GRAPH_SUITES", "network_build", "main"]
 
 #: nextpnr-ecp5 device and package of the ULX3S's ECP5-85F.
 DEVICE, PACKAGE = "--85k", "CABGA381"
@@ -43,6 +45,10 @@ CNV_FILL = 0.85
 #: places and routes in minutes where the whole network takes most of an hour).
 CNV_HEAD_FOLDS, CNV_HEAD_CYCLES = {"c0": (16, 9), "c1": (64, 64)}, 10_853
 
+#: The graph suites of :mod:`nnaccel.bench.resnet` (ResNet-8, MobileNet blocks) at their folds
+#: there (``SUITES[name]["target_cycles"]``, the board's DSP blocks bounding the multipliers).
+GRAPH_SUITES = ("resnet8", "mobilenet")
+
 _CELLS = {"lut4": "TRELLIS_COMB", "ff": "TRELLIS_FF", "lutram": "TRELLIS_RAMW",
           "bram": "DP16KD", "mult": "MULT18X18D"}
 
@@ -51,14 +57,15 @@ def _tool(name):
     return str(Path(sys.executable).with_name(f"yowasp-{name}"))
 
 
-def network_build(network, outdir, *, freq_mhz=FREQ_MHZ):
+def network_build(network, outdir, *, freq_mhz=FREQ_MHZ, router="router1"):
     """Synthesise, place and route ``network`` (a stream component) out of context in
     ``outdir``; returns ``{"fmax_mhz", "lut4", "ff", "lutram", "bram", "mult",
     "bram_output_registers", "mult_registers", "seconds"}``. Between yosys and nextpnr, the
     registers behind block RAM read ports and around multipliers are folded into the DP16KDs
     and MULT18X18Ds (:mod:`nnaccel.boards.ecp5_bram`, ``synth.json`` -> ``folded.json``);
     ``bram_output_registers`` counts the read ports folded, ``mult_registers`` the
-    multipliers with input and with output registers."""
+    multipliers with input and with output registers. ``router``: nextpnr's (``router2``
+    routes a network of a quarter million arcs in minutes where ``router1`` takes hours)."""
     from amaranth.back import verilog
 
     from ..boards.ecp5_bram import fold_file
@@ -72,7 +79,8 @@ def network_build(network, outdir, *, freq_mhz=FREQ_MHZ):
     # exit status 1 when the constraint is missed: the report holds the Fmax reached
     subprocess.run([_tool("nextpnr-ecp5"), DEVICE, "--package", PACKAGE, "--json",
                     "folded.json", "--out-of-context", "--freq", str(freq_mhz), "--report",
-                    "report.json", "--log", "nextpnr.log", "--quiet"], cwd=outdir, check=False)
+                    "report.json", "--log", "nextpnr.log", "--router", router, "--quiet"],
+                   cwd=outdir, check=False)
     report = json.loads((outdir / "report.json").read_text())
     used = {cell: v["used"] for cell, v in report["utilization"].items()}
     result = {"fmax_mhz": round(min(c["achieved"] for c in report["fmax"].values()), 2)}
@@ -140,6 +148,14 @@ def _design(name, seed=0):
         model = cnv_model(seed, convs=(64, 64), pools_after=(1,), dense=(10,), name=name)
         return generate(model, Options(target_cycles=CNV_HEAD_CYCLES, folds=tuple(
             (n, Fold(*f)) for n, f in CNV_HEAD_FOLDS.items())))
+    if name in GRAPH_SUITES:
+        from ..boards.platforms import get_board
+        from ..gen.resources import device_for
+        from .resnet import BOARD, SUITES
+
+        cfg = SUITES[name]
+        return generate(cfg["model"](seed), Options(target_cycles=cfg["target_cycles"],
+                                                    board=device_for(get_board(BOARD).device)))
     if name in CNN_LANES:
         from ..gen.zoo.digits_cnn import digits_cnn
 
@@ -153,7 +169,8 @@ def _design(name, seed=0):
     if bench is None:
         raise SystemExit(f"unknown design {name!r}; choose from "
                          + ", ".join([b.name for b in BENCHMARKS] + list(CNN_LANES)
-                                     + list(SPARSE_LANES) + ["cnv_w1a1", "cnv_head"]))
+                                     + list(SPARSE_LANES) + ["cnv_w1a1", "cnv_head"]
+                                     + list(GRAPH_SUITES)))
     model, _, _ = bench.make(seed, 1)
     if bench.max_lanes is not None:
         return generate(model, Options(max_lanes=bench.max_lanes))
@@ -167,9 +184,14 @@ def main(argv=None):
     parser.add_argument("name", help="a benchmark of nnaccel.bench.mvu.BENCHMARKS or a digits "
                         "CNN of the demo")
     parser.add_argument("-o", "--output", default="out/network", help="build directory root")
+    parser.add_argument("--router", default="router1", choices=("router1", "router2"),
+                        help="nextpnr's router (router2 for the whole CNV or ResNet-8)")
+    parser.add_argument("--freq", type=float, default=FREQ_MHZ,
+                        help="clock constraint for nextpnr in MHz (the Fmax reached is reported)")
     args = parser.parse_args(argv)
     design = _design(args.name)
-    result = network_build(design.network, Path(args.output) / args.name)
+    result = network_build(design.network, Path(args.output) / args.name, router=args.router,
+                           freq_mhz=args.freq)
     # a sparse layer has PEs and no SIMD
     folds = [f"{e['pe']}x{e['simd']}" if "simd" in e else f"{e['pe']} PEs"
              for e in design.manifest["layers"] if "pe" in e]
