@@ -5,14 +5,14 @@ and obey the stream rules: ``o_data.valid`` never depends combinationally on ``o
 and never drops before the transfer.
 """
 
-from amaranth import Cat, Module, Mux, Shape, Signal, Value
-from amaranth.lib import data, stream, wiring
-from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth import Cat, Module, Mux, Shape, Signal, Value, unsigned
+from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .arith import cdiv
 
-__all__ = ["SkidBuffer", "StreamFifo", "Gearbox", "Broadcast", "check_positive", "vector_stream"]
+__all__ = ["SkidBuffer", "StreamFifo", "fifo_in_block_ram", "Gearbox", "Broadcast",
+           "check_positive", "vector_stream"]
 
 
 def vector_stream(elem_shape, n):
@@ -72,30 +72,103 @@ def core_then_stage(m, outer, core, stage):
     wiring.connect(m, stage.o_data, wiring.flipped(outer.o_data))
 
 
+#: memory_libmap's costs on the ECP5, as it weighs where a RAM goes: a DP16KD, a 16x4
+#: distributed RAM cell (TRELLIS_DPR16X4, plus a 2:1 multiplexer per bit and extra 16 words), a
+#: bit in a flip-flop.
+_BRAM_COST, _LUTRAM_COST, _FF_COST = 128, 4, 1
+
+
+def fifo_in_block_ram(depth, width):
+    """Whether synthesis puts a RAM of ``depth`` words of ``width`` bits (a FIFO's memory) in
+    block RAM: when a block RAM costs less than distributed RAM and than flip-flops."""
+    from .memory import bram_blocks  # (.memory imports this module)
+
+    if depth <= 1:
+        return False
+    bram = _BRAM_COST * bram_blocks(depth, width)
+    lutram = _LUTRAM_COST * cdiv(depth, 16) * cdiv(width, 4) + (cdiv(depth, 16) - 1) * width / 2
+    return bram < min(lutram, _FF_COST * depth * width)
+
+
 class StreamFifo(wiring.Component):
     """A synchronous FIFO of ``depth`` beats on streams (block RAM when large).
 
-    Full throughput; latency 1 cycle (2 when the FIFO was empty and its memory is read).
+    A memory and, behind its read port, a stall pipeline of :attr:`stages` registers, the last
+    one driving ``o_data``: one register (:func:`registered_read`) when the memory is distributed
+    RAM or flip-flops, two when it is block RAM, the second an :func:`output_register` that the
+    ECP5 flow folds into the DP16KD's own (so the block RAM's 5.6 ns clock-to-output never
+    reaches the consumer's logic). ``block_ram``: two stages (True) or one (False); None: two
+    where :func:`fifo_in_block_ram` puts the memory in block RAM. Each stage loads while it is
+    empty or the one after it loads: ``o_data.ready`` reaches only clock enables and the next
+    state of registers. ``o_data.valid``, ``o_data.payload`` and ``i_data.ready`` are
+    registers: no combinational path crosses the FIFO.
+
+    Throughput one beat per cycle in and out under any stalls: ``o_data.valid`` is high from
+    :attr:`latency` cycles after the oldest beat inside came in (2, or 3 with two stages);
+    ``i_data.ready`` while fewer than :attr:`capacity` beats are inside: ``depth``, at least
+    ``stages + 2`` (the memory holds at least two words, as a word read frees its place for
+    ``i_data.ready`` only a cycle later).
     """
 
-    def __init__(self, shape, depth):
+    def __init__(self, shape, depth, *, block_ram=None):
         self._shape = shape
         self.depth = check_positive("depth", depth)
+        width = Shape.cast(shape).width
+        if block_ram is None:
+            block_ram = fifo_in_block_ram(depth - 2, width)
+        #: Registers behind the memory's read port (2 for block RAM, else 1).
+        self.stages = 2 if block_ram else 1
+        #: Beats it holds (memory words + stages).
+        self.capacity = max(depth, self.stages + 2)
+        #: Cycles from a beat's transfer into the empty FIFO to its ``o_data.valid``.
+        self.latency = self.stages + 1
         super().__init__({"i_data": In(stream.Signature(shape)),
                           "o_data": Out(stream.Signature(shape))})
 
     def elaborate(self, platform):
+        from .memory import NO_RW_CHECK, output_register, registered_read  # (imports us)
+
         m = Module()
+        i, o = self.i_data, self.o_data
         width = Shape.cast(self._shape).width
-        m.submodules.fifo = fifo = SyncFIFOBuffered(width=width, depth=self.depth)
-        m.d.comb += [
-            fifo.w_data.eq(Value.cast(self.i_data.payload)),
-            fifo.w_en.eq(self.i_data.valid),
-            self.i_data.ready.eq(fifo.w_rdy),
-            self.o_data.payload.eq(fifo.r_data),
-            self.o_data.valid.eq(fifo.r_rdy),
-            fifo.r_en.eq(self.o_data.ready),
-        ]
+        words = self.capacity - self.stages
+        m.submodules.mem = mem = memory.Memory(shape=unsigned(width), depth=words, init=[],
+                                               attrs=NO_RW_CHECK)
+        # words in memory; ``has``/``i.ready`` registered from its next value
+        held = Signal(range(words + 1))
+        has = Signal()
+        ready = Signal(init=1)
+        produce, consume = Signal(range(words)), Signal(range(words))
+        valid = [Signal(name=f"valid{k}") for k in range(self.stages)]
+        # stage k loads (from the memory, or stage k-1) while empty or while stage k+1 loads
+        load = [Signal(name=f"load{k}") for k in range(self.stages)]
+        after = o.ready
+        for k in reversed(range(self.stages)):
+            m.d.comb += load[k].eq(~valid[k] | after)
+            after = load[k]
+        write = i.valid & ready
+        read = load[0] & has
+        wport = mem.write_port()
+        m.d.comb += [wport.addr.eq(produce), wport.data.eq(Value.cast(i.payload)),
+                     wport.en.eq(write), i.ready.eq(ready)]
+        # the read of a word written in the same cycle never happens: ``has`` counts a word
+        # from the cycle after its write, and a write needs a free word (``ready``)
+        data = registered_read(m, mem, consume, en=load[0], name="fifo_rd")
+        m.d.sync += valid[0].eq(Mux(load[0], has, valid[0]))
+        if self.stages == 2:
+            data = output_register(m, data, en=load[1], name="fifo_q")
+            m.d.sync += valid[1].eq(Mux(load[1], valid[0], valid[1]))
+        held_next = Signal.like(held)
+        m.d.comb += held_next.eq(held + write - read)
+        m.d.sync += [held.eq(held_next), has.eq(held_next != 0), ready.eq(held_next != words)]
+        with m.If(write):
+            m.d.sync += produce.eq(Mux(produce == words - 1, 0, produce + 1))
+        with m.If(read):
+            m.d.sync += consume.eq(Mux(consume == words - 1, 0, consume + 1))
+        m.d.comb += [Value.cast(o.payload).eq(data), o.valid.eq(valid[-1])]
+        # beats inside (for proofs and testbenches): the memory's and the stages'
+        level = Signal(range(self.capacity + 1))
+        m.d.comb += level.eq(held + sum(valid))
         return m
 
 

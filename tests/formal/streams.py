@@ -36,8 +36,8 @@ def skid_view(dut, loc):
 
 
 def fifo_view(dut, loc):
-    """StreamFifo internals: the occupancy of its amaranth FIFO (no slot view: its memory)."""
-    return loc[dut]["fifo"].level, None
+    """StreamFifo internals: the beats in its memory and stages (no slot view: its memory)."""
+    return loc[dut]["level"], None
 
 
 class BufferProof(wiring.Component):
