@@ -2,14 +2,15 @@
 
 import enum
 
-from amaranth import Array, Const, Module, Signal, unsigned
+from amaranth import Array, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
 from .stream import check_positive
 
 __all__ = ["Storage", "Rom", "BRAM_SHAPES", "LUT4_PER_BRAM", "bram_blocks", "rom_lut4",
-           "choose_storage", "output_register", "NO_RW_CHECK", "registered_read"]
+           "choose_storage", "output_register", "NO_RW_CHECK", "registered_read",
+           "pipelined_read", "issue_order_read"]
 
 #: The (depth, width) configurations of one 18-kbit block RAM (the ECP5's DP16KD in
 #: pseudo-dual-port mode: one read port up to 36 bits wide).
@@ -78,6 +79,38 @@ def registered_read(m, mem, addr, *, en=None, name="bram_rd"):
     port = mem.read_port(domain="comb")
     m.d.comb += port.addr.eq(addr)
     return output_register(m, port.data, en=en, name=name)
+
+
+def pipelined_read(m, mem, addr, *, en=None, out_en=None, name="bram_q", read_name="bram_rd"):
+    """``mem[addr]`` two cycles later: :func:`registered_read` (loaded when ``en``) and then
+    :func:`output_register` (loaded when ``out_en``; None: always), so that nothing but a
+    register follows the block RAM read (the second one folds into the DP16KD on the ECP5).
+    Returns the output register."""
+    read = registered_read(m, mem, addr, en=en, name=read_name)
+    return output_register(m, read, en=out_en, name=name)
+
+
+def issue_order_read(m, rom, issue, *, en=None, extra=False, name="w"):
+    """Read the words of ``rom`` (a :class:`Rom` of latency 1) in order, the next one with each
+    cycle of ``issue`` (after the last word, word 0 again), for a pipeline whose stages load
+    when ``en`` (None: every cycle). Returns ``(word, stages)``: the word of a beat issued in a
+    cycle, ``stages`` loads of ``en`` later (2, or 3 with ``extra``).
+
+    The address is a register, the count of issues so far: nothing of an issue cycle's
+    handshake reaches the memory's address pins (``en`` drives its read enable, so a stalled
+    word holds). The memory reads a beat's word in the beat's issue cycle; the word then goes
+    through :func:`output_register` (the DP16KD's own output register on the ECP5) and, with
+    ``extra``, through one more register, e.g. one placed beside the multipliers, which a
+    block RAM lies far from."""
+    depth = len(rom.words)
+    addr = Signal(range(max(depth, 2)), name=f"{name}_addr")
+    with m.If(issue):
+        m.d.sync += addr.eq(Mux(addr == depth - 1, 0, addr + 1))
+    m.d.comb += [rom.addr.eq(addr), rom.en.eq(1 if en is None else en)]
+    word = output_register(m, rom.data, en=en, name=f"{name}_q")
+    if extra:
+        word = output_register(m, word, en=en, name=f"{name}_late")
+    return word, 2 + extra
 
 
 class Storage(enum.Enum):

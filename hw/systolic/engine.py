@@ -19,7 +19,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..common.arith import delay, pack_words
-from ..common.memory import NO_RW_CHECK, Rom, output_register, registered_read
+from ..common.memory import NO_RW_CHECK, Rom, pipelined_read
 from ..common.outstage import OutputStage
 from ..common.reference import acc_bounds, bits_for_range
 from ..common.stream import Gearbox, SkidBuffer, vector_stream
@@ -137,8 +137,7 @@ class ActivationBuffer(wiring.Component):
             wp = mem.write_port()
             m.d.comb += [wp.addr.eq(waddr), wp.data.eq(payload),
                          wp.en.eq(write if self.ws else write & (vec == r))]
-            word = output_register(m, registered_read(m, mem, self.i_addr, name=f"read{r}"),
-                                   name=f"word{r}")
+            word = pipelined_read(m, mem, self.i_addr, name=f"word{r}", read_name=f"read{r}")
             if self.ws:
                 m.d.comb += Value.cast(self.o_x).eq(word)
             else:
@@ -382,9 +381,9 @@ class Collector(wiring.Component):
             total = self._accumulate(m, mem, wp, addr, late, c) if ws else late["value"]
             m.d.comb += [wp.addr.eq(late["addr"]), wp.en.eq(late["valid"]), wp.data.eq(total)]
             # the drain: the RAM's register and the output register, advancing together
-            raw = registered_read(m, mem, drain_addr, en=drain_en, name=f"drain{c}")
             m.d.comb += self.o_raw.payload[c].eq(
-                output_register(m, raw, en=drain_en, name=f"raw{c}"))
+                pipelined_read(m, mem, drain_addr, en=drain_en, out_en=drain_en,
+                               name=f"raw{c}", read_name=f"drain{c}"))
             if c == p.cols - 1:
                 with m.If(late["end"]):
                     m.d.comb += done.set.eq(Mux(late["bank"], 0b10, 0b01))
@@ -394,8 +393,7 @@ class Collector(wiring.Component):
     def _accumulate(self, m, mem, wp, addr, late, c):
         """The sum to write for the output that arrived :data:`RMW_LATENCY` cycles ago
         (``late``): its value, or its value plus the accumulator read when it arrived."""
-        stored = output_register(m, registered_read(m, mem, addr, name=f"rmw{c}"),
-                                 name=f"stored{c}")
+        stored = pipelined_read(m, mem, addr, name=f"stored{c}", read_name=f"rmw{c}")
         if self.forwards:
             # the output two cycles ahead wrote this word in the cycle it was read
             hit = Signal(name=f"hit{c}")

@@ -10,7 +10,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from ..common.memory import NO_RW_CHECK, output_register, registered_read
+from ..common.memory import NO_RW_CHECK, pipelined_read
 from ..common.stream import Gearbox
 from .params import PatchOrder, WindowParams
 
@@ -254,8 +254,8 @@ class WindowUnit(wiring.Component):
         # Behind the read: each port's data through its block RAM's output register, then, with
         # padding, the choice of the padding word into the output beat's register; so nothing
         # but a register follows a block RAM read, and the output beat is a register.
-        q = [output_register(m, registered_read(m, buffer, d_addr[t], en=advance,
-                                                name=f"line{t}"), en=moves[1], name=f"bram_q{t}")
+        q = [pipelined_read(m, buffer, d_addr[t], en=advance, out_en=moves[1],
+                            name=f"bram_q{t}", read_name=f"line{t}")
              for t in range(n)]
         m.d.comb += self.o_data.valid.eq(valid)
         for k, stage in enumerate(stages):
