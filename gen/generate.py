@@ -15,6 +15,7 @@ from ..hw.mvu.params import MVUParams
 from .atomic import atomic_directory
 from .engines.base import is_map, layer_macs, stream_order
 from .errors import ModelError
+from .fifo_sizing import sizable, size_branch_fifos
 from .ir import MODEL_INPUT, Op
 from .names import VERILOG_KEYWORDS, name_problem
 from .pipeline import compile_plan
@@ -42,7 +43,16 @@ class Design:
         self.name = model.name
         self.batch = plan.options.batch
         self.chain = model.is_chain
-        self.fifos = fifo_plan(plan) if self.chain else graph_fifo_plan(plan)
+        if self.chain:
+            self.fifos = fifo_plan(plan)
+        else:
+            self.fifos = graph_fifo_plan(plan)
+            if plan.options.fifo_sizing not in ("rule", "simulation"):
+                raise ValueError(f"fifo_sizing must be 'rule' or 'simulation', not "
+                                 f"{plan.options.fifo_sizing!r}")
+            if plan.options.fifo_sizing == "simulation" and sizable(plan):
+                self.fifos = size_branch_fifos(
+                    plan, self.fifos, functools.partial(graph_network, plan))
         self.manifest = self._manifest()
         for entry in self.manifest["layers"]:
             for text in entry["warnings"]:
@@ -78,20 +88,7 @@ class Design:
                         in_beat=first.adapter.in_beat(first), out_shape=model.output_dtype.shape)
 
     def _graph(self):
-        plan, model = self.plan, self.plan.model
-        nodes = []
-        for lp, fifos in zip(plan.layers, self.fifos, strict=True):
-            in_beat = lp.adapter.in_beat(lp)
-            ports = []
-            for src, fifo in zip(lp.layer.inputs, fifos, strict=True):
-                shape = model.shape_of(src)
-                group = shape[0] if is_map(shape) and shape[0] % in_beat == 0 else None
-                ports.append(Port(source=src, fifo_depth=fifo["depth"], count=_elements(shape),
-                                  group=group))
-            nodes.append(Node(name=lp.layer.name, engine=lp.adapter.build(lp), ports=tuple(ports),
-                              in_beat=in_beat, out_beat=lp.fold.pe))
-        return GraphNetwork(nodes, in_shape=model.input_dtype.shape,
-                            in_beat=_input_beat(plan), out_shape=model.output_dtype.shape)
+        return graph_network(self.plan, self.fifos)
 
     @property
     def vectors_multiple(self):
@@ -198,6 +195,25 @@ class Design:
 
 def _elements(shape):
     return math.prod(int(v) for v in shape)
+
+
+def graph_network(plan, fifos):
+    """A fresh :class:`GraphNetwork` of a graph's plan with the FIFO plan ``fifos`` (per layer,
+    one dict per port, each with its ``depth``)."""
+    model = plan.model
+    nodes = []
+    for lp, ports_fifos in zip(plan.layers, fifos, strict=True):
+        in_beat = lp.adapter.in_beat(lp)
+        ports = []
+        for src, fifo in zip(lp.layer.inputs, ports_fifos, strict=True):
+            shape = model.shape_of(src)
+            group = shape[0] if is_map(shape) and shape[0] % in_beat == 0 else None
+            ports.append(Port(source=src, fifo_depth=fifo["depth"], count=_elements(shape),
+                              group=group))
+        nodes.append(Node(name=lp.layer.name, engine=lp.adapter.build(lp), ports=tuple(ports),
+                          in_beat=in_beat, out_beat=lp.fold.pe))
+    return GraphNetwork(nodes, in_shape=model.input_dtype.shape,
+                        in_beat=_input_beat(plan), out_shape=model.output_dtype.shape)
 
 
 #: Beats a FIFO adds to its stated need, for the handshakes of its two sides.

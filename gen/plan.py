@@ -37,6 +37,9 @@ class Options:
     joins: tuple = ()          # never set by the CLI: a join's beat is chosen by the folder
     board: object = None       # a gen.resources.Device: the budget of ``fill``
     fill: float | None = None
+    #: "rule": join FIFOs from graph_fifo_plan's closed-form bound; "simulation": the least
+    #: depths measured on the graph's own schedule (gen.fifo_sizing; slower, exact).
+    fifo_sizing: str = "rule"
 
     def forced(self, option, name):
         """The user's forced choice in the field ``option`` (an adapter's ``option``:

@@ -120,6 +120,10 @@ def _add_generate_options(p):
     g.add_argument("--sparse", action="append", default=[], metavar="LAYER=N[,D]",
                    help="force a sparse layer's PEs N and queue depth D (default 8), e.g. "
                         "fc1=16 (repeatable)")
+    g.add_argument("--fifo-sizing", choices=("rule", "simulation"), default="rule",
+                   help="a graph's join FIFOs: 'rule' (default) the closed-form bound; "
+                        "'simulation' the least depths that keep the rate without deadlock, "
+                        "measured on the graph's own schedule in amaranth.sim (slower)")
 
 
 def _options(args, model):
@@ -188,7 +192,8 @@ def _options(args, model):
     return Options(target_cycles=args.target_cycles, max_lanes=args.max_lanes,
                    batch=args.batch, folds=tuple(folds), engines=tuple(engines),
                    storage=tuple(storage), arrays=tuple(arrays), sparse=tuple(sparse),
-                   board=device, fill=args.fill)
+                   board=device, fill=args.fill,
+                   fifo_sizing=getattr(args, "fifo_sizing", "rule"))
 
 
 def _board_device(args, default=None):
