@@ -219,10 +219,13 @@ def built_folded(tmp_path_factory):
 @needs_tools
 @pytest.mark.slow
 @pytest.mark.verilator
+@pytest.mark.long  # its Verilator build takes minutes; make test checks the one-layer netlist
 @pytest.mark.parametrize("idle, stall", [(0.0, 0.0), (0.3, 0.0), (0.0, 0.3), (0.3, 0.3)])
 def test_gate_level_netlist_is_bit_exact(built_folded, tmp_path, idle, stall):
     """The synthesised netlist with the OSU Verilog cell models, under Verilator, computes what
-    the numpy reference computes, with and without idle input and backpressure."""
+    the numpy reference computes, with and without idle input and backpressure (``make
+    test-long``; the default suite runs the gate-level check on the one-layer netlist of
+    :func:`test_gate_level_check_fails_on_a_flipped_cell`)."""
     from nnaccel.gen.model_io import read_model
     from nnaccel.sim import verilator as vsim
 
