@@ -19,13 +19,13 @@ Block diagram (see :mod:`.reference` for the cycle-level contract)::
 from types import SimpleNamespace
 
 import numpy as np
-from amaranth import Cat, Const, Module, Mux, Shape, Signal, unsigned
+from amaranth import Cat, Const, Module, Mux, Shape, Signal, Value, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..common.dtype import DTypeKind
-from ..common.memory import NO_RW_CHECK, output_register, registered_read
+from ..common.memory import NO_RW_CHECK, output_register, pipelined_read
 from ..common.outstage import OutputStage
 from ..common.reference import bits_for_range
 from ..common.stream import core_then_stage, vector_stream
@@ -100,12 +100,21 @@ def encode_weight(params, weight, codebook=None, *, whole_layer=False):
 class LeadingNonZero(wiring.Component):
     """Turns input beats into a stream of non-zero activations (tokens), lowest column first.
 
-    One token per cycle. A beat with ``n`` non-zero elements takes ``max(n, 1)`` cycles: the next
-    beat is taken in the cycle the beat's last token leaves (a beat without non-zeros is dropped
-    one cycle after it was taken). The last token of a vector has ``last`` set; when the
-    vector's last beat holds no non-zero, a token without work carries it. Bipolar elements are
-    never zero. Padding lanes of the last beat are ignored.
+    One token per cycle, in two stages. The beat stage holds the taken beat split into groups
+    of :attr:`GROUP` lanes, with each group's remaining non-zero lanes and, registered, the
+    value and lane of its lowest one; the token register (the broadcast, ``o_token``) loads
+    the lowest group's (a select among the groups' registers) whenever it is empty or its token
+    leaves. A beat is taken in the cycle its predecessor's last token moves into the token
+    register (or, when the beat stage is empty, at once), so a beat with ``n`` non-zero
+    elements takes ``max(n, 1)`` cycles; its first token can leave two cycles after the beat was
+    taken; a beat without non-zeros is dropped one cycle after it was taken. The last token of
+    a vector has ``last`` set; when the vector's last beat holds no non-zero, a token without
+    work carries it. Bipolar elements are never zero. Padding lanes of the last beat are
+    ignored.
     """
+
+    #: Lanes per group: each group's lowest non-zero is found within the group and registered.
+    GROUP = 4
 
     def __init__(self, params):
         self.params = params
@@ -115,66 +124,89 @@ class LeadingNonZero(wiring.Component):
             "o_token": Out(stream.Signature(self._layout)),
         })
 
+    def _lowest(self, m, bits, lanes, name):
+        """``(lane, value)`` of the lowest set bit of ``bits`` (a one-hot AND-OR)."""
+        k = len(bits)
+        onehot = Signal(k, name=f"{name}_onehot")
+        m.d.comb += onehot.eq(bits & ~(bits - 1))
+        lane = 0
+        value = 0
+        for j in range(k):
+            if j:
+                lane = lane | Mux(onehot[j], j, 0)
+            value = value | Mux(onehot[j], Value.cast(lanes[j]), 0)
+        return lane, value
+
     def elaborate(self, platform):
         m = Module()
         p = self.params
-        n, beats = p.in_beat, p.in_beats
+        n, beats, g_lanes = p.in_beat, p.in_beats, self.GROUP
         i, o = self.i_data, self.o_token
         bipolar = p.in_dtype.kind is DTypeKind.BIPOLAR
+        groups = [range(s, min(s + g_lanes, n)) for s in range(0, n, g_lanes)]
+        shape = p.in_dtype.shape
+        lane_bits = _bits(g_lanes)
 
-        held = Signal(data.ArrayLayout(p.in_dtype.shape, n))
-        mask = Signal(n)
-        valid = Signal()
-        base = Signal(range(beats * n))  # column of lane 0 of the held beat
-        final = Signal()  # the held beat is the vector's last
-        load_idx = Signal(range(beats))
+        # the beat stage: the beat, each group's remaining non-zero lanes, the lowest one's
+        # value and lane (registered), the column of lane 0, whether the beat ends the vector
+        held = Signal(data.ArrayLayout(shape, n))
+        masks = [Signal(len(g), name=f"mask{q}") for q, g in enumerate(groups)]
+        low_value = [Signal(shape, name=f"low_value{q}") for q in range(len(groups))]
+        low_lane = [Signal(lane_bits, name=f"low_lane{q}") for q in range(len(groups))]
+        valid, final = Signal(), Signal()
+        base = Signal(range(beats * n))
+        next_base = Signal(range(beats * n))  # column of lane 0 of the next beat taken
 
-        def lowest(bits):
-            """Index of the lowest set bit of ``bits`` (0 when none)."""
-            sel = Signal(range(max(n, 2)))
-            for j in reversed(range(n)):
-                with m.If(bits[j]):
-                    m.d.comb += sel.eq(j)
-            return sel
-
-        # the token's value and column are registers, loaded with the next token's (its lowest
-        # set mask bit) whenever the mask changes: the broadcast to every PE starts at a flop
-        value, col = Signal(p.in_dtype.shape), Signal.like(o.payload.col)
-        # so are the token's valid, work and last: decoded from the next mask
-        offer, work, last = Signal(), Signal(), Signal()
-        rest = mask & (mask - 1)
+        some = [mask.any() for mask in masks]
+        sel = [Signal(name=f"sel{q}") for q in range(len(groups))]  # the lowest group
+        single = [Signal(name=f"single{q}") for q in range(len(groups))]
+        for q, mask in enumerate(masks):
+            m.d.comb += [sel[q].eq(some[q] & ~Cat(some[:q]).any() if q else some[q]),
+                         single[q].eq((mask & (mask - 1)) == 0)]
+        has_token = Cat(some).any()
+        # at most one token left: the lowest group holds one and no later group any
+        one_left = ~has_token | Cat(sel[q] & single[q] & ~Cat(some[q + 1:]).any()
+                                    for q in range(len(groups))).any()
+        item = valid & (has_token | final)  # a token (or the vector's end) to move on
         fire = o.valid & o.ready
-        m.d.comb += [
-            o.valid.eq(offer),
-            o.payload.value.eq(value),
-            o.payload.col.eq(col),
-            o.payload.work.eq(work),
-            o.payload.last.eq(last),
-            i.ready.eq(~valid | ((mask == 0) & ~final) | (fire & (rest == 0))),
-        ]
+        move = item & (~o.valid | fire)
 
-        tail = p.in_features - (beats - 1) * n
-        last_in = load_idx == beats - 1
-        nonzero = Cat((Const(1) if bipolar else (i.payload[j] != 0)) & ((j < tail) | ~last_in)
-                      for j in range(n))
-        first, after = lowest(nonzero), lowest(rest)
-        mask_n, valid_n, final_n = Signal(n), Signal(), Signal()
-        m.d.comb += [mask_n.eq(mask), valid_n.eq(valid), final_n.eq(final)]
-        with m.If(i.valid & i.ready):
-            m.d.comb += [mask_n.eq(nonzero), valid_n.eq(1), final_n.eq(last_in)]
-            m.d.sync += [held.eq(i.payload), base.eq(load_idx * n),
-                         value.eq(i.payload[first]), col.eq(load_idx * n + first),
-                         load_idx.eq(Mux(last_in, 0, load_idx + 1))]
+        # the token register: the selected group's registers
+        value = 0
+        offset = 0
+        for q, g in enumerate(groups):
+            value = value | Mux(sel[q], low_value[q], 0)
+            offset = offset | Mux(sel[q], low_lane[q] + g.start, 0)
+        with m.If(move):
+            m.d.sync += [o.valid.eq(1), o.payload.value.eq(value),
+                         o.payload.col.eq(base + offset), o.payload.work.eq(has_token),
+                         o.payload.last.eq(final & one_left)]
         with m.Elif(fire):
-            m.d.comb += mask_n.eq(rest)
-            m.d.sync += [value.eq(held[after]), col.eq(base + after)]
-            with m.If(rest == 0):
-                m.d.comb += valid_n.eq(0)
-        with m.Elif(i.ready):
-            m.d.comb += valid_n.eq(0)
-        m.d.sync += [mask.eq(mask_n), valid.eq(valid_n), final.eq(final_n),
-                     offer.eq(valid_n & ((mask_n != 0) | final_n)), work.eq(mask_n != 0),
-                     last.eq(final_n & ((mask_n & (mask_n - 1)) == 0))]
+            m.d.sync += o.valid.eq(0)
+
+        # the beat stage: the moved token's lane cleared in its group, whose next lowest is
+        # decoded from its registers alone (in parallel with the move)
+        for q, g in enumerate(groups):
+            rest = Signal(len(g), name=f"rest{q}")
+            m.d.comb += rest.eq(masks[q] & (masks[q] - 1))
+            lane, val = self._lowest(m, rest, [held[j] for j in g], f"rest{q}")
+            with m.If(move & sel[q]):
+                m.d.sync += [masks[q].eq(rest), low_lane[q].eq(lane), low_value[q].eq(val)]
+        with m.If(move & one_left):
+            m.d.sync += valid.eq(0)
+        m.d.comb += i.ready.eq(~valid | (~has_token & ~final) | (move & one_left))
+
+        last_in = next_base == (beats - 1) * n
+        tail = p.in_features - (beats - 1) * n
+        nonzero = [(Const(1) if bipolar else (i.payload[j] != 0)) & ((j < tail) | ~last_in)
+                   for j in range(n)]
+        with m.If(i.valid & i.ready):
+            m.d.sync += [valid.eq(1), final.eq(last_in), held.eq(i.payload),
+                         base.eq(next_base), next_base.eq(Mux(last_in, 0, next_base + n))]
+            for q, g in enumerate(groups):
+                bits = Cat(nonzero[j] for j in g)
+                lane, val = self._lowest(m, bits, [i.payload[j] for j in g], f"in{q}")
+                m.d.sync += [masks[q].eq(bits), low_lane[q].eq(lane), low_value[q].eq(val)]
         return m
 
 
@@ -317,10 +349,10 @@ class ProcessingElement(wiring.Component):
         w_seen = Signal(range(depth))  # w_ptr a cycle ago: what the memory can read
         fill = Signal()  # the memory's read moves into the head register
         w_port = mem.write_port()
-        read = registered_read(m, mem, r_ptr + fill, name="queue_rd")
         q = SimpleNamespace(w_en=Signal(name="q_w_en"), w_data=Signal(width, name="q_w_data"),
                             r_en=Signal(name="q_r_en"), r_rdy=Signal(name="q_r_rdy"),
-                            r_data=output_register(m, read, en=fill, name="q_head"))
+                            r_data=pipelined_read(m, mem, r_ptr + fill, out_en=fill,
+                                                  name="q_head", read_name="queue_rd"))
         m.d.comb += [w_port.addr.eq(w_ptr), w_port.en.eq(q.w_en), w_port.data.eq(q.w_data),
                      fill.eq((w_seen != r_ptr) & (~q.r_rdy | q.r_en))]
         m.d.sync += [w_seen.eq(w_ptr), w_ptr.eq(w_ptr + q.w_en), r_ptr.eq(r_ptr + fill),
@@ -497,10 +529,10 @@ class ProcessingElement(wiring.Component):
             ]
             # the row read into the port's register, then the output register, which holds
             # while the collector holds its beat
-            port = registered_read(m, mem, Mux(out, self.rd_addr, e2.row),
-                                   en=Mux(out, reading, e2.write & (e2.bank == b)),
-                                   name=f"acc{b}_rd")
-            stored.append(output_register(m, port, en=self.rd_load[b], name=f"acc{b}_q"))
+            stored.append(pipelined_read(m, mem, Mux(out, self.rd_addr, e2.row),
+                                         en=Mux(out, reading, e2.write & (e2.bank == b)),
+                                         out_en=self.rd_load[b], name=f"acc{b}_q",
+                                         read_name=f"acc{b}_rd"))
             with m.If(mine):
                 m.d.sync += dirty[b].eq(1)
             with m.If(self.release[b]):

@@ -9,10 +9,11 @@ when the input is presented back to back and the output is never stalled. Every 
 counts from the cycle the first input beat is accepted (cycle 0):
 
 * **Leading non-zero detector.** Input beat ``b`` is taken at cycle ``a[b]`` and its non-zero
-  activations (tokens) leave at cycles ``>= a[b] + 1``, at most one per cycle. The next beat is
-  taken in the cycle the beat's last token leaves; a beat without any non-zero is dropped, so
-  the next is taken one cycle after it. The vector's last token ends it; if its last beat holds
-  no non-zero, a token without work does.
+  activations (tokens) move into the token register at cycles ``>= a[b] + 1``, each no earlier
+  than the cycle its predecessor leaves, and leave from the cycle after, at most one per cycle.
+  The next beat is taken in the cycle the beat's last token moves; a beat without any non-zero
+  is dropped, so the next is taken one cycle after it. The vector's last token ends it; if its
+  last beat holds no non-zero, a token without work does.
 * **Broadcast.** A token goes to every PE at once (cycle ``t``). Every token a PE takes holds
   one of its ``queue_depth + IN_FLIGHT`` slots (the queue and the tokens in flight), from cycle
   ``t + 1`` until its *release*: ``t + LOOKUP + 1`` when the PE does not need it (its pointer
@@ -184,7 +185,10 @@ def cycle_model(counts, active, *, in_beat, queue_depth, rows_per_pe, out_latenc
                 load += 1
                 continue
             for col, work, last in toks:
-                earliest = max(last_bcast + 1, load + 1)
+                # moved into the token register once the beat is held and the token before
+                # leaves (or has left); broadcast from the cycle after
+                moved = max(load + 1, last_bcast)
+                earliest = moved + 1
                 t = max(earliest, int(held.min(axis=1).max()))
                 stalls += t - earliest
                 first_bcast = t if first_bcast is None else first_bcast
@@ -201,7 +205,7 @@ def cycle_model(counts, active, *, in_beat, queue_depth, rows_per_pe, out_latenc
                 busy += np.where(need, cost, 0)
                 entries += np.where(need, n, 0)
                 last_bcast = t
-            load = last_bcast
+            load = moved
         done = int(last_issue.max()) + ISSUE_TO_DONE
         start = max(done, released[-1] + 1) if released else done
         released.append(start + rows_per_pe - 1)

@@ -67,8 +67,8 @@ MUTATIONS = (
              "advance = 1", SPARSE_TESTS),
     Mutation("sparse-accumulator-not-cleared", SPARSE, "zero = sweeping | clear",
              "zero = sweeping", SPARSE_TESTS),
-    Mutation("sparse-activation-mask-skips-one", SPARSE, "rest = mask & (mask - 1)",
-             "rest = mask & (mask - 2)", SPARSE_TESTS),
+    Mutation("sparse-activation-mask-skips-one", SPARSE, "rest.eq(masks[q] & (masks[q] - 1))",
+             "rest.eq(masks[q] & (masks[q] - 2))", SPARSE_TESTS),
     # -- systolic array engine ---------------------------------------------------------------
     Mutation("systolic-drain-ignores-backpressure", SYSTOLIC,
              "advance, read = ~o.valid | o.ready, Signal()", "advance, read = 1, Signal()",
