@@ -13,7 +13,8 @@ __all__ = ["Stage", "Pipeline", "AxisTop", "INPUT_LATENCY"]
 
 #: Cycles from the transfer of a beat into an idle :class:`Pipeline` to the transfer of that beat
 #: into its first stage, when the first stage takes the pipeline's beat (no gearbox in front, as
-#: ``generate`` builds it) and is ready: the first stage's input FIFO, empty.
+#: ``generate`` builds it) and is ready: the first stage's input FIFO, empty, in distributed RAM
+#: (:attr:`StreamFifo.latency`; one cycle more when that FIFO is deep enough for block RAM).
 INPUT_LATENCY = 2
 
 
