@@ -15,7 +15,7 @@ from ..common.arith import (
     tree_stages,
 )
 from ..common.lanes import logic_product
-from ..common.memory import Rom, output_register
+from ..common.memory import Rom, issue_order_read
 from ..common.outstage import OutputStage
 from ..common.reference import bits_for_range
 from ..common.stream import StreamFifo, core_then_stage, vector_stream
@@ -69,12 +69,13 @@ class MVUCore(wiring.Component):
     ``ceil(M/pe)`` beats of ``pe`` raw sums per vector (see :mod:`.reference` for what a raw sum
     is; rows past M are padding). Throughput: one input-or-reuse beat per cycle, so a vector takes
     ``params.expected_cycles`` cycles in steady state; the input vector is read once, in the first
-    neuron fold, and kept in a buffer for the others. Latency: :attr:`fifo_latency` cycles (4
-    plus the adder tree's register stages, chosen by width) from the issue of a neuron fold's
-    last beat to its sum entering the output FIFO of :attr:`fifo_depth` sums, then 1 or 2
-    cycles through the FIFO. The datapath has no clock enable; only the issue stage stalls.
-    Raw sums are exact: their width is the worst case over the actual weights and every legal
-    input.
+    neuron fold, and kept in a buffer for the others. Latency: :attr:`fifo_latency` cycles (4,
+    5 for multiplier lanes, whose weights are registered once more, plus the adder tree's
+    register stages, chosen by width, and the stages of packed or logic products) from the
+    issue of a neuron fold's last beat to its sum entering the output FIFO of
+    :attr:`fifo_depth` sums, then 1 or 2 cycles through the FIFO. The datapath has no clock
+    enable; only the issue stage stalls. Raw sums are exact: their width is the worst case over
+    the actual weights and every legal input.
     """
 
     def __new__(cls, params, weight):
@@ -87,6 +88,8 @@ class MVUCore(wiring.Component):
         self.xnor = params.lane_kind is LaneKind.XNOR
         self.raw_shape = _raw_shape(params, weight)
         self._words = weight_words(params, weight)
+        #: Multiplier lanes' weights go through one more register (beside the multipliers).
+        self._late_weights = params.lane_kind is LaneKind.MUL and not params.packed_products
         wd, xd = params.weight_dtype, params.in_dtype
         product = self._lane(Const(0, signed(wd.bits) if wd.signed else unsigned(wd.bits)),
                              Const(0, signed(xd.bits) if xd.signed else unsigned(xd.bits)),
@@ -94,8 +97,8 @@ class MVUCore(wiring.Component):
         #: Cycles from a beat's issue to its sum entering the output FIFO.
         tree = (popcount_stages(params.simd) if self.xnor
                 else 1 + tree_stages([product] * params.simd))
-        self.fifo_latency = (3 + 2 * params.packed_products + (params.logic_multipliers > 0)
-                             + tree)
+        self.fifo_latency = (3 + self._late_weights + 2 * params.packed_products
+                             + (params.logic_multipliers > 0) + tree)
         #: Sums the output FIFO holds: as many as are issued while the first one goes round
         #: (through the FIFO, whose output is up to 2 cycles late, and back as a free slot).
         self.fifo_depth = cdiv(self.fifo_latency + 3, params.synapse_folds) + 1
@@ -126,20 +129,14 @@ class MVUCore(wiring.Component):
         # Stage A: issue one beat (from the input stream in neuron fold 0, else from the buffer).
         # ``take`` (neuron fold 0) and ``room`` (the FIFO can take the sum of a neuron fold's
         # last beat) are registers, computed from the next state, so that the input's ready
-        # (a wide clock enable upstream) leaves two flip-flops and an AND gate.
+        # (a wide clock enable upstream) leaves two flip-flops and an AND gate. The weight
+        # memory's address is a register too (:func:`issue_order_read`): the handshake reaches
+        # only the counters.
         sf, sf_next = Signal(range(sf_n)), Signal(range(sf_n))
         nf, nf_next = Signal(range(nf_n)), Signal(range(nf_n))
         pending_next = Signal.like(pending)
-        waddr = Signal(range(max(sf_n * nf_n, 2)))
-        waddr_next = Signal.like(waddr)
         last_a, issue = Signal(), Signal()
-        # Multiplier lanes get the weight word once more in a register beside them (a block
-        # RAM's own output register lies far from the DSP blocks): the word is read a cycle
-        # ahead, at the address the next issue takes, so it reaches stage C with its beat; the
-        # first cycle after reset issues nothing (no room), so that word 0 is read before its
-        # beat.
-        ahead = p.lane_kind is LaneKind.MUL and not p.packed_products
-        take, room = Signal(init=1), Signal(init=not ahead)
+        take, room = Signal(init=1), Signal(init=1)
         popped = fifo.o_data.valid & fifo.o_data.ready
         m.d.comb += [
             last_a.eq(sf == sf_n - 1),
@@ -148,13 +145,14 @@ class MVUCore(wiring.Component):
             sf_next.eq(Mux(issue, Mux(last_a, 0, sf + 1), sf)),
             nf_next.eq(Mux(issue & last_a, Mux(nf == nf_n - 1, 0, nf + 1), nf)),
             pending_next.eq(pending + (issue & last_a) - popped),
-            waddr_next.eq(Mux(issue, Mux(waddr == sf_n * nf_n - 1, 0, waddr + 1), waddr)),
-            wrom.addr.eq(waddr_next if ahead else waddr),
-            wrom.en.eq(1),
         ]
         m.d.sync += [sf.eq(sf_next), nf.eq(nf_next), pending.eq(pending_next),
-                     waddr.eq(waddr_next), take.eq(nf_next == 0),
+                     take.eq(nf_next == 0),
                      room.eq((sf_next != sf_n - 1) | (pending_next != depth))]
+        # Multiplier lanes get the weight word once more in a register beside them (a block
+        # RAM's own output register lies far from the DSP blocks), and their input beat one
+        # more register with it.
+        w_c, w_stages = issue_order_read(m, wrom, issue, extra=self._late_weights, name="w")
 
         xin = i.payload.as_value()
         if nf_n > 1 and sf_n > 1:
@@ -165,9 +163,9 @@ class MVUCore(wiring.Component):
             m.d.comb += [wp.addr.eq(sf), wp.data.eq(xin), wp.en.eq(i.valid & i.ready),
                          rp.addr.eq(sf), rp.en.eq(1)]
 
-        # Stage B: the weight word and the input beat arrive; Stage C: both registered (the
-        # multipliers' input registers; the weight word's is the block RAM's own output
-        # register on the ECP5, nnaccel.boards.ecp5_bram).
+        # Stage B: the input beat arrives (the weight word is read); Stage C: both registered
+        # (the multipliers' input registers; the weight word's is the block RAM's own output
+        # register on the ECP5, nnaccel.boards.ecp5_bram), one stage later with late weights.
         v_b, from_b, first_b, last_b = Signal(), Signal(), Signal(), Signal()
         x_b = Signal(simd * xbits)
         m.d.sync += [v_b.eq(issue), from_b.eq(take), first_b.eq(sf == 0), last_b.eq(last_a),
@@ -175,18 +173,17 @@ class MVUCore(wiring.Component):
         # datapath registers have no reset (the valid bits say what they hold), so that the
         # ECP5 flow can fold them into the DSP blocks' registers (nnaccel.boards.ecp5_bram)
         x_c = Signal(simd * xbits, reset_less=True)
-        if ahead:
-            w_c = Signal(wrom.data.shape(), name="w_c", reset_less=True)
-            m.d.sync += w_c.eq(output_register(m, wrom.data, name="w_b"))
-        else:
-            w_c = output_register(m, wrom.data, name="w_c")
         if nf_n > 1 and sf_n > 1:
             m.d.sync += x_c.eq(Mux(from_b, x_b, rp.data))
         else:
             # one beat per vector: x_c keeps it for the other neuron folds (no buffer, no mux)
             with m.If(from_b):
                 m.d.sync += x_c.eq(x_b)
-        v_c, first_c, last_c = (delay(m, s, 1, n) for s, n in
+        if w_stages == 3:
+            x_late = Signal(simd * xbits, name="x_late", reset_less=True)
+            m.d.sync += x_late.eq(x_c)
+            x_c = x_late
+        v_c, first_c, last_c = (delay(m, s, w_stages - 1, n) for s, n in
                                 ((v_b, "v"), (first_b, "first"), (last_b, "last")))
         tail = p.in_features - (sf_n - 1) * simd  # real lanes in the last synapse fold
         live = [(j < tail) | ~last_c for j in range(simd)]

@@ -6,7 +6,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from ..common.arith import pack_words, tree_sum
-from ..common.memory import Rom, output_register
+from ..common.memory import Rom, issue_order_read
 from ..common.outstage import OutputStage
 from ..common.stream import core_then_stage, vector_stream
 from ..window.patches import PatchFed
@@ -54,9 +54,9 @@ class VVAUCore(wiring.Component):
     per pixel. ``o_raw``:
     one beat of ``pe*mg`` raw sums per block (output channels of those groups, in order), see
     :mod:`.reference`. One input beat per cycle; the accumulators are the output register
-    itself, so there is no accumulator memory. Latency: 4 cycles from a block's last input
-    beat to its output beat. Raw sums and every partial sum are exact (widths from worst-case
-    bounds over the actual weights).
+    itself, so there is no accumulator memory. Latency: 4 cycles (5 with multiplier lanes)
+    from a block's last input beat to its output beat. Raw sums and every partial sum are
+    exact (widths from worst-case bounds over the actual weights).
     """
 
     def __init__(self, params, weight):
@@ -80,44 +80,37 @@ class VVAUCore(wiring.Component):
         m.submodules.weights = wrom = Rom(self._words, p.lanes * wbits,
                                           storage=p.weight_storage)
 
-        # Stage A: take a beat; read its weights (synchronous read). Multiplier lanes read them
-        # a cycle ahead (at the address the next beat takes; nothing moves in the first cycle
-        # after reset, while word 0 is read), so that the weights are registered twice, in the
-        # block RAM's output register and once more beside the multipliers.
-        ahead = p.lane_kind is LaneKind.MUL
-        advance, issue, primed = Signal(), Signal(), Signal(init=not ahead)
-        m.d.sync += primed.eq(1)
+        # Stage A: take a beat; read its weights (:func:`issue_order_read`: the address is a
+        # register). Multiplier lanes get them once more in a register beside the multipliers
+        # (a block RAM's own output register lies far from them), and their beat one more
+        # register with them; every stage loads when ``advance``.
+        advance, issue = Signal(), Signal()
         tap = Signal(range(beats))
-        waddr = Signal(range(max(p.weight_depth, 2)))
-        waddr_next = Signal.like(waddr)
-        m.d.comb += [advance.eq((~o.valid | o.ready) & primed), issue.eq(advance & i.valid),
-                     i.ready.eq(advance),
-                     waddr_next.eq(Mux(issue, Mux(waddr == p.weight_depth - 1, 0, waddr + 1),
-                                       waddr)),
-                     wrom.addr.eq(waddr_next if ahead else waddr),
-                     wrom.en.eq(1 if ahead else advance)]
-        m.d.sync += waddr.eq(waddr_next)
+        m.d.comb += [advance.eq(~o.valid | o.ready), issue.eq(advance & i.valid),
+                     i.ready.eq(advance)]
         with m.If(issue):
             m.d.sync += tap.eq(Mux(tap == beats - 1, 0, tap + 1))
+        w_word, w_stages = issue_order_read(m, wrom, issue, en=advance,
+                                            extra=p.lane_kind is LaneKind.MUL, name="w")
 
-        # Stage B: the beat and its weights (the memory's output); Stage R: both registered, so
-        # no path runs from a block RAM output through a multiplier (the weights' register is
-        # the block RAM's own output register on the ECP5, nnaccel.boards.ecp5_bram).
+        # Stage B: the beat (the memory reads its weights); Stage R: both registered, so no path
+        # runs from a block RAM output through a multiplier (the weights' register is the block
+        # RAM's own output register on the ECP5, nnaccel.boards.ecp5_bram); with late weights,
+        # the beat once more.
         v_b, first_b, last_b = Signal(), Signal(), Signal()
         x_b = Signal(p.in_beat * xbits)
         with m.If(advance):
             m.d.sync += [v_b.eq(issue), first_b.eq(tap == 0), last_b.eq(tap == beats - 1),
                          x_b.eq(i.payload.as_value())]
-        v_r, first_r, last_r = Signal(), Signal(), Signal()
-        x_r = Signal.like(x_b, reset_less=True)   # no reset: foldable into DSP registers
-        w_word = output_register(m, wrom.data, en=advance, name="w_word")
-        if ahead:
-            w_late = Signal.like(w_word, name="w_late", reset_less=True)
+        v_r, first_r, last_r, x_r = v_b, first_b, last_b, x_b
+        for k in range(w_stages - 1):
+            # no reset on the beat: foldable into DSP registers
+            regs = (Signal(name=f"v_r{k}"), Signal(name=f"first_r{k}"), Signal(name=f"last_r{k}"),
+                    Signal.like(x_b, name=f"x_r{k}", reset_less=True))
             with m.If(advance):
-                m.d.sync += w_late.eq(w_word)
-            w_word = w_late
-        with m.If(advance):
-            m.d.sync += [v_r.eq(v_b), first_r.eq(first_b), last_r.eq(last_b), x_r.eq(x_b)]
+                m.d.sync += [r.eq(v) for r, v in zip(regs, (v_r, first_r, last_r, x_r),
+                                                     strict=True)]
+            v_r, first_r, last_r, x_r = regs
         sums = []
         for g in range(p.pe):
             for u in range(mg):

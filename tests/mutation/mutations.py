@@ -24,6 +24,7 @@ class Mutation:
 
 
 MVU = "hw/mvu/engine.py"
+MEMORY = "hw/common/memory.py"
 SPARSE = "hw/sparse/engine.py"
 SYSTOLIC = "hw/systolic/engine.py"
 SYSTOLIC_MODEL = "hw/systolic/params.py"
@@ -55,9 +56,9 @@ MUTATIONS = (
              MVU_LONG_STALL),
     Mutation("mvu-first-fold-off-by-one", MVU, "first_b.eq(sf == 0)",
              "first_b.eq(sf == 1)", MVU_CORE),
-    Mutation("mvu-weight-address-wrap", MVU,
-             "Mux(waddr == sf_n * nf_n - 1, 0, waddr + 1)",
-             "Mux(waddr == sf_n * nf_n, 0, waddr + 1)", MVU_CORE),
+    Mutation("mvu-weight-address-wrap", MEMORY,
+             "Mux(addr == depth - 1, 0, addr + 1)",
+             "Mux(addr == depth, 0, addr + 1)", MVU_CORE),
     # -- sparse engine -----------------------------------------------------------------------
     Mutation("sparse-padding-mask", SPARSE, "& ((j < tail) | ~last_in)", "& 1",
              SPARSE_TESTS),
