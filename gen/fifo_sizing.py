@@ -30,6 +30,7 @@ import math
 from amaranth.sim import Simulator
 
 from ..hw.common.arith import cdiv
+from .engines import Engine
 from .ir import Op
 
 __all__ = ["SizingRun", "size_branch_fifos", "run_graph", "sizable"]
@@ -46,7 +47,7 @@ def sizable(plan):
     depends on the data (the sparse engine skips zero activations)."""
     if not any(lp.layer.op in (Op.ADD, Op.CONCAT) for lp in plan.layers):
         return False
-    return not any(lp.engine.value == "sparse" for lp in plan.layers)
+    return not any(lp.engine == Engine.SPARSE for lp in plan.layers)
 
 
 class SizingRun:
