@@ -71,6 +71,7 @@ def test_tiny_res_tight_skip_fifo():
     critical = check_tight(design, 0)
     assert skip in critical
     assert "peak occupancy" in skip["rule"] and f"at {skip['depth'] - 1}" in skip["rule"]
+    print(f"tiny_res r.0: {skip['depth']} (rule {skip['rule_depth']}): {skip['rule']}")
 
 
 @pytest.mark.long
@@ -83,6 +84,9 @@ def test_random_residual_graphs_tight_fifos(seed, lanes):
     branch = [f for f in design.manifest["fifos"] if f.get("sizing") == "simulation"]
     assert branch and all(f["depth"] <= f["rule_depth"] for f in branch)
     check_tight(design, seed)
+    print(f"res_{seed} at {lanes} lanes: " + "; ".join(
+        f"{f['layer']}.{f['port']} {f['depth']} (rule {f['rule_depth']}, peak {f['peak']}"
+        + (", critical)" if f["critical"] else ")") for f in branch))
 
 
 def test_the_rule_where_simulation_does_not_apply():
