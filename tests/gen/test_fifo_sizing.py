@@ -101,3 +101,17 @@ def test_the_rule_where_simulation_does_not_apply():
     assert not any("sizing" in f for f in sized.manifest["fifos"])
     with pytest.raises(ValueError, match="fifo_sizing"):
         generate(tiny_res(0), Options(fifo_sizing="simulate"))
+
+
+def test_cli_fifo_sizing_option(capsys):
+    """``--fifo-sizing simulation`` reaches Options; another value exits 2 naming the option."""
+    from nnaccel import cli
+
+    parser = cli.build_parser()
+    model = tiny_res(0)
+    args = parser.parse_args(["generate", "m", "-o", "out", "--fifo-sizing", "simulation"])
+    assert cli._options(args, model).fifo_sizing == "simulation"
+    assert cli._options(parser.parse_args(["generate", "m", "-o", "out"]), model) == Options()
+    with pytest.raises(SystemExit) as stop:
+        parser.parse_args(["generate", "m", "-o", "out", "--fifo-sizing", "exact"])
+    assert stop.value.code == 2 and "--fifo-sizing" in capsys.readouterr().err
