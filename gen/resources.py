@@ -34,6 +34,7 @@ __all__ = ["Device", "DEVICES", "device_for", "Bill", "Memory", "Estimate", "FEA
            "memory_map", "dsp_blocks", "mapped_quantities", "estimate", "estimate_plan",
            "spill_to_logic", "fmax_estimate", "simd_cap", "fifo_bill", "fits", "budget",
            "lanes_bill", "stage_bill", "stream_bill", "window_bill", "sparse_bill",
+           "sparse_pe_registers",
            "systolic_bill", "design_report", "format_design_report",
            "format_measured", "LUTRAM_LUT4", "FMAX"]
 
@@ -103,6 +104,7 @@ FEATURES = {
     "window": "sliding-window units: address generation, row bookkeeping",
     "window_bits": "window read-port words and output beat bits (multiplexers, padding)",
     "pe": "sparse PEs: token, pointer, entry and accumulate pipeline, iterator, forwarding",
+    "pe_bits": "sparse PE pipeline register bits (sparse_pe_registers)",
     "cell": "systolic cell bits (activation, weight and partial-sum registers and adders)",
 }
 
@@ -385,6 +387,39 @@ def window_bill(win):
                 carry=max(win.buffer_depth, 2).bit_length())
 
 
+def sparse_pe_registers(p, matrix, in_flight, abits):
+    """Flip-flop bits of one sparse PE (:class:`~nnaccel.hw.sparse.engine.ProcessingElement`,
+    ``abits``-bit entry addresses) that yosys keeps: the pointer word (the block RAM's output
+    register and L), the queue's head and pointers, the slots held, the iterator, the entry
+    stages (E1, the entry's output register, R, E2 with its row and weight: the codebook's read
+    or the entry's value), the product through E3..E5, the rows of W, H1, H2 and of a clear,
+    the four forwarded sums, both banks' output registers and the row sum. Not counted: the
+    token stages T, P, L (equal in every PE: yosys merges them) and the registered reads of the
+    queue and the banks (inside their block RAMs)."""
+    from amaranth import Const, Shape, signed
+
+    from ..hw.common.dtype import DTypeKind
+    from ..hw.common.reference import bits_for_range
+
+    x, raw = p.in_dtype.bits, p.raw_shape.width
+    rows = max((p.rows_per_pe - 1).bit_length(), 1)
+    slot_bits = (p.queue_depth + in_flight).bit_length()
+    if matrix.codebook is not None:
+        wshape = Shape(*bits_for_range(min(matrix.codebook), max(matrix.codebook)))
+    else:
+        wshape = Shape(matrix.value_bits, matrix.value_signed)
+    act = signed(2) if p.in_dtype.kind is DTypeKind.BIPOLAR else p.in_dtype.shape
+    product = (Const(0, wshape) * Const(0, act)).shape().width
+    return (4 * abits                                       # pointers: output register, L
+            + (x + 2 * abits + 3) + 4 * slot_bits + 2         # queue head and pointers, slots
+            + 2 * abits + x + 3                             # iterator: address, left, value
+            + 2 * (x + 5) + matrix.value_bits + p.index_bits  # E1, entry register, R
+            + rows + (x + 3 + rows) + wshape.width          # previous row, E2, weight
+            + 3 * (product + 3 + rows)                      # E3, E4, E5
+            + (3 + rows) + 2 * (2 + rows) + rows            # W, H1, H2, the row a clear writes
+            + 14 + 4 * raw + 3 * (raw + 1))                 # flags, sums, their registers
+
+
 def sparse_bill(p, matrix, in_flight):
     """The PEs of a sparse engine (:class:`~nnaccel.hw.sparse.params.SparseParams` ``p``, its
     encoded ``matrix``; ``in_flight``: tokens a PE holds beyond its queue), the broadcast and the
@@ -392,7 +427,7 @@ def sparse_bill(p, matrix, in_flight):
     pipeline, the row iterator, the accumulator forwarding): the pointer and entry memory (one
     block RAM when both fit one DP16KD read on both ports, else two), the activation queue and
     two accumulator banks, all in block RAM (the engine asks for it), a codebook ROM and one
-    multiplier."""
+    multiplier; ``pe_bits``: the PEs' flip-flops (:func:`sparse_pe_registers`)."""
     k, raw = p.in_features, p.raw_shape.width
     xbits = p.in_dtype.bits
     value_bits = matrix.value_bits
@@ -402,6 +437,7 @@ def sparse_bill(p, matrix, in_flight):
     mems, mults = [], []
     slots = p.queue_depth + in_flight
     entry_bits = value_bits + p.index_bits
+    registers = 0
     for pe in range(p.pe):
         entries = len(matrix.z[pe])
         depth = k + entries
@@ -413,13 +449,14 @@ def sparse_bill(p, matrix, in_flight):
             abits = max(entries.bit_length(), 1)
             mems += [Memory(k, 2 * abits, force="bram"),
                      Memory(max(entries, 1), entry_bits, force="bram")]
+        registers += sparse_pe_registers(p, matrix, in_flight, abits)
         mems.append(Memory(1 << slots.bit_length(), xbits + 2 * abits + 4, rom=False,
                            force="bram"))
         mems.append(Memory(p.rows_per_pe, raw, rom=False, copies=2, force="bram"))
         if matrix.codebook is not None:
             mems.append(Memory(len(matrix.codebook), wbits))
         mults.append((wbits, xbits, 1))
-    q = {"layer": 1, "pe": p.pe, "acc": 4 * p.pe * raw,
+    q = {"layer": 1, "pe": p.pe, "pe_bits": registers, "acc": 4 * p.pe * raw,
          "stream": p.in_beat * xbits + p.pe * raw}
     return Bill(quantities=q, memories=tuple(mems), multipliers=tuple(mults),
                 tree_width=p.pe, carry=raw)

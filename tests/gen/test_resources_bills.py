@@ -20,6 +20,7 @@ from nnaccel.gen.resources import (
     window_bill,
 )
 from nnaccel.hw.common.dtype import DType
+from nnaccel.hw.common.reference import bits_for_range
 from nnaccel.hw.window.params import WindowParams
 
 ECP5_85 = DEVICES["LFE5U-85F"]
@@ -76,6 +77,57 @@ def test_sparse_bill_block_rams_and_multipliers_per_pe():
     # the requantiser multiplies by one constant power of two: a shift, no DSP block
     assert set(p.output.mult) == {1024}
     assert est.dsp == p.pe
+
+
+def _pe_flip_flops(pe):
+    """Flip-flop bits of a sparse PE as Amaranth converts it (every ``$dff`` cell's width), less
+    what yosys does not keep as flip-flops of the PE: the token stages T, P, L (equal in every PE,
+    merged) and the registered reads of the queue and the banks (block RAM); plus the codebook
+    ROM's synchronous read (a memory read port here, flip-flops after yosys)."""
+    import re
+
+    from amaranth.back import rtlil
+
+    merged = {f"{s}_{k}" for s in "tpl" for k in ("valid", "value", "work", "last")}
+    skip = merged | {"queue_rd", "acc0_rd", "acc1_rd"}
+    bits = 0
+    for cell in re.finditer(r"cell \$dff \S+\n(.*?)\n  end", rtlil.convert(pe), re.S):
+        name = re.search(r"connect \\Q \\?(\S+)", cell.group(1)).group(1)
+        if name not in skip:
+            bits += int(re.search(r"WIDTH (\d+)", cell.group(1)).group(1))
+    book = pe._codebook
+    if book is not None:
+        bits += bits_for_range(min(book), max(book))[0]
+    return bits
+
+
+@pytest.mark.parametrize("k,xdt,wdt,book,index_bits", [
+    (19, "uint4", "int8", True, 4),      # a 16-entry codebook, pointers and entries in one RAM
+    (12, "int5", "int4", False, 4),      # the weights themselves
+    (9, "bipolar", "int4", False, 2),    # +-1 activations
+    (2000, "uint8", "int8", True, 4),    # pointers and entries in two block RAMs
+])
+def test_sparse_bill_counts_each_pe_flip_flop(k, xdt, wdt, book, index_bits):
+    """``sparse_pe_registers`` (the bill's ``pe_bits``) is the flip-flop count of the PE as
+    built, on every kind of PE."""
+    from nnaccel.gen.resources import sparse_pe_registers
+    from nnaccel.hw.sparse.engine import ProcessingElement
+    from nnaccel.hw.sparse.format import encode
+    from nnaccel.hw.sparse.params import SparseParams
+    from nnaccel.hw.sparse.reference import IN_FLIGHT
+
+    rng = np.random.default_rng(k)
+    codebook = np.array([0, -128, -77, -40, -9, -3, -1, 1, 2, 5, 11, 30, 64, 90, 127, 100])
+    values = rng.choice(codebook[1:], (24, k)) if book else rng.integers(-7, 8, (24, k))
+    w = values * (rng.random((24, k)) < 0.3)
+    p = SparseParams.for_layer(weight=w, pe=3, queue_depth=3, in_beat=4,
+                               in_dtype=DType.parse(xdt), weight_dtype=DType.parse(wdt),
+                               index_bits=index_bits, output_kind="identity",
+                               out_dtype=DType.parse("int32"))
+    matrix = encode(w, 3, index_bits=index_bits, codebook=codebook if book else None)
+    pe = ProcessingElement(p, matrix, 1, p.raw_shape)
+    assert pe._shared == (k < 1000)
+    assert sparse_pe_registers(p, matrix, IN_FLIGHT, pe._abits) == _pe_flip_flops(pe)
 
 
 def test_systolic_bill_cells_in_dsp_blocks_or_logic():
