@@ -134,7 +134,7 @@ class StreamFifo(wiring.Component):
         words = self.capacity - self.stages
         m.submodules.mem = mem = memory.Memory(shape=unsigned(width), depth=words, init=[],
                                                attrs=NO_RW_CHECK)
-        # words in memory; ``has``/``i.ready`` registered from its next value
+        # words in memory; ``has``: not none, ``ready``: not all
         held = Signal(range(words + 1))
         has = Signal()
         ready = Signal(init=1)
@@ -158,9 +158,12 @@ class StreamFifo(wiring.Component):
         if self.stages == 2:
             data = output_register(m, data, en=load[1], name="fifo_q")
             m.d.sync += valid[1].eq(Mux(load[1], valid[0], valid[1]))
-        held_next = Signal.like(held)
-        m.d.comb += held_next.eq(held + write - read)
-        m.d.sync += [held.eq(held_next), has.eq(held_next != 0), ready.eq(held_next != words)]
+        # the flags' next values from comparisons of registers: the handshakes reach them
+        # through a multiplexer, not through the counter's adder
+        grow, shrink = write & ~read, read & ~write
+        m.d.sync += [held.eq(held + write - read),
+                     has.eq(Mux(grow, 1, Mux(shrink, held != 1, has))),
+                     ready.eq(Mux(shrink, 1, Mux(grow, held != words - 1, ready)))]
         with m.If(write):
             m.d.sync += produce.eq(Mux(produce == words - 1, 0, produce + 1))
         with m.If(read):
