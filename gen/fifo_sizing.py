@@ -33,7 +33,7 @@ from ..hw.common.arith import cdiv
 from .engines import Engine
 from .ir import Op
 
-__all__ = ["SizingRun", "size_branch_fifos", "run_graph", "sizable"]
+__all__ = ["Occupancy", "SizingRun", "size_branch_fifos", "run_graph", "sizable"]
 
 #: Images of the first run (the first image's latency sets how many the others take).
 IMAGES = 3
@@ -75,6 +75,24 @@ class SizingRun:
         return None if not self.finished else self.steady / (self.images - 1 - self.skip)
 
 
+class Occupancy:
+    """Beats inside each of ``fifos`` (stream components), counted from their handshakes: sample
+    :attr:`signals` every cycle and pass the values to :meth:`update`; :attr:`peak` holds each
+    one's most."""
+
+    def __init__(self, fifos):
+        self.signals = [s for f in fifos for s in (f.i_data.valid, f.i_data.ready,
+                                                    f.o_data.valid, f.o_data.ready)]
+        self.level = [0] * len(fifos)
+        self.peak = [0] * len(fifos)
+
+    def update(self, flags):
+        for n in range(len(self.level)):
+            iv, ir, ov, orr = flags[4 * n:4 * n + 4]
+            self.level[n] += int(iv and ir) - int(ov and orr)
+            self.peak[n] = max(self.peak[n], self.level[n])
+
+
 def run_graph(network, *, in_beats, out_beats, images=IMAGES, skip=1, limit, target=None,
               quiet=None):
     """Run ``images`` zero images through the graph ``network`` (a
@@ -88,9 +106,8 @@ def run_graph(network, *, in_beats, out_beats, images=IMAGES, skip=1, limit, tar
     sim.add_clock(1e-6)
     keys = list(network.fifos)
     fifos = [network.fifos[k] for k in keys]
-    flags = [s for f in fifos for s in (f.i_data.valid, f.i_data.ready, f.o_data.valid,
-                                         f.o_data.ready)]
-    ends, level, peak, stalled = [], [0] * len(fifos), [0] * len(fifos), []
+    occupancy = Occupancy(fifos)
+    ends, stalled = [], []
     total_in = in_beats * images
     quiet = quiet or limit
 
@@ -102,7 +119,7 @@ def run_graph(network, *, in_beats, out_beats, images=IMAGES, skip=1, limit, tar
             if target is not None and len(ends) > skip and now - ends[skip] > target:
                 break
             _, _, taken, valid, *seen = await ctx.tick().sample(
-                network.i_data.ready, network.o_data.valid, *flags)
+                network.i_data.ready, network.o_data.valid, *occupancy.signals)
             now += 1
             if taken or valid or any(seen):
                 last = now
@@ -117,14 +134,11 @@ def run_graph(network, *, in_beats, out_beats, images=IMAGES, skip=1, limit, tar
                 out += 1
                 if out % out_beats == 0:
                     ends.append(now)
-            for n in range(len(fifos)):
-                iv, ir, ov, orr = seen[4 * n:4 * n + 4]
-                level[n] += int(iv and ir) - int(ov and orr)
-                peak[n] = max(peak[n], level[n])
+            occupancy.update(seen)
 
     sim.add_testbench(bench)
     sim.run()
-    result = SizingRun(ends, dict(zip(keys, peak, strict=True)),
+    result = SizingRun(ends, dict(zip(keys, occupancy.peak, strict=True)),
                      dict(zip(keys, fifos, strict=True)), images, skip)
     result.deadlocked = bool(stalled)
     return result

@@ -11,6 +11,7 @@ from amaranth.hdl import Module
 from amaranth.sim import Simulator
 
 from nnaccel.gen.engines.base import to_stream
+from nnaccel.gen.fifo_sizing import Occupancy
 from nnaccel.sim.packing import pack
 
 W1 = np.array([[1, -2, 3, -4], [5, 6, -7, 8], [-9, 10, 11, -12]])
@@ -107,10 +108,8 @@ def run_back_to_back(design, X, limit=None):
     sim.add_clock(1e-6)
     fifos = design.network.fifos
     keys = list(fifos) if isinstance(fifos, dict) else list(range(len(fifos)))
-    fifos = [fifos[k] for k in keys]
-    ports = [s for f in fifos for s in (f.i_data.valid, f.i_data.ready, f.o_data.valid,
-                                         f.o_data.ready)]
-    cycles, level, peak = [], [0] * len(fifos), [0] * len(fifos)
+    occupancy = Occupancy([fifos[k] for k in keys])
+    cycles = []
     limit = limit or 40 * design.manifest["expected_cycles_per_inference"] * len(X) + 2000
 
     stop = []
@@ -130,17 +129,14 @@ def run_back_to_back(design, X, limit=None):
         ctx.set(sink.ready, 1)
         now = 0
         while len(cycles) < len(X) * out_beats and now < limit:
-            _, _, valid, *flags = await ctx.tick().sample(sink.valid, *ports)
+            _, _, valid, *flags = await ctx.tick().sample(sink.valid, *occupancy.signals)
             now += 1
             if valid:
                 cycles.append(now)
-            for n in range(len(fifos)):
-                iv, ir, ov, orr = flags[4 * n:4 * n + 4]
-                level[n] += int(iv and ir) - int(ov and orr)
-                peak[n] = max(peak[n], level[n])
+            occupancy.update(flags)
         stop.append(True)
 
     sim.add_testbench(source)
     sim.add_testbench(monitor)
     sim.run()
-    return cycles[out_beats - 1::out_beats], dict(zip(keys, peak, strict=True))
+    return cycles[out_beats - 1::out_beats], dict(zip(keys, occupancy.peak, strict=True))
