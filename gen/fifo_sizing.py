@@ -27,6 +27,7 @@ with the stalls), but its rate is only measured at full rate.
 import functools
 import math
 
+from amaranth.hdl import Fragment
 from amaranth.sim import Simulator
 
 from ..hw.common.arith import cdiv
@@ -144,13 +145,6 @@ def run_graph(network, *, in_beats, out_beats, images=IMAGES, skip=1, limit, tar
     return result
 
 
-def _least_depth(fifo):
-    """The least depth that changes the FIFO's capacity: its ``stages`` registers plus a memory
-    word when it has them (:class:`~nnaccel.hw.common.stream.StreamFifo`), else 1."""
-    stages = getattr(fifo, "stages", None)
-    return 1 if stages is None else stages + 1
-
-
 def size_branch_fifos(plan, fifos, build):
     """The FIFO plan ``fifos`` (:func:`~nnaccel.gen.generate.graph_fifo_plan`'s: per layer, one
     dict per port) with every join input's depth replaced by the least one measured (see the
@@ -196,16 +190,21 @@ def size_branch_fifos(plan, fifos, build):
     quiet = probe.ends[0] + pace
     run = functools.partial(run, images=images, skip=skip, quiet=quiet)
 
+    def capacity(trial, key):
+        """Beats the FIFO ``key`` holds at the depths ``trial`` (elaborated, not simulated)."""
+        net = build(_with(fifos, layers, trial))
+        Fragment.get(net, None)
+        return getattr(net.fifos[key], "capacity", trial[key])
+
     def passes(trial):
         result = run(trial, limit, target)
         return result.finished and result.steady <= target
 
     # one FIFO after the other, the ones not yet searched still unbounded: ``chosen`` always
     # holds depths of a run that passed, so the last search's leaves the graph verified
-    least = {key: _least_depth(ref.fifos[key]) for key in branch}
     chosen = dict(wide)
     for key in branch:
-        lo, hi, trial, step = least[key], chosen[key], max(least[key], ref.peaks[key]), 1
+        lo, hi, trial, step = 1, chosen[key], ref.peaks[key], 1
         while trial >= lo:  # gallop down from the peak to a depth that fails
             if not passes({**chosen, key: trial}):
                 lo = trial + 1
@@ -221,6 +220,10 @@ def size_branch_fifos(plan, fifos, build):
             else:
                 lo = mid + 1
         chosen[key] = hi
+    # a FIFO holds at least its ``capacity`` (hw/common's StreamFifo: its output stages and
+    # two memory words): a depth below that is written as the capacity, the same hardware
+    for key in branch:
+        chosen[key] = max(chosen[key], capacity(chosen, key))
     rate = ref.rate
     out = [[dict(f) for f in ports] for ports in fifos]
     for key in branch:
@@ -230,7 +233,7 @@ def size_branch_fifos(plan, fifos, build):
                f"streams at full rate, {rate:g} cycles per image in steady state, slowest "
                f"layer {pace}); peak occupancy {ref.peaks[key]} with the branches unbounded")
         critical = False
-        if d > least[key]:
+        if d > 1 and capacity({**chosen, key: d - 1}, key) < d:
             shorter = run({**chosen, key: d - 1}, limit)
             critical = not shorter.finished or shorter.steady > target
             if shorter.deadlocked:
@@ -243,7 +246,7 @@ def size_branch_fifos(plan, fifos, build):
             else:
                 why += f"; {d - 1} also keeps the rate (the searches interact)"
         else:
-            why += f"; {d} is the FIFO's least capacity"
+            why += f"; {d} is the least capacity of that FIFO"
         entry.update(depth=d, bits=entry["bits"] // entry["depth"] * d, rule=why,
                      critical=critical, peak=ref.peaks[key], rule_depth=entry["depth"],
                      sizing="simulation", schedule={"images": images, "skip": skip,
