@@ -103,8 +103,14 @@ CASES = {
 }
 
 
+#: Left to ``make test-long`` (Verilator builds of minutes): the demo's binarized CNN, which
+#: test_demo runs under Verilator too and whose bipolar chain digits_bipolar has at a like fold.
+LONG = {"digits_cnn_binarized"}
+
+
 @pytest.mark.verilator
-@pytest.mark.parametrize("name", list(CASES))
+@pytest.mark.parametrize("name", [
+    pytest.param(n, marks=[pytest.mark.long] if n in LONG else []) for n in CASES])
 def test_cnn_under_verilator(name):
     model, options = CASES[name]()
     design = generate(model, options)
@@ -190,6 +196,7 @@ def mini_cnv(seed=0, size=16, widths=(8, 8, 16, 16), dense=(32, 10)):
 
 
 @pytest.mark.verilator
+@pytest.mark.long  # minutes of Verilator build; make test runs tests/test_bench_cnv.py's tiny CNV
 def test_mini_cnv_keeps_its_lanes_busy():
     """A scaled-down CNV folded for 2,000 cycles per image: the measured cycles per image are
     the formula's (within 5 %) and the measured utilization, all MACs / lanes / measured
