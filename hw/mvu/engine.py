@@ -155,34 +155,38 @@ class MVUCore(wiring.Component):
         w_c, w_stages = issue_order_read(m, wrom, issue, extra=self._late_weights, name="w")
 
         xin = i.payload.as_value()
-        if nf_n > 1 and sf_n > 1:
+        buffered, late = nf_n > 1 and sf_n > 1, w_stages == 3
+        if buffered:
+            # with late weights, every beat comes from the buffer, read in the cycle after its
+            # issue (a beat from the input is written in its issue cycle): no input register
             m.submodules.buffer = buf = memory.Memory(shape=unsigned(simd * xbits), depth=sf_n,
                                                       init=[])
             wp = buf.write_port()
             rp = buf.read_port(domain="sync")
             m.d.comb += [wp.addr.eq(sf), wp.data.eq(xin), wp.en.eq(i.valid & i.ready),
-                         rp.addr.eq(sf), rp.en.eq(1)]
+                         rp.addr.eq(delay(m, sf, 1, "sf_b") if late else sf), rp.en.eq(1)]
 
         # Stage B: the input beat arrives (the weight word is read); Stage C: both registered
         # (the multipliers' input registers; the weight word's is the block RAM's own output
         # register on the ECP5, nnaccel.boards.ecp5_bram), one stage later with late weights.
         v_b, from_b, first_b, last_b = Signal(), Signal(), Signal(), Signal()
-        x_b = Signal(simd * xbits)
-        m.d.sync += [v_b.eq(issue), from_b.eq(take), first_b.eq(sf == 0), last_b.eq(last_a),
-                     x_b.eq(xin)]
+        m.d.sync += [v_b.eq(issue), from_b.eq(take), first_b.eq(sf == 0), last_b.eq(last_a)]
+        if not (buffered and late):
+            x_b = Signal(simd * xbits)
+            m.d.sync += x_b.eq(xin)
         # datapath registers have no reset (the valid bits say what they hold), so that the
         # ECP5 flow can fold them into the DSP blocks' registers (nnaccel.boards.ecp5_bram)
         x_c = Signal(simd * xbits, reset_less=True)
-        if nf_n > 1 and sf_n > 1:
-            m.d.sync += x_c.eq(Mux(from_b, x_b, rp.data))
+        if buffered:
+            m.d.sync += x_c.eq(rp.data if late else Mux(from_b, x_b, rp.data))
         else:
             # one beat per vector: x_c keeps it for the other neuron folds (no buffer, no mux)
             with m.If(from_b):
                 m.d.sync += x_c.eq(x_b)
-        if w_stages == 3:
-            x_late = Signal(simd * xbits, name="x_late", reset_less=True)
-            m.d.sync += x_late.eq(x_c)
-            x_c = x_late
+            if late:
+                x_late = Signal(simd * xbits, name="x_late", reset_less=True)
+                m.d.sync += x_late.eq(x_c)
+                x_c = x_late
         v_c, first_c, last_c = (delay(m, s, w_stages - 1, n) for s, n in
                                 ((v_b, "v"), (first_b, "first"), (last_b, "last")))
         tail = p.in_features - (sf_n - 1) * simd  # real lanes in the last synapse fold
