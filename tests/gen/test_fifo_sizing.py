@@ -79,11 +79,13 @@ def test_tiny_res_tight_skip_fifo():
 @pytest.mark.parametrize("seed", range(4))
 def test_random_residual_graphs_tight_fifos(seed, lanes):
     """Random residual graphs (forks into 2..3 consumers, add or concat joins): at the measured
-    depths no deadlock and the slowest layer's rate; every critical FIFO one shorter fails."""
+    depths no deadlock and the slowest layer's rate; every critical FIFO one shorter fails;
+    bit-exact under the four stall patterns."""
     design = generate(residual(seed), Options(max_lanes=lanes, fifo_sizing="simulation"))
     branch = [f for f in design.manifest["fifos"] if f.get("sizing") == "simulation"]
     assert branch and all(f["depth"] <= f["rule_depth"] for f in branch)
     check_tight(design, seed)
+    check_all_patterns(design.plan.model, None, seed=seed, design=design)
     print(f"res_{seed} at {lanes} lanes: " + "; ".join(
         f"{f['layer']}.{f['port']} {f['depth']} (rule {f['rule_depth']}, peak {f['peak']}"
         + (", critical)" if f["critical"] else ")") for f in branch))

@@ -75,8 +75,10 @@ def residual(seed):
     return model_from_arrays(*residual_doc(seed))
 
 
-def check_all_patterns(model, options, images=2, seed=0):
-    design = generate(model, options)
+def check_all_patterns(model, options, images=2, seed=0, design=None):
+    """``model`` generated with ``options`` (or the given ``design``) bit-exact under the four
+    stall patterns, ``images`` random images each; returns the design."""
+    design = design or generate(model, options)
     rng = np.random.default_rng(seed + 500)
     for n, pattern in enumerate(STALL_PATTERNS):
         X = inputs(rng, model, images)
