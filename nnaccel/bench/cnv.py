@@ -286,7 +286,7 @@ def run_cnv_bench(outdir, *, quick=False, synthesis=True, log=print, images=None
 
             report = steps.run(f"{b['name']}: synthesis, place and route for {board}", build,
                                b["design"].network, board, outdir / f"{b['name']}-{board}",
-                               name=b["design"].name, log=steps.note)
+                               name=b["design"].name, log=steps.note, router="router2")
             for line in format_report(report).splitlines():
                 steps.note(line)
             cycles = b.get("cycles_per_image") or float(b["expected_cycles"])

