@@ -15,13 +15,14 @@ design compiles only its own model and cocotb's small main file.
 
 The cache is bounded. A finished build keeps only what the simulation needs: the simulator
 executable, ``build.log`` and a ``last-used`` marker (the sources, objects and precompiled
-headers, about 99% of a build, are removed before it enters the cache). Every use of a build
-touches its marker; after each new build, when the cache holds more than :func:`cache_max`
-bytes (``$NNACCEL_CACHE_MAX``, default 5 GiB), the least recently used builds are removed until
-it fits. Never removed: a build used in the last hour (a caller may be about to run it), a
-build another process is building or simulating (both hold its lock; a simulation holds it
-shared), and the run-time objects in use. Temporary directories older than a day, left by
-builds that were killed, are removed at the same time.
+headers, about 99% of a build, are removed before it enters the cache, and from the builds of
+older versions by the next eviction). Every use of a build touches its marker; after each new
+build, when the cache holds more than :func:`cache_max` bytes (``$NNACCEL_CACHE_MAX``, default
+5 GiB), the least recently used builds are removed until it fits. Never removed: a build used
+in the last hour (a caller may be about to run it), a build another process is building or
+simulating (both hold its lock; a simulation holds it shared), and the run-time objects in use.
+Temporary directories older than a day, left by builds that were killed, are removed at the same
+time.
 
 Progress goes to stderr; the output of Verilator, the C++ compiler and the simulator goes to log
 files (``build.log`` in the build directory, ``sim.log`` in the test directory), never to
@@ -161,17 +162,30 @@ def _size(directory):
     return total
 
 
-def _remove_compile_files(build_dir, top):
+def _remove_compile_files(build_dir):
     """Remove from a finished build what only the compile needed (sources, objects, libraries,
-    precompiled headers, makefiles): the simulator runs from the executable alone."""
-    keep = {top, "build.log", _MARKER}
+    precompiled headers, makefiles): the simulator runs from its executable alone, which is
+    kept, with ``build.log`` and the marker."""
     for path in build_dir.iterdir():
-        if path.name not in keep:
+        executable = path.is_file() and not path.is_symlink() and os.access(path, os.X_OK)
+        if path.name not in ("build.log", _MARKER) and not executable:
             if path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path, ignore_errors=True)
             else:
                 with contextlib.suppress(OSError):
                     path.unlink()
+
+
+def _prune_old_layout(build_dir):
+    """A build made before the cache was bounded still holds its compile files (no marker):
+    remove them under its lock (not while another process holds it), its last change as its
+    last use."""
+    with _locked(build_dir.parent / f"{build_dir.name}.lock", wait=False) as held:
+        if held and build_dir.is_dir() and not (build_dir / _MARKER).exists():
+            used = build_dir.stat().st_mtime
+            _remove_compile_files(build_dir)
+            (build_dir / _MARKER).touch()
+            os.utime(build_dir / _MARKER, (used, used))
 
 
 def evict(limit=None, *, now=None, keep=()):
@@ -193,12 +207,16 @@ def evict(limit=None, *, now=None, keep=()):
     for path in entries:
         if not path.is_dir() or path.is_symlink():
             continue
-        used = _last_used(path)
         if ".tmp-" in path.name:
+            used = _last_used(path)
             if used is not None and now - used > _STALE:
                 shutil.rmtree(path, ignore_errors=True)
                 removed.append(path)
             continue
+        if not path.name.startswith("runtime-") and not (path / _MARKER).exists():
+            with contextlib.suppress(OSError):
+                _prune_old_layout(path)
+        used = _last_used(path)
         size = _size(path)
         total += size
         if used is not None and path.name not in keep:
@@ -295,7 +313,7 @@ def build(verilog_path, top, *, build_args=()):
                 raise ToolError(f"Verilator build of {top} produced no simulator; see the log "
                                 f"{_keep(log)}")
             _save_runtime(tmp, runtime)
-            _remove_compile_files(tmp, top)
+            _remove_compile_files(tmp)
             _touch(tmp)
             tmp.chmod(0o755)  # mkdtemp makes it private; the cache is not
             os.rename(tmp, final)

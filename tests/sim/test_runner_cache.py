@@ -110,6 +110,23 @@ def test_finished_build_keeps_only_what_the_simulation_runs(tmp_path):
                     "verilated.o"]
     for name in [*compile_only, "design", "build.log"]:
         (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "design").chmod(0o755)  # the simulator
     (tmp_path / "obj").mkdir()
-    runner._remove_compile_files(tmp_path, "design")
+    runner._remove_compile_files(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["build.log", "design"]
+
+
+def test_builds_of_the_old_layout_lose_their_compile_files(cache):
+    old = cache / "old"
+    old.mkdir()
+    (old / "top").write_bytes(b"x" * 100)
+    (old / "top").chmod(0o755)
+    (old / "Vtop__pch.h.fast.gch").write_bytes(b"x" * 5000)
+    os.utime(old, (NOW - 3 * HOUR, NOW - 3 * HOUR))
+    runtime = cache / "runtime-abc"  # the run-time objects are what it keeps: untouched
+    runtime.mkdir()
+    (runtime / "verilated.o").write_bytes(b"x" * 300)
+    assert runner.evict(500, now=NOW, keep=[runtime]) == []  # the bound holds once pruned
+    assert sorted(p.name for p in old.iterdir()) == ["last-used", "top"]
+    assert (old / "last-used").stat().st_mtime == pytest.approx(NOW - 3 * HOUR)  # not a use
+    assert (runtime / "verilated.o").is_file()
