@@ -119,7 +119,8 @@ class MVUCore(wiring.Component):
         # output FIFO has room reserved for its sum (``pending`` counts the sums issued and not
         # yet taken from the FIFO).
         depth = self.fifo_depth
-        m.submodules.out_fifo = fifo = StreamFifo(o.payload.shape(), depth)
+        # a few sums: distributed RAM, so that its latency is the 2 cycles the depth counts
+        m.submodules.out_fifo = fifo = StreamFifo(o.payload.shape(), depth, block_ram=False)
         wiring.connect(m, fifo.o_data, wiring.flipped(o))
         pending = Signal(range(depth + 1))
 
