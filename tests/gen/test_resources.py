@@ -235,12 +235,12 @@ def test_chooser_moves_weights_into_logic_when_block_ram_runs_out():
 
     model = sfc_model(0, widths=(196, 64, 64, 10))
     device = replace(ECP5_85, name="few-brams", bram=4)
-    design = generate(model, Options(board=device, fill=0.05))
+    design = generate(model, Options(board=device, fill=0.04))
     total = _total(design, device)
-    assert total.lut4 <= 0.05 * device.lut4 and total.bram <= 0.05 * device.bram
+    assert total.lut4 <= 0.04 * device.lut4 and total.bram <= 0.04 * device.bram
     moved = [lp for lp in design.plan.layers if lp.storage is Storage.LOGIC
              and replace(lp.params, weight_storage=Storage.AUTO).weight_memory
              is Storage.BRAM]
     assert moved, [lp.storage for lp in design.plan.layers]
     with pytest.raises(UsageError, match="no folding fits"):
-        generate(model, Options(board=device, fill=0.05, storage=(("*", Storage.BRAM),)))
+        generate(model, Options(board=device, fill=0.04, storage=(("*", Storage.BRAM),)))
