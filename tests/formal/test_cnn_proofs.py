@@ -110,8 +110,16 @@ SLOW = {"window", "vvau"}
 DEEPER = {("vvau", "drop"): 24, ("window", "drop"): 17}
 
 
+#: Dropped-beat variants whose counterexample needs a long drain (one to four minutes each on a
+#: loaded machine): make formal runs them; make test shows these proofs failing on the other
+#: variants, and the drop check failing on the add, concat and stream-block proofs.
+LONG_BROKEN = {("window", "drop"), ("pool", "drop"), ("vvau", "drop")}
+
+
 def _param(name, *rest):
     marks = [pytest.mark.slow] if name in SLOW else []
+    if (name, *rest) in LONG_BROKEN:
+        marks.append(pytest.mark.formal_long)
     return pytest.param(name, *rest, marks=marks)
 
 
@@ -136,7 +144,7 @@ def test_valid_never_waits_for_ready(name, tmp_path):
 
 @pytest.mark.parametrize("name,kind", [
     _param("window", "drop"), _param("window", "unstable"), _param("window", "stale"),
-    ("pool", "drop"), ("pool", "unstable"), ("pool", "stale"),
+    _param("pool", "drop"), ("pool", "unstable"), ("pool", "stale"),
     _param("vvau", "drop"), _param("vvau", "unstable"), _param("vvau", "stale"),
     ("add", "drop"), ("add", "unstable"), ("add", "stale"), ("add", "swap"),
     ("concat", "drop"), ("concat", "unstable"), ("concat", "swap")])
