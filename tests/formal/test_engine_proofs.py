@@ -122,8 +122,9 @@ def test_valid_never_waits_for_ready(name, tmp_path):
                                   tmp_path / "broken")
 
 
-#: Minutes each (found only after draining): make formal runs them; make test shows the MVU's
-#: and sparse engine's proofs failing on their other variants, the drop check on the pipeline's.
+#: Minutes each (found only after draining): make formal runs them; make test shows the MVU's,
+#: sparse and systolic engines' proofs failing on their other variants, the drop check on the
+#: pipeline's.
 LONG = [pytest.mark.slow, pytest.mark.formal_long]
 
 
@@ -133,7 +134,7 @@ LONG = [pytest.mark.slow, pytest.mark.formal_long]
     pytest.param("sparse", "drop", marks=LONG),
     ("sparse", "unstable"), pytest.param("sparse", "stale", marks=LONG),
     ("pipeline", "drop"), ("pipeline", "unstable"), ("pipeline", "stale"),
-    pytest.param("systolic", "unstable", marks=pytest.mark.slow),
+    pytest.param("systolic", "unstable", marks=LONG),
     pytest.param("systolic", "stale", marks=pytest.mark.slow)])
 def test_broken_variant_fails(name, kind, tmp_path):
     factory, depth = PROOFS[name]
