@@ -77,7 +77,7 @@ def pipeline(mutant=None):
               out_beat=2),
     ]
     dut = Pipeline(stages, in_shape=u2, in_beat=2, out_shape=u2, fifo_slack=0)
-    return ElementProof(dut, drain=12, bound=12, mutant=mutant)
+    return ElementProof(dut, drain=12, bound=20, mutant=mutant)
 
 
 SYSTOLIC_DEPTH = 32
