@@ -36,8 +36,12 @@ def skid_view(dut, loc):
 
 
 def fifo_view(dut, loc):
-    """StreamFifo internals: the beats in its memory and stages (no slot view: its memory)."""
-    return loc[dut]["level"], None
+    """StreamFifo internals: the beats in its memory and stages (no slot view: its memory),
+    and the invariants of its registered flags (``has``: a word in memory, ``ready``: a free
+    one), which k-induction needs stated: they are registers of their own, not comparisons."""
+    own = loc[dut]
+    held, words = own["held"], own["words"]
+    return own["level"], None, [own["has"] == (held != 0), own["ready"] == (held != words)]
 
 
 class BufferProof(wiring.Component):
@@ -63,7 +67,9 @@ class BufferProof(wiring.Component):
         rules.assume_input(i)
         rules.assert_output(o)
 
-        occupancy, slots = self.view(self.dut, loc)
+        occupancy, slots, *invariants = self.view(self.dut, loc)
+        for invariant in (invariants[0] if invariants else []):
+            m.d.comb += Assert(invariant, "the device's own invariant")
         occ = Signal(range(self.depth + 2))
         m.d.sync += occ.eq(occ + transfer(i) - transfer(o))
         m.d.comb += [
