@@ -227,7 +227,12 @@ class Gearbox(wiring.Component):
         sub = Signal(range(k))
         beat = Signal(range(beats))
         held = [Signal(chunk, name=f"held{j}") for j in range(k - 1)]
-        final = (sub == k - 1) | (beat == beats - 1)
+        # whether this input beat completes an output beat: a register loaded with the
+        # counters, so the output's valid is one AND away from a flip-flop (the next FIFO's
+        # write and word count follow it)
+        final = Signal(init=beats == 1)
+        next_sub = Mux(final, 0, sub + 1)
+        next_beat = Mux(beat == beats - 1, 0, beat + 1)
         # every output beat whole (no short last one): the chunks shift through the held
         # registers, no multiplexer or decoder per chunk
         whole = beats % k == 0
@@ -238,8 +243,8 @@ class Gearbox(wiring.Component):
             i.ready.eq(Mux(final, o.ready, 1)),
         ]
         with m.If(i.valid & i.ready):
-            m.d.sync += [sub.eq(Mux(final, 0, sub + 1)),
-                         beat.eq(Mux(beat == beats - 1, 0, beat + 1))]
+            m.d.sync += [sub.eq(next_sub), beat.eq(next_beat),
+                         final.eq((next_sub == k - 1) | (next_beat == beats - 1))]
             if whole:
                 with m.If(~final):
                     m.d.sync += Cat(*held).eq(Cat(*held[1:], ibits))
