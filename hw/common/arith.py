@@ -3,7 +3,8 @@
 from amaranth import Cat, Const, Signal, Value
 
 __all__ = ["cdiv", "delay", "tree_sum", "pipelined_tree_sum", "tree_stages",
-           "pipelined_popcount", "popcount_stages", "LEVEL_BUDGET", "pack_words"]
+           "pipelined_popcount", "popcount_stages", "LEVEL_BUDGET", "pack_words",
+           "check_positive"]
 
 #: Delay budget of one pipeline stage of an adder tree, in units of one LUT level (an adder
 #: level of output width ``w`` costs ``1 + w/16``: a LUT and routing, then the carry chain);
@@ -148,3 +149,13 @@ def pack_words(fields, width):
             raise ValueError(f"field {f} does not fit {width} unsigned bits")
         word |= f << (n * width)
     return word
+
+
+def check_positive(name, value, *, zero=False):
+    """Raise TypeError/ValueError unless ``value`` is a (positive, or non-negative) integer."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{name} must be an integer, not {value!r}")
+    if value < (0 if zero else 1):
+        kind = "a non-negative" if zero else "a positive"
+        raise ValueError(f"{name} must be {kind} integer, not {value!r}")
+    return value

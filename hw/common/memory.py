@@ -6,7 +6,7 @@ from amaranth import Array, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
-from .stream import check_positive
+from .arith import check_positive
 
 __all__ = ["Storage", "Rom", "BRAM_SHAPES", "LUT4_PER_BRAM", "bram_blocks", "rom_lut4",
            "choose_storage", "output_register", "NO_RW_CHECK", "registered_read",

@@ -9,7 +9,8 @@ from amaranth import Cat, Module, Mux, Shape, Signal, Value, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .arith import cdiv
+from .arith import cdiv, check_positive
+from .memory import NO_RW_CHECK, bram_blocks, output_register, registered_read
 
 __all__ = ["SkidBuffer", "StreamFifo", "fifo_in_block_ram", "Gearbox", "Broadcast",
            "check_positive", "vector_stream"]
@@ -19,16 +20,6 @@ def vector_stream(elem_shape, n):
     """Signature of a stream of vector beats: ``n`` elements of ``elem_shape`` per beat
     (``data.ArrayLayout``; element ``j`` of beat ``b`` is vector element ``b*n + j``)."""
     return stream.Signature(data.ArrayLayout(elem_shape, n))
-
-
-def check_positive(name, value, *, zero=False):
-    """Raise TypeError/ValueError unless ``value`` is a (positive, or non-negative) integer."""
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(f"{name} must be an integer, not {value!r}")
-    if value < (0 if zero else 1):
-        kind = "a non-negative" if zero else "a positive"
-        raise ValueError(f"{name} must be {kind} integer, not {value!r}")
-    return value
 
 
 class SkidBuffer(wiring.Component):
@@ -81,8 +72,6 @@ _BRAM_COST, _LUTRAM_COST, _FF_COST = 128, 4, 1
 def fifo_in_block_ram(depth, width):
     """Whether synthesis puts a RAM of ``depth`` words of ``width`` bits (a FIFO's memory) in
     block RAM: when a block RAM costs less than distributed RAM and than flip-flops."""
-    from .memory import bram_blocks  # (.memory imports this module)
-
     if depth <= 1:
         return False
     bram = _BRAM_COST * bram_blocks(depth, width)
@@ -126,7 +115,6 @@ class StreamFifo(wiring.Component):
                           "o_data": Out(stream.Signature(shape))})
 
     def elaborate(self, platform):
-        from .memory import NO_RW_CHECK, output_register, registered_read  # (imports us)
 
         m = Module()
         i, o = self.i_data, self.o_data
