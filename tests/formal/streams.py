@@ -186,6 +186,7 @@ class PackProof(wiring.Component):
             Assert(i.ready == (~final | o.ready), "input refused mid-beat"),
             Assert(sub == loc[dut]["sub"], "chunk counter"),
             Assert(beat == loc[dut]["beat"], "beat counter"),
+            Assert(loc[dut]["final"] == final, "completion flag"),
             Assert((sub < k) & (beat < beats), "counters in range"),
             Assert(~o.valid | (obits.word_select(sub, chunk) == ibits), "last chunk"),
         ]
