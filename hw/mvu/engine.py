@@ -15,7 +15,7 @@ from ..common.arith import (
     tree_stages,
 )
 from ..common.lanes import logic_product
-from ..common.memory import Rom, issue_order_read
+from ..common.memory import NO_RW_CHECK, Rom, issue_order_read, pipelined_read
 from ..common.outstage import OutputStage
 from ..common.reference import bits_for_range
 from ..common.stream import StreamFifo, core_then_stage, vector_stream
@@ -70,7 +70,8 @@ class MVUCore(wiring.Component):
     is; rows past M are padding). Throughput: one input-or-reuse beat per cycle, so a vector takes
     ``params.expected_cycles`` cycles in steady state; the input vector is read once, in the first
     neuron fold, and kept in a buffer for the others. Latency: :attr:`fifo_latency` cycles (4,
-    5 for multiplier lanes, whose weights are registered once more, plus the adder tree's
+    5 for multiplier lanes, whose weights are registered once more, 6 when they read their
+    input from a block RAM buffer (:attr:`MVUParams.buffer_registered`), plus the adder tree's
     register stages, chosen by width, and the stages of packed or logic products) from the
     issue of a neuron fold's last beat to its sum entering the output FIFO of
     :attr:`fifo_depth` sums, then 1 or 2 cycles through the FIFO. The datapath has no clock
@@ -97,7 +98,8 @@ class MVUCore(wiring.Component):
         #: Cycles from a beat's issue to its sum entering the output FIFO.
         tree = (popcount_stages(params.simd) if self.xnor
                 else 1 + tree_stages([product] * params.simd))
-        self.fifo_latency = (3 + self._late_weights + 2 * params.packed_products
+        self.fifo_latency = (3 + self._late_weights + params.buffer_registered
+                             + 2 * params.packed_products
                              + (params.logic_multipliers > 0) + tree)
         #: Sums the output FIFO holds: as many as are issued while the first one goes round
         #: (through the FIFO, whose output is up to 2 cycles late, and back as a free slot).
@@ -152,20 +154,34 @@ class MVUCore(wiring.Component):
                      room.eq((sf_next != sf_n - 1) | (pending_next != depth))]
         # Multiplier lanes get the weight word once more in a register beside them (a block
         # RAM's own output register lies far from the DSP blocks), and their input beat one
-        # more register with it.
-        w_c, w_stages = issue_order_read(m, wrom, issue, extra=self._late_weights, name="w")
+        # more register with it. With a registered input buffer, the weight memory reads a
+        # beat's word in the cycle after its issue (one more flip-flop, on the issue).
+        lag = int(p.buffer_registered)
+        w_c, w_stages = issue_order_read(m, wrom, delay(m, issue, lag, "issue"),
+                                         extra=self._late_weights, name="w")
+        w_stages += lag
 
         xin = i.payload.as_value()
-        buffered, late = nf_n > 1 and sf_n > 1, w_stages == 3
+        buffered, late = nf_n > 1 and sf_n > 1, self._late_weights
         if buffered:
             # with late weights, every beat comes from the buffer, read in the cycle after its
-            # issue (a beat from the input is written in its issue cycle): no input register
-            m.submodules.buffer = buf = memory.Memory(shape=unsigned(simd * xbits), depth=sf_n,
-                                                      init=[])
+            # issue (a beat from the input is written in its issue cycle): no input register.
+            # A block RAM buffer is read into its output register (the DP16KD's own on the
+            # ECP5) before the multipliers' input register, so that no block RAM read reaches
+            # logic; the write in the cycle of that read is to the next beat's word, never the
+            # one read (NO_RW_CHECK).
+            m.submodules.buffer = buf = memory.Memory(
+                shape=unsigned(simd * xbits), depth=sf_n, init=[],
+                attrs=NO_RW_CHECK if lag else None)
             wp = buf.write_port()
-            rp = buf.read_port(domain="sync")
-            m.d.comb += [wp.addr.eq(sf), wp.data.eq(xin), wp.en.eq(i.valid & i.ready),
-                         rp.addr.eq(delay(m, sf, 1, "sf_b") if late else sf), rp.en.eq(1)]
+            m.d.comb += [wp.addr.eq(sf), wp.data.eq(xin), wp.en.eq(i.valid & i.ready)]
+            if lag:
+                x_read = pipelined_read(m, buf, delay(m, sf, 1, "sf_b"), name="x_q",
+                                        read_name="x_rd")
+            else:
+                rp = buf.read_port(domain="sync")
+                m.d.comb += [rp.addr.eq(delay(m, sf, 1, "sf_b") if late else sf), rp.en.eq(1)]
+                x_read = rp.data
 
         # Stage B: the input beat arrives (the weight word is read); Stage C: both registered
         # (the multipliers' input registers; the weight word's is the block RAM's own output
@@ -179,7 +195,7 @@ class MVUCore(wiring.Component):
         # ECP5 flow can fold them into the DSP blocks' registers (nnaccel.boards.ecp5_bram)
         x_c = Signal(simd * xbits, reset_less=True)
         if buffered:
-            m.d.sync += x_c.eq(rp.data if late else Mux(from_b, x_b, rp.data))
+            m.d.sync += x_c.eq(x_read if late else Mux(from_b, x_b, x_read))
         else:
             # one beat per vector: x_c keeps it for the other neuron folds (no buffer, no mux)
             with m.If(from_b):

@@ -11,7 +11,7 @@ from ..common.lanes import LaneKind, RawSumMixin, lane_kind_for
 from ..common.memory import Storage, bram_blocks, choose_storage
 from ..common.outstage import OutputStageParams
 from ..common.reference import bits_for_range
-from ..common.stream import check_positive
+from ..common.stream import check_positive, fifo_in_block_ram
 from .reference import affine, raw_bounds
 
 __all__ = ["LaneKind", "MVUParams"]
@@ -181,6 +181,18 @@ class MVUParams(RawSumMixin):
         if self.packed_products:
             return cdiv(self.pe, 2) * self.simd
         return self.lanes
+
+    @property
+    def buffer_registered(self):
+        """Whether the core keeps the input vector in a buffer (several beats and several
+        neuron folds) that it reads through an output register, one cycle more latency:
+        multiplier lanes without :attr:`packed_products` (which read every beat from the
+        buffer) when the buffer of ``synapse_folds`` words of ``simd`` inputs goes to block RAM
+        (:func:`~nnaccel.hw.common.stream.fifo_in_block_ram`), whose read then reaches only
+        registers (the DP16KD's own output register on the ECP5)."""
+        return (self.lane_kind is LaneKind.MUL and not self.packed_products
+                and self.neuron_folds > 1 and self.synapse_folds > 1
+                and fifo_in_block_ram(self.synapse_folds, self.simd * self.in_dtype.bits))
 
     @property
     def logic_multipliers(self):

@@ -92,9 +92,26 @@ def run_core(m, k, pe, simd, wdt, xdt, *, pattern, seed, storage=Storage.AUTO, v
     (7, 6, 2, 6, "bipolar", "bipolar"),   # XNOR, one beat per vector kept for 4 neuron folds
     (5, 11, 1, 11, "int4", "int8"),       # MUL, one beat per vector kept for 5 neuron folds
     (3, 37, 1, 37, "bipolar", "bipolar"),  # XNOR, a popcount over several carry levels
+    (3, 260, 1, 4, "int8", "int7"),       # MUL, the input buffer in block RAM, padded
 ])
 def test_core_matches_model(m, k, pe, simd, wdt, xdt, pattern):
     run_core(m, k, pe, simd, wdt, xdt, pattern=pattern, seed=m * 31 + k)
+
+
+def test_block_ram_input_buffer_is_read_registered():
+    """Multiplier lanes read every beat from the input buffer: a buffer that synthesis puts in
+    block RAM is read through its output register, one cycle more latency; a small one
+    (distributed RAM), other lanes and unbuffered folds keep the plain read."""
+    def fold(k, simd, wdt="int8", xdt="int8", m=3, pe=1):
+        return MVUParams(in_features=k, out_features=m, pe=pe, simd=simd,
+                         in_dtype=DType.parse(xdt), weight_dtype=DType.parse(wdt))
+
+    assert fold(260, 4).buffer_registered           # 65 words of 32 bits
+    assert fold(512, 1).buffer_registered           # the digits CNN's dense layer
+    assert not fold(36, 4).buffer_registered        # 9 words: distributed RAM
+    assert not fold(260, 4, "bipolar", "bipolar").buffer_registered
+    assert not fold(260, 4, "int4", m=4, pe=2).buffer_registered  # two products, no late weights
+    assert not fold(260, 4, m=1).buffer_registered  # one neuron fold: no buffer
 
 
 @pytest.mark.parametrize("storage", [Storage.BRAM, Storage.LOGIC])
@@ -185,11 +202,13 @@ def test_verilator_bit_exact(monkeypatch, verilated_mvu, pattern):
     (6, 9, 3, 9, "bipolar", "bipolar"),   # a whole vector per beat
     (5, 40, 1, 20, "int8", "uint8"),      # a deep adder tree, two beats per output
     (4, 10, 2, 3, "int4", "int4"),        # padded folds
+    (4, 256, 2, 4, "int8", "int8"),       # the input buffer in block RAM, read registered
 ])
 def test_core_runs_at_the_folding_rate(m, k, pe, simd, wdt, xdt):
     """Always-valid input, always-ready output: after the first vector, one output beat every
     ``synapse_folds`` cycles, so exactly ``expected_cycles`` per vector (the pipeline's depth is
-    latency, not throughput)."""
+    latency, not throughput); the first sum leaves :attr:`MVUCore.fifo_latency` cycles after
+    the issue of its last beat plus the output FIFO's 2."""
     from amaranth.sim import Simulator
 
     rng = np.random.default_rng(m * k)
@@ -228,6 +247,10 @@ def test_core_runs_at_the_folding_rate(m, k, pe, simd, wdt, xdt):
         raw_sums(w, x, params.lane_kind is LaneKind.XNOR).tolist()
     gaps = np.diff(out_cycles[params.neuron_folds - 1:])
     assert gaps.tolist() == [params.synapse_folds] * len(gaps)
+    # the first beat is issued in cycle 0, the first neuron fold's last in synapse_folds - 1;
+    # its sum is written into the FIFO fifo_latency cycles later (the clock edge ending cycle
+    # synapse_folds - 2 + fifo_latency), which shows it 2 cycles after the write's
+    assert out_cycles[0] == params.synapse_folds - 1 + dut.fifo_latency + 1
 
 
 def test_weight_memory_is_chosen_by_shape():
@@ -332,6 +355,46 @@ def test_verilator_pairs_bit_exact(monkeypatch, verilated_pairs, pattern):
     check_stalls(result, pattern.idle, pattern.stall)
     if pattern == STALL_PATTERNS[0]:
         assert result.cycles_per_inference == params.expected_cycles == 3 * 3
+
+
+@pytest.fixture(scope="module")
+def verilated_buffered(tmp_path_factory):
+    """A whole MVU with multiplier lanes whose input buffer is block RAM read through its
+    output register (int8 on int7: M=3 by 1, K=262 by 4, so 66 words with a padded last
+    beat), in the AXI top level, as Verilog."""
+    rng = np.random.default_rng(31)
+    wdt, xdt = DType.parse("int8"), DType.parse("int7")
+    w = random_values(rng, wdt, (3, 262))
+    bias = rng.integers(-5000, 5000, size=3)
+    params = MVUParams.for_layer(weight=w, pe=1, simd=4, in_dtype=xdt, weight_dtype=wdt,
+                                 bias=bias)
+    assert params.buffer_registered
+    path, io = _axis_verilog(tmp_path_factory, "mvu_buffered", params, w)
+    return path, io, params, w, bias
+
+
+@pytest.mark.verilator
+@pytest.mark.parametrize("pattern", STALL_PATTERNS[::3], ids=str)
+def test_verilator_buffered_bit_exact(monkeypatch, verilated_buffered, pattern):
+    """The registered block RAM input buffer under Verilator: inputs at the dtype's edges and
+    random, garbage in the padding lanes, stalls; back to back, exactly ``expected_cycles`` per
+    vector."""
+    from nnaccel.sim.scoreboard import compare
+
+    from ..sim.test_verilator_axis import check_stalls, run_with_garbage
+
+    path, io, params, w, bias = verilated_buffered
+    rng = np.random.default_rng(32)
+    x = np.concatenate([extreme_values(rng, params.in_dtype, (2, 262)),
+                        random_values(rng, params.in_dtype, (3, 262))])
+    result = run_with_garbage(monkeypatch, path, "mvu_buffered", io,
+                              params.in_dtype.encode(x), idle=pattern.idle,
+                              stall=pattern.stall, seed=7)
+    want = linear_acc(w, x, bias)
+    assert compare(want, DType.parse("int32").decode(result.outputs_bits), "mvu") == 5 * 3
+    check_stalls(result, pattern.idle, pattern.stall)
+    if pattern == STALL_PATTERNS[0]:
+        assert result.cycles_per_inference == params.expected_cycles == 3 * 66
 
 
 @pytest.mark.parametrize("m,k,pe,simd", [(8, 4, 1, 4), (6, 6, 2, 6), (9, 8, 3, 4)])
