@@ -3,7 +3,7 @@
 Block diagram (see :mod:`.reference` for the cycle-level contract)::
 
     i_data -> LeadingNonZero --(value, column) broadcast--> N x ProcessingElement -> Collector
-                                                                 -> SkidBuffer -> OutputStage
+                                                                  (its FIFO) -> OutputStage
 
 * :class:`LeadingNonZero` scans each input beat and broadcasts its non-zero activations, one per
   cycle, with their column index; zeros cost nothing (a beat without any costs one cycle). The
@@ -13,7 +13,8 @@ Block diagram (see :mod:`.reference` for the cycle-level contract)::
   entry iterator issuing one entry per cycle, codebook lookup, a multiplier and an accumulator
   bank (two banks: one vector is drained while the next is computed).
 * :class:`Collector` reads the finished banks out row by row, PEs side by side, which is the
-  output order (beat ``r`` carries rows ``r*N .. r*N + N - 1``).
+  output order (beat ``r`` carries rows ``r*N .. r*N + N - 1``), into a FIFO that it never
+  overfills, so the read-out never waits on the output.
 """
 
 from types import SimpleNamespace
@@ -24,11 +25,12 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from ..common.arith import delay
 from ..common.dtype import DTypeKind
 from ..common.memory import NO_RW_CHECK, output_register, pipelined_read
 from ..common.outstage import OutputStage
 from ..common.reference import bits_for_range
-from ..common.stream import core_then_stage, vector_stream
+from ..common.stream import StreamFifo, vector_stream
 from .format import SparseMatrix, decode, encode
 from .params import SparseParams
 from .reference import IN_FLIGHT, raw_bounds
@@ -225,14 +227,15 @@ class ProcessingElement(wiring.Component):
     release : In(2)
         Pulse: the bank has been read out and its last row taken; clears its ``lock`` and
         ``done``.
-    rd_bank, rd_addr, rd_en, rd_load, rd_sel, rd_data
-        Read-out port of a ``done`` bank: a cycle with ``rd_en`` reads local row ``rd_addr``
-        of bank ``rd_bank`` into the bank's read port (which then holds while ``rd_en`` is
-        low); the bank's output register loads the port's word in every cycle with its bit of
-        ``rd_load`` high (the accumulating bank needs it high); ``rd_data`` shows the output
-        register of bank ``rd_sel``: the row two cycles after its ``rd_en`` when ``rd_load``
-        stays high. Every row read is cleared behind the read (its valid bit low: it reads as
-        zero), so a bank is all zeros when released.
+    rd_bank, rd_addr, rd_en, rd_data
+        Read-out port of a ``done`` bank: a cycle with ``rd_en`` asks for local row
+        ``rd_addr`` of bank ``rd_bank``; the PE registers that command (so the collector's
+        logic never reaches a block RAM's pins across the chip) and reads the row in the next
+        cycle into the bank's read port, then its output register, which loads every cycle;
+        ``rd_data`` shows the row three cycles after its ``rd_en`` (the bank it shows follows
+        the command through the PE's own registers), whatever happens downstream. Every row
+        read is cleared behind the read (its valid bit low: it reads as zero), so a bank is
+        all zeros when released.
 
     Pipeline (every block RAM read goes through the RAM's output register before any logic):
     the token register (T: the column's pointers are read, then registered twice, P and L),
@@ -268,7 +271,7 @@ class ProcessingElement(wiring.Component):
             "tok": In(token_layout(params)), "tok_take": In(1), "tok_ready": Out(1, init=1),
             "lock": Out(2), "done": Out(2), "release": In(2),
             "rd_bank": In(1), "rd_addr": In(range(max(rows, 2))), "rd_en": In(1),
-            "rd_load": In(2, init=3), "rd_sel": In(1), "rd_data": Out(raw_shape),
+            "rd_data": Out(raw_shape),
         })
 
     @property
@@ -470,7 +473,8 @@ class ProcessingElement(wiring.Component):
         and the accumulate; W: the sum registered and written back. The four entries before
         may write the row after this one read it: the latest one's sum is forwarded. Each word
         carries a valid bit: a row cleared behind its read-out, or swept after a reset, has it
-        low and reads as zero. The read-out port; the sweep; the bank release."""
+        low and reads as zero. The read-out port (its command registered, C); the sweep; the
+        bank release."""
         p = self.params
         rows = p.rows_per_pe
         act = Mux(e2.act, 1, -1) if p.in_dtype.kind is DTypeKind.BIPOLAR else e2.act
@@ -494,6 +498,15 @@ class ProcessingElement(wiring.Component):
         m.d.sync += [f.eq(hit[k] & ~Cat(hit[:k]).any()) for k, f in enumerate(fwd)]
         # dirty: the bank holds non-zero rows; survives a reset, which then starts a sweep
         dirty = [Signal(name=f"dirty{b}", reset_less=True) for b in range(2)]
+        # C: the collector's read-out command, registered here (near this PE's banks)
+        cmd_en = [Signal(name=f"cmd_en{b}") for b in range(2)]
+        cmd_addr = Signal.like(self.rd_addr, name="cmd_addr")
+        m.d.sync += [cmd_addr.eq(self.rd_addr)] + [
+            cmd_en[b].eq(self.rd_en & (self.rd_bank == b)) for b in range(2)]
+        # the bank whose row the output registers hold: the command's, two cycles later
+        sel = self._stage(m, "cmd", bank=self.rd_bank)
+        for stage in ("sel_r", "sel_o"):
+            sel = self._stage(m, stage, bank=sel.bank)
         # the row a sweep (after a reset: 0, 1, ...) or a clear (the row read out a cycle
         # ago) writes invalid
         zero_row = Signal.like(self.rd_addr)
@@ -504,7 +517,7 @@ class ProcessingElement(wiring.Component):
             with m.If(zero_row == rows - 1):
                 m.d.sync += [after_reset.eq(0), dirty[0].eq(0), dirty[1].eq(0)]
         with m.Else():
-            m.d.sync += [after_reset.eq(0), zero_row.eq(self.rd_addr)]
+            m.d.sync += [after_reset.eq(0), zero_row.eq(cmd_addr)]
         width = self.raw_shape.width
         word = unsigned(width + 1)  # the sum and its valid bit
         sums = [Signal(self.raw_shape, name=f"sum{k + 1}") for k in range(4)]
@@ -518,7 +531,7 @@ class ProcessingElement(wiring.Component):
             w_port = mem.write_port()
             out = self.done[b]
             clear = Signal(name=f"clear{b}")
-            reading = self.rd_en & (self.rd_bank == b) & out
+            reading = cmd_en[b] & out
             m.d.sync += clear.eq(reading)
             mine = w.write & (w.bank == b)
             zero = sweeping | clear
@@ -527,12 +540,10 @@ class ProcessingElement(wiring.Component):
                 w_port.en.eq(zero | mine),
                 w_port.data.eq(Cat(sums[0], ~zero)),
             ]
-            # the row read into the port's register, then the output register, which holds
-            # while the collector holds its beat
-            stored.append(pipelined_read(m, mem, Mux(out, self.rd_addr, e2.row),
+            # the row read into the port's register, then the output register (every cycle)
+            stored.append(pipelined_read(m, mem, Mux(out, cmd_addr, e2.row),
                                          en=Mux(out, reading, e2.write & (e2.bank == b)),
-                                         out_en=self.rd_load[b], name=f"acc{b}_q",
-                                         read_name=f"acc{b}_rd"))
+                                         name=f"acc{b}_q", read_name=f"acc{b}_rd"))
             with m.If(mine):
                 m.d.sync += dirty[b].eq(1)
             with m.If(self.release[b]):
@@ -552,8 +563,8 @@ class ProcessingElement(wiring.Component):
             acc_bits = acc_bits | Mux(f, s.as_unsigned(), 0)
         acc_in = acc_bits.as_signed() if self.raw_shape.signed else acc_bits
         m.d.comb += [total.eq(acc_in + e5.product),
-                     self.rd_data.eq(Mux(self.rd_sel & stored[1][width], stored[1][:width], 0)
-                                     | Mux(~self.rd_sel & stored[0][width], stored[0][:width],
+                     self.rd_data.eq(Mux(sel.bank & stored[1][width], stored[1][:width], 0)
+                                     | Mux(~sel.bank & stored[0][width], stored[0][:width],
                                            0))]
 
     @staticmethod
@@ -571,27 +582,44 @@ class Collector(wiring.Component):
     """Reads finished accumulator banks out, one row of every PE per beat, in bank order.
 
     Starts a bank when every PE has it ``done``; beat ``r`` carries local row ``r`` of PE
-    ``0 .. N-1`` (rows ``r*N .. r*N + N - 1``). One beat per cycle; once the last beat has been
-    taken the bank is released. Two stages: a row read (its word on the PEs' read ports), then
-    the beat in the banks' output registers, which ``o_raw`` shows (``rd_sel`` selects the bank;
-    ``rd_load`` holds that bank's registers while the beat is refused); valid does not depend on
-    ready.
+    ``0 .. N-1`` (rows ``r*N .. r*N + N - 1``). One beat per cycle. The read-out never stalls
+    once issued: a row asked for (``rd_en``) reaches ``rd_data`` :data:`READ_LATENCY` cycles
+    later (the PE's command register, the bank's read port, its output register) and goes into
+    a FIFO (:class:`StreamFifo`, distributed RAM) that drives ``o_raw``; a row is asked for only
+    while the beats asked for and not yet taken from the FIFO are fewer than its capacity (a
+    count in a register). So nothing downstream reaches the PEs: ``rd_en`` follows from this
+    collector's registers alone. A bank is released (a registered pulse) in the cycle after its
+    last row was asked for, when the PEs read it.
     """
+
+    #: Cycles from a row's ``rd_en`` to its word on ``rd_data``.
+    READ_LATENCY = 3
+    #: Beats the output FIFO holds: enough for a beat per cycle (the ``READ_LATENCY`` beats in
+    #: flight, the FIFO's own latency and the count's register).
+    FIFO_DEPTH = 8
 
     def __init__(self, params, raw_shape):
         self.params = params
         n, rows = params.pe, params.rows_per_pe
+        self._fifo_shape = vector_stream(raw_shape, n).members["payload"].shape
         super().__init__({
             "done": In(2).array(n), "release": Out(2),
             "rd_bank": Out(1), "rd_addr": Out(range(max(rows, 2))), "rd_en": Out(1),
-            "rd_load": Out(2), "rd_sel": Out(1), "rd_data": In(raw_shape).array(n),
+            "rd_data": In(raw_shape).array(n),
             "o_raw": Out(vector_stream(raw_shape, n)),
         })
+
+    #: Cycles from a row's ``rd_en`` to its beat valid on ``o_raw`` (the FIFO empty): the read,
+    #: then the FIFO's latency (distributed RAM: its write, then its output register).
+    OUT_LATENCY = READ_LATENCY + 2
 
     def elaborate(self, platform):
         m = Module()
         rows = self.params.rows_per_pe
-        o = self.o_raw
+        m.submodules.fifo = fifo = StreamFifo(self._fifo_shape, self.FIFO_DEPTH,
+                                              block_ram=False)
+        assert self.READ_LATENCY + fifo.latency == self.OUT_LATENCY
+        wiring.connect(m, fifo.o_data, wiring.flipped(self.o_raw))
         bank = Signal()
         row = Signal(range(max(rows, 2)))
         # every PE done with a bank, registered; a bank read out waits for its release
@@ -601,32 +629,29 @@ class Collector(wiring.Component):
         for b in range(2):
             m.d.sync += all_done[b].eq(Cat(d[b] for d in self.done).all() & ~self.release[b])
         ready = Mux(bank, all_done[1] & ~drained[1], all_done[0] & ~drained[0])
-        # stage 1: a row read last cycle; stage 2: its beat in the output registers (o_raw)
-        read, read_bank, read_last = Signal(), Signal(), Signal()
-        out_last = Signal()
-        advance = ~o.valid | o.ready
-        take = ~read | advance
-        issue = ready & take
+        # beats asked for and not yet taken from the FIFO; room: fewer than it holds
+        count = Signal(range(fifo.capacity + 1))
+        room = Signal(init=1)
+        issue = ready & room
+        last_row = row == rows - 1
+        taken = self.o_raw.valid & self.o_raw.ready
+        after = count + issue - taken
+        m.d.sync += [count.eq(after), room.eq(after < fifo.capacity)]
         m.d.comb += [self.rd_bank.eq(bank), self.rd_addr.eq(row), self.rd_en.eq(issue)]
-        m.d.comb += [o.payload[q].eq(d) for q, d in enumerate(self.rd_data)]
-        for b in range(2):
-            m.d.comb += self.rd_load[b].eq(advance | (self.rd_sel != b))
-        with m.If(take):
-            m.d.sync += [read.eq(issue), read_bank.eq(bank), read_last.eq(row == rows - 1)]
-        with m.If(advance):
-            m.d.sync += [o.valid.eq(read), self.rd_sel.eq(read_bank),
-                         out_last.eq(read & read_last)]
-        # the bank is released once its last beat has been taken (its read port is then free)
-        with m.If(o.valid & o.ready & out_last):
-            m.d.comb += self.release.bit_select(self.rd_sel, 1).eq(1)
+        # the rows in flight: their words reach rd_data READ_LATENCY cycles after rd_en
+        flight = delay(m, issue, self.READ_LATENCY, "flight")
+        m.d.comb += [fifo.i_data.valid.eq(flight),
+                     Value.cast(fifo.i_data.payload).eq(Cat(self.rd_data))]
+        # the bank's release: the cycle after its last row's rd_en (the PEs read it then)
+        m.d.sync += self.release.eq(Mux(issue & last_row, Mux(bank, 2, 1), 0))
         with m.If(issue):
-            m.d.sync += row.eq(Mux(row == rows - 1, 0, row + 1))
-            with m.If(row == rows - 1):
+            m.d.sync += row.eq(Mux(last_row, 0, row + 1))
+            with m.If(last_row):
                 m.d.sync += bank.eq(~bank)
         for b in range(2):  # a bank's release and its last row's read never meet
             with m.If(self.release[b]):
                 m.d.sync += drained[b].eq(0)
-            with m.If(issue & (row == rows - 1) & (bank == b)):
+            with m.If(issue & last_row & (bank == b)):
                 m.d.sync += drained[b].eq(1)
         return m
 
@@ -673,7 +698,6 @@ class SparseCore(wiring.Component):
                 pe.tok.eq(lnzd.o_token.payload), pe.tok_take.eq(lnzd.o_token.valid & ready),
                 pe.release.eq(col.release), col.done[q].eq(pe.done),
                 pe.rd_bank.eq(col.rd_bank), pe.rd_addr.eq(col.rd_addr), pe.rd_en.eq(col.rd_en),
-                pe.rd_load.eq(col.rd_load), pe.rd_sel.eq(col.rd_sel),
                 col.rd_data[q].eq(pe.rd_data),
             ]
         return m
@@ -727,7 +751,12 @@ class SparseEngine(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        core_then_stage(m, self, self.core, self.stage)
+        # no skid buffer between them: the core's output is its collector's FIFO, whose ready
+        # reaches only clock enables and the collector's count register
+        m.submodules.core, m.submodules.stage = self.core, self.stage
+        wiring.connect(m, wiring.flipped(self.i_data), self.core.i_data)
+        wiring.connect(m, self.core.o_raw, self.stage.i_data)
+        wiring.connect(m, self.stage.o_data, wiring.flipped(self.o_data))
         return m
 
 

@@ -130,10 +130,11 @@ class SparseParams(RawSumMixin):
     @property
     def out_latency(self):
         """Cycles from the collector's read of a row to its output beat being valid: the
-        read port's register, the banks' output register and the skid buffer, then the output
-        stage (the pipelined one: a requantising multiply split into partial products behind
+        PE's command register, the read port's register, the banks' output register and the
+        collector's FIFO (its write, its output register), then the output stage (the
+        pipelined one: a requantising multiply split into partial products behind
         registers)."""
-        return 3 + self.output.latency(pipelined=True)
+        return 5 + self.output.latency(pipelined=True)
 
     def cycle_report(self, column_counts, active):
         """The cycle model (:func:`.reference.cycle_model`) of these params on a matrix with

@@ -27,9 +27,8 @@ counts from the cycle the first input beat is accepted (cycle 0):
   leaves the iterator at ``f``; the bank is done at ``f + ISSUE_TO_DONE``.
 * **Banks and read-out.** Two accumulator banks alternate between vectors. Vector ``v`` is read
   out, one row (of every PE) per cycle, from ``s = max(all PEs done, previous read-out end + 1)``
-  to ``s + rows_per_pe - 1``; its bank is free again ``READ_TO_FREE`` cycles after (the last
-  row's word through the read port and the output register, the beat taken, the release
-  reaching the PEs). Its output beats are valid
+  to ``s + rows_per_pe - 1``; its bank is free again ``READ_TO_FREE`` cycles after (the
+  release, sent as the PEs read the last row, reaching them). Its output beats are valid
   ``out_latency`` cycles after their rows are read.
 """
 
@@ -52,8 +51,9 @@ QUEUE_TO_POP = 3
 #: Tokens a PE holds beyond its queue: the ``LOOKUP`` registers, the queue memory's read and
 #: the head register.
 IN_FLIGHT = LOOKUP + QUEUE_TO_POP - 1
-#: From the read of a bank's last row to the first cycle a PE may pop into that bank again.
-READ_TO_FREE = 3
+#: From the read of a bank's last row (the collector's command) to the first cycle a PE may
+#: pop into that bank again (the release, registered in the collector, then in the PE).
+READ_TO_FREE = 2
 
 
 def raw_bounds(weight, in_lo, in_hi):

@@ -60,7 +60,7 @@ def sparse(mutant=None):
                                     weight_dtype=DType.parse("int2"),
                                     out_dtype=DType.parse("int8"))
     return VectorProof(SparseEngine(params, weight=weight), in_per_vector=2, out_per_vector=2,
-                       drain=22, bound=2 * SPARSE_DEPTH, mutant=mutant)
+                       drain=24, bound=2 * SPARSE_DEPTH, mutant=mutant)
 
 
 PIPE_DEPTH = 18

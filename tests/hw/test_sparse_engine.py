@@ -9,7 +9,8 @@ from amaranth.sim import Simulator
 
 from nnaccel.hw.common import reference as ref
 from nnaccel.hw.common.dtype import DType, DTypeKind
-from nnaccel.hw.sparse.engine import SparseCore, SparseEngine, check_matrix, encode_weight
+from nnaccel.hw.sparse.engine import (Collector, SparseCore, SparseEngine, check_matrix,
+                                      encode_weight)
 from nnaccel.hw.sparse.format import encode
 from nnaccel.hw.sparse.params import SparseParams
 from nnaccel.hw.sparse.reference import cycle_model
@@ -217,6 +218,19 @@ def test_heavy_backpressure_fills_both_banks():
     dut, ends, model = run_engine(p, w, x, pattern=StallPattern(0, 0.9), seed=1)
     assert ends[-1] > model.cycles_total + 10
     assert dut.params.expected_cycles(dut.matrix.column_counts()) >= model.cycles_per_inference
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_long_read_out_under_backpressure(seed):
+    # 24 rows per PE against a sink that takes one beat in ten: the read-out does not wait on
+    # the output, so the collector must stop asking for rows while its FIFO may fill, or beats
+    # are lost.
+    rng = np.random.default_rng(40 + seed)
+    p = make_params(48, 10, 2, 2, 5)
+    w = sparse_weight(rng, p.weight_dtype, (48, 10), 0.3)
+    x = activations(rng, p.in_dtype, 3, 10, 0.6)
+    assert p.rows_per_pe > 2 * Collector.FIFO_DEPTH
+    run_engine(p, w, x, pattern=StallPattern(0, 0.9), seed=seed)
 
 
 @pytest.mark.parametrize("seed", [0, 1])

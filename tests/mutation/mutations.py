@@ -38,6 +38,7 @@ MVU_CORE = ("tests/hw/test_mvu_core.py::test_core_matches_model",)
 MVU_LONG_STALL = ("tests/hw/test_mvu_core.py::test_core_under_long_backpressure",)
 SPARSE_TESTS = ("tests/hw/test_sparse_engine.py::test_engine_matches_reference",
                 "tests/hw/test_sparse_engine.py::test_cycles_match_model")
+SPARSE_LONG_READ = ("tests/hw/test_sparse_engine.py::test_long_read_out_under_backpressure",)
 SYSTOLIC_EXACT = ("tests/hw/test_systolic.py::test_bit_exact_under_stalls",)
 SYSTOLIC_CYCLES = ("tests/hw/test_systolic.py::test_cycles_match_the_model",)
 STREAM_TESTS = ("tests/hw/test_stream.py",)
@@ -62,10 +63,10 @@ MUTATIONS = (
     # -- sparse engine -----------------------------------------------------------------------
     Mutation("sparse-padding-mask", SPARSE, "& ((j < tail) | ~last_in)", "& 1",
              SPARSE_TESTS),
-    Mutation("sparse-drain-loses-first-row", SPARSE, "m.d.sync += [read.eq(issue),",
-             "m.d.sync += [read.eq(issue & (row != 0)),", SPARSE_TESTS),
-    Mutation("sparse-drain-ignores-backpressure", SPARSE, "advance = ~o.valid | o.ready",
-             "advance = 1", SPARSE_TESTS),
+    Mutation("sparse-drain-loses-first-row", SPARSE, "flight = delay(m, issue,",
+             "flight = delay(m, issue & (row != 0),", SPARSE_TESTS),
+    Mutation("sparse-drain-ignores-backpressure", SPARSE, "issue = ready & room",
+             "issue = ready", SPARSE_LONG_READ),
     Mutation("sparse-accumulator-not-cleared", SPARSE, "zero = sweeping | clear",
              "zero = sweeping", SPARSE_TESTS),
     Mutation("sparse-activation-mask-skips-one", SPARSE, "rest.eq(masks[q] & (masks[q] - 1))",
