@@ -122,3 +122,38 @@ def test_tiny_cnv_bench_under_verilator(tmp_path):
     # the tiny chain's fold leaves lanes idle where the map is small: the status reports the
     # utilisation target honestly, whichever way it goes
     assert status == int(not all(t["met"] for t in summary["targets"].values()))
+
+
+@pytest.mark.parametrize("part, names, shape", [
+    (("p1", "p3"), ["p1", "c2", "c3", "p3"], (64, 28, 28)),
+    (("c4", "f2"), ["c4", "c5", "f0", "f1", "f2"], (128, 5, 5)),
+])
+def test_cnv_part_is_the_chain_piece_at_its_real_shapes(cnv, part, names, shape):
+    """A piece of CNV (the network bench's proxies) has the whole chain's layers between its
+    two names, each with the same shapes and output kind, on a bipolar map of the shape its
+    first layer takes in the whole chain."""
+    piece = cnv_model(part=part, name="piece")
+    assert [layer.name for layer in piece.layers] == names
+    assert piece.input_shape == shape and str(piece.input_dtype) == "bipolar"
+    whole = {layer.name: layer for layer in cnv.layers}
+    for layer in piece.layers:
+        assert layer.out_shape == whole[layer.name].out_shape, layer.name
+        assert layer.op is whole[layer.name].op
+        assert str(layer.out_dtype) == str(whole[layer.name].out_dtype), layer.name
+
+
+def test_network_bench_proxies_take_the_whole_networks_folds():
+    """``python -m nnaccel.bench.network cnv_mid|cnv_tail``: each layer of a proxy gets the
+    fold and weight storage the chooser gives it in the whole CNV at the bench's fill, at the
+    whole network's cycles per image."""
+    from nnaccel.bench.network import CNV_FILL, _cnv_part
+    from nnaccel.gen.resources import DEVICES
+
+    whole = compile_plan(cnv_model(), Options(board=DEVICES["LFE5U-85F"], fill=CNV_FILL),
+                         "folding")
+    chosen = {lp.layer.name: (lp.fold, lp.storage) for lp in whole.layers}
+    for name in ("cnv_mid", "cnv_tail"):
+        plan = compile_plan(*_cnv_part(name, 0), "folding")
+        assert plan.options.target_cycles == 10_368
+        for lp in plan.layers:
+            assert (lp.fold, lp.storage) == chosen[lp.layer.name], (name, lp.layer.name)

@@ -79,7 +79,7 @@ def cnv_macs(convs=CNV_CONVS, pools_after=CNV_POOLS_AFTER, dense=CNV_DENSE,
 
 
 def cnv_model(seed=0, *, convs=CNV_CONVS, pools_after=CNV_POOLS_AFTER, dense=CNV_DENSE,
-              input_shape=CNV_INPUT, name="cnv_w1a1"):
+              input_shape=CNV_INPUT, part=None, name="cnv_w1a1"):
     """CNV-W1A1 (the defaults) or a scaled-down chain of the same kind, random bipolar weights.
 
     Parameters
@@ -94,6 +94,10 @@ def cnv_model(seed=0, *, convs=CNV_CONVS, pools_after=CNV_POOLS_AFTER, dense=CNV
         Output features of the dense layers; the last one has an int32 identity output.
     input_shape : (int, int, int)
         (C, H, W) of the uint8 input image.
+    part : (str, str) or None
+        The names of a first and a last layer of the chain (``("p1", "p3")``): only the layers
+        from the one to the other, on the map the first one takes in the whole chain, bipolar
+        unless the first is ``c0`` (a piece of the network at its real shapes, for benchmarks).
     name : str
         The model's name.
 
@@ -105,6 +109,11 @@ def cnv_model(seed=0, *, convs=CNV_CONVS, pools_after=CNV_POOLS_AFTER, dense=CNV
     rng = np.random.default_rng(seed)
     arrays, layers = {}, []
     shapes = cnv_shapes(convs, pools_after, dense, input_shape)
+    dtype = "uint8"
+    if part is not None:
+        names = [s[0] for s in shapes]
+        shapes = shapes[names.index(part[0]):names.index(part[1]) + 1]
+        input_shape, dtype = shapes[0][2], "uint8" if part[0] == "c0" else "bipolar"
     last = shapes[-1][0]
     for lname, op, ins, outs in shapes:
         if op == "maxpool2d":
@@ -127,7 +136,7 @@ def cnv_model(seed=0, *, convs=CNV_CONVS, pools_after=CNV_POOLS_AFTER, dense=CNV
         layers.append({"name": lname, "op": op, "weight": f"{lname}.w",
                        "weight_dtype": "bipolar", "output": out})
     doc = {"format": "nnaccel-model/1", "name": name,
-           "input": {"shape": list(input_shape), "dtype": "uint8"}, "layers": layers}
+           "input": {"shape": list(input_shape), "dtype": dtype}, "layers": layers}
     return model_from_arrays(doc, arrays)
 
 

@@ -11,7 +11,8 @@ Run ``python -m nnaccel.bench.network NAME [-o DIR]`` with a benchmark name of
 ``sfc_bnn`` at the fold of ``--target-cycles 128``) or a CNN of the demo (``digits_cnn_int8``,
 ``digits_cnn_binarized``, at the demo's lane budgets), its sparse MLP (``digits_sparse``), or
 FINN's CNV-W1A1 (``cnv_w1a1``, at the fold ``--board ulx3s-85f --fill 0.85`` chooses, or its
-head ``cnv_head``, :data:`CNV_HEAD_FOLDS`), or a graph suite of :mod:`nnaccel.bench.resnet`
+head ``cnv_head``, :data:`CNV_HEAD_FOLDS`, or the rest of it in two pieces at the whole
+network's folds, ``cnv_mid`` and ``cnv_tail``, :data:`CNV_PARTS`), or a graph suite of :mod:`nnaccel.bench.resnet`
 (``resnet8``, ``mobilenet``, at the suite's fold); it prints one line of figures (with
 inferences per second at Fmax, from the folding formula's cycles) and writes ``network.json``.
 ``--router router2`` and ``--freq MHZ`` go to nextpnr.
@@ -25,7 +26,7 @@ import time
 from pathlib import Path
 
 __all__ = ["DEVICE", "PACKAGE", "FREQ_MHZ", "CNN_LANES",
-           "SPARSE_LANES", "GRAPH_SUITES", "network_build", "main"]
+           "SPARSE_LANES", "CNV_PARTS", "GRAPH_SUITES", "network_build", "main"]
 
 #: nextpnr-ecp5 device and package of the ULX3S's ECP5-85F.
 DEVICE, PACKAGE = "--85k", "CABGA381"
@@ -44,6 +45,10 @@ CNV_FILL = 0.85
 #: dense layer to 10, at the folds the chooser gives c0 and c1 in ``cnv_w1a1`` (a proxy that
 #: places and routes in minutes where the whole network takes most of an hour).
 CNV_HEAD_FOLDS, CNV_HEAD_CYCLES = {"c0": (16, 9), "c1": (64, 64)}, 10_853
+#: The rest of CNV-W1A1 in pieces, each on the map its first layer takes in the whole network
+#: and at the folds (pools' beats and weight storage too) the chooser gives it in ``cnv_w1a1``:
+#: ``cnv_mid`` (the first pool, c2, c3, the second pool), ``cnv_tail`` (c4, c5, f0, f1, f2).
+CNV_PARTS = {"cnv_mid": ("p1", "p3"), "cnv_tail": ("c4", "f2")}
 
 #: The graph suites of :mod:`nnaccel.bench.resnet` (ResNet-8, MobileNet blocks) at their folds
 #: there (``SUITES[name]["target_cycles"]``, the board's DSP blocks bounding the multipliers).
@@ -148,6 +153,8 @@ def _design(name, seed=0):
         model = cnv_model(seed, convs=(64, 64), pools_after=(1,), dense=(10,), name=name)
         return generate(model, Options(target_cycles=CNV_HEAD_CYCLES, folds=tuple(
             (n, Fold(*f)) for n, f in CNV_HEAD_FOLDS.items())))
+    if name in CNV_PARTS:
+        return generate(*_cnv_part(name, seed))
     if name in GRAPH_SUITES:
         from ..boards.platforms import get_board
         from ..gen.resources import device_for
@@ -169,13 +176,41 @@ def _design(name, seed=0):
     if bench is None:
         raise SystemExit(f"unknown design {name!r}; choose from "
                          + ", ".join([b.name for b in BENCHMARKS] + list(CNN_LANES)
-                                     + list(SPARSE_LANES) + ["cnv_w1a1", "cnv_head"]
+                                     + list(SPARSE_LANES) + ["cnv_w1a1", "cnv_head", *CNV_PARTS]
                                      + list(GRAPH_SUITES)))
     model, _, _ = bench.make(seed, 1)
     if bench.max_lanes is not None:
         return generate(model, Options(max_lanes=bench.max_lanes))
     # the SFC network at the command line's own fold (--target-cycles N), no SIMD cap
     return generate(model, Options(target_cycles=bench.target_cycles))
+
+
+def _cnv_part(name, seed):
+    """A piece of CNV-W1A1 (:data:`CNV_PARTS`) and the options that give its layers the whole
+    network's choices: the whole network is planned up to its folds (seconds), then the piece's
+    folds, pools' beats and weight storage are forced to those, at the whole network's cycles
+    per image."""
+    from ..gen.engines import Engine
+    from ..gen.folding import fold_cycles
+    from ..gen.pipeline import compile_plan
+    from ..gen.plan import Options, Storage
+    from ..gen.resources import DEVICES
+    from ..gen.zoo.cnv import cnv_model
+
+    whole = compile_plan(cnv_model(seed), Options(board=DEVICES["LFE5U-85F"], fill=CNV_FILL),
+                         "folding")
+    part = cnv_model(seed, part=CNV_PARTS[name], name=name)
+    names = {layer.name for layer in part.layers}
+    chosen = [lp for lp in whole.layers if lp.layer.name in names]
+    spaces = [(lp.adapter.fold_space(lp), lp) for lp in whole.layers]
+    cycles = max(fold_cycles(*lp.layer.weight.shape, lp.fold) if space is None
+                 else space.cycles(lp.fold) for space, lp in spaces)
+    return part, Options(
+        target_cycles=cycles,
+        folds=tuple((lp.layer.name, lp.fold) for lp in chosen if lp.engine is not Engine.POOL),
+        pools=tuple((lp.layer.name, lp.fold) for lp in chosen if lp.engine is Engine.POOL),
+        storage=tuple((lp.layer.name, lp.storage) for lp in chosen
+                      if lp.storage is not Storage.AUTO))
 
 
 def main(argv=None):
