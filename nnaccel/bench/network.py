@@ -12,9 +12,10 @@ Run ``python -m nnaccel.bench.network NAME [-o DIR]`` with a benchmark name of
 ``digits_cnn_binarized``, at the demo's lane budgets), its sparse MLP (``digits_sparse``), or
 FINN's CNV-W1A1 (``cnv_w1a1``, at the fold ``--board ulx3s-85f --fill 0.85`` chooses, or its
 head ``cnv_head``, :data:`CNV_HEAD_FOLDS`, or the rest of it in two pieces at the whole
-network's folds, ``cnv_mid`` and ``cnv_tail``, :data:`CNV_PARTS`), or a graph suite of :mod:`nnaccel.bench.resnet`
-(``resnet8``, ``mobilenet``, at the suite's fold); it prints one line of figures (with
-inferences per second at Fmax, from the folding formula's cycles) and writes ``network.json``.
+network's folds, ``cnv_mid`` and ``cnv_tail``, :data:`CNV_PARTS`), or a graph suite of
+:mod:`nnaccel.bench.resnet` (``resnet8``, ``mobilenet``, at the suite's fold); it prints one
+line of figures (with inferences per second at Fmax, from the folding formula's cycles) and
+writes ``network.json``.
 ``--router router2`` and ``--freq MHZ`` go to nextpnr.
 """
 
