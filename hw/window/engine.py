@@ -152,8 +152,12 @@ class WindowUnit(wiring.Component):
         rows, cw, depth = p.buffer_rows, p.pixel_words, p.buffer_depth
         seq = len(written)
 
-        def wrap(value):  # value in 0 .. 2*depth-1, modulo depth
-            return Mux(value >= depth, value - depth, value)
+        def wrap(value, offset):
+            # value + offset (a constant), in 0 .. 2*depth-1, modulo depth: both candidates
+            # summed at once and chosen by the sign of the second, so that no comparison
+            # follows the adder
+            under = value + (offset - depth)
+            return Mux(under < 0, value + offset, under)
 
         def row_offset(n):  # address offset of n rows further down, modulo the buffer
             return (n % rows) * p.row_words
@@ -229,7 +233,7 @@ class WindowUnit(wiring.Component):
                 m.d.sync += [
                     s1_y[t].eq(y0 + iy + di),
                     s1_x[t].eq(x0 + jx + dj),
-                    s1_row[t].eq(wrap(row0 + ioff + di * p.row_words)),
+                    s1_row[t].eq(wrap(row0 + ioff, di * p.row_words)),
                     s1_col[t].eq(col0 + joff + cb + dj * cw),
                 ]
             tap_levels = [(jg, kw // cols_per_beat,
@@ -245,10 +249,10 @@ class WindowUnit(wiring.Component):
                 *(tap_levels + block if p.order is PatchOrder.DEPTHWISE else block + tap_levels),
                 (ow, p.out_width, [x0.eq(x0 + sw), col0.eq(col0 + sw * cw)],
                  [x0.eq(-left), col0.eq(-left * cw)]),
-                (oh, p.out_height, [y0.eq(y0 + sh), row0.eq(wrap(row0 + row_offset(sh)))],
+                (oh, p.out_height, [y0.eq(y0 + sh), row0.eq(wrap(row0, row_offset(sh)))],
                  [y0.eq(-top), base.eq(base + p.height), base_limit.eq(base_limit + p.height),
-                  base_addr.eq(wrap(base_addr + row_offset(p.height))),
-                  row0.eq(wrap(base_addr + row_offset(p.height - top)))]),
+                  base_addr.eq(wrap(base_addr, row_offset(p.height))),
+                  row0.eq(wrap(base_addr, row_offset(p.height - top)))]),
             ])
 
         # Behind the read: each port's data through its block RAM's output register, then, with
