@@ -69,9 +69,9 @@ class MVUCore(wiring.Component):
     ``ceil(M/pe)`` beats of ``pe`` raw sums per vector (see :mod:`.reference` for what a raw sum
     is; rows past M are padding). Throughput: one input-or-reuse beat per cycle, so a vector takes
     ``params.expected_cycles`` cycles in steady state; the input vector is read once, in the first
-    neuron fold, and kept in a buffer for the others. Latency: :attr:`fifo_latency` cycles (4,
-    5 for multiplier lanes, whose weights are registered once more, 6 when they read their
-    input from a block RAM buffer (:attr:`MVUParams.buffer_registered`), plus the adder tree's
+    neuron fold, and kept in a buffer for the others. Latency: :attr:`fifo_latency` cycles (5,
+    6 for multiplier lanes, whose weights are registered once more, 7 with an input buffer in
+    block RAM (:attr:`MVUParams.buffer_registered`), plus the adder tree's
     register stages, chosen by width, and the stages of packed or logic products) from the
     issue of a neuron fold's last beat to its sum entering the output FIFO of
     :attr:`fifo_depth` sums, then 1 or 2 cycles through the FIFO. The datapath has no clock
@@ -98,7 +98,7 @@ class MVUCore(wiring.Component):
         #: Cycles from a beat's issue to its sum entering the output FIFO.
         tree = (popcount_stages(params.simd) if self.xnor
                 else 1 + tree_stages([product] * params.simd))
-        self.fifo_latency = (3 + self._late_weights + params.buffer_registered
+        self.fifo_latency = ((6 if params.buffer_registered else 4 + self._late_weights)
                              + 2 * params.packed_products
                              + (params.logic_multipliers > 0) + tree)
         #: Sums the output FIFO holds: as many as are issued while the first one goes round
@@ -154,28 +154,30 @@ class MVUCore(wiring.Component):
                      room.eq((sf_next != sf_n - 1) | (pending_next != depth))]
         # Multiplier lanes get the weight word once more in a register beside them (a block
         # RAM's own output register lies far from the DSP blocks), and their input beat one
-        # more register with it. With a registered input buffer, the weight memory reads a
-        # beat's word in the cycle after its issue (one more flip-flop, on the issue).
-        lag = int(p.buffer_registered)
+        # more register with it. With a registered input buffer, the beat reaches x_c 4 cycles
+        # after its issue, and the weight memory reads its word as many cycles late (delayed
+        # flip-flops on the issue).
+        late, registered = self._late_weights, p.buffer_registered
+        lag = 2 - late if registered else 0
         w_c, w_stages = issue_order_read(m, wrom, delay(m, issue, lag, "issue"),
-                                         extra=self._late_weights, name="w")
+                                         extra=late, name="w")
         w_stages += lag
 
         xin = i.payload.as_value()
-        buffered, late = nf_n > 1 and sf_n > 1, self._late_weights
+        buffered = nf_n > 1 and sf_n > 1
+        # every beat from the buffer, read in the cycle after its issue (a beat from the input
+        # is written in its issue cycle): no input register
+        all_from_buffer = buffered and (late or registered)
         if buffered:
-            # with late weights, every beat comes from the buffer, read in the cycle after its
-            # issue (a beat from the input is written in its issue cycle): no input register.
             # A block RAM buffer is read into its output register (the DP16KD's own on the
-            # ECP5) before the multipliers' input register, so that no block RAM read reaches
-            # logic; the write in the cycle of that read is to the next beat's word, never the
-            # one read (NO_RW_CHECK).
+            # ECP5) and then x_c, so that no block RAM read reaches logic; the write in the
+            # cycle of that read is to the next beat's word, never the one read (NO_RW_CHECK).
             m.submodules.buffer = buf = memory.Memory(
                 shape=unsigned(simd * xbits), depth=sf_n, init=[],
-                attrs=NO_RW_CHECK if lag else None)
+                attrs=NO_RW_CHECK if registered else None)
             wp = buf.write_port()
             m.d.comb += [wp.addr.eq(sf), wp.data.eq(xin), wp.en.eq(i.valid & i.ready)]
-            if lag:
+            if registered:
                 x_read = pipelined_read(m, buf, delay(m, sf, 1, "sf_b"), name="x_q",
                                         read_name="x_rd")
             else:
@@ -188,14 +190,14 @@ class MVUCore(wiring.Component):
         # register on the ECP5, nnaccel.boards.ecp5_bram), one stage later with late weights.
         v_b, from_b, first_b, last_b = Signal(), Signal(), Signal(), Signal()
         m.d.sync += [v_b.eq(issue), from_b.eq(take), first_b.eq(sf == 0), last_b.eq(last_a)]
-        if not (buffered and late):
+        if not all_from_buffer:
             x_b = Signal(simd * xbits)
             m.d.sync += x_b.eq(xin)
         # datapath registers have no reset (the valid bits say what they hold), so that the
         # ECP5 flow can fold them into the DSP blocks' registers (nnaccel.boards.ecp5_bram)
         x_c = Signal(simd * xbits, reset_less=True)
         if buffered:
-            m.d.sync += x_c.eq(x_read if late else Mux(from_b, x_b, x_read))
+            m.d.sync += x_c.eq(x_read if all_from_buffer else Mux(from_b, x_b, x_read))
         else:
             # one beat per vector: x_c keeps it for the other neuron folds (no buffer, no mux)
             with m.If(from_b):
@@ -214,7 +216,11 @@ class MVUCore(wiring.Component):
 
         # Stage D: registered products (the multipliers' output registers); with two products
         # per multiplier, two more stages pack the operands and split the products. Then the
-        # adder trees, pipelined by width; then the accumulators, whose sum goes into the FIFO.
+        # adder trees, pipelined by width; then the accumulators, whose sum goes into the FIFO
+        # in the cycle after a neuron fold's last beat: nothing but the accumulators' own
+        # registers lies before the FIFO's write. An accumulator loads the beat's sum onto its
+        # own, or alone on a fold's first beat: that choice follows the adder, so the flag's
+        # fan-out over every accumulator bit reaches one LUT, not a carry chain.
         if p.packed_products:
             products = self._packed(m, products, w_c, x_c)
         if p.logic_multipliers:
@@ -224,12 +230,12 @@ class MVUCore(wiring.Component):
         v_e, first_e, last_e = (delay(m, s, stages, n) for s, n in
                                 ((v_c, "v"), (first_c, "first"), (last_c, "last")))
         acc = Signal(o.payload.shape())
-        total = Signal(o.payload.shape())
-        for q in range(pe):
-            m.d.comb += total[q].eq(Mux(first_e, 0, acc[q]) + sums[q][0])
         with m.If(v_e):
-            m.d.sync += acc.eq(total)
-        m.d.comb += [fifo.i_data.payload.eq(total), fifo.i_data.valid.eq(v_e & last_e)]
+            m.d.sync += [acc[q].eq(Mux(first_e, sums[q][0], acc[q] + sums[q][0]))
+                         for q in range(pe)]
+        done = Signal()
+        m.d.sync += done.eq(v_e & last_e)
+        m.d.comb += [fifo.i_data.payload.eq(acc), fifo.i_data.valid.eq(done)]
         return m
 
     def _sums(self, m, products):

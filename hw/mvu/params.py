@@ -185,13 +185,13 @@ class MVUParams(RawSumMixin):
     @property
     def buffer_registered(self):
         """Whether the core keeps the input vector in a buffer (several beats and several
-        neuron folds) that it reads through an output register, one cycle more latency:
-        multiplier lanes without :attr:`packed_products` (which read every beat from the
-        buffer) when the buffer of ``synapse_folds`` words of ``simd`` inputs goes to block RAM
-        (:func:`~nnaccel.hw.common.stream.fifo_in_block_ram`), whose read then reaches only
-        registers (the DP16KD's own output register on the ECP5)."""
-        return (self.lane_kind is LaneKind.MUL and not self.packed_products
-                and self.neuron_folds > 1 and self.synapse_folds > 1
+        neuron folds) that it reads through an output register: when the buffer of
+        ``synapse_folds`` words of ``simd`` inputs goes to block RAM
+        (:func:`~nnaccel.hw.common.stream.fifo_in_block_ram`), so that its read reaches only
+        registers (the DP16KD's own output register on the ECP5). Every beat then comes from
+        the buffer, one cycle later than from a buffer in distributed RAM for multiplier
+        lanes (not packed), two for other lanes."""
+        return (self.neuron_folds > 1 and self.synapse_folds > 1
                 and fifo_in_block_ram(self.synapse_folds, self.simd * self.in_dtype.bits))
 
     @property

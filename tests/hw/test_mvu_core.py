@@ -93,15 +93,17 @@ def run_core(m, k, pe, simd, wdt, xdt, *, pattern, seed, storage=Storage.AUTO, v
     (5, 11, 1, 11, "int4", "int8"),       # MUL, one beat per vector kept for 5 neuron folds
     (3, 37, 1, 37, "bipolar", "bipolar"),  # XNOR, a popcount over several carry levels
     (3, 260, 1, 4, "int8", "int7"),       # MUL, the input buffer in block RAM, padded
+    (2, 2050, 1, 16, "bipolar", "bipolar"),  # XNOR, the input buffer in block RAM, padded
+    (4, 260, 2, 2, "int4", "int8"),       # two products per multiplier, buffer in block RAM
 ])
 def test_core_matches_model(m, k, pe, simd, wdt, xdt, pattern):
     run_core(m, k, pe, simd, wdt, xdt, pattern=pattern, seed=m * 31 + k)
 
 
 def test_block_ram_input_buffer_is_read_registered():
-    """Multiplier lanes read every beat from the input buffer: a buffer that synthesis puts in
-    block RAM is read through its output register, one cycle more latency; a small one
-    (distributed RAM), other lanes and unbuffered folds keep the plain read."""
+    """An input buffer that synthesis puts in block RAM is read through its output register,
+    whatever the lanes; a small one (distributed RAM) and unbuffered folds keep the plain
+    read."""
     def fold(k, simd, wdt="int8", xdt="int8", m=3, pe=1):
         return MVUParams(in_features=k, out_features=m, pe=pe, simd=simd,
                          in_dtype=DType.parse(xdt), weight_dtype=DType.parse(wdt))
@@ -109,8 +111,9 @@ def test_block_ram_input_buffer_is_read_registered():
     assert fold(260, 4).buffer_registered           # 65 words of 32 bits
     assert fold(512, 1).buffer_registered           # the digits CNN's dense layer
     assert not fold(36, 4).buffer_registered        # 9 words: distributed RAM
-    assert not fold(260, 4, "bipolar", "bipolar").buffer_registered
-    assert not fold(260, 4, "int4", m=4, pe=2).buffer_registered  # two products, no late weights
+    assert fold(2050, 16, "bipolar", "bipolar").buffer_registered  # 129 words of 16 bits
+    assert not fold(260, 4, "bipolar", "bipolar").buffer_registered  # 65 words of 4 bits
+    assert fold(260, 4, "int4", m=4, pe=2).buffer_registered  # two products per multiplier
     assert not fold(260, 4, m=1).buffer_registered  # one neuron fold: no buffer
 
 
@@ -203,6 +206,7 @@ def test_verilator_bit_exact(monkeypatch, verilated_mvu, pattern):
     (5, 40, 1, 20, "int8", "uint8"),      # a deep adder tree, two beats per output
     (4, 10, 2, 3, "int4", "int4"),        # padded folds
     (4, 256, 2, 4, "int8", "int8"),       # the input buffer in block RAM, read registered
+    (2, 2048, 1, 16, "bipolar", "bipolar"),  # the same with XNOR lanes
 ])
 def test_core_runs_at_the_folding_rate(m, k, pe, simd, wdt, xdt):
     """Always-valid input, always-ready output: after the first vector, one output beat every
