@@ -220,7 +220,7 @@ class ProcessingElement(wiring.Component):
     tok, tok_take, tok_ready
         The broadcast: ``tok_take`` is high in a cycle the broadcast transfers ``tok`` to every
         PE; ``tok_ready`` is a register (it does not depend on this cycle's broadcast): this PE
-        can take a token now.
+        holds fewer than ``slots - 1`` tokens, so it can take one now and one in the next cycle.
     lock, done : Out(2)
         Per accumulator bank: ``lock`` once the last entry of a vector has been issued into it,
         ``done`` once that entry has been accumulated (the bank may then be read out).
@@ -248,6 +248,9 @@ class ProcessingElement(wiring.Component):
     dropped in L. Every token taken holds a slot (``queue_depth`` in all) from the cycle after
     it is taken until L drops it or the iterator pops it, so ``tok_ready`` is registered and T
     never stalls; a PE holds :attr:`slots` tokens at most.
+
+    The core registers the AND of every PE's ``tok_ready``, which the broadcast then waits on
+    a cycle late; :data:`BROADCAST_SLACK` slots make up for it (see :mod:`.reference`).
 
     Memories: one read-only memory holds both the column pointers (word ``j``: the first and
     the end entry address of column ``j``, one read per token) and the entries (one read per
@@ -335,8 +338,9 @@ class ProcessingElement(wiring.Component):
 
     @property
     def slots(self):
-        """Tokens a PE holds at most: ``queue_depth`` plus those in flight (:data:`IN_FLIGHT`:
-        the token register, the two pointer registers, the queue memory's read and its head)."""
+        """Tokens a PE holds at most: ``queue_depth`` plus :data:`IN_FLIGHT` (the token
+        register, the two pointer registers, the queue memory's read and its head, and the
+        broadcast's slack)."""
         return self.params.queue_depth + IN_FLIGHT
 
     def _queue(self, m, width):
@@ -399,8 +403,9 @@ class ProcessingElement(wiring.Component):
 
     def _reserve(self, m, queue, dropped):
         """Slots held: +1 per token taken, -1 when P drops one or the iterator pops one;
-        ``tok_ready`` is registered from the next count (``held + step < slots``, compared as
-        ``held < slots - step`` for every step, so the late signals only select)."""
+        ``tok_ready`` is registered from the next count: ``held + step < slots - 1`` (compared
+        as ``held < slots - 1 - step`` for every step, so the late signals only select), one
+        slot short of full, as the broadcast sees it a cycle late and may send one more."""
         held = Signal(range(self.slots + 1))
         events = Cat(self.tok_take, dropped, queue.r_en)
         m.d.sync += held.eq(held + self.tok_take - dropped - queue.r_en)
@@ -408,7 +413,7 @@ class ProcessingElement(wiring.Component):
             for code in range(8):
                 step = (code & 1) - (code >> 1 & 1) - (code >> 2 & 1)
                 with m.Case(code):
-                    m.d.sync += self.tok_ready.eq(held < self.slots - step)
+                    m.d.sync += self.tok_ready.eq(held < self.slots - 1 - step)
 
     def _iterate(self, m, queue, queued, e_port, sweeping):
         """Entry iterator: one slot per cycle, the next column right after the last entry;
@@ -690,7 +695,10 @@ class SparseCore(wiring.Component):
         wiring.connect(m, wiring.flipped(self.i_data), lnzd.i_data)
         wiring.connect(m, col.o_raw, wiring.flipped(self.o_raw))
         pes = [ProcessingElement(p, self.matrix, q, self.raw_shape) for q in range(p.pe)]
-        ready = Cat(pe.tok_ready for pe in pes).all()
+        # the broadcast's ready: every PE's, registered (the PEs lie across the chip; each
+        # keeps a slot for the token this register may still let through)
+        ready = Signal()
+        m.d.sync += ready.eq(Cat(pe.tok_ready for pe in pes).all())
         m.d.comb += lnzd.o_token.ready.eq(ready)
         for q, pe in enumerate(pes):
             m.submodules[f"pe{q}"] = pe

@@ -15,11 +15,12 @@ counts from the cycle the first input beat is accepted (cycle 0):
   is dropped, so the next is taken one cycle after it. The vector's last token ends it; if its
   last beat holds no non-zero, a token without work does.
 * **Broadcast.** A token goes to every PE at once (cycle ``t``). Every token a PE takes holds
-  one of its ``queue_depth + IN_FLIGHT`` slots (the queue and the tokens in flight), from cycle
-  ``t + 1`` until its *release*: ``t + LOOKUP + 1`` when the PE does not need it (its pointer
-  lookup drops it), else one cycle after it is popped. Each PE's ready is registered: a token
-  can go at ``t`` only when every PE holds fewer than ``queue_depth + IN_FLIGHT`` slots at
-  ``t`` (fewer than that many earlier tokens are released after ``t``).
+  one of its ``S = queue_depth + IN_FLIGHT`` slots (the queue, the tokens in flight and
+  :data:`BROADCAST_SLACK`), from cycle ``t + 1`` until its *release*: ``t + LOOKUP + 1`` when
+  the PE does not need it (its pointer lookup drops it), else one cycle after it is popped.
+  Each PE's ready is registered, and so is their AND, which the broadcast waits on: a token
+  can go at ``t`` only when every PE held fewer than ``S - 1`` slots at ``t - 1`` (of the
+  tokens broadcast before ``t - 1``, fewer than ``S - 1`` are released after ``t - 1``).
 * **PE p** needs a token when its column holds entries for it (``n = counts[p, col]``) or when
   the token ends a vector (``n = 0``). Such a token, broadcast at ``t``, is written into the
   queue at ``w = t + LOOKUP``; it is popped at ``c = max(w + QUEUE_TO_POP, c_prev + n_prev,
@@ -36,7 +37,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["ISSUE_TO_DONE", "LOOKUP", "QUEUE_TO_POP", "IN_FLIGHT", "READ_TO_FREE",
+__all__ = ["ISSUE_TO_DONE", "LOOKUP", "QUEUE_TO_POP", "BROADCAST_SLACK", "IN_FLIGHT",
+           "READ_TO_FREE",
            "raw_bounds", "raw_sums",
            "performed_macs", "broadcast_tokens", "CycleReport", "cycle_model"]
 
@@ -48,9 +50,15 @@ ISSUE_TO_DONE = 8
 LOOKUP = 3
 #: From a queue write to the earliest pop (the queue memory's read, then its head register).
 QUEUE_TO_POP = 3
-#: Tokens a PE holds beyond its queue: the ``LOOKUP`` registers, the queue memory's read and
-#: the head register.
-IN_FLIGHT = LOOKUP + QUEUE_TO_POP - 1
+#: Slots a PE keeps for the broadcast's registered ready, which sees the PEs a cycle late: one
+#: for a token sent as the PE fills, one for a slot released in the cycle it is seen; with
+#: them no vector ended later than with a ready seen at once in 300 random layers and the
+#: digits layers (a third slot, for a cycle releasing two, would widen the slot counter and
+#: the queue of the usual 8-deep PE for nothing measured).
+BROADCAST_SLACK = 2
+#: Tokens a PE holds beyond its queue: the ``LOOKUP`` registers, the queue memory's read, the
+#: head register and the broadcast's slack.
+IN_FLIGHT = LOOKUP + QUEUE_TO_POP - 1 + BROADCAST_SLACK
 #: From the read of a bank's last row (the collector's command) to the first cycle a PE may
 #: pop into that bank again (the release, registered in the collector, then in the PE).
 READ_TO_FREE = 2
@@ -144,6 +152,21 @@ class CycleReport:
         return float(self.entries.sum()) / (len(self.entries) * max(self.compute_cycles, 1))
 
 
+def _broadcast_cycle(held, earliest, last_bcast, last_slot):
+    """The first cycle from ``earliest`` at which every PE (row of ``held``: its slots' release
+    cycles) held fewer than ``S - 1`` slots in the cycle before; the token broadcast at
+    ``last_bcast`` (in slot ``last_slot`` of each PE) counts only from the cycle after."""
+    slots = held.shape[1]
+    if earliest == last_bcast + 1:
+        busy = held > earliest - 1
+        busy[np.arange(len(held)), last_slot] = False
+        if (busy.sum(axis=1) < slots - 1).all():
+            return earliest
+    # from last_bcast + 2 on: two slots of every PE released by t - 1
+    second = np.partition(held, 1, axis=1)[:, 1]
+    return max(earliest, last_bcast + 2, int(second.max()) + 1)
+
+
 def cycle_model(counts, active, *, in_beat, queue_depth, rows_per_pe, out_latency):
     """Cycle-level model of the sparse engine on a batch (see the module docstring).
 
@@ -176,6 +199,7 @@ def cycle_model(counts, active, *, in_beat, queue_depth, rows_per_pe, out_latenc
     entries = np.zeros(n_pe, dtype=np.int64)
     released, vector_end = [], []
     load, last_bcast, first_bcast, stalls = 0, -1, None, 0
+    last_slot = np.zeros(n_pe, dtype=np.int64)
     last_issue = np.zeros(n_pe, dtype=np.int64)
 
     for v, row in enumerate(active):
@@ -189,7 +213,7 @@ def cycle_model(counts, active, *, in_beat, queue_depth, rows_per_pe, out_latenc
                 # leaves (or has left); broadcast from the cycle after
                 moved = max(load + 1, last_bcast)
                 earliest = moved + 1
-                t = max(earliest, int(held.min(axis=1).max()))
+                t = _broadcast_cycle(held, earliest, last_bcast, last_slot)
                 stalls += t - earliest
                 first_bcast = t if first_bcast is None else first_bcast
                 n = counts[:, col] if work else np.zeros(n_pe, dtype=np.int64)
@@ -197,7 +221,7 @@ def cycle_model(counts, active, *, in_beat, queue_depth, rows_per_pe, out_latenc
                 c = np.maximum.reduce([np.full(n_pe, t + LOOKUP + QUEUE_TO_POP), next_pop,
                                        np.full(n_pe, bank_free)])
                 cost = np.maximum(n, 1)
-                slot = held.argmin(axis=1)
+                slot = last_slot = held.argmin(axis=1)
                 release = np.where(need, c + 1, t + LOOKUP + 1)
                 held[pes, slot] = np.maximum(held[pes, slot], release)
                 next_pop = np.where(need, c + cost, next_pop)

@@ -9,8 +9,13 @@ from amaranth.sim import Simulator
 
 from nnaccel.hw.common import reference as ref
 from nnaccel.hw.common.dtype import DType, DTypeKind
-from nnaccel.hw.sparse.engine import (Collector, SparseCore, SparseEngine, check_matrix,
-                                      encode_weight)
+from nnaccel.hw.sparse.engine import (
+    Collector,
+    SparseCore,
+    SparseEngine,
+    check_matrix,
+    encode_weight,
+)
 from nnaccel.hw.sparse.format import encode
 from nnaccel.hw.sparse.params import SparseParams
 from nnaccel.hw.sparse.reference import cycle_model
@@ -195,6 +200,21 @@ def test_cycles_match_model(m, k, pe, depth, in_beat, density, adensity):
     _, ends, model = run_engine(p, w, x)
     assert ends == model.vector_end.tolist()
     assert model.cycles_total == ends[-1]
+
+
+def test_cycles_match_model_when_queues_fill():
+    # Queues of one; PE 0 busy on the first half of the columns, PE 1 on the second: while
+    # PE 0's queue is full the broadcast waits (on the PEs' registered ready, a cycle late),
+    # which keeps PE 1's tokens back; one slot more or less moves the vectors' ends.
+    rng = np.random.default_rng(2)
+    p = make_params(24, 20, 4, 1, 4)
+    w = sparse_weight(rng, p.weight_dtype, (24, 20), 0.1)
+    w[0::4, :10] = rng.integers(1, 100, size=(6, 10))
+    w[1::4, 10:] = rng.integers(1, 100, size=(6, 10))
+    x = activations(rng, p.in_dtype, 3, 20, 0.9)
+    _, ends, model = run_engine(p, w, x)
+    assert model.broadcast_stalls > 0
+    assert ends == model.vector_end.tolist()
 
 
 @pytest.mark.parametrize("m", [5, 6, 13, 14])
