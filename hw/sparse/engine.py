@@ -326,14 +326,15 @@ class ProcessingElement(wiring.Component):
         m = Module()
         ptr_port, e_port = self._memories(m)
         queue, queued, dropped = self._lookup(m, ptr_port)
-        sweeping = Signal()
-        e1, word = self._iterate(m, queue, queued, e_port, sweeping)
+        # after a reset, until the banks are swept (a register: the iterator's pop waits on it)
+        after_reset = Signal(init=1)
+        e1, word = self._iterate(m, queue, queued, e_port, after_reset)
         # the entry read registered (R): the block RAM's output drives nothing else
         word = data.View(word.shape(), output_register(m, word.as_value(), name="entry_q"))
         e1 = self._stage(m, "r", **vars(e1))
         self._reserve(m, queue, dropped)
         e2, weight = self._fetch(m, e1, word)
-        self._accumulate(m, e2, weight, sweeping)
+        self._accumulate(m, e2, weight, after_reset)
         return m
 
     @property
@@ -354,15 +355,18 @@ class ProcessingElement(wiring.Component):
                                           attrs=BLOCK_RAM)
         w_ptr, r_ptr = Signal(range(depth), name="q_w_ptr"), Signal(range(depth), name="q_r_ptr")
         w_seen = Signal(range(depth))  # w_ptr a cycle ago: what the memory can read
+        r_next = Signal(range(depth), init=1, name="q_r_next")  # r_ptr + 1
         fill = Signal()  # the memory's read moves into the head register
         w_port = mem.write_port()
         q = SimpleNamespace(w_en=Signal(name="q_w_en"), w_data=Signal(width, name="q_w_data"),
                             r_en=Signal(name="q_r_en"), r_rdy=Signal(name="q_r_rdy"),
-                            r_data=pipelined_read(m, mem, r_ptr + fill, out_en=fill,
+                            r_data=pipelined_read(m, mem, Mux(fill, r_next, r_ptr), out_en=fill,
                                                   name="q_head", read_name="queue_rd"))
         m.d.comb += [w_port.addr.eq(w_ptr), w_port.en.eq(q.w_en), w_port.data.eq(q.w_data),
                      fill.eq((w_seen != r_ptr) & (~q.r_rdy | q.r_en))]
-        m.d.sync += [w_seen.eq(w_ptr), w_ptr.eq(w_ptr + q.w_en), r_ptr.eq(r_ptr + fill),
+        with m.If(fill):
+            m.d.sync += [r_ptr.eq(r_next), r_next.eq(r_next + 1)]
+        m.d.sync += [w_seen.eq(w_ptr), w_ptr.eq(w_ptr + q.w_en),
                      q.r_rdy.eq(fill | (q.r_rdy & ~q.r_en))]
         return q
 
@@ -415,7 +419,7 @@ class ProcessingElement(wiring.Component):
                 with m.Case(code):
                     m.d.sync += self.tok_ready.eq(held < self.slots - 1 - step)
 
-    def _iterate(self, m, queue, queued, e_port, sweeping):
+    def _iterate(self, m, queue, queued, e_port, after_reset):
         """Entry iterator: one slot per cycle, the next column right after the last entry;
         the entry read. Returns the E1 registers and the entry word (valid in E1)."""
         p = self.params
@@ -424,7 +428,7 @@ class ProcessingElement(wiring.Component):
         # busy: addr is the column's next entry, left the entries after it
         addr, left = Signal(self._abits), Signal(self._abits)
         value = Signal(p.in_dtype.shape)
-        pop = ~busy & queue.r_rdy & ~self.lock.bit_select(bank, 1) & ~sweeping
+        pop = ~busy & queue.r_rdy & ~self.lock.bit_select(bank, 1) & ~after_reset
         s_valid = busy | pop
         s_addr = Mux(busy, addr, head.start)
         s_last = Mux(busy, last, head.last)
@@ -471,7 +475,7 @@ class ProcessingElement(wiring.Component):
         m.d.comb += [cb_port.addr.eq(word.value), cb_port.en.eq(1)]
         return e2, cb_port.data
 
-    def _accumulate(self, m, e2, weight, sweeping):
+    def _accumulate(self, m, e2, weight, after_reset):
         """E2: the product and the accumulator read; E3: the product and the row read
         registered (the block RAM's port); E4: the row in the bank's output register; E5: the
         row of the entry's bank registered again (the block RAMs may lie far from the adder)
@@ -515,7 +519,7 @@ class ProcessingElement(wiring.Component):
         # the row a sweep (after a reset: 0, 1, ...) or a clear (the row read out a cycle
         # ago) writes invalid
         zero_row = Signal.like(self.rd_addr)
-        after_reset = Signal(init=1)
+        sweeping = Signal()
         m.d.comb += sweeping.eq(after_reset & (dirty[0] | dirty[1]))
         with m.If(sweeping):
             m.d.sync += zero_row.eq(zero_row + 1)
