@@ -240,17 +240,23 @@ def test_heavy_backpressure_fills_both_banks():
     assert dut.params.expected_cycles(dut.matrix.column_counts()) >= model.cycles_per_inference
 
 
+def run_random(seed, m, k, pe, depth, in_beat, *, density, batch, adensity, stall):
+    """:func:`run_engine` on a random (m, k) layer and batch, the sink refusing ``stall``."""
+    rng = np.random.default_rng(seed)
+    p = make_params(m, k, pe, depth, in_beat)
+    w = sparse_weight(rng, p.weight_dtype, (m, k), density)
+    x = activations(rng, p.in_dtype, batch, k, adensity)
+    run_engine(p, w, x, pattern=StallPattern(0, stall), seed=seed)
+    return p
+
+
 @pytest.mark.parametrize("seed", [0, 1])
 def test_long_read_out_under_backpressure(seed):
     # 24 rows per PE against a sink that takes one beat in ten: the read-out does not wait on
     # the output, so the collector must stop asking for rows while its FIFO may fill, or beats
     # are lost.
-    rng = np.random.default_rng(40 + seed)
-    p = make_params(48, 10, 2, 2, 5)
-    w = sparse_weight(rng, p.weight_dtype, (48, 10), 0.3)
-    x = activations(rng, p.in_dtype, 3, 10, 0.6)
+    p = run_random(40 + seed, 48, 10, 2, 2, 5, density=0.3, batch=3, adensity=0.6, stall=0.9)
     assert p.rows_per_pe > 2 * Collector.FIFO_DEPTH
-    run_engine(p, w, x, pattern=StallPattern(0, 0.9), seed=seed)
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -258,11 +264,7 @@ def test_one_row_per_pe_under_backpressure(seed):
     # One row per PE and two-element vectors: both banks are often done at once, so right after
     # a bank's only row is read the collector turns back to it before its release; it must
     # wait for the release, or the sums come out twice.
-    rng = np.random.default_rng(30 + seed)
-    p = make_params(3, 2, 3, 1, 2)
-    w = sparse_weight(rng, p.weight_dtype, (3, 2), 0.5)
-    x = activations(rng, p.in_dtype, 12, 2, 0.5)
-    run_engine(p, w, x, pattern=StallPattern(0, 0.6), seed=seed)
+    run_random(30 + seed, 3, 2, 3, 1, 2, density=0.5, batch=12, adensity=0.5, stall=0.6)
 
 
 def test_full_throughput_on_busy_columns():
