@@ -103,13 +103,17 @@ class WindowUnit(wiring.Component):
         # row the writer may not begin); on ``load`` it becomes ``pending`` next cycle
         limit = Signal(seq_bits, init=p.buffer_rows)
         pending, load = Signal(seq_bits), Signal()
-        self._writer(m, buffer.write_port(), source, written, column, (limit, pending, load))
-        self._reader(m, buffer, written, column, (limit, pending, load))
+        after = self._writer(m, buffer.write_port(), source, written, column,
+                             (limit, pending, load))
+        self._reader(m, buffer, after, (limit, pending, load))
         return m
 
     def _writer(self, m, port, source, written, column, limits):
         """Input words in order into the line buffer, one row slot after another, while the
-        row written comes before the reader's limit."""
+        row written comes before the reader's limit. Returns what the reader needs of the
+        writer's next position: the row being written now, the one after it, whether this
+        cycle completes the row (then the next row is the one after and none of its words is
+        written), and else whether a word of the row is written by the end of this cycle."""
         p = self.params
         addr = Signal(range(p.buffer_depth))
         limit, pending, load = limits
@@ -133,8 +137,9 @@ class WindowUnit(wiring.Component):
             m.d.sync += addr.eq(Mux(addr == p.buffer_depth - 1, 0, addr + 1))
             _count(m, [(column, p.row_words, [],
                         [written.eq(written + 1), following.eq(following + 1)])])
+        return written, following, wrap, port.en | (column != 0)
 
-    def _reader(self, m, buffer, written, column, limits):
+    def _reader(self, m, buffer, after, limits):
         """Walk the windows, one beat of window positions at a time; read the line buffer (one
         read port per position of a beat) or emit padding.
 
@@ -145,11 +150,14 @@ class WindowUnit(wiring.Component):
         holds its read addresses, padding flags and the sequence numbers of the rows it needs.
         The generator never waits, so both stages stay full; a beat issues from ``d`` when its
         rows are written and the output pipeline moves (:attr:`WindowParams.read_latency`
-        cycles from the read to the output beat)."""
+        cycles from the read to the output beat). Whether d's rows are written is a register,
+        loaded with the answer for d's next beat and the writer's next position (``after``),
+        so no row comparison lies between the output's ready and the counters."""
         p = self.params
         top, left = p.padding[0], p.padding[1]
         (kh, kw), (sh, sw), (dh, dw) = p.kernel, p.stride, p.dilation
         rows, cw, depth = p.buffer_rows, p.pixel_words, p.buffer_depth
+        written, following, row_done, begun = after
         seq = len(written)
 
         def wrap(value, offset):
@@ -197,11 +205,22 @@ class WindowUnit(wiring.Component):
         d_base = Signal(seq)
         d_limit, pending, d_load = limits    # the writer's limit for d's beat; d loads from s1
 
-        # A row is read once complete (before ``written``). An image's padding waits for its
-        # first input word, so that nothing is emitted for an image that has not begun.
-        ready = before(d_base, written) | ((written == d_base) & (column != 0))
-        for t in range(n):
-            ready &= d_pad[t] | before(d_seq[t], written)
+        # A row is read once complete (before the row being written). An image's padding waits
+        # for its first input word, so that nothing is emitted for an image that has not begun.
+        # Evaluated for the writer's next position: both candidates at once (the comparisons
+        # start from registers), then chosen.
+        def rows_in(base, seqs, pads):
+            def at(row, started):
+                ok = before(base, row) | ((row == base) & started)
+                for s, pad in zip(seqs, pads, strict=True):
+                    ok &= pad | before(s, row)
+                return ok
+            return Mux(row_done, at(following, 0), at(written, begun))
+
+        def outside(y, x):
+            return (y < 0) | (y >= p.height) | (x < 0) | (x >= p.width)
+
+        ready = Signal()    # d's rows are written (``rows_in`` one cycle earlier)
         # The read pipeline: stage k holds a beat k+1 cycles after its read, the last one the
         # output beat. A stage loads when it or a later one is empty or the output is taken.
         stages = [Signal(name=f"read_valid{k}") for k in range(p.read_latency)]
@@ -211,6 +230,10 @@ class WindowUnit(wiring.Component):
         load_d = ~d_valid | take
         load_s1 = ~s1_valid | (load_d & s1_valid)
         m.d.comb += [pending.eq(s1_limit), d_load.eq(load_d & s1_valid)]
+        m.d.sync += ready.eq(Mux(load_d & s1_valid,
+                                 rows_in(s1_base, [(s1_base + y)[:seq] for y in s1_y],
+                                         [outside(y, x) for y, x in zip(s1_y, s1_x, strict=True)]),
+                                 rows_in(d_base, d_seq, d_pad)))
 
         with m.If(load_d & s1_valid):
             m.d.sync += d_valid.eq(1)
@@ -219,7 +242,7 @@ class WindowUnit(wiring.Component):
                 m.d.sync += [
                     d_addr[t].eq((s1_row[t] + s1_col[t])[:len(d_addr[t])]),
                     d_seq[t].eq((s1_base + y)[:seq]),
-                    d_pad[t].eq((y < 0) | (y >= p.height) | (x < 0) | (x >= p.width)),
+                    d_pad[t].eq(outside(y, x)),
                 ]
             m.d.sync += [d_base.eq(s1_base), d_limit.eq(s1_limit)]
         with m.Elif(take):
