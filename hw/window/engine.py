@@ -189,10 +189,11 @@ class WindowUnit(wiring.Component):
 
         n = p.read_ports
         taps = [((t // cols_per_beat) * dh, (t % cols_per_beat) * dw) for t in range(n)]
-        # stage s1: per position its row y, column x and the two halves of its address
+        # stage s1: per position its row's sequence number, whether it is padding, and the two
+        # halves of its address
         s1_valid = Signal()
-        s1_y = [Signal.like(y0, name=f"s1_y{t}") for t in range(n)]
-        s1_x = [Signal.like(x0, name=f"s1_x{t}") for t in range(n)]
+        s1_seq = [Signal(seq, name=f"s1_seq{t}") for t in range(n)]    # base + y
+        s1_pad = Signal(n)
         s1_row = [Signal(range(depth), name=f"s1_row{t}") for t in range(n)]
         s1_col = [Signal.like(col0, name=f"s1_col{t}") for t in range(n)]
         s1_base = Signal(seq)
@@ -217,9 +218,6 @@ class WindowUnit(wiring.Component):
                 return ok
             return Mux(row_done, at(following, 0), at(written, begun))
 
-        def outside(y, x):
-            return (y < 0) | (y >= p.height) | (x < 0) | (x >= p.width)
-
         ready = Signal()    # d's rows are written (``rows_in`` one cycle earlier)
         # The read pipeline: stage k holds a beat k+1 cycles after its read, the last one the
         # output beat. A stage loads when it or a later one is empty or the output is taken.
@@ -230,21 +228,15 @@ class WindowUnit(wiring.Component):
         load_d = ~d_valid | take
         load_s1 = ~s1_valid | (load_d & s1_valid)
         m.d.comb += [pending.eq(s1_limit), d_load.eq(load_d & s1_valid)]
-        m.d.sync += ready.eq(Mux(load_d & s1_valid,
-                                 rows_in(s1_base, [(s1_base + y)[:seq] for y in s1_y],
-                                         [outside(y, x) for y, x in zip(s1_y, s1_x, strict=True)]),
+        m.d.sync += ready.eq(Mux(load_d & s1_valid, rows_in(s1_base, s1_seq, s1_pad),
                                  rows_in(d_base, d_seq, d_pad)))
 
         with m.If(load_d & s1_valid):
             m.d.sync += d_valid.eq(1)
-            for t in range(n):
-                y, x = s1_y[t], s1_x[t]
-                m.d.sync += [
-                    d_addr[t].eq((s1_row[t] + s1_col[t])[:len(d_addr[t])]),
-                    d_seq[t].eq((s1_base + y)[:seq]),
-                    d_pad[t].eq(outside(y, x)),
-                ]
-            m.d.sync += [d_base.eq(s1_base), d_limit.eq(s1_limit)]
+            m.d.sync += [d_addr[t].eq((s1_row[t] + s1_col[t])[:len(d_addr[t])])
+                         for t in range(n)]
+            m.d.sync += [d_seq[t].eq(s1_seq[t]) for t in range(n)]
+            m.d.sync += [d_pad.eq(s1_pad), d_base.eq(s1_base), d_limit.eq(s1_limit)]
         with m.Elif(take):
             m.d.sync += d_valid.eq(0)
 
@@ -253,9 +245,10 @@ class WindowUnit(wiring.Component):
                          s1_limit.eq(base_limit + Mux(y0 < 0, 0,
                                                       Mux(y0 > p.height, p.height, y0)))]
             for t, (di, dj) in enumerate(taps):
+                y, x = y0 + iy + di, x0 + jx + dj
                 m.d.sync += [
-                    s1_y[t].eq(y0 + iy + di),
-                    s1_x[t].eq(x0 + jx + dj),
+                    s1_seq[t].eq((base + y)[:seq]),
+                    s1_pad[t].eq((y < 0) | (y >= p.height) | (x < 0) | (x >= p.width)),
                     s1_row[t].eq(wrap(row0 + ioff, di * p.row_words)),
                     s1_col[t].eq(col0 + joff + cb + dj * cw),
                 ]
