@@ -12,10 +12,10 @@ Run ``python -m nnaccel.bench.network NAME [-o DIR]`` with a benchmark name of
 ``digits_cnn_binarized``, at the demo's lane budgets), its sparse MLP (``digits_sparse``), or
 FINN's CNV-W1A1 (``cnv_w1a1``, at the fold ``--board ulx3s-85f --fill 0.85`` chooses, or its
 head ``cnv_head``, :data:`CNV_HEAD_FOLDS`, or the rest of it in two pieces at the whole
-network's folds, ``cnv_mid`` and ``cnv_tail``, :data:`CNV_PARTS`), or a graph suite of
-:mod:`nnaccel.bench.resnet` (``resnet8``, ``mobilenet``, at the suite's fold); it prints one
-line of figures (with inferences per second at Fmax, from the folding formula's cycles) and
-writes ``network.json``.
+network's folds, ``cnv_mid`` and ``cnv_tail``, :data:`CNV_PARTS`, or any run of its layers,
+``cnv:FIRST-LAST``), or a graph suite of :mod:`nnaccel.bench.resnet` (``resnet8``,
+``mobilenet``, at the suite's fold); it prints one line of figures (with inferences per second
+at Fmax, from the folding formula's cycles) and writes ``network.json``.
 ``--router router2`` and ``--freq MHZ`` go to nextpnr.
 """
 
@@ -154,7 +154,7 @@ def _design(name, seed=0):
         model = cnv_model(seed, convs=(64, 64), pools_after=(1,), dense=(10,), name=name)
         return generate(model, Options(target_cycles=CNV_HEAD_CYCLES, folds=tuple(
             (n, Fold(*f)) for n, f in CNV_HEAD_FOLDS.items())))
-    if name in CNV_PARTS:
+    if name in CNV_PARTS or name.startswith("cnv:"):
         return generate(*_cnv_part(name, seed))
     if name in GRAPH_SUITES:
         from ..boards.platforms import get_board
@@ -187,10 +187,11 @@ def _design(name, seed=0):
 
 
 def _cnv_part(name, seed):
-    """A piece of CNV-W1A1 (:data:`CNV_PARTS`) and the options that give its layers the whole
-    network's choices: the whole network is planned up to its folds (seconds), then the piece's
-    folds, pools' beats and weight storage are forced to those, at the whole network's cycles
-    per image."""
+    """A piece of CNV-W1A1 (:data:`CNV_PARTS`, or ``cnv:FIRST-LAST``: the layers from FIRST
+    to LAST, e.g. ``cnv:p3-p3``, the second pool alone) and the options that give its layers
+    the whole network's choices: the whole network is planned up to its folds (seconds), then
+    the piece's folds, pools' beats and weight storage are forced to those, at the whole
+    network's cycles per image."""
     from ..gen.engines import Engine
     from ..gen.folding import fold_cycles
     from ..gen.pipeline import compile_plan
@@ -200,7 +201,8 @@ def _cnv_part(name, seed):
 
     whole = compile_plan(cnv_model(seed), Options(board=DEVICES["LFE5U-85F"], fill=CNV_FILL),
                          "folding")
-    part = cnv_model(seed, part=CNV_PARTS[name], name=name)
+    ends = CNV_PARTS.get(name) or tuple(name.removeprefix("cnv:").split("-"))
+    part = cnv_model(seed, part=ends, name=name.replace(":", "_").replace("-", "_"))
     names = {layer.name for layer in part.layers}
     chosen = [lp for lp in whole.layers if lp.layer.name in names]
     spaces = [(lp.adapter.fold_space(lp), lp) for lp in whole.layers]
