@@ -326,15 +326,15 @@ class ProcessingElement(wiring.Component):
         m = Module()
         ptr_port, e_port = self._memories(m)
         queue, queued, dropped = self._lookup(m, ptr_port)
-        # after a reset, until the banks are swept (a register: the iterator's pop waits on it)
-        after_reset = Signal(init=1)
-        e1, word = self._iterate(m, queue, queued, e_port, after_reset)
+        # after a reset, until the banks are swept; its next value
+        after_reset, after_next = Signal(init=1), Signal()
+        e1, word = self._iterate(m, queue, queued, e_port, after_next)
         # the entry read registered (R): the block RAM's output drives nothing else
         word = data.View(word.shape(), output_register(m, word.as_value(), name="entry_q"))
         e1 = self._stage(m, "r", **vars(e1))
         self._reserve(m, queue, dropped)
         e2, weight = self._fetch(m, e1, word)
-        self._accumulate(m, e2, weight, after_reset)
+        self._accumulate(m, e2, weight, after_reset, after_next)
         return m
 
     @property
@@ -354,8 +354,9 @@ class ProcessingElement(wiring.Component):
         m.submodules.queue = mem = Memory(shape=unsigned(width), depth=depth, init=[],
                                           attrs=BLOCK_RAM)
         w_ptr, r_ptr = Signal(range(depth), name="q_w_ptr"), Signal(range(depth), name="q_r_ptr")
-        w_seen = Signal(range(depth))  # w_ptr a cycle ago: what the memory can read
         r_next = Signal(range(depth), init=1, name="q_r_next")  # r_ptr + 1
+        # a word the memory can read: written before this cycle and not yet read (a register)
+        avail = Signal(name="q_avail")
         fill = Signal()  # the memory's read moves into the head register
         w_port = mem.write_port()
         q = SimpleNamespace(w_en=Signal(name="q_w_en"), w_data=Signal(width, name="q_w_data"),
@@ -363,10 +364,10 @@ class ProcessingElement(wiring.Component):
                             r_data=pipelined_read(m, mem, Mux(fill, r_next, r_ptr), out_en=fill,
                                                   name="q_head", read_name="queue_rd"))
         m.d.comb += [w_port.addr.eq(w_ptr), w_port.en.eq(q.w_en), w_port.data.eq(q.w_data),
-                     fill.eq((w_seen != r_ptr) & (~q.r_rdy | q.r_en))]
+                     fill.eq(avail & (~q.r_rdy | q.r_en))]
         with m.If(fill):
             m.d.sync += [r_ptr.eq(r_next), r_next.eq(r_next + 1)]
-        m.d.sync += [w_seen.eq(w_ptr), w_ptr.eq(w_ptr + q.w_en),
+        m.d.sync += [avail.eq(w_ptr != Mux(fill, r_next, r_ptr)), w_ptr.eq(w_ptr + q.w_en),
                      q.r_rdy.eq(fill | (q.r_rdy & ~q.r_en))]
         return q
 
@@ -419,7 +420,7 @@ class ProcessingElement(wiring.Component):
                 with m.Case(code):
                     m.d.sync += self.tok_ready.eq(held < self.slots - 1 - step)
 
-    def _iterate(self, m, queue, queued, e_port, after_reset):
+    def _iterate(self, m, queue, queued, e_port, after_next):
         """Entry iterator: one slot per cycle, the next column right after the last entry;
         the entry read. Returns the E1 registers and the entry word (valid in E1)."""
         p = self.params
@@ -428,7 +429,10 @@ class ProcessingElement(wiring.Component):
         # busy: addr is the column's next entry, left the entries after it
         addr, left = Signal(self._abits), Signal(self._abits)
         value = Signal(p.in_dtype.shape)
-        pop = ~busy & queue.r_rdy & ~self.lock.bit_select(bank, 1) & ~after_reset
+        # blocked: the iterator's bank locked, or the banks not swept after a reset (a register
+        # loaded with the next values of both, so the pop starts at flip-flops)
+        blocked = Signal(init=1)
+        pop = ~busy & queue.r_rdy & ~blocked
         s_valid = busy | pop
         s_addr = Mux(busy, addr, head.start)
         s_last = Mux(busy, last, head.last)
@@ -443,6 +447,9 @@ class ProcessingElement(wiring.Component):
             m.d.sync += busy.eq(~s_final)
             with m.If(s_final & s_last):
                 m.d.sync += [bank.eq(~bank), self.lock.bit_select(bank, 1).eq(1)]
+        ends = s_valid & s_final & s_last  # the vector's last entry: its bank locks
+        lock_next = [(self.lock[b] | (ends & (bank == b))) & ~self.release[b] for b in range(2)]
+        m.d.sync += blocked.eq(Mux(bank ^ ends, lock_next[1], lock_next[0]) | after_next)
 
         entry = data.StructLayout({"value": unsigned(self._value_bits),
                                    "z": unsigned(p.index_bits)})
@@ -475,7 +482,7 @@ class ProcessingElement(wiring.Component):
         m.d.comb += [cb_port.addr.eq(word.value), cb_port.en.eq(1)]
         return e2, cb_port.data
 
-    def _accumulate(self, m, e2, weight, after_reset):
+    def _accumulate(self, m, e2, weight, after_reset, after_next):
         """E2: the product and the accumulator read; E3: the product and the row read
         registered (the block RAM's port); E4: the row in the bank's output register; E5: the
         row of the entry's bank registered again (the block RAMs may lie far from the adder)
@@ -520,13 +527,15 @@ class ProcessingElement(wiring.Component):
         # ago) writes invalid
         zero_row = Signal.like(self.rd_addr)
         sweeping = Signal()
-        m.d.comb += sweeping.eq(after_reset & (dirty[0] | dirty[1]))
+        m.d.comb += [sweeping.eq(after_reset & (dirty[0] | dirty[1])),
+                     after_next.eq(sweeping & (zero_row != rows - 1))]
+        m.d.sync += after_reset.eq(after_next)
         with m.If(sweeping):
             m.d.sync += zero_row.eq(zero_row + 1)
             with m.If(zero_row == rows - 1):
-                m.d.sync += [after_reset.eq(0), dirty[0].eq(0), dirty[1].eq(0)]
+                m.d.sync += [dirty[0].eq(0), dirty[1].eq(0)]
         with m.Else():
-            m.d.sync += [after_reset.eq(0), zero_row.eq(cmd_addr)]
+            m.d.sync += zero_row.eq(cmd_addr)
         width = self.raw_shape.width
         word = unsigned(width + 1)  # the sum and its valid bit
         sums = [Signal(self.raw_shape, name=f"sum{k + 1}") for k in range(4)]
