@@ -144,8 +144,8 @@ def test_cnv_part_is_the_chain_piece_at_its_real_shapes(cnv, part, names, shape)
 
 def test_network_bench_proxies_take_the_whole_networks_folds():
     """``python -m nnaccel.bench.network cnv_mid|cnv_tail``: each layer of a proxy gets the
-    fold and weight storage the chooser gives it in the whole CNV at the bench's fill, at the
-    whole network's cycles per image."""
+    fold and weight storage the chooser gives it in the whole CNV at the bench's fill (the fold
+    itself follows the resource model, so no figure of it is fixed here)."""
     from nnaccel.bench.network import CNV_FILL, _cnv_part
     from nnaccel.gen.resources import DEVICES
 
@@ -154,6 +154,5 @@ def test_network_bench_proxies_take_the_whole_networks_folds():
     chosen = {lp.layer.name: (lp.fold, lp.storage) for lp in whole.layers}
     for name in ("cnv_mid", "cnv_tail"):
         plan = compile_plan(*_cnv_part(name, 0), "folding")
-        assert plan.options.target_cycles == 10_368
         for lp in plan.layers:
             assert (lp.fold, lp.storage) == chosen[lp.layer.name], (name, lp.layer.name)
