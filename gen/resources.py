@@ -412,7 +412,7 @@ def sparse_pe_registers(p, matrix, in_flight, abits):
     act = signed(2) if p.in_dtype.kind is DTypeKind.BIPOLAR else p.in_dtype.shape
     product = (Const(0, wshape) * Const(0, act)).shape().width
     return (4 * abits                                       # pointers: output register, L
-            + (x + 2 * abits + 3) + 4 * slot_bits + 4         # queue head and pointers, slots
+            + (x + 2 * abits + 3) + 5 * slot_bits + 4         # queue head and pointers, slots
             + 2 * abits + x + 3                             # iterator: address, left, value
             + 2 * (x + 5) + matrix.value_bits + p.index_bits  # E1, entry register, R
             + rows + (x + 3 + rows) + wshape.width          # previous row, E2, weight

@@ -354,7 +354,9 @@ class ProcessingElement(wiring.Component):
         m.submodules.queue = mem = Memory(shape=unsigned(width), depth=depth, init=[],
                                           attrs=BLOCK_RAM)
         w_ptr, r_ptr = Signal(range(depth), name="q_w_ptr"), Signal(range(depth), name="q_r_ptr")
-        r_next = Signal(range(depth), init=1, name="q_r_next")  # r_ptr + 1
+        # each pointer's successor, so a write or a fill only selects
+        w_next = Signal(range(depth), init=1, name="q_w_next")
+        r_next = Signal(range(depth), init=1, name="q_r_next")
         # a word the memory can read: written before this cycle and not yet read (a register)
         avail = Signal(name="q_avail")
         fill = Signal()  # the memory's read moves into the head register
@@ -367,7 +369,9 @@ class ProcessingElement(wiring.Component):
                      fill.eq(avail & (~q.r_rdy | q.r_en))]
         with m.If(fill):
             m.d.sync += [r_ptr.eq(r_next), r_next.eq(r_next + 1)]
-        m.d.sync += [avail.eq(w_ptr != Mux(fill, r_next, r_ptr)), w_ptr.eq(w_ptr + q.w_en),
+        with m.If(q.w_en):
+            m.d.sync += [w_ptr.eq(w_next), w_next.eq(w_next + 1)]
+        m.d.sync += [avail.eq(w_ptr != Mux(fill, r_next, r_ptr)),
                      q.r_rdy.eq(fill | (q.r_rdy & ~q.r_en))]
         return q
 
