@@ -81,3 +81,33 @@ def test_scaled_down_bench_under_verilator(tmp_path):
     assert status == 0
     assert result["weight_bits"] > 0 and (tmp_path / f"{suite}.md").exists()
 
+
+
+@pytest.mark.verilator
+def test_bench_places_the_network_out_of_context(tmp_path, monkeypatch):
+    """With synthesis, the suite hands the network itself to ``network_build`` (out of context,
+    the suite's constraint and router) and judges the rate at its Fmax: a stand-in for the place
+    and route reports a Fmax that misses the 1,000 inferences/s target at the scaled-down
+    model's measured cycles, and one more LUT4 than the device has."""
+    from nnaccel.bench import network as bench_network
+
+    calls = []
+
+    def stand_in(network, outdir, *, freq_mhz, router):
+        calls.append((type(network).__name__, freq_mhz, router))
+        return {"fmax_mhz": 0.25, "lut4": 83_641, "ff": 10, "lutram": 0, "bram": 2, "mult": 3,
+                "synthesiser": "stand-in", "seconds": 0.0}
+
+    monkeypatch.setattr(bench_network, "network_build", stand_in)
+    model = zoo.resnet8_model(**TINY, name="r8_tiny")
+    status = bench_resnet.run_graph_bench(tmp_path, "resnet8", images=2, model=model,
+                                          target_cycles=300, log=lambda *_: None)
+    cfg = bench_resnet.SUITES["resnet8"]
+    assert calls == [("GraphNetwork", cfg["freq_mhz"], cfg["router"])]
+    result = json.loads((tmp_path / "resnet8.json").read_text())
+    syn, targets = result["synthesis"], result["targets"]
+    assert syn["out_of_context"] and (syn["lut4"], syn["bram"], syn["mult"]) == (83_641, 2, 3)
+    assert syn["inferences_per_second"] == pytest.approx(250_000 / syn["cycles"])
+    assert syn["cycles"] == result["fold"]["cycles_per_image"] > 250
+    assert not targets["inferences_per_second"]["met"] and not targets["fits"]["met"]
+    assert status == 1
