@@ -28,11 +28,14 @@ import math
 from dataclasses import dataclass, field
 
 from ..hw.common.arith import cdiv
+from ..hw.common.graph import edge_beats
+from ..hw.common.stream import fifo_in_block_ram
 from .errors import UsageError
 
 __all__ = ["Device", "DEVICES", "device_for", "Bill", "Memory", "Estimate", "FEATURES",
            "memory_map", "dsp_blocks", "mapped_quantities", "estimate", "estimate_plan",
-           "spill_to_logic", "fmax_estimate", "simd_cap", "fifo_bill", "fits", "budget",
+           "spill_to_logic", "fmax_estimate", "simd_cap", "fifo_bill", "gearbox_bill",
+           "edge_bills", "fits", "budget",
            "lanes_bill", "stage_bill", "stream_bill", "window_bill", "sparse_bill",
            "sparse_pe_registers",
            "systolic_bill", "design_report", "format_design_report",
@@ -97,9 +100,14 @@ FEATURES = {
     "tree": "adder-tree input bits after the lanes (products of multiply and add/sub lanes)",
     "acc": "accumulator bits (pe x accumulator width)",
     "stage": "output-stage bits (thresholds: pe x levels x width; requant/identity: pe x width)",
-    "stream": "stream payload bits in and out (skid buffers, gearboxes)",
+    "stream": "stream payload bits in and out of an engine (skid buffers)",
+    "fifo": "one per inter-layer FIFO (StreamFifo): word counters, flags, stage valids",
+    "fifo_bits": "inter-layer FIFO beat bits (the fabric register behind its memory)",
+    "gear_held": "gearbox bits held while it collects narrow beats into a wide one",
+    "gear_mux": "gearbox input bits it selects narrow beats from (splitting a wide beat)",
     "rom": "LUT-mapped read-only memory: width x ceil(depth / 16)",
     "ram": "flip-flop-mapped or distributed-RAM memory bits (FIFOs, line buffers)",
+    "lutram_mux": "distributed-RAM read multiplexer bits: (16-word cells deep - 1) x width",
     "dsp": "DSP multiplier blocks (glue logic around each)",
     "window": "sliding-window units: address generation, row bookkeeping",
     "window_bits": "window read-port words and output beat bits (multiplexers, padding)",
@@ -170,8 +178,10 @@ def _blocks(depth, width, family):
 
 def memory_map(mem, family="ecp5"):
     """Where yosys puts ``mem``: ``{"bram": blocks, "lutram": DPR16X4 cells, "rom": LUT-ROM
-    quantity, "ram": bits in flip-flops}`` for all its copies."""
-    out = {"bram": 0, "lutram": 0, "rom": 0, "ram": 0}
+    quantity, "ram": bits in flip-flops, "lutram_mux": the distributed RAM's read multiplexer
+    (``(ceil(depth / 16) - 1) x width``: a 16-word cell per column, one read port each)}`` for
+    all its copies."""
+    out = {"bram": 0, "lutram": 0, "rom": 0, "ram": 0, "lutram_mux": 0}
     if mem.depth <= 1:
         return out   # a constant (ROM) or a register (RAM) the logic absorbs
     blocks = _blocks(mem.depth, mem.width, family)
@@ -190,6 +200,8 @@ def memory_map(mem, family="ecp5"):
         options.append((_LUTRAM_COST * lutram + mux, "lutram"))
     where = mem.force or min(options)[1]
     out[where] = {"ram": bits, "bram": blocks, "lutram": lutram}[where] * mem.copies
+    if where == "lutram":
+        out["lutram_mux"] = (cdiv(mem.depth, 16) - 1) * mem.width * mem.copies
     return out
 
 
@@ -244,8 +256,8 @@ def mapped_quantities(bill, family="ecp5"):
         mapped = memory_map(mem, family)
         bram += mapped["bram"]
         lutram += mapped["lutram"]
-        q["rom"] = q.get("rom", 0) + mapped["rom"]
-        q["ram"] = q.get("ram", 0) + mapped["ram"]
+        for k in ("rom", "ram", "lutram_mux"):
+            q[k] = q.get(k, 0) + mapped[k]
     for a, b, count in bill.multipliers:
         blocks = dsp_blocks(a, b, family)
         if blocks:
@@ -279,23 +291,67 @@ def spill_to_logic(total, count, a_bits, b_bits, device):
 
 
 def fifo_bill(depth, width):
-    """The bill of a stream FIFO of ``depth`` words of ``width`` bits."""
-    return Bill(quantities={"stream": width}, memories=(Memory(depth, width, rom=False),),
-                carry=max(depth, 2).bit_length())
+    """A :class:`~nnaccel.hw.common.stream.StreamFifo` of ``depth`` beats of ``width`` bits as
+    it is built: a memory of ``capacity - stages`` words (block RAM where
+    :func:`~nnaccel.hw.common.stream.fifo_in_block_ram` says so, its read register then inside
+    the DP16KD), one ``width``-bit register in the fabric behind it (the distributed RAM's
+    read register, or the block RAM's output register, which yosys leaves to the fabric and the
+    ECP5 flow folds into the DP16KD after synthesis), its counters and flags."""
+    block_ram = fifo_in_block_ram(depth - 2, width)
+    stages = 2 if block_ram else 1
+    words = max(depth, stages + 2) - stages
+    return Bill(quantities={"fifo": 1, "fifo_bits": width},
+                memories=(Memory(words, width, rom=False, force="bram" if block_ram else None),),
+                carry=max(words, 2).bit_length())
+
+
+def gearbox_bill(elem_bits, n_in, n_out):
+    """A :class:`~nnaccel.hw.common.stream.Gearbox` of ``elem_bits``-bit elements from
+    ``n_in`` to ``n_out`` a beat: collecting (``n_out > n_in``), the ``n_out - n_in`` elements
+    it holds; splitting, the ``n_in`` elements it selects from (none when the beats are
+    equal: wires)."""
+    if n_in == n_out:
+        return Bill()
+    if n_in < n_out:
+        return Bill(quantities={"gear_held": (n_out - n_in) * elem_bits})
+    return Bill(quantities={"gear_mux": n_in * elem_bits})
+
+
+def edge_bills(plan, fifos):
+    """Per layer of ``plan``, the bill of what the generator builds in front of each of its
+    input ports (``fifos``: the generator's FIFO plan, one ``{"depth", "beat", "bits"}`` per
+    layer in a chain, a list of them per port in a graph): the FIFO at its depth and width and
+    the gearboxes between the producer's beat and the layer's (a chain's one, on the FIFO's
+    narrow side; a graph edge's one or two, :func:`~nnaccel.hw.common.graph.edge_beats`)."""
+    from .ir import MODEL_INPUT
+
+    beats = {lp.layer.name: lp.fold.pe for lp in plan.layers}
+    chain = bool(fifos) and isinstance(fifos[0], dict)
+    out = []
+    for lp, ports in zip(plan.layers, fifos, strict=True):
+        in_beat = lp.adapter.in_beat(lp)
+        bill = Bill()
+        for src, fifo in zip(lp.layer.inputs, [ports] if chain else ports, strict=True):
+            if not fifo.get("depth"):
+                continue
+            width = fifo["bits"] // fifo["depth"]
+            bits = width // fifo["beat"]
+            beat = beats.get(src, in_beat) if src != MODEL_INPUT else in_beat
+            mid = beat if chain else edge_beats(beat, in_beat)[0]
+            bill = bill.plus(fifo_bill(fifo["depth"], width)).plus(
+                gearbox_bill(bits, beat, mid)).plus(gearbox_bill(bits, mid, in_beat))
+        out.append(bill)
+    return out
 
 
 def estimate_plan(plan, device, fifos=None):
     """``[(layer name, Bill, Estimate)]`` for every layer of ``plan`` (after the folding pass);
-    ``fifos`` (one ``{"depth", "beat", "bits"}`` per layer, as the generator sizes them) adds
-    each layer's input FIFO to its figures."""
+    ``fifos`` (the generator's FIFO plan, :attr:`~nnaccel.gen.generate.Design.fifos`) adds
+    what stands in front of each layer's input ports (:func:`edge_bills`) to its figures."""
+    edges = edge_bills(plan, fifos) if fifos is not None else [Bill()] * len(plan.layers)
     rows = []
-    for n, lp in enumerate(plan.layers):
-        bill = lp.adapter.resources(lp)
-        if fifos is not None:
-            fifo = fifos[n] if isinstance(fifos[n], dict) else fifos[n][0]
-            if fifo.get("depth"):
-                width = fifo["bits"] // max(fifo["depth"], 1)
-                bill = bill.plus(fifo_bill(fifo["depth"], width))
+    for lp, edge in zip(plan.layers, edges, strict=True):
+        bill = lp.adapter.resources(lp).plus(edge)
         rows.append((lp.layer.name, bill, estimate(bill, device)))
     return rows
 
@@ -333,40 +389,68 @@ def lanes_bill(pe, simd, lane_kind, weight_bits, in_bits, raw_width):
     return Bill(quantities=q, multipliers=mults, tree_width=simd, carry=raw_width)
 
 
+def _table_bits(out, padded):
+    """Bits of the output stage's per-channel table word that differ between folds: the
+    stage's tables as it builds them (thresholds clamped to the raw range, each table as wide
+    as its values need, all lanes of a fold in one word); yosys keeps only those bits of a
+    read-only memory (a bit equal in every word is a constant)."""
+    from ..hw.common.reference import bits_for_range
+
+    if getattr(out.kind, "value", out.kind) == "threshold":
+        rmin, rmax = out.raw_range
+        rows = [[min(max(-((off - t) // out.scale), rmin), rmax + 1) for t in row]
+                for off, row in zip(out.offset, out.thresholds, strict=True)]
+        flat = [t for row in rows for t in row]
+        tables = [(padded(list(column)), flat) for column in zip(*rows, strict=True)]
+    else:
+        tables = [(padded(out.offset), out.offset)]
+        if getattr(out.kind, "value", out.kind) == "requant":
+            tables += [(padded(out.mult), out.mult), (padded(out.shift), out.shift)]
+    bits = 0
+    for values, every in tables:
+        mask = (1 << bits_for_range(min(every), max(every))[0]) - 1
+        for q in range(out.pe):
+            words = [v & mask for v in values[q::out.pe]]
+            same = ~0
+            for w in words[1:]:
+                same &= ~(w ^ words[0])
+            bits += bin(mask & ~same).count("1")
+    return bits
+
+
 def stage_bill(out):
     """The output stage of an :class:`~nnaccel.hw.common.outstage.OutputStageParams`: its
-    datapath per lane, its per-channel tables (read-only memories of ``folds`` words when the
-    channels take several beats) and its requantising multipliers."""
+    datapath per lane, its per-channel tables (a read-only memory of ``folds`` words when the
+    channels take several beats, :func:`_table_bits` wide) and its requantising multipliers."""
     kind = getattr(out.kind, "value", out.kind)
     acc = out.acc_shape.width
     pe, folds = out.pe, out.folds
 
-    def lanes(values):
-        """Each lane's values over the folds (padding repeats the first), as the stage builds
-        its tables: a lane whose values are all equal gets a constant instead of a ROM."""
+    def padded(values):
+        """The values over the folds, padding repeating the first, as the stage pads them."""
         values = list(values)
-        values += [values[0]] * (folds * pe - out.channels)
+        return values + [values[0]] * (folds * pe - out.channels)
+
+    def lanes(values):
+        """Each lane's values over the folds: a lane whose values are all equal gets a
+        constant instead of a ROM."""
+        values = padded(values)
         return [set(values[q::pe]) for q in range(pe)]
 
-    rom_bits, mults = 0, []
+    mults = []
     if kind == "threshold":
-        levels = out.levels
-        q = {"stage": pe * levels * acc}
-        rom_bits += sum(len(v) > 1 for v in lanes([tuple(t) for t in out.thresholds])) \
-            * levels * acc
+        q = {"stage": pe * out.levels * acc}
     else:
         q = {"stage": pe * (acc + out.out_shape.width)}
-        rom_bits += sum(len(v) > 1 for v in lanes(out.offset)) * acc
         if kind == "requant":
             mw = max(max(out.mult).bit_length(), 1)
-            mult, shift = lanes(out.mult), lanes(out.shift)
-            rom_bits += sum(len(v) > 1 for v in mult) * mw
-            rom_bits += sum(len(v) > 1 for v in shift) * max(max(out.shift).bit_length(), 1)
+            mult = lanes(out.mult)
             # a constant power of two is a shift, no multiplier
             real = sum(not (len(v) == 1 and (c := next(iter(v))) & (c - 1) == 0) for v in mult)
             if real:
                 mults.append((acc, mw, real))
-    mems = (Memory(folds, rom_bits),) if folds > 1 and rom_bits else ()
+    rom_bits = _table_bits(out, padded) if folds > 1 else 0
+    mems = (Memory(folds, rom_bits),) if rom_bits else ()
     return Bill(quantities=q, memories=mems, multipliers=tuple(mults), carry=acc)
 
 

@@ -71,7 +71,10 @@ class GraphNetwork(wiring.Component):
 
     ``i_data``: the network input, ``in_beat`` elements of ``in_shape`` per beat; ``o_data``:
     the last node's output. After elaboration, :attr:`fifos` maps ``(node, port index)`` to the
-    FIFO in front of that port (for testbenches that watch occupancy).
+    FIFO in front of that port (for testbenches that watch occupancy). Submodules are named
+    as a chain's (:class:`~nnaccel.hw.common.pipeline.Pipeline`): node ``N``'s engine
+    ``layer<N>_<name>``, its ports' FIFOs and gearboxes ``fifo<N>_*`` and ``gear<N>_*``, so that
+    synthesis figures go to the layer by name (``nnaccel.boards.build.layer_cells``).
     """
 
     def __init__(self, nodes, *, in_shape, in_beat, out_shape):
@@ -108,30 +111,30 @@ class GraphNetwork(wiring.Component):
             tensors[name] = (beat, shape, outs)
 
         publish(GRAPH_INPUT, wiring.flipped(self.i_data), self.in_beat, self._in_shape)
-        for node in self.nodes:
+        for index, node in enumerate(self.nodes):
             targets = _engine_ports(node.engine)
             if len(targets) != len(node.ports):
                 raise ValueError(f"node {node.name}: {len(node.ports)} ports for an engine "
                                  f"with {len(targets)}")
-            m.submodules[f"layer_{node.name}"] = node.engine
+            m.submodules[f"layer{index}_{node.name}"] = node.engine
             for n, (port, target) in enumerate(zip(node.ports, targets, strict=True)):
                 beat, shape, outs = tensors[port.source]
                 upstream = outs.pop(0)
-                tag = f"{node.name}_{n}"
+                tag = f"{index}_{node.name}_{n}"
                 group = port.group or port.count
                 mid, wide = edge_beats(beat, node.in_beat)
                 if mid != beat:
                     pre = Gearbox(shape, n_in=beat, n_out=mid, count=group)
-                    m.submodules[f"pregear_{tag}"] = pre
+                    m.submodules[f"gear{tag}_pre"] = pre
                     wiring.connect(m, upstream, pre.i_data)
                     upstream = pre.o_data
                 gear = None
                 if mid != node.in_beat:
                     gear = Gearbox(shape, n_in=mid, n_out=node.in_beat, count=group)
-                    m.submodules[f"gear_{tag}"] = gear
+                    m.submodules[f"gear{tag}"] = gear
                 fifo = StreamFifo(data.ArrayLayout(shape, wide), port.fifo_depth)
                 self.fifos[(node.name, n)] = fifo
-                m.submodules[f"fifo_{tag}"] = fifo
+                m.submodules[f"fifo{tag}"] = fifo
                 chain = [fifo, gear] if gear is not None and mid > node.in_beat else [gear, fifo]
                 for block in chain:
                     if block is not None:

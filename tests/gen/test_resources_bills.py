@@ -130,6 +130,79 @@ def test_sparse_bill_counts_each_pe_flip_flop(k, xdt, wdt, book, index_bits):
     assert sparse_pe_registers(p, matrix, IN_FLIGHT, pe._abits) == _pe_flip_flops(pe)
 
 
+@pytest.fixture(scope="module")
+def every_feature_design():
+    """A graph with joins of two and three inputs, gearboxes that collect and split, and FIFOs
+    in distributed and block RAM; its network elaborated (its Verilog converted)."""
+    from nnaccel.gen.plan import Options
+
+    from .cnn_models import every_feature
+
+    design = generate(every_feature(0), Options(max_lanes=16))
+    design.verilog()
+    return design
+
+
+def test_every_fifo_billed_as_built(every_feature_design):
+    """Every port's FIFO of a graph (a join's too) is billed at the memory the StreamFifo
+    builds: ``capacity - stages`` words, in block RAM exactly where it takes two stages."""
+    from nnaccel.gen.resources import edge_bills
+
+    design = every_feature_design
+    edges = edge_bills(design.plan, design.fifos)
+    built = design.network.fifos
+    assert len(built) == sum(len(ports) for ports in design.fifos) > len(design.plan.layers)
+    assert any(f.stages == 2 for f in built.values())
+    for lp, bill, ports in zip(design.plan.layers, edges, design.fifos, strict=True):
+        fifos = [built[(lp.layer.name, n)] for n in range(len(ports))]
+        assert bill.quantities["fifo"] == len(fifos)
+        mems = [m for m in bill.memories if not m.rom]
+        assert [(m.depth, m.force == "bram") for m in mems] == [
+            (f.capacity - f.stages, f.stages == 2) for f in fifos]
+        assert bill.quantities["fifo_bits"] == sum(
+            f.i_data.payload.shape().size for f in fifos)
+
+
+def test_gearboxes_billed_on_every_edge(every_feature_design):
+    """A chain's gearbox and a graph edge's: collecting from 1 to 2 int8 elements a beat holds
+    one element (8 bits); splitting 4 into 1 selects among 4 elements (32 bits); a graph edge
+    between beats that do not divide one another collects to their lcm, then splits."""
+    from nnaccel.gen.resources import edge_bills, gearbox_bill
+
+    assert gearbox_bill(8, 1, 2).quantities == {"gear_held": 8}
+    assert gearbox_bill(8, 4, 1).quantities == {"gear_mux": 32}
+    assert gearbox_bill(8, 4, 4).quantities == {}
+    design = every_feature_design
+    edges = dict(zip((lp.layer.name for lp in design.plan.layers),
+                     edge_bills(design.plan, design.fifos), strict=True))
+    # g reads a (1 a beat) 2 a beat; cat reads g (4 a beat) twice and a once, 1 a beat
+    bits = {lp.layer.name: lp.layer.in_dtype.bits for lp in design.plan.layers}
+    assert edges["g"].quantities["gear_held"] == bits["g"]
+    assert edges["cat"].quantities["gear_mux"] == 2 * 4 * bits["cat"]
+    assert "gear_held" not in edges["f"].quantities and "gear_mux" not in edges["f"].quantities
+
+
+def test_graph_modules_named_by_layer_index(every_feature_design, tmp_path):
+    """Synthesis figures go to a graph's layers by module name (``layer<N>_``, ``fifo<N>_``,
+    ``gear<N>_``; :func:`nnaccel.boards.build.layer_cells`): every layer's engine and every
+    port's FIFO carries its layer's index."""
+    import re
+
+    from nnaccel.boards.build import layer_cells
+
+    design = every_feature_design
+    tops = {name.split(".")[0] for name in re.findall(
+        r"^module \\\S+?\.network\.(\S+)", design.verilog(), re.M)}
+    # one cell per FIFO module as a LUT4, one per engine module as a flip-flop
+    for cell, kind in (("LUT4", "fifo"), ("TRELLIS_FF", "layer")):
+        (tmp_path / f"c.{cell}.txt").write_text("".join(
+            f"top/network.{t}.x\n" for t in sorted(tops) if t.startswith(kind)))
+    cells = layer_cells(tmp_path, "c")
+    assert sorted(cells) == list(range(len(design.plan.layers)))
+    for n, ports in enumerate(design.fifos):
+        assert cells[n] == {"LUT4": len(ports), "TRELLIS_FF": 1}
+
+
 def test_systolic_bill_cells_in_dsp_blocks_or_logic():
     """An R x C array: ``dsp_cells`` multipliers in DSP blocks, the rest in logic (LUT4 grow),
     plus the output stage's; the collector's C accumulator memories."""
@@ -167,17 +240,18 @@ def test_every_engine_has_a_bill_of_its_own():
 
 #: yosys ``synth_ecp5`` figures (LUT4 as nextpnr counts them, FF, DP16KD, MULT18X18D), whole
 #: design, of bench designs quick to generate: ``python -m nnaccel.bench.fit --only NAME
-#: --no-write`` on 2026-12-01 (02:14-02:19 UTC, at 1f95602; sparse at 04:20 UTC, at 7c7bf9e; the
-#: hardware moves on, so these check the bills against a past synthesis, and the slow test below
-#: against a fresh one).
+#: --no-write`` on 2026-12-01 (08:38-08:40 UTC, at 1f73c10..cb5f324; the hardware moves on, so
+#: these check the bills against a past synthesis, and the slow test below against a fresh one).
 MEASURED = {
-    "mlp_int8": {"lut4": 1311, "ff": 1551, "bram": 4, "dsp": 16},
-    "prime_int4": {"lut4": 1524, "ff": 1783, "bram": 5, "dsp": 20},
-    "sparse": {"lut4": 3680, "ff": 5155, "bram": 42, "dsp": 8},
-    "systolic": {"lut4": 2284, "ff": 9700, "bram": 20, "dsp": 80},
+    "mlp_int8": {"lut4": 1268, "ff": 1488, "bram": 4, "dsp": 16},
+    "prime_int4": {"lut4": 1540, "ff": 1774, "bram": 5, "dsp": 20},
+    "sparse_small": {"lut4": 2047, "ff": 2529, "bram": 16, "dsp": 4},
+    "systolic": {"lut4": 2285, "ff": 9702, "bram": 20, "dsp": 80},
 }
 #: Recorded designs whose estimate misses +-15%: expected failures until their bills follow.
-RECORDED_MISSES = {}
+RECORDED_MISSES = {
+    "prime_int4": "LUT4 1,285 against 1,540 (-17%): its packed-product MVU lanes under-billed",
+}
 
 
 @pytest.mark.parametrize("name", [
@@ -197,19 +271,20 @@ def _check(name, est, measured):
 
 
 #: Small designs whose estimate misses +-15% of a fresh yosys run (``python -m
-#: nnaccel.bench.fit --only NAME --no-write``, 2026-12-01 at 1f95602, after the refit): expected
+#: nnaccel.bench.fit --only NAME --no-write``, 2026-12-01 at cb5f324, after the refit): expected
 #: failures until their bills follow. These and the graph designs (res_small with joins and
 #: FIFOs, sparse_conv, mobile_small; 20-25 s each) run only with ``-m long``; make test keeps
 #: the MVU.
 KNOWN_MISSES = {
-    "systolic_small": "LUT4 1,776 against 2,364 (-25%), FF 2,920 against 3,343 (-13%)",
+    "prime_int4": "LUT4 1,285 against 1,540 (-17%)",
 }
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["mlp_int8"] + [
     pytest.param(n, marks=pytest.mark.long) for n in ("res_small", "sparse_conv",
-                                                      "mobile_small", "sparse_small")] + [
+                                                      "mobile_small", "sparse_small",
+                                                      "systolic_small")] + [
     pytest.param(n, marks=[pytest.mark.long, pytest.mark.xfail(strict=True, reason=why)])
     for n, why in KNOWN_MISSES.items()])
 def test_estimate_within_tolerance_of_yosys(name, tmp_path):
@@ -243,3 +318,27 @@ def test_stage_constant_lanes_need_no_table_and_powers_of_two_no_multiplier():
     assert [m[2] for m in const.multipliers] == [1]
     assert const.memories == ()
     assert bill([1, 64, 1, 64], [0] * 4).multipliers == ()
+
+
+def test_stage_table_keeps_only_the_bits_that_differ_between_folds():
+    """yosys keeps a read-only memory's bits that differ between its words: the stage's table
+    of offsets 16..19 (4 folds of one lane) is 2 bits wide, one of thresholds (clamped to the
+    raw range) as wide as the bits in which its rows differ."""
+    from amaranth.hdl import Shape
+
+    from nnaccel.gen.resources import stage_bill
+    from nnaccel.hw.common.outstage import OutputStageParams
+
+    offsets = stage_bill(OutputStageParams.for_dtype(
+        "identity", DType.parse("int16"), pe=1, channels=4, raw_shape=Shape(8, True),
+        offset=[16, 17, 18, 19]))
+    assert [(m.depth, m.width) for m in offsets.memories] == [(4, 2)]
+    # thresholds 1000 and 1001 (12 bits) on a 6-bit raw sum clamp to 32: equal, no table
+    clamped = stage_bill(OutputStageParams.for_dtype(
+        "threshold", DType.parse("uint1"), pe=1, channels=2, raw_shape=Shape(6, False),
+        thresholds=[[1000], [1001]]))
+    assert clamped.memories == ()
+    apart = stage_bill(OutputStageParams.for_dtype(
+        "threshold", DType.parse("uint1"), pe=1, channels=2, raw_shape=Shape(6, False),
+        thresholds=[[4], [7]]))
+    assert [(m.depth, m.width) for m in apart.memories] == [(2, 2)]
