@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 from ..hw.common.arith import cdiv
 from ..hw.common.graph import edge_beats
-from ..hw.common.stream import fifo_in_block_ram
+from ..hw.common.stream import fifo_geometry
 from .errors import UsageError
 
 __all__ = ["Device", "DEVICES", "device_for", "Bill", "Memory", "Estimate", "FEATURES",
@@ -297,11 +297,10 @@ def fifo_bill(depth, width):
     the DP16KD), one ``width``-bit register in the fabric behind it (the distributed RAM's
     read register, or the block RAM's output register, which yosys leaves to the fabric and the
     ECP5 flow folds into the DP16KD after synthesis), its counters and flags."""
-    block_ram = fifo_in_block_ram(depth - 2, width)
-    stages = 2 if block_ram else 1
-    words = max(depth, stages + 2) - stages
+    stages, capacity = fifo_geometry(depth, width)
+    words = capacity - stages
     return Bill(quantities={"fifo": 1, "fifo_bits": width},
-                memories=(Memory(words, width, rom=False, force="bram" if block_ram else None),),
+                memories=(Memory(words, width, rom=False, force="bram" if stages == 2 else None),),
                 carry=max(words, 2).bit_length())
 
 

@@ -12,8 +12,8 @@ from amaranth.lib.wiring import In, Out
 from .arith import cdiv, check_positive
 from .memory import NO_RW_CHECK, bram_blocks, output_register, registered_read
 
-__all__ = ["SkidBuffer", "StreamFifo", "fifo_in_block_ram", "Gearbox", "Broadcast",
-           "check_positive", "vector_stream"]
+__all__ = ["SkidBuffer", "StreamFifo", "fifo_in_block_ram", "fifo_geometry", "Gearbox",
+           "Broadcast", "check_positive", "vector_stream"]
 
 
 def vector_stream(elem_shape, n):
@@ -79,6 +79,17 @@ def fifo_in_block_ram(depth, width):
     return bram < min(lutram, _FF_COST * depth * width)
 
 
+def fifo_geometry(depth, width, block_ram=None):
+    """``(stages, capacity)`` of a :class:`StreamFifo` of ``depth`` beats of ``width`` bits:
+    registers behind its memory's read port (2 where the memory goes to block RAM,
+    ``block_ram``, or when None :func:`fifo_in_block_ram`'s choice; else 1) and the beats it
+    holds (``depth``, at least ``stages + 2``); its memory has ``capacity - stages`` words."""
+    if block_ram is None:
+        block_ram = fifo_in_block_ram(depth - 2, width)
+    stages = 2 if block_ram else 1
+    return stages, max(depth, stages + 2)
+
+
 class StreamFifo(wiring.Component):
     """A synchronous FIFO of ``depth`` beats on streams (block RAM when large).
 
@@ -102,20 +113,15 @@ class StreamFifo(wiring.Component):
     def __init__(self, shape, depth, *, block_ram=None):
         self._shape = shape
         self.depth = check_positive("depth", depth)
-        width = Shape.cast(shape).width
-        if block_ram is None:
-            block_ram = fifo_in_block_ram(depth - 2, width)
-        #: Registers behind the memory's read port (2 for block RAM, else 1).
-        self.stages = 2 if block_ram else 1
-        #: Beats it holds (memory words + stages).
-        self.capacity = max(depth, self.stages + 2)
+        #: Registers behind the memory's read port (2 for block RAM, else 1); beats it holds
+        #: (memory words + stages).
+        self.stages, self.capacity = fifo_geometry(depth, Shape.cast(shape).width, block_ram)
         #: Cycles from a beat's transfer into the empty FIFO to its ``o_data.valid``.
         self.latency = self.stages + 1
         super().__init__({"i_data": In(stream.Signature(shape)),
                           "o_data": Out(stream.Signature(shape))})
 
     def elaborate(self, platform):
-
         m = Module()
         i, o = self.i_data, self.o_data
         width = Shape.cast(self._shape).width
