@@ -36,8 +36,8 @@ __all__ = ["Device", "DEVICES", "device_for", "Bill", "Memory", "Estimate", "FEA
            "memory_map", "dsp_blocks", "mapped_quantities", "estimate", "estimate_plan",
            "spill_to_logic", "fmax_estimate", "simd_cap", "fifo_bill", "gearbox_bill",
            "edge_bills", "fits", "budget",
-           "lanes_bill", "stage_bill", "stream_bill", "window_bill", "sparse_bill",
-           "sparse_pe_registers",
+           "lanes_bill", "packed_bill", "stage_bill", "stream_bill", "window_bill",
+           "sparse_bill", "sparse_pe_registers",
            "systolic_bill", "design_report", "format_design_report",
            "format_measured", "LUTRAM_LUT4", "FMAX"]
 
@@ -96,7 +96,8 @@ class Memory:
 FEATURES = {
     "layer": "one per layer: control, counters, stream handshakes",
     "xnor": "XNOR lanes (popcount inputs)",
-    "lane_bits": "add/subtract lane input bits and LUT multiplier partial-product bits",
+    "lane_bits": "add/subtract lane input bits, LUT multiplier partial-product bits and the "
+                 "adders packing two products into one multiplier",
     "tree": "adder-tree input bits after the lanes (products of multiply and add/sub lanes)",
     "acc": "accumulator bits (pe x accumulator width)",
     "stage": "output-stage bits (thresholds: pe x levels x width; requant/identity: pe x width)",
@@ -109,7 +110,8 @@ FEATURES = {
     "ram": "flip-flop-mapped or distributed-RAM memory bits (FIFOs, line buffers)",
     "lutram_mux": "distributed-RAM read multiplexer bits: (16-word cells deep - 1) x width",
     "dsp": "DSP multiplier blocks (glue logic around each)",
-    "window": "sliding-window units: address generation, row bookkeeping",
+    "window": "sliding-window units: counters, row bookkeeping",
+    "window_addr": "sliding-window address adder bits: (7 + 4 x read ports) x address bits",
     "window_bits": "window read-port words and output beat bits (multiplexers, padding)",
     "pe": "sparse PEs: token, pointer, entry and accumulate pipeline, iterator, forwarding",
     "pe_bits": "sparse PE pipeline register bits (sparse_pe_registers)",
@@ -388,6 +390,23 @@ def lanes_bill(pe, simd, lane_kind, weight_bits, in_bits, raw_width):
     return Bill(quantities=q, multipliers=mults, tree_width=simd, carry=raw_width)
 
 
+def packed_bill(weight_dtype, in_dtype, pairs):
+    """What packing two products into one multiplier adds for ``pairs`` multipliers (the
+    MVU's ``packed_products``: PEs ``2r`` and ``2r + 1`` share each): per multiplier, the
+    packed operand's high weight less the low weight's sign (a ``weight bits + 1`` subtract,
+    signed weights) and the high product plus the low product's sign (an adder as wide as a
+    product, signed products), add/subtract bits as a lane's (``lane_bits``)."""
+    from amaranth import Const, signed, unsigned
+
+    def shape(dt):
+        return signed(dt.bits) if dt.signed else unsigned(dt.bits)
+
+    product = (Const(0, shape(weight_dtype)) * Const(0, shape(in_dtype))).shape()
+    bits = (weight_dtype.bits + 1 if weight_dtype.signed else 0) + (
+        product.width if product.signed else 0)
+    return Bill(quantities={"lane_bits": pairs * bits})
+
+
 def _table_bits(out, padded):
     """Bits of the output stage's per-channel table word that differ between folds: the
     stage's tables as it builds them (thresholds clamped to the raw range, each table as wide
@@ -460,10 +479,16 @@ def stream_bill(in_bits, out_bits):
 
 def window_bill(win):
     """A sliding-window unit (:class:`~nnaccel.hw.window.params.WindowParams`): its line buffer,
-    one copy per read port (yosys duplicates a memory for each), its address generation
-    (``window``) and its per-port output words and padding multiplexers (``window_bits``)."""
+    one copy per read port (yosys duplicates a memory for each), its counters and row
+    bookkeeping (``window``), its adders as wide as a line-buffer address (``window_addr``,
+    ``7 + 4 x read ports`` of them: the writer's address; the image's base address and the
+    window's first row, each wrapped modulo the buffer by two adders side by side, the first
+    row on a new output row and on a new image; per read port its position's row, a sum
+    wrapped likewise, and its read address, that row plus the column), and its per-port output
+    words and padding multiplexers (``window_bits``)."""
     width = win.elem_shape.width
-    return Bill(quantities={"window": 1,
+    abits = max(win.buffer_depth - 1, 1).bit_length()
+    return Bill(quantities={"window": 1, "window_addr": (7 + 4 * win.read_ports) * abits,
                             "window_bits": win.read_ports * win.buffer_width + win.n_out * width},
                 memories=(Memory(win.buffer_depth, win.buffer_width, rom=False,
                                  copies=win.read_ports),),

@@ -35,6 +35,7 @@ from ..resources import (
     Memory,
     dsp_blocks,
     lanes_bill,
+    packed_bill,
     stage_bill,
     stream_bill,
     window_bill,
@@ -247,6 +248,7 @@ class MVUAdapter(EngineAdapter):
         bill = lanes_bill(v.pe, v.simd, v.lane_kind, wbits, xbits, raw)
         if v.packed_products:   # two weights a product apart in one multiplier per PE pair
             bill = replace(bill, multipliers=((2 * wbits + xbits + 2, xbits, v.multipliers),))
+            bill = bill.plus(packed_bill(v.weight_dtype, v.in_dtype, v.pe // 2 * v.simd))
         elif v.logic_multipliers:   # shift-and-add multipliers: lane bits, one stage more
             bill = replace(bill, multipliers=((wbits, xbits, v.multipliers
                                                - v.logic_multipliers),))

@@ -25,6 +25,7 @@ from nnaccel.gen.resources import (
     estimate_plan,
     lanes_bill,
     memory_map,
+    packed_bill,
 )
 
 from .random_models import random_model
@@ -94,6 +95,27 @@ def test_lanes_bill_by_lane_kind():
     assert mul.multipliers == ((8, 4, 6),) and mul.quantities["tree"] == 6 * 12
     add = lanes_bill(2, 3, "addsub_w", 1, 8, 12)
     assert add.quantities["lane_bits"] == 6 * 8
+
+
+def test_packed_products_bill_their_packing_adders():
+    """Two products in one multiplier (the MVU's packed_products): per multiplier, the high
+    weight less the low one's sign (a 5-bit subtract for int4 weights) and the high product
+    plus the low one's sign (as wide as a product: 8 bits for int4 x int4 and for int4 x
+    uint4); with unsigned weights and inputs nothing needs correcting. The int4 MLP's fc1 at
+    2 PEs x 8: 8 multipliers, each shared by the two PEs."""
+    from nnaccel.gen.zoo.random_mlp import prime_int4_model
+    from nnaccel.hw.common.dtype import DType
+
+    int4, uint4 = DType.parse("int4"), DType.parse("uint4")
+    assert packed_bill(int4, int4, 3).quantities == {"lane_bits": 3 * (5 + 8)}
+    assert packed_bill(int4, uint4, 1).quantities == {"lane_bits": 5 + 8}
+    assert packed_bill(uint4, uint4, 2).quantities == {"lane_bits": 0}
+    model = prime_int4_model(0, widths=(64, 32, 10))
+    design = generate(model, Options(folds=(("fc1", _fold(2, 8)), ("fc2", _fold(1, 2)))))
+    fc1 = design.plan.layers[0]
+    assert fc1.params.packed_products and fc1.params.multipliers == 8
+    assert (fc1.params.weight_dtype, fc1.params.in_dtype) == (int4, int4)
+    assert fc1.adapter.resources(fc1).quantities["lane_bits"] == 8 * 13
 
 
 def test_fmax_falls_with_tree_width_and_gives_a_simd_cap():
