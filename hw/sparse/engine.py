@@ -102,14 +102,18 @@ def encode_weight(params, weight, codebook=None, *, whole_layer=False):
 class LeadingNonZero(wiring.Component):
     """Turns input beats into a stream of non-zero activations (tokens), lowest column first.
 
-    One token per cycle, in two stages. The beat stage holds the taken beat split into groups
+    One token per cycle, in two stages behind an input register (which holds the beat as
+    accepted, so no logic follows an input FIFO's block RAM read across the chip). The beat
+    stage holds the taken beat split into groups
     of :attr:`GROUP` lanes, with each group's remaining non-zero lanes and, registered, the
     value and lane of its lowest one; the token register (the broadcast, ``o_token``) loads
     the lowest group's (a select among the groups' registers) whenever it is empty or its token
-    leaves. A beat is taken in the cycle its predecessor's last token moves into the token
-    register (or, when the beat stage is empty, at once), so a beat with ``n`` non-zero
+    leaves. A beat is taken from the input register in the cycle its predecessor's last token
+    moves into the token register (or, when the beat stage is empty, at once), and the input
+    register accepts the next beat in the same cycle, so a beat with ``n`` non-zero
     elements takes ``max(n, 1)`` cycles; its first token can leave two cycles after the beat was
-    taken; a beat without non-zeros is dropped one cycle after it was taken. The last token of
+    taken (three after it was accepted); a beat without non-zeros is dropped one cycle after it
+    was taken. The last token of
     a vector has ``last`` set; when the vector's last beat holds no non-zero, a token without
     work carries it. Bipolar elements are never zero. Padding lanes of the last beat are
     ignored.
@@ -196,18 +200,27 @@ class LeadingNonZero(wiring.Component):
                 m.d.sync += [masks[q].eq(rest), low_lane[q].eq(lane), low_value[q].eq(val)]
         with m.If(move & one_left):
             m.d.sync += valid.eq(0)
-        m.d.comb += i.ready.eq(~valid | (~has_token & ~final) | (move & one_left))
+
+        # the input register: takes a beat whenever it is empty or its beat is taken
+        beat = Signal.like(held, name="in_beat")
+        beat_valid = Signal(name="in_valid")
+        take = beat_valid & (~valid | (~has_token & ~final) | (move & one_left))
+        m.d.comb += i.ready.eq(~beat_valid | take)
+        with m.If(i.valid & i.ready):
+            m.d.sync += [beat_valid.eq(1), beat.eq(i.payload)]
+        with m.Elif(take):
+            m.d.sync += beat_valid.eq(0)
 
         last_in = next_base == (beats - 1) * n
         tail = p.in_features - (beats - 1) * n
-        nonzero = [(Const(1) if bipolar else (i.payload[j] != 0)) & ((j < tail) | ~last_in)
+        nonzero = [(Const(1) if bipolar else (beat[j] != 0)) & ((j < tail) | ~last_in)
                    for j in range(n)]
-        with m.If(i.valid & i.ready):
-            m.d.sync += [valid.eq(1), final.eq(last_in), held.eq(i.payload),
+        with m.If(take):
+            m.d.sync += [valid.eq(1), final.eq(last_in), held.eq(beat),
                          base.eq(next_base), next_base.eq(Mux(last_in, 0, next_base + n))]
             for q, g in enumerate(groups):
                 bits = Cat(nonzero[j] for j in g)
-                lane, val = self._lowest(m, bits, [i.payload[j] for j in g], f"in{q}")
+                lane, val = self._lowest(m, bits, [beat[j] for j in g], f"in{q}")
                 m.d.sync += [masks[q].eq(bits), low_lane[q].eq(lane), low_value[q].eq(val)]
         return m
 

@@ -8,9 +8,11 @@ Timing (:func:`cycle_model`) is a token-level statement of the hardware of :mod:
 when the input is presented back to back and the output is never stalled. Every cycle number
 counts from the cycle the first input beat is accepted (cycle 0):
 
-* **Leading non-zero detector.** Input beat ``b`` is taken at cycle ``a[b]`` and its non-zero
-  activations (tokens) move into the token register at cycles ``>= a[b] + 1``, each no earlier
-  than the cycle its predecessor leaves, and leave from the cycle after, at most one per cycle.
+* **Leading non-zero detector.** An input register holds each beat as accepted; beat 0 is
+  taken from it at cycle :data:`TAKE`. Input beat ``b`` is taken at cycle ``a[b]`` and its
+  non-zero activations (tokens) move into the token register at cycles ``>= a[b] + 1``, each
+  no earlier than the cycle its predecessor leaves, and leave from the cycle after, at most one
+  per cycle.
   The next beat is taken in the cycle the beat's last token moves; a beat without any non-zero
   is dropped, so the next is taken one cycle after it. The vector's last token ends it; if its
   last beat holds no non-zero, a token without work does.
@@ -37,11 +39,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["ISSUE_TO_DONE", "LOOKUP", "QUEUE_TO_POP", "BROADCAST_SLACK", "IN_FLIGHT",
+__all__ = ["TAKE", "ISSUE_TO_DONE", "LOOKUP", "QUEUE_TO_POP", "BROADCAST_SLACK", "IN_FLIGHT",
            "READ_TO_FREE",
            "raw_bounds", "raw_sums",
            "performed_macs", "broadcast_tokens", "CycleReport", "cycle_model"]
 
+#: From the cycle the first input beat is accepted to the cycle the leading non-zero detector
+#: takes it (its input register).
+TAKE = 1
 #: From the cycle the last entry of a vector is issued to the first cycle its bank may be read
 #: out (the PE's ``done``, then the collector's register of every PE's).
 ISSUE_TO_DONE = 8
@@ -198,7 +203,7 @@ def cycle_model(counts, active, *, in_beat, queue_depth, rows_per_pe, out_latenc
     busy = np.zeros(n_pe, dtype=np.int64)
     entries = np.zeros(n_pe, dtype=np.int64)
     released, vector_end = [], []
-    load, last_bcast, first_bcast, stalls = 0, -1, None, 0
+    load, last_bcast, first_bcast, stalls = TAKE, -1, None, 0
     last_slot = np.zeros(n_pe, dtype=np.int64)
     last_issue = np.zeros(n_pe, dtype=np.int64)
 

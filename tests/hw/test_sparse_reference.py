@@ -6,6 +6,7 @@ import pytest
 from nnaccel.hw.sparse.reference import (
     ISSUE_TO_DONE,
     LOOKUP,
+    TAKE,
     broadcast_tokens,
     cycle_model,
     performed_macs,
@@ -38,12 +39,12 @@ def test_single_pe_timeline():
     counts = np.full((1, 4), 3)
     rep = cycle_model(counts, np.ones((1, 4), dtype=bool), in_beat=1, queue_depth=1,
                       rows_per_pe=2, out_latency=4)
-    # beat j taken at j, its token in the token register at 1 + j, broadcast at 2 + j while the
-    # PE holds fewer than D + 5 = 6; written into the queue at 5 + j, popped at 8, 11, 14, 17;
-    # the last entry leaves at 19; the collector may read from 19 + 8; read-out at 27, 28; last
-    # output beat at 28 + 4.
-    assert (LOOKUP, ISSUE_TO_DONE) == (3, 8)
-    assert rep.vector_end.tolist() == [19 + ISSUE_TO_DONE + 1 + 4]
+    # beat j accepted at j, taken from the input register at 1 + j, its token in the token
+    # register at 2 + j, broadcast at 3 + j while the PE holds fewer than D + 5 = 6; written
+    # into the queue at 6 + j, popped at 9, 12, 15, 18; the last entry leaves at 20; the
+    # collector may read from 20 + 8; read-out at 28, 29; last output beat at 29 + 4.
+    assert (TAKE, LOOKUP, ISSUE_TO_DONE) == (1, 3, 8)
+    assert rep.vector_end.tolist() == [20 + ISSUE_TO_DONE + 1 + 4]
     assert rep.busy.tolist() == [12] and rep.entries.tolist() == [12]
     assert rep.compute_cycles == 18 and rep.efficiency == pytest.approx(12 / 18)
 
