@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+from amaranth.hdl import Fragment
 
 from nnaccel.bench import cnv as bench_cnv
 from nnaccel.gen.engines.base import layer_macs
@@ -156,3 +157,36 @@ def test_network_bench_proxies_take_the_whole_networks_folds():
         plan = compile_plan(*_cnv_part(name, 0), "folding")
         for lp in plan.layers:
             assert (lp.fold, lp.storage) == chosen[lp.layer.name], (name, lp.layer.name)
+
+
+def test_bench_places_the_throughput_fold_out_of_context(tmp_path, monkeypatch):
+    """With synthesis, the throughput fold's network itself goes to ``network_build`` (out of
+    context, router2, the suite's constraint), and the rate and the rate per LUT4 are judged at
+    the Fmax it reports: a stand-in place and route gives 1 MHz and one LUT4 more than the
+    device has, so every synthesis target is missed and the status says so."""
+    from nnaccel.bench import network as bench_network
+
+    calls = []
+
+    def stand_in(network, outdir, *, freq_mhz, router):
+        Fragment.get(network, None)  # elaborated, as the real build does
+        calls.append((type(network).__name__, freq_mhz, router))
+        return {"fmax_mhz": 1.0, "lut4": 83_641, "ff": 10, "lutram": 0, "bram": 2, "mult": 0,
+                "synthesiser": "stand-in", "seconds": 0.0}
+
+    monkeypatch.setattr(bench_network, "network_build", stand_in)
+    model = cnv_model(name="cnv_tiny", **TINY)
+    status = bench_cnv.run_cnv_bench(tmp_path, model=model, target_cycles=600, images=2,
+                                     simulate_fast=False, log=lambda *_: None)
+    assert calls == [("Pipeline", bench_cnv.FREQ_MHZ, "router2")]
+    summary = json.loads((tmp_path / "cnv.json").read_text())
+    syn, targets = summary["synthesis"], summary["targets"]
+    cycles = summary["folds"]["throughput"]["expected_cycles"]
+    assert syn["out_of_context"] and syn["constraint_mhz"] == bench_cnv.FREQ_MHZ
+    assert syn["cycles"] == cycles and syn["cycles_source"] == "manifest"
+    assert syn["images_per_second"] == pytest.approx(1e6 / cycles)
+    assert syn["per_lut"] == pytest.approx(1e6 / cycles / 83_641)
+    assert targets["images_per_second"]["value"] == round(1e6 / cycles)
+    assert not any(targets[k]["met"] for k in ("fits", "images_per_second",
+                                               "images_per_second_per_lut4"))
+    assert status == 1

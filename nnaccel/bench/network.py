@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 __all__ = ["DEVICE", "PACKAGE", "FREQ_MHZ", "CNN_LANES",
-           "SPARSE_LANES", "CNV_PARTS", "GRAPH_SUITES", "network_build", "main"]
+           "SPARSE_LANES", "CNV_PARTS", "GRAPH_SUITES", "network_build", "network_row", "main"]
 
 #: nextpnr-ecp5 device and package of the ULX3S's ECP5-85F.
 DEVICE, PACKAGE = "--85k", "CABGA381"
@@ -97,6 +97,20 @@ def network_build(network, outdir, *, freq_mhz=FREQ_MHZ, router="router1"):
     result["synthesiser"] = synthesiser
     result["seconds"] = round(time.monotonic() - start, 1)
     return result
+
+
+def network_row(figures, device, **facts):
+    """A synthesis row (:func:`nnaccel.bench.report.synthesis_row`'s keys) from
+    :func:`network_build`'s figures on ``device`` (a :class:`nnaccel.gen.resources.Device`):
+    the network alone, out of context."""
+    available = {"lut4": device.lut4, "ff": device.ff, "bram": device.bram, "mult": device.dsp}
+    resources = {key: {"used": figures[key], "available": n} for key, n in available.items()}
+    constraint = facts.get("constraint_mhz")
+    return {**facts, **{key: figures[key] for key in available},
+            "fmax_mhz": figures["fmax_mhz"], "out_of_context": True,
+            "timing_met": constraint is None or figures["fmax_mhz"] >= constraint,
+            "critical_path": None, "synthesiser": figures.get("synthesiser"),
+            "resources": resources}
 
 
 def _synthesise(outdir):

@@ -34,7 +34,7 @@ from .cnv import RATIO_TOLERANCE, Steps, measure_fold
 from .report import fits, write_results
 
 __all__ = ["BOARD", "SUITES", "ANCHORS", "DEFAULT_IMAGES", "QUICK_IMAGES", "weight_bits",
-           "run_graph_bench", "layer_proxy", "network_row"]
+           "run_graph_bench", "layer_proxy"]
 
 BOARD = "ulx3s-85f"
 #: Images simulated back to back (``quick``: :data:`QUICK_IMAGES`).
@@ -72,20 +72,6 @@ ANCHORS = (
      "inferences_per_second": 2431},
     {"name": "hls4ml RN08 on a PYNQ-Z2", "inferences_per_second": 130.8},
 )
-
-
-def network_row(figures, device, **facts):
-    """A synthesis row (:func:`nnaccel.bench.report.synthesis_row`'s keys) from
-    :func:`nnaccel.bench.network.network_build`'s figures on ``device`` (a
-    :class:`nnaccel.gen.resources.Device`): the network alone, out of context."""
-    available = {"lut4": device.lut4, "ff": device.ff, "bram": device.bram, "mult": device.dsp}
-    resources = {key: {"used": figures[key], "available": n} for key, n in available.items()}
-    constraint = facts.get("constraint_mhz")
-    return {**facts, **{key: figures[key] for key in available},
-            "fmax_mhz": figures["fmax_mhz"], "out_of_context": True,
-            "timing_met": constraint is None or figures["fmax_mhz"] >= constraint,
-            "critical_path": None, "synthesiser": figures.get("synthesiser"),
-            "resources": resources}
 
 
 def weight_bits(manifest):
@@ -169,7 +155,7 @@ def run_graph_bench(outdir, suite, *, quick=False, synthesis=True, log=print, im
                                       "met": fold["ratio_ok"]}}
     syn = None
     if synthesis and not quick:
-        from .network import network_build
+        from .network import network_build, network_row
 
         figures = steps.run(f"{fold['name']}: synthesis, place and route out of context on "
                             f"the {spec.device}", network_build, design.network,
