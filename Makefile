@@ -24,7 +24,7 @@ asic-tools:
 	@if ! command -v sta >/dev/null || ! command -v graywolf >/dev/null || ! command -v qrouter >/dev/null || [ ! -f /usr/share/qflow/tech/osu018/osu018_stdcells.lib ]; then if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq opensta qflow qflow-tech-osu018 || echo "apt-get failed: the ASIC tests will skip"; else echo "ASIC tests skip: sudo apt-get install -y opensta qflow qflow-tech-osu018"; fi; fi
 
 test: $(STAMP) asic-tools
-	$(BIN)/python -m pytest -n 2 --dist loadgroup -m "not formal_long and not long"
+	$(BIN)/python -m pytest -n 2 --dist loadgroup -m "not formal_long and not long" --durations=25
 
 test-long: $(STAMP) asic-tools
 	$(BIN)/python -m pytest -n 2 --dist loadgroup -m "formal_long or long"

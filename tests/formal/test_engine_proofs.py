@@ -60,10 +60,10 @@ def sparse(mutant=None):
                                     weight_dtype=DType.parse("int2"),
                                     out_dtype=DType.parse("int8"))
     return VectorProof(SparseEngine(params, weight=weight), in_per_vector=2, out_per_vector=2,
-                       drain=24, bound=2 * SPARSE_DEPTH, mutant=mutant)
+                       drain=26, bound=2 * SPARSE_DEPTH, mutant=mutant)
 
 
-PIPE_DEPTH = 18
+PIPE_DEPTH = 15
 
 
 def pipeline(mutant=None):
@@ -77,7 +77,7 @@ def pipeline(mutant=None):
               out_beat=2),
     ]
     dut = Pipeline(stages, in_shape=u2, in_beat=2, out_shape=u2, fifo_slack=0)
-    return ElementProof(dut, drain=12, bound=20, mutant=mutant)
+    return ElementProof(dut, drain=10, bound=20, mutant=mutant)
 
 
 SYSTOLIC_DEPTH = 32
