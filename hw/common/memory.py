@@ -2,13 +2,14 @@
 
 import enum
 
-from amaranth import Array, Const, Module, Mux, Signal, unsigned
+from amaranth import Const, Module, Mux, Signal, unsigned
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
 from .arith import check_positive
 
-__all__ = ["Storage", "Rom", "BRAM_SHAPES", "LUT4_PER_BRAM", "bram_blocks", "rom_lut4",
+__all__ = ["Storage", "Rom", "BRAM_SHAPES", "LUT4_PER_BRAM", "bram_blocks", "bank_depth",
+           "rom_lut4",
            "choose_storage", "output_register", "NO_RW_CHECK", "registered_read",
            "pipelined_read", "issue_order_read"]
 
@@ -22,6 +23,17 @@ LUT4_PER_BRAM = 128
 def bram_blocks(depth, width):
     """Block RAMs holding a table of ``depth`` words of ``width`` bits (best configuration)."""
     return min(-(-depth // d) * -(-width // w) for d, w in BRAM_SHAPES)
+
+
+def bank_depth(depth, width):
+    """Words of one bank of a block RAM table of ``depth`` x ``width``: the depth of the
+    shallowest configuration of the fewest blocks (:func:`bram_blocks`), so that each bank is
+    whole blocks side by side, with no multiplexer on its read data (yosys splits a deeper
+    table in depth, or puts its last words in logic, with a multiplexer on the block RAMs'
+    read data); ``depth`` itself when one bank holds it all."""
+    blocks = bram_blocks(depth, width)
+    bank = min(d for d, w in BRAM_SHAPES if -(-depth // d) * -(-width // w) == blocks)
+    return min(bank, depth)
 
 
 def rom_lut4(depth, width):
@@ -91,7 +103,7 @@ def pipelined_read(m, mem, addr, *, en=None, out_en=None, name="bram_q", read_na
 
 
 def issue_order_read(m, rom, issue, *, en=None, extra=False, name="w"):
-    """Read the words of ``rom`` (a :class:`Rom` of latency 1) in order, the next one with each
+    """Read the words of ``rom`` (a :class:`Rom`) in order, the next one with each
     cycle of ``issue`` (after the last word, word 0 again), for a pipeline whose stages load
     when ``en`` (None: every cycle). Returns ``(word, stages)``: the word of a beat issued in a
     cycle, ``stages`` loads of ``en`` later (2, or 3 with ``extra``).
@@ -99,7 +111,8 @@ def issue_order_read(m, rom, issue, *, en=None, extra=False, name="w"):
     The address is a register, the count of issues so far: nothing of an issue cycle's
     handshake reaches the memory's address pins (``en`` drives its read enable, so a stalled
     word holds). The memory reads a beat's word in the beat's issue cycle; the word then goes
-    through :func:`output_register` (the DP16KD's own output register on the ECP5) and, with
+    through :func:`output_register` (the DP16KD's own output register on the ECP5; a Rom of
+    latency 2 has its own, e.g. a banked one, whose bank multiplexer follows them) and, with
     ``extra``, through one more register, e.g. one placed beside the multipliers, which a
     block RAM lies far from."""
     depth = len(rom.words)
@@ -107,7 +120,9 @@ def issue_order_read(m, rom, issue, *, en=None, extra=False, name="w"):
     with m.If(issue):
         m.d.sync += addr.eq(Mux(addr == depth - 1, 0, addr + 1))
     m.d.comb += [rom.addr.eq(addr), rom.en.eq(1 if en is None else en)]
-    word = output_register(m, rom.data, en=en, name=f"{name}_q")
+    word = rom.data
+    if rom.latency == 1:
+        word = output_register(m, word, en=en, name=f"{name}_q")
     if extra:
         word = output_register(m, word, en=en, name=f"{name}_late")
     return word, 2 + extra
@@ -124,59 +139,94 @@ class Storage(enum.Enum):
 class Rom(wiring.Component):
     """A table of ``len(words)`` unsigned words of ``width`` bits.
 
-    ``data`` shows ``words[addr]`` :attr:`latency` cycles after a cycle with ``en`` high and holds
-    while ``en`` is low (the behaviour of a block RAM read port), whatever the storage. The
-    latency is 1, or 2 with ``registered``: a block RAM's read data then goes through
-    :func:`output_register` (the DP16KD's output register on the ECP5), a logic table's address
-    through a second register (cheaper than registering the wide word; the table's look-up
-    stays before the user's own register). ``Storage.LOGIC`` keeps
-    the table as constants (a single word is a constant wire that yosys folds into the logic that
-    uses it); ``Storage.BRAM`` infers a memory.
+    ``data`` shows ``words[addr]`` :attr:`latency` cycles with ``en`` high after a cycle with
+    ``en`` high and holds while ``en`` is low (a block RAM read port with its output register,
+    both clock-enabled by ``en``), whatever the storage. The latency is 1, or 2 with
+    ``registered`` or when a block RAM table is banked. ``Storage.LOGIC`` keeps the table as
+    logic (a single word is a constant wire that yosys folds into the logic that uses it; more
+    are a memory yosys must build from look-up tables, never block RAM) read at a registered
+    address; with ``registered``, the address goes through a second register (cheaper than
+    registering the wide word; the look-up stays before the user's own register).
+
+    ``Storage.BRAM`` infers a memory. Its registered read data goes through
+    :func:`output_register` (the DP16KD's own output register on the ECP5). A table deeper
+    than one block RAM configuration holds (:func:`bank_depth`) is banked: each bank whole
+    block RAMs side by side with its own output register, the bank then chosen by the read's
+    (delayed) bank number, so a multiplexer follows the registers rather than the block RAMs'
+    read data, which yosys's own depth split would leave unregistered (about 5.6 ns on the
+    ECP5). A banked table's latency is 2, and ``data`` is that multiplexer's output.
     """
 
     def __init__(self, words, width, *, storage=Storage.AUTO, registered=False):
         self.words = [int(w) for w in words]
-        #: Cycles from a read (``en`` high) to its word on ``data``.
-        self.latency = 2 if registered else 1
         check_positive("number of words", len(self.words))
         self.width = check_positive("width", width)
         self.storage = Storage(storage)
         if any(w < 0 or w >> width for w in self.words):
             raise ValueError(f"every word must fit in {width} unsigned bits")
-        super().__init__({"addr": In(range(max(len(self.words), 2))), "en": In(1),
+        depth = len(self.words)
+        logic = self.storage is Storage.LOGIC or depth == 1
+        #: Words of a bank (:func:`bank_depth`); ``len(words)`` when the table is one bank.
+        self.bank_depth = depth if logic else bank_depth(depth, width)
+        #: Cycles from a read (``en`` high) to its word on ``data``.
+        self.latency = 2 if registered or self.bank_depth < depth else 1
+        super().__init__({"addr": In(range(max(depth, 2))), "en": In(1),
                           "data": Out(width)})
 
     def elaborate(self, platform):
         m = Module()
         depth = len(self.words)
-        storage = self.storage
-        if storage is Storage.AUTO:
-            storage = Storage.LOGIC if depth == 1 else Storage.BRAM
-        if storage is Storage.LOGIC:
-            if depth == 1:
-                m.d.comb += self.data.eq(Const(self.words[0], self.width))
-            else:
-                addr = Signal.like(self.addr)
+        if depth == 1:
+            m.d.comb += self.data.eq(Const(self.words[0], self.width))
+        elif self.storage is Storage.LOGIC:
+            addr = Signal.like(self.addr)
+            first = Signal.like(self.addr) if self.latency == 2 else self.addr
+            with m.If(self.en):
+                m.d.sync += addr.eq(first)
                 if self.latency == 2:
-                    first, en1 = Signal.like(self.addr), Signal()
-                    m.d.sync += en1.eq(self.en)
-                    with m.If(self.en):
-                        m.d.sync += first.eq(self.addr)
-                    with m.If(en1):
-                        m.d.sync += addr.eq(first)
-                else:
-                    with m.If(self.en):
-                        m.d.sync += addr.eq(self.addr)
-                table = Array(Const(w, self.width) for w in self.words)
-                m.d.comb += self.data.eq(table[addr])
-            return m
-        m.submodules.mem = mem = memory.Memory(shape=unsigned(self.width), depth=depth,
-                                               init=self.words)
-        port = mem.read_port(domain="sync")
-        m.d.comb += [port.addr.eq(self.addr), port.en.eq(self.en)]
-        if self.latency == 2:
-            # no clock enable needed: the port's data holds while ``en`` is low
-            m.d.comb += self.data.eq(output_register(m, port.data))
+                    m.d.sync += first.eq(self.addr)
+            # an asynchronous read at a registered address: yosys merges the register into
+            # the read port, and the attribute keeps the memory out of block RAM
+            m.submodules.table = table = memory.Memory(
+                shape=unsigned(self.width), depth=depth, init=self.words,
+                attrs={"rom_style": "logic"})
+            port = table.read_port(domain="comb")
+            m.d.comb += [port.addr.eq(addr), self.data.eq(port.data)]
+        elif self.bank_depth == depth:
+            m.submodules.mem = mem = memory.Memory(shape=unsigned(self.width), depth=depth,
+                                                   init=self.words)
+            port = mem.read_port(domain="sync")
+            m.d.comb += [port.addr.eq(self.addr), port.en.eq(self.en)]
+            data = port.data
+            if self.latency == 2:
+                data = output_register(m, data, en=self.en)
+            m.d.comb += self.data.eq(data)
         else:
-            m.d.comb += self.data.eq(port.data)
+            m.d.comb += self.data.eq(self._banked(m))
         return m
+
+    def _banked(self, m):
+        """The read data of the banked block RAM table (latency 2)."""
+        size = self.bank_depth
+        bits = (size - 1).bit_length()
+        banks = [self.words[k:k + size] for k in range(0, len(self.words), size)]
+        select = Signal(range(len(banks)), name="bank")
+        with m.If(self.en):
+            m.d.sync += select.eq(self.addr[bits:])
+        select = output_register(m, select, en=self.en, name="bank_q")
+        registers = []
+        for k, words in enumerate(banks):
+            # block RAM even for a short last bank, whose blocks the count of the table
+            # (bram_blocks) includes
+            m.submodules[f"bank{k}"] = mem = memory.Memory(
+                shape=unsigned(self.width), depth=len(words), init=words,
+                attrs={"ram_style": "block"})
+            port = mem.read_port(domain="sync")
+            m.d.comb += [port.addr.eq(self.addr[:bits]), port.en.eq(self.en)]
+            registers.append(output_register(m, port.data, en=self.en, name=f"bank{k}_q"))
+        data = Signal(self.width, name="bank_data")
+        with m.Switch(select):
+            for k, register in enumerate(registers):
+                with m.Case(k):
+                    m.d.comb += data.eq(register)
+        return data

@@ -489,9 +489,9 @@ def _simulate(netlist, stimulus):
 
 
 def _expected(design, stimulus):
-    """What the design's outputs must be, from its tables: a registered ROM's data is the word
-    read two cycles before (holding while ``en`` is low), ``dq`` the read port's data loaded
-    when ``oen`` is high."""
+    """What the design's outputs must be, from its tables: a registered ROM is a read port and
+    its output register, both clock-enabled by ``en`` (its data is the word read two cycles
+    with ``en`` before), ``dq`` the read port's data loaded when ``oen`` is high."""
     trace, port = [], [0] * len(ROMS)
     rom_q, ram_port, dq = [0] * len(ROMS), 0, 0
     ma = mb = mp = 0
@@ -499,11 +499,11 @@ def _expected(design, stimulus):
         out = {f"d{n}": rom_q[n] for n in range(len(ROMS))}
         out.update(dq=dq, mp=mp & 0xFFFF)
         trace.append(out)
-        rom_q = list(port)
         mp, mb = ma * mb, inputs["mb"]
         if inputs["oen"]:
             dq, ma = ram_port, inputs["ma"]
         if inputs["en"]:
+            rom_q = list(port)
             port = [t[inputs["addr"]] for t in design.tables]
             ram_port = design.ram[inputs["addr"]]
     return trace

@@ -8,33 +8,39 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
 
-from nnaccel.hw.common.memory import Rom, Storage, issue_order_read
+from nnaccel.hw.common.memory import Rom, Storage, bank_depth, bram_blocks, issue_order_read
+
+#: (words, width): one block RAM; deeper than one configuration of the fewest blocks (1024 x
+#: 18 for 11 bits: two banks, the second short); four banks of 512 x 36.
+TABLES = {"one_bank": (37, 11), "two_banks": (1100, 11), "four_banks": (1800, 30)}
 
 
+@pytest.mark.parametrize("table", TABLES)
 @pytest.mark.parametrize("storage", [Storage.BRAM, Storage.LOGIC])
 @pytest.mark.parametrize("registered", [False, True])
-def test_rom_reads_like_a_block_ram_port(storage, registered):
-    rng = np.random.default_rng(hash((storage.value, registered)) % 2**32)
-    words = rng.integers(0, 2**11, 37).tolist()
-    dut = Rom(words, 11, storage=storage, registered=registered)
-    assert dut.latency == (2 if registered else 1)
+def test_rom_reads_like_a_block_ram_port(storage, registered, table):
+    depth, width = TABLES[table]
+    rng = np.random.default_rng(hash((storage.value, registered, table)) % 2**32)
+    words = rng.integers(0, 2**width, depth).tolist()
+    dut = Rom(words, width, storage=storage, registered=registered)
+    banked = storage is Storage.BRAM and table != "one_bank"
+    assert dut.bank_depth == (bank_depth(depth, width) if banked else depth)
+    assert dut.latency == (2 if registered or banked else 1)
     addrs = rng.integers(0, len(words), 300).tolist()
     ens = (rng.random(300) < 0.6).tolist()
 
-    # the model: a pipeline of `latency` stages, each loaded when the stage before it was read
+    # the model: a pipeline of `latency` stages, all clock-enabled by `en` (a block RAM read
+    # port and its output register)
     async def bench(ctx):
-        stages = [None] * dut.latency  # word entering each stage, None: stage not loaded
-        held = None
+        stages = [None] * dut.latency  # word each stage holds, None: stage not loaded
         for addr, en in zip(addrs, ens, strict=True):
             ctx.set(dut.addr, addr)
             ctx.set(dut.en, en)
             await ctx.tick()
-            # one clock: the newest read enters, the oldest comes out
-            stages = [words[addr] if en else None] + stages[:-1]
+            if en:
+                stages = [words[addr]] + stages[:-1]
             if stages[-1] is not None:
-                held = stages[-1]
-            if held is not None:
-                assert ctx.get(dut.data) == held
+                assert ctx.get(dut.data) == stages[-1]
 
     sim = Simulator(dut)
     sim.add_clock(1e-6)
@@ -42,19 +48,26 @@ def test_rom_reads_like_a_block_ram_port(storage, registered):
     sim.run()
 
 
+def test_bank_depth_is_one_configuration_of_the_fewest_blocks():
+    assert bram_blocks(1100, 11) == 2 and bank_depth(1100, 11) == 1024
+    assert bram_blocks(1800, 30) == 4 and bank_depth(1800, 30) == 512
+    assert bank_depth(37, 11) == 37 and bank_depth(2048, 9) == 2048
+    assert bank_depth(3000, 1) == 3000
+
 
 class _Reader(wiring.Component):
     """A :class:`Rom` read by :func:`issue_order_read` (``gated``: with a clock enable)."""
 
-    def __init__(self, words, storage, extra, gated):
-        self.words, self.storage, self.extra, self.gated = words, storage, extra, gated
+    def __init__(self, words, width, storage, extra, gated):
+        self.words, self.width, self.storage = words, width, storage
+        self.extra, self.gated = extra, gated
         #: what issue_order_read returns, known after elaboration
         self.stages = 3 if extra else 2
-        super().__init__({"issue": In(1), "en": In(1), "word": Out(11)})
+        super().__init__({"issue": In(1), "en": In(1), "word": Out(width)})
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.rom = rom = Rom(self.words, 11, storage=self.storage)
+        m.submodules.rom = rom = Rom(self.words, self.width, storage=self.storage)
         word, stages = issue_order_read(m, rom, self.issue, en=self.en if self.gated else None,
                                         extra=self.extra)
         assert stages == self.stages
@@ -65,14 +78,17 @@ class _Reader(wiring.Component):
 @pytest.mark.parametrize("storage", [Storage.BRAM, Storage.LOGIC])
 @pytest.mark.parametrize("extra", [False, True])
 @pytest.mark.parametrize("gated", [False, True])
-def test_issue_order_read_gives_each_issue_its_word(storage, extra, gated):
-    """Words in order, one per issue, wrapping (7 words, not a power of two), each reaching the
-    output ``stages`` loads of the enable after its issue, under random issues and enables."""
-    rng = np.random.default_rng(hash((storage.value, extra, gated)) % 2**32)
-    words = rng.integers(0, 2**11, 7).tolist()
-    dut = _Reader(words, storage, extra, gated)
-    ens = (rng.random(400) < (0.7 if gated else 1)).tolist()
-    issues = [en and bool(b) for en, b in zip(ens, rng.random(400) < 0.6, strict=True)]
+@pytest.mark.parametrize("depth,width", [(7, 11), (600, 36)])
+def test_issue_order_read_gives_each_issue_its_word(storage, extra, gated, depth, width):
+    """Words in order, one per issue, wrapping (7 words, not a power of two; 600 words of 36
+    bits, two banks of 512 in block RAM), each reaching the output ``stages`` loads of the
+    enable after its issue, under random issues and enables."""
+    rng = np.random.default_rng(hash((storage.value, extra, gated, depth)) % 2**32)
+    words = rng.integers(0, 2**width, depth).tolist()
+    dut = _Reader(words, width, storage, extra, gated)
+    cycles = 400 if depth < 100 else 2 * depth + 600
+    ens = (rng.random(cycles) < (0.7 if gated else 1)).tolist()
+    issues = [en and bool(b) for en, b in zip(ens, rng.random(cycles) < 0.6, strict=True)]
     checked = []
 
     async def bench(ctx):
@@ -93,4 +109,4 @@ def test_issue_order_read_gives_each_issue_its_word(storage, extra, gated):
     sim.add_clock(1e-6)
     sim.add_testbench(bench)
     sim.run()
-    assert len(checked) > 100
+    assert len(checked) > (100 if depth < 100 else depth + 10)  # the deep one wraps
