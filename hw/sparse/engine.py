@@ -130,22 +130,11 @@ class LeadingNonZero(wiring.Component):
             "o_token": Out(stream.Signature(self._layout)),
         })
 
-    @staticmethod
-    def _below(bits, j):
-        """Whether any bit of ``bits`` under bit ``j`` is set (0 for bit 0)."""
-        return bits[:j].any() if j else Const(0, 1)
-
-    def _clear_lowest(self, bits):
-        """``bits`` with its lowest set bit cleared: ``bits & (bits - 1)`` written as a prefix
-        OR, so that synthesis builds it from LUTs (a subtraction becomes a carry chain, which
-        held digits_sparse at 98.7 MHz on this unit's take)."""
-        return Cat(bits[j] & self._below(bits, j) for j in range(len(bits)))
-
     def _lowest(self, m, bits, lanes, name):
         """``(lane, value)`` of the lowest set bit of ``bits`` (a one-hot AND-OR)."""
         k = len(bits)
         onehot = Signal(k, name=f"{name}_onehot")
-        m.d.comb += onehot.eq(Cat(bits[j] & ~self._below(bits, j) for j in range(k)))
+        m.d.comb += onehot.eq(bits & ~(bits - 1))
         lane = 0
         value = 0
         for j in range(k):
@@ -177,12 +166,9 @@ class LeadingNonZero(wiring.Component):
         some = [mask.any() for mask in masks]
         sel = [Signal(name=f"sel{q}") for q in range(len(groups))]  # the lowest group
         single = [Signal(name=f"single{q}") for q in range(len(groups))]
-        # each group's mask with its lowest lane cleared (what remains after its next token)
-        rests = [Signal(len(g), name=f"rest{q}") for q, g in enumerate(groups)]
         for q, mask in enumerate(masks):
             m.d.comb += [sel[q].eq(some[q] & ~Cat(some[:q]).any() if q else some[q]),
-                         rests[q].eq(self._clear_lowest(mask)),
-                         single[q].eq(~rests[q].any())]
+                         single[q].eq((mask & (mask - 1)) == 0)]
         has_token = Cat(some).any()
         # at most one token left: the lowest group holds one and no later group any
         one_left = ~has_token | Cat(sel[q] & single[q] & ~Cat(some[q + 1:]).any()
@@ -207,7 +193,8 @@ class LeadingNonZero(wiring.Component):
         # the beat stage: the moved token's lane cleared in its group, whose next lowest is
         # decoded from its registers alone (in parallel with the move)
         for q, g in enumerate(groups):
-            rest = rests[q]
+            rest = Signal(len(g), name=f"rest{q}")
+            m.d.comb += rest.eq(masks[q] & (masks[q] - 1))
             lane, val = self._lowest(m, rest, [held[j] for j in g], f"rest{q}")
             with m.If(move & sel[q]):
                 m.d.sync += [masks[q].eq(rest), low_lane[q].eq(lane), low_value[q].eq(val)]
