@@ -99,6 +99,16 @@ def encode_weight(params, weight, codebook=None, *, whole_layer=False):
     return encode(weight, params.pe, index_bits=params.index_bits, codebook=codebook)
 
 
+def _at_most_one(bits):
+    """Whether at most one bit of ``bits`` is set: a tree of (any, two or more) pairs."""
+    pairs = [(bit, Const(0)) for bit in bits]
+    while len(pairs) > 1:
+        merged = [(a0 | a1, m0 | m1 | (a0 & a1))
+                  for (a0, m0), (a1, m1) in zip(pairs[::2], pairs[1::2], strict=False)]
+        pairs = merged + pairs[len(merged) * 2:]
+    return ~pairs[0][1] if pairs else Const(1)
+
+
 class LeadingNonZero(wiring.Component):
     """Turns input beats into a stream of non-zero activations (tokens), lowest column first.
 
@@ -165,14 +175,12 @@ class LeadingNonZero(wiring.Component):
 
         some = [mask.any() for mask in masks]
         sel = [Signal(name=f"sel{q}") for q in range(len(groups))]  # the lowest group
-        single = [Signal(name=f"single{q}") for q in range(len(groups))]
-        for q, mask in enumerate(masks):
-            m.d.comb += [sel[q].eq(some[q] & ~Cat(some[:q]).any() if q else some[q]),
-                         single[q].eq((mask & (mask - 1)) == 0)]
+        for q in range(len(groups)):
+            m.d.comb += sel[q].eq(some[q] & ~Cat(some[:q]).any() if q else some[q])
         has_token = Cat(some).any()
-        # at most one token left: the lowest group holds one and no later group any
-        one_left = ~has_token | Cat(sel[q] & single[q] & ~Cat(some[q + 1:]).any()
-                                    for q in range(len(groups))).any()
+        # at most one token left (no set bit, or one, over all the masks): a register written
+        # with the masks, so the take and the input's ready start at flip-flops
+        one_left = Signal(init=1)
         item = valid & (has_token | final)  # a token (or the vector's end) to move on
         fire = o.valid & o.ready
         move = item & (~o.valid | fire)
@@ -192,12 +200,16 @@ class LeadingNonZero(wiring.Component):
 
         # the beat stage: the moved token's lane cleared in its group, whose next lowest is
         # decoded from its registers alone (in parallel with the move)
+        after = []  # the masks once the moved token's lane is cleared
         for q, g in enumerate(groups):
             rest = Signal(len(g), name=f"rest{q}")
             m.d.comb += rest.eq(masks[q] & (masks[q] - 1))
             lane, val = self._lowest(m, rest, [held[j] for j in g], f"rest{q}")
             with m.If(move & sel[q]):
                 m.d.sync += [masks[q].eq(rest), low_lane[q].eq(lane), low_value[q].eq(val)]
+            after.append(Mux(sel[q], rest, masks[q]))
+        with m.If(move):
+            m.d.sync += one_left.eq(_at_most_one(Cat(*after)))
         with m.If(move & one_left):
             m.d.sync += valid.eq(0)
 
@@ -217,7 +229,8 @@ class LeadingNonZero(wiring.Component):
                    for j in range(n)]
         with m.If(take):
             m.d.sync += [valid.eq(1), final.eq(last_in), held.eq(beat),
-                         base.eq(next_base), next_base.eq(Mux(last_in, 0, next_base + n))]
+                         base.eq(next_base), next_base.eq(Mux(last_in, 0, next_base + n)),
+                         one_left.eq(_at_most_one(Cat(*nonzero)))]
             for q, g in enumerate(groups):
                 bits = Cat(nonzero[j] for j in g)
                 lane, val = self._lowest(m, bits, [beat[j] for j in g], f"in{q}")
