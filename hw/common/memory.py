@@ -9,7 +9,7 @@ from amaranth.lib.wiring import In, Out
 from .arith import check_positive
 
 __all__ = ["Storage", "Rom", "BRAM_SHAPES", "LUT4_PER_BRAM", "bram_blocks", "bank_depth",
-           "rom_lut4",
+           "rom_banked", "rom_lut4",
            "choose_storage", "output_register", "NO_RW_CHECK", "registered_read",
            "pipelined_read", "issue_order_read"]
 
@@ -34,6 +34,14 @@ def bank_depth(depth, width):
     blocks = bram_blocks(depth, width)
     bank = min(d for d, w in BRAM_SHAPES if -(-depth // d) * -(-width // w) == blocks)
     return min(bank, depth)
+
+
+def rom_banked(depth, width, storage=None):
+    """Whether a :class:`Rom` of ``depth`` words of ``width`` bits in ``storage`` is banked
+    (block RAM deeper than one bank: a bank multiplexer after the banks' output registers)."""
+    if depth == 1 or (storage is not None and Storage(storage) is Storage.LOGIC):
+        return False
+    return bank_depth(depth, width) < depth
 
 
 def rom_lut4(depth, width):
@@ -165,9 +173,9 @@ class Rom(wiring.Component):
         if any(w < 0 or w >> width for w in self.words):
             raise ValueError(f"every word must fit in {width} unsigned bits")
         depth = len(self.words)
-        logic = self.storage is Storage.LOGIC or depth == 1
         #: Words of a bank (:func:`bank_depth`); ``len(words)`` when the table is one bank.
-        self.bank_depth = depth if logic else bank_depth(depth, width)
+        self.bank_depth = (bank_depth(depth, width) if rom_banked(depth, width, self.storage)
+                           else depth)
         #: Cycles from a read (``en`` high) to its word on ``data``.
         self.latency = 2 if registered or self.bank_depth < depth else 1
         super().__init__({"addr": In(range(max(depth, 2))), "en": In(1),

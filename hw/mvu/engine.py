@@ -15,7 +15,7 @@ from ..common.arith import (
     tree_stages,
 )
 from ..common.lanes import logic_product
-from ..common.memory import NO_RW_CHECK, Rom, issue_order_read, pipelined_read
+from ..common.memory import NO_RW_CHECK, Rom, issue_order_read, pipelined_read, rom_banked
 from ..common.outstage import OutputStage
 from ..common.reference import bits_for_range
 from ..common.stream import StreamFifo, core_then_stage, vector_stream
@@ -70,8 +70,8 @@ class MVUCore(wiring.Component):
     is; rows past M are padding). Throughput: one input-or-reuse beat per cycle, so a vector takes
     ``params.expected_cycles`` cycles in steady state; the input vector is read once, in the first
     neuron fold, and kept in a buffer for the others. Latency: :attr:`fifo_latency` cycles (5,
-    6 for multiplier lanes, whose weights are registered once more, 7 with an input buffer in
-    block RAM (:attr:`MVUParams.buffer_registered`), plus the adder tree's
+    6 for multiplier lanes or banked weights, whose weights are registered once more, 7 with an
+    input buffer in block RAM (:attr:`MVUParams.buffer_registered`), plus the adder tree's
     register stages, chosen by width, and the stages of packed or logic products) from the
     issue of a neuron fold's last beat to its sum entering the output FIFO of
     :attr:`fifo_depth` sums, then 1 or 2 cycles through the FIFO. The datapath has no clock
@@ -89,8 +89,13 @@ class MVUCore(wiring.Component):
         self.xnor = params.lane_kind is LaneKind.XNOR
         self.raw_shape = _raw_shape(params, weight)
         self._words = weight_words(params, weight)
-        #: Multiplier lanes' weights go through one more register (beside the multipliers).
-        self._late_weights = params.lane_kind is LaneKind.MUL and not params.packed_products
+        #: Multiplier lanes' weights go through one more register (beside the multipliers), and
+        #: so do the weights of a banked table (after its bank multiplexer, which would
+        #: otherwise reach the lanes and adder trees from the block RAMs' output registers).
+        self._late_weights = (
+            params.lane_kind is LaneKind.MUL and not params.packed_products
+            or rom_banked(len(self._words), params.pe * params.simd * params.weight_dtype.bits,
+                          params.weight_memory))
         wd, xd = params.weight_dtype, params.in_dtype
         product = self._lane(Const(0, signed(wd.bits) if wd.signed else unsigned(wd.bits)),
                              Const(0, signed(xd.bits) if xd.signed else unsigned(xd.bits)),

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from nnaccel.hw.common.dtype import DType, DTypeKind
-from nnaccel.hw.common.memory import Storage
+from nnaccel.hw.common.memory import Storage, rom_banked
 from nnaccel.hw.common.reference import linear_acc
 from nnaccel.hw.mvu.engine import MVUCore
 from nnaccel.hw.mvu.params import LaneKind, MVUParams
@@ -79,6 +79,34 @@ def run_core(m, k, pe, simd, wdt, xdt, *, pattern, seed, storage=Storage.AUTO, v
     return params
 
 
+#: Folds whose weight table (600 words of 72 bits) is banked: two banks of 512 x 36 blocks;
+#: the first keeps its input beats in block RAM (300 synapse folds), the second in
+#: distributed RAM (10 synapse folds, 60 neuron folds).
+BANKED = (16, 2700, 8, 9, "bipolar", "bipolar")
+BANKED_M = (480, 90, 8, 9, "bipolar", "bipolar")
+
+
+def test_banked_weights_are_registered_after_the_bank_multiplexer():
+    """The :data:`BANKED` folds really are banked, and :data:`BANKED_M`'s XNOR lanes take
+    the weights one register later than an unbanked table's (the register after the bank
+    multiplexer; with the input buffer in block RAM the input read moves instead)."""
+    bip = DType.parse("bipolar")
+    rng = np.random.default_rng(0)
+
+    def core(m, k, pe, simd, *_):
+        params = MVUParams(in_features=k, out_features=m, pe=pe, simd=simd, in_dtype=bip,
+                           weight_dtype=bip)
+        dut = MVUCore(params, random_values(rng, bip, (m, k)))
+        dut._MustUse__silence = True   # inspected, never elaborated
+        return dut, rom_banked(len(dut._words), pe * simd, Storage.AUTO)
+
+    (deep, banked), (deep_m, banked_m) = core(*BANKED), core(*BANKED_M)
+    shallow, unbanked = core(160, 90, 8, 9)
+    assert banked and banked_m and not unbanked
+    assert deep.params.buffer_registered and not deep_m.params.buffer_registered
+    assert deep_m.fifo_latency == shallow.fifo_latency + 1
+
+
 @pytest.mark.parametrize("pattern", STALL_PATTERNS, ids=str)
 @pytest.mark.parametrize("m,k,pe,simd,wdt,xdt", [
     (6, 10, 2, 5, "int8", "uint4"),       # MUL, divides
@@ -95,6 +123,8 @@ def run_core(m, k, pe, simd, wdt, xdt, *, pattern, seed, storage=Storage.AUTO, v
     (3, 260, 1, 4, "int8", "int7"),       # MUL, the input buffer in block RAM, padded
     (2, 2050, 1, 16, "bipolar", "bipolar"),  # XNOR, the input buffer in block RAM, padded
     (4, 260, 2, 2, "int4", "int8"),       # two products per multiplier, buffer in block RAM
+    BANKED,                               # XNOR, weights in two banks of block RAM
+    BANKED_M,                             # the same, the input buffer in distributed RAM
 ])
 def test_core_matches_model(m, k, pe, simd, wdt, xdt, pattern):
     run_core(m, k, pe, simd, wdt, xdt, pattern=pattern, seed=m * 31 + k)
@@ -207,6 +237,8 @@ def test_verilator_bit_exact(monkeypatch, verilated_mvu, pattern):
     (4, 10, 2, 3, "int4", "int4"),        # padded folds
     (4, 256, 2, 4, "int8", "int8"),       # the input buffer in block RAM, read registered
     (2, 2048, 1, 16, "bipolar", "bipolar"),  # the same with XNOR lanes
+    BANKED,                                  # the weights in two banks of block RAM
+    BANKED_M,                                # the same, the input buffer in distributed RAM
 ])
 def test_core_runs_at_the_folding_rate(m, k, pe, simd, wdt, xdt):
     """Always-valid input, always-ready output: after the first vector, one output beat every
@@ -241,7 +273,7 @@ def test_core_runs_at_the_folding_rate(m, k, pe, simd, wdt, xdt):
                 got.append(list(ctx.get(dut.o_raw.payload)))
             await ctx.tick()
             cycle += 1
-            assert cycle < 2000
+            assert cycle < 2000 + vectors * params.expected_cycles
 
     sim = Simulator(dut)
     sim.add_clock(1e-6)
