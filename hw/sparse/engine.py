@@ -410,10 +410,10 @@ class ProcessingElement(wiring.Component):
 
     def _lookup(self, m, port):
         """T: the broadcast token while its column's pointers are read; P: the pointers in the
-        block RAM's output register; L: registered again (the block RAM may lie far from the
-        logic), then into the queue with ``empty`` and ``single`` decoded (a token without work
-        has neither entry). Returns the queue, its layout, and whether L drops a token this
-        cycle."""
+        block RAM's output register, ``empty`` and ``single`` decoded from them (a token
+        without work has neither entry); L: all registered again (the block RAM may lie far
+        from the logic), then into the queue. Returns the queue, its layout, and whether L
+        drops a token this cycle."""
         p = self.params
         abits = self._abits
         queued = data.StructLayout({"value": p.in_dtype.shape, "start": unsigned(abits),
@@ -424,17 +424,20 @@ class ProcessingElement(wiring.Component):
                         last=self.tok.last)
         m.d.comb += [port.addr.eq(self.tok.col), port.en.eq(1)]
         t1 = self._stage(m, "p", valid=t.valid, value=t.value, work=t.work, last=t.last)
-        t2 = self._stage(m, "l", valid=t1.valid, value=t1.value, work=t1.work, last=t1.last,
-                         pointers=output_register(m, port.data[:2 * abits], name="ptr_q"))
+        # the column's flags are decoded from P's pointer word (the block RAM's output
+        # register) into L's registers, so L's write into the queue (whose block RAM may lie
+        # far away) starts at flip-flops
+        pointers = output_register(m, port.data[:2 * abits], name="ptr_q")
+        empty, single = self._count_flags(pointers[abits:])
+        t2 = self._stage(m, "l", valid=t1.valid, value=t1.value, last=t1.last,
+                         pointers=pointers, useful=(t1.work & ~empty) | t1.last,
+                         empty=~t1.work | empty, single=~t1.work | single)
         start, left = t2.pointers[:abits], t2.pointers[abits:]
-        empty, single = self._count_flags(left)
-        useful = (t2.work & ~empty) | t2.last
         m.d.comb += [
-            queue.w_en.eq(t2.valid & useful),
-            queue.w_data.eq(Cat(t2.value, start, left, t2.last, ~t2.work | empty,
-                                ~t2.work | single)),
+            queue.w_en.eq(t2.valid & t2.useful),
+            queue.w_data.eq(Cat(t2.value, start, left, t2.last, t2.empty, t2.single)),
         ]
-        return queue, queued, t2.valid & ~useful
+        return queue, queued, t2.valid & ~t2.useful
 
     def _reserve(self, m, queue, dropped):
         """Slots held: +1 per token taken, -1 when P drops one or the iterator pops one;
