@@ -680,12 +680,15 @@ class Collector(wiring.Component):
         for b in range(2):
             m.d.sync += all_done[b].eq(Cat(d[b] for d in self.done).all() & ~self.release[b])
         ready = Mux(bank, all_done[1] & ~drained[1], all_done[0] & ~drained[0])
-        # beats asked for and not yet taken from the FIFO; room: fewer than it holds
+        # beats asked for and not yet taken from the FIFO, a take counted a cycle late (a
+        # register: the downstream ready reaches one flip-flop, no carry chain), so the count
+        # is never below the FIFO's; room: fewer than it holds
         count = Signal(range(fifo.capacity + 1))
         room = Signal(init=1)
         issue = ready & room
         last_row = row == rows - 1
-        taken = self.o_raw.valid & self.o_raw.ready
+        taken = Signal()
+        m.d.sync += taken.eq(self.o_raw.valid & self.o_raw.ready)
         after = count + issue - taken
         m.d.sync += [count.eq(after), room.eq(after < fifo.capacity)]
         m.d.comb += [self.rd_bank.eq(bank), self.rd_addr.eq(row), self.rd_en.eq(issue)]
