@@ -17,6 +17,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from nnaccel.hw.common.arith import cdiv, pipelined_tree_sum, tree_stages
+from nnaccel.hw.common.memory import output_register
 from nnaccel.hw.common.reference import bits_for_range
 
 __all__ = ["StageKind", "OutputStageParams", "OutputStage", "MULT_MAX", "SHIFT_MAX"]
@@ -260,14 +261,59 @@ class OutputStageParams:
         """Smallest shape holding every accumulator value (:attr:`acc_range`)."""
         return _shape_for(*self.acc_range)
 
+    def tables(self):
+        """Per-parameter ``(shape, per-lane-slot values)`` padded to ``folds * pe`` slots."""
+        p = self
+        pad = p.folds * p.pe - p.channels
+
+        def padded(values):
+            values = list(values)
+            return values + [values[0]] * pad
+
+        if p.kind is StageKind.THRESHOLD:
+            rmin, rmax = p.raw_range
+            # acc >= T  <=>  raw >= ceil((T - offset) / scale), clamped to raw_min..raw_max+1.
+            rows = [tuple(min(max(-((off - t) // p.scale), rmin), rmax + 1) for t in row)
+                    for off, row in zip(p.offset, p.thresholds, strict=True)]
+            flat = [t for row in rows for t in row]
+            shape = data.ArrayLayout(_shape_for(min(flat), max(flat)), p.levels)
+            return {"thresholds": (shape, padded(rows))}
+        tables = {"offset": (_shape_for(min(p.offset), max(p.offset)), padded(p.offset))}
+        if p.kind is StageKind.REQUANT:
+            tables["mult"] = (unsigned(max(max(p.mult).bit_length(), 1)), padded(p.mult))
+            tables["shift"] = (unsigned(max(max(p.shift).bit_length(), 1)), padded(p.shift))
+        return tables
+
+    def rom_tables(self):
+        """The :meth:`tables` that differ between folds (a read-only memory of :attr:`folds`
+        words); the others are constants per lane."""
+        return {name: (shape, values) for name, (shape, values) in self.tables().items()
+                if any(len(set(values[q::self.pe])) > 1 for q in range(self.pe))}
+
+    @property
+    def table_width(self):
+        """Bits of a word of the parameter memory (every lane of a fold; 0: none)."""
+        return sum(Shape.cast(shape).width for shape, _ in self.rom_tables().values()) * self.pe
+
+    @property
+    def table_in_bram(self):
+        """Whether the parameter memory goes to block RAM (by
+        :func:`~nnaccel.hw.common.memory.choose_storage`): then its read goes through the
+        block RAM's output register too, one cycle more latency."""
+        from .memory import Storage, choose_storage
+
+        width = self.table_width
+        return width > 0 and self.folds > 1 and \
+            choose_storage(self.folds, width) is Storage.BRAM
+
     def latency(self, *, pipelined=False):
         """Cycles from an input transfer to its output beat becoming valid in an
         :class:`OutputStage` of these parameters (``pipelined``: see the class)."""
         if pipelined and self.kind is StageKind.REQUANT:
             mult = unsigned(max(max(self.mult).bit_length(), 1))
             parts = _partial_products(Const(0, self.acc_shape), Const(0, mult))
-            return 8 + tree_stages([v.shape() for v in parts])
-        return OutputStage.LATENCY[self.kind]
+            return 8 + tree_stages([v.shape() for v in parts]) + self.table_in_bram
+        return OutputStage.LATENCY[self.kind] + self.table_in_bram
 
 
 class OutputStage(wiring.Component):
@@ -287,10 +333,13 @@ class OutputStage(wiring.Component):
     Every internal width is derived from worst-case bounds over the raw shape and the actual
     parameters, so no input can overflow. Padding lanes (``m >= channels``) produce arbitrary
     values. Per-channel parameters that differ between folds are held in a ROM
-    (:class:`~amaranth.lib.memory.Memory`, synchronous read port); otherwise they are constants.
+    (:class:`~amaranth.lib.memory.Memory`, synchronous read port; in block RAM, read through
+    the block's output register too, when :attr:`OutputStageParams.table_in_bram`); otherwise
+    they are constants.
 
     Latency is :attr:`latency` cycles (2 for ``identity``, 5 for ``requant``, 3 for
-    ``threshold``) from an input transfer to the output beat becoming valid; throughput is one
+    ``threshold``, one more with the table in block RAM) from an input transfer to the output
+    beat becoming valid; throughput is one
     beat per cycle while the output is not stalled. The pipeline advances when its last stage is
     empty or the output is ready, so ``i_data.ready`` depends combinationally on
     ``o_data.ready``; ``o_data.valid`` is a register.
@@ -333,50 +382,31 @@ class OutputStage(wiring.Component):
         """Cycles from an input transfer to the corresponding output beat becoming valid."""
         return self.params.latency(pipelined=self.pipelined)
 
-    def _tables(self):
-        """Per-parameter ``(shape, per-lane-slot values)`` padded to ``folds * pe`` slots."""
-        p = self.params
-        pad = p.folds * p.pe - p.channels
-
-        def padded(values):
-            values = list(values)
-            return values + [values[0]] * pad
-
-        if p.kind is StageKind.THRESHOLD:
-            rmin, rmax = p.raw_range
-            # acc >= T  <=>  raw >= ceil((T - offset) / scale), clamped to raw_min..raw_max+1.
-            rows = [tuple(min(max(-((off - t) // p.scale), rmin), rmax + 1) for t in row)
-                    for off, row in zip(p.offset, p.thresholds, strict=True)]
-            flat = [t for row in rows for t in row]
-            shape = data.ArrayLayout(_shape_for(min(flat), max(flat)), p.levels)
-            return {"thresholds": (shape, padded(rows))}
-        tables = {"offset": (_shape_for(min(p.offset), max(p.offset)), padded(p.offset))}
-        if p.kind is StageKind.REQUANT:
-            tables["mult"] = (unsigned(max(max(p.mult).bit_length(), 1)), padded(p.mult))
-            tables["shift"] = (unsigned(max(max(p.shift).bit_length(), 1)), padded(p.shift))
-        return tables
-
     def _lane_params(self, m, fold, enable):
         """Per-lane parameter values, aligned with the first pipeline register."""
         p = self.params
-        lanes, rom = {}, {}
-        for name, (shape, values) in self._tables().items():
-            columns = [values[q::p.pe] for q in range(p.pe)]
-            if all(len(set(column)) == 1 for column in columns):
-                lanes[name] = [shape.const(column[0]) if isinstance(shape, data.Layout)
-                               else Const(column[0], shape) for column in columns]
-            else:
-                rom[name] = (shape, values)
+        lanes, rom = {}, p.rom_tables()
+        for name, (shape, values) in p.tables().items():
+            if name not in rom:
+                lanes[name] = [shape.const(values[q]) if isinstance(shape, data.Layout)
+                               else Const(values[q], shape) for q in range(p.pe)]
         if rom:
             layout = data.StructLayout({name: data.ArrayLayout(shape, p.pe)
                                         for name, (shape, _) in rom.items()})
             init = [{name: values[f * p.pe:(f + 1) * p.pe] for name, (_, values) in rom.items()}
                     for f in range(p.folds)]
-            m.submodules.params = mem = Memory(shape=layout, depth=p.folds, init=init)
+            bram = p.table_in_bram
+            m.submodules.params = mem = Memory(
+                shape=layout, depth=p.folds, init=init,
+                attrs={"ram_style": "block"} if bram else {"rom_style": "logic"})
             port = mem.read_port(domain="sync")
             m.d.comb += [port.addr.eq(fold), port.en.eq(enable)]
+            word = port.data
+            if bram:   # into the block RAM's own output register (the ECP5 flow folds it in)
+                word = data.View(layout, output_register(m, port.data.as_value(), en=enable,
+                                                         name="params_q"))
             for name in rom:
-                lanes[name] = [getattr(port.data, name)[q] for q in range(p.pe)]
+                lanes[name] = [getattr(word, name)[q] for q in range(p.pe)]
         return lanes
 
     def elaborate(self, platform):
@@ -401,6 +431,11 @@ class OutputStage(wiring.Component):
         raw = Signal(data.ArrayLayout(p.raw_shape, p.pe))
         with m.If(advance):
             m.d.sync += raw.eq(self.i_data.payload)
+        if p.table_in_bram:   # a stage more, as the parameters' output register
+            raw_q = Signal.like(raw, name="raw_q")
+            with m.If(advance):
+                m.d.sync += raw_q.eq(raw)
+            raw = raw_q
         lanes = self._lane_params(m, fold, advance)
 
         datapath = {StageKind.IDENTITY: self._identity, StageKind.REQUANT: self._requant,

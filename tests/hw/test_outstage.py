@@ -128,6 +128,17 @@ def make_cases():
                        raw_shape=unsigned(4), dtype=("uint", 3), levels=5, scale=2,
                        uniform=True),
     ]
+    # parameter tables deep enough for block RAM (read through its output register)
+    cases += [
+        Case("identity-bram-table",
+             dict(kind="identity", pe=2, channels=300, raw_shape=signed(8),
+                  out_shape=signed(32), offset=rng.integers(-30000, 30000, 300)), ("int", 32)),
+        requant_case("requant-bram-table", rng, pe=1, channels=200, raw_shape=signed(12),
+                     dtype=("int", 8)),
+        threshold_case("threshold-bram-table", rng, pe=1, channels=512, raw_shape=unsigned(10),
+                       dtype=("bipolar", 1), levels=1, scale=2,
+                       offset=rng.integers(-40, 40, 512) - 1000),
+    ]
     return cases
 
 
@@ -166,7 +177,7 @@ def test_output_stage_matches_reference(case, pattern):
     raws, beats = stimulus(params, rng)
     dut = OutputStage(**case.stage)
     [got] = run_stream_test(dut, [(dut.i_data, beats)], [(dut.o_data, len(beats))],
-                            pattern=pattern, seed=3, timeout=2000)
+                            pattern=pattern, seed=3, timeout=2000 + 4 * len(beats))
     hw = np.array([list(beat) for beat in got], dtype=object)
     hw = hw.reshape(len(raws), params.folds * params.pe)[:, :params.channels]
     if case.dtype[0] == "bipolar":
@@ -207,13 +218,19 @@ def _output_cycles(dut, params):
     return seen, len(beats)
 
 
+@pytest.mark.parametrize("bram", [False, True], ids=["logic", "bram"])
 @pytest.mark.parametrize("kind", ["identity", "requant", "threshold"])
-def test_latency_and_throughput(kind):
-    case = next(c for c in CASES if c.params.kind is StageKind(kind) and c.memory)
+def test_latency_and_throughput(kind, bram):
+    """Back to back, every beat ``latency`` cycles after it went in: the stage's latency by
+    kind, one more with its parameter table in block RAM."""
+    case = next(c for c in CASES if c.params.kind is StageKind(kind) and c.memory
+                and c.params.table_in_bram == bram)
     dut = OutputStage(**case.stage)
     seen, beats = _output_cycles(dut, case.params)
     # The beat sent in cycle c is valid at the output `latency` cycles later, back to back.
     assert seen == [c + dut.latency for c in range(beats)]
+    if kind != "requant":
+        assert dut.latency == OutputStage.LATENCY[StageKind(kind)] + bram
 
 
 @pytest.mark.parametrize("kind", ["identity", "requant", "threshold"])
