@@ -106,7 +106,7 @@ FEATURES = {
     "fifo_bits": "inter-layer FIFO beat bits (the fabric register behind its memory)",
     "gear_held": "gearbox bits held while it collects narrow beats into a wide one",
     "gear_mux": "gearbox input bits it selects narrow beats from (splitting a wide beat)",
-    "rom": "LUT-mapped read-only memory: width x ceil(depth / 16)",
+    "rom": "LUT-mapped read-only memory: width x (ceil(depth / 16) + ceil(depth / 64) - 1)",
     "ram": "flip-flop-mapped or distributed-RAM memory bits (FIFOs, line buffers)",
     "lutram_mux": "distributed-RAM read multiplexer bits: (16-word cells deep - 1) x width",
     "dsp": "DSP multiplier blocks (glue logic around each)",
@@ -178,6 +178,14 @@ def _blocks(depth, width, family):
     return min(cdiv(depth, d) * cdiv(width, w) for d, w in _BRAM_SHAPES[family])
 
 
+def rom_columns(depth):
+    """LUT4s per bit of a ``depth``-word table in logic: one per 16 words (the slice's wide
+    multiplexers join four of them, 64 words, for free), then a 2:1 multiplexer LUT4 per
+    further 64-word group (yosys: CNV's 72-word, 2,048-bit c3 table took 12,112 LUT4, 5.9 a
+    bit, against 6 here)."""
+    return cdiv(depth, 16) + max(cdiv(depth, 64) - 1, 0)
+
+
 def memory_map(mem, family="ecp5"):
     """Where yosys puts ``mem``: ``{"bram": blocks, "lutram": DPR16X4 cells, "rom": LUT-ROM
     quantity, "ram": bits in flip-flops, "lutram_mux": the distributed RAM's read multiplexer
@@ -191,7 +199,7 @@ def memory_map(mem, family="ecp5"):
     if mem.rom:
         logic = bits * _ROM_BIT <= _BRAM_COST * blocks
         if mem.force == "logic" or (mem.force is None and logic):
-            out["rom"] = mem.width * cdiv(mem.depth, 16) * mem.copies
+            out["rom"] = mem.width * rom_columns(mem.depth) * mem.copies
         else:
             out["bram"] = blocks * mem.copies
         return out
@@ -468,7 +476,9 @@ def stage_bill(out):
             if real:
                 mults.append((acc, mw, real))
     rom_bits = _table_bits(out, padded) if folds > 1 else 0
-    mems = (Memory(folds, rom_bits),) if rom_bits else ()
+    # where the stage puts its table (OutputStageParams.table_in_bram)
+    mems = ((Memory(folds, rom_bits, force="bram" if out.table_in_bram else "logic"),)
+            if rom_bits else ())
     return Bill(quantities=q, memories=mems, multipliers=tuple(mults), carry=acc)
 
 
@@ -498,13 +508,13 @@ def window_bill(win):
 def sparse_pe_registers(p, matrix, in_flight, abits):
     """Flip-flop bits of one sparse PE (:class:`~nnaccel.hw.sparse.engine.ProcessingElement`,
     ``abits``-bit entry addresses) that yosys keeps: the pointer word (the block RAM's output
-    register and L), the queue's head and pointers, the slots held, the iterator, the entry
-    stages (E1, the entry's output register, R, E2 with its row and weight: the codebook's read
-    or the entry's value), the product through E3..E5, the rows of W, H1, H2 and of a clear,
-    the four forwarded sums, both banks' output registers and the row sum, the read-out
-    command (per bank enable, row, bank) and its bank through the read. Not counted: the
-    token stages T, P, L (equal in every PE: yosys merges them) and the registered reads of the
-    queue and the banks (inside their block RAMs)."""
+    register and L, with the column's flags decoded from it), the queue's head and pointers, the
+    slots held, the iterator, the entry stages (E1, the entry's output register, R, E2 with its
+    row and weight: the codebook's read or the entry's value), the product through E3..E5, the
+    rows of W, H1, H2 and of a clear, the four forwarded sums, both banks' output registers and
+    the row sum, the read-out command (per bank enable, row, bank) and its bank through the
+    read. Not counted: the token stages T, P, L (equal in every PE: yosys merges them) and the
+    registered reads of the queue and the banks (inside their block RAMs)."""
     from amaranth import Const, Shape, signed
 
     from ..hw.common.dtype import DTypeKind
@@ -519,7 +529,8 @@ def sparse_pe_registers(p, matrix, in_flight, abits):
         wshape = Shape(matrix.value_bits, matrix.value_signed)
     act = signed(2) if p.in_dtype.kind is DTypeKind.BIPOLAR else p.in_dtype.shape
     product = (Const(0, wshape) * Const(0, act)).shape().width
-    return (4 * abits                                       # pointers: output register, L
+    return (4 * abits + 3                                   # pointers: output register, L
+            #                                                 and L's empty, single, useful
             + (x + 2 * abits + 3) + 5 * slot_bits + 4         # queue head and pointers, slots
             + 2 * abits + x + 3                             # iterator: address, left, value
             + 2 * (x + 5) + matrix.value_bits + p.index_bits  # E1, entry register, R

@@ -46,7 +46,10 @@ def test_rom_goes_to_block_ram_when_logic_costs_more():
     assert memory_map(Memory(8, 4096))["rom"] == 4096
     # the hardware may force either place
     assert memory_map(Memory(8, 4096, force="bram"))["bram"] == 114
-    assert memory_map(Memory(160, 104, force="logic"))["rom"] == 104 * 10
+    # 160 words: 10 LUT4s of 16 words a bit, and 2 multiplexers joining three 64-word groups
+    assert memory_map(Memory(160, 104, force="logic"))["rom"] == 104 * (10 + 2)
+    assert memory_map(Memory(64, 8, force="logic"))["rom"] == 8 * 4
+    assert memory_map(Memory(65, 8, force="logic"))["rom"] == 8 * (5 + 1)
 
 
 def test_ram_goes_where_it_is_cheapest():
