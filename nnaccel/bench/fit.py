@@ -161,6 +161,36 @@ def _cnv(target):
     return make
 
 
+#: CNV-W1A1's fold as the device-budget chooser gave it at commit c816131 (``--board
+#: ulx3s-85f --fill 0.85``: 7,225 cycles per image): PE x SIMD per convolution and dense
+#: layer, the pools' beats, c3's weights in logic. Pinned, so that a refit, which moves the
+#: chooser, does not move the designs fitted on.
+CNV85 = {"cycles": 7225,
+         "folds": {"c0": (8, 27), "c1": (64, 64), "c2": (32, 64), "c3": (32, 64),
+                   "c4": (8, 64), "c5": (4, 32), "f0": (1, 32), "f1": (1, 43), "f2": (1, 4)},
+         "pools": {"p1": (8, 8), "p3": (4, 4)}, "storage": {"c3": "logic"}}
+
+
+def _cnv85(first, last):
+    """The layers ``first`` to ``last`` of CNV-W1A1 at :data:`CNV85`'s fold, on the map the
+    first takes in the whole network (:func:`~nnaccel.gen.zoo.cnv.cnv_model`'s ``part``)."""
+    def make():
+        from ..gen.folding import Fold
+        from ..gen.plan import Storage
+        from ..gen.zoo.cnv import cnv_model
+
+        model = cnv_model(part=(first, last), name=f"cnv85_{first}_{last}")
+        names = {layer.name for layer in model.layers}
+        pick = {key: {n: v for n, v in CNV85[key].items() if n in names}
+                for key in ("folds", "pools", "storage")}
+        return model, Options(
+            target_cycles=CNV85["cycles"],
+            folds=tuple((n, Fold(*f)) for n, f in pick["folds"].items()),
+            pools=tuple((n, Fold(*f)) for n, f in pick["pools"].items()),
+            storage=tuple((n, Storage(v)) for n, v in pick["storage"].items()))
+    return make
+
+
 def _sfc(target):
     def make():
         from ..gen.zoo.random_mlp import sfc_model
@@ -170,7 +200,7 @@ def _sfc(target):
 
 
 #: The designs of the fit: the bench's networks (some at a smaller fold, so synthesis stays
-#: within minutes on two cores).
+#: within minutes on two cores), and CNV-W1A1 in three pieces at the chooser's fold.
 DESIGNS = (
     FitDesign("mlp_int8", _mlp("int8", Options(max_lanes=16))),
     FitDesign("digits_bnn", _mlp("bnn", Options(max_lanes=128))),
@@ -187,6 +217,9 @@ DESIGNS = (
     FitDesign("res_small", _small_resnet),
     FitDesign("mobile_small", _small_mobilenet),
     FitDesign("sparse_conv", _sparse_conv),
+    FitDesign("cnv85_head", _cnv85("c0", "p1")),
+    FitDesign("cnv85_mid", _cnv85("c2", "p3")),
+    FitDesign("cnv85_tail", _cnv85("c4", "f2")),
 )
 
 
