@@ -689,8 +689,16 @@ class Collector(wiring.Component):
         last_row = row == rows - 1
         taken = Signal()
         m.d.sync += taken.eq(self.o_raw.valid & self.o_raw.ready)
-        after = count + issue - taken
-        m.d.sync += [count.eq(after), room.eq(after < fifo.capacity)]
+        m.d.sync += count.eq(count + issue - taken)
+        # room after this cycle, for a count one less, the same or one more: decoded from the
+        # count register (a look-up table, no carry chain), then chosen by issue and taken
+        fewer, same, more = Signal(), Signal(), Signal()
+        with m.Switch(count):
+            for v in range(fifo.capacity + 1):
+                with m.Case(v):
+                    m.d.comb += [fewer.eq(v - 1 < fifo.capacity), same.eq(v < fifo.capacity),
+                                 more.eq(v + 1 < fifo.capacity)]
+        m.d.sync += room.eq(Mux(issue == taken, same, Mux(issue, more, fewer)))
         m.d.comb += [self.rd_bank.eq(bank), self.rd_addr.eq(row), self.rd_en.eq(issue)]
         # the rows in flight: their words reach rd_data READ_LATENCY cycles after rd_en
         flight = delay(m, issue, self.READ_LATENCY, "flight")
