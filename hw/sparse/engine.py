@@ -263,17 +263,17 @@ class ProcessingElement(wiring.Component):
         read is cleared behind the read (its valid bit low: it reads as zero), so a bank is
         all zeros when released.
 
-    Pipeline (every block RAM read goes through the RAM's output register before any logic):
-    the token register (T: the column's pointers are read, then registered twice, P and L),
-    the queue (activations whose column holds entries for this PE, or that end a vector),
-    then one entry per cycle through the entry read (E1: the read port; R: its output
-    register, the row and the codebook lookup), the multiply (E2: accumulator read), the
-    product registered (E3; E4: the row in the bank's output register), the accumulate (E5)
-    and the write back (W). A column with ``n`` entries takes ``max(n, 1)`` iterator cycles
-    and columns follow each other without a bubble; a column without entries for this PE is
-    dropped in L. Every token taken holds a slot (``queue_depth`` in all) from the cycle after
-    it is taken until L drops it or the iterator pops it, so ``tok_ready`` is registered and T
-    never stalls; a PE holds :attr:`slots` tokens at most.
+    Pipeline (every block RAM read goes through the RAM's output register before any logic): the
+    token register (T: the column's pointers are read, then registered twice, P and L), the
+    queue (activations whose column holds entries for this PE, or that end a vector), then one
+    entry per cycle through the entry read (E1: the read port; R: its output register, the row
+    and the codebook lookup), E2 (accumulator read), the multiplier's operands registered (E3),
+    its product (E4; the row in the bank's output register), the accumulate (E5) and the write
+    back (W). A column with ``n`` entries takes ``max(n, 1)`` iterator cycles and columns follow
+    each other without a bubble; a column without entries for this PE is dropped in L. Every
+    token taken holds a slot (``queue_depth`` in all) from the cycle after it is taken until L
+    drops it or the iterator pops it, so ``tok_ready`` is registered and T never stalls; a PE
+    holds :attr:`slots` tokens at most.
 
     The core registers the AND of every PE's ``tok_ready``, which the broadcast then waits on
     a cycle late; :data:`BROADCAST_SLACK` slots make up for it (see :mod:`.reference`).
@@ -516,20 +516,28 @@ class ProcessingElement(wiring.Component):
         return e2, cb_port.data
 
     def _accumulate(self, m, e2, weight, after_reset, after_next):
-        """E2: the product and the accumulator read; E3: the product and the row read
-        registered (the block RAM's port); E4: the row in the bank's output register; E5: the
-        row of the entry's bank registered again (the block RAMs may lie far from the adder)
-        and the accumulate; W: the sum registered and written back. The four entries before
-        may write the row after this one read it: the latest one's sum is forwarded. Each word
-        carries a valid bit: a row cleared behind its read-out, or swept after a reset, has it
-        low and reads as zero. The read-out port (its command registered, C); the sweep; the
-        bank release."""
+        """E2: the accumulator read; E3: the multiplier's operands and the row read
+        registered (the block RAM's port); E4: the product, and the row in the bank's output
+        register; E5: the product and the row of the entry's bank registered again (the block
+        RAMs may lie far from the adder) and the accumulate; W: the sum registered and written
+        back. The four entries before may write the row after this one read it: the latest one's
+        sum is forwarded. Each word carries a valid bit: a row cleared behind its read-out, or
+        swept after a reset, has it low and reads as zero. The read-out port (its command
+        registered, C); the sweep; the bank release."""
         p = self.params
         rows = p.rows_per_pe
         act = Mux(e2.act, 1, -1) if p.in_dtype.kind is DTypeKind.BIPOLAR else e2.act
         keys = ("vend", "write", "row", "bank")
-        e3 = self._stage(m, "e3", product=weight * act, **{k: getattr(e2, k) for k in keys})
-        e4 = self._stage(m, "e4", **{k: getattr(e3, k) for k in ("product", *keys)})
+        # E3 registers the multiplier's operands, E4 its product: both without reset and
+        # read by nothing else, so the ECP5 flow folds them into the MULT18X18D
+        # (nnaccel.boards.ecp5_bram), which then lies between registers of its own
+        e3 = self._stage(m, "e3", **{k: getattr(e2, k) for k in keys})
+        w3 = Signal(Value.cast(weight).shape(), name="e3_weight", reset_less=True)
+        a3 = Signal(Value.cast(act).shape(), name="e3_act", reset_less=True)
+        m.d.sync += [w3.eq(weight), a3.eq(act)]
+        e4 = self._stage(m, "e4", **{k: getattr(e3, k) for k in keys})
+        e4.product = Signal((w3 * a3).shape(), name="e4_product", reset_less=True)
+        m.d.sync += e4.product.eq(w3 * a3)
         e5 = self._stage(m, "e5", **{k: getattr(e4, k) for k in ("product", *keys)})
         # W writes the sum; H1..H2 only remember the rows written, for the forwarding
         later = [self._stage(m, "w", **{k: getattr(e5, k) for k in keys})]
