@@ -177,9 +177,9 @@ class LeadingNonZero(wiring.Component):
         sel = [Signal(name=f"sel{q}") for q in range(len(groups))]  # the lowest group
         for q in range(len(groups)):
             m.d.comb += sel[q].eq(some[q] & ~Cat(some[:q]).any() if q else some[q])
-        has_token = Cat(some).any()
-        # at most one token left (no set bit, or one, over all the masks): a register written
-        # with the masks, so the take and the input's ready start at flip-flops
+        # a token left (a set bit over all the masks), at most one left (none or one): registers
+        # written with the masks, so the take and the input's ready start at flip-flops
+        has_token = Signal()
         one_left = Signal(init=1)
         item = valid & (has_token | final)  # a token (or the vector's end) to move on
         fire = o.valid & o.ready
@@ -209,7 +209,8 @@ class LeadingNonZero(wiring.Component):
                 m.d.sync += [masks[q].eq(rest), low_lane[q].eq(lane), low_value[q].eq(val)]
             after.append(Mux(sel[q], rest, masks[q]))
         with m.If(move):
-            m.d.sync += one_left.eq(_at_most_one(Cat(*after)))
+            m.d.sync += [has_token.eq(Cat(*after).any()),
+                         one_left.eq(_at_most_one(Cat(*after)))]
         with m.If(move & one_left):
             m.d.sync += valid.eq(0)
 
@@ -230,6 +231,7 @@ class LeadingNonZero(wiring.Component):
         with m.If(take):
             m.d.sync += [valid.eq(1), final.eq(last_in), held.eq(beat),
                          base.eq(next_base), next_base.eq(Mux(last_in, 0, next_base + n)),
+                         has_token.eq(Cat(*nonzero).any()),
                          one_left.eq(_at_most_one(Cat(*nonzero)))]
             for q, g in enumerate(groups):
                 bits = Cat(nonzero[j] for j in g)
