@@ -83,13 +83,17 @@ def device_for(part):
 @dataclass(frozen=True)
 class Memory:
     """A memory of ``depth`` words of ``width`` bits; ``rom``: no write port. ``copies``
-    identical ones. ``force``: ``"logic"`` or ``"bram"`` when the hardware forces it."""
+    identical ones. ``force``: ``"logic"`` or ``"bram"`` when the hardware forces it.
+    ``table``: a weight table (:class:`~nnaccel.hw.common.memory.Rom`, read by
+    :func:`~nnaccel.hw.common.memory.issue_order_read`): in block RAM, read through output
+    registers (one per bank when it is banked, then one after the bank multiplexer)."""
 
     depth: int
     width: int
     rom: bool = True
     copies: int = 1
     force: str | None = None
+    table: bool = False
 
 
 #: The quantities of a bill, each with a fitted LUT4 and FF coefficient.
@@ -109,6 +113,10 @@ FEATURES = {
     "rom": "LUT-mapped read-only memory: width x (ceil(depth / 16) + ceil(depth / 64) - 1)",
     "ram": "flip-flop-mapped or distributed-RAM memory bits (FIFOs, line buffers)",
     "lutram_mux": "distributed-RAM read multiplexer bits: (16-word cells deep - 1) x width",
+    "bram_q": "registers behind block RAM reads that yosys keeps as flip-flops (the ECP5 flow "
+              "folds most into the DP16KDs): a weight table's per bank and after the bank "
+              "multiplexer, an output stage's table and the raw value beside it",
+    "bank_mux": "bank multiplexer input bits of a banked weight table: (banks - 1) x width",
     "dsp": "DSP multiplier blocks (glue logic around each)",
     "window": "sliding-window units: counters, row bookkeeping",
     "window_addr": "sliding-window address adder bits: (7 + 4 x read ports) x address bits",
@@ -191,7 +199,8 @@ def memory_map(mem, family="ecp5"):
     quantity, "ram": bits in flip-flops, "lutram_mux": the distributed RAM's read multiplexer
     (``(ceil(depth / 16) - 1) x width``: a 16-word cell per column, one read port each)}`` for
     all its copies."""
-    out = {"bram": 0, "lutram": 0, "rom": 0, "ram": 0, "lutram_mux": 0}
+    out = {"bram": 0, "lutram": 0, "rom": 0, "ram": 0, "lutram_mux": 0, "bram_q": 0,
+           "bank_mux": 0}
     if mem.depth <= 1:
         return out   # a constant (ROM) or a register (RAM) the logic absorbs
     blocks = _blocks(mem.depth, mem.width, family)
@@ -202,6 +211,12 @@ def memory_map(mem, family="ecp5"):
             out["rom"] = mem.width * rom_columns(mem.depth) * mem.copies
         else:
             out["bram"] = blocks * mem.copies
+            if mem.table and family == "ecp5":
+                from ..hw.common.memory import bank_depth
+
+                banks = cdiv(mem.depth, bank_depth(mem.depth, mem.width))
+                out["bram_q"] = mem.width * (banks + (banks > 1)) * mem.copies
+                out["bank_mux"] = mem.width * (banks - 1) * mem.copies
         return out
     lutram = cdiv(mem.depth, 16) * cdiv(mem.width, 4) if family == "ecp5" else None
     mux = (cdiv(mem.depth, 16) - 1) * mem.width * 0.5
@@ -266,7 +281,7 @@ def mapped_quantities(bill, family="ecp5"):
         mapped = memory_map(mem, family)
         bram += mapped["bram"]
         lutram += mapped["lutram"]
-        for k in ("rom", "ram", "lutram_mux"):
+        for k in ("rom", "ram", "lutram_mux", "bram_q", "bank_mux"):
             q[k] = q.get(k, 0) + mapped[k]
     for a, b, count in bill.multipliers:
         blocks = dsp_blocks(a, b, family)
@@ -476,6 +491,8 @@ def stage_bill(out):
             if real:
                 mults.append((acc, mw, real))
     rom_bits = _table_bits(out, padded) if folds > 1 else 0
+    if rom_bits and out.table_in_bram:   # the table's output register, the raw value beside it
+        q["bram_q"] = rom_bits + pe * out.raw_shape.width
     # where the stage puts its table (OutputStageParams.table_in_bram)
     mems = ((Memory(folds, rom_bits, force="bram" if out.table_in_bram else "logic"),)
             if rom_bits else ())
@@ -596,7 +613,7 @@ def systolic_bill(p, psum_bits):
     words = (p.batch_tile * p.k_tiles if p.dataflow.value == "ws" else p.in_beats)
     low = max((p.batch_tile - 1).bit_length(), 0)
     acc = p.acc_shape.width
-    mems = [Memory(p.weight_words, p.cols * wbits),
+    mems = [Memory(p.weight_words, p.cols * wbits, table=True),
             Memory(2 * words, p.rows * xbits, rom=False),
             Memory(2 * p.m_tiles << low, acc, rom=False,
                    copies=(2 if p.dataflow.value == "ws" else 1) * p.cols)]

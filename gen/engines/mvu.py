@@ -240,7 +240,7 @@ class MVUAdapter(EngineAdapter):
         raw = v.raw_shape.width
         force = v.weight_memory.value   # "bram" or "logic": AUTO resolved by the Params
         sf, nf = v.synapse_folds, v.neuron_folds
-        mems = [Memory(nf * sf, v.pe * v.simd * wbits, force=force),
+        mems = [Memory(nf * sf, v.pe * v.simd * wbits, force=force, table=True),
                 # the output FIFO of raw sums, a few deep
                 Memory(cdiv(8 + v.simd.bit_length(), sf) + 1, v.pe * raw, rom=False)]
         if nf > 1:   # the input buffer replays a vector for every neuron fold

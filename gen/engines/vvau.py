@@ -154,7 +154,8 @@ class VVAUAdapter(EngineAdapter):
 
         p = lp.params
         force = None if p.weight_storage.value == "auto" else p.weight_storage.value
-        weights = Memory(p.weight_depth, p.lanes * p.weight_dtype.bits, force=force)
+        weights = Memory(p.weight_depth, p.lanes * p.weight_dtype.bits, force=force,
+                         table=True)
         bill = super().resources(lp).plus(window_bill(p.window))
         return replace(bill, memories=bill.memories + (weights,))
 

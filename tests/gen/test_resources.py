@@ -35,13 +35,29 @@ ECP5_85 = DEVICES["LFE5U-85F"]
 
 # -- arithmetic ----------------------------------------------------------------------------------
 
+#: memory_map's keys of a weight table's registers and bank multiplexer, none elsewhere.
+NO_TABLE = {"bram_q": 0, "bank_mux": 0}
+
+
+def test_weight_table_bills_its_bank_registers_and_multiplexer():
+    """A weight table of 4,608 words of 128 bits (CNV's c5 at 4x32): nine banks of 512 x 36
+    blocks, each bank's output register and one after the bank multiplexer (flip-flops in
+    yosys), a 9:1 multiplexer per bit; one bank: its output register alone."""
+    deep = memory_map(Memory(4608, 128, table=True))
+    assert deep["bram"] == 36
+    assert (deep["bram_q"], deep["bank_mux"]) == (128 * 10, 128 * 8)
+    one = memory_map(Memory(512, 128, table=True))
+    assert (one["bram"], one["bram_q"], one["bank_mux"]) == (4, 128, 0)
+    assert memory_map(Memory(4608, 128, table=True, force="logic"))["bram_q"] == 0
+
+
 def test_rom_goes_to_block_ram_when_logic_costs_more():
     # 160 x 104 bits: 16,640 / 16 = 1,040 > 128 * 3 blocks of 512 x 36
     assert memory_map(Memory(160, 104)) == {"bram": 3, "lutram": 0, "rom": 0, "ram": 0,
-                                            "lutram_mux": 0}
+                                            "lutram_mux": 0, **NO_TABLE}
     # 32 x 17 bits: 544 / 16 = 34 <= 128 * 1: LUTs, 17 bits x 2 slices of 16 words
     assert memory_map(Memory(32, 17)) == {"bram": 0, "lutram": 0, "rom": 34, "ram": 0,
-                                          "lutram_mux": 0}
+                                          "lutram_mux": 0, **NO_TABLE}
     # a shallow very wide ROM (a fast fold's weights): 8 x 4,096 bits -> logic, not 114 blocks
     assert memory_map(Memory(8, 4096))["rom"] == 4096
     # the hardware may force either place
@@ -55,16 +71,16 @@ def test_rom_goes_to_block_ram_when_logic_costs_more():
 def test_ram_goes_where_it_is_cheapest():
     # a FIFO of 16 x 16: 4 DPR16X4 (cost 16) beat 256 flip-flops and a block (128)
     assert memory_map(Memory(16, 16, rom=False)) == {"bram": 0, "lutram": 4, "rom": 0, "ram": 0,
-                                                     "lutram_mux": 0}
+                                                     "lutram_mux": 0, **NO_TABLE}
     # 40 x 10: 3 cells deep, 3 wide, and a 3:1 read multiplexer on each of the 10 bits
     assert memory_map(Memory(40, 10, rom=False)) == {"bram": 0, "lutram": 9, "rom": 0, "ram": 0,
-                                                     "lutram_mux": 2 * 10}
+                                                     "lutram_mux": 2 * 10, **NO_TABLE}
     # a line buffer of 512 x 36: one block
     assert memory_map(Memory(512, 36, rom=False))["bram"] == 1
     # two copies, and a one-word memory is absorbed by the logic
     assert memory_map(Memory(16, 8, rom=False, copies=2))["lutram"] == 4
     assert memory_map(Memory(1, 64)) == {"bram": 0, "lutram": 0, "rom": 0, "ram": 0,
-                                         "lutram_mux": 0}
+                                         "lutram_mux": 0, **NO_TABLE}
 
 
 def test_multipliers_in_dsp_blocks():
