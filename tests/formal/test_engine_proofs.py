@@ -128,6 +128,12 @@ def test_valid_never_waits_for_ready(name, tmp_path):
 LONG = [pytest.mark.slow, pytest.mark.formal_long]
 
 
+#: Variants found only deeper than their proof's depth: the sparse engine loses a beat only
+#: once its queue has filled, and the loss shows after the drain (28 cycles: not found; 32:
+#: found in under a minute).
+VARIANT_DEPTH = {("sparse", "drop"): 32}
+
+
 @pytest.mark.parametrize("name,kind", [
     pytest.param("mvu", "drop", marks=LONG),
     ("mvu", "unstable"), ("mvu", "stale"),
@@ -139,5 +145,5 @@ LONG = [pytest.mark.slow, pytest.mark.formal_long]
 def test_broken_variant_fails(name, kind, tmp_path):
     factory, depth = PROOFS[name]
     result = run_sby(factory(functools.partial(Mutant, kind=kind)), tmp_path, mode="bmc",
-                     depth=depth)
+                     depth=VARIANT_DEPTH.get((name, kind), depth))
     assert result.status == "FAIL", result.log[-3000:]
