@@ -102,7 +102,8 @@ FEATURES = {
     "xnor": "XNOR lanes (popcount inputs)",
     "lane_bits": "add/subtract lane input bits, LUT multiplier partial-product bits and the "
                  "adders packing two products into one multiplier",
-    "tree": "adder-tree input bits after the lanes (products of multiply and add/sub lanes)",
+    "tree": "adder-tree input bits after multiplier lanes (their products)",
+    "addsub_tree": "adder-tree input bits after add/subtract lanes",
     "acc": "accumulator bits (pe x accumulator width)",
     "stage": "output-stage bits (thresholds: pe x levels x width; requant/identity: pe x width)",
     "stream": "stream payload bits in and out of an engine (skid buffers)",
@@ -409,7 +410,7 @@ def lanes_bill(pe, simd, lane_kind, weight_bits, in_bits, raw_width):
     else:
         width = in_bits if kind == "addsub_w" else weight_bits
         q["lane_bits"] = lanes * width
-        q["tree"] = lanes * (width + 1)
+        q["addsub_tree"] = lanes * (width + 1)
     return Bill(quantities=q, multipliers=mults, tree_width=simd, carry=raw_width)
 
 

@@ -113,7 +113,8 @@ def test_lanes_bill_by_lane_kind():
     mul = lanes_bill(2, 3, "mul", 8, 4, 16)
     assert mul.multipliers == ((8, 4, 6),) and mul.quantities["tree"] == 6 * 12
     add = lanes_bill(2, 3, "addsub_w", 1, 8, 12)
-    assert add.quantities["lane_bits"] == 6 * 8
+    assert add.quantities["lane_bits"] == 6 * 8 and add.quantities["addsub_tree"] == 6 * 9
+    assert "tree" not in add.quantities and "addsub_tree" not in mul.quantities
 
 
 def test_packed_products_bill_their_packing_adders():
