@@ -114,7 +114,7 @@ def issue_order_read(m, rom, issue, *, en=None, extra=False, name="w"):
     """Read the words of ``rom`` (a :class:`Rom`) in order, the next one with each
     cycle of ``issue`` (after the last word, word 0 again), for a pipeline whose stages load
     when ``en`` (None: every cycle). Returns ``(word, stages)``: the word of a beat issued in a
-    cycle, ``stages`` loads of ``en`` later (2, or 3 with ``extra``).
+    cycle, ``stages`` loads of ``en`` later (2, or 3 with ``extra`` or a banked ``rom``).
 
     The address is a register, the count of issues so far: nothing of an issue cycle's
     handshake reaches the memory's address pins (``en`` drives its read enable, so a stalled
@@ -122,7 +122,9 @@ def issue_order_read(m, rom, issue, *, en=None, extra=False, name="w"):
     through :func:`output_register` (the DP16KD's own output register on the ECP5; a Rom of
     latency 2 has its own, e.g. a banked one, whose bank multiplexer follows them) and, with
     ``extra``, through one more register, e.g. one placed beside the multipliers, which a
-    block RAM lies far from."""
+    block RAM lies far from. A banked table always gets that register, after its bank
+    multiplexer, so the multiplexer lies between registers of its own (its banks' output
+    registers are spread over the chip's block RAM columns)."""
     depth = len(rom.words)
     addr = Signal(range(max(depth, 2)), name=f"{name}_addr")
     with m.If(issue):
@@ -131,6 +133,7 @@ def issue_order_read(m, rom, issue, *, en=None, extra=False, name="w"):
     word = rom.data
     if rom.latency == 1:
         word = output_register(m, word, en=en, name=f"{name}_q")
+    extra = bool(extra) or rom.bank_depth < depth
     if extra:
         word = output_register(m, word, en=en, name=f"{name}_late")
     return word, 2 + extra

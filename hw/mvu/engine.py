@@ -90,8 +90,8 @@ class MVUCore(wiring.Component):
         self.raw_shape = _raw_shape(params, weight)
         self._words = weight_words(params, weight)
         #: Multiplier lanes' weights go through one more register (beside the multipliers), and
-        #: so do the weights of a banked table (after its bank multiplexer, which would
-        #: otherwise reach the lanes and adder trees from the block RAMs' output registers).
+        #: so do a banked table's (issue_order_read adds it after the bank multiplexer); the
+        #: input beats follow.
         self._late_weights = (
             params.lane_kind is LaneKind.MUL and not params.packed_products
             or rom_banked(len(self._words), params.pe * params.simd * params.weight_dtype.bits,

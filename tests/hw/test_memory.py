@@ -8,7 +8,14 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
 
-from nnaccel.hw.common.memory import Rom, Storage, bank_depth, bram_blocks, issue_order_read
+from nnaccel.hw.common.memory import (
+    Rom,
+    Storage,
+    bank_depth,
+    bram_blocks,
+    issue_order_read,
+    rom_banked,
+)
 
 #: (words, width): one block RAM; deeper than one configuration of the fewest blocks (1024 x
 #: 18 for 11 bits: two banks, the second short); four banks of 512 x 36.
@@ -61,8 +68,9 @@ class _Reader(wiring.Component):
     def __init__(self, words, width, storage, extra, gated):
         self.words, self.width, self.storage = words, width, storage
         self.extra, self.gated = extra, gated
-        #: what issue_order_read returns, known after elaboration
-        self.stages = 3 if extra else 2
+        #: what issue_order_read returns (checked at elaboration): one more with ``extra`` or
+        #: a banked table
+        self.stages = 2 + (extra or rom_banked(len(words), width, storage))
         super().__init__({"issue": In(1), "en": In(1), "word": Out(width)})
 
     def elaborate(self, platform):
@@ -110,3 +118,6 @@ def test_issue_order_read_gives_each_issue_its_word(storage, extra, gated, depth
     sim.add_testbench(bench)
     sim.run()
     assert len(checked) > (100 if depth < 100 else depth + 10)  # the deep one wraps
+    # a banked table's word always gets the register after its bank multiplexer
+    banked = storage is Storage.BRAM and depth > 512
+    assert dut.stages == 2 + (extra or banked)
