@@ -16,7 +16,7 @@ from ...hw.common.memory import Storage
 from ..engines import adapter_for
 from ..errors import UsageError
 from ..folding import FoldSpace, choose_folds, fold_cycles, folds_for_budget
-from ..resources import budget, estimate, fifo_bill, fits, spill_to_logic
+from ..resources import budget, edge_bills, estimate, fits
 
 __all__ = ["choose_folding", "share_dsps", "DEFAULT_MAX_LANES"]
 
@@ -193,6 +193,9 @@ class _DeviceSearch:
             if not moves:
                 break
             kinds[max(moves)[1]] = Storage.LOGIC
+        if not self.evaluate(folds, kinds)[0]:
+            # the greedy moves missed: each layer's cheapest storage, as the search found it
+            return {n: self.layer(n, folds[n])[0].storage for n in kinds}
         return {n: self.layer_as(n, folds[n], k)[0].storage for n, k in kinds.items()}
 
     def _share(self, est):
@@ -205,28 +208,37 @@ class _DeviceSearch:
             return 0.0
         return self._share(self.layer(n, fold)[1])
 
+    def _shared(self, layers):
+        """``layers`` (``(plan, estimate)`` pairs) after :func:`share_dsps`, re-estimated where
+        it moved lane multipliers into logic."""
+        plans = share_dsps([lp for lp, _ in layers], self.device, self.plan.options.fill,
+                           self.plan.options)
+        out = []
+        for (lp, est), shared in zip(layers, plans, strict=True):
+            if shared is not lp:
+                est = estimate(shared.adapter.resources(shared), self.device)
+            out.append((shared, est))
+        return out
+
     def evaluate(self, folds, kinds=None):
-        """``(fits, inferences/s, estimate)`` of a fold chain, FIFOs included; ``kinds``: the
+        """``(fits, inferences/s, estimate)`` of a fold chain, FIFOs and gearboxes included
+        (:func:`~nnaccel.gen.resources.edge_bills`); ``kinds``: the
         weight storage of each layer (:meth:`layer_as`) instead of the cheapest."""
-        from ..generate import fifo_plan
+        from ..generate import fifo_plan, graph_fifo_plan
 
         layers = [self.layer(n, f) if kinds is None else self.layer_as(n, f, kinds.get(n))
                   for n, f in enumerate(folds)]
+        if sum(est.dsp for _, est in layers) > self.limit["dsp"]:
+            # lane multipliers past the DSP budget are built in logic, as the design will be
+            layers = self._shared(layers)
         total = layers[0][1]
         for _, est in layers[1:]:
             total = total.plus(est)
-        if self.plan.model.is_chain:
-            for fifo in fifo_plan(self.plan.but(layers=tuple(lp for lp, _ in layers))):
-                if fifo.get("depth"):
-                    width = fifo["bits"] // fifo["depth"]
-                    total = total.plus(estimate(fifo_bill(fifo["depth"], width), self.device))
-        # lane multipliers past the DSP budget are built in logic (share_dsps)
-        split = [s for n, (lp, _) in enumerate(layers) if n not in self.others
-                 for s in [_splittable(lp)] if s[0]]
-        over = min(total.dsp - int(self.limit["dsp"]), sum(c for c, _, _ in split))
-        if over > 0:
-            total = spill_to_logic(total, over, *max(split, key=lambda s: s[1] * s[2])[1:],
-                                   self.device)
+        # the FIFOs and gearboxes in front of every layer, as the generator builds them
+        plan = self.plan.but(layers=tuple(lp for lp, _ in layers))
+        fifos = fifo_plan(plan) if plan.model.is_chain else graph_fifo_plan(plan)
+        for edge in edge_bills(plan, fifos):
+            total = total.plus(estimate(edge, self.device))
         cycles = max([self.fixed_cycles] + [_cycles(s, f) for n, (s, f) in
                                              enumerate(zip(self.shapes, folds, strict=True))
                                              if n not in self.others])
