@@ -86,7 +86,9 @@ class Memory:
     identical ones. ``force``: ``"logic"`` or ``"bram"`` when the hardware forces it.
     ``table``: a weight table (:class:`~nnaccel.hw.common.memory.Rom`, read by
     :func:`~nnaccel.hw.common.memory.issue_order_read`): in block RAM, read through output
-    registers (one per bank when it is banked, then one after the bank multiplexer)."""
+    registers (one per bank when it is banked, then one after the bank multiplexer); in logic,
+    a counter and an address register per copy of its address beyond the first
+    (:func:`~nnaccel.hw.common.memory.address_copies`), billed as flip-flop bits."""
 
     depth: int
     width: int
@@ -210,6 +212,11 @@ def memory_map(mem, family="ecp5"):
         logic = bits * _ROM_BIT <= _BRAM_COST * blocks
         if mem.force == "logic" or (mem.force is None and logic):
             out["rom"] = mem.width * rom_columns(mem.depth) * mem.copies
+            if mem.table:   # each further copy of its address: a counter and a register
+                from ..hw.common.memory import Storage, address_copies
+
+                extra = address_copies(mem.depth, mem.width, Storage.LOGIC) - 1
+                out["ram"] = 2 * (mem.depth - 1).bit_length() * extra * mem.copies
         else:
             out["bram"] = blocks * mem.copies
             if mem.table and family == "ecp5":

@@ -2,14 +2,14 @@
 
 import enum
 
-from amaranth import Const, Module, Mux, Signal, unsigned
-from amaranth.lib import memory, wiring
+from amaranth import Cat, Const, Module, Mux, Signal, unsigned
+from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 
-from .arith import check_positive
+from .arith import cdiv, check_positive
 
 __all__ = ["Storage", "Rom", "BRAM_SHAPES", "LUT4_PER_BRAM", "bram_blocks", "bank_depth",
-           "rom_banked", "rom_lut4",
+           "rom_banked", "rom_lut4", "ADDRESS_FANOUT", "address_copies",
            "choose_storage", "output_register", "NO_RW_CHECK", "registered_read",
            "pipelined_read", "issue_order_read"]
 
@@ -48,6 +48,22 @@ def rom_lut4(depth, width):
     """LUT4s of the same table as a constant ROM in logic: a LUT4 per output bit and 16 words
     (the wider multiplexers of the ECP5's slices are free); none for a single word."""
     return 0 if depth == 1 else width * -(-depth // 16)
+
+
+#: LUT4s of a table in logic one copy of its read address drives at most
+#: (:func:`address_copies`).
+ADDRESS_FANOUT = 512
+
+
+def address_copies(depth, width, storage):
+    """Copies of the read address of a :class:`Rom` of ``depth`` x ``width`` in ``storage``:
+    in logic, one per :data:`ADDRESS_FANOUT` of its LUT4s (:func:`rom_lut4`), each reading its
+    own slice of the word's columns; else 1. Each address bit of CNV's c3 table (72 words of
+    2,048 bits, 12,112 LUT4) would otherwise reach about 10,000 LUT4s spread over the chip,
+    nets no router can lay without congestion."""
+    if Storage(storage) is not Storage.LOGIC or depth == 1:
+        return 1
+    return max(1, min(width, cdiv(rom_lut4(depth, width), ADDRESS_FANOUT)))
 
 
 def choose_storage(depth, width, storage=None):
@@ -124,12 +140,16 @@ def issue_order_read(m, rom, issue, *, en=None, extra=False, name="w"):
     ``extra``, through one more register, e.g. one placed beside the multipliers, which a
     block RAM lies far from. A banked table always gets that register, after its bank
     multiplexer, so the multiplexer lies between registers of its own (its banks' output
-    registers are spread over the chip's block RAM columns)."""
+    registers are spread over the chip's block RAM columns). A table in logic with copies of
+    its address (``Rom(copied=True)``) gets a counter per copy."""
     depth = len(rom.words)
-    addr = Signal(range(max(depth, 2)), name=f"{name}_addr")
-    with m.If(issue):
-        m.d.sync += addr.eq(Mux(addr == depth - 1, 0, addr + 1))
-    m.d.comb += [rom.addr.eq(addr), rom.en.eq(1 if en is None else en)]
+    # a counter for the address and one more per copy of a table's address (Rom's copied)
+    for k in range(1 + (rom.copies if rom.copies > 1 else 0)):
+        addr = Signal(range(max(depth, 2)), name=f"{name}_addr" + (f"{k - 1}" if k else ""))
+        with m.If(issue):
+            m.d.sync += addr.eq(Mux(addr == depth - 1, 0, addr + 1))
+        m.d.comb += (rom.addr if k == 0 else rom.addr_copies[k - 1]).eq(addr)
+    m.d.comb += rom.en.eq(1 if en is None else en)
     word = rom.data
     if rom.latency == 1:
         word = output_register(m, word, en=en, name=f"{name}_q")
@@ -166,9 +186,16 @@ class Rom(wiring.Component):
     (delayed) bank number, so a multiplexer follows the registers rather than the block RAMs'
     read data, which yosys's own depth split would leave unregistered (about 5.6 ns on the
     ECP5). A banked table's latency is 2, and ``data`` is that multiplexer's output.
+
+    ``copied``: in logic, the table is :attr:`copies` tables side by side, each a slice of the
+    word's columns read at its own address register (:func:`address_copies`), loaded from its
+    own element of ``addr_copies`` instead of ``addr``. The reader drives every element with
+    the same address, each from registers of its own (:func:`issue_order_read` keeps a counter
+    per copy): synthesis merges registers of equal inputs, so copies of one address register
+    would end as one again.
     """
 
-    def __init__(self, words, width, *, storage=Storage.AUTO, registered=False):
+    def __init__(self, words, width, *, storage=Storage.AUTO, registered=False, copied=False):
         self.words = [int(w) for w in words]
         check_positive("number of words", len(self.words))
         self.width = check_positive("width", width)
@@ -181,8 +208,13 @@ class Rom(wiring.Component):
                            else depth)
         #: Cycles from a read (``en`` high) to its word on ``data``.
         self.latency = 2 if registered or self.bank_depth < depth else 1
-        super().__init__({"addr": In(range(max(depth, 2))), "en": In(1),
-                          "data": Out(width)})
+        #: Address registers of a table in logic, each reading a slice of the columns (1
+        #: unless ``copied``).
+        self.copies = address_copies(depth, width, self.storage) if copied else 1
+        ports = {"addr": In(range(max(depth, 2))), "en": In(1), "data": Out(width)}
+        if self.copies > 1:
+            ports["addr_copies"] = In(data.ArrayLayout(range(max(depth, 2)), self.copies))
+        super().__init__(ports)
 
     def elaborate(self, platform):
         m = Module()
@@ -190,19 +222,14 @@ class Rom(wiring.Component):
         if depth == 1:
             m.d.comb += self.data.eq(Const(self.words[0], self.width))
         elif self.storage is Storage.LOGIC:
-            addr = Signal.like(self.addr)
-            first = Signal.like(self.addr) if self.latency == 2 else self.addr
-            with m.If(self.en):
-                m.d.sync += addr.eq(first)
-                if self.latency == 2:
-                    m.d.sync += first.eq(self.addr)
-            # an asynchronous read at a registered address: yosys merges the register into
-            # the read port, and the attribute keeps the memory out of block RAM
-            m.submodules.table = table = memory.Memory(
-                shape=unsigned(self.width), depth=depth, init=self.words,
-                attrs={"rom_style": "logic"})
-            port = table.read_port(domain="comb")
-            m.d.comb += [port.addr.eq(addr), self.data.eq(port.data)]
+            sources = ([self.addr] if self.copies == 1
+                       else [self.addr_copies[k] for k in range(self.copies)])
+            columns = []
+            for k, source in enumerate(sources):
+                lo, hi = k * self.width // self.copies, (k + 1) * self.width // self.copies
+                columns.append(self._logic_table(m, source, lo, hi,
+                                                 "" if self.copies == 1 else str(k)))
+            m.d.comb += self.data.eq(Cat(*columns))
         elif self.bank_depth == depth:
             m.submodules.mem = mem = memory.Memory(shape=unsigned(self.width), depth=depth,
                                                    init=self.words)
@@ -215,6 +242,25 @@ class Rom(wiring.Component):
         else:
             m.d.comb += self.data.eq(self._banked(m))
         return m
+
+    def _logic_table(self, m, source, lo, hi, suffix):
+        """Columns ``lo`` to ``hi - 1`` of the table in logic, read at ``source`` once or twice
+        registered; returns the read data."""
+        addr = Signal.like(self.addr, name=f"addr{suffix}")
+        first = Signal.like(self.addr, name=f"first{suffix}") if self.latency == 2 else source
+        with m.If(self.en):
+            m.d.sync += addr.eq(first)
+            if self.latency == 2:
+                m.d.sync += first.eq(source)
+        # an asynchronous read at a registered address: yosys merges the register into the
+        # read port, and the attribute keeps the memory out of block RAM
+        mask = (1 << (hi - lo)) - 1
+        m.submodules[f"table{suffix}"] = table = memory.Memory(
+            shape=unsigned(hi - lo), depth=len(self.words),
+            init=[w >> lo & mask for w in self.words], attrs={"rom_style": "logic"})
+        port = table.read_port(domain="comb")
+        m.d.comb += port.addr.eq(addr)
+        return port.data
 
     def _banked(self, m):
         """The read data of the banked block RAM table (latency 2)."""

