@@ -33,7 +33,8 @@ from ..hw.common.stream import fifo_geometry
 from .errors import UsageError
 
 __all__ = ["Device", "DEVICES", "device_for", "Bill", "Memory", "Estimate", "FEATURES",
-           "memory_map", "dsp_blocks", "mapped_quantities", "estimate", "estimate_plan",
+           "memory_map", "dsp_blocks", "mapped_quantities", "fixed_costs", "estimate",
+           "estimate_plan",
            "spill_to_logic", "fmax_estimate", "simd_cap", "fifo_bill", "gearbox_bill",
            "edge_bills", "fits", "budget",
            "lanes_bill", "packed_bill", "stage_bill", "stream_bill", "window_bill",
@@ -88,7 +89,7 @@ class Memory:
     :func:`~nnaccel.hw.common.memory.issue_order_read`): in block RAM, read through output
     registers (one per bank when it is banked, then one after the bank multiplexer); in logic,
     a counter and an address register per copy of its address beyond the first
-    (:func:`~nnaccel.hw.common.memory.address_copies`), billed as flip-flop bits."""
+    (:func:`~nnaccel.hw.common.memory.address_copies`), counted (:data:`ADDRESS_COPY`)."""
 
     depth: int
     width: int
@@ -183,6 +184,17 @@ _BRAM_SHAPES = {"ecp5": ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18)
 _BRAM_COST, _LUTRAM_COST, _ROM_BIT, _RAM_BIT = 128, 4, 1 / 16, 1.0
 #: LUT4s nextpnr counts per TRELLIS_DPR16X4.
 LUTRAM_LUT4 = 6
+#: LUT4 and FF per bit of each further copy of a logic table's address (counted, not fitted):
+#: its counter (a flip-flop, about a LUT4 of increment and wrap) and its address register.
+ADDRESS_COPY = {"lut4": 1, "ff": 2}
+
+
+def fixed_costs(lutram, address_bits):
+    """``(LUT4, FF)`` the model counts rather than fits: ``lutram`` distributed-RAM cells
+    (:data:`LUTRAM_LUT4`) and ``address_bits`` of tables' address copies
+    (:data:`ADDRESS_COPY`)."""
+    return (LUTRAM_LUT4 * lutram + ADDRESS_COPY["lut4"] * address_bits,
+            ADDRESS_COPY["ff"] * address_bits)
 
 
 def _blocks(depth, width, family):
@@ -203,7 +215,7 @@ def memory_map(mem, family="ecp5"):
     (``(ceil(depth / 16) - 1) x width``: a 16-word cell per column, one read port each)}`` for
     all its copies."""
     out = {"bram": 0, "lutram": 0, "rom": 0, "ram": 0, "lutram_mux": 0, "bram_q": 0,
-           "bank_mux": 0}
+           "bank_mux": 0, "address_bits": 0}
     if mem.depth <= 1:
         return out   # a constant (ROM) or a register (RAM) the logic absorbs
     blocks = _blocks(mem.depth, mem.width, family)
@@ -216,7 +228,7 @@ def memory_map(mem, family="ecp5"):
                 from ..hw.common.memory import Storage, address_copies
 
                 extra = address_copies(mem.depth, mem.width, Storage.LOGIC) - 1
-                out["ram"] = 2 * (mem.depth - 1).bit_length() * extra * mem.copies
+                out["address_bits"] = (mem.depth - 1).bit_length() * extra * mem.copies
         else:
             out["bram"] = blocks * mem.copies
             if mem.table and family == "ecp5":
@@ -282,13 +294,15 @@ def simd_cap(target_mhz, family="ecp5"):
 
 def mapped_quantities(bill, family="ecp5"):
     """The bill's quantities once its memories and multipliers are mapped onto ``family``
-    (what the fitted coefficients multiply), with ``(bram, dsp, lutram)`` counts."""
+    (what the fitted coefficients multiply), with ``(bram, dsp, lutram, address_bits)``
+    counts (the last: bits of the further copies of tables' addresses, :data:`ADDRESS_COPY`)."""
     q = dict(bill.quantities)
-    bram = dsp = lutram = 0
+    bram = dsp = lutram = address_bits = 0
     for mem in bill.memories:
         mapped = memory_map(mem, family)
         bram += mapped["bram"]
         lutram += mapped["lutram"]
+        address_bits += mapped["address_bits"]
         for k in ("rom", "ram", "lutram_mux", "bram_q", "bank_mux"):
             q[k] = q.get(k, 0) + mapped[k]
     for a, b, count in bill.multipliers:
@@ -298,15 +312,16 @@ def mapped_quantities(bill, family="ecp5"):
         else:
             q["lane_bits"] = q.get("lane_bits", 0) + a * b * count
     q["dsp"] = q.get("dsp", 0) + dsp
-    return q, (bram, dsp, lutram)
+    return q, (bram, dsp, lutram, address_bits)
 
 
 def estimate(bill, device):
     """The :class:`Estimate` of ``bill`` on ``device``."""
     coeff = _coefficients(device.family)
-    q, (bram, dsp, lutram) = mapped_quantities(bill, device.family)
-    lut = sum(coeff["lut4"].get(k, 0.0) * v for k, v in q.items()) + LUTRAM_LUT4 * lutram
-    ff = sum(coeff["ff"].get(k, 0.0) * v for k, v in q.items())
+    q, (bram, dsp, lutram, address_bits) = mapped_quantities(bill, device.family)
+    lut, ff = fixed_costs(lutram, address_bits)
+    lut += sum(coeff["lut4"].get(k, 0.0) * v for k, v in q.items())
+    ff += sum(coeff["ff"].get(k, 0.0) * v for k, v in q.items())
     return Estimate(lut4=round(lut), ff=round(ff), bram=bram, dsp=dsp,
                     fmax_mhz=fmax_estimate(bill.tree_width, bill.carry, device.family))
 

@@ -38,9 +38,9 @@ from ..gen.plan import Options
 from ..gen.resources import (
     DEVICES,
     FEATURES,
-    LUTRAM_LUT4,
     estimate,
     estimate_plan,
+    fixed_costs,
     mapped_quantities,
 )
 from ..gen.tools import find_yowasp
@@ -315,16 +315,15 @@ def import_synthesis(directory, tag, cache_dir):
 
 def fit(rows):
     """NNLS coefficients ``{"lut4": {...}, "ff": {...}}`` from ``rows``: ``(quantities,
-    lutram LUT4 estimate, measured figures)`` per layer, each row weighted by 1/measured (the
-    error that matters is relative)."""
+    (LUT4, FF) counted rather than fitted, measured figures)`` per layer, each row weighted by
+    1/measured (the error that matters is relative)."""
     from scipy.optimize import nnls
 
     names = list(FEATURES)
     x = np.array([[q.get(f, 0) for f in names] for q, _, _ in rows], dtype=float)
     out = {}
     for fig in ("lut4", "ff"):
-        y = np.array([m[fig] - (lut if fig == "lut4" else 0) for _, lut, m in rows],
-                     dtype=float)
+        y = np.array([m[fig] - fixed[fig == "ff"] for _, fixed, m in rows], dtype=float)
         w = 1 / np.maximum(np.array([m[fig] for _, _, m in rows], dtype=float), 50)
         coef, _ = nnls(x * w[:, None], y * w)
         out[fig] = {f: round(float(c), 4) for f, c in zip(names, coef, strict=True)}
@@ -415,8 +414,8 @@ def main(argv=None, log=print):
         design, layers = measure_design(d, outdir / "cache", log, args.stale)
         if d in DESIGNS:   # the EXTRA designs are compared, never fitted
             for _, bill, m in layers:
-                q, (_, _, lutram) = mapped_quantities(bill, DEVICE.family)
-                rows.append((q, LUTRAM_LUT4 * lutram, m))
+                q, (_, _, lutram, address_bits) = mapped_quantities(bill, DEVICE.family)
+                rows.append((q, fixed_costs(lutram, address_bits), m))
         per_design.append((d.name, design, layers))
     if not args.no_write and all(d in designs for d in DESIGNS):
         coeffs = fit(rows)
