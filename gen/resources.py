@@ -571,7 +571,8 @@ def sparse_pe_registers(p, matrix, in_flight, abits):
     product = (Const(0, wshape) * Const(0, act)).shape().width
     return (4 * abits + 3                                   # pointers: output register, L
             #                                                 and L's empty, single, useful
-            + (x + 2 * abits + 3) + 5 * slot_bits + 4         # queue head and pointers, slots
+            + (x + 2 * abits + 6) + 5 * slot_bits + 4         # queue head (flags: read, head),
+            #                                                 pointers, slots
             + 2 * abits + x + 3                             # iterator: address, left, value
             + 2 * (x + 5) + matrix.value_bits + p.index_bits  # E1, entry register, R
             + rows + (x + 3 + rows) + wshape.width          # previous row, E2, weight
@@ -587,8 +588,8 @@ def sparse_bill(p, matrix, in_flight):
     collector, without the output stage. Per PE (``pe`` quantity: the token, pointer and entry
     pipeline, the row iterator, the accumulator forwarding): the pointer and entry memory (one
     block RAM when both fit one DP16KD read on both ports, else two), the activation queue and
-    two accumulator banks, all in block RAM (the engine asks for it), a codebook ROM and one
-    multiplier; ``pe_bits``: the PEs' flip-flops (:func:`sparse_pe_registers`)."""
+    two accumulator banks, all in block RAM (the engine asks for it), the queue's flags in
+    distributed RAM, a codebook ROM and one multiplier; ``pe_bits``: the PEs' flip-flops (:func:`sparse_pe_registers`)."""
     k, raw = p.in_features, p.raw_shape.width
     xbits = p.in_dtype.bits
     value_bits = matrix.value_bits
@@ -611,8 +612,10 @@ def sparse_bill(p, matrix, in_flight):
             mems += [Memory(k, 2 * abits, force="bram"),
                      Memory(max(entries, 1), entry_bits, force="bram")]
         registers += sparse_pe_registers(p, matrix, in_flight, abits)
-        mems.append(Memory(1 << slots.bit_length(), xbits + 2 * abits + 4, rom=False,
-                           force="bram"))
+        # the activation queue (value, start, left) and its flags beside it
+        mems += [Memory(1 << slots.bit_length(), xbits + 2 * abits, rom=False,
+                        force="bram"),
+                 Memory(1 << slots.bit_length(), 3, rom=False)]
         mems.append(Memory(p.rows_per_pe, raw, rom=False, copies=2, force="bram"))
         if matrix.codebook is not None:
             mems.append(Memory(len(matrix.codebook), wbits))
