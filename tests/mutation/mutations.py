@@ -71,6 +71,11 @@ MUTATIONS = (
              "zero = sweeping", SPARSE_TESTS),
     Mutation("sparse-activation-mask-skips-one", SPARSE, "rest.eq(masks[q] & (masks[q] - 1))",
              "rest.eq(masks[q] & (masks[q] - 2))", SPARSE_TESTS),
+    Mutation("sparse-one-entry-column-empty", SPARSE, "return top & ~left[0], top",
+             "return top, top", SPARSE_TESTS),
+    Mutation("sparse-flags-queue-stale-head", SPARSE,
+             "q.r_flags = pipelined_read(m, small, Mux(fill, r_next, r_ptr), out_en=fill,",
+             "q.r_flags = pipelined_read(m, small, r_ptr, out_en=fill,", SPARSE_TESTS),
     # -- systolic array engine ---------------------------------------------------------------
     Mutation("systolic-drain-ignores-backpressure", SYSTOLIC,
              "advance, read = ~o.valid | o.ready, Signal()", "advance, read = 1, Signal()",
