@@ -589,7 +589,8 @@ def sparse_bill(p, matrix, in_flight):
     pipeline, the row iterator, the accumulator forwarding): the pointer and entry memory (one
     block RAM when both fit one DP16KD read on both ports, else two), the activation queue and
     two accumulator banks, all in block RAM (the engine asks for it), the queue's flags in
-    distributed RAM, a codebook ROM and one multiplier; ``pe_bits``: the PEs' flip-flops (:func:`sparse_pe_registers`)."""
+    distributed RAM, a codebook ROM and one multiplier; ``pe_bits``: the PEs' flip-flops
+    (:func:`sparse_pe_registers`)."""
     k, raw = p.in_features, p.raw_shape.width
     xbits = p.in_dtype.bits
     value_bits = matrix.value_bits
