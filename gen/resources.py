@@ -14,7 +14,7 @@ width, read-only or not) and its multipliers (operand widths). :func:`estimate` 
 * multipliers whose operands are both at least 2 bits wide go to MULT18X18D / SB_MAC16 blocks
   (``ceil(a/18) * ceil(b/18)`` of them on ECP5, as yosys' ``mul2dsp`` splits them); narrower ones
   are logic, and so are those a layer builds in logic when the device runs out of DSP blocks
-  (the MVU's ``dsp_multipliers``: lane bits, ``a * b`` per multiplier; :func:`spill_to_logic`).
+  (the MVU's ``dsp_multipliers``: lane bits, ``a * b`` per multiplier).
 * LUT4 and FF are linear in the bill's quantities, with coefficients fitted to yosys'
   ``synth_ecp5`` on the bench designs (:mod:`nnaccel.bench.fit`, written to
   :mod:`nnaccel.gen.resource_fit`).
@@ -35,7 +35,7 @@ from .errors import UsageError
 __all__ = ["Device", "DEVICES", "device_for", "Bill", "Memory", "Estimate", "FEATURES",
            "memory_map", "dsp_blocks", "mapped_quantities", "fixed_costs", "estimate",
            "estimate_plan",
-           "spill_to_logic", "fmax_estimate", "simd_cap", "fifo_bill", "gearbox_bill",
+           "fmax_estimate", "simd_cap", "fifo_bill", "gearbox_bill",
            "edge_bills", "fits", "budget",
            "lanes_bill", "packed_bill", "stage_bill", "stream_bill", "window_bill",
            "sparse_bill", "sparse_pe_registers",
@@ -324,18 +324,6 @@ def estimate(bill, device):
     ff += sum(coeff["ff"].get(k, 0.0) * v for k, v in q.items())
     return Estimate(lut4=round(lut), ff=round(ff), bram=bram, dsp=dsp,
                     fmax_mhz=fmax_estimate(bill.tree_width, bill.carry, device.family))
-
-
-def spill_to_logic(total, count, a_bits, b_bits, device):
-    """``total`` (an :class:`Estimate`) with ``count`` of its ``a_bits`` x ``b_bits`` DSP
-    multipliers built in logic instead (shift-and-add: lane bits), as a multiply layer's
-    ``dsp_multipliers`` splits them."""
-    if count <= 0:
-        return total
-    dsp = estimate(Bill(multipliers=((a_bits, b_bits, count),)), device)
-    logic = estimate(Bill(quantities={"lane_bits": a_bits * b_bits * count}), device)
-    return Estimate(total.lut4 - dsp.lut4 + logic.lut4, total.ff - dsp.ff + logic.ff,
-                    total.bram, total.dsp - dsp.dsp, total.fmax_mhz)
 
 
 def fifo_bill(depth, width):

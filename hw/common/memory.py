@@ -143,12 +143,13 @@ def issue_order_read(m, rom, issue, *, en=None, extra=False, name="w"):
     registers are spread over the chip's block RAM columns). A table in logic with copies of
     its address (``Rom(copied=True)``) gets a counter per copy."""
     depth = len(rom.words)
-    # a counter for the address and one more per copy of a table's address (Rom's copied)
-    for k in range(1 + (rom.copies if rom.copies > 1 else 0)):
-        addr = Signal(range(max(depth, 2)), name=f"{name}_addr" + (f"{k - 1}" if k else ""))
+    # a counter per copy of a table's address (Rom's copied), else one
+    sinks = [rom.addr] if rom.copies == 1 else [rom.addr_copies[k] for k in range(rom.copies)]
+    for k, sink in enumerate(sinks):
+        addr = Signal(range(max(depth, 2)), name=f"{name}_addr" + (f"{k}" if k else ""))
         with m.If(issue):
             m.d.sync += addr.eq(Mux(addr == depth - 1, 0, addr + 1))
-        m.d.comb += (rom.addr if k == 0 else rom.addr_copies[k - 1]).eq(addr)
+        m.d.comb += sink.eq(addr)
     m.d.comb += rom.en.eq(1 if en is None else en)
     word = rom.data
     if rom.latency == 1:

@@ -96,8 +96,8 @@ def test_issue_order_read_gives_each_issue_its_word(storage, extra, gated, depth
     address), each reaching the output ``stages`` loads of the enable after its issue, under
     random issues and enables."""
     rng = np.random.default_rng(hash((storage.value, extra, gated, depth)) % 2**32)
-    words = [int(w) for w in rng.integers(0, 2**62, (depth, cdiv(width, 62)))
-             .dot(1 << np.arange(0, 62 * cdiv(width, 62), 62, dtype=object)) % (1 << width)]
+    words = [int.from_bytes(rng.bytes(cdiv(width, 8)), "little") % (1 << width)
+             for _ in range(depth)]
     dut = _Reader(words, width, storage, extra, gated, copied=True)
     if width == 700:
         assert address_copies(depth, width, storage) == (5 if storage is Storage.LOGIC else 1)
