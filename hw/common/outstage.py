@@ -474,8 +474,7 @@ class OutputStage(wiring.Component):
         else:
             u = t.shift_left(1) >> shift
         u = st.reg(u, u.shape(), "shifted")
-        r = (u + 1).shift_right(1)
-        return st.reg(Mux(r < p.lo, p.lo, Mux(r > p.hi, p.hi, r)), p.out_shape, "y")
+        return st.reg(self._clamped(*self._rounded(u)), p.out_shape, "y")
 
     def _requant_pipelined(self, st, raw, *, offset, mult, shift):
         """``_requant`` for Fmax: the product split into DSP-sized partial products, summed by
@@ -503,8 +502,30 @@ class OutputStage(wiring.Component):
         else:
             u = t.shift_left(1) >> shift
         u = st.reg(u, u.shape(), "shifted")
-        r = st.reg((u + 1).shift_right(1), u.shape(), "rounded")
-        return st.reg(Mux(r < p.lo, p.lo, Mux(r > p.hi, p.hi, r)), p.out_shape, "y")
+        r, below, above = self._rounded(u)
+        r = st.reg(r, r.shape(), "rounded")
+        below = st.reg(below, 1, "below")
+        above = st.reg(above, 1, "above")
+        return st.reg(self._clamped(r, below, above), p.out_shape, "y")
+
+    def _rounded(self, u):
+        """``r = (u + 1) >> 1`` in the output's width and whether the full ``r`` lies below
+        ``lo`` or above ``hi``. The two compares read ``u``, not ``r``, so that they run beside
+        the rounding adder rather than after it: ``r < lo`` is ``u < 2 lo - 1`` and ``r > hi``
+        is ``u > 2 hi``. Within ``lo..hi``, ``r`` is its own low bits, so the adder is only as
+        wide as the output."""
+        p = self.params
+        width = p.out_shape.width
+        if len(u) > width + 1:
+            r = (u[:width + 1] + 1)[1:width + 1]
+            r = r.as_signed() if p.out_shape.signed else r
+        else:
+            r = (u + 1).shift_right(1)
+        return r, u < 2 * p.lo - 1, u > 2 * p.hi
+
+    def _clamped(self, r, below, above):
+        p = self.params
+        return Mux(below, p.lo, Mux(above, p.hi, r))
 
     def _threshold(self, st, raw, *, thresholds):
         levels = self.params.levels
