@@ -109,6 +109,8 @@ FEATURES = {
     "addsub_tree": "adder-tree input bits after add/subtract lanes",
     "acc": "accumulator bits (pe x accumulator width)",
     "stage": "output-stage bits (thresholds: pe x levels x width; requant/identity: pe x width)",
+    "requant": "requantising datapath bits per lane after the multiply: the product's width x "
+               "(its partial products - 1 adders + the shifter's levels + 2 clamp compares)",
     "stream": "stream payload bits in and out of an engine (skid buffers)",
     "fifo": "one per inter-layer FIFO (StreamFifo): word counters, flags, stage valids",
     "fifo_bits": "inter-layer FIFO beat bits (the fabric register behind its memory)",
@@ -470,6 +472,27 @@ def _table_bits(out, padded):
     return bits
 
 
+def _requant_bits(out, mult, shift):
+    """The ``requant`` quantity of a stage (the pipelined stage the engines build): per lane,
+    the product's width times the adders summing its partial products (one 18x18 block's
+    operands each; none for a lane multiplying by a constant power of two), the levels of its
+    variable shifter (none for a shift equal in every fold) and the clamp's two compares."""
+    from amaranth import Const, unsigned
+
+    from ..hw.common.outstage import _limbs
+
+    mw = max(max(out.mult).bit_length(), 1)
+    blocks = len(_limbs(Const(0, out.acc_shape))) * len(_limbs(Const(0, unsigned(mw))))
+    width = max(abs(v) for v in out.acc_range).bit_length() + mw + 2
+    bits = 0
+    for muls, shifts in zip(mult, shift, strict=True):
+        c = next(iter(muls))
+        parts = 0 if len(muls) == 1 and c & (c - 1) == 0 else blocks - 1
+        levels = max(max(shifts).bit_length(), 1) if len(shifts) > 1 else 0
+        bits += width * (parts + levels + 2)
+    return bits
+
+
 def stage_bill(out):
     """The output stage of an :class:`~nnaccel.hw.common.outstage.OutputStageParams`: its
     datapath per lane, its per-channel tables (a read-only memory of ``folds`` words when the
@@ -501,6 +524,7 @@ def stage_bill(out):
             real = sum(not (len(v) == 1 and (c := next(iter(v))) & (c - 1) == 0) for v in mult)
             if real:
                 mults.append((acc, mw, real))
+            q["requant"] = _requant_bits(out, mult, lanes(out.shift))
     rom_bits = _table_bits(out, padded) if folds > 1 else 0
     if rom_bits and out.table_in_bram:   # the table's output register, the raw value beside it
         q["bram_q"] = rom_bits + pe * out.raw_shape.width

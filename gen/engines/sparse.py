@@ -22,7 +22,7 @@ line-buffer word divides the previous layer's output beat or is divided by it. G
 depthwise convolutions are refused (they run on the vvau).
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -150,6 +150,34 @@ def _sparse_beat(k):
     return 1 << (min(k, 8).bit_length() - 1)
 
 
+#: The sparsest input a narrower output stage keeps up with: a fraction of non-zero activations,
+#: the same as SPEC 2.3's threshold for sparse weights (at 35 % non-zero the PEs take about a
+#: third of the dense time, and the read-out must not become the bound).
+READOUT_DENSITY = 0.35
+
+
+def narrowest_stage(params, counts):
+    """``params`` with the fewest output-stage lanes (:attr:`SparseParams.out_lanes`, a divisor
+    of its PEs) that leave the layer's cycles per inference (matrix ``counts``) as they are with
+    one lane per PE, both with every activation non-zero and with :data:`READOUT_DENSITY` of
+    them (spread evenly over the columns): the read-out, a row every ``pe / out_lanes``
+    cycles, stays within the time the PEs take for such a vector. Fewer lanes, fewer
+    requantising multipliers and parameter tables."""
+    k = params.in_features
+    spread = np.diff(np.floor(np.arange(k + 1) * READOUT_DENSITY)) > 0
+    inputs = [np.ones((2, k), dtype=bool), np.tile(spread, (2, 1))]
+
+    def cycles(p):
+        return [p.cycle_report(counts, active).cycles_per_inference for active in inputs]
+
+    full = cycles(params)
+    for lanes in divisors(params.pe)[:-1]:
+        narrow = replace(params, out_lanes=lanes)
+        if all(c <= f for c, f in zip(cycles(narrow), full, strict=True)):
+            return narrow
+    return params
+
+
 def encoded_matrix(lp):
     """The sparse encoding of ``lp``'s weights with its Params' PEs and index width."""
     p = getattr(lp.params, "sparse", lp.params)
@@ -234,10 +262,12 @@ class SparseAdapter(EngineAdapter):
             lp = lp.but(params=params, fold=Fold(choice.pe, params.in_beat),
                         warnings=lp.warnings + tuple(warn))
             return lp, choice.pe
-        params = SparseParams.for_layer(
+        params = narrowest_stage(SparseParams.for_layer(
             weight=layer.weight, bias=layer.bias, pe=choice.pe, queue_depth=choice.queue_depth,
             in_beat=in_beat, in_dtype=layer.in_dtype, weight_dtype=layer.weight_dtype,
-            index_bits=index_bits, **stage_kwargs(layer))
+            index_bits=index_bits, **stage_kwargs(layer)), encode(
+                layer.weight, choice.pe, index_bits=index_bits,
+                codebook=layer.codebook).column_counts())
         lp = lp.but(params=params, fold=Fold(choice.pe, in_beat),
                     warnings=lp.warnings + tuple(warn))
         return lp, choice.pe
@@ -254,11 +284,14 @@ class SparseAdapter(EngineAdapter):
         return sparse_ref.raw_sums(weight, x) + bias
 
     def resources(self, lp):
-        from ..resources import sparse_bill, stage_bill, window_bill
+        from ..resources import gearbox_bill, sparse_bill, stage_bill, window_bill
 
         p = lp.params
         sp = getattr(p, "sparse", p)
-        bill = sparse_bill(sp, encoded_matrix(lp), sparse_ref.IN_FLIGHT).plus(stage_bill(sp.output))
+        bill = sparse_bill(sp, encoded_matrix(lp), sparse_ref.IN_FLIGHT).plus(stage_bill(sp.stage))
+        if sp.out_lanes < sp.pe:   # the gearboxes around a narrower stage
+            bill = bill.plus(gearbox_bill(sp.raw_shape.width, sp.pe, sp.out_lanes)).plus(
+                gearbox_bill(sp.output.out_shape.width, sp.out_lanes, sp.pe))
         return bill.plus(window_bill(p.window)) if _is_conv(lp.layer) else bill
 
     def build(self, lp):
@@ -273,7 +306,7 @@ class SparseAdapter(EngineAdapter):
         nonzeros, counts = int(matrix.nonzeros), matrix.column_counts()
         skipped = "zero activations and zero padding are" if conv else "zero activations are"
         entry = {
-            "lanes": p.lanes, "pe": p.pe, "queue_depth": p.queue_depth,
+            "lanes": p.lanes, "pe": p.pe, "out_lanes": p.out_lanes, "queue_depth": p.queue_depth,
             "index_bits": p.index_bits, "in_beat": cp.in_beat, "out_beat": p.pe,
             "acc_width": p.acc_width, "nonzeros": nonzeros,
             "nonzeros_per_pe_per_column": round(nonzeros / (p.pe * p.in_features), 4),

@@ -30,7 +30,7 @@ from ..common.dtype import DTypeKind
 from ..common.memory import NO_RW_CHECK, output_register, pipelined_read
 from ..common.outstage import OutputStage
 from ..common.reference import bits_for_range
-from ..common.stream import StreamFifo, vector_stream
+from ..common.stream import Gearbox, StreamFifo, vector_stream
 from .format import SparseMatrix, decode, encode
 from .params import SparseParams
 from .reference import IN_FLIGHT, raw_bounds
@@ -671,7 +671,9 @@ class Collector(wiring.Component):
     while the beats asked for and not yet taken from the FIFO are fewer than its capacity (a
     count in a register). So nothing downstream reaches the PEs: ``rd_en`` follows from this
     collector's registers alone. A bank is released (a registered pulse) in the cycle after its
-    last row was asked for, when the PEs read it.
+    last row was asked for, when the PEs read it. With ``params.out_step`` above 1 (an output
+    stage narrower than the PEs), rows are asked for at most one every ``out_step`` cycles, the
+    rate at which the stage takes them, so the FIFO never fills while the output flows.
     """
 
     #: Cycles from a row's ``rd_en`` to its word on ``rd_data``.
@@ -717,6 +719,15 @@ class Collector(wiring.Component):
         count = Signal(range(fifo.capacity + 1))
         room = Signal(init=1)
         issue = ready & room
+        step = self.params.out_step
+        if step > 1:   # `free`: out_step cycles since the last row asked for, a register
+            free = Signal(init=1)
+            wait = Signal(range(step))
+            issue = issue & free
+            with m.If(issue):
+                m.d.sync += [wait.eq(step - 2), free.eq(0)]
+            with m.Elif(~free):
+                m.d.sync += [wait.eq(wait - 1), free.eq(wait == 0)]
         last_row = row == rows - 1
         taken = Signal()
         m.d.sync += taken.eq(self.o_raw.valid & self.o_raw.ready)
@@ -830,7 +841,7 @@ class SparseEngine(wiring.Component):
     def __init__(self, params, *, weight, codebook=None):
         self.params = params
         self.core = SparseCore(params, self._matrix)
-        self.stage = OutputStage.from_params(params.output, pipelined=True)
+        self.stage = OutputStage.from_params(params.stage, pipelined=True)
         super().__init__({
             "i_data": In(vector_stream(params.in_dtype.shape, params.in_beat)),
             "o_data": Out(vector_stream(params.output.out_shape, params.pe)),
@@ -851,8 +862,22 @@ class SparseEngine(wiring.Component):
         # reaches only clock enables and the collector's count register
         m.submodules.core, m.submodules.stage = self.core, self.stage
         wiring.connect(m, wiring.flipped(self.i_data), self.core.i_data)
-        wiring.connect(m, self.core.o_raw, self.stage.i_data)
-        wiring.connect(m, self.stage.o_data, wiring.flipped(self.o_data))
+        p = self.params
+        if p.out_lanes == p.pe:
+            wiring.connect(m, self.core.o_raw, self.stage.i_data)
+            wiring.connect(m, self.stage.o_data, wiring.flipped(self.o_data))
+            return m
+        # a narrower stage: each row's sums go through it out_lanes at a time, and its
+        # outputs are collected into rows again
+        count = p.rows_per_pe * p.pe
+        m.submodules.split = split = Gearbox(self.core.raw_shape, n_in=p.pe, n_out=p.out_lanes,
+                                             count=count)
+        m.submodules.join = join = Gearbox(p.output.out_shape, n_in=p.out_lanes, n_out=p.pe,
+                                           count=count)
+        wiring.connect(m, self.core.o_raw, split.i_data)
+        wiring.connect(m, split.o_data, self.stage.i_data)
+        wiring.connect(m, self.stage.o_data, join.i_data)
+        wiring.connect(m, join.o_data, wiring.flipped(self.o_data))
         return m
 
 

@@ -47,6 +47,11 @@ class SparseParams(RawSumMixin):
     output : OutputStageParams, optional
         The output stage (``pe`` lanes, ``out_features`` channels, ``raw_shape ==``
         :attr:`raw_shape`, scale 1, offset the bias). :meth:`for_layer` builds all of it.
+    out_lanes : int, optional
+        Lanes of the output stage as built (:attr:`stage`), dividing ``pe`` (default ``pe``):
+        fewer lanes cost fewer multipliers and LUTs, and the read-out takes a row every
+        :attr:`out_step` cycles instead of every cycle. The engine's output beats stay ``pe``
+        wide.
     """
 
     in_features: int
@@ -60,8 +65,14 @@ class SparseParams(RawSumMixin):
     raw_lo: int = None
     raw_hi: int = None
     output: OutputStageParams = None
+    out_lanes: int = None
 
     def __post_init__(self):
+        if self.out_lanes is None:
+            object.__setattr__(self, "out_lanes", self.pe)
+        check_positive("out_lanes", self.out_lanes)
+        if self.pe % self.out_lanes:
+            raise ValueError(f"out_lanes ({self.out_lanes}) must divide pe ({self.pe})")
         for name in ("in_features", "out_features", "pe", "queue_depth", "in_beat",
                      "index_bits"):
             check_positive(name, getattr(self, name))
@@ -97,10 +108,11 @@ class SparseParams(RawSumMixin):
     @classmethod
     def for_layer(cls, *, weight, pe, queue_depth, in_beat, in_dtype, weight_dtype,
                   index_bits=4, bias=None, output_kind="identity", out_dtype=None, mult=None,
-                  shift=None, relu=False, thresholds=None):
+                  shift=None, relu=False, thresholds=None, out_lanes=None):
         """Parameters of the layer with weights ``weight`` (M, K) and ``bias`` (M,) on ``pe``
         PEs, its output stage of kind ``output_kind`` to ``out_dtype`` (a DType, default
-        ``int32``) with ``mult``, ``shift``, ``relu`` or ``thresholds`` (SPEC 2.2)."""
+        ``int32``) with ``mult``, ``shift``, ``relu`` or ``thresholds`` (SPEC 2.2), built
+        ``out_lanes`` wide (default ``pe``)."""
         w = np.asarray(weight)
         if w.ndim != 2 or 0 in w.shape or w.dtype.kind not in "iuO":
             raise ValueError(f"weight must be a non-empty 2-D integer array, not shape "
@@ -108,7 +120,7 @@ class SparseParams(RawSumMixin):
         m, k = w.shape
         bare = cls(in_features=k, out_features=m, pe=pe, queue_depth=queue_depth,
                    in_beat=in_beat, in_dtype=in_dtype, weight_dtype=weight_dtype,
-                   index_bits=index_bits)
+                   index_bits=index_bits, out_lanes=out_lanes)
         lo, hi = raw_bounds(w, in_dtype.lo, in_dtype.hi)
         out_dtype = DType.parse("int32") if out_dtype is None else out_dtype
         if not isinstance(out_dtype, DType):
@@ -128,13 +140,37 @@ class SparseParams(RawSumMixin):
         return bits_for_range(self.raw_lo + min(off), self.raw_hi + max(off))[0]
 
     @property
+    def out_step(self):
+        """Cycles per row read out: ``pe / out_lanes`` (the output stage takes a row's
+        ``pe`` sums ``out_lanes`` at a time)."""
+        return self.pe // self.out_lanes
+
+    @property
+    def stage(self):
+        """The output stage as built: :attr:`output` itself, or for ``out_lanes < pe`` the
+        same stage ``out_lanes`` wide over every row the read-out gives (``rows_per_pe * pe``
+        channels, the padding rows with channel 0's parameters)."""
+        out = self.output
+        if out is None or self.out_lanes == self.pe:
+            return out
+        channels = self.rows_per_pe * self.pe
+        pad = channels - out.channels
+
+        def padded(values):
+            return None if values is None else tuple(values) + (values[0],) * pad
+
+        return replace(out, pe=self.out_lanes, channels=channels, offset=padded(out.offset),
+                       mult=padded(out.mult), shift=padded(out.shift),
+                       thresholds=padded(out.thresholds))
+
+    @property
     def out_latency(self):
-        """Cycles from the collector's read of a row to its output beat being valid: the
-        PE's command register, the read port's register, the banks' output register and the
-        collector's FIFO (its write, its output register), then the output stage (the
-        pipelined one: a requantising multiply split into partial products behind
-        registers)."""
-        return 5 + self.output.latency(pipelined=True)
+        """Cycles from the collector's read of a vector's last row to its last output beat
+        being valid: the PE's command register, the read port's register, the banks' output
+        register and the collector's FIFO (its write, its output register), the row's further
+        ``out_step - 1`` slices, then the output stage (the pipelined one: a requantising
+        multiply split into partial products behind registers)."""
+        return 5 + self.out_step - 1 + self.stage.latency(pipelined=True)
 
     def cycle_report(self, column_counts, active):
         """The cycle model (:func:`.reference.cycle_model`) of these params on a matrix with
@@ -143,7 +179,7 @@ class SparseParams(RawSumMixin):
         stalled."""
         return cycle_model(column_counts, active, in_beat=self.in_beat,
                            queue_depth=self.queue_depth, rows_per_pe=self.rows_per_pe,
-                           out_latency=self.out_latency)
+                           out_latency=self.out_latency, out_step=self.out_step)
 
     def expected_cycles(self, column_counts):
         """Steady-state cycles per inference when every activation is non-zero (the worst

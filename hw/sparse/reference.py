@@ -29,10 +29,11 @@ counts from the cycle the first input beat is accepted (cycle 0):
   bank free)`` and occupies the iterator ``max(n, 1)`` cycles. The last token of vector ``v``
   leaves the iterator at ``f``; the bank is done at ``f + ISSUE_TO_DONE``.
 * **Banks and read-out.** Two accumulator banks alternate between vectors. Vector ``v`` is read
-  out, one row (of every PE) per cycle, from ``s = max(all PEs done, previous read-out end + 1)``
-  to ``s + rows_per_pe - 1``; its bank is free again ``READ_TO_FREE`` cycles after (the
-  release, sent as the PEs read the last row, reaching them). Its output beats are valid
-  ``out_latency`` cycles after their rows are read.
+  out, one row (of every PE) every ``out_step`` cycles (1, or more for an output stage
+  narrower than the PEs), from ``s = max(all PEs done, previous read-out end + out_step)`` to
+  ``s + (rows_per_pe - 1) * out_step``; its bank is free again ``READ_TO_FREE`` cycles after
+  (the release, sent as the PEs read the last row, reaching them). Its last output beat is
+  valid ``out_latency`` cycles after its last row is read.
 """
 
 from dataclasses import dataclass
@@ -172,7 +173,8 @@ def _broadcast_cycle(held, earliest, last_bcast, last_slot):
     return max(earliest, last_bcast + 2, int(second.max()) + 1)
 
 
-def cycle_model(counts, active, *, in_beat, queue_depth, rows_per_pe, out_latency):
+def cycle_model(counts, active, *, in_beat, queue_depth, rows_per_pe, out_latency,
+                out_step=1):
     """Cycle-level model of the sparse engine on a batch (see the module docstring).
 
     Parameters
@@ -185,7 +187,10 @@ def cycle_model(counts, active, *, in_beat, queue_depth, rows_per_pe, out_latenc
     in_beat, queue_depth, rows_per_pe : int
         As in :class:`~nnaccel.hw.sparse.params.SparseParams`.
     out_latency : int
-        Cycles from a row's read-out to its output beat (``SparseEngine.out_latency``).
+        Cycles from a vector's last row read out to its last output beat
+        (:attr:`~nnaccel.hw.sparse.params.SparseParams.out_latency`).
+    out_step : int
+        Cycles between two rows read out (:attr:`~nnaccel.hw.sparse.params.SparseParams.out_step`).
 
     Returns
     -------
@@ -236,8 +241,8 @@ def cycle_model(counts, active, *, in_beat, queue_depth, rows_per_pe, out_latenc
                 last_bcast = t
             load = moved
         done = int(last_issue.max()) + ISSUE_TO_DONE
-        start = max(done, released[-1] + 1) if released else done
-        released.append(start + rows_per_pe - 1)
+        start = max(done, released[-1] + out_step) if released else done
+        released.append(start + (rows_per_pe - 1) * out_step)
         vector_end.append(released[-1] + out_latency)
 
     vector_end = np.array(vector_end, dtype=np.int64)

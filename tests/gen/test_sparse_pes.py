@@ -80,3 +80,39 @@ def test_budget_still_bounds_the_count():
     model = mixed_model(7, [64, 256, 128], [0.1, 0.1])
     plan = generate(model, Options(max_lanes=8), stop_after="configure")
     assert sum(lp.params.pe for lp in plan.layers) <= 8
+
+
+def test_output_stage_as_narrow_as_the_read_out_allows():
+    """Each layer's output stage gets the fewest lanes (a divisor of its PEs) with which its
+    cycles, with dense activations and with READOUT_DENSITY of them, stay those of one lane
+    per PE; the next fewer would slow one of them. The 64-256-128 layers at 10 % take a few
+    hundred cycles a vector and read out 256 / N rows: several lanes fewer than PEs."""
+    from dataclasses import replace
+
+    import numpy as np
+
+    from nnaccel.gen.engines.base import divisors
+    from nnaccel.gen.engines.sparse import READOUT_DENSITY, encoded_matrix
+
+    model = mixed_model(7, [64, 256, 128], [0.1, 0.1])
+    plan = generate(model, Options(max_lanes=64), stop_after="configure")
+    narrowed = 0
+    for lp in plan.layers:
+        p = lp.params
+        counts = encoded_matrix(lp).column_counts()
+        k = p.in_features
+        spread = np.diff(np.floor(np.arange(k + 1) * READOUT_DENSITY)) > 0
+        inputs = [np.ones((2, k), dtype=bool), np.tile(spread, (2, 1))]
+
+        def cycles(q, counts=counts, inputs=inputs):
+            return [q.cycle_report(counts, a).cycles_per_inference for a in inputs]
+
+        full = cycles(replace(p, out_lanes=p.pe))
+        assert cycles(p) == full
+        fewer = [d for d in divisors(p.pe) if d < p.out_lanes]
+        if fewer:
+            assert any(c > f for c, f in zip(cycles(replace(p, out_lanes=fewer[-1])), full,
+                                             strict=True))
+        narrowed += p.out_lanes < p.pe
+        assert lp.adapter.manifest(lp)["out_lanes"] == p.out_lanes
+    assert narrowed == len(plan.layers)

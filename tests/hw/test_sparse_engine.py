@@ -1,6 +1,7 @@
 """The sparse engine against the SPEC reference (bit-exact) and its cycle model, under stalls."""
 
 import random
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -103,7 +104,8 @@ def run_engine(params, w, x, *, pattern=NO_STALL, seed=0, codebook=None, bias=No
     params = SparseParams.for_layer(
         weight=w, pe=params.pe, queue_depth=params.queue_depth, in_beat=params.in_beat,
         in_dtype=params.in_dtype, weight_dtype=params.weight_dtype,
-        index_bits=params.index_bits, bias=bias, output_kind=kind, out_dtype=out_dtype, **extra)
+        index_bits=params.index_bits, bias=bias, output_kind=kind, out_dtype=out_dtype,
+        out_lanes=params.out_lanes, **extra)
     dut = SparseEngine(params, weight=w, codebook=codebook)
     beats = garbage_beats(params.in_dtype.encode(x), params.in_beat, params.in_dtype.bits,
                           np.random.default_rng(seed + 17))
@@ -117,14 +119,15 @@ def run_engine(params, w, x, *, pattern=NO_STALL, seed=0, codebook=None, bias=No
     ends = [marks["out"][i] - marks["in"][0] for i in range(rows - 1, len(marks["out"]), rows)]
     model = cycle_model(dut.matrix.column_counts(), x != 0, in_beat=params.in_beat,
                         queue_depth=params.queue_depth, rows_per_pe=rows,
-                        out_latency=params.out_latency)
+                        out_latency=params.out_latency, out_step=params.out_step)
     return dut, ends, model
 
 
-def make_params(m, k, pe, depth, in_beat, wdt="int8", xdt="uint4", index_bits=4):
+def make_params(m, k, pe, depth, in_beat, wdt="int8", xdt="uint4", index_bits=4,
+                out_lanes=None):
     return SparseParams(in_features=k, out_features=m, pe=pe, queue_depth=depth,
                         in_beat=in_beat, in_dtype=DType.parse(xdt), weight_dtype=DType.parse(wdt),
-                        index_bits=index_bits)
+                        index_bits=index_bits, out_lanes=out_lanes)
 
 
 def case_random(rng):
@@ -183,6 +186,23 @@ def test_engine_matches_reference(case, pattern):
     dut, ends, model = run_engine(p, w, x, pattern=pattern, seed=3, **extra)
     if pattern == NO_STALL:
         # back to back, no backpressure: the cycle model is exact
+        assert ends == model.vector_end.tolist()
+
+
+@pytest.mark.parametrize("pattern", [NO_STALL, *STALL_PATTERNS[-2:]], ids=str)
+@pytest.mark.parametrize("case,out_lanes", [
+    (case_random, 1), (case_random, 2), (case_unbalanced, 2), (case_empty, 1),
+    (case_padding, 1)], ids=lambda v: v.__name__[5:] if callable(v) else str(v))
+def test_narrow_output_stage_matches_reference(case, out_lanes, pattern):
+    """An output stage narrower than the PEs (``out_lanes``): bit-exact under stalls, and
+    without them each vector ends when the cycle model says, the read-out a row every
+    ``pe / out_lanes`` cycles (the padding case: 40 rows on 3 PEs, two padding rows)."""
+    rng = np.random.default_rng(CASES.index(case))
+    p, w, x, extra = case(rng)
+    p = replace(p, out_lanes=out_lanes)
+    dut, ends, model = run_engine(p, w, x, pattern=pattern, seed=5, **extra)
+    assert dut.stage.params.pe == out_lanes and dut.params.out_step == p.pe // out_lanes
+    if pattern == NO_STALL:
         assert ends == model.vector_end.tolist()
 
 
