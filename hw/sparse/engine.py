@@ -30,7 +30,7 @@ from ..common.dtype import DTypeKind
 from ..common.memory import NO_RW_CHECK, output_register, pipelined_read
 from ..common.outstage import OutputStage
 from ..common.reference import bits_for_range
-from ..common.stream import Gearbox, StreamFifo, vector_stream
+from ..common.stream import Gearbox, SkidBuffer, StreamFifo, vector_stream
 from .format import SparseMatrix, decode, encode
 from .params import SparseParams
 from .reference import IN_FLIGHT, raw_bounds
@@ -858,14 +858,18 @@ class SparseEngine(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        # no skid buffer between them: the core's output is its collector's FIFO, whose ready
-        # reaches only clock enables and the collector's count register
+        # no skid buffer between core and stage: the core's output is its collector's FIFO,
+        # whose ready reaches only clock enables and the collector's count register
         m.submodules.core, m.submodules.stage = self.core, self.stage
         wiring.connect(m, wiring.flipped(self.i_data), self.core.i_data)
         p = self.params
+        # the output through a skid buffer: the next layer's ready reaches its registers
+        # alone, not the stage's pipeline enables and the collector's FIFO behind them
+        m.submodules.skid = skid = SkidBuffer(self.o_data.payload.shape())
+        wiring.connect(m, skid.o_data, wiring.flipped(self.o_data))
         if p.out_lanes == p.pe:
             wiring.connect(m, self.core.o_raw, self.stage.i_data)
-            wiring.connect(m, self.stage.o_data, wiring.flipped(self.o_data))
+            wiring.connect(m, self.stage.o_data, skid.i_data)
             return m
         # a narrower stage: each row's sums go through it out_lanes at a time, and its
         # outputs are collected into rows again
@@ -877,7 +881,7 @@ class SparseEngine(wiring.Component):
         wiring.connect(m, self.core.o_raw, split.i_data)
         wiring.connect(m, split.o_data, self.stage.i_data)
         wiring.connect(m, self.stage.o_data, join.i_data)
-        wiring.connect(m, join.o_data, wiring.flipped(self.o_data))
+        wiring.connect(m, join.o_data, skid.i_data)
         return m
 
 
