@@ -284,11 +284,12 @@ class SparseAdapter(EngineAdapter):
         return sparse_ref.raw_sums(weight, x) + bias
 
     def resources(self, lp):
-        from ..resources import gearbox_bill, sparse_bill, stage_bill, window_bill
+        from ..resources import gearbox_bill, sparse_bill, stage_bill, stream_bill, window_bill
 
         p = lp.params
         sp = getattr(p, "sparse", p)
-        bill = sparse_bill(sp, encoded_matrix(lp), sparse_ref.IN_FLIGHT).plus(stage_bill(sp.stage))
+        bill = sparse_bill(sp, encoded_matrix(lp), sparse_ref.IN_FLIGHT).plus(
+            stage_bill(sp.stage)).plus(stream_bill(0, sp.pe * sp.output.out_shape.width))
         if sp.out_lanes < sp.pe:   # the gearboxes around a narrower stage
             bill = bill.plus(gearbox_bill(sp.raw_shape.width, sp.pe, sp.out_lanes)).plus(
                 gearbox_bill(sp.output.out_shape.width, sp.out_lanes, sp.pe))
