@@ -76,6 +76,13 @@ MUTATIONS = (
     Mutation("sparse-flags-queue-stale-head", SPARSE,
              "q.r_flags = pipelined_read(m, small, Mux(fill, r_next, r_ptr), out_en=fill,",
              "q.r_flags = pipelined_read(m, small, r_ptr, out_en=fill,", SPARSE_TESTS),
+    Mutation("sparse-narrow-read-out-unpaced", SPARSE, "            issue = issue & free\n",
+             "            issue = issue\n",
+             ("tests/hw/test_sparse_engine.py::test_narrow_output_stage_matches_reference",)),
+    Mutation("sparse-narrow-read-out-a-cycle-early", SPARSE,
+             "m.d.sync += [wait.eq(step - 2), free.eq(0)]",
+             "m.d.sync += [wait.eq(step - 2), free.eq(step == 2)]",
+             ("tests/hw/test_sparse_engine.py::test_narrow_output_stage_matches_reference",)),
     # -- systolic array engine ---------------------------------------------------------------
     Mutation("systolic-drain-ignores-backpressure", SYSTOLIC,
              "advance, read = ~o.valid | o.ready, Signal()", "advance, read = 1, Signal()",
@@ -104,14 +111,10 @@ MUTATIONS = (
     Mutation("fifo-reads-without-ready", STREAM, "        after = o.ready\n",
              "        after = o.ready | 1\n", ("tests/hw/test_fifo.py",)),
     # -- output stage ------------------------------------------------------------------------
-    Mutation("requant-rounds-down", OUTSTAGE, "r = (u + 1).shift_right(1)",
-             "r = u.shift_right(1)", OUTSTAGE_TESTS),
-    Mutation("requant-clamp-off-by-one", OUTSTAGE,
-             "r = (u + 1).shift_right(1)\n"
-             "        return st.reg(Mux(r < p.lo, p.lo, Mux(r > p.hi, p.hi, r))",
-             "r = (u + 1).shift_right(1)\n"
-             "        return st.reg(Mux(r < p.lo, p.lo, Mux(r > p.hi + 1, p.hi, r))",
-             OUTSTAGE_TESTS),
+    Mutation("requant-rounds-down", OUTSTAGE, "r = (u[:width + 1] + 1)[1:width + 1]",
+             "r = u[1:width + 1]", OUTSTAGE_TESTS),
+    Mutation("requant-clamp-off-by-one", OUTSTAGE, "u < 2 * p.lo - 1, u > 2 * p.hi",
+             "u < 2 * p.lo - 1, u > 2 * p.hi + 2", OUTSTAGE_TESTS),
     Mutation("threshold-strict", OUTSTAGE, "raw >= thresholds[n]", "raw > thresholds[n]",
              OUTSTAGE_TESTS),
     Mutation("outstage-ignores-backpressure", OUTSTAGE,
