@@ -211,8 +211,16 @@ class Gearbox(wiring.Component):
             k = self.n_in // self.n_out
             beats = cdiv(self.count, self.n_out)
             sub = Signal(range(k))
-            beat = Signal(range(beats))
-            last_sub = (sub == k - 1) | (beat == beats - 1)
+            # whether this output beat is its input beat's last: a register loaded with the
+            # counters, so the input's ready is one AND away from a flip-flop; the vector's
+            # beat is counted only when its last input beat is short
+            last_sub = Signal(init=k == 1 or beats == 1)
+            next_sub = Mux(last_sub, 0, sub + 1)
+            next_last = next_sub == k - 1
+            if beats % k:
+                beat = Signal(range(beats))
+                next_beat = Mux(beat == beats - 1, 0, beat + 1)
+                next_last = next_last | (next_beat == beats - 1)
             chunk = obits.shape().width
             m.d.comb += [
                 obits.eq(ibits.word_select(sub, chunk)),
@@ -220,8 +228,9 @@ class Gearbox(wiring.Component):
                 i.ready.eq(o.ready & last_sub),
             ]
             with m.If(o.valid & o.ready):
-                m.d.sync += [sub.eq(Mux(last_sub, 0, sub + 1)),
-                             beat.eq(Mux(beat == beats - 1, 0, beat + 1))]
+                m.d.sync += [sub.eq(next_sub), last_sub.eq(next_last)]
+                if beats % k:
+                    m.d.sync += beat.eq(next_beat)
             return m
         k = self.n_out // self.n_in
         beats = cdiv(self.count, self.n_in)
