@@ -526,7 +526,7 @@ def stage_bill(out):
                 mults.append((acc, mw, real))
             q["requant"] = _requant_bits(out, mult, lanes(out.shift))
     rom_bits = _table_bits(out, padded) if folds > 1 else 0
-    if rom_bits and out.table_in_bram:   # the table's output register, the raw value beside it
+    if rom_bits and out.table_registered:   # the table's output register, the raw value beside
         q["bram_q"] = rom_bits + pe * out.raw_shape.width
     # where the stage puts its table (OutputStageParams.table_in_bram)
     mems = ((Memory(folds, rom_bits, force="bram" if out.table_in_bram else "logic"),)

@@ -26,6 +26,9 @@ __all__ = ["StageKind", "OutputStageParams", "OutputStage", "MULT_MAX", "SHIFT_M
 MULT_MAX = (1 << 31) - 1
 #: Largest ``shift`` of a ``requant`` stage (SPEC 2.2).
 SHIFT_MAX = 31
+#: Deepest parameter table in logic read straight into the datapath: 16 words, one LUT4 per
+#: bit; a deeper one is read through a register more (:attr:`OutputStageParams.table_registered`).
+TABLE_DIRECT_DEPTH = 16
 
 
 class StageKind(enum.Enum):
@@ -306,14 +309,21 @@ class OutputStageParams:
         return width > 0 and self.folds > 1 and \
             choose_storage(self.folds, width) is Storage.BRAM
 
+    @property
+    def table_registered(self):
+        """Whether the parameter memory's read goes through a register more (one cycle more
+        latency): in block RAM (its output register), or in logic deeper than
+        :data:`TABLE_DIRECT_DEPTH` words, whose look-up takes several levels of logic."""
+        return self.table_in_bram or (self.table_width > 0 and self.folds > TABLE_DIRECT_DEPTH)
+
     def latency(self, *, pipelined=False):
         """Cycles from an input transfer to its output beat becoming valid in an
         :class:`OutputStage` of these parameters (``pipelined``: see the class)."""
         if pipelined and self.kind is StageKind.REQUANT:
             mult = unsigned(max(max(self.mult).bit_length(), 1))
             parts = _partial_products(Const(0, self.acc_shape), Const(0, mult))
-            return 8 + tree_stages([v.shape() for v in parts]) + self.table_in_bram
-        return OutputStage.LATENCY[self.kind] + self.table_in_bram
+            return 8 + tree_stages([v.shape() for v in parts]) + self.table_registered
+        return OutputStage.LATENCY[self.kind] + self.table_registered
 
 
 class OutputStage(wiring.Component):
@@ -334,7 +344,8 @@ class OutputStage(wiring.Component):
     parameters, so no input can overflow. Padding lanes (``m >= channels``) produce arbitrary
     values. Per-channel parameters that differ between folds are held in a ROM
     (:class:`~amaranth.lib.memory.Memory`, synchronous read port; in block RAM, read through
-    the block's output register too, when :attr:`OutputStageParams.table_in_bram`); otherwise
+    the block's output register too, when :attr:`OutputStageParams.table_in_bram`, and in logic
+    through a register when deeper than :data:`TABLE_DIRECT_DEPTH`); otherwise
     they are constants.
 
     Latency is :attr:`latency` cycles (2 for ``identity``, 5 for ``requant``, 3 for
@@ -402,7 +413,8 @@ class OutputStage(wiring.Component):
             port = mem.read_port(domain="sync")
             m.d.comb += [port.addr.eq(fold), port.en.eq(enable)]
             word = port.data
-            if bram:   # into the block RAM's own output register (the ECP5 flow folds it in)
+            if p.table_registered:   # in block RAM, into its own output register (the ECP5
+                # flow folds it in); in logic, a register behind the look-up
                 word = data.View(layout, output_register(m, port.data.as_value(), en=enable,
                                                          name="params_q"))
             for name in rom:
@@ -431,7 +443,7 @@ class OutputStage(wiring.Component):
         raw = Signal(data.ArrayLayout(p.raw_shape, p.pe))
         with m.If(advance):
             m.d.sync += raw.eq(self.i_data.payload)
-        if p.table_in_bram:   # a stage more, as the parameters' output register
+        if p.table_registered:   # a stage more, as the parameters' output register
             raw_q = Signal.like(raw, name="raw_q")
             with m.If(advance):
                 m.d.sync += raw_q.eq(raw)
