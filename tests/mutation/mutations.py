@@ -148,7 +148,7 @@ MUTATIONS = (
              "flag.eq(self.i_valid & (self.i_last if hold else 1))", "flag.eq(self.i_valid)",
              SYSTOLIC_EXACT),
     Mutation("gearbox-down-ignores-vector-end", STREAM,
-             "last_sub = (sub == k - 1) | (beat == beats - 1)", "last_sub = sub == k - 1",
+             "next_last = next_last | (next_beat == beats - 1)", "next_last = next_last",
              STREAM_TESTS),
     Mutation("outstage-parameter-rom-reads-while-stalled", OUTSTAGE,
              "m.d.comb += [port.addr.eq(fold), port.en.eq(enable)]",
