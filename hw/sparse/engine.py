@@ -644,10 +644,11 @@ class ProcessingElement(wiring.Component):
         for f, s in zip(fwd, sums, strict=True):
             acc_bits = acc_bits | Mux(f, s.as_unsigned(), 0)
         acc_in = acc_bits.as_signed() if self.raw_shape.signed else acc_bits
-        m.d.comb += [total.eq(acc_in + e5.product),
-                     self.rd_data.eq(Mux(sel.bank & stored[1][width], stored[1][:width], 0)
-                                     | Mux(~sel.bank & stored[0][width], stored[0][:width],
-                                           0))]
+        # the read-out word registered here, beside the banks: the route to the collector (the
+        # PEs lie across the chip) starts at a flip-flop
+        m.d.comb += total.eq(acc_in + e5.product)
+        m.d.sync += self.rd_data.eq(Mux(sel.bank & stored[1][width], stored[1][:width], 0)
+                                    | Mux(~sel.bank & stored[0][width], stored[0][:width], 0))
 
     @staticmethod
     def _stage(m, name, **values):
@@ -666,7 +667,8 @@ class Collector(wiring.Component):
     Starts a bank when every PE has it ``done``; beat ``r`` carries local row ``r`` of PE
     ``0 .. N-1`` (rows ``r*N .. r*N + N - 1``). One beat per cycle. The read-out never stalls
     once issued: a row asked for (``rd_en``) reaches ``rd_data`` :data:`READ_LATENCY` cycles
-    later (the PE's command register, the bank's read port, its output register) and goes into
+    later (the PE's command register, the bank's read port, its output register, the PE's
+    read-out register) and goes into
     a FIFO (:class:`StreamFifo`, distributed RAM) that drives ``o_raw``; a row is asked for only
     while the beats asked for and not yet taken from the FIFO are fewer than its capacity (a
     count in a register). So nothing downstream reaches the PEs: ``rd_en`` follows from this
@@ -677,7 +679,7 @@ class Collector(wiring.Component):
     """
 
     #: Cycles from a row's ``rd_en`` to its word on ``rd_data``.
-    READ_LATENCY = 3
+    READ_LATENCY = 4
     #: Beats the output FIFO holds: enough for a beat per cycle (the ``READ_LATENCY`` beats in
     #: flight, the FIFO's own latency and the count's register).
     FIFO_DEPTH = 8

@@ -167,11 +167,13 @@ class SparseParams(RawSumMixin):
     def out_latency(self):
         """Cycles from the collector's read of a vector's last row to its last output beat
         being valid: the PE's command register, the read port's register, the banks' output
-        register and the collector's FIFO (its write, its output register), the row's further
-        ``out_step - 1`` slices, the output stage (the pipelined one: a requantising
-        multiply split into partial products behind registers), then the output's skid
-        buffer."""
-        return 5 + self.out_step - 1 + self.stage.latency(pipelined=True) + 1
+        register, the PE's read-out register and the collector's FIFO (its write, its output
+        register), the row's further ``out_step - 1`` slices, the output stage (the
+        pipelined one: a requantising multiply split into partial products behind
+        registers), then the output's skid buffer."""
+        from .engine import Collector
+
+        return Collector.OUT_LATENCY + self.out_step - 1 + self.stage.latency(pipelined=True) + 1
 
     def cycle_report(self, column_counts, active):
         """The cycle model (:func:`.reference.cycle_model`) of these params on a matrix with
