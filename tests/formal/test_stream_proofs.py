@@ -26,8 +26,8 @@ def fifo(mutant=None, data=False, depth=3):
                        mutant=mutant)
 
 
-def split(mutant=None):
-    return SplitProof(Gearbox(unsigned(2), n_in=4, n_out=2, count=5), mutant=mutant)
+def split(mutant=None, count=5):
+    return SplitProof(Gearbox(unsigned(2), n_in=4, n_out=2, count=count), mutant=mutant)
 
 
 def pack(mutant=None):
@@ -40,6 +40,8 @@ PROOFS = {
     "fifo_count": (fifo, "prove", 8),
     "fifo_data": (functools.partial(fifo, data=True), "bmc", 10),
     "gearbox_split": (split, "prove", 6),
+    # every input beat whole: the device keeps no beat counter
+    "gearbox_split_whole": (functools.partial(split, count=6), "prove", 6),
     "gearbox_pack": (pack, "prove", 6),
 }
 
