@@ -34,7 +34,7 @@ from ..gen.names import name_problem
 from ..gen.tools import find_yowasp
 from . import asic_place
 from .asic_place import find_place_route_tools
-from .build import _Progress
+from .build import KEEP_COPIES, _Progress
 
 __all__ = ["ASIC_REPORT_FORMAT", "LIBRARIES", "INSTALL_HINT", "build_asic", "find_liberty",
            "format_asic_report", "gate_level_verilog"]
@@ -256,6 +256,7 @@ def _post_route_timing(work, name, tools, liberty, sta, period_ns, run):
 def _yosys_script(name, abc_script, *, blif=False):
     return "\n".join([
         f"read_verilog {name}.v",
+        *KEEP_COPIES.split("; "),
         f"synth -flatten -top {name}",      # includes memory_map: memories become flip-flops
         "dfflibmap -liberty cells.lib",
         f"abc -script {abc_script} -constr abc.constr -liberty cells.lib",

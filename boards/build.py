@@ -41,7 +41,13 @@ from .ecp5_bram import fold_file, summary
 from .platforms import Board, get_board
 from .top import BoardTop, baud_divisor
 
-__all__ = ["REPORT_FORMAT", "YOSYS_ASSERT", "build", "format_report"]
+__all__ = ["KEEP_COPIES", "REPORT_FORMAT", "YOSYS_ASSERT", "build", "format_report"]
+
+#: yosys commands run after reading a design and before synthesising it: a register the
+#: hardware copies on purpose has its wire marked ``keep`` (:data:`nnaccel.hw.common.arith.KEEP`);
+#: these put the mark on the flip-flops driving such wires too, which ``opt_merge`` would
+#: otherwise fold back into one flip-flop of the fan-out the copies were made to split.
+KEEP_COPIES = "proc; setattr -set keep 1 a:keep %ci1:+[Q]"
 
 #: Value of the report's ``format`` field.
 REPORT_FORMAT = "nnaccel-build-report/1"
@@ -169,6 +175,7 @@ def build(network, board, outdir, *, name, baud=115200, log=None, keep_failed=Fa
                          selftest=selftest),
                 name=name, build_dir=str(staging),
                 do_build=False, do_program=False, synth_opts=dsp,
+                script_after_read=KEEP_COPIES.replace("; ", "\n"),
                 nextpnr_opts=["--report", f"{name}.report.json", "--timing-allow-fail",
                               *(["--router", router] if router else [])],
                 script_after_synth=f"tee -q -o {name}.stat.json stat -json\n"

@@ -33,7 +33,7 @@ from ..hw.common.stream import fifo_geometry
 from .errors import UsageError
 
 __all__ = ["Device", "DEVICES", "device_for", "Bill", "Memory", "Estimate", "FEATURES",
-           "memory_map", "dsp_blocks", "mapped_quantities", "fixed_costs", "estimate",
+           "memory_map", "dsp_blocks", "mapped_quantities", "fixed_costs", "COPY_BITS", "estimate",
            "estimate_plan",
            "fmax_estimate", "simd_cap", "fifo_bill", "gearbox_bill",
            "edge_bills", "fits", "budget",
@@ -189,14 +189,17 @@ LUTRAM_LUT4 = 6
 #: LUT4 and FF per bit of each further copy of a logic table's address (counted, not fitted):
 #: its counter (a flip-flop, about a LUT4 of increment and wrap) and its address register.
 ADDRESS_COPY = {"lut4": 1, "ff": 2}
+#: A bill's quantity counted rather than fitted: bits of the further copies of a register
+#: copied to split its fan-out (the MVU's input beat, ``input_copies``), a flip-flop each.
+COPY_BITS = "copy_bits"
 
 
-def fixed_costs(lutram, address_bits):
+def fixed_costs(lutram, address_bits, copy_bits=0):
     """``(LUT4, FF)`` the model counts rather than fits: ``lutram`` distributed-RAM cells
-    (:data:`LUTRAM_LUT4`) and ``address_bits`` of tables' address copies
-    (:data:`ADDRESS_COPY`)."""
+    (:data:`LUTRAM_LUT4`), ``address_bits`` of tables' address copies
+    (:data:`ADDRESS_COPY`) and ``copy_bits`` of copied registers (:data:`COPY_BITS`)."""
     return (LUTRAM_LUT4 * lutram + ADDRESS_COPY["lut4"] * address_bits,
-            ADDRESS_COPY["ff"] * address_bits)
+            ADDRESS_COPY["ff"] * address_bits + copy_bits)
 
 
 def _blocks(depth, width, family):
@@ -296,9 +299,11 @@ def simd_cap(target_mhz, family="ecp5"):
 
 def mapped_quantities(bill, family="ecp5"):
     """The bill's quantities once its memories and multipliers are mapped onto ``family``
-    (what the fitted coefficients multiply), with ``(bram, dsp, lutram, address_bits)``
-    counts (the last: bits of the further copies of tables' addresses, :data:`ADDRESS_COPY`)."""
+    (what the fitted coefficients multiply), with ``(bram, dsp, lutram, address_bits,
+    copy_bits)`` counts (bits of the further copies of tables' addresses, :data:`ADDRESS_COPY`,
+    and of copied registers, :data:`COPY_BITS`)."""
     q = dict(bill.quantities)
+    copy_bits = q.pop(COPY_BITS, 0)
     bram = dsp = lutram = address_bits = 0
     for mem in bill.memories:
         mapped = memory_map(mem, family)
@@ -314,14 +319,14 @@ def mapped_quantities(bill, family="ecp5"):
         else:
             q["lane_bits"] = q.get("lane_bits", 0) + a * b * count
     q["dsp"] = q.get("dsp", 0) + dsp
-    return q, (bram, dsp, lutram, address_bits)
+    return q, (bram, dsp, lutram, address_bits, copy_bits)
 
 
 def estimate(bill, device):
     """The :class:`Estimate` of ``bill`` on ``device``."""
     coeff = _coefficients(device.family)
-    q, (bram, dsp, lutram, address_bits) = mapped_quantities(bill, device.family)
-    lut, ff = fixed_costs(lutram, address_bits)
+    q, (bram, dsp, lutram, address_bits, copy_bits) = mapped_quantities(bill, device.family)
+    lut, ff = fixed_costs(lutram, address_bits, copy_bits)
     lut += sum(coeff["lut4"].get(k, 0.0) * v for k, v in q.items())
     ff += sum(coeff["ff"].get(k, 0.0) * v for k, v in q.items())
     return Estimate(lut4=round(lut), ff=round(ff), bram=bram, dsp=dsp,
@@ -565,8 +570,9 @@ def sparse_pe_registers(p, matrix, in_flight, abits):
     row and weight: the codebook's read or the entry's value), the product through E3..E5, the
     rows of W, H1, H2 and of a clear, the four forwarded sums, both banks' output registers and
     the row sum, the read-out command (per bank enable, row, bank) and its bank through the
-    read, the read-out word. Not counted: the token stages T, P, L (equal in every PE: yosys merges them) and the
-    registered reads of the queue and the banks (inside their block RAMs)."""
+    read, the read-out word. Not counted: the token stages T, P, L (equal in every PE: yosys
+    merges them) and the registered reads of the queue and the banks (inside their block
+    RAMs)."""
     from amaranth import Const, Shape, signed
 
     from ..hw.common.dtype import DTypeKind

@@ -22,7 +22,7 @@ import numpy as np
 
 from ...hw.common.arith import cdiv
 from ...hw.mvu.conv import ConvParams, ConvUnit, conv_cycles
-from ...hw.mvu.engine import MatrixVectorUnit, weight_words
+from ...hw.mvu.engine import MatrixVectorUnit, input_copies, weight_words
 from ...hw.mvu.params import LaneKind, MVUParams
 from ...hw.mvu.reference import affine
 from ...hw.window.params import WindowParams
@@ -31,6 +31,7 @@ from ..errors import UsageError
 from ..folding import FoldSpace
 from ..ir import Op
 from ..resources import (
+    COPY_BITS,
     Bill,
     Memory,
     dsp_blocks,
@@ -246,6 +247,10 @@ class MVUAdapter(EngineAdapter):
         if nf > 1:   # the input buffer replays a vector for every neuron fold
             mems.append(Memory(sf, v.simd * xbits, rom=False))
         bill = lanes_bill(v.pe, v.simd, v.lane_kind, wbits, xbits, raw)
+        # the input beat's register copied per group of PEs (XNOR lanes), a flip-flop a bit
+        if input_copies(v) > 1:
+            bill = bill.plus(Bill(quantities={COPY_BITS: (input_copies(v) - 1) * v.simd
+                                              * xbits}))
         if v.packed_products:   # two weights a product apart in one multiplier per PE pair
             bill = replace(bill, multipliers=((2 * wbits + xbits + 2, xbits, v.multipliers),))
             bill = bill.plus(packed_bill(v.weight_dtype, v.in_dtype, v.pe // 2 * v.simd))

@@ -4,7 +4,15 @@ from amaranth import Cat, Const, Signal, Value
 
 __all__ = ["cdiv", "delay", "tree_sum", "pipelined_tree_sum", "tree_stages",
            "pipelined_popcount", "popcount_stages", "LEVEL_BUDGET", "pack_words",
-           "check_positive"]
+           "check_positive", "KEEP"]
+
+#: Attributes of a register copied on purpose to split its fan-out (e.g. the MVU's input beat,
+#: :data:`nnaccel.hw.mvu.engine.INPUT_COPY_PES`): yosys's ``opt_merge`` folds flip-flops of
+#: equal inputs back into one unless the flip-flop itself is marked ``keep``. The Verilog marks
+#: the register's wire; the synthesis scripts of nnaccel's flows move the mark onto the
+#: flip-flop (:data:`nnaccel.boards.build.KEEP_COPIES`); Vivado and Quartus read ``keep`` on
+#: the register itself.
+KEEP = {"keep": 1}
 
 #: Delay budget of one pipeline stage of an adder tree, in units of one LUT level (an adder
 #: level of output width ``w`` costs ``1 + w/16``: a LUT and routing, then the carry chain);

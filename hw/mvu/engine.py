@@ -6,6 +6,7 @@ from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..common.arith import (
+    KEEP,
     cdiv,
     delay,
     pack_words,
@@ -22,7 +23,21 @@ from ..common.stream import StreamFifo, core_then_stage, vector_stream
 from .params import LaneKind, MVUParams
 from .reference import fold_matrix, raw_bounds
 
-__all__ = ["check_weight", "MVUCore", "MatrixVectorUnit"]
+__all__ = ["check_weight", "input_copies", "INPUT_COPY_PES", "MVUCore", "MatrixVectorUnit"]
+
+#: PEs served by one copy of the register holding the input beat, with XNOR lanes: each input
+#: bit reaches a look-up table of every PE, and the PEs of a wide fold lie across the chip
+#: (CNV's third convolution, 32 PEs, was held at 74.5 MHz by that register: 11.7 ns of
+#: routing to its farthest PE).
+INPUT_COPY_PES = 8
+
+
+def input_copies(params):
+    """Copies of the input beat's register (:data:`INPUT_COPY_PES`): one per group of PEs
+    with XNOR lanes, else one (a multiplier lane's register is its DSP block's own)."""
+    if params.lane_kind is not LaneKind.XNOR:
+        return 1
+    return cdiv(params.pe, INPUT_COPY_PES)
 
 
 def check_weight(params, weight, *, whole_layer=False):
@@ -199,25 +214,34 @@ class MVUCore(wiring.Component):
             x_b = Signal(simd * xbits)
             m.d.sync += x_b.eq(xin)
         # datapath registers have no reset (the valid bits say what they hold), so that the
-        # ECP5 flow can fold them into the DSP blocks' registers (nnaccel.boards.ecp5_bram)
-        x_c = Signal(simd * xbits, reset_less=True)
-        if buffered:
-            m.d.sync += x_c.eq(x_read if all_from_buffer else Mux(from_b, x_b, x_read))
-        else:
-            # one beat per vector: x_c keeps it for the other neuron folds (no buffer, no mux)
-            with m.If(from_b):
-                m.d.sync += x_c.eq(x_b)
-            if late:
-                x_late = Signal(simd * xbits, name="x_late", reset_less=True)
-                m.d.sync += x_late.eq(x_c)
-                x_c = x_late
+        # ECP5 flow can fold them into the DSP blocks' registers (nnaccel.boards.ecp5_bram);
+        # with XNOR lanes one copy per group of PEs (input_copies), each marked to be kept
+        copies = input_copies(p)
+        x_cs = [Signal(simd * xbits, reset_less=True, attrs=KEEP if copies > 1 else {},
+                       name="x_c" if copies == 1 else f"x_c{k}") for k in range(copies)]
+        for k, x_c in enumerate(x_cs):
+            if buffered:
+                m.d.sync += x_c.eq(x_read if all_from_buffer else Mux(from_b, x_b, x_read))
+            else:
+                # one beat per vector: x_c keeps it for the other neuron folds (no buffer, no
+                # mux)
+                with m.If(from_b):
+                    m.d.sync += x_c.eq(x_b)
+                if late:
+                    x_late = Signal(simd * xbits, reset_less=True,
+                                    attrs=KEEP if copies > 1 else {},
+                                    name="x_late" if copies == 1 else f"x_late{k}")
+                    m.d.sync += x_late.eq(x_c)
+                    x_cs[k] = x_late
         v_c, first_c, last_c = (delay(m, s, w_stages - 1, n) for s, n in
                                 ((v_b, "v"), (first_b, "first"), (last_b, "last")))
         tail = p.in_features - (sf_n - 1) * simd  # real lanes in the last synapse fold
         live = [(j < tail) | ~last_c for j in range(simd)]
         products = [[self._lane(_field(w_c, q * simd + j, wbits, p.weight_dtype.signed),
-                                _field(x_c, j, xbits, p.in_dtype.signed), live[j])
+                                _field(x_cs[q // INPUT_COPY_PES if copies > 1 else 0], j,
+                                       xbits, p.in_dtype.signed), live[j])
                      for j in range(simd)] for q in range(pe)]
+        x_c = x_cs[0]
 
         # Stage D: registered products (the multipliers' output registers); with two products
         # per multiplier, two more stages pack the operands and split the products. Then the

@@ -31,7 +31,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..boards.build import cell_list_script, layer_resources, synthesise_with_fallback
+from ..boards.build import (
+    KEEP_COPIES,
+    cell_list_script,
+    layer_resources,
+    synthesise_with_fallback,
+)
 from ..gen import resource_fit
 from ..gen.generate import generate
 from ..gen.plan import Options
@@ -267,7 +272,7 @@ def measure_layers(verilog, top, cache_dir=None, log=print, stale=False, tag=Non
     with tempfile.TemporaryDirectory(prefix="nnaccel-fit-") as tmp:
         tmp = Path(tmp)
         (tmp / "d.v").write_text(verilog)
-        script = "; ".join(["read_verilog d.v", f"synth_ecp5 -top {top}",
+        script = "; ".join(["read_verilog d.v", KEEP_COPIES, f"synth_ecp5 -top {top}",
                             cell_list_script("cells").replace("\n", "; ")])
         t0 = time.monotonic()
         try:
@@ -414,8 +419,9 @@ def main(argv=None, log=print):
         design, layers = measure_design(d, outdir / "cache", log, args.stale)
         if d in DESIGNS:   # the EXTRA designs are compared, never fitted
             for _, bill, m in layers:
-                q, (_, _, lutram, address_bits) = mapped_quantities(bill, DEVICE.family)
-                rows.append((q, fixed_costs(lutram, address_bits), m))
+                q, (_, _, lutram, address_bits, copy_bits) = mapped_quantities(bill,
+                                                                               DEVICE.family)
+                rows.append((q, fixed_costs(lutram, address_bits, copy_bits), m))
         per_design.append((d.name, design, layers))
     if not args.no_write and all(d in designs for d in DESIGNS):
         coeffs = fit(rows)

