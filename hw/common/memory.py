@@ -51,8 +51,10 @@ def rom_lut4(depth, width):
 
 
 #: LUT4s of a table in logic one copy of its read address drives at most
-#: (:func:`address_copies`).
-ADDRESS_FANOUT = 512
+#: (:func:`address_copies`). At 512, CNV's middle at the refitted chooser's fold (c2 8x192 and
+#: c3 16x128, both tables in logic) routed at 59.6 MHz, held by an address copy routed 15.2 ns
+#: to the LUTs of its slice; at 128, 85.4 MHz (``python -m nnaccel.bench.network cnv_mid``).
+ADDRESS_FANOUT = 128
 
 
 def address_copies(depth, width, storage):

@@ -52,14 +52,14 @@ def test_weight_table_bills_its_bank_registers_and_multiplexer():
 
 
 def test_a_logic_table_counts_the_copies_of_its_address():
-    """CNV's c3 weights in logic (72 x 2,048 bits, 5 LUT4s a bit: 10,240 / 512 = 20 copies of
-    its 7-bit address), 19 beyond the first: a counter and a register each."""
+    """CNV's c3 weights in logic (72 x 2,048 bits, 5 LUT4s a bit: 10,240 / 128 = 80 copies of
+    its 7-bit address), 79 beyond the first: a counter and a register each."""
     mapped = memory_map(Memory(72, 2048, table=True, force="logic"))
-    assert mapped["address_bits"] == 19 * 7
+    assert mapped["address_bits"] == 79 * 7
     assert memory_map(Memory(72, 2048, force="logic"))["address_bits"] == 0   # not a table
     with_copies = estimate(Bill(memories=(Memory(72, 2048, table=True, force="logic"),)), ECP5_85)
     without = estimate(Bill(memories=(Memory(72, 2048, force="logic"),)), ECP5_85)
-    assert (with_copies.lut4 - without.lut4, with_copies.ff - without.ff) == (133, 266)
+    assert (with_copies.lut4 - without.lut4, with_copies.ff - without.ff) == (553, 1106)
 
 
 def test_rom_goes_to_block_ram_when_logic_costs_more():
