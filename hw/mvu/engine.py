@@ -217,8 +217,12 @@ class MVUCore(wiring.Component):
         # ECP5 flow can fold them into the DSP blocks' registers (nnaccel.boards.ecp5_bram);
         # with XNOR lanes one copy per group of PEs (input_copies), each marked to be kept
         copies = input_copies(p)
-        x_cs = [Signal(simd * xbits, reset_less=True, attrs=KEEP if copies > 1 else {},
-                       name="x_c" if copies == 1 else f"x_c{k}") for k in range(copies)]
+
+        def held(name, k):
+            return Signal(simd * xbits, reset_less=True, attrs=KEEP if copies > 1 else {},
+                          name=name if copies == 1 else f"{name}{k}")
+
+        x_cs = [held("x_c", k) for k in range(copies)]
         for k, x_c in enumerate(x_cs):
             if buffered:
                 m.d.sync += x_c.eq(x_read if all_from_buffer else Mux(from_b, x_b, x_read))
@@ -228,9 +232,7 @@ class MVUCore(wiring.Component):
                 with m.If(from_b):
                     m.d.sync += x_c.eq(x_b)
                 if late:
-                    x_late = Signal(simd * xbits, reset_less=True,
-                                    attrs=KEEP if copies > 1 else {},
-                                    name="x_late" if copies == 1 else f"x_late{k}")
+                    x_late = held("x_late", k)
                     m.d.sync += x_late.eq(x_c)
                     x_cs[k] = x_late
         v_c, first_c, last_c = (delay(m, s, w_stages - 1, n) for s, n in
@@ -238,7 +240,7 @@ class MVUCore(wiring.Component):
         tail = p.in_features - (sf_n - 1) * simd  # real lanes in the last synapse fold
         live = [(j < tail) | ~last_c for j in range(simd)]
         products = [[self._lane(_field(w_c, q * simd + j, wbits, p.weight_dtype.signed),
-                                _field(x_cs[q // INPUT_COPY_PES if copies > 1 else 0], j,
+                                _field(x_cs[min(q // INPUT_COPY_PES, copies - 1)], j,
                                        xbits, p.in_dtype.signed), live[j])
                      for j in range(simd)] for q in range(pe)]
         x_c = x_cs[0]
