@@ -596,27 +596,37 @@ class ProcessingElement(wiring.Component):
         m.d.sync += after_reset.eq(after_next)
         with m.If(sweeping):
             m.d.sync += zero_row.eq(zero_row + 1)
-            with m.If(zero_row == rows - 1):
-                m.d.sync += [dirty[0].eq(0), dirty[1].eq(0)]
         with m.Else():
             m.d.sync += zero_row.eq(cmd_addr)
+        # the banks' dirty flags next: set by a write, cleared by the release and the sweep's end
+        swept = sweeping & (zero_row == rows - 1)
+        w = later[0]
+        mines = [w.write & (w.bank == b) for b in range(2)]   # W writes a sum into bank b
+        dirty_next = [Signal(name=f"dirty{b}_next") for b in range(2)]
+        for b in range(2):
+            m.d.comb += dirty_next[b].eq(Mux(self.release[b], 0,
+                                             Mux(mines[b], 1, dirty[b] & ~swept)))
+            m.d.sync += dirty[b].eq(dirty_next[b])
+        sweep_next = after_next & (dirty_next[0] | dirty_next[1])
         width = self.raw_shape.width
         word = unsigned(width + 1)  # the sum and its valid bit
         sums = [Signal(self.raw_shape, name=f"sum{k + 1}") for k in range(4)]
         total = Signal(self.raw_shape)
         m.d.sync += [sums[0].eq(total)] + [sums[k + 1].eq(sums[k]) for k in range(3)]
-        w = later[0]
         stored = []
         for b in range(2):
             mem = Memory(shape=word, depth=rows, init=[], attrs=BLOCK_RAM)
             m.submodules[f"acc{b}"] = mem
             w_port = mem.write_port()
             out = self.done[b]
-            clear = Signal(name=f"clear{b}")
             reading = cmd_en[b] & out
-            m.d.sync += clear.eq(reading)
-            mine = w.write & (w.bank == b)
-            zero = sweeping | clear
+            # zero: this bank's write port writes an invalid word (the sweep's, or the clear of
+            # the row read out a cycle ago), a register so the port's address and enable are a
+            # LUT from flip-flops (the banks may lie far away); its reset value writes row 0 of
+            # a clean bank invalid once more in the first cycle, where it already is
+            zero = Signal(init=1, name=f"zero{b}")
+            m.d.sync += zero.eq(sweep_next | reading)
+            mine = mines[b]
             m.d.comb += [
                 w_port.addr.eq(Mux(zero, zero_row, w.row)),
                 w_port.en.eq(zero | mine),
@@ -626,10 +636,8 @@ class ProcessingElement(wiring.Component):
             stored.append(pipelined_read(m, mem, Mux(out, cmd_addr, e2.row),
                                          en=Mux(out, reading, e2.write & (e2.bank == b)),
                                          name=f"acc{b}_q", read_name=f"acc{b}_rd"))
-            with m.If(mine):
-                m.d.sync += dirty[b].eq(1)
             with m.If(self.release[b]):
-                m.d.sync += [dirty[b].eq(0), self.lock[b].eq(0), self.done[b].eq(0)]
+                m.d.sync += [self.lock[b].eq(0), self.done[b].eq(0)]
         # done as the last entry reaches W: the collector sees it a cycle later, after its write
         with m.If(e5.vend):
             m.d.sync += self.done.bit_select(e5.bank, 1).eq(1)
