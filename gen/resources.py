@@ -589,8 +589,8 @@ def sparse_pe_registers(p, matrix, in_flight, abits):
     product = (Const(0, wshape) * Const(0, act)).shape().width
     return (4 * abits + 3                                   # pointers: output register, L
             #                                                 and L's empty, single, useful
-            + (x + 2 * abits + 6) + 5 * slot_bits + 4         # queue head (flags: read, head),
-            #                                                 pointers, slots
+            + (x + 2 * abits + 6) + 4 * slot_bits + 5         # queue head (flags: read, head),
+            #                                                 pointers, read address, slots
             + 2 * abits + x + 3                             # iterator: address, left, value
             + 2 * (x + 5) + matrix.value_bits + p.index_bits  # E1, entry register, R
             + rows + (x + 3 + rows) + wshape.width          # previous row, E2, weight
@@ -640,8 +640,10 @@ def sparse_bill(p, matrix, in_flight):
         if matrix.codebook is not None:
             mems.append(Memory(len(matrix.codebook), wbits))
         mults.append((wbits, xbits, 1))
+    # the stream bits in and out, and the skid buffer in front of a narrower output stage
+    stream = p.in_beat * xbits + p.pe * raw + (p.out_lanes * raw if p.out_lanes < p.pe else 0)
     q = {"layer": 1, "pe": p.pe, "pe_bits": registers, "acc": 4 * p.pe * raw,
-         "stream": p.in_beat * xbits + p.pe * raw}
+         "stream": stream}
     return Bill(quantities=q, memories=tuple(mems), multipliers=tuple(mults),
                 tree_width=p.pe, carry=raw)
 

@@ -170,10 +170,13 @@ class SparseParams(RawSumMixin):
         register, the PE's read-out register and the collector's FIFO (its write, its output
         register), the row's further ``out_step - 1`` slices, the output stage (the
         pipelined one: a requantising multiply split into partial products behind
-        registers), then the output's skid buffer."""
+        registers; behind a skid buffer when narrower than the PEs), then the output's skid
+        buffer."""
         from .engine import Collector
 
-        return Collector.OUT_LATENCY + self.out_step - 1 + self.stage.latency(pipelined=True) + 1
+        narrow = int(self.out_lanes < self.pe)
+        return (Collector.OUT_LATENCY + self.out_step - 1 + narrow
+                + self.stage.latency(pipelined=True) + 1)
 
     def cycle_report(self, column_counts, active):
         """The cycle model (:func:`.reference.cycle_model`) of these params on a matrix with

@@ -237,11 +237,12 @@ def test_cycles_match_model_when_queues_fill():
     assert ends == model.vector_end.tolist()
 
 
-@pytest.mark.parametrize("m", [5, 6, 13, 14])
+@pytest.mark.parametrize("m", [5, 6, 7, 13, 14, 15])
 def test_columns_at_the_top_of_the_address_range(m):
     # One PE, one column of m entries: its pointers and entries share a memory of 1 + m words,
-    # so m - 2 reaches the top codes of its address width (6: 100 in 3 bits, 14: 1100 in 4),
-    # where a column's count less two must not read as "no entry" or "one entry".
+    # so m - 3 reaches the top codes of its address width (7: 100 in 3 bits, 15: 1100 in 4),
+    # where a column's count less three must not read as "no entry" or "one entry", nor its
+    # iterator's count as the last entry.
     p = make_params(m, 1, 1, 2, 1)
     w = np.arange(1, m + 1).reshape(m, 1) * (-1) ** np.arange(m).reshape(m, 1)
     x = np.array([[3], [0], [15], [1]])
