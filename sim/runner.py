@@ -52,8 +52,13 @@ from ..gen.tools import check_simulation_tools
 __all__ = ["SimulationError", "DEFAULT_BUILD_ARGS", "DEFAULT_CACHE_MAX", "cache_dir",
            "cache_max", "evict", "progress", "build", "test"]
 
-#: Verilator arguments for amaranth's output, which has width warnings by design.
-DEFAULT_BUILD_ARGS = ("-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC")
+#: Verilator arguments for amaranth's output, which has width warnings by design. cocotb's
+#: runner passes ``--public-flat-rw``, which keeps every net of the design as a public variable:
+#: a binarized layer's popcount tree (tens of thousands of one-bit nets) then becomes 21 MB of
+#: C++ and a two-minute compile. The testbenches touch only the top module's ports, so it is
+#: turned off and the top level alone is made public (13 s for the same build).
+DEFAULT_BUILD_ARGS = ("-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC",
+                      "--no-public-flat-rw", "--public-depth", "1")
 
 _LOG_TAIL = 40
 
