@@ -10,7 +10,8 @@ simulated hardware and a synthesis report.
 3. Simulate the held-out test split (450 images) under Verilator through cocotb and compare
    every output with the numpy reference.
 4. Synthesise, place and route for a board (ULX3S ECP5-85F by default) and read the resources
-   and the maximum frequency from yosys and nextpnr.
+   and the maximum frequency from yosys and nextpnr. Each build runs in the background
+   (:data:`BUILD_WORKERS` at once) while the next design is generated and simulated.
 5. Write everything (models, Verilog, manifests, the hardware outputs as
    ``outputs/<model>.npy``, reports, a plot of per-layer cycles) to one directory and print a
    summary.
@@ -23,6 +24,7 @@ hour because its PE memories are distributed RAM (``make demo-full``).
 import json
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -205,6 +207,84 @@ def _work_per_inference(model, manifest, x):
     return work
 
 
+def _run_design(spec, res, outdir, count, log):
+    """Generate, write and simulate one design of the demo (``res``: its trained model and test
+    split; ``count`` test images, None: all);
+    returns the design and its summary row. Raises AssertionError when an output differs from
+    the numpy reference."""
+    from .gen.generate import generate
+    from .gen.plan import Options
+    from .sim.design import simulate
+
+    model = res.model
+    x, y = res.x_test, res.y_test
+    ref_all = model.forward(x)
+    if count:
+        x, y = x[:count], y[:count]
+    seconds = {}
+    t0 = time.monotonic()
+    design = generate(model, Options(max_lanes=spec.max_lanes))
+    design.write(outdir / spec.model)
+    man = design.manifest
+    seconds["generate"] = time.monotonic() - t0
+    log(f"[demo] 2/4 {spec.model}: generated for at most {spec.max_lanes} lanes: "
+        f"{man['lanes']} lanes, {man['expected_cycles_per_inference']} cycles per "
+        f"inference expected [{seconds['generate']:.0f} s]")
+    log(f"[demo] 3/4 {spec.model}: simulating {len(x)} test images under Verilator")
+    t0 = time.monotonic()
+    hw_out, sim = simulate(design, x)  # raises on the first output that differs
+    seconds["simulate"] = time.monotonic() - t0
+    ref_out = ref_all[:len(x)]
+    (outdir / "outputs").mkdir(exist_ok=True)
+    np.save(outdir / "outputs" / f"{spec.model}.npy", np.asarray(hw_out, dtype=np.int64))
+    hw = np.asarray(hw_out, dtype=object).reshape(len(x), -1)
+    ref = np.asarray(ref_out, dtype=object).reshape(len(x), -1)
+    work = _work_per_inference(model, man, x)
+    row = {
+        "model": spec.model, "what": spec.what, "vectors": int(len(x)),
+        "numpy_vectors": int(len(res.y_test)),
+        "float_accuracy": res.float_accuracy,
+        "numpy_accuracy": _accuracy(ref_all, res.y_test),
+        "numpy_accuracy_simulated": _accuracy(ref_out, y),
+        "hardware_accuracy": _accuracy(hw_out, y),
+        "outputs_checked": int(ref.size),
+        "outputs_equal_count": int(np.sum(hw == ref)) if hw.shape == ref.shape else 0,
+        "outputs_equal": hw.shape == ref.shape and bool(np.array_equal(hw, ref)),
+        "lanes": man["lanes"], "macs": man["macs"],
+        "cycles_per_inference": sim.cycles_per_inference,
+        "expected_cycles": man["expected_cycles_per_inference"],
+        "ideal_cycles": math.ceil(work / man["lanes"]),
+        "utilisation": work / man["lanes"] / sim.cycles_per_inference,
+        "engines": sorted({entry["engine"] for entry in man["layers"]}),
+        "latency_cycles": sim.latency_cycles, "cycles_total": sim.cycles_total,
+        "seconds": seconds, "manifest": man,
+    }
+    log(f"[demo]   {spec.model}: {row['outputs_equal_count']} of "
+        f"{row['outputs_checked']} outputs equal to numpy, "
+        f"{row['cycles_per_inference']:.1f} cycles per inference "
+        f"(expected {row['expected_cycles']}, ideal {row['ideal_cycles']}) "
+        f"[{seconds['simulate']:.0f} s]")
+    return design, row
+
+
+#: Board builds that run at once (yosys and nextpnr are single-threaded): on two cores a build
+#: runs beside the next design's generation and simulation, or beside another build.
+BUILD_WORKERS = 2
+
+
+def _build(design, board, outdir, row, log):
+    """Synthesise, place and route ``design`` for ``board`` into ``outdir`` (a worker of
+    :func:`run_demo`'s pool); puts the report and its time into ``row``."""
+    from .boards.build import build, format_report
+
+    t0 = time.monotonic()
+    report = build(design.network, board, outdir, name=design.name,
+                   log=lambda m: log(f"[demo]   {m}"))
+    row["seconds"]["build"] = time.monotonic() - t0
+    row["synthesis"] = report
+    log(format_report(report))
+
+
 def run_demo(outdir, *, full=False, vectors=None, board="ulx3s-85f", synthesis=True,
              designs=None, log=print):
     """Run the demo into ``outdir``; returns 0 (errors raise).
@@ -233,13 +313,9 @@ def run_demo(outdir, *, full=False, vectors=None, board="ulx3s-85f", synthesis=T
     AssertionError
         A hardware output differs from the numpy reference.
     """
-    from .boards.build import build, format_report
     from .boards.platforms import get_board
     from .gen.atomic import atomic_directory
-    from .gen.generate import generate
-    from .gen.plan import Options
     from .gen.zoo.digits import train_all
-    from .sim.design import simulate
 
     if designs is None:
         designs = FULL_DESIGNS if full else DEMO_DESIGNS
@@ -249,7 +325,8 @@ def run_demo(outdir, *, full=False, vectors=None, board="ulx3s-85f", synthesis=T
     names = {spec.model for spec in designs}
     # written in a staging directory beside ``final`` and put in place when complete; an
     # existing ``final`` must be empty or an earlier demo's complete output (nnaccel.gen.atomic)
-    with atomic_directory(final, command="demo") as outdir:
+    with (atomic_directory(final, command="demo") as outdir,
+          ThreadPoolExecutor(BUILD_WORKERS, thread_name_prefix="demo-build") as pool):
         start = time.monotonic()
         log(f"[demo] 1/4 training on scikit-learn digits -> {outdir / 'models'}")
         trained = train_all(outdir / "models", log=lambda m: log(f"[demo]   {m}"))
@@ -258,67 +335,25 @@ def run_demo(outdir, *, full=False, vectors=None, board="ulx3s-85f", synthesis=T
             log("[demo]   digits_sparse: training, pruning, weight sharing and retraining")
             trained["digits_sparse"] = _compressed(outdir / "models", log)
         log(f"[demo]   training done [{time.monotonic() - start:.0f} s]")
-        rows = []
-        for spec in designs:
-            res = trained[spec.model]
-            model = res.model
-            x, y = res.x_test, res.y_test
-            ref_all = model.forward(x)
-            count = vectors or (None if full else spec.quick_vectors)
-            if count:
-                x, y = x[:count], y[:count]
-            seconds = {}
-            t0 = time.monotonic()
-            design = generate(model, Options(max_lanes=spec.max_lanes))
-            design.write(outdir / spec.model)
-            man = design.manifest
-            seconds["generate"] = time.monotonic() - t0
-            log(f"[demo] 2/4 {spec.model}: generated for at most {spec.max_lanes} lanes: "
-                f"{man['lanes']} lanes, {man['expected_cycles_per_inference']} cycles per "
-                f"inference expected [{seconds['generate']:.0f} s]")
-            log(f"[demo] 3/4 {spec.model}: simulating {len(x)} test images under Verilator")
-            t0 = time.monotonic()
-            hw_out, sim = simulate(design, x)  # raises on the first output that differs
-            seconds["simulate"] = time.monotonic() - t0
-            ref_out = ref_all[:len(x)]
-            (outdir / "outputs").mkdir(exist_ok=True)
-            np.save(outdir / "outputs" / f"{spec.model}.npy", np.asarray(hw_out, dtype=np.int64))
-            hw = np.asarray(hw_out, dtype=object).reshape(len(x), -1)
-            ref = np.asarray(ref_out, dtype=object).reshape(len(x), -1)
-            work = _work_per_inference(model, man, x)
-            row = {
-                "model": spec.model, "what": spec.what, "vectors": int(len(x)),
-                "numpy_vectors": int(len(res.y_test)),
-                "float_accuracy": res.float_accuracy,
-                "numpy_accuracy": _accuracy(ref_all, res.y_test),
-                "numpy_accuracy_simulated": _accuracy(ref_out, y),
-                "hardware_accuracy": _accuracy(hw_out, y),
-                "outputs_checked": int(ref.size),
-                "outputs_equal_count": int(np.sum(hw == ref)) if hw.shape == ref.shape else 0,
-                "outputs_equal": hw.shape == ref.shape and bool(np.array_equal(hw, ref)),
-                "lanes": man["lanes"], "macs": man["macs"],
-                "cycles_per_inference": sim.cycles_per_inference,
-                "expected_cycles": man["expected_cycles_per_inference"],
-                "ideal_cycles": math.ceil(work / man["lanes"]),
-                "utilisation": work / man["lanes"] / sim.cycles_per_inference,
-                "engines": sorted({entry["engine"] for entry in man["layers"]}),
-                "latency_cycles": sim.latency_cycles, "cycles_total": sim.cycles_total,
-                "seconds": seconds, "manifest": man,
-            }
-            log(f"[demo]   {spec.model}: {row['outputs_equal_count']} of "
-                f"{row['outputs_checked']} outputs equal to numpy, "
-                f"{row['cycles_per_inference']:.1f} cycles per inference "
-                f"(expected {row['expected_cycles']}, ideal {row['ideal_cycles']}) "
-                f"[{seconds['simulate']:.0f} s]")
-            if synthesis:
-                log(f"[demo] 4/4 {spec.model}: synthesis, place and route for {board}")
-                t0 = time.monotonic()
-                report = build(design.network, board, outdir / f"{spec.model}-{board}",
-                               name=design.name, log=lambda m: log(f"[demo]   {m}"))
-                seconds["build"] = time.monotonic() - t0
-                row["synthesis"] = report
-                log(format_report(report))
-            rows.append(row)
+        rows, builds = [], []
+        try:
+            for spec in designs:
+                count = vectors or (None if full else spec.quick_vectors)
+                design, row = _run_design(spec, trained[spec.model], outdir, count, log)
+                if synthesis:
+                    log(f"[demo] 4/4 {spec.model}: synthesis, place and route for {board} "
+                        f"(beside the next design's simulation)")
+                    builds.append(pool.submit(_build, design, board,
+                                              outdir / f"{spec.model}-{board}", row, log))
+                rows.append(row)
+            if builds:
+                log(f"[demo]   waiting for {sum(not b.done() for b in builds)} of {len(builds)} "
+                    f"board builds")
+            for future in builds:
+                future.result()  # a build's error raises here
+        except BaseException:
+            pool.shutdown(cancel_futures=True)  # start no further build; the running finish
+            raise
         _plot(rows, outdir / "cycles.png")
         table = _table(rows)
         total = time.monotonic() - start

@@ -73,3 +73,56 @@ def test_demo_reports_hardware_equal_to_numpy(tmp_path):
         assert f"| {name} |" in table
     assert (tmp_path / "cycles.png").stat().st_size > 0
     assert any("3/4 digits_cnn_binarized" in line for line in lines)
+
+
+def _fake_demo(monkeypatch, build):
+    """run_demo's orchestration alone: training, generation/simulation, the plot and the table
+    replaced by instant fakes, board builds by ``build``."""
+    import nnaccel.demo as demo
+    import nnaccel.gen.zoo.digits as digits
+
+    monkeypatch.setattr(digits, "train_all", lambda path, log: {})
+    monkeypatch.setattr(demo, "_cnns", lambda path, names, log: {n: None for n in names})
+    monkeypatch.setattr(demo, "_run_design",
+                        lambda spec, res, outdir, count, log: (spec.model, {
+                            "model": spec.model, "seconds": {}, "what": "", "float_accuracy": 0,
+                            "numpy_accuracy": 0, "numpy_vectors": 0, "hardware_accuracy": 0,
+                            "vectors": 0, "outputs_equal": True}))
+    monkeypatch.setattr(demo, "_plot", lambda rows, path: None)
+    monkeypatch.setattr(demo, "_table", lambda rows: "")
+    monkeypatch.setattr(demo, "_build", build)
+    return tuple(DemoDesign(f"digits_cnn_{k}", 8, k) for k in ("int8", "binarized"))
+
+
+def test_demo_builds_run_beside_each_other(tmp_path, monkeypatch):
+    """Board builds run in the background: the second design's build starts while the first's
+    is still running, and run_demo waits for both before it writes the summary."""
+    import threading
+
+    started, release, finished = threading.Barrier(2, timeout=10), threading.Event(), []
+
+    def build(design, board, outdir, row, log):
+        started.wait()  # both builds must be running at once, or this times out
+        release.wait(10)
+        row["synthesis"] = {"fmax_mhz": 1.0}
+        finished.append(design)
+
+    designs = _fake_demo(monkeypatch, build)
+    threading.Timer(0.2, release.set).start()
+    assert run_demo(tmp_path / "out", designs=designs, log=lambda m: None) == 0
+    assert sorted(finished) == sorted(d.model for d in designs)
+    rows = json.loads((tmp_path / "out" / "summary.json").read_text())["rows"]
+    assert [r["synthesis"] for r in rows] == [{"fmax_mhz": 1.0}] * 2
+
+
+def test_demo_failed_build_raises_and_leaves_no_output(tmp_path, monkeypatch):
+    from nnaccel.gen.errors import ToolError
+
+    def build(design, board, outdir, row, log):
+        raise ToolError(f"nextpnr failed on {design}")
+
+    designs = _fake_demo(monkeypatch, build)
+    with pytest.raises(ToolError, match="nextpnr failed on digits_cnn_int8"):
+        run_demo(tmp_path / "out", designs=designs, log=lambda m: None)
+    assert not (tmp_path / "out").exists()
+    assert [p.name for p in tmp_path.iterdir()] == []
