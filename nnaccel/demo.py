@@ -16,9 +16,9 @@ simulated hardware and a synthesis report.
    ``outputs/<model>.npy``, reports, a plot of per-layer cycles) to one directory and print a
    summary.
 
-:data:`DEMO_DESIGNS` is ``make demo`` (about ten minutes on two idle cores);
-:data:`FULL_DESIGNS` adds the sparse design, whose place and route alone takes about half an
-hour because its PE memories are distributed RAM (``make demo-full``).
+:data:`DEMO_DESIGNS` is ``make demo`` (about five minutes on two cores, the install aside);
+:data:`FULL_DESIGNS` adds the sparse design and simulates every test image (``make demo-full``,
+longer: the CNNs' 450 images under Verilator alone take several minutes).
 """
 
 import json
@@ -62,8 +62,8 @@ DEMO_DESIGNS = (
                "from batch-norm, OR max pooling", 150),
 )
 
-#: ``make demo-full``: :data:`DEMO_DESIGNS` and the sparse design (about half an hour of place
-#: and route on its own).
+#: ``make demo-full``: :data:`DEMO_DESIGNS` and the sparse design (its board build not timed
+#: since its PE memories moved to block RAM).
 FULL_DESIGNS = DEMO_DESIGNS + (
     DemoDesign("digits_sparse", 64, "MLP 64-256-128-10 pruned to 10% density, 16 shared "
                                     "weights (4-bit codes), int8, on the sparse engine"),
