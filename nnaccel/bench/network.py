@@ -245,7 +245,7 @@ def main(argv=None):
           f"registered inside), {result['mult']} MULT18X18D "
           f"({result['mult_registers']['inputs']} with input, "
           f"{result['mult_registers']['outputs']} with output registers inside) "
-          f"({result['seconds']:.0f} s); "
+          f"(synthesised by {result['synthesiser']}; {result['seconds']:.0f} s); "
           f"{cycles:,} cycles per inference (folding formula), "
           f"{result['inferences_per_second']:,.0f} per second at Fmax")
     return 0
