@@ -566,13 +566,13 @@ def sparse_pe_registers(p, matrix, in_flight, abits):
     """Flip-flop bits of one sparse PE (:class:`~nnaccel.hw.sparse.engine.ProcessingElement`,
     ``abits``-bit entry addresses) that yosys keeps: the pointer word (the block RAM's output
     register and L, with the column's flags decoded from it), the queue's head and pointers, the
-    slots held, the iterator, the entry stages (E1, the entry's output register, R, E2 with its
-    row and weight: the codebook's read or the entry's value), the product through E3..E5, the
-    rows of W, H1, H2 and of a clear, the four forwarded sums, both banks' output registers and
-    the row sum, the read-out command (per bank enable, row, bank) and its bank through the
-    read, the read-out word. Not counted: the token stages T, P, L (equal in every PE: yosys
-    merges them) and the registered reads of the queue and the banks (inside their block
-    RAMs)."""
+    slots held, the iterator, the entry stages (E1, the entry's output register and its copy in
+    the fabric, R, F, E2 with its row and weight: the codebook's read or the entry's value),
+    the product through E3..E5, the rows of W, H1, H2 and of a clear, the four forwarded sums,
+    both banks' output registers and the row sum, the read-out command (per bank enable, row,
+    bank) and its bank through the read, the read-out word. Not counted: the token stages T,
+    P, L (equal in every PE: yosys merges them) and the registered reads of the queue and the
+    banks (inside their block RAMs)."""
     from amaranth import Const, Shape, signed
 
     from ..hw.common.dtype import DTypeKind
@@ -592,7 +592,8 @@ def sparse_pe_registers(p, matrix, in_flight, abits):
             + (x + 2 * abits + 6) + 4 * slot_bits + 5         # queue head (flags: read, head),
             #                                                 pointers, read address, slots
             + 2 * abits + x + 3                             # iterator: address, left, value
-            + 2 * (x + 5) + matrix.value_bits + p.index_bits  # E1, entry register, R
+            + 3 * (x + 5) + 2 * (matrix.value_bits + p.index_bits)  # E1, R, F, the
+            #                                                 entry's two registers
             + rows + (x + 3 + rows) + wshape.width          # previous row, E2, weight
             + 3 * (product + 3 + rows)                      # E3, E4, E5
             + (3 + rows) + 2 * (2 + rows) + rows            # W, H1, H2, the row a clear writes

@@ -268,14 +268,15 @@ class ProcessingElement(wiring.Component):
     Pipeline (every block RAM read goes through the RAM's output register before any logic): the
     token register (T: the column's pointers are read, then registered twice, P and L), the
     queue (activations whose column holds entries for this PE, or that end a vector), then one
-    entry per cycle through the entry read (E1: the read port; R: its output register, the row
-    and the codebook lookup), E2 (accumulator read), the multiplier's operands registered (E3),
-    its product (E4; the row in the bank's output register), the accumulate (E5) and the write
-    back (W). A column with ``n`` entries takes ``max(n, 1)`` iterator cycles and columns follow
-    each other without a bubble; a column without entries for this PE is dropped in L. Every
-    token taken holds a slot (``queue_depth`` in all) from the cycle after it is taken until L
-    drops it or the iterator pops it, so ``tok_ready`` is registered and T never stalls; a PE
-    holds :attr:`slots` tokens at most.
+    entry per cycle through the entry read (E1: the read port; R: its output register; F: a
+    register in the fabric, the row and the codebook lookup), E2 (accumulator read), the
+    multiplier's operands registered (E3), its product (E4; the row in the bank's output
+    register), the accumulate (E5) and the write back (W). A column with ``n`` entries takes
+    ``max(n, 1)`` iterator cycles and columns follow each other without a bubble; a column
+    without entries for this PE is dropped in L. Every token taken holds a slot
+    (``queue_depth`` in all) from the cycle after it is taken until L drops it or the iterator
+    pops it, so ``tok_ready`` is registered and T never stalls; a PE holds :attr:`slots`
+    tokens at most.
 
     The core registers the AND of every PE's ``tok_ready``, which the broadcast then waits on
     a cycle late; :data:`BROADCAST_SLACK` slots make up for it (see :mod:`.reference`).
@@ -363,9 +364,14 @@ class ProcessingElement(wiring.Component):
         # after a reset, until the banks are swept; its next value
         after_reset, hold = Signal(init=1), Signal()
         e1, word = self._iterate(m, queue, queued, e_port, hold)
-        # the entry read registered (R): the block RAM's output drives nothing else
-        word = data.View(word.shape(), output_register(m, word.as_value(), name="entry_q"))
-        e1 = self._stage(m, "r", **vars(e1))
+        # the entry read registered (R): the block RAM's output drives nothing else (the ECP5
+        # flow folds this register into the block RAM); then registered again in the fabric
+        # (F), so that the route from the block RAM, which may lie across the chip, and the
+        # row's adder are in different cycles (at 75d1901 that route alone took 6.0 ns)
+        copy = output_register(m, output_register(m, word.as_value(), name="entry_q"),
+                               name="entry_f")
+        word = data.View(word.shape(), copy)
+        e1 = self._stage(m, "f", **vars(self._stage(m, "r", **vars(e1))))
         self._reserve(m, queue, dropped)
         e2, weight = self._fetch(m, e1, word)
         self._accumulate(m, e2, weight, after_reset, hold)

@@ -50,7 +50,7 @@ __all__ = ["TAKE", "ISSUE_TO_DONE", "LOOKUP", "QUEUE_TO_POP", "BROADCAST_SLACK",
 TAKE = 1
 #: From the cycle the last entry of a vector is issued to the first cycle its bank may be read
 #: out (the PE's ``done``, then the collector's register of every PE's).
-ISSUE_TO_DONE = 8
+ISSUE_TO_DONE = 9
 #: From a token's broadcast to its queue write (the pointer read, its output register, then a
 #: register near the logic).
 LOOKUP = 3

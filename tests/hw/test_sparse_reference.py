@@ -42,8 +42,8 @@ def test_single_pe_timeline():
     # beat j accepted at j, taken from the input register at 1 + j, its token in the token
     # register at 2 + j, broadcast at 3 + j while the PE holds fewer than D + 5 = 6; written
     # into the queue at 6 + j, popped at 9, 12, 15, 18; the last entry leaves at 20; the
-    # collector may read from 20 + 8; read-out at 28, 29; last output beat at 29 + 4.
-    assert (TAKE, LOOKUP, ISSUE_TO_DONE) == (1, 3, 8)
+    # collector may read from 20 + 9; read-out at 29, 30; last output beat at 30 + 4.
+    assert (TAKE, LOOKUP, ISSUE_TO_DONE) == (1, 3, 9)
     assert rep.vector_end.tolist() == [20 + ISSUE_TO_DONE + 1 + 4]
     assert rep.busy.tolist() == [12] and rep.entries.tolist() == [12]
     assert rep.compute_cycles == 18 and rep.efficiency == pytest.approx(12 / 18)
