@@ -209,9 +209,8 @@ def _work_per_inference(model, manifest, x):
 
 def _run_design(spec, res, outdir, count, log):
     """Generate, write and simulate one design of the demo (``res``: its trained model and test
-    split; ``count`` test images, None: all);
-    returns the design and its summary row. Raises AssertionError when an output differs from
-    the numpy reference."""
+    split; ``count`` test images, None: all); returns the design and its summary row. Raises
+    AssertionError when an output differs from the numpy reference."""
     from .gen.generate import generate
     from .gen.plan import Options
     from .sim.design import simulate
@@ -312,6 +311,9 @@ def run_demo(outdir, *, full=False, vectors=None, board="ulx3s-85f", synthesis=T
     ------
     AssertionError
         A hardware output differs from the numpy reference.
+    ToolError
+        A board build failed (after the builds already running have ended; none starts after
+        a failure).
     """
     from .boards.platforms import get_board
     from .gen.atomic import atomic_directory
