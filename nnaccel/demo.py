@@ -312,8 +312,8 @@ def run_demo(outdir, *, full=False, vectors=None, board="ulx3s-85f", synthesis=T
     AssertionError
         A hardware output differs from the numpy reference.
     ToolError
-        A board build failed (after the builds already running have ended; none starts after
-        a failure).
+        A board build failed (raised before the next design starts, or at the end, once the
+        builds still running have ended; no build starts after a failure is seen).
     """
     from .boards.platforms import get_board
     from .gen.atomic import atomic_directory
@@ -340,6 +340,9 @@ def run_demo(outdir, *, full=False, vectors=None, board="ulx3s-85f", synthesis=T
         rows, builds = [], []
         try:
             for spec in designs:
+                for future in builds:   # a build that failed already: stop here
+                    if future.done():
+                        future.result()
                 count = vectors or (None if full else spec.quick_vectors)
                 design, row = _run_design(spec, trained[spec.model], outdir, count, log)
                 if synthesis:

@@ -116,13 +116,31 @@ def test_demo_builds_run_beside_each_other(tmp_path, monkeypatch):
 
 
 def test_demo_failed_build_raises_and_leaves_no_output(tmp_path, monkeypatch):
+    """A failed board build raises before the next design starts, no further build starts,
+    and the output directory is not left behind."""
+    import time
+
+    import nnaccel.demo as demo
     from nnaccel.gen.errors import ToolError
 
+    started = []
+
     def build(design, board, outdir, row, log):
+        started.append(design)
         raise ToolError(f"nextpnr failed on {design}")
 
     designs = _fake_demo(monkeypatch, build)
+    designs = designs + (DemoDesign("digits_int8", 8, "int8"),)
+    run_design = demo._run_design
+
+    def slow(spec, *args):   # the next design's simulation outlasts the failing build
+        time.sleep(0.3)
+        return run_design(spec, *args)
+
+    monkeypatch.setattr(demo, "_run_design", slow)
+    monkeypatch.setattr(demo, "_cnns", lambda path, names, log: {n: None for n in names})
     with pytest.raises(ToolError, match="nextpnr failed on digits_cnn_int8"):
         run_demo(tmp_path / "out", designs=designs, log=lambda m: None)
+    assert started == ["digits_cnn_int8"]
     assert not (tmp_path / "out").exists()
     assert [p.name for p in tmp_path.iterdir()] == []
