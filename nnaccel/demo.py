@@ -347,7 +347,7 @@ def run_demo(outdir, *, full=False, vectors=None, board="ulx3s-85f", synthesis=T
                 design, row = _run_design(spec, trained[spec.model], outdir, count, log)
                 if synthesis:
                     log(f"[demo] 4/4 {spec.model}: synthesis, place and route for {board} "
-                        f"(beside the next design's simulation)")
+                        f"(in the background)")
                     builds.append(pool.submit(_build, design, board,
                                               outdir / f"{spec.model}-{board}", row, log))
                 rows.append(row)
