@@ -138,7 +138,6 @@ def test_demo_failed_build_raises_and_leaves_no_output(tmp_path, monkeypatch):
         return run_design(spec, *args)
 
     monkeypatch.setattr(demo, "_run_design", slow)
-    monkeypatch.setattr(demo, "_cnns", lambda path, names, log: {n: None for n in names})
     with pytest.raises(ToolError, match="nextpnr failed on digits_cnn_int8"):
         run_demo(tmp_path / "out", designs=designs, log=lambda m: None)
     assert started == ["digits_cnn_int8"]
