@@ -362,7 +362,8 @@ class ProcessingElement(wiring.Component):
         ptr_port, e_port = self._memories(m)
         queue, queued, dropped = self._lookup(m, ptr_port)
         # after a reset, until the banks are swept; its next value
-        after_reset, hold = Signal(init=1), Signal()
+        after_reset = Signal(init=1)
+        hold = Signal(init=int(self.params.rows_per_pe > 1))
         e1, word = self._iterate(m, queue, queued, e_port, hold)
         # the entry read registered (R): the block RAM's output drives nothing else (the ECP5
         # flow folds this register into the block RAM); then registered again in the fabric
@@ -522,10 +523,15 @@ class ProcessingElement(wiring.Component):
             m.d.sync += [bank.eq(~bank), self.lock.bit_select(bank, 1).eq(1)]
         ends = s_valid & s_final & s_last  # the vector's last entry: its bank locks
         lock_next = [(self.lock[b] | (ends & (bank == b))) & ~self.release[b] for b in range(2)]
-        m.d.comb += [
-            blocked_next.eq(Mux(bank ^ ends, lock_next[1], lock_next[0]) | hold),
-            queue.go_next.eq(~busy_next & ~blocked_next),   # the queue's pop next, if ready
-        ]
+        m.d.comb += blocked_next.eq(Mux(bank ^ ends, lock_next[1], lock_next[0]) | hold)
+        # the queue's pop next, if ready: ~busy_next & ~blocked_next, spelt out slot by slot
+        # so that this cycle's slot only selects between values of flip-flops (a bank that
+        # ends leaves the other bank's lock to decide; a column that goes on does not pop).
+        # As a chain from ``blocked`` through the lock it was 5 LUT levels, the digits_sparse
+        # bench's critical path (8.2 ns at f727375)
+        free = [~hold & ~(self.lock[b] & ~self.release[b]) for b in range(2)]
+        stay, swap = Mux(bank, free[1], free[0]), Mux(bank, free[0], free[1])
+        m.d.comb += queue.go_next.eq(Mux(s_valid, s_final & Mux(s_last, swap, stay), stay))
         m.d.sync += [busy.eq(busy_next), blocked.eq(blocked_next)]
 
         entry = data.StructLayout({"value": unsigned(self._value_bits),
@@ -612,13 +618,15 @@ class ProcessingElement(wiring.Component):
         # ago) writes invalid
         zero_row = Signal.like(self.rd_addr)
         sweeping, after_next = Signal(), Signal()
-        # hold: the iterator waits while a sweep may go on next cycle; from the reset's flag
-        # and the row alone, so that its pop (and the queue's next fill) need not wait for the
-        # dirty flags: with clean banks it holds the cycle after a reset too, when the queue
-        # is still empty
+        # hold: the iterator waits while a sweep may go on next cycle, that is
+        # ``after_reset & (zero_row != rows - 1)``; from the reset's flag and the row alone, so
+        # that its pop (and the queue's next fill) need not wait for the dirty flags: with
+        # clean banks it holds the cycle after a reset too, when the queue is still empty. A
+        # register, loaded with that value for the next cycle (after_reset stays set only while
+        # sweeping, when the row counts up), so the queue's fill decision starts at flip-flops
         m.d.comb += [sweeping.eq(after_reset & (dirty[0] | dirty[1])),
-                     after_next.eq(sweeping & (zero_row != rows - 1)),
-                     hold.eq(after_reset & (zero_row != rows - 1))]
+                     after_next.eq(sweeping & (zero_row != rows - 1))]
+        m.d.sync += hold.eq(after_next & (zero_row != rows - 2))
         m.d.sync += after_reset.eq(after_next)
         with m.If(sweeping):
             m.d.sync += zero_row.eq(zero_row + 1)
