@@ -548,14 +548,16 @@ def window_bill(win):
     """A sliding-window unit (:class:`~nnaccel.hw.window.params.WindowParams`): its line buffer,
     one copy per read port (yosys duplicates a memory for each), its counters and row
     bookkeeping (``window``), its adders as wide as a line-buffer address (``window_addr``,
-    ``7 + 4 x read ports`` of them: the writer's address; the image's base address and the
-    window's first row, each wrapped modulo the buffer by two adders side by side, the first
-    row on a new output row and on a new image; per read port its position's row, a sum
-    wrapped likewise, and its read address, that row plus the column), and its per-port output
-    words and padding multiplexers (``window_bits``)."""
+    ``7 + 4 x rows of a beat + read ports`` of them: the writer's address; the image's base
+    address and the window's first row, each wrapped modulo the buffer by two adders side by
+    side, the first row on a new output row and on a new image; per row of a beat's positions
+    its two running offsets and their two sums with the first row; per read port its read
+    address, the row plus the column), and its per-port output words and padding multiplexers
+    (``window_bits``)."""
     width = win.elem_shape.width
     abits = max(win.buffer_depth - 1, 1).bit_length()
-    return Bill(quantities={"window": 1, "window_addr": (7 + 4 * win.read_ports) * abits,
+    adders = 7 + 4 * win.beat_shape[0] + win.read_ports
+    return Bill(quantities={"window": 1, "window_addr": adders * abits,
                             "window_bits": win.read_ports * win.buffer_width + win.n_out * width},
                 memories=(Memory(win.buffer_depth, win.buffer_width, rom=False,
                                  copies=win.read_ports),),

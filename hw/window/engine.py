@@ -162,10 +162,10 @@ class WindowUnit(wiring.Component):
 
         def wrap(value, offset):
             # value + offset (a constant), in 0 .. 2*depth-1, modulo depth: both candidates
-            # summed at once and chosen by the sign of the second, so that no comparison
+            # summed at once and chosen by the sign bit of the second, so that no comparison
             # follows the adder
             under = value + (offset - depth)
-            return Mux(under < 0, value + offset, under)
+            return Mux(under[-1], value + offset, under)
 
         def row_offset(n):  # address offset of n rows further down, modulo the buffer
             return (n % rows) * p.row_words
@@ -183,12 +183,24 @@ class WindowUnit(wiring.Component):
         col0 = Signal(signed(len(x0) + cw.bit_length() + 1), init=-left * cw)  # x0 * C/word
         # running offsets of the beat's first window position: ig*r*DH rows, jg*q*DW columns
         iy = Signal(range(kh * dh + 1))
-        ioff = Signal(range(kh * dh * p.row_words + 1))
         jx = Signal(range(kw * dw + 1))
         joff = Signal(range(kw * dw * cw + 1))
 
         n = p.read_ports
         taps = [((t // cols_per_beat) * dh, (t % cols_per_beat) * dw) for t in range(n)]
+        # for each row of a beat's positions (di rows below its first): that row's address
+        # offset from row0, (ig*r*DH + di) rows, as is (near) and less the buffer's depth
+        # (far), running like iy. A position's row address, row0 plus near modulo the depth,
+        # is then two additions side by side from registers and a choice by the sign of the
+        # far one (from row0 + ioff through wrap's adders it was three carry chains in a row,
+        # 10.9 ns, which held cnv_mid at 91.4 MHz)
+        rstep = rows_per_beat * dh * p.row_words
+        offsets = {di: di * p.row_words for di, _ in taps}
+        top_off = (kh * dh + max(offsets)) * p.row_words
+        near = {di: Signal(range(top_off + 1), init=e, name=f"near{di}")
+                for di, e in offsets.items()}
+        far = {di: Signal(range(-depth, top_off + 1), init=e - depth, name=f"far{di}")
+               for di, e in offsets.items()}
         # stage s1: per position its row's sequence number, whether it is padding, and the two
         # halves of its address
         s1_valid = Signal()
@@ -249,7 +261,7 @@ class WindowUnit(wiring.Component):
                 m.d.sync += [
                     s1_seq[t].eq((base + y)[:seq]),
                     s1_pad[t].eq((y < 0) | (y >= p.height) | (x < 0) | (x >= p.width)),
-                    s1_row[t].eq(wrap(row0 + ioff, di * p.row_words)),
+                    s1_row[t].eq(Mux((row0 + far[di])[-1], row0 + near[di], row0 + far[di])),
                     s1_col[t].eq(col0 + joff + cb + dj * cw),
                 ]
             tap_levels = [(jg, kw // cols_per_beat,
@@ -258,8 +270,10 @@ class WindowUnit(wiring.Component):
                            [jx.eq(0), joff.eq(0)]),
                           (ig, kh // rows_per_beat,
                            [iy.eq(iy + rows_per_beat * dh),
-                            ioff.eq(ioff + rows_per_beat * dh * p.row_words)],
-                           [iy.eq(0), ioff.eq(0)])]
+                            *(near[di].eq(near[di] + rstep) for di in offsets),
+                            *(far[di].eq(far[di] + rstep) for di in offsets)],
+                           [iy.eq(0), *(near[di].eq(e) for di, e in offsets.items()),
+                            *(far[di].eq(e - depth) for di, e in offsets.items())])]
             block = [(cb, cw, [], [])]
             _count(m, [
                 *(tap_levels + block if p.order is PatchOrder.DEPTHWISE else block + tap_levels),

@@ -49,9 +49,11 @@ def test_window_line_buffer_one_copy_per_read_port():
         assert (mem.depth, mem.width, mem.copies, mem.rom) == (
             win.buffer_rows * 8, 32, win.read_ports, False)
         assert window_bill(win).quantities["window"] == 1
-    # 32 words: 5-bit addresses, 7 adders of the unit's and 4 per read port
-    assert window_bill(one).quantities["window_addr"] == 11 * 5
-    assert window_bill(two).quantities["window_addr"] == 19 * 5
+    # 32 words: 5-bit addresses, 7 adders of the unit's, 4 per row of a beat's positions (one
+    # row here: the three positions of `two` lie side by side) and 1 per read port
+    assert two.beat_shape == (1, 3)
+    assert window_bill(one).quantities["window_addr"] == 12 * 5
+    assert window_bill(two).quantities["window_addr"] == 14 * 5
 
 
 def test_window_address_adders_as_wide_as_the_line_buffer_address():
@@ -62,7 +64,7 @@ def test_window_address_adders_as_wide_as_the_line_buffer_address():
     pool = WindowParams(channels=32, height=8, width=8, kernel=(2, 2), stride=(2, 2),
                         dtype=DType.parse("uint1"), n_in=1, n_out=1)
     assert pool.buffer_depth == 1280 and pool.read_ports == 1
-    assert window_bill(pool).quantities["window_addr"] == 11 * 11
+    assert window_bill(pool).quantities["window_addr"] == 12 * 11
 
 
 def test_block_ram_by_depth_and_width_as_dp16kd():
