@@ -570,7 +570,8 @@ def sparse_pe_registers(p, matrix, in_flight, abits):
     register and L, with the column's flags decoded from it), the queue's head and pointers, the
     slots held, the iterator, the entry stages (E1, the entry's output register and its copy in
     the fabric, R, F, E2 with its row and weight: the codebook's read or the entry's value),
-    the product through E3..E5, the rows of W, H1, H2 and of a clear, the four forwarded sums,
+    the product through E3..E5, the rows of W, H1, H2 and of a clear, the flags (the iterator's
+    hold among them), the four forwarded sums,
     both banks' output registers and the row sum, the read-out command (per bank enable, row,
     bank) and its bank through the read, the read-out word. Not counted: the token stages T,
     P, L (equal in every PE: yosys merges them) and the registered reads of the queue and the
@@ -600,7 +601,7 @@ def sparse_pe_registers(p, matrix, in_flight, abits):
             + 3 * (product + 3 + rows)                      # E3, E4, E5
             + (3 + rows) + 2 * (2 + rows) + rows            # W, H1, H2, the row a clear writes
             + (5 + rows)                                    # read-out command, bank selects
-            + 14 + 4 * raw + 3 * (raw + 1)                  # flags, sums, their registers
+            + 15 + 4 * raw + 3 * (raw + 1)                  # flags, sums, their registers
             + raw)                                          # the read-out word
 
 

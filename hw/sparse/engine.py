@@ -214,19 +214,25 @@ class LeadingNonZero(wiring.Component):
         with m.If(move & one_left):
             m.d.sync += valid.eq(0)
 
-        # the input register: takes a beat whenever it is empty or its beat is taken
+        # the input register: takes a beat whenever it is empty or its beat is taken; with
+        # it, which of its lanes are non-zero, so that the beat's masks and its one_left are
+        # a LUT level closer to flip-flops (from the beat itself, that compare led the
+        # digits_sparse bench's critical path into one_left, 8.0 ns)
         beat = Signal.like(held, name="in_beat")
+        beat_nz = Signal(n, name="in_nonzero")
         beat_valid = Signal(name="in_valid")
         take = beat_valid & (~valid | (~has_token & ~final) | (move & one_left))
         m.d.comb += i.ready.eq(~beat_valid | take)
         with m.If(i.valid & i.ready):
             m.d.sync += [beat_valid.eq(1), beat.eq(i.payload)]
+            if not bipolar:
+                m.d.sync += beat_nz.eq(Cat(i.payload[j] != 0 for j in range(n)))
         with m.Elif(take):
             m.d.sync += beat_valid.eq(0)
 
         last_in = next_base == (beats - 1) * n
         tail = p.in_features - (beats - 1) * n
-        nonzero = [(Const(1) if bipolar else (beat[j] != 0)) & ((j < tail) | ~last_in)
+        nonzero = [(Const(1) if bipolar else beat_nz[j]) & ((j < tail) | ~last_in)
                    for j in range(n)]
         with m.If(take):
             m.d.sync += [valid.eq(1), final.eq(last_in), held.eq(beat),
@@ -522,16 +528,18 @@ class ProcessingElement(wiring.Component):
         with m.If(s_valid & s_final & s_last):
             m.d.sync += [bank.eq(~bank), self.lock.bit_select(bank, 1).eq(1)]
         ends = s_valid & s_final & s_last  # the vector's last entry: its bank locks
-        lock_next = [(self.lock[b] | (ends & (bank == b))) & ~self.release[b] for b in range(2)]
-        m.d.comb += blocked_next.eq(Mux(bank ^ ends, lock_next[1], lock_next[0]) | hold)
-        # the queue's pop next, if ready: ~busy_next & ~blocked_next, spelt out slot by slot
-        # so that this cycle's slot only selects between values of flip-flops (a bank that
-        # ends leaves the other bank's lock to decide; a column that goes on does not pop).
-        # As a chain from ``blocked`` through the lock it was 5 LUT levels, the digits_sparse
+        # blocked next: the next bank's lock (Mux(bank ^ ends, lock_next[1], lock_next[0]))
+        # or hold; chosen between the values of flip-flops, stay (this bank's lock) or, when
+        # the vector ends, swap (the other bank's: this cycle's ``ends`` sets only this
+        # bank's), so that this cycle's slot only selects. Through the lock it was a chain of
+        # 5 LUT levels from ``blocked`` into the queue's fill decision, the digits_sparse
         # bench's critical path (8.2 ns at f727375)
-        free = [~hold & ~(self.lock[b] & ~self.release[b]) for b in range(2)]
-        stay, swap = Mux(bank, free[1], free[0]), Mux(bank, free[0], free[1])
-        m.d.comb += queue.go_next.eq(Mux(s_valid, s_final & Mux(s_last, swap, stay), stay))
+        held = [hold | (self.lock[b] & ~self.release[b]) for b in range(2)]
+        stay, swap = Mux(bank, held[1], held[0]), Mux(bank, held[0], held[1])
+        m.d.comb += [
+            blocked_next.eq(Mux(ends, swap, stay)),
+            queue.go_next.eq(~busy_next & ~blocked_next),   # the queue's pop next, if ready
+        ]
         m.d.sync += [busy.eq(busy_next), blocked.eq(blocked_next)]
 
         entry = data.StructLayout({"value": unsigned(self._value_bits),
