@@ -367,7 +367,8 @@ class ProcessingElement(wiring.Component):
         m = Module()
         ptr_port, e_port = self._memories(m)
         queue, queued, dropped = self._lookup(m, ptr_port)
-        # after a reset, until the banks are swept; its next value
+        # after a reset, until the banks are swept; hold: the iterator waits for the sweep (a
+        # register, loaded in _accumulate; set after a reset unless a bank has a single row)
         after_reset = Signal(init=1)
         hold = Signal(init=int(self.params.rows_per_pe > 1))
         e1, word = self._iterate(m, queue, queued, e_port, hold)
