@@ -188,10 +188,10 @@ class WindowUnit(wiring.Component):
         taps = [((t // cols_per_beat) * dh, (t % cols_per_beat) * dw) for t in range(n)]
         # for each row of a beat's positions (di rows below its first): that row's address
         # offset from row0, (ig*r*DH + di) rows, as is (near) and less the buffer's depth
-        # (far), running like iy. A position's row address, row0 plus near modulo the depth,
+        # (far), running with ig. A position's row address, row0 plus near modulo the depth,
         # is then two additions side by side from registers and a choice by the sign of the
-        # far one (from row0 + ioff through wrap's adders it was three carry chains in a row,
-        # 10.9 ns, which held cnv_mid at 91.4 MHz)
+        # far one (row0 plus a running offset, then wrap's two adders, was three carry chains
+        # in a row, 10.9 ns, which held cnv_mid at 91.4 MHz)
         rstep = rows_per_beat * dh * p.row_words
         offsets = {di: di * p.row_words for di, _ in taps}
         top_off = (kh * dh + max(offsets)) * p.row_words
@@ -203,7 +203,7 @@ class WindowUnit(wiring.Component):
         # x = x0 + jg*q*DW + dj, and each less the map's height or width, all running like
         # the counters, so a position's padding flag is a LUT of four sign bits (summing and
         # comparing x took two carry chains in a row, 9.9 ns, which held cnv_mid at 101.3 MHz)
-        y_span = range(-top - p.height - 1, p.padded_height + kh * dh + 1)
+        y_span = range(-top - p.height - 1, p.padded_height + kh * dh + sh + 1)
         x_span = range(-left - p.width - 1, p.padded_width + kw * dw + 1)
         ys = {di: Signal(y_span, init=di - top, name=f"y{di}") for di in offsets}
         yh = {di: Signal(y_span, init=di - top - p.height, name=f"y{di}_h") for di in offsets}
