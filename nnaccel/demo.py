@@ -207,6 +207,14 @@ def _work_per_inference(model, manifest, x):
     return work
 
 
+def _raise_failed(builds):
+    """Raise the error of a board build that has already failed (none still running is
+    waited for)."""
+    for future in builds:
+        if future.done():
+            future.result()
+
+
 def _run_design(spec, res, outdir, count, log):
     """Generate, write and simulate one design of the demo (``res``: its trained model and test
     split; ``count`` test images, None: all); returns the design and its summary row. Raises
@@ -340,12 +348,11 @@ def run_demo(outdir, *, full=False, vectors=None, board="ulx3s-85f", synthesis=T
         rows, builds = [], []
         try:
             for spec in designs:
-                for future in builds:   # a build that failed already: stop here
-                    if future.done():
-                        future.result()
+                _raise_failed(builds)   # before the next design starts
                 count = vectors or (None if full else spec.quick_vectors)
                 design, row = _run_design(spec, trained[spec.model], outdir, count, log)
                 if synthesis:
+                    _raise_failed(builds)   # one may have failed during the simulation
                     log(f"[demo] 4/4 {spec.model}: synthesis, place and route for {board} "
                         f"(in the background)")
                     builds.append(pool.submit(_build, design, board,
